@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_frcnn import boxes as box_ops
+
+
+def test_iou_hand_computed():
+    a = tf.constant([[0.0, 0.0, 10.0, 10.0]])
+    b = tf.constant([[0.0, 5.0, 10.0, 15.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 10.0]])
+    np.testing.assert_allclose(box_ops.iou(a, b).numpy(), [[50 / 150, 0.0, 1.0]], atol=1e-6)
+
+
+def test_iou_batched_and_padding_is_zero():
+    a = tf.constant([[[0.0, 0.0, 10.0, 10.0]]])
+    b = tf.constant([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 0.0, 0.0]]])
+    np.testing.assert_allclose(box_ops.iou(a, b).numpy(), [[[1.0, 0.0]]], atol=1e-6)
+
+
+def test_iou_within_unit_interval_random():
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 100, size=(2, 50, 2, 2)).astype(np.float32)
+    lo, hi = corners.min(axis=2), corners.max(axis=2)
+    boxes = np.concatenate([lo, hi], axis=-1)
+    overlaps = box_ops.iou(boxes[0], boxes[1]).numpy()
+    assert overlaps.min() >= 0.0 and overlaps.max() <= 1.0 + 1e-6
+    np.testing.assert_allclose(np.diag(box_ops.iou(boxes[0], boxes[0]).numpy()), 1.0, atol=1e-5)
+
+
+def test_encode_matches_paper_parameterisation():
+    # (ty, tx, th, tw) = ((y - ya) / ha, (x - xa) / wa, log(h / ha), log(w / wa))
+    anchor = tf.constant([[10.0, 10.0, 50.0, 90.0]])   # centre (30, 50), h 40, w 80
+    box = tf.constant([[12.0, 8.0, 60.0, 100.0]])      # centre (36, 54), h 48, w 92
+    deltas = box_ops.encode(box, anchor).numpy()
+    np.testing.assert_allclose(deltas, [[6 / 40, 4 / 80, np.log(48 / 40), np.log(92 / 80)]],
+                               rtol=1e-5)
+    np.testing.assert_allclose(deltas, [[0.15, 0.05, 0.1823216, 0.1397619]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("stds", [None, (0.1, 0.1, 0.2, 0.2)])
+def test_decode_inverts_encode(stds):
+    rng = np.random.default_rng(1)
+    anchors = np.concatenate([rng.uniform(0, 50, (100, 2)), rng.uniform(60, 200, (100, 2))], -1)
+    boxes = np.concatenate([rng.uniform(0, 50, (100, 2)), rng.uniform(60, 200, (100, 2))], -1)
+    anchors, boxes = anchors.astype(np.float32), boxes.astype(np.float32)
+    restored = box_ops.decode(box_ops.encode(boxes, anchors, stds), anchors, stds)
+    np.testing.assert_allclose(restored.numpy(), boxes, atol=1e-3)
+
+
+def test_decode_caps_huge_scales():
+    anchors = tf.constant([[0.0, 0.0, 16.0, 16.0]])
+    boxes = box_ops.decode(tf.constant([[0.0, 0.0, 100.0, 100.0]]), anchors).numpy()
+    assert np.all(np.isfinite(boxes))
+    np.testing.assert_allclose(boxes[0, 2] - boxes[0, 0], 1000.0, rtol=1e-4)
+
+
+def test_clip_per_image_size():
+    boxes = tf.constant([[[-5.0, -5.0, 50.0, 50.0]], [[-5.0, -5.0, 50.0, 50.0]]])
+    clipped = box_ops.clip(boxes, tf.constant([[40, 30], [100, 100]])).numpy()
+    np.testing.assert_allclose(clipped[:, 0], [[0, 0, 40, 30], [0, 0, 50, 50]])
+
+
+def test_normalized_round_trip_and_area():
+    boxes = tf.constant([[10.0, 20.0, 30.0, 60.0]])
+    norm = box_ops.to_normalized(boxes, tf.constant([100, 200]))
+    np.testing.assert_allclose(norm.numpy(), [[0.1, 0.1, 0.3, 0.3]], rtol=1e-6)
+    np.testing.assert_allclose(box_ops.to_absolute(norm, tf.constant([100, 200])).numpy(),
+                               boxes.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(box_ops.area(boxes).numpy(), [800.0])
+    np.testing.assert_allclose(box_ops.area(tf.constant([[5.0, 5.0, 1.0, 1.0]])).numpy(), [0.0])
+
+
+def test_smooth_l1():
+    x = tf.constant([-2.0, -0.5, 0.0, 0.5, 3.0])
+    np.testing.assert_allclose(box_ops.smooth_l1(x).numpy(), [1.5, 0.125, 0.0, 0.125, 2.5])

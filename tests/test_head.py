@@ -1,0 +1,94 @@
+import numpy as np
+import tensorflow as tf
+
+from tf_frcnn import FastRCNNHead
+from tf_frcnn import boxes as box_ops
+from tf_frcnn.head import fast_rcnn_loss, postprocess_detections
+
+STDS = (0.1, 0.1, 0.2, 0.2)
+
+
+def test_head_shapes_and_class_specific_deltas():
+    head = FastRCNNHead(num_classes=20, fc_units=(64, 32))
+    logits, deltas = head(tf.zeros([6, 7, 7, 16]))
+    assert logits.shape == (6, 21) and deltas.shape == (6, 21, 4)
+    assert [fc.units for fc in head.fcs] == [64, 32]
+
+
+def test_head_uses_given_region_layers():
+    import keras
+    region = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(8)])
+    head = FastRCNNHead(num_classes=3, region_layers=region)
+    logits, deltas = head(tf.zeros([2, 7, 7, 4]))
+    assert logits.shape == (2, 4) and head.fcs == []
+    assert region.built
+
+
+def test_loss_hand_computed():
+    logits = tf.constant([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    deltas = tf.zeros([3, 3, 4]) + tf.constant([[[9.0] * 4, [0.5, 0, 0, 0], [9.0] * 4]] * 3)
+    labels = tf.constant([0, 1, -1])
+    targets = tf.zeros([3, 4])
+    losses = fast_rcnn_loss(logits, deltas, labels, targets)
+    cls0 = -np.log(np.exp(2) / (np.exp(2) + 2))
+    cls1 = -np.log(np.exp(1) / (np.exp(1) + 2))
+    np.testing.assert_allclose(losses["detector_class"].numpy(), (cls0 + cls1) / 2, rtol=1e-5)
+    # Only the foreground ROI's true-class deltas count: smoothL1(0.5) = 0.125, / 2 valid ROIs.
+    np.testing.assert_allclose(losses["detector_box"].numpy(), 0.125 / 2, rtol=1e-5)
+
+
+def _detections(rois, class_probs, deltas=None, **kwargs):
+    rois = tf.constant([rois], tf.float32)
+    num = rois.shape[1]
+    logits = tf.math.log(tf.constant(class_probs, tf.float32))
+    deltas = tf.zeros([num, logits.shape[1], 4]) if deltas is None else deltas
+    return postprocess_detections(logits, deltas, rois, tf.constant([num]),
+                                  tf.constant([[200, 200]]), box_stds=STDS, **kwargs)
+
+
+def test_per_class_nms_keeps_overlaps_of_different_classes():
+    rois = [[10, 10, 60, 60], [12, 12, 62, 62], [100, 100, 150, 150]]
+    probs = [[0.02, 0.9, 0.08], [0.02, 0.08, 0.9], [0.02, 0.9, 0.08]]
+    out = _detections(rois, probs, max_detections=10)
+    n = int(out["num_detections"][0])
+    pairs = sorted(zip(out["detection_classes"][0, :n].numpy().tolist(),
+                       [round(float(v), 2) for v in out["detection_scores"][0, :n].numpy()]))
+    # Boxes 0 and 1 overlap (IoU 0.85) but have different top classes: both kept.
+    # The 0.08 scores of class 1 on box 1 and of class 2 on box 0 overlap a
+    # 0.9 of their own class and are suppressed; class 2's 0.08 on box 2 stays.
+    assert pairs == [(1, 0.9), (1, 0.9), (2, 0.08), (2, 0.9)]
+    assert out["detection_boxes"].shape == (1, 10, 4)
+    assert out["detection_classes"].dtype == tf.int32
+
+
+def test_same_class_overlap_suppressed_and_score_threshold():
+    rois = [[10, 10, 60, 60], [12, 12, 62, 62], [100, 100, 150, 150]]
+    probs = [[0.1, 0.9], [0.2, 0.8], [0.97, 0.03]]
+    out = _detections(rois, probs)
+    assert int(out["num_detections"][0]) == 1          # 0.8 suppressed, 0.03 < 0.05
+    np.testing.assert_allclose(out["detection_scores"][0, 0].numpy(), 0.9, rtol=1e-5)
+    np.testing.assert_allclose(out["detection_boxes"][0, 0].numpy(), [10, 10, 60, 60], atol=1e-3)
+    assert out["detection_boxes"].shape == (1, 100, 4)  # paper: at most 100 per image
+    assert not np.any(out["detection_boxes"][0, 1:].numpy())
+
+
+def test_deltas_are_applied_with_stds_and_clipped():
+    target = tf.constant([[20.0, 20.0, 80.0, 100.0]])
+    roi = tf.constant([[10.0, 10.0, 60.0, 60.0]])
+    encoded = box_ops.encode(target, roi, STDS)
+    deltas = tf.concat([tf.zeros([1, 1, 4]), encoded[:, None, :]], axis=1)
+    out = _detections([[10, 10, 60, 60]], [[0.1, 0.9]], deltas=deltas)
+    np.testing.assert_allclose(out["detection_boxes"][0, 0].numpy(), target[0].numpy(), atol=1e-3)
+    far = box_ops.encode(tf.constant([[150.0, 150.0, 400.0, 400.0]]), roi, STDS)
+    deltas = tf.concat([tf.zeros([1, 1, 4]), far[:, None, :]], axis=1)
+    out = _detections([[10, 10, 60, 60]], [[0.1, 0.9]], deltas=deltas)
+    np.testing.assert_allclose(out["detection_boxes"][0, 0].numpy(), [150, 150, 200, 200],
+                               atol=1e-3)
+
+
+def test_batched_postprocess():
+    rois = tf.constant([[[10, 10, 60, 60]], [[20, 20, 40, 40]]], tf.float32)
+    logits = tf.math.log(tf.constant([[0.1, 0.9], [0.5, 0.5]]))
+    out = postprocess_detections(logits, tf.zeros([2, 2, 4]), rois, tf.constant([1, 0]),
+                                 tf.constant([[100, 100], [100, 100]]), box_stds=STDS)
+    np.testing.assert_array_equal(out["num_detections"].numpy(), [1, 0])

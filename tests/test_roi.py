@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_frcnn import ROIPooling, ROIPoolingBuiltin
+from tf_frcnn import boxes as box_ops
+from tf_frcnn.roi import sample_rois
+
+GT = tf.constant([[[100.0, 100.0, 200.0, 220.0], [300.0, 300.0, 380.0, 340.0], [0, 0, 0, 0]]])
+GT_LABELS = tf.constant([[2, 5, 0]])
+
+
+def _proposals(n=2000, seed=0):
+    """Random proposals around the two objects and elsewhere: plenty of
+    foreground (IoU >= 0.5), background [0.1, 0.5) and below 0.1."""
+    rng = np.random.default_rng(seed)
+    centre = rng.choice([[150.0, 160.0], [340.0, 320.0], [500.0, 500.0]], size=n)
+    centre = centre + rng.normal(scale=25.0, size=(n, 2))
+    size = rng.uniform(40.0, 160.0, size=(n, 2))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
+    return tf.constant(boxes[None], tf.float32), tf.constant([n])
+
+
+def _summary(sampled):
+    labels = sampled["labels"].numpy()[0]
+    return (labels > 0).sum(), (labels == 0).sum(), (labels == -1).sum()
+
+
+def test_paper_sampler_128_with_25_percent_foreground():
+    proposals, count = _proposals()
+    sampled = sample_rois(proposals, count, GT, GT_LABELS, seed=1)
+    fg, bg, ignored = _summary(sampled)
+    assert sampled["rois"].shape == (1, 128, 4)
+    assert (fg, bg, ignored) == (32, 96, 0)
+    overlaps = box_ops.iou(sampled["rois"][0], GT[0, :2]).numpy().max(axis=1)
+    labels = sampled["labels"].numpy()[0]
+    assert np.all(overlaps[labels > 0] >= 0.5)
+    assert np.all((overlaps[labels == 0] >= 0.1) & (overlaps[labels == 0] < 0.5))
+    assert set(labels[labels > 0]) <= {2, 5}
+
+
+def test_seed_sampler_256_one_to_one_zero_padded():
+    proposals, count = _proposals(n=300, seed=2)
+    # Only ~a few proposals are foreground once limited; zero fill never adds background.
+    sampled = sample_rois(proposals[:, :40], tf.constant([40]), GT, GT_LABELS, num_rois=256,
+                          fg_fraction=0.5, fill="zeros", seed=1)
+    fg, bg, ignored = _summary(sampled)
+    assert fg < 128 and bg <= 128 and fg + bg + ignored == 256
+    assert ignored >= 128 - fg
+    padded = sampled["rois"].numpy()[0][sampled["labels"].numpy()[0] == -1]
+    assert not np.any(padded)
+
+
+def test_top_iou_fill_takes_the_best_remaining_boxes():
+    proposals = tf.constant([[[100, 100, 200, 220], [100, 100, 200, 300], [100, 100, 200, 400],
+                              [500, 500, 600, 600]]], tf.float32)
+    sampled = sample_rois(proposals, tf.constant([4]), GT[:, :1], GT_LABELS[:, :1], num_rois=4,
+                          fg_fraction=0.5, fill="top_iou", bg_iou_low=0.0, seed=0)
+    labels = sampled["labels"].numpy()[0]
+    rois = sampled["rois"].numpy()[0]
+    # Foreground: the proposal equal to the gt and the gt itself (IoU 1); no
+    # other candidate reaches 0.5, so nothing is added; background: the rest.
+    assert (labels > 0).sum() == 2
+    sampled = sample_rois(proposals, tf.constant([4]), GT[:, :1], GT_LABELS[:, :1], num_rois=6,
+                          fg_fraction=0.5, fill="top_iou", bg_iou_low=0.0, seed=0)
+    labels = sampled["labels"].numpy()[0]
+    rois = sampled["rois"].numpy()[0]
+    fg_rois = rois[labels > 0]
+    # 3 foreground slots: the 2 exact boxes plus the best remaining (IoU 0.6).
+    assert len(fg_rois) == 3
+    assert any(np.allclose(r, [100, 100, 200, 300]) for r in fg_rois)
+
+
+def test_ground_truth_boxes_are_candidates_and_targets_decode_to_them():
+    sampled = sample_rois(tf.zeros([1, 5, 4]), tf.constant([0]), GT, GT_LABELS, seed=0)
+    labels = sampled["labels"].numpy()[0]
+    assert (labels > 0).sum() == 2                     # only the two gt boxes themselves
+    stds = (0.1, 0.1, 0.2, 0.2)
+    fg = labels > 0
+    decoded = box_ops.decode(sampled["targets"][0][fg], sampled["rois"][0][fg], stds)
+    gt_for = {2: GT[0, 0].numpy(), 5: GT[0, 1].numpy()}
+    np.testing.assert_allclose(decoded.numpy(), [gt_for[c] for c in labels[fg]], atol=1e-3)
+
+
+def test_unknown_fill_mode():
+    with pytest.raises(ValueError, match="fill"):
+        sample_rois(tf.zeros([1, 1, 4]), tf.constant([1]), GT, GT_LABELS, fill="bogus")
+
+
+def test_builtin_pooling_equals_crop_and_resize():
+    rng = np.random.default_rng(0)
+    feature_map = tf.constant(rng.normal(size=(2, 19, 27, 8)), tf.float32)
+    corners = rng.uniform(-40, 460, size=(2, 30, 2, 2))
+    rois = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)
+    rois[0, 0] = [0, 0, 304, 432]          # the whole map
+    rois[1, 1] = [-100, -100, -20, -20]     # entirely outside: zeros
+    rois = tf.constant(rois, tf.float32)
+    reference = ROIPooling(pool_size=7, stride=16)(feature_map, rois)
+    twin = ROIPoolingBuiltin(pool_size=7, stride=16)(feature_map, rois)
+    assert reference.shape == twin.shape == (60, 7, 7, 8)
+    np.testing.assert_allclose(twin.numpy(), reference.numpy(), atol=1e-4)
+    assert not np.any(twin.numpy()[31])
+
+
+def test_pooling_projects_rois_by_the_stride():
+    # A feature map whose value is its column index: pooling a box over
+    # columns 2..5 (pixels (2 + .5) * 16 .. (5 + .5) * 16) sees columns 2..5 only.
+    columns = tf.tile(tf.range(10, dtype=tf.float32)[None, None, :, None], [1, 6, 1, 1])
+    rois = tf.constant([[[8.0, 40.0, 72.0, 88.0]]])
+    pooled = ROIPooling(pool_size=2, stride=16)(columns, rois).numpy()[0, :, :, 0]
+    assert pooled.min() >= 2.0 - 1e-5 and pooled.max() <= 5.0 + 1e-5
+    np.testing.assert_allclose(pooled[:, -1], 5.0, atol=1e-5)

@@ -1,0 +1,76 @@
+"""The anchor generator: k = len(scales) * len(ratios) reference boxes at every
+feature-map position (Faster R-CNN, Sec. 3.1.1)."""
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+
+def base_anchors(base_size=16, scales=(8, 16, 32), ratios=(0.5, 1.0, 2.0)):
+    """The k anchors centred on the origin.
+
+    An anchor of scale ``s`` and ratio ``r`` (= height / width) has area
+    ``(base_size * s) ** 2``: base 16 with scales 8, 16, 32 gives 128^2, 256^2
+    and 512^2 pixels.
+
+    Returns:
+      float32 numpy [k, 4] [ymin, xmin, ymax, xmax] relative to the centre,
+      ordered ratio-major (all scales of the first ratio, then the next).
+    """
+    anchors = []
+    for ratio in ratios:
+        for scale in scales:
+            side = float(base_size) * float(scale)
+            height = side * np.sqrt(ratio)
+            width = side / np.sqrt(ratio)
+            anchors.append([-height / 2, -width / 2, height / 2, width / 2])
+    return np.asarray(anchors, np.float32)
+
+
+@keras.saving.register_keras_serializable(package="tf_frcnn")
+class AnchorGenerator(keras.layers.Layer):
+    """Anchors for a stride-``stride`` feature map.
+
+    Call on a feature map float [batch, h, w, channels]; returns float32
+    [h * w * k, 4] absolute [ymin, xmin, ymax, xmax] in input-image pixels,
+    ordered (row, column, anchor) to match the RPN head's reshaped outputs.
+    The centre of position (i, j) is ((i + 0.5) * stride, (j + 0.5) * stride),
+    the centre of the stride x stride cell it sees. Anchors are the same for
+    every image of the batch; the shape is static when h and w are.
+    """
+
+    def __init__(self, base_size=16, scales=(8, 16, 32), ratios=(0.5, 1.0, 2.0),
+                 stride=16, **kwargs):
+        super().__init__(**kwargs)
+        self.base_size = base_size
+        self.scales = tuple(float(s) for s in scales)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.stride = stride
+
+    @property
+    def num_anchors_per_location(self):
+        return len(self.scales) * len(self.ratios)
+
+    def call(self, feature_map):
+        shape = tf.shape(feature_map)
+        height = feature_map.shape[1] if feature_map.shape[1] is not None else shape[1]
+        width = feature_map.shape[2] if feature_map.shape[2] is not None else shape[2]
+        stride = tf.cast(self.stride, tf.float32)
+        ys = (tf.range(height, dtype=tf.float32) + 0.5) * stride
+        xs = (tf.range(width, dtype=tf.float32) + 0.5) * stride
+        grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")
+        centres = tf.stack([grid_y, grid_x, grid_y, grid_x], axis=-1)  # [h, w, 4]
+        cell = tf.constant(base_anchors(self.base_size, self.scales, self.ratios))
+        anchors = centres[:, :, tf.newaxis, :] + cell[tf.newaxis, tf.newaxis]
+        return tf.reshape(anchors, [-1, 4])
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        n = None if h is None or w is None else h * w * self.num_anchors_per_location
+        return (n, 4)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(base_size=self.base_size, scales=self.scales,
+                      ratios=self.ratios, stride=self.stride)
+        return config

@@ -1,0 +1,119 @@
+"""Pure tensor math on boxes.
+
+Every function here works on absolute pixel boxes ``[ymin, xmin, ymax, xmax]``
+(float32, the ``tf.image`` order, Keras' ``"yxyx"`` format) unless its name says
+``normalized``. Deltas are the paper's parameterisation stored in the
+``center_yxhw`` order of ``keras.utils.bounding_boxes``:
+``(ty, tx, th, tw) = ((y - ya) / ha, (x - xa) / wa, log(h / ha), log(w / wa))``.
+"""
+
+import math
+
+import tensorflow as tf
+from keras.utils import bounding_boxes as kbb
+
+# Largest log-scale a predicted delta may apply: a 16 px anchor may grow to
+# 1000 px, no more. Untrained heads otherwise overflow exp() into inf/NaN boxes.
+MAX_LOG_SCALE = math.log(1000.0 / 16.0)
+
+
+def iou(boxes1, boxes2):
+    """Pairwise intersection over union.
+
+    Args:
+      boxes1: float32 [M, 4] or [batch, M, 4], absolute [ymin, xmin, ymax, xmax].
+      boxes2: float32 [N, 4] or [batch, N, 4], same convention.
+
+    Returns:
+      float32 [M, N] (or [batch, M, N]) in [0, 1]; 0 for empty (padding) boxes.
+    """
+    return kbb.compute_iou(boxes1, boxes2, bounding_box_format="yxyx")
+
+
+def encode(boxes, anchors, stds=None):
+    """Regression targets of ``boxes`` relative to ``anchors``.
+
+    Args:
+      boxes: float32 [..., N, 4] absolute [ymin, xmin, ymax, xmax].
+      anchors: float32 [N, 4] (or broadcastable to ``boxes``), same convention.
+      stds: optional 4 floats (ty, tx, th, tw order) the deltas are divided by.
+
+    Returns:
+      float32 [..., N, 4] deltas (ty, tx, th, tw).
+    """
+    return kbb.encode_box_to_deltas(
+        anchors, boxes, anchor_format="yxyx", box_format="yxyx",
+        encoding_format="center_yxhw", variance=stds)
+
+
+def decode(deltas, anchors, stds=None):
+    """Inverse of :func:`encode`: apply deltas (ty, tx, th, tw) to anchors.
+
+    Args:
+      deltas: float32 [..., N, 4].
+      anchors: float32 [N, 4] absolute [ymin, xmin, ymax, xmax].
+      stds: optional 4 floats the deltas are multiplied by first.
+
+    Returns:
+      float32 [..., N, 4] absolute [ymin, xmin, ymax, xmax].
+    """
+    if stds is not None:
+        deltas = deltas * tf.constant(stds, tf.float32)
+    deltas = tf.concat(
+        [deltas[..., :2], tf.minimum(deltas[..., 2:], MAX_LOG_SCALE)], axis=-1)
+    return kbb.decode_deltas_to_boxes(
+        anchors, deltas, anchor_format="yxyx", box_format="yxyx",
+        encoded_format="center_yxhw")
+
+
+def clip(boxes, image_shape):
+    """Clip boxes to their image.
+
+    Keras' ``clip_to_image_size`` takes one height/width for the whole batch;
+    here every image of a padded batch has its own valid size.
+
+    Args:
+      boxes: float32 [batch, N, 4] absolute [ymin, xmin, ymax, xmax].
+      image_shape: int or float [batch, 2], valid (height, width) per image.
+
+    Returns:
+      float32 [batch, N, 4].
+    """
+    hw = tf.cast(image_shape, boxes.dtype)[:, tf.newaxis, :]
+    limits = tf.concat([hw, hw], axis=-1)
+    return tf.clip_by_value(boxes, 0.0, limits)
+
+
+def area(boxes):
+    """float32 [..., N] area of [..., N, 4] boxes; 0 for inverted boxes."""
+    heights = tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
+    widths = tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
+    return heights * widths
+
+
+def to_normalized(boxes, image_shape):
+    """Absolute [..., 4] boxes -> normalised [0, 1] by (height, width) [..., 2]."""
+    hw = tf.cast(image_shape, boxes.dtype)
+    scale = tf.concat([hw, hw], axis=-1)
+    return boxes / scale
+
+
+def to_absolute(boxes, image_shape):
+    """Normalised [..., 4] boxes -> absolute pixels by (height, width) [..., 2]."""
+    hw = tf.cast(image_shape, boxes.dtype)
+    scale = tf.concat([hw, hw], axis=-1)
+    return boxes * scale
+
+
+def convert_format(boxes, source, target, height=None, width=None):
+    """``keras.utils.bounding_boxes.convert_format`` re-exported for callers
+    holding boxes in another format (e.g. COCO ``"xywh"``)."""
+    return kbb.convert_format(boxes, source=source, target=target,
+                              height=height, width=width)
+
+
+def smooth_l1(x, beta=1.0):
+    """Fast R-CNN's robust loss, elementwise: 0.5 x^2 / beta if |x| < beta,
+    else |x| - 0.5 beta (beta = 1 in the paper)."""
+    abs_x = tf.abs(x)
+    return tf.where(abs_x < beta, 0.5 * tf.square(x) / beta, abs_x - 0.5 * beta)

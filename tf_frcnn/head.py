@@ -1,0 +1,166 @@
+"""The Fast R-CNN detector head: region-wise layers, its loss, and detection
+post-processing."""
+
+import keras
+import tensorflow as tf
+
+from tf_frcnn import boxes as box_ops
+
+
+@keras.saving.register_keras_serializable(package="tf_frcnn")
+class FastRCNNHead(keras.layers.Layer):
+    """Region-wise layers on pooled ROI features, then sibling outputs: C + 1
+    class logits (index 0 is background) and class-specific deltas.
+
+    Args:
+      num_classes: C, the object classes (background excluded).
+      fc_units: sizes of the fully connected layers (VGG16's fc6/fc7 are 4096,
+        4096) used when ``region_layers`` is None.
+      region_layers: optional Keras model mapping pooled features
+        [N, s, s, channels] to [N, D] (a backbone's own fc6/fc7 initialised
+        from ImageNet); replaces the fc layers.
+      dropout: dropout rate after each fc layer when training.
+
+    Call on pooled features [N, s, s, channels]; returns ``(class_logits
+    [N, C + 1], box_deltas [N, C + 1, 4])``. Deltas are (ty, tx, th, tw)
+    scaled by the sampler's ``box_stds``; row 0 (background) is unused.
+    """
+
+    def __init__(self, num_classes, fc_units=(1024, 1024), region_layers=None,
+                 dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.fc_units = tuple(fc_units)
+        self.dropout = dropout
+        self.region_layers = region_layers
+        self.flatten = keras.layers.Flatten()
+        self.fcs = [] if region_layers is not None else [
+            keras.layers.Dense(units, activation="relu", name=f"fc{i + 6}")
+            for i, units in enumerate(self.fc_units)]
+        self.drops = [keras.layers.Dropout(dropout) for _ in self.fcs]
+        self.cls_score = keras.layers.Dense(
+            num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="cls_score")
+        self.bbox_pred = keras.layers.Dense(
+            4 * (num_classes + 1),
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="bbox_pred")
+
+    def build(self, input_shape):
+        if self.region_layers is not None:
+            if not self.region_layers.built:
+                self.region_layers.build(input_shape)
+            hidden = tuple(self.region_layers.compute_output_shape(input_shape))
+        else:
+            flat = 1
+            for dim in input_shape[1:]:
+                flat *= dim
+            hidden = (input_shape[0], flat)
+            for fc in self.fcs:
+                fc.build(hidden)
+                hidden = (input_shape[0], fc.units)
+        self.cls_score.build(hidden)
+        self.bbox_pred.build(hidden)
+
+    def call(self, roi_features, training=False):
+        if self.region_layers is not None:
+            hidden = self.region_layers(roi_features, training=training)
+        else:
+            hidden = self.flatten(roi_features)
+            for fc, drop in zip(self.fcs, self.drops):
+                hidden = drop(fc(hidden), training=training)
+        logits = self.cls_score(hidden)
+        deltas = tf.reshape(self.bbox_pred(hidden), [-1, self.num_classes + 1, 4])
+        return logits, deltas
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, fc_units=self.fc_units,
+                      dropout=self.dropout)
+        return config
+
+
+def fast_rcnn_loss(class_logits, box_deltas, roi_labels, roi_targets, lambda_reg=1.0):
+    """Fast R-CNN's multi-task loss over the sampled ROIs:
+    L = Lcls(p, u) + lambda [u >= 1] Lloc(t^u, v), averaged over the valid ROIs
+    (labels >= 0); Lloc is smooth L1 on the true class's deltas only.
+
+    Args:
+      class_logits: float32 [N, C + 1].
+      box_deltas: float32 [N, C + 1, 4].
+      roi_labels: int32 [N] (or [batch, R], flattened here), -1 = ignored.
+      roi_targets: float32 [N, 4] (or [batch, R, 4]).
+
+    Returns:
+      dict with float32 scalars "detector_class" and "detector_box".
+    """
+    labels = tf.reshape(roi_labels, [-1])
+    targets = tf.reshape(roi_targets, [-1, 4])
+    valid = tf.cast(labels >= 0, tf.float32)
+    foreground = tf.cast(labels > 0, tf.float32)
+    n_valid = tf.maximum(tf.reduce_sum(valid), 1.0)
+    log_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.maximum(labels, 0), logits=class_logits)
+    true_class_deltas = tf.gather(box_deltas, tf.maximum(labels, 0), batch_dims=1)
+    box_loss = tf.reduce_sum(box_ops.smooth_l1(true_class_deltas - targets), axis=-1)
+    return {"detector_class": tf.reduce_sum(log_loss * valid) / n_valid,
+            "detector_box": lambda_reg * tf.reduce_sum(box_loss * foreground) / n_valid}
+
+
+def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape, *,
+                           box_stds=(0.1, 0.1, 0.2, 0.2), nms_iou=0.3, score_threshold=0.05,
+                           max_detections=100):
+    """Per-class NMS of the detector's outputs.
+
+    All classes go through one ``tf.image.non_max_suppression`` call with each
+    class's boxes shifted to a disjoint region, which is per-class NMS exactly
+    (boxes of different classes never overlap) in one op that TFLite also has.
+
+    Args:
+      class_logits: float32 [batch * R, C + 1]; box_deltas: [batch * R, C + 1, 4].
+      rois: float32 [batch, R, 4] absolute; num_rois: int32 [batch] valid ROIs.
+      image_shape: int32 [batch, 2] valid (height, width).
+
+    Returns:
+      dict of "detection_boxes" float32 [batch, max_detections, 4] absolute
+      [ymin, xmin, ymax, xmax] in input pixels, "detection_scores" float32
+      [batch, max_detections], "detection_classes" int32 [batch, max_detections]
+      (1-based; 0 on padding), "num_detections" int32 [batch].
+    """
+    batch = tf.shape(rois)[0]
+    per_image = rois.shape[1] if rois.shape[1] is not None else tf.shape(rois)[1]
+    num_classes = class_logits.shape[-1] - 1
+    probs = tf.reshape(tf.nn.softmax(class_logits, axis=-1)[:, 1:],
+                       [batch, per_image, num_classes])
+    deltas = tf.reshape(box_deltas[:, 1:], [batch, per_image * num_classes, 4])
+    anchors = tf.reshape(tf.repeat(rois, num_classes, axis=1), [batch, -1, 4])
+    boxes = box_ops.clip(box_ops.decode(deltas, anchors, stds=box_stds), image_shape)
+    valid_roi = tf.range(per_image)[tf.newaxis, :] < num_rois[:, tf.newaxis]
+    probs = tf.where(valid_roi[..., tf.newaxis], probs, 0.0)
+    scores = tf.reshape(probs, [batch, -1])
+    classes = tf.tile(tf.range(1, num_classes + 1), [per_image])          # [R * C]
+    extent = tf.reduce_max(tf.cast(image_shape, tf.float32)) + 1.0
+    offsets = tf.cast(classes, tf.float32)[:, tf.newaxis] * extent        # [R * C, 1]
+
+    def select(args):
+        image_boxes, image_scores = args
+        keep = tf.image.non_max_suppression(
+            image_boxes + offsets, image_scores, max_output_size=max_detections,
+            iou_threshold=nms_iou, score_threshold=score_threshold)
+        count = tf.shape(keep)[0]
+        keep = tf.ensure_shape(tf.pad(keep, [[0, max_detections - count]]), [max_detections])
+        return keep, count
+
+    if rois.shape[0] == 1:
+        keep, count = select((boxes[0], scores[0]))
+        keep, count = keep[tf.newaxis], count[tf.newaxis]
+    else:
+        keep, count = tf.map_fn(select, (boxes, scores), fn_output_signature=(
+            tf.TensorSpec([max_detections], tf.int32), tf.TensorSpec([], tf.int32)))
+    is_valid = tf.range(max_detections)[tf.newaxis, :] < count[:, tf.newaxis]
+    return {
+        "detection_boxes": tf.where(is_valid[..., tf.newaxis],
+                                    tf.gather(boxes, keep, batch_dims=1), 0.0),
+        "detection_scores": tf.where(is_valid, tf.gather(scores, keep, batch_dims=1), 0.0),
+        "detection_classes": tf.where(is_valid, tf.gather(classes, keep), 0),
+        "num_detections": count,
+    }

@@ -1,0 +1,195 @@
+"""FasterRCNN: the keras.Model that wires backbone, RPN, proposals, ROI
+pooling and the Fast R-CNN head, with a ``train_step`` per training stage."""
+
+import keras
+import tensorflow as tf
+
+from tf_frcnn.anchors import AnchorGenerator
+from tf_frcnn.head import FastRCNNHead, fast_rcnn_loss, postprocess_detections
+from tf_frcnn.proposals import ProposalLayer
+from tf_frcnn.roi import ROIPooling, sample_rois
+from tf_frcnn.rpn import RPNHead, anchor_targets, rpn_loss
+
+# What each stage trains. The four alternating steps of Sec. 3.2 plus
+# approximate joint training ("joint"). Backbone layers the paper keeps frozen
+# (VGG16 conv1-2) stay frozen in every stage.
+STAGES = {
+    "rpn": ("backbone", "rpn"),
+    "detector": ("backbone", "detector"),
+    "rpn_finetune": ("rpn",),
+    "detector_finetune": ("detector",),
+    "joint": ("backbone", "rpn", "detector"),
+}
+RPN_LOSSES = ("rpn_objectness", "rpn_box")
+DETECTOR_LOSSES = ("detector_class", "detector_box")
+
+
+class FasterRCNN(keras.Model):
+    """Faster R-CNN on a stride-16 backbone.
+
+    Args:
+      backbone: a ``tf_frcnn.backbones.Backbone``.
+      num_classes: C, object classes without background.
+      anchor_generator, rpn_head, proposal_layer, roi_pooling, detector_head:
+        the parts; defaults follow the paper.
+      anchor_target_args: keyword arguments of ``rpn.anchor_targets``.
+      rpn_lambda: lambda of the RPN loss (10 in the paper).
+      roi_sampler_args: keyword arguments of ``roi.sample_rois``.
+      detection_args: keyword arguments of ``head.postprocess_detections``
+        (besides ``box_stds``, which follows the sampler's).
+      stage: one of ``STAGES``; what ``train_step`` trains.
+
+    Inputs: a dict with "images" float32 [batch, H, W, 3] RGB pixels 0..255
+    (the backbone normalises) and optionally "image_shape" int32 [batch, 2], the
+    valid (height, width) of each image inside the padding (default: H, W).
+
+    ``call`` returns the detections of ``head.postprocess_detections``
+    (absolute input-pixel boxes) plus "proposals" [batch, post_nms, 4] and
+    "num_proposals" [batch].
+    """
+
+    def __init__(self, backbone, num_classes, *, anchor_generator=None, rpn_head=None,
+                 proposal_layer=None, roi_pooling=None, detector_head=None,
+                 anchor_target_args=None, rpn_lambda=10.0, roi_sampler_args=None,
+                 detection_args=None, stage="joint", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.features = backbone.features
+        self.anchor_generator = anchor_generator or AnchorGenerator(stride=backbone.stride)
+        self.rpn_head = rpn_head or RPNHead(
+            num_anchors=self.anchor_generator.num_anchors_per_location)
+        self.proposal_layer = proposal_layer or ProposalLayer()
+        self.roi_pooling = roi_pooling or ROIPooling(pool_size=backbone.pool_size,
+                                                     stride=backbone.stride)
+        self.detector_head = detector_head or FastRCNNHead(
+            num_classes, region_layers=backbone.head)
+        self.anchor_target_args = dict(anchor_target_args or {})
+        self.rpn_lambda = rpn_lambda
+        self.roi_sampler_args = dict(roi_sampler_args or {})
+        self.detection_args = dict(detection_args or {})
+        self.seed = seed
+        self.proposal_source = None
+        self.loss_trackers = {name: keras.metrics.Mean(name=name)
+                              for name in ("loss",) + RPN_LOSSES + DETECTOR_LOSSES}
+        self.set_stage(stage)
+
+    # -- stages ---------------------------------------------------------------
+    def set_stage(self, stage):
+        """Make trainable exactly what ``stage`` trains (see ``STAGES``)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
+        self.stage = stage
+        parts = STAGES[stage]
+        self.features.trainable = "backbone" in parts
+        if "backbone" in parts:
+            for name in self.backbone.frozen_layers:
+                self.features.get_layer(name).trainable = False
+        self.rpn_head.trainable = "rpn" in parts
+        self.detector_head.trainable = "detector" in parts
+
+    @property
+    def _trains_rpn(self):
+        return "rpn" in STAGES[self.stage]
+
+    @property
+    def _trains_detector(self):
+        return "detector" in STAGES[self.stage]
+
+    # -- forward --------------------------------------------------------------
+    @staticmethod
+    def _unpack(inputs):
+        if isinstance(inputs, dict):
+            images = inputs["images"]
+            image_shape = inputs.get("image_shape")
+        else:
+            images, image_shape = inputs, None
+        images = tf.cast(images, tf.float32)
+        if image_shape is None:
+            shape = tf.shape(images)
+            image_shape = tf.tile(shape[tf.newaxis, 1:3], [shape[0], 1])
+        return images, tf.cast(image_shape, tf.int32)
+
+    def rpn_forward(self, images, training=False):
+        """Backbone + RPN: returns (feature_map, objectness_logits, box_deltas,
+        anchors) with logits [batch, A, 2], deltas [batch, A, 4], anchors [A, 4]."""
+        feature_map = self.features(images, training=training)
+        logits, deltas = self.rpn_head(feature_map)
+        anchors = self.anchor_generator(feature_map)
+        return feature_map, logits, deltas, anchors
+
+    def propose(self, images, image_shape, training=False):
+        """Proposals of this model's own RPN: (proposals, scores, num_proposals)."""
+        _, logits, deltas, anchors = self.rpn_forward(images, training=False)
+        return self.proposal_layer(logits, deltas, anchors, image_shape, training=training)
+
+    def detect(self, feature_map, rois, training=False):
+        """Region-wise part: pooled ROI features -> head outputs."""
+        pooled = self.roi_pooling(feature_map, rois)
+        return self.detector_head(pooled, training=training)
+
+    def call(self, inputs, training=False):
+        images, image_shape = self._unpack(inputs)
+        feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
+        proposals, _, num_proposals = self.proposal_layer(
+            logits, deltas, anchors, image_shape, training=training)
+        class_logits, box_deltas = self.detect(feature_map, proposals, training=training)
+        detections = postprocess_detections(
+            class_logits, box_deltas, proposals, num_proposals, image_shape,
+            box_stds=self.roi_sampler_args.get("box_stds", (0.1, 0.1, 0.2, 0.2)),
+            **self.detection_args)
+        detections["proposals"] = proposals
+        detections["num_proposals"] = num_proposals
+        return detections
+
+    # -- training -------------------------------------------------------------
+    def compute_losses(self, batch, training=True):
+        """The loss terms of the current stage on a batch of the input pipeline
+        (dict with "images", "image_shape", "boxes" absolute [batch, M, 4],
+        "labels" int32 [batch, M], 0 = padding). Returns a dict of scalars,
+        "loss" being their sum."""
+        images, image_shape = self._unpack(batch)
+        gt_boxes = tf.cast(batch["boxes"], tf.float32)
+        gt_labels = tf.cast(batch["labels"], tf.int32)
+        losses = {}
+        feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
+        if self._trains_rpn:
+            labels, targets = anchor_targets(anchors, gt_boxes, gt_labels, image_shape,
+                                             seed=self.seed, **self.anchor_target_args)
+            num_locations = tf.shape(feature_map)[1] * tf.shape(feature_map)[2]
+            losses.update(rpn_loss(logits, deltas, labels, targets, num_locations,
+                                   lambda_reg=self.rpn_lambda))
+        if self._trains_detector:
+            if self.proposal_source is not None:
+                proposals, _, num_proposals = self.proposal_source(images, image_shape)
+            else:
+                proposals, _, num_proposals = self.proposal_layer(
+                    logits, deltas, anchors, image_shape, training=True)
+            sampled = sample_rois(tf.stop_gradient(proposals), num_proposals, gt_boxes,
+                                  gt_labels, seed=self.seed, **self.roi_sampler_args)
+            class_logits, box_deltas = self.detect(feature_map, sampled["rois"],
+                                                   training=training)
+            losses.update(fast_rcnn_loss(class_logits, box_deltas, sampled["labels"],
+                                         sampled["targets"]))
+        losses["loss"] = tf.add_n(list(losses.values()))
+        return losses
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(data, training=True)
+        variables = self.trainable_variables
+        gradients = tape.gradient(losses["loss"], variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._track(losses)
+
+    def test_step(self, data):
+        return self._track(self.compute_losses(data, training=False))
+
+    def _track(self, losses):
+        for name, value in losses.items():
+            self.loss_trackers[name].update_state(value)
+        return {name: self.loss_trackers[name].result() for name in losses}
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers.values())

@@ -1,0 +1,88 @@
+"""The proposal layer: RPN outputs -> a fixed number of region proposals."""
+
+import keras
+import tensorflow as tf
+
+from tf_frcnn import boxes as box_ops
+from tf_frcnn.rpn import objectness_scores
+
+
+@keras.saving.register_keras_serializable(package="tf_frcnn")
+class ProposalLayer(keras.layers.Layer):
+    """Top-N by objectness, decode the deltas, clip to the image, drop boxes
+    smaller than ``min_size``, ``tf.image.non_max_suppression`` (IoU
+    ``nms_iou``), keep the top N after it (Sec. 3.3 of the paper).
+
+    Paper defaults: 12,000 before / 2,000 after NMS when training, 6,000 /
+    300 at test time. ``training=True`` selects the training pair.
+
+    Call with ``(objectness_logits [batch, A, 2], box_deltas [batch, A, 4],
+    anchors [A, 4], image_shape int32 [batch, 2])``. Returns
+    ``(proposals, scores, num_proposals)``: float32 [batch, post_nms, 4]
+    absolute [ymin, xmin, ymax, xmax] in input pixels, zero-padded past
+    ``num_proposals``; float32 [batch, post_nms] object probabilities (0 on
+    padding); int32 [batch]. Output shapes are static so graphs trace once.
+    Proposals carry no gradient (approximate joint training, Sec. 3.2).
+    """
+
+    def __init__(self, train_pre_nms=12000, train_post_nms=2000, test_pre_nms=6000,
+                 test_post_nms=300, nms_iou=0.7, min_size=16.0, **kwargs):
+        super().__init__(**kwargs)
+        self.train_pre_nms = train_pre_nms
+        self.train_post_nms = train_post_nms
+        self.test_pre_nms = test_pre_nms
+        self.test_post_nms = test_post_nms
+        self.nms_iou = nms_iou
+        self.min_size = min_size
+
+    def call(self, objectness_logits, box_deltas, anchors, image_shape, training=False):
+        pre_nms = self.train_pre_nms if training else self.test_pre_nms
+        post_nms = self.train_post_nms if training else self.test_post_nms
+        scores = tf.stop_gradient(objectness_scores(objectness_logits))
+        box_deltas = tf.stop_gradient(box_deltas)
+        num_anchors = anchors.shape[0]
+        if num_anchors is not None:
+            pre_nms = min(pre_nms, num_anchors)
+        else:
+            pre_nms = tf.minimum(pre_nms, tf.shape(anchors)[0])
+
+        top_scores, top_index = tf.math.top_k(scores, k=pre_nms, sorted=True)
+        top_deltas = tf.gather(box_deltas, top_index, batch_dims=1)
+        top_anchors = tf.gather(anchors, top_index)
+        proposals = box_ops.decode(top_deltas, top_anchors)
+        proposals = box_ops.clip(proposals, image_shape)
+        heights = proposals[..., 2] - proposals[..., 0]
+        widths = proposals[..., 3] - proposals[..., 1]
+        big_enough = (heights >= self.min_size) & (widths >= self.min_size)
+        # Probabilities are >= 0: -1 marks the dropped boxes below the threshold.
+        top_scores = tf.where(big_enough, top_scores, -1.0)
+
+        def suppress(args):
+            image_boxes, image_scores = args
+            keep = tf.image.non_max_suppression(
+                image_boxes, image_scores, max_output_size=post_nms,
+                iou_threshold=self.nms_iou, score_threshold=-0.5)
+            valid = tf.shape(keep)[0]
+            keep = tf.pad(keep, [[0, post_nms - valid]])
+            return tf.ensure_shape(keep, [post_nms]), valid
+
+        if proposals.shape[0] == 1:
+            keep, valid = suppress((proposals[0], top_scores[0]))
+            keep, valid = keep[tf.newaxis], valid[tf.newaxis]
+        else:
+            keep, valid = tf.map_fn(
+                suppress, (proposals, top_scores),
+                fn_output_signature=(tf.TensorSpec([post_nms], tf.int32),
+                                     tf.TensorSpec([], tf.int32)))
+        is_valid = tf.range(post_nms)[tf.newaxis, :] < valid[:, tf.newaxis]
+        proposals = tf.gather(proposals, keep, batch_dims=1)
+        proposals = tf.where(is_valid[..., tf.newaxis], proposals, 0.0)
+        kept_scores = tf.where(is_valid, tf.gather(top_scores, keep, batch_dims=1), 0.0)
+        return proposals, kept_scores, valid
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(train_pre_nms=self.train_pre_nms, train_post_nms=self.train_post_nms,
+                      test_pre_nms=self.test_pre_nms, test_post_nms=self.test_post_nms,
+                      nms_iou=self.nms_iou, min_size=self.min_size)
+        return config

@@ -1,0 +1,145 @@
+"""The Region Proposal Network: its head, its training targets and its loss
+(Faster R-CNN, Sec. 3.1)."""
+
+import keras
+import tensorflow as tf
+
+from tf_frcnn import boxes as box_ops
+from tf_frcnn import sampling
+
+
+@keras.saving.register_keras_serializable(package="tf_frcnn")
+class RPNHead(keras.layers.Layer):
+    """3x3 conv (``channels``, "same", ReLU), then sibling 1x1 convs: 2k
+    objectness logits (softmax over object / not object) and 4k box deltas.
+
+    Call on a feature map float [batch, h, w, C]; returns
+    ``(objectness_logits, box_deltas)`` float32 [batch, h*w*k, 2] and
+    [batch, h*w*k, 4], ordered (row, column, anchor) like ``AnchorGenerator``.
+    Channel 1 of the logits is "object". Deltas are (ty, tx, th, tw).
+    Weights start from N(0, 0.01) as in the paper.
+    """
+
+    def __init__(self, num_anchors=9, channels=512, **kwargs):
+        super().__init__(**kwargs)
+        self.num_anchors = num_anchors
+        self.channels = channels
+        init = keras.initializers.RandomNormal(stddev=0.01)
+        self.conv = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
+                                        kernel_initializer=init, name="rpn_conv")
+        self.objectness = keras.layers.Conv2D(2 * num_anchors, 1, kernel_initializer=init,
+                                              name="rpn_objectness")
+        self.deltas = keras.layers.Conv2D(4 * num_anchors, 1, kernel_initializer=init,
+                                          name="rpn_deltas")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        hidden = tuple(input_shape[:-1]) + (self.channels,)
+        self.objectness.build(hidden)
+        self.deltas.build(hidden)
+
+    def call(self, feature_map):
+        hidden = self.conv(feature_map)
+        batch = tf.shape(feature_map)[0]
+        logits = tf.reshape(self.objectness(hidden), [batch, -1, 2])
+        deltas = tf.reshape(self.deltas(hidden), [batch, -1, 4])
+        return logits, deltas
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_anchors=self.num_anchors, channels=self.channels)
+        return config
+
+
+def objectness_scores(objectness_logits):
+    """float32 [batch, A]: softmax probability of "object" per anchor."""
+    return tf.nn.softmax(objectness_logits, axis=-1)[..., 1]
+
+
+def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
+                   positive_iou=0.7, negative_iou=0.3, batch_size=256,
+                   positive_fraction=0.5, ignore_cross_boundary=True, seed=None):
+    """Label and sample anchors for the RPN loss (Sec. 3.1.2 and 3.1.3).
+
+    IoU > ``positive_iou`` with any ground truth -> positive; the anchor(s) with
+    the highest IoU for each ground truth -> positive too; IoU <
+    ``negative_iou`` with all -> negative; the rest ignored. Anchors crossing the
+    image boundary are ignored when ``ignore_cross_boundary``. Then
+    ``batch_size`` anchors are sampled per image, at most
+    ``positive_fraction`` of them positive, the rest filled with negatives.
+
+    Args:
+      anchors: float32 [A, 4] absolute [ymin, xmin, ymax, xmax].
+      gt_boxes: float32 [batch, M, 4] absolute [ymin, xmin, ymax, xmax].
+      gt_labels: int32 [batch, M], 0 marks padding rows.
+      image_shape: int32 [batch, 2] valid (height, width) of each image.
+
+    Returns:
+      labels: int32 [batch, A], 1 sampled positive, 0 sampled negative, -1 not
+        in the mini-batch.
+      targets: float32 [batch, A, 4] deltas (ty, tx, th, tw) of each anchor's
+        best ground truth (meaningful where labels == 1).
+    """
+    gt_valid = gt_labels > 0                                      # [B, M]
+    overlaps = box_ops.iou(anchors, gt_boxes)                     # [B, A, M]
+    overlaps = tf.where(gt_valid[:, tf.newaxis, :], overlaps, -1.0)
+
+    hw = tf.cast(image_shape, tf.float32)[:, tf.newaxis, :]       # [B, 1, 2]
+    inside = tf.reduce_all(
+        tf.concat([anchors[tf.newaxis, :, :2] >= 0.0,
+                   anchors[tf.newaxis, :, 2:] <= hw], axis=-1), axis=-1)  # [B, A]
+    if not ignore_cross_boundary:
+        inside = tf.ones_like(inside)
+    overlaps = tf.where(inside[..., tf.newaxis], overlaps, -1.0)
+
+    max_iou = tf.reduce_max(overlaps, axis=-1)                    # [B, A]
+    best_gt = tf.argmax(overlaps, axis=-1, output_type=tf.int32)  # [B, A]
+    gt_best_iou = tf.reduce_max(overlaps, axis=1, keepdims=True)  # [B, 1, M]
+    is_best_for_gt = tf.reduce_any(
+        (overlaps == gt_best_iou) & (gt_best_iou > 0.0) & gt_valid[:, tf.newaxis, :],
+        axis=-1)                                                  # [B, A]
+
+    positive = inside & ((max_iou > positive_iou) | is_best_for_gt)
+    negative = inside & ~positive & (max_iou < negative_iou)
+
+    num_positive = int(batch_size * positive_fraction)
+    positive = sampling.subsample(positive, num_positive, seed)
+    negative = sampling.subsample(negative, batch_size - sampling.count(positive), seed)
+
+    labels = tf.where(positive, 1, tf.where(negative, 0, -1))
+    matched = tf.gather(gt_boxes, best_gt, batch_dims=1)          # [B, A, 4]
+    targets = box_ops.encode(matched, anchors[tf.newaxis])
+    targets = tf.where(positive[..., tf.newaxis], targets, 0.0)
+    return labels, targets
+
+
+def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations,
+             lambda_reg=10.0):
+    """The RPN's multi-task loss, Eq. (1) of the paper, averaged over the batch:
+
+    L = 1/Ncls sum_i Lcls(p_i, p_i*) + lambda 1/Nreg sum_i p_i* Lreg(t_i, t_i*)
+
+    with Ncls the sampled anchors of the image (256), Nreg the number of anchor
+    locations (h * w, ~2,400 for a 600x1000 image) and lambda = 10.
+
+    Args:
+      objectness_logits: float32 [batch, A, 2].
+      box_deltas: float32 [batch, A, 4].
+      labels, targets: from :func:`anchor_targets`.
+      num_locations: scalar, the feature map's h * w.
+
+    Returns:
+      dict with float32 scalars "rpn_objectness" (the Lcls term) and "rpn_box"
+      (lambda times the Lreg term).
+    """
+    sampled = tf.cast(labels >= 0, tf.float32)
+    positive = tf.cast(labels == 1, tf.float32)
+    log_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.maximum(labels, 0), logits=objectness_logits)
+    n_cls = tf.maximum(tf.reduce_sum(sampled, axis=-1), 1.0)
+    cls = tf.reduce_sum(log_loss * sampled, axis=-1) / n_cls
+    reg_per_anchor = tf.reduce_sum(box_ops.smooth_l1(box_deltas - targets), axis=-1)
+    n_reg = tf.cast(num_locations, tf.float32)
+    reg = tf.reduce_sum(reg_per_anchor * positive, axis=-1) / n_reg
+    return {"rpn_objectness": tf.reduce_mean(cls),
+            "rpn_box": lambda_reg * tf.reduce_mean(reg)}
