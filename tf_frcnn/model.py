@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from tf_frcnn.anchors import AnchorGenerator
+from tf_frcnn.backbones import build_backbone
 from tf_frcnn.head import FastRCNNHead, fast_rcnn_loss, postprocess_detections
 from tf_frcnn.proposals import ProposalLayer
 from tf_frcnn.roi import ROIPooling, sample_rois
@@ -81,10 +82,7 @@ class FasterRCNN(keras.Model):
             raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
         self.stage = stage
         parts = STAGES[stage]
-        self.features.trainable = "backbone" in parts
-        if "backbone" in parts:
-            for name in self.backbone.frozen_layers:
-                self.features.get_layer(name).trainable = False
+        self.backbone.set_trainable("backbone" in parts)
         self.rpn_head.trainable = "rpn" in parts
         self.detector_head.trainable = "detector" in parts
 
@@ -193,3 +191,38 @@ class FasterRCNN(keras.Model):
     @property
     def metrics(self):
         return list(self.loss_trackers.values())
+
+
+def build_model(config, stage="joint"):
+    """A ``FasterRCNN`` from a ``tf_frcnn.config.Config``: the one place where
+    configuration turns into layer arguments."""
+    m, rpn, roi, det = config.model, config.rpn, config.roi, config.detection
+    backbone = build_backbone(m.backbone, m.weights, alpha=m.alpha)
+    anchor_generator = AnchorGenerator(base_size=m.anchor_base_size, scales=m.anchor_scales,
+                                       ratios=m.anchor_ratios, stride=backbone.stride)
+    return FasterRCNN(
+        backbone, m.num_classes,
+        anchor_generator=anchor_generator,
+        rpn_head=RPNHead(num_anchors=anchor_generator.num_anchors_per_location,
+                         channels=m.rpn_channels),
+        proposal_layer=ProposalLayer(train_pre_nms=rpn.train_pre_nms,
+                                     train_post_nms=rpn.train_post_nms,
+                                     test_pre_nms=rpn.test_pre_nms,
+                                     test_post_nms=rpn.test_post_nms,
+                                     nms_iou=rpn.nms_iou, min_size=rpn.min_size),
+        roi_pooling=ROIPooling(pool_size=m.pool_size or backbone.pool_size,
+                               stride=backbone.stride),
+        detector_head=FastRCNNHead(m.num_classes, fc_units=m.fc_units,
+                                   region_layers=backbone.head, dropout=m.dropout),
+        anchor_target_args=dict(positive_iou=rpn.positive_iou, negative_iou=rpn.negative_iou,
+                                batch_size=rpn.batch_size,
+                                positive_fraction=rpn.positive_fraction,
+                                ignore_cross_boundary=rpn.ignore_cross_boundary),
+        rpn_lambda=rpn.lambda_reg,
+        roi_sampler_args=dict(num_rois=roi.num_rois, fg_fraction=roi.fg_fraction,
+                              fg_iou=roi.fg_iou, bg_iou_low=roi.bg_iou_low,
+                              bg_iou_high=roi.bg_iou_high, fill=roi.fill,
+                              box_stds=tuple(roi.box_stds)),
+        detection_args=dict(nms_iou=det.nms_iou, score_threshold=det.score_threshold,
+                            max_detections=det.max_detections),
+        stage=stage, seed=config.train.seed)

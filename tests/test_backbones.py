@@ -1,0 +1,333 @@
+"""Backbones: stride-16 feature maps, normalisation layers, freezing, weight files, region-wise heads."""
+
+import os
+import time
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from tf_frcnn.backbones import (
+    BACKBONES,
+    Backbone,
+    CaffePreprocessing,
+    build_backbone,
+    preprocessing_layer,
+)
+
+MOBILENET_WEIGHTS = "/work/shared/weights/mobilenet_2_5_224_tf_no_top.h5"
+CHANNELS = {"vgg16": 512, "resnet50": 1024, "mobilenet": 128, "tiny": 128}
+
+
+@pytest.fixture(scope="module")
+def backbones():
+    """One random-init build of each backbone (VGG16 without its 120M-parameter fc head: built once below)."""
+    return {name: build_backbone(name, head_units=() if name == "vgg16" else None) for name in BACKBONES}
+
+
+@pytest.fixture(scope="module")
+def vgg16_with_head():
+    return build_backbone("vgg16")
+
+
+def pixels(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0.0, 255.0, shape).astype("float32")
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_feature_map_has_stride_16_and_the_backbone_channels(backbones, name):
+    backbone = backbones[name]
+    assert isinstance(backbone, Backbone)
+    assert backbone.name == name
+    assert backbone.stride == 16
+    assert backbone.channels == CHANNELS[name]
+    assert backbone.pool_size == 7
+
+    feature_map = backbone.features(pixels((2, 64, 96, 3)))
+
+    assert tuple(feature_map.shape) == (2, 4, 6, CHANNELS[name])
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_feature_map_sizes_for_800x800_and_320x480(backbones, name):
+    features = backbones[name].features
+
+    assert features.compute_output_shape((1, 800, 800, 3)) == (1, 50, 50, CHANNELS[name])
+    assert features.compute_output_shape((1, 320, 480, 3)) == (1, 20, 30, CHANNELS[name])
+
+
+@pytest.mark.parametrize("name", ["tiny", "vgg16"])
+def test_800x800_image_gives_a_50x50_feature_map(backbones, name):
+    feature_map = backbones[name].features(pixels((1, 800, 800, 3)))
+
+    assert tuple(feature_map.shape) == (1, 50, 50, CHANNELS[name])
+
+
+def test_feature_map_size_formulas_for_odd_sizes(backbones):
+    # vgg16 floor(H/16); resnet50 and tiny ceil(H/16); mobilenet floor(ceil(H/2)/8).
+    expected = {"vgg16": (3, 6), "resnet50": (4, 7), "mobilenet": (4, 6), "tiny": (4, 7)}
+    for name, (h, w) in expected.items():
+        shape = backbones[name].features.compute_output_shape((1, 63, 97, 3))
+        assert shape[1:3] == (h, w), name
+
+
+@pytest.mark.parametrize(
+    "name, reference",
+    [
+        ("vgg16", keras.applications.vgg16.preprocess_input),
+        ("resnet50", keras.applications.resnet50.preprocess_input),
+        ("mobilenet", keras.applications.mobilenet.preprocess_input),
+    ],
+)
+def test_preprocessing_layer_matches_keras_applications(name, reference):
+    images = pixels((2, 5, 7, 3))
+
+    normalised = keras.ops.convert_to_numpy(preprocessing_layer(name)(images))
+
+    np.testing.assert_allclose(normalised, reference(images.copy()), rtol=0, atol=1e-5)
+
+
+def test_tiny_preprocessing_maps_pixels_to_minus_one_one():
+    normalised = keras.ops.convert_to_numpy(preprocessing_layer("tiny")(np.array([[0.0, 127.5, 255.0]])))
+
+    np.testing.assert_allclose(normalised, [[-1.0, 0.0, 1.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_normalisation_is_the_first_layer_of_features(backbones, name):
+    features = backbones[name].features
+    first = features.layers[1]
+
+    assert first.name == "preprocessing"
+    assert type(first) is type(preprocessing_layer(name))
+    assert backbones[name].shared_layers == features.layers[1:]
+
+
+def test_caffe_preprocessing_works_on_symbolic_tensors():
+    images = keras.Input(shape=(None, None, 3))
+    model = keras.Model(images, CaffePreprocessing()(images))
+    batch = pixels((1, 4, 4, 3))
+
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(batch)),
+        keras.applications.vgg16.preprocess_input(batch.copy()),
+        atol=1e-5,
+    )
+
+
+def test_caffe_preprocessing_config_round_trip():
+    layer = CaffePreprocessing(mean=(1.0, 2.0, 3.0), name="caffe")
+    batch = pixels((1, 3, 3, 3))
+
+    config = keras.saving.serialize_keras_object(layer)
+    restored = keras.saving.deserialize_keras_object(config)
+
+    assert isinstance(restored, CaffePreprocessing)
+    assert restored.name == "caffe"
+    assert restored.mean == (1.0, 2.0, 3.0)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(batch)), keras.ops.convert_to_numpy(layer(batch))
+    )
+
+
+def test_features_model_with_caffe_preprocessing_saves_and_loads(tmp_path):
+    images = keras.Input(shape=(None, None, 3))
+    x = CaffePreprocessing()(images)
+    model = keras.Model(images, keras.layers.Conv2D(2, 3, name="conv")(x))
+    batch = pixels((1, 8, 8, 3))
+    path = str(tmp_path / "model.keras")
+
+    model.save(path)
+    restored = keras.saving.load_model(path)
+
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored(batch)), keras.ops.convert_to_numpy(model(batch))
+    )
+
+
+def test_vgg16_head_maps_pooled_rois_to_4096_with_dropout(vgg16_with_head):
+    head = vgg16_with_head.head
+    roi_features = pixels((3, 7, 7, 512)) / 255.0
+
+    fc7 = head(roi_features)
+
+    assert tuple(fc7.shape) == (3, 4096)
+    assert head.get_layer("fc6").kernel.shape == (25088, 4096)
+    assert head.get_layer("fc7").kernel.shape == (4096, 4096)
+    assert [layer.rate for layer in head.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
+
+
+def test_other_backbones_leave_the_head_to_the_caller_unless_asked(backbones):
+    assert backbones["resnet50"].head is None
+    assert backbones["mobilenet"].head is None
+    assert backbones["tiny"].head is None
+    assert build_backbone("vgg16", head_units=()).head is None
+
+    head = build_backbone("tiny", head_units=64).head
+
+    assert tuple(head(pixels((5, 7, 7, 128))).shape) == (5, 64)
+    assert [layer.name for layer in head.layers if layer.weights] == ["fc6", "fc7"]
+
+
+@pytest.fixture(scope="module")
+def vgg16_weights_file(tmp_path_factory):
+    """A no-top VGG16 weights file as a user would save it from keras.applications."""
+    source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    path = str(tmp_path_factory.mktemp("vgg16") / "vgg16_no_top.weights.h5")
+    source.save_weights(path)
+    return source, path
+
+
+def test_vgg16_loads_a_weights_file_and_freezes_conv1_conv2(vgg16_weights_file):
+    source, path = vgg16_weights_file
+
+    backbone = build_backbone("vgg16", weights=path, head_units=())
+
+    features = backbone.features
+    np.testing.assert_array_equal(
+        features.get_layer("block3_conv1").kernel.numpy(), source.get_layer("block3_conv1").kernel.numpy()
+    )
+    frozen = ["block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"]
+    assert backbone.frozen_layers == tuple(frozen)
+    conv_layers = [layer for layer in features.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.name for layer in conv_layers if not layer.trainable] == frozen
+    assert conv_layers[4].name == "block3_conv1" and conv_layers[4].trainable
+    assert all(layer.trainable for layer in conv_layers[4:])
+
+
+def test_set_trainable_keeps_the_paper_frozen_layers_frozen(vgg16_weights_file):
+    backbone = build_backbone("vgg16", weights=vgg16_weights_file[1], head_units=())
+    features = backbone.features
+
+    backbone.set_trainable(False)
+    assert not any(layer.trainable for layer in features.layers if layer.weights)
+
+    backbone.set_trainable(True)
+    assert not features.get_layer("block2_conv2").trainable
+    assert features.get_layer("block3_conv1").trainable
+
+
+def test_freeze_until_choices(vgg16_weights_file, backbones):
+    path = vgg16_weights_file[1]
+
+    assert build_backbone("vgg16", weights=path, head_units=(), freeze_until=None).frozen_layers == ()
+    assert build_backbone("vgg16", weights=path, head_units=(), freeze_until="block1_pool").frozen_layers == (
+        "block1_conv1",
+        "block1_conv2",
+    )
+    # Random init: nothing learned to protect, so the default freezes nothing.
+    assert backbones["vgg16"].frozen_layers == ()
+    assert backbones["tiny"].frozen_layers == ()
+
+
+def test_resnet50_batchnorm_is_frozen_and_in_inference_mode(backbones):
+    backbone = backbones["resnet50"]
+    batch_norms = [
+        layer for layer in backbone.features.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    images = pixels((1, 32, 32, 3))
+
+    assert len(batch_norms) == 1 + 3 * (3 + 4 + 6) + 3  # conv1, 13 blocks of 3, 3 shortcut BNs up to C4
+    assert not any(layer.trainable for layer in batch_norms)
+    assert set(backbone.frozen_layers) == {layer.name for layer in batch_norms}
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(backbone.features(images, training=True)),
+        keras.ops.convert_to_numpy(backbone.features(images, training=False)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert backbone.features.get_layer("conv1_conv").trainable
+    assert backbone.features.get_layer("conv3_block1_1_conv").trainable
+
+
+def test_resnet50_freeze_until_conv2_freezes_conv1_and_conv2_x():
+    backbone = build_backbone("resnet50", freeze_until="conv2_block3_out")
+    features = backbone.features
+
+    assert not features.get_layer("conv1_conv").trainable
+    assert not features.get_layer("conv2_block3_3_conv").trainable
+    assert features.get_layer("conv3_block1_1_conv").trainable
+    assert not features.get_layer("conv3_block1_1_bn").trainable
+
+
+@pytest.mark.skipif(
+    not os.path.isfile(MOBILENET_WEIGHTS),
+    reason=f"offline ImageNet MobileNet weights not found at {MOBILENET_WEIGHTS}",
+)
+def test_mobilenet_loads_the_local_imagenet_file():
+    backbone = build_backbone("mobilenet", weights=MOBILENET_WEIGHTS)
+    features = backbone.features
+
+    with h5py.File(MOBILENET_WEIGHTS, "r") as f:
+        conv1_kernel = f["conv1"]["conv1"]["kernel:0"][()]
+        pw11_kernel = f["conv_pw_11"]["conv_pw_11"]["kernel:0"][()]
+        pw11_moving_mean = f["conv_pw_11_bn"]["conv_pw_11_bn"]["moving_mean:0"][()]
+    np.testing.assert_array_equal(features.get_layer("conv1").kernel.numpy(), conv1_kernel)
+    np.testing.assert_array_equal(features.get_layer("conv_pw_11").kernel.numpy(), pw11_kernel)
+    np.testing.assert_array_equal(features.get_layer("conv_pw_11_bn").moving_mean.numpy(), pw11_moving_mean)
+    assert not features.get_layer("conv_pw_3").trainable
+    assert features.get_layer("conv_dw_4").trainable
+    assert not features.get_layer("conv_pw_11_bn").trainable
+    assert tuple(features(pixels((1, 64, 96, 3))).shape) == (1, 4, 6, 128)
+
+
+def test_tiny_weights_file_round_trip(backbones, tmp_path):
+    path = str(tmp_path / "tiny.weights.h5")
+    backbones["tiny"].features.save_weights(path)
+    images = pixels((1, 32, 48, 3))
+
+    restored = build_backbone("tiny", weights=path)
+
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored.features(images)),
+        keras.ops.convert_to_numpy(backbones["tiny"].features(images)),
+    )
+
+
+def test_tiny_forward_is_fast_on_cpu(backbones):
+    features = backbones["tiny"].features
+    images = pixels((2, 320, 480, 3))
+    features.predict_on_batch(images)
+
+    start = time.perf_counter()
+    feature_map = features.predict_on_batch(images)
+    elapsed = time.perf_counter() - start
+
+    assert feature_map.shape == (2, 20, 30, 128)
+    assert elapsed < 1.0
+
+
+def test_unknown_backbone_name_raises_naming_it():
+    with pytest.raises(ValueError, match="'resnet18'"):
+        build_backbone("resnet18")
+    with pytest.raises(ValueError, match="'resnet18'"):
+        preprocessing_layer("resnet18")
+
+
+def test_bad_weights_raise_naming_them(tmp_path):
+    missing = str(tmp_path / "missing.h5")
+    with pytest.raises(ValueError, match="missing.h5"):
+        build_backbone("tiny", weights=missing)
+    with pytest.raises(ValueError, match="'imagenet21k'"):
+        build_backbone("tiny", weights="imagenet21k")
+    with pytest.raises(ValueError, match="imagenet"):
+        build_backbone("tiny", weights="imagenet")
+    not_h5 = tmp_path / "weights.ckpt"
+    not_h5.write_text("")
+    with pytest.raises(ValueError, match="weights.ckpt"):
+        build_backbone("tiny", weights=str(not_h5))
+
+
+@pytest.mark.skipif(
+    not os.path.isfile(MOBILENET_WEIGHTS),
+    reason=f"offline ImageNet MobileNet weights not found at {MOBILENET_WEIGHTS}",
+)
+def test_weights_file_of_another_backbone_raises_naming_it():
+    with pytest.raises(ValueError, match="mobilenet_2_5_224_tf_no_top.h5"):
+        build_backbone("tiny", weights=MOBILENET_WEIGHTS)
+
+
+def test_unknown_freeze_until_layer_raises_naming_it():
+    with pytest.raises(ValueError, match="'block9_conv1'"):
+        build_backbone("tiny", freeze_until="block9_conv1")
