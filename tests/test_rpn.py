@@ -104,3 +104,12 @@ def test_loss_on_hand_computed_case():
 def test_default_lambda_is_ten():
     import inspect
     assert inspect.signature(rpn_loss).parameters["lambda_reg"].default == 10.0
+
+
+def test_batched_targets_use_each_images_own_size():
+    labels, _ = anchor_targets(ANCHORS, tf.concat([GT_BOXES, GT_BOXES], 0),
+                               tf.concat([GT_LABELS, GT_LABELS], 0),
+                               tf.constant([[100, 100], [50, 50]]))
+    np.testing.assert_array_equal(labels.numpy()[0], [1, 1, -1, 0, 0, 1, -1, -1])
+    # In the 50x50 image the anchor reaching (60, 60) crosses the border.
+    assert labels.numpy()[1, 4] == -1

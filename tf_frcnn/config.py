@@ -106,6 +106,7 @@ class TrainConfig:
     strategy: str = "default"             # default | mirrored | multiworker
     mixed_precision: bool = False
     jit_compile: bool = False
+    checkpoint_every: int = 200           # steps between checkpoints
     stages: dict = field(default_factory=dict)  # stage name -> StageConfig fields
 
 

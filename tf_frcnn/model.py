@@ -4,6 +4,7 @@ pooling and the Fast R-CNN head, with a ``train_step`` per training stage."""
 import keras
 import tensorflow as tf
 
+from tf_frcnn import sampling
 from tf_frcnn.anchors import AnchorGenerator
 from tf_frcnn.backbones import build_backbone
 from tf_frcnn.head import FastRCNNHead, fast_rcnn_loss, postprocess_detections
@@ -141,19 +142,27 @@ class FasterRCNN(keras.Model):
         return detections
 
     # -- training -------------------------------------------------------------
-    def compute_losses(self, batch, training=True):
+    def compute_losses(self, batch, training=True, step=None):
         """The loss terms of the current stage on a batch of the input pipeline
         (dict with "images", "image_shape", "boxes" absolute [batch, M, 4],
         "labels" int32 [batch, M], 0 = padding). Returns a dict of scalars,
-        "loss" being their sum."""
+        "loss" being their sum.
+
+        With ``self.seed`` set, the anchor and ROI sampling depend only on
+        (seed, step), so the same step of a resumed run samples the same."""
         images, image_shape = self._unpack(batch)
+        seed = None
+        if self.seed is not None:
+            step = tf.constant(0, tf.int64) if step is None else step
+            seed = tf.stack([tf.constant(self.seed, tf.int32), tf.cast(step, tf.int32)])
         gt_boxes = tf.cast(batch["boxes"], tf.float32)
         gt_labels = tf.cast(batch["labels"], tf.int32)
         losses = {}
         feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
         if self._trains_rpn:
             labels, targets = anchor_targets(anchors, gt_boxes, gt_labels, image_shape,
-                                             seed=self.seed, **self.anchor_target_args)
+                                             seed=sampling.derive(seed, 0),
+                                             **self.anchor_target_args)
             num_locations = tf.shape(feature_map)[1] * tf.shape(feature_map)[2]
             losses.update(rpn_loss(logits, deltas, labels, targets, num_locations,
                                    lambda_reg=self.rpn_lambda))
@@ -164,7 +173,8 @@ class FasterRCNN(keras.Model):
                 proposals, _, num_proposals = self.proposal_layer(
                     logits, deltas, anchors, image_shape, training=True)
             sampled = sample_rois(tf.stop_gradient(proposals), num_proposals, gt_boxes,
-                                  gt_labels, seed=self.seed, **self.roi_sampler_args)
+                                  gt_labels, seed=sampling.derive(seed, 1),
+                                  **self.roi_sampler_args)
             class_logits, box_deltas = self.detect(feature_map, sampled["rois"],
                                                    training=training)
             losses.update(fast_rcnn_loss(class_logits, box_deltas, sampled["labels"],
@@ -174,7 +184,7 @@ class FasterRCNN(keras.Model):
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            losses = self.compute_losses(data, training=True)
+            losses = self.compute_losses(data, training=True, step=self.optimizer.iterations)
         variables = self.trainable_variables
         gradients = tape.gradient(losses["loss"], variables)
         self.optimizer.apply_gradients(zip(gradients, variables))

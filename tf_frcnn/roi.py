@@ -33,6 +33,7 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
       num_proposals: int32 [batch], valid proposals per image (rest padding).
       gt_boxes: float32 [batch, M, 4] absolute [ymin, xmin, ymax, xmax].
       gt_labels: int32 [batch, M], 1-based classes, 0 marks padding.
+      seed: None or int32 [2] stateless seed (see ``tf_frcnn.sampling``).
 
     Returns:
       dict of "rois" float32 [batch, num_rois, 4] absolute boxes, "labels"
@@ -66,7 +67,7 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
     background = (candidate_valid & (max_iou < bg_iou_high) & (max_iou >= bg_iou_low)
                   & ~foreground)
     num_fg_max = int(round(num_rois * fg_fraction))
-    foreground = sampling.subsample(foreground, num_fg_max, seed)
+    foreground = sampling.subsample(foreground, num_fg_max, sampling.derive(seed, 0))
     num_fg = sampling.count(foreground)
 
     extra_fg = tf.zeros_like(foreground)
@@ -82,12 +83,12 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
         extra_fg = rest & (rank < (num_fg_max - num_fg)[:, tf.newaxis])
         bg_cap = tf.fill(tf.shape(num_fg), num_rois - num_fg_max)
         background = background & ~extra_fg
-    background = sampling.subsample(background, bg_cap, seed)
+    background = sampling.subsample(background, bg_cap, sampling.derive(seed, 1))
 
     is_fg = foreground | extra_fg
     # Foreground first, then background, then the unfilled slots.
     priority = tf.where(is_fg, 2.0, tf.where(background, 1.0, 0.0))
-    priority += tf.random.uniform(tf.shape(priority), maxval=0.5, seed=seed)
+    priority += sampling.uniform(tf.shape(priority), sampling.derive(seed, 2), maxval=0.5)
     _, index = tf.math.top_k(priority, k=num_rois)
     chosen_fg = tf.gather(is_fg, index, batch_dims=1)
     chosen_bg = tf.gather(background, index, batch_dims=1)

@@ -73,6 +73,7 @@ def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
       gt_boxes: float32 [batch, M, 4] absolute [ymin, xmin, ymax, xmax].
       gt_labels: int32 [batch, M], 0 marks padding rows.
       image_shape: int32 [batch, 2] valid (height, width) of each image.
+      seed: None or int32 [2] stateless seed (see ``tf_frcnn.sampling``).
 
     Returns:
       labels: int32 [batch, A], 1 sampled positive, 0 sampled negative, -1 not
@@ -85,9 +86,8 @@ def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
     overlaps = tf.where(gt_valid[:, tf.newaxis, :], overlaps, -1.0)
 
     hw = tf.cast(image_shape, tf.float32)[:, tf.newaxis, :]       # [B, 1, 2]
-    inside = tf.reduce_all(
-        tf.concat([anchors[tf.newaxis, :, :2] >= 0.0,
-                   anchors[tf.newaxis, :, 2:] <= hw], axis=-1), axis=-1)  # [B, A]
+    inside = (tf.reduce_all(anchors[tf.newaxis, :, :2] >= 0.0, axis=-1)
+              & tf.reduce_all(anchors[tf.newaxis, :, 2:] <= hw, axis=-1))   # [B, A]
     if not ignore_cross_boundary:
         inside = tf.ones_like(inside)
     overlaps = tf.where(inside[..., tf.newaxis], overlaps, -1.0)
@@ -103,8 +103,9 @@ def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
     negative = inside & ~positive & (max_iou < negative_iou)
 
     num_positive = int(batch_size * positive_fraction)
-    positive = sampling.subsample(positive, num_positive, seed)
-    negative = sampling.subsample(negative, batch_size - sampling.count(positive), seed)
+    positive = sampling.subsample(positive, num_positive, sampling.derive(seed, 0))
+    negative = sampling.subsample(negative, batch_size - sampling.count(positive),
+                                  sampling.derive(seed, 1))
 
     labels = tf.where(positive, 1, tf.where(negative, 0, -1))
     matched = tf.gather(gt_boxes, best_gt, batch_dims=1)          # [B, A, 4]

@@ -1,7 +1,30 @@
 """Random subsets with a cap, batched and with static shapes: the shared core of
-the RPN's anchor sampler and the detector's ROI sampler."""
+the RPN's anchor sampler and the detector's ROI sampler.
+
+``seed`` arguments are either None (TF's stateful random ops) or an int32 [2]
+tensor for stateless ops, so that a training step's sampling depends only on
+(seed, step) and a resumed run samples what an uninterrupted one would.
+"""
 
 import tensorflow as tf
+
+
+def uniform(shape, seed=None, maxval=1.0):
+    """float32 uniform noise in [0, maxval), stateless when ``seed`` is given."""
+    if seed is None:
+        return tf.random.uniform(shape, maxval=maxval)
+    return tf.random.stateless_uniform(shape, seed=seed, maxval=maxval)
+
+
+def derive(seed, index):
+    """A distinct int32 [2] seed for the ``index``-th random draw of one step;
+    ``seed`` is None (stays None), an int, or an int [2] tensor."""
+    if seed is None:
+        return None
+    seed = tf.cast(seed, tf.int32)
+    if seed.shape.rank == 0:
+        seed = tf.stack([seed, 0])
+    return tf.random.experimental.stateless_fold_in(seed, index)
 
 
 def random_ranks(candidates, seed=None):
@@ -9,14 +32,13 @@ def random_ranks(candidates, seed=None):
 
     Args:
       candidates: bool [batch, n].
-      seed: optional int for ``tf.random.uniform``.
+      seed: None or int32 [2] stateless seed.
 
     Returns:
       int32 [batch, n]: each candidate's 0-based rank in a random permutation of
       its row's candidates; non-candidates rank after all candidates.
     """
-    noise = tf.random.uniform(tf.shape(candidates), seed=seed)
-    keys = tf.where(candidates, noise, -1.0)
+    keys = tf.where(candidates, uniform(tf.shape(candidates), seed), -1.0)
     order = tf.argsort(keys, axis=-1, direction="DESCENDING", stable=True)
     return tf.argsort(order, axis=-1, stable=True)
 

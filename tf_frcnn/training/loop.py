@@ -1,0 +1,167 @@
+"""One training stage: a ``tf.function`` step under ``tf.distribute``, SGD
+with momentum and weight decay, checkpoints, TensorBoard scalars, NaN guard."""
+
+import json
+import math
+import os
+
+import keras
+import tensorflow as tf
+
+from tf_frcnn.training.state import atomic_write_text
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or gradient became NaN or Inf; the last good checkpoint is kept."""
+
+
+def make_strategy(name):
+    """``tf.distribute`` strategy by name: default | mirrored | multiworker
+    (MultiWorkerMirroredStrategy reads the cluster from ``TF_CONFIG``)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; expected default, mirrored or multiworker")
+
+
+def make_optimizer(train_config, stage_config):
+    """The stage's optimizer: the paper's SGD (momentum 0.9) by default, with
+    the learning rate dropping 10x at each of ``stage_config.decay_steps``.
+    Weight decay is applied in the step as an L2 gradient term (as Caffe did),
+    not by the optimizer."""
+    boundaries = [int(step) for step in stage_config.decay_steps]
+    rates = [stage_config.learning_rate * 0.1 ** i for i in range(len(boundaries) + 1)]
+    rate = (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, rates)
+            if boundaries else stage_config.learning_rate)
+    name = train_config.optimizer
+    if name == "sgd":
+        optimizer = keras.optimizers.SGD(rate, momentum=train_config.momentum)
+    elif name == "adam":
+        optimizer = keras.optimizers.Adam(rate)
+    elif name == "adamw":
+        optimizer = keras.optimizers.AdamW(rate)
+    else:
+        raise ValueError(f"config key 'train.optimizer' = {name!r} must be sgd, adam or adamw")
+    if train_config.mixed_precision and tf.config.list_physical_devices("GPU"):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _decays(variable):
+    """Caffe's convention (and the paper's): weights decay, biases and
+    normalisation parameters do not."""
+    name = variable.path if hasattr(variable, "path") else variable.name
+    return len(variable.shape) > 1 and "gamma" not in name and "beta" not in name
+
+
+class StageLoop:
+    """Runs ``model.compute_losses`` of the model's current stage for a number of
+    steps. The step is one ``tf.function`` traced once per input signature
+    (``trace_count`` counts the traces)."""
+
+    def __init__(self, model, optimizer, strategy, *, weight_decay=0.0, clip_norm=None,
+                 jit_compile=False):
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        self.weight_decay = weight_decay
+        self.clip_norm = clip_norm
+        self.trace_count = 0
+        self._step = tf.function(self._distributed_step, jit_compile=jit_compile or None,
+                                 reduce_retracing=True)
+
+    def _replica_step(self, batch):
+        model, optimizer = self.model, self.optimizer
+        variables = model.trainable_variables
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            losses = model.compute_losses(batch, training=True, step=optimizer.iterations)
+            loss = losses["loss"] / replicas
+            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                loss = optimizer.scale_loss(loss)
+        gradients = tape.gradient(loss, variables)
+        if self.weight_decay:
+            gradients = [g + self.weight_decay * v / replicas if _decays(v) else g
+                         for g, v in zip(gradients, variables)]
+        if self.clip_norm:
+            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+        losses["gradients_finite"] = tf.cast(finite, tf.float32)
+        # A non-finite step must not touch the weights: the caller stops on it.
+        gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
+        optimizer.apply_gradients(zip(gradients, variables))
+        return losses
+
+    def _distributed_step(self, batch):
+        self.trace_count += 1
+        per_replica = self.strategy.run(self._replica_step, args=(batch,))
+        return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for name, value in per_replica.items()}
+
+    def step(self, batch):
+        """One training step; returns the replica-mean losses as Python floats.
+
+        Raises ``TrainingDiverged`` on a non-finite loss or gradient (the
+        weights are left as they were before the step)."""
+        values = {name: float(value) for name, value in self._step(batch).items()}
+        finite = values.pop("gradients_finite") == 1.0
+        if not finite or not all(math.isfinite(v) for v in values.values()):
+            raise TrainingDiverged(values)
+        return values
+
+
+def run_stage(model, stage, loop, batches, *, steps, start_step, checkpoint, manager, state,
+              log_dir, checkpoint_every, progress=True):
+    """Train ``steps`` steps of ``stage`` from ``start_step``, checkpointing every
+    ``checkpoint_every`` steps and at the end; ``state`` records the step of
+    each checkpoint. Losses go to TensorBoard and to ``losses.jsonl``."""
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
+    history_path = os.path.join(log_dir, f"{stage}.losses.jsonl")
+    bar = keras.utils.Progbar(steps, stateful_metrics=None, verbose=1 if progress else 0,
+                              unit_name="step")
+    bar.update(start_step)
+    iterator = iter(loop.strategy.experimental_distribute_dataset(batches))
+    step = start_step
+    pending = []
+    while step < steps:
+        try:
+            losses = loop.step(next(iterator))
+        except TrainingDiverged as error:
+            raise TrainingDiverged(
+                f"non-finite loss or gradient in stage '{stage}' at step {step + 1} "
+                f"({error.args[0]}); stopped, the last good checkpoint (step {state.step}) "
+                "is kept") from None
+        step += 1
+        pending.append(json.dumps({"step": step, **losses}))
+        with writer.as_default(step=step):
+            for name, value in losses.items():
+                tf.summary.scalar(name, value)
+        bar.update(step, values=[(k, v) for k, v in losses.items()])
+        if step % checkpoint_every == 0 or step == steps:
+            with open(history_path, "a", encoding="utf-8") as history:
+                history.write("".join(line + "\n" for line in pending))
+            pending = []
+            manager.save(checkpoint_number=step)
+            state.step = step
+            state.save()
+    writer.flush()
+    return step
+
+
+def read_history(log_dir, stage):
+    """[(step, loss)] of a stage from its ``losses.jsonl``."""
+    path = os.path.join(log_dir, f"{stage}.losses.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    # A run killed between writing losses and its checkpoint repeats those
+    # steps on resume: the later row of a step wins.
+    return sorted({row["step"]: row["loss"] for row in rows}.items())
+
+
+__all__ = ["StageLoop", "TrainingDiverged", "atomic_write_text", "make_optimizer",
+           "make_strategy", "read_history", "run_stage"]

@@ -1,0 +1,79 @@
+"""The model directory: ``state.json``, the config it was trained with, and
+weights files, all written atomically (write a temporary file, then rename) so
+a kill at any moment leaves the last good state."""
+
+import json
+import os
+import tempfile
+
+import yaml
+
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.yaml"
+INITIAL_BACKBONE = "initial_backbone.weights.h5"
+FINAL_WEIGHTS = "final.weights.h5"
+
+
+def atomic_write_text(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_weights_atomic(layer, path):
+    """``layer.save_weights`` to ``path`` through a temporary file."""
+    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
+    layer.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+class RunState:
+    """What ``state.json`` records: the schedule, the finished stages (names,
+    in order), the current stage and its last checkpointed step."""
+
+    def __init__(self, model_dir, schedule, stages):
+        self.path = os.path.join(model_dir, STATE_FILE)
+        self.schedule = schedule
+        self.stages = list(stages)
+        self.finished_stages = []
+        self.current_stage = None
+        self.step = 0
+
+    @classmethod
+    def load(cls, model_dir):
+        with open(os.path.join(model_dir, STATE_FILE), encoding="utf-8") as handle:
+            values = json.load(handle)
+        state = cls(model_dir, values["schedule"], values["stages"])
+        state.finished_stages = list(values["finished_stages"])
+        state.current_stage = values.get("current_stage")
+        state.step = int(values.get("step", 0))
+        return state
+
+    @property
+    def done(self):
+        return self.finished_stages == self.stages
+
+    def save(self):
+        atomic_write_text(self.path, json.dumps({
+            "schedule": self.schedule, "stages": self.stages,
+            "finished_stages": self.finished_stages,
+            "current_stage": self.current_stage, "step": self.step}, indent=2) + "\n")
+
+
+def write_config(model_dir, config):
+    atomic_write_text(os.path.join(model_dir, CONFIG_FILE),
+                      yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def read_config(model_dir):
+    from tf_frcnn.config import load_config
+    return load_config(os.path.join(model_dir, CONFIG_FILE))
