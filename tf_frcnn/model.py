@@ -128,6 +128,13 @@ class FasterRCNN(keras.Model):
         return self.detector_head(pooled, training=training)
 
     def call(self, inputs, training=False):
+        return self.infer(inputs, training=training)
+
+    def infer(self, inputs, training=False, recall_proposal_layer=None):
+        """The forward pass of ``call``; with ``recall_proposal_layer`` (a
+        ``ProposalLayer`` keeping more boxes, for RPN recall at 1,000) it also
+        returns that layer's proposals as "recall_proposals" and
+        "num_recall_proposals", sharing the backbone and RPN computation."""
         images, image_shape = self._unpack(inputs)
         feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
         proposals, _, num_proposals = self.proposal_layer(
@@ -139,6 +146,10 @@ class FasterRCNN(keras.Model):
             **self.detection_args)
         detections["proposals"] = proposals
         detections["num_proposals"] = num_proposals
+        if recall_proposal_layer is not None:
+            more, _, count = recall_proposal_layer(logits, deltas, anchors, image_shape)
+            detections["recall_proposals"] = more
+            detections["num_recall_proposals"] = count
         return detections
 
     # -- training -------------------------------------------------------------

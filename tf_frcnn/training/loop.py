@@ -60,7 +60,7 @@ def _decays(variable):
 class StageLoop:
     """Runs ``model.compute_losses`` of the model's current stage for a number of
     steps. The step is one ``tf.function`` traced once per input signature
-    (``trace_count`` counts the traces)."""
+    (``trace_count`` counts the traces). ``model`` must be built."""
 
     def __init__(self, model, optimizer, strategy, *, weight_decay=0.0, clip_norm=None,
                  jit_compile=False):
@@ -70,6 +70,9 @@ class StageLoop:
         self.weight_decay = weight_decay
         self.clip_norm = clip_norm
         self.trace_count = 0
+        # Optimizer slots made now, not inside the first trace, keep it to one trace.
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
         self._step = tf.function(self._distributed_step, jit_compile=jit_compile or None,
                                  reduce_retracing=True)
 

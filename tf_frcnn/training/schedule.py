@@ -6,12 +6,12 @@ import os
 import keras
 import tensorflow as tf
 
-from tf_frcnn.config import StageConfig
+from tf_frcnn.config import ConfigError, StageConfig
 from tf_frcnn.model import build_model
 from tf_frcnn.training import inputs
 from tf_frcnn.training.loop import StageLoop, make_optimizer, make_strategy, run_stage
 from tf_frcnn.training.state import (FINAL_WEIGHTS, INITIAL_BACKBONE, RunState,
-                                     save_weights_atomic, write_config)
+                                     save_weights_atomic, write_config, write_labels)
 
 # (stage name, what the model trains in it: a key of tf_frcnn.model.STAGES).
 #  1. RPN on the ImageNet-initialised backbone.
@@ -85,6 +85,12 @@ class Trainer:
         else:
             state = RunState(self.model_dir, self.config.train.schedule, stages)
             write_config(self.model_dir, self.config)
+            _, class_names = inputs.source(self.config, self.config.data.train_split)
+            if len(class_names) != self.config.model.num_classes:
+                raise ConfigError(
+                    f"the dataset has {len(class_names)} classes but config key "
+                    f"'model.num_classes' = {self.config.model.num_classes}")
+            write_labels(self.model_dir, class_names)
         self.model = self._build()
         initial = os.path.join(self.model_dir, INITIAL_BACKBONE)
         if not os.path.exists(initial):
@@ -118,21 +124,20 @@ class Trainer:
         settings = stage_config(self.config, stage)
         with self.strategy.scope():
             optimizer = make_optimizer(self.config.train, settings)
-            optimizer.build(self.model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=self.model, optimizer=optimizer)
         directory = os.path.join(self.model_dir, "stages", stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
+        loop = StageLoop(self.model, optimizer, self.strategy,
+                         weight_decay=self.config.train.weight_decay,
+                         clip_norm=self.config.train.clip_norm,
+                         jit_compile=self.config.train.jit_compile)
+        self.loops[stage] = loop
         start = 0
         if resuming and manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
             start = int(optimizer.iterations.numpy())
         state.current_stage, state.step = stage, start
         state.save()
-        loop = StageLoop(self.model, optimizer, self.strategy,
-                         weight_decay=self.config.train.weight_decay,
-                         clip_norm=self.config.train.clip_norm,
-                         jit_compile=self.config.train.jit_compile)
-        self.loops[stage] = loop
         batch_size = settings.batch_size or self.config.data.batch_size
         batches = inputs.training_batches(self.config, self.config.data.train_split,
                                           batch_size, start_step=start)

@@ -12,6 +12,7 @@ STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
 INITIAL_BACKBONE = "initial_backbone.weights.h5"
 FINAL_WEIGHTS = "final.weights.h5"
+LABELS_FILE = "labels.txt"
 
 
 def atomic_write_text(path, text):
@@ -77,3 +78,14 @@ def write_config(model_dir, config):
 def read_config(model_dir):
     from tf_frcnn.config import load_config
     return load_config(os.path.join(model_dir, CONFIG_FILE))
+
+
+def write_labels(model_dir, class_names):
+    """``labels.txt``: line i is the name of label i (1-based)."""
+    atomic_write_text(os.path.join(model_dir, LABELS_FILE),
+                      "".join(f"{name}\n" for name in class_names))
+
+
+def read_labels(model_dir):
+    with open(os.path.join(model_dir, LABELS_FILE), encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line in handle if line.strip()]

@@ -1,0 +1,230 @@
+"""The ``tf-frcnn`` command: train, eval, export, predict, demo.
+
+Every user error ends the program with one line naming its cause and a
+non-zero exit status; progress bars show every long step.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+EXAMPLES = {
+    "train": "examples:\n  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes\n"
+             "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --resume",
+    "eval": "example:\n  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes",
+    "export": "examples:\n  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes\n"
+              "  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes --tflite",
+    "predict": "examples:\n  tf-frcnn predict --model saved_models/shapes img1.jpg img2.png --out preds/\n"
+               "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/",
+    "demo": "example:\n  tf-frcnn demo        (what `make demo` runs)",
+}
+
+
+class UserError(Exception):
+    """An error the user can act on; printed as one line."""
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="tf-frcnn", description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
+        "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text,
+                              epilog=EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    train = command("train", "Train a model directory with the config's schedule.")
+    train.add_argument("--config", required=True, help="YAML config (see configs/)")
+    train.add_argument("--model-dir", help="where checkpoints and state.json go "
+                       "(default: runs/<config name>)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the last checkpoint of the unfinished stage")
+    train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
+                       help="tf.distribute strategy (default: the config's train.strategy)")
+    train.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
+
+    evaluate = command("eval", "Evaluate a trained model; writes metrics.json and a report.")
+    evaluate.add_argument("--config", required=True)
+    evaluate.add_argument("--model-dir", required=True)
+    evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
+    evaluate.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
+
+    export = command("export", "Export a trained model as a TF Serving SavedModel "
+                     "(and a built-in-only TFLite model).")
+    export.add_argument("--model-dir", required=True)
+    export.add_argument("--out", required=True, help="base dir; version N goes in OUT/N/")
+    export.add_argument("--tflite", action="store_true", help="also write OUT/N/model.tflite")
+    export.add_argument("--tflite-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="TFLite input size (default: the config's max_size square)")
+
+    predict = command("predict", "Draw detections of an exported model on images.")
+    predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--out", required=True, help="directory for the PNGs")
+    predict.add_argument("--score-threshold", type=float, default=0.5)
+
+    demo = command("demo", "Generate the synthetic data, train, evaluate, export, predict.")
+    demo.add_argument("--config", default=None, help="default: configs/shapes.yaml")
+    demo.add_argument("--model-dir", default="runs/demo")
+    demo.add_argument("--data-dir", default=None, help="TFDS data dir (default: runs/tfds)")
+    return parser
+
+
+def _config(path, data_dir=None):
+    from tf_frcnn.config import load_config
+    config = load_config(path)
+    if data_dir:
+        config.data.data_dir = data_dir
+    return config
+
+
+def cmd_train(args):
+    from tf_frcnn.training import train
+    config = _config(args.config, args.data_dir)
+    model_dir = args.model_dir or os.path.join(
+        "runs", os.path.splitext(os.path.basename(args.config))[0])
+    _check_writable(model_dir)
+    start = time.perf_counter()
+    train(config, model_dir, resume=args.resume, strategy=args.strategy)
+    print(f"trained {model_dir} in {time.perf_counter() - start:.0f} s")
+    return model_dir
+
+
+def _check_writable(directory):
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, ".write-test")
+        with open(probe, "w", encoding="utf-8") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise UserError(f"model dir {directory} is not writable: {error.strerror}") from None
+
+
+def cmd_eval(args):
+    from tf_frcnn.evaluation import (format_table, plot_loss_curves, plot_pr_curves,
+                                     write_metrics_json, write_report)
+    from tf_frcnn.evaluation.runner import evaluate
+    from tf_frcnn.training import inputs
+    from tf_frcnn.training.loop import read_history
+    from tf_frcnn.training.schedule import SCHEDULES
+
+    config = _config(args.config, args.data_dir)
+    model = _load_model(args.model_dir)[0]
+    split = args.split or config.data.eval_split
+    _, class_names = inputs.source(config, split)
+    batches = inputs.batches(config, split, training=False)
+    print(f"evaluating {args.model_dir} on split '{split}'")
+    metrics, evaluator = evaluate(model, config, class_names, batches)
+    write_metrics_json(metrics, os.path.join(args.model_dir, "metrics.json"))
+    images = {"Precision-recall per class": plot_pr_curves(
+        evaluator.voc_result(), class_names, os.path.join(args.model_dir, "pr_curves.png"))}
+    history = {stage: read_history(os.path.join(args.model_dir, "logs"), stage)
+               for stage, _ in SCHEDULES[config.train.schedule]}
+    history = {stage: rows for stage, rows in history.items() if rows}
+    if history:
+        images["Training loss per stage"] = plot_loss_curves(
+            history, os.path.join(args.model_dir, "loss_curves.png"))
+    report = write_report(args.model_dir, metrics, images)
+    print(format_table(metrics))
+    print(f"wrote {os.path.join(args.model_dir, 'metrics.json')} and {report}")
+    return metrics
+
+
+def _load_model(model_dir):
+    from tf_frcnn.training.schedule import load_trained_model
+    from tf_frcnn.training.state import FINAL_WEIGHTS
+    if not os.path.exists(os.path.join(model_dir, FINAL_WEIGHTS)):
+        raise UserError(f"model dir {model_dir} has no finished training "
+                        f"({FINAL_WEIGHTS} missing): run tf-frcnn train first")
+    return load_trained_model(model_dir)
+
+
+def cmd_export(args):
+    from tf_frcnn.export import export_saved_model, export_tflite
+    from tf_frcnn.training.state import read_labels
+    model, config = _load_model(args.model_dir)
+    class_names = read_labels(args.model_dir)
+    d = config.data
+    version_dir = export_saved_model(model, args.out, class_names, min_size=d.min_size,
+                                     max_size=d.max_size)
+    print(f"SavedModel: {version_dir}")
+    if args.tflite:
+        height, width = args.tflite_size or (d.max_size, d.max_size)
+        path = export_tflite(model, os.path.join(version_dir, "model.tflite"), height=height,
+                             width=width, min_size=d.min_size, max_size=d.max_size)
+        print(f"TFLite: {path}")
+    return version_dir
+
+
+def cmd_predict(args):
+    import numpy as np
+    from tf_frcnn.data import read_image_rgb
+    from tf_frcnn.export import load_predictor, read_labels
+    from tf_frcnn.visualize import draw_detections, save_png
+
+    if not os.path.exists(args.model):
+        raise UserError(f"model not found: {args.model}")
+    predictor = load_predictor(args.model)
+    class_names = read_labels(args.model)
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise UserError(f"image not found: {path}")
+        try:
+            image = read_image_rgb(path)
+        except Exception as error:  # noqa: BLE001 - any decoder failure is the file's fault
+            raise UserError(f"cannot read image {path}: {error}") from None
+        out = predictor(image)
+        n = int(out["num_detections"])
+        height, width = image.shape[:2]
+        boxes = np.asarray(out["detection_boxes"][:n]) * [height, width, height, width]
+        drawn = draw_detections(image, boxes, out["detection_classes"][:n],
+                                out["detection_scores"][:n], class_names, args.score_threshold)
+        target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
+        save_png(drawn, target)
+        kept = [(class_names[int(c) - 1], round(float(s), 3))
+                for c, s in zip(out["detection_classes"][:n], out["detection_scores"][:n])
+                if s >= args.score_threshold]
+        print(f"{path}: {len(kept)} detections {kept[:5]}{' ...' if len(kept) > 5 else ''} "
+              f"-> {target}")
+        written.append(target)
+    return written
+
+
+def cmd_demo(args):
+    from tf_frcnn.demo import run_demo
+    return run_demo(config_path=args.config, model_dir=args.model_dir, data_dir=args.data_dir)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export,
+            "predict": cmd_predict, "demo": cmd_demo}
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tf_frcnn.config import ConfigError
+    from tf_frcnn.data import DataError
+    from tf_frcnn.training import TrainingDiverged
+    try:
+        COMMANDS[args.command](args)
+    except (UserError, ConfigError, DataError, TrainingDiverged) as error:
+        print(f"tf-frcnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"tf-frcnn {args.command}: error: file not found: {error.filename or error}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tf-frcnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
