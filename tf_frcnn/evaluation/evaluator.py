@@ -1,0 +1,282 @@
+"""`Evaluator`: accumulates ground truth, detections and proposals batch by batch, then reports
+COCO AP, VOC mAP and RPN recall together. Also turns the model's padded batch outputs into the
+per-image records the metrics take.
+
+Boxes in the records are absolute pixel [ymin, xmin, ymax, xmax] in the ORIGINAL image. Batches from
+the input pipeline and the exported model carry normalised boxes; `unpad_*(..., normalized=True)`
+scales them by each image's (height, width).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tf_frcnn.evaluation._records import (
+    as_detections,
+    as_groundtruth,
+    as_proposals,
+    check_unique_ids,
+    image_id_to_str,
+)
+from tf_frcnn.evaluation.coco import COCO_METRIC_NAMES, coco_metrics
+from tf_frcnn.evaluation.recall import rpn_recall
+from tf_frcnn.evaluation.report import class_name
+from tf_frcnn.evaluation.voc import voc_metrics
+
+
+def _to_absolute(boxes: np.ndarray, height, width) -> np.ndarray:
+    return boxes * np.asarray([height, width, height, width], np.float64)
+
+
+def _image_sizes(image_sizes, batch_size: int, normalized: bool):
+    if image_sizes is None:
+        if normalized:
+            raise ValueError(
+                "normalized boxes need image_sizes [batch, 2] (height, width) of the original images"
+            )
+        return None
+    return np.asarray(image_sizes, np.float64).reshape(batch_size, -1)[:, :2]
+
+
+def unpad_groundtruths(batch: Mapping, normalized: bool = False) -> list[dict]:
+    """Splits a padded ground-truth batch into one record per image.
+
+    Args:
+      batch: {"image_id": [B] str/bytes, "boxes": float [B, M, 4] [ymin, xmin, ymax, xmax],
+        "labels": int [B, M] 1-based with 0 marking padding, "difficult": bool [B, M] (optional),
+        "iscrowd": bool [B, M] (optional), "height": int [B], "width": int [B] (original image size;
+        required when `normalized`)}. Tensors are accepted.
+      normalized: True if the boxes are normalised to [0, 1]; they are then scaled to absolute pixels
+        of the original image with "height" and "width".
+
+    Returns:
+      B ground-truth records {"image_id", "boxes": [N, 4] absolute, "labels", "height", "width",
+      and "difficult"/"iscrowd" where the batch has them}, padding removed.
+    """
+    labels = np.asarray(batch["labels"])
+    boxes = np.asarray(batch["boxes"], np.float64).reshape(labels.shape + (4,))
+    image_ids = np.asarray(batch["image_id"]).reshape(-1)
+    batch_size = labels.shape[0]
+    if "height" in batch and "width" in batch:
+        heights = np.asarray(batch["height"]).reshape(-1)
+        widths = np.asarray(batch["width"]).reshape(-1)
+    elif normalized:
+        raise ValueError("normalized boxes need the batch's 'height' and 'width' of the original images")
+    else:
+        heights = widths = np.zeros(batch_size, np.int64)
+    flags = {key: np.asarray(batch[key], bool) for key in ("difficult", "iscrowd") if key in batch}
+
+    records = []
+    for i in range(batch_size):
+        keep = labels[i] > 0
+        image_boxes = boxes[i][keep]
+        if normalized:
+            image_boxes = _to_absolute(image_boxes, heights[i], widths[i])
+        record = {
+            "image_id": image_id_to_str(image_ids[i]),
+            "boxes": image_boxes,
+            "labels": labels[i][keep].astype(np.int64),
+            "height": int(heights[i]),
+            "width": int(widths[i]),
+        }
+        record.update({key: value[i][keep] for key, value in flags.items()})
+        records.append(record)
+    return records
+
+
+def unpad_detections(
+    boxes,
+    scores,
+    classes,
+    num_detections,
+    image_ids,
+    image_sizes=None,
+    normalized: bool = False,
+) -> list[dict]:
+    """Splits the model's padded detections into one record per image.
+
+    Args:
+      boxes: float [B, K, 4] [ymin, xmin, ymax, xmax] (`detection_boxes`).
+      scores: float [B, K] (`detection_scores`).
+      classes: int [B, K], 1-based (`detection_classes`).
+      num_detections: int [B]; entries past it are padding.
+      image_ids: [B] str/bytes.
+      image_sizes: [B, 2] (height, width) of the original images; required when `normalized`.
+      normalized: True if the boxes are normalised to [0, 1] (the exported model's output).
+
+    Returns:
+      B detection records {"image_id", "boxes": [n, 4] absolute, "scores": [n], "classes": [n]}.
+    """
+    boxes = np.asarray(boxes, np.float64)
+    scores = np.asarray(scores, np.float64)
+    classes = np.asarray(classes, np.int64)
+    counts = np.asarray(num_detections, np.int64).reshape(-1)
+    image_ids = np.asarray(image_ids).reshape(-1)
+    sizes = _image_sizes(image_sizes, boxes.shape[0], normalized)
+    records = []
+    for i, n in enumerate(counts):
+        image_boxes = boxes[i, :n]
+        if normalized:
+            image_boxes = _to_absolute(image_boxes, *sizes[i])
+        records.append({
+            "image_id": image_id_to_str(image_ids[i]),
+            "boxes": image_boxes,
+            "scores": scores[i, :n],
+            "classes": classes[i, :n],
+        })
+    return records
+
+
+def unpad_proposals(
+    boxes, num_proposals, image_ids, image_sizes=None, normalized: bool = False
+) -> list[dict]:
+    """Splits padded RPN proposals into one record per image.
+
+    Args:
+      boxes: float [B, P, 4] [ymin, xmin, ymax, xmax], sorted by objectness, descending.
+      num_proposals: int [B]; entries past it are padding.
+      image_ids: [B] str/bytes.
+      image_sizes: [B, 2] (height, width) of the original images; required when `normalized`.
+      normalized: True if the boxes are normalised to [0, 1].
+
+    Returns:
+      B proposal records {"image_id", "boxes": [n, 4] absolute}.
+    """
+    boxes = np.asarray(boxes, np.float64)
+    counts = np.asarray(num_proposals, np.int64).reshape(-1)
+    image_ids = np.asarray(image_ids).reshape(-1)
+    sizes = _image_sizes(image_sizes, boxes.shape[0], normalized)
+    records = []
+    for i, n in enumerate(counts):
+        image_boxes = boxes[i, :n]
+        if normalized:
+            image_boxes = _to_absolute(image_boxes, *sizes[i])
+        records.append({"image_id": image_id_to_str(image_ids[i]), "boxes": image_boxes})
+    return records
+
+
+class Evaluator:
+    """Accumulates per-image records over batches and computes every metric at the end.
+
+    Usage:
+      evaluator = Evaluator(num_classes=20, class_names=names)
+      for batch in dataset:
+          evaluator.update(groundtruths, detections, proposals)
+      metrics = evaluator.result()        # JSON-ready dict
+      curves = evaluator.voc_result()     # with precision/recall arrays, for `plot_pr_curves`
+
+    Args:
+      num_classes: object classes, background excluded; labels are 1..num_classes.
+      class_names: names of labels 1..num_classes, as a sequence (`class_names[label - 1]`) or a
+        mapping {label: name}; optional.
+      iou_threshold: IoU of a VOC true positive.
+      num_proposals: N values of the RPN recall.
+      recall_iou_thresholds: IoU values of the RPN recall.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | Mapping[int, str] | None = None,
+        iou_threshold: float = 0.5,
+        num_proposals=(100, 300, 1000),
+        recall_iou_thresholds=(0.5, 0.7),
+    ):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.class_names = class_names
+        self.iou_threshold = float(iou_threshold)
+        self.num_proposals = tuple(num_proposals)
+        self.recall_iou_thresholds = tuple(recall_iou_thresholds)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets everything accumulated."""
+        self._groundtruths: list[dict] = []
+        self._detections: list[dict] = []
+        self._proposals: list[dict] = []
+        self._image_ids: set[str] = set()
+        self._with_proposals: bool | None = None
+        self._voc_result: dict | None = None
+
+    @property
+    def num_images(self) -> int:
+        return len(self._groundtruths)
+
+    def update(
+        self, groundtruths: list[dict], detections: list[dict], proposals: list[dict] | None = None
+    ) -> None:
+        """Adds one batch.
+
+        Args:
+          groundtruths: one record per image of the batch (see `coco_metrics`), absolute boxes.
+          detections: records for images of this or an earlier batch; an image without one has none.
+          proposals: RPN proposal records, or None; give them in every batch or in none.
+        """
+        with_proposals = proposals is not None
+        if self._with_proposals is not None and with_proposals != self._with_proposals:
+            raise ValueError("give proposals to Evaluator.update in every batch or in none")
+        groundtruths = [as_groundtruth(g, self.num_classes) for g in groundtruths]
+        detections = [as_detections(d, self.num_classes) for d in detections]
+        proposals = [as_proposals(p) for p in proposals or []]
+        new_ids = check_unique_ids(groundtruths).keys()
+        repeated = sorted(self._image_ids & new_ids)
+        if repeated:
+            raise ValueError(f"ground truth for image {repeated[0]!r} given twice")
+        known = self._image_ids | new_ids
+        for what, records in (("detections", detections), ("proposals", proposals)):
+            for record in records:
+                if record["image_id"] not in known:
+                    raise ValueError(f"{what} for image {record['image_id']!r}, which has no ground truth")
+        self._with_proposals = with_proposals
+        self._image_ids = known
+        self._groundtruths += groundtruths
+        self._detections += detections
+        self._proposals += proposals
+        self._voc_result = None
+
+    def voc_result(self) -> dict:
+        """The full `voc_metrics` result, precision-recall curves included."""
+        if self._voc_result is None:
+            self._voc_result = voc_metrics(
+                self._groundtruths, self._detections, self.num_classes, self.iou_threshold
+            )
+        return self._voc_result
+
+    def result(self) -> dict:
+        """All metrics, JSON-ready (NaN where undefined).
+
+        Returns:
+          {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100" (COCO),
+           "mAP_voc07", "mAP_voc" (VOC at `iou_threshold`),
+           "recall@100", "recall@300", "recall@1000", "recall@300_iou0.7", ... (only with proposals),
+           "num_images": int,
+           "per_class": {label: {"name", "num_gt", "AP", "AP50", "AP_voc07", "AP_voc"}}}
+        """
+        coco = coco_metrics(self._groundtruths, self._detections, self.num_classes)
+        voc = self.voc_result()
+        metrics = {name: coco[name] for name in COCO_METRIC_NAMES}
+        metrics["mAP_voc07"] = voc["mAP_voc07"]
+        metrics["mAP_voc"] = voc["mAP_voc"]
+        if self._with_proposals:
+            metrics.update(
+                rpn_recall(
+                    self._groundtruths, self._proposals, self.num_proposals, self.recall_iou_thresholds
+                )
+            )
+        metrics["num_images"] = self.num_images
+        metrics["per_class"] = {
+            label: {
+                "name": class_name(self.class_names, label),
+                "num_gt": voc["num_gt"][label],
+                "AP": coco["per_class"][label]["AP"],
+                "AP50": coco["per_class"][label]["AP50"],
+                "AP_voc07": voc["per_class_AP_voc07"][label],
+                "AP_voc": voc["per_class_AP"][label],
+            }
+            for label in range(1, self.num_classes + 1)
+        }
+        return metrics

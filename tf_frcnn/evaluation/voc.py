@@ -1,0 +1,174 @@
+"""Pascal VOC mean average precision: VOC2007's 11-point AP and VOC2010+'s all-point AP.
+
+Follows the VOC devkit (VOCevaldet.m; VOCap in the VOC2010+ devkits):
+
+- Per class, detections of all images are sorted by score (descending; ties keep input order: image
+  order, then position in the image) and each takes the ground-truth box of that class it overlaps
+  most. IoU >= `iou_threshold` (0.5 in VOC) on a box not taken yet is a true positive; on a box already
+  taken, a false positive (duplicates count against the detector); below the threshold, a false positive.
+- Difficult boxes are excluded: they do not count in the number of positives, and a detection whose
+  best box is difficult is neither a true nor a false positive. Crowd boxes (`iscrowd`) are treated
+  the same way (VOC has none; COCO ignores them too).
+- Classes without any non-difficult ground truth have an undefined AP (NaN) and are left out of the mean.
+
+Two deliberate differences:
+
+- Boxes are absolute pixel [ymin, xmin, ymax, xmax] in continuous coordinates, and IoU is computed
+  without the devkit's "+1" pixel (it treats integer corners as inclusive pixel indices; ours are float).
+- The 11 recall points of VOC07 are the exact tenths. The common Python port (py-faster-rcnn's
+  voc_eval.py) takes np.arange(0, 1.1, 0.1), where a recall of exactly 0.3 misses the point
+  0.30000000000000004; here it counts, as the definition says.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tf_frcnn.evaluation._records import (
+    as_detections,
+    as_groundtruth,
+    box_iou,
+    check_unique_ids,
+    index_by_image,
+)
+
+# Exactly the tenths 0.0, 0.1, ..., 1.0: a recall of 3/10 must reach the 0.3 point, which
+# 0.1 * 3 = 0.30000000000000004 (np.arange(0, 1.1, 0.1)) would miss.
+_VOC07_RECALL_POINTS = np.arange(11) / 10.0
+
+
+def voc_ap(recall, precision, use_07_metric: bool = False) -> float:
+    """Average precision from one class's precision-recall curve.
+
+    Args:
+      recall: float [D], cumulative recall after each detection in score order (non-decreasing).
+      precision: float [D], cumulative precision after each detection.
+      use_07_metric: True for VOC2007's 11-point interpolated AP: the mean over t in {0, 0.1, ..., 1}
+        of the best precision at any recall >= t (0 where recall never reaches t). False for the
+        VOC2010+ AP: the area under the curve after making precision monotonically non-increasing
+        (each point takes the best precision at any higher recall).
+
+    Returns:
+      AP in [0, 1]; 0.0 for an empty curve.
+    """
+    recall = np.asarray(recall, np.float64).reshape(-1)
+    precision = np.asarray(precision, np.float64).reshape(-1)
+    if recall.shape != precision.shape:
+        raise ValueError(f"recall {recall.shape} and precision {precision.shape} differ in length")
+    if recall.size == 0:
+        return 0.0
+    if use_07_metric:
+        best = [precision[recall >= t].max() if np.any(recall >= t) else 0.0 for t in _VOC07_RECALL_POINTS]
+        return float(np.mean(best))
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1])
+    return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
+
+
+def _best_overlaps(groundtruths, detections_by_image, iou_threshold):
+    """Matches every detection to the same-class ground-truth box of its image that it overlaps most.
+
+    Returns arrays over the detections concatenated in (image, position) order: scores, classes,
+    the best box (an index into all images' boxes concatenated), whether the IoU reaches the threshold
+    (a hit), and whether that hit is on an ignored (difficult or crowd) box.
+    """
+    scores, classes, best_box, best_iou = [], [], [], []
+    offset = 0
+    for g in groundtruths:
+        d = detections_by_image.get(g["image_id"])
+        num_boxes = g["boxes"].shape[0]
+        if d is not None and d["boxes"].shape[0]:
+            iou = box_iou(d["boxes"], g["boxes"])
+            iou = np.where(d["classes"][:, None] == g["labels"][None, :], iou, -1.0)
+            if num_boxes:
+                index = np.argmax(iou, axis=1)
+                overlap = iou[np.arange(iou.shape[0]), index]
+            else:
+                index = np.zeros(d["boxes"].shape[0], np.int64)
+                overlap = np.full(d["boxes"].shape[0], -1.0)
+            scores.append(d["scores"])
+            classes.append(d["classes"])
+            best_box.append(index + offset)
+            best_iou.append(overlap)
+        offset += num_boxes
+
+    def concat(parts, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    best_box = concat(best_box, np.int64)
+    hit = concat(best_iou, np.float64) >= iou_threshold
+    gt_ignored = concat([g["difficult"] | g["iscrowd"] for g in groundtruths], bool)
+    hit_ignored = np.zeros_like(hit)
+    hit_ignored[hit] = gt_ignored[best_box[hit]]
+    return concat(scores, np.float64), concat(classes, np.int64), best_box, hit, hit_ignored
+
+
+def voc_metrics(
+    groundtruths: list[dict],
+    detections: list[dict],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+) -> dict:
+    """VOC07 (11-point) and VOC2010+ (all-point) mAP, per-class AP and precision-recall curves.
+
+    Args:
+      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax, xmax],
+        "labels": int [N] 1-based, "difficult": bool [N] (optional), "iscrowd": bool [N] (optional)}.
+        Every evaluated image must be listed, also those without objects.
+      detections: one dict per image, {"image_id", "boxes": [K, 4] absolute [ymin, xmin, ymax, xmax],
+        "scores": [K], "classes": int [K] 1-based}; an image without a dict has no detections.
+      num_classes: number of object classes, background excluded; labels are 1..num_classes.
+      iou_threshold: the overlap a true positive needs (VOC: 0.5).
+
+    Returns:
+      {"mAP_voc07": float, "mAP_voc": float (NaN if no class has ground truth),
+       "per_class_AP_voc07": {label: float}, "per_class_AP": {label: float} (all-point; NaN without
+       ground truth), "precision": {label: float [D]}, "recall": {label: float [D]} (the curve over the
+       class's D counted detections in score order; recall is NaN without ground truth),
+       "scores": {label: float [D]}, "num_gt": {label: int} (non-difficult boxes),
+       "iou_threshold": float}
+    """
+    groundtruths = [as_groundtruth(g, num_classes) for g in groundtruths]
+    detections = [as_detections(d, num_classes) for d in detections]
+    detections_by_image = index_by_image(detections, check_unique_ids(groundtruths), "detections")
+    scores, classes, best_box, hit, hit_ignored = _best_overlaps(
+        groundtruths, detections_by_image, iou_threshold
+    )
+    counted = [g["labels"][~(g["difficult"] | g["iscrowd"])] for g in groundtruths]
+    counted_labels = np.concatenate(counted) if counted else np.zeros(0, np.int64)
+
+    result = {
+        "per_class_AP_voc07": {}, "per_class_AP": {}, "precision": {}, "recall": {}, "scores": {},
+        "num_gt": {}, "iou_threshold": float(iou_threshold),
+    }
+    for label in range(1, num_classes + 1):
+        num_gt = int(np.sum(counted_labels == label))
+        mine = np.flatnonzero(classes == label)
+        order = mine[np.argsort(-scores[mine], kind="stable")]
+        # A detection whose best box is ignored does not enter the curve at all.
+        order = order[~hit_ignored[order]]
+        is_hit = hit[order]
+        # Among hits on the same box, only the first in score order is a true positive.
+        _, first = np.unique(best_box[order][is_hit], return_index=True)
+        true_positive = np.zeros(order.size, bool)
+        true_positive[np.flatnonzero(is_hit)[first]] = True
+
+        tp = np.cumsum(true_positive)
+        precision = tp / np.arange(1, order.size + 1)
+        recall = tp / num_gt if num_gt else np.full(order.size, np.nan)
+        result["precision"][label] = precision
+        result["recall"][label] = recall
+        result["scores"][label] = scores[order]
+        result["num_gt"][label] = num_gt
+        result["per_class_AP_voc07"][label] = voc_ap(recall, precision, True) if num_gt else float("nan")
+        result["per_class_AP"][label] = voc_ap(recall, precision, False) if num_gt else float("nan")
+
+    def mean_over_defined(per_class):
+        defined = [ap for ap in per_class.values() if not np.isnan(ap)]
+        return float(np.mean(defined)) if defined else float("nan")
+
+    result["mAP_voc07"] = mean_over_defined(result["per_class_AP_voc07"])
+    result["mAP_voc"] = mean_over_defined(result["per_class_AP"])
+    return result
