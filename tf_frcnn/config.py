@@ -72,7 +72,9 @@ class DetectionConfig:
 class DataConfig:
     source: str = "synthetic"             # synthetic | voc | coco | tfds
     root: Optional[str] = None            # VOC root, COCO image dir, or TFDS name
-    annotations: Optional[str] = None     # COCO annotation JSON
+    annotations: Optional[str] = None     # COCO annotation JSON (training)
+    eval_annotations: Optional[str] = None  # COCO annotation JSON of the eval split
+    eval_root: Optional[str] = None       # COCO image dir of the eval split
     data_dir: Optional[str] = None        # TFDS data dir
     train_split: str = "train"
     eval_split: str = "test"

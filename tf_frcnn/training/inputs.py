@@ -20,8 +20,10 @@ def source(config, split):
         names = names or list(data.VOC_CLASS_NAMES)
         records = data.voc_dataset(d.root, split, class_names=names)
     elif d.source == "coco":
-        records = data.coco_dataset(d.annotations, d.root)
-        names = names or data.coco_class_names(d.annotations)
+        evaluating = split == d.eval_split and d.eval_annotations
+        annotations = d.eval_annotations if evaluating else d.annotations
+        records = data.coco_dataset(annotations, (d.eval_root or d.root) if evaluating else d.root)
+        names = names or data.coco_class_names(annotations)
     elif d.source == "tfds":
         records = data.tfds_dataset(d.root, split, data_dir=d.data_dir)
         names = names or data.tfds_class_names(d.root, data_dir=d.data_dir)

@@ -1,0 +1,46 @@
+"""Data sources and the input pipeline.
+
+Every source yields the same record dict (see `records`): "image" uint8 [H, W, 3] RGB,
+"boxes" float32 [N, 4] normalised [ymin, xmin, ymax, xmax], "labels" int32 [N] 1-based,
+"image_id" string, "difficult" and "iscrowd" bool [N]. `build_pipeline` turns records into
+padded batches with absolute pixel boxes for the detector.
+"""
+
+from tf_frcnn.data.catalog import tfds_class_names, tfds_dataset, tfds_to_record
+from tf_frcnn.data.coco import coco_class_names, coco_dataset
+from tf_frcnn.data.pipeline import build_pipeline, flip_boxes_left_right, resize_image
+from tf_frcnn.data.records import DataError, DataWarning, read_image_rgb
+from tf_frcnn.data.synthetic import (
+    SYNTHETIC_CLASS_NAMES,
+    FrcnnShapes,
+    ShapesConfig,
+    draw_scene,
+    shapes_config,
+    synthetic_builder,
+    synthetic_dataset,
+)
+from tf_frcnn.data.voc import VOC_CLASS_NAMES, discover_voc_classes, voc_dataset
+
+__all__ = [
+    "SYNTHETIC_CLASS_NAMES",
+    "VOC_CLASS_NAMES",
+    "DataError",
+    "DataWarning",
+    "FrcnnShapes",
+    "ShapesConfig",
+    "build_pipeline",
+    "coco_class_names",
+    "coco_dataset",
+    "discover_voc_classes",
+    "draw_scene",
+    "flip_boxes_left_right",
+    "read_image_rgb",
+    "resize_image",
+    "shapes_config",
+    "synthetic_builder",
+    "synthetic_dataset",
+    "tfds_class_names",
+    "tfds_dataset",
+    "tfds_to_record",
+    "voc_dataset",
+]

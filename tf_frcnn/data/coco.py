@@ -1,0 +1,130 @@
+"""COCO-style detection datasets: one instances JSON and a directory of images.
+
+Box convention. COCO boxes are [x, y, width, height] in continuous 0-based pixel
+coordinates; the record box is [y / H, x / W, (y + height) / H, (x + width) / W], with H and
+W from the image entry (or from the file when the entry lacks them).
+
+Labels. Category ids are mapped to contiguous labels 1..C in increasing id order (COCO 2017
+ids 1..90 with gaps become 1..80); `coco_class_names` gives the names in the same order.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+
+import tensorflow as tf
+
+from tf_frcnn.data.records import (
+    BoxAudit,
+    DataError,
+    check_images,
+    examples_to_dataset,
+    make_example,
+)
+
+
+def _load(annotation_json) -> dict:
+    path = pathlib.Path(annotation_json)
+    if not path.is_file():
+        raise DataError(f"COCO annotation file not found: {path}")
+    try:
+        with open(path) as file:
+            content = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot parse COCO annotation file {path}: {error}") from error
+    for key in ("images", "categories"):
+        if not isinstance(content.get(key), list):
+            raise DataError(f"COCO annotation file {path} has no {key!r} list")
+    return content
+
+
+def _sorted_categories(content: dict) -> list[dict]:
+    return sorted(content["categories"], key=lambda category: category["id"])
+
+
+def coco_class_names(annotation_json) -> list[str]:
+    """Category names in label order: the name of label i + 1 is names[i]."""
+    return [category["name"] for category in _sorted_categories(_load(annotation_json))]
+
+
+def coco_dataset(annotation_json, image_dir, strict: bool = False) -> tf.data.Dataset:
+    """Records (see `tf_frcnn.data.records`) of a COCO instances file.
+
+    Args:
+      annotation_json: path of e.g. annotations/instances_val2017.json.
+      image_dir: directory the images' `file_name`s are relative to.
+      strict: decode every image now and raise on the first bad one, instead of skipping
+        corrupt or truncated images with a warning.
+    Returns:
+      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
+      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based (see `coco_class_names`),
+      "image_id": string (the COCO image id, e.g. "139"), "difficult": bool [N] (all False),
+      "iscrowd": bool [N]}, in the file's image order. Images without annotations are kept
+      as background-only records.
+    Raises:
+      DataError naming the file, image or category: missing annotation or image file,
+      an annotation whose category or image id is not declared, no images, or (strict)
+      an unreadable image.
+    """
+    content = _load(annotation_json)
+    image_dir = pathlib.Path(image_dir)
+    source = f"coco_dataset({os.fspath(annotation_json)!r})"
+    label_of = {
+        category["id"]: index + 1 for index, category in enumerate(_sorted_categories(content))
+    }
+    images = content["images"]
+    if not images:
+        raise DataError(f"COCO annotation file {annotation_json} lists no images")
+
+    annotations_of = collections.defaultdict(list)
+    image_ids = {image["id"] for image in images}
+    for annotation in content.get("annotations", []):
+        if annotation["category_id"] not in label_of:
+            raise DataError(
+                f"unknown category id {annotation['category_id']} in annotation "
+                f"{annotation.get('id')} of {annotation_json}"
+            )
+        if annotation["image_id"] not in image_ids:
+            raise DataError(
+                f"annotation {annotation.get('id')} of {annotation_json} refers to image id "
+                f"{annotation['image_id']}, which is not in 'images'"
+            )
+        annotations_of[annotation["image_id"]].append(annotation)
+
+    paths = []
+    for image in images:
+        path = image_dir / image["file_name"]
+        if not path.is_file():
+            raise DataError(f"COCO image file not found: {path} (image id {image['id']})")
+        paths.append(path)
+
+    file_sizes = check_images(paths, strict=strict, source=source)
+    audit = BoxAudit(source)
+    examples = []
+    for image, path, file_size in zip(images, paths, file_sizes):
+        if file_size is None:
+            continue
+        height, width = image.get("height") or 0, image.get("width") or 0
+        if height <= 0 or width <= 0:
+            height, width = file_size
+        annotations = annotations_of[image["id"]]
+        yxyx = [
+            [y, x, y + h, x + w]
+            for x, y, w, h in (annotation["bbox"] for annotation in annotations)
+        ]
+        boxes, keep = audit.clean(yxyx, height, width)
+        kept = [annotation for annotation, kept in zip(annotations, keep) if kept]
+        examples.append(
+            make_example(
+                path,
+                image["id"],
+                boxes,
+                [label_of[annotation["category_id"]] for annotation in kept],
+                iscrowd=[bool(annotation.get("iscrowd", 0)) for annotation in kept],
+            )
+        )
+    audit.warn()
+    return examples_to_dataset(examples, strict=strict, source=source)

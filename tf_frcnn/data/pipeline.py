@@ -1,0 +1,190 @@
+"""The `tf.data` input pipeline: records -> resized, flipped, padded batches for the detector.
+
+Pixel values stay in 0..255 RGB (float32). Per-backbone normalisation (VGG mean subtraction,
+MobileNet's [-1, 1], ...) happens inside the model, so training and the exported SavedModel,
+which receives raw uint8 images, share one code path.
+
+Boxes leave the pipeline in ABSOLUTE pixel [ymin, xmin, ymax, xmax] of the resized image, the
+library's internal convention: record boxes (normalised) times the resized (height, width).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from tf_frcnn.data.records import DataWarning
+
+
+def resize_image(image, min_size: int, max_size: int | None = None):
+    """Resizes so the shorter side is `min_size` and the longer at most `max_size`, keeping aspect.
+
+    The paper's setting is min_size=600, max_size=1000. Pure TensorFlow with dynamic shapes,
+    so the export code can call it inside a `tf.function` on images of any size. Bilinear
+    without antialiasing, like the reference code's cv2.resize, which also keeps the op a
+    TFLite built-in (antialiased resize lowers to a Flex op). `keras.layers.Resizing` is not
+    used because it resizes to one fixed size; this rule derives the size from each image.
+
+    Args:
+      image: [H, W, C] or [batch, H, W, C], any real dtype (values are not rescaled).
+      min_size: target length of the shorter side, pixels.
+      max_size: cap on the longer side, pixels; None for no cap.
+    Returns:
+      (resized float32 [round(H * scale), round(W * scale), C] (batch dim kept),
+       scale float32 scalar, the factor applied to both sides).
+    """
+    image = tf.convert_to_tensor(image)
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
+    scale = tf.cast(min_size, tf.float32) / tf.minimum(height, width)
+    if max_size is not None:
+        scale = tf.minimum(scale, tf.cast(max_size, tf.float32) / tf.maximum(height, width))
+    new_size = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), 1)
+    resized = tf.image.resize(
+        tf.cast(image, tf.float32), new_size, method="bilinear", antialias=False
+    )
+    return resized, scale
+
+
+def flip_boxes_left_right(boxes, width):
+    """Mirrors absolute [ymin, xmin, ymax, xmax] boxes [..., 4] in an image `width` pixels wide."""
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    return tf.stack([ymin, width - xmax, ymax, width - xmin], axis=-1)
+
+
+def build_pipeline(
+    dataset: tf.data.Dataset,
+    *,
+    training: bool,
+    batch_size: int,
+    min_size: int = 600,
+    max_size: int | None = 1000,
+    pad_to=None,
+    max_boxes: int = 100,
+    flip: bool | None = None,
+    shuffle_buffer: int = 256,
+    seed: int | None = None,
+    drop_difficult: bool = False,
+    drop_crowd: bool = False,
+    drop_remainder: bool | None = None,
+) -> tf.data.Dataset:
+    """Batches of detector inputs from a dataset of records (see `tf_frcnn.data.records`).
+
+    Per example: optionally drop difficult / crowd objects, resize with `resize_image`, flip
+    horizontally with probability 1/2 (when `flip`), keep at most `max_boxes` objects (the
+    first ones; a `DataWarning` is issued once per pipeline) and pad them to `max_boxes` rows.
+    Images are then padded at the bottom/right with zeros: to `pad_to` when given (a static
+    shape, so a training graph traces once), otherwise to the largest image of the batch.
+    The pipeline does not repeat; call `.repeat()` on the result for several epochs.
+
+    Args:
+      dataset: records: {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
+        [ymin, xmin, ymax, xmax], "labels": int32 [N], "image_id", "difficult", "iscrowd"}.
+      training: shuffles (buffer `shuffle_buffer`), flips by default and drops the last
+        incomplete batch by default.
+      batch_size: examples per batch.
+      min_size, max_size: see `resize_image`.
+      pad_to: (height, width) every image is padded to; must be at least the resized size.
+      max_boxes: rows of the padded box tensors.
+      flip: random horizontal flip; defaults to `training`.
+      seed: makes shuffling and flips reproducible; None draws fresh randomness.
+      drop_difficult, drop_crowd: remove VOC difficult / COCO crowd objects.
+      drop_remainder: drop a last incomplete batch; defaults to `training`.
+    Returns:
+      tf.data.Dataset of {
+        "images":         float32 [B, Hp, Wp, 3] RGB in 0..255, zero padding bottom/right,
+        "image_shape":    int32   [B, 2] valid (height, width) after resizing, before padding,
+        "boxes":          float32 [B, max_boxes, 4] absolute pixel [ymin, xmin, ymax, xmax] in
+                          the resized image; padding rows are zeros,
+        "labels":         int32   [B, max_boxes] 1-based, 0 for padding,
+        "difficult":      bool    [B, max_boxes],
+        "iscrowd":        bool    [B, max_boxes],
+        "scale":          float32 [B] resize factor (resized = original * scale),
+        "original_shape": int32   [B, 2] (height, width) of the record's image,
+        "image_id":       string  [B]}.
+    """
+    flip = training if flip is None else flip
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    warned = []
+
+    def warn_truncated(image_id, count):
+        if not warned:
+            warned.append(True)
+            warnings.warn(
+                f"image {image_id.decode()} has {count} objects, more than max_boxes={max_boxes}; "
+                "keeping the first ones (further images with too many objects are not reported)",
+                DataWarning,
+            )
+        return np.bool_(True)
+
+    def prepare(record, random_value):
+        keep = tf.ones_like(record["labels"], dtype=tf.bool)
+        if drop_difficult:
+            keep &= ~record["difficult"]
+        if drop_crowd:
+            keep &= ~record["iscrowd"]
+        objects = {
+            key: tf.boolean_mask(record[key], keep)
+            for key in ("boxes", "labels", "difficult", "iscrowd")
+        }
+
+        original_shape = tf.shape(record["image"])[:2]
+        image, scale = resize_image(record["image"], min_size, max_size)
+        image_shape = tf.shape(image)[:2]
+        size = tf.cast(image_shape, tf.float32)
+        boxes = objects["boxes"] * tf.concat([size, size], axis=0)
+
+        if flip:
+            # Keras' RandomFlip draws from a stateful seed generator, whose order under a
+            # parallel map is not reproducible; a stateless draw keyed by a seeded stream is.
+            flipped = tf.random.stateless_uniform([], seed=tf.stack([random_value, 0])) < 0.5
+            image = tf.cond(flipped, lambda: tf.image.flip_left_right(image), lambda: image)
+            boxes = tf.cond(flipped, lambda: flip_boxes_left_right(boxes, size[1]), lambda: boxes)
+
+        count = tf.shape(boxes)[0]
+        reported = tf.cond(
+            count > max_boxes,
+            lambda: tf.numpy_function(warn_truncated, [record["image_id"], count], tf.bool),
+            lambda: tf.constant(False),
+        )
+        with tf.control_dependencies([reported]):
+            padding = tf.maximum(max_boxes - count, 0)
+
+        def pad(values, inner=()):
+            values = tf.pad(values[:max_boxes], [[0, padding]] + [[0, 0]] * len(inner))
+            return tf.ensure_shape(values, [max_boxes, *inner])
+
+        if pad_to is not None:
+            pad_height, pad_width = pad_to
+            check = tf.debugging.assert_less_equal(
+                image_shape,
+                tf.constant([pad_height, pad_width], tf.int32),
+                message=f"a resized image is larger than pad_to={tuple(pad_to)}; "
+                "use pad_to >= (max_size, max_size)",
+            )
+            with tf.control_dependencies([check]):
+                image = tf.image.pad_to_bounding_box(image, 0, 0, pad_height, pad_width)
+
+        return {
+            "images": image,
+            "image_shape": image_shape,
+            "boxes": pad(boxes, (4,)),
+            "labels": pad(objects["labels"]),
+            "difficult": pad(objects["difficult"]),
+            "iscrowd": pad(objects["iscrowd"]),
+            "scale": scale,
+            "original_shape": original_shape,
+            "image_id": record["image_id"],
+        }
+
+    if training and shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    # One random integer per example, from a stream that is fixed by `seed` and differs per
+    # epoch; it keys the flip so results do not depend on the order parallel calls finish.
+    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip(dataset, randoms)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.padded_batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,226 @@
+"""The record every data source produces, and the checks shared by the readers.
+
+A *record* is one image with its objects. VOC, COCO, the TFDS catalog and the synthetic
+dataset all yield exactly this dict, so the input pipeline never branches on the source:
+
+    {"image":      uint8   [H, W, 3]  RGB,
+     "boxes":      float32 [N, 4]     normalised [ymin, xmin, ymax, xmax] in [0, 1],
+     "labels":     int32   [N]        1-based class index (0 is reserved for background),
+     "image_id":   string  []         the source's id (VOC file stem, COCO image id),
+     "difficult":  bool    [N]        VOC "difficult" flag, False for other sources,
+     "iscrowd":    bool    [N]        COCO "iscrowd" flag, False for other sources}
+
+N may be 0: an image without objects is a valid, background-only example.
+
+The on-disk readers index the annotations in Python first (parsing, box clipping, file
+checks with Pillow) and decode the pixels lazily inside `tf.data`, also with Pillow, so that
+a broken image is reported by its file name instead of surfacing as a bare decoder error.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+
+class DataError(ValueError):
+    """Bad input data: a missing or unreadable file, an unknown class, an empty split."""
+
+
+class DataWarning(UserWarning):
+    """Input data was repaired or skipped (clipped boxes, a corrupt image)."""
+
+
+@dataclasses.dataclass
+class Example:
+    """One indexed, not yet decoded, image.
+
+    boxes: float32 [N, 4] normalised [ymin, xmin, ymax, xmax], already clipped to [0, 1].
+    """
+
+    image_path: str
+    image_id: str
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    iscrowd: np.ndarray
+
+
+def read_image_rgb(path) -> np.ndarray:
+    """Decodes any image file Pillow reads into uint8 [H, W, 3] RGB.
+
+    Grayscale, palette (with or without transparency), RGBA and CMYK files are converted;
+    an alpha channel is dropped, not composited, as `tf.io.decode_image(channels=3)` does,
+    so training and the exported `serving_bytes` signature see the same pixels. EXIF
+    orientation is not applied (annotations refer to the stored pixels).
+
+    Raises:
+      DataError naming the file when it cannot be opened or is truncated.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"cannot decode image {os.fspath(path)}: {error}") from error
+
+
+def read_image_size(path) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding the pixels.
+
+    Raises:
+      DataError naming the file when it is not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"cannot read image {os.fspath(path)}: {error}") from error
+    return height, width
+
+
+def check_images(paths, *, strict: bool, source: str) -> list[tuple[int, int] | None]:
+    """Size of every image, or None for one that must be skipped.
+
+    Non-strict: only the header is read (cheap); an unreadable file is skipped with a
+    `DataWarning` naming it, and a file that is truncated further in is skipped when the
+    pipeline decodes it. Strict: every image is fully decoded now, so the first bad file
+    raises a `DataError` naming it before training starts.
+    """
+    probe = (lambda p: read_image_rgb(p).shape[:2]) if strict else read_image_size
+
+    def safe_probe(path):
+        try:
+            return probe(path)
+        except DataError as error:
+            if strict:
+                raise
+            warnings.warn(f"{source}: skipping {error}", DataWarning)
+            return None
+
+    # Pillow releases the GIL while reading and decoding, so threads overlap the I/O.
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(16, (os.cpu_count() or 1) * 4)
+    ) as pool:
+        return list(pool.map(safe_probe, paths))
+
+
+class BoxAudit:
+    """Clips boxes to the image and counts what had to be repaired, to warn once per dataset."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.clipped = 0
+        self.dropped = 0
+
+    def clean(
+        self, boxes: np.ndarray, height: float, width: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Normalises absolute boxes and drops the ones that are empty inside the image.
+
+        Args:
+          boxes: float [N, 4] absolute [ymin, xmin, ymax, xmax] in pixels of an image of
+            `height` x `width`.
+        Returns:
+          (boxes float32 [M, 4] normalised [ymin, xmin, ymax, xmax] clipped to [0, 1],
+           keep bool [N], the rows of the input that survived).
+          A box with ymin >= ymax or xmin >= xmax (inverted or zero area), before or after
+          clipping, is dropped; a box reaching outside the image is clipped.
+        """
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        normalised = boxes / np.array([height, width, height, width], dtype=np.float64)
+        clipped = np.clip(normalised, 0.0, 1.0)
+        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        was_outside = np.any(clipped != normalised, axis=1)
+        self.dropped += int(np.sum(~keep))
+        self.clipped += int(np.sum(was_outside & keep))
+        return clipped[keep].astype(np.float32), keep
+
+    def warn(self) -> None:
+        """One warning for the whole dataset, if anything was repaired."""
+        if self.dropped or self.clipped:
+            warnings.warn(
+                f"{self.source}: dropped {self.dropped} boxes that were inverted, zero-area or "
+                f"outside the image, and clipped {self.clipped} boxes to the image",
+                DataWarning,
+                stacklevel=3,
+            )
+
+
+def make_example(image_path, image_id, boxes, labels, difficult=None, iscrowd=None) -> Example:
+    """An `Example` with the flags defaulting to False and the record dtypes."""
+    count = len(boxes)
+    return Example(
+        image_path=os.fspath(image_path),
+        image_id=str(image_id),
+        boxes=np.asarray(boxes, np.float32).reshape(count, 4),
+        labels=np.asarray(labels, np.int32).reshape(count),
+        difficult=np.zeros(count, bool) if difficult is None else np.asarray(difficult, bool),
+        iscrowd=np.zeros(count, bool) if iscrowd is None else np.asarray(iscrowd, bool),
+    )
+
+
+def examples_to_dataset(examples: list[Example], *, strict: bool, source: str) -> tf.data.Dataset:
+    """A `tf.data.Dataset` of records from indexed examples, decoding the images lazily.
+
+    An image that fails to decode is skipped with a `DataWarning` naming the file; with
+    `strict=True` the failure is raised instead, and its message names the file.
+    Raises:
+      DataError when no image is left to read.
+    """
+    if not examples:
+        raise DataError(f"{source}: no readable images")
+    row_lengths = [len(example.labels) for example in examples]
+
+    def ragged(field, dtype):
+        flat = np.concatenate([getattr(example, field) for example in examples]).astype(dtype)
+        return tf.RaggedTensor.from_row_lengths(flat, row_lengths)
+
+    index = tf.data.Dataset.from_tensor_slices(
+        {
+            "image_path": [example.image_path for example in examples],
+            "image_id": [example.image_id for example in examples],
+            "boxes": ragged("boxes", np.float32),
+            "labels": ragged("labels", np.int32),
+            "difficult": ragged("difficult", bool),
+            "iscrowd": ragged("iscrowd", bool),
+        }
+    )
+
+    def decode(path):
+        path = path.decode()
+        try:
+            return read_image_rgb(path), np.bool_(True)
+        except DataError as error:
+            if strict:
+                raise
+            warnings.warn(f"{source}: skipping {error}", DataWarning)
+            return np.zeros((1, 1, 3), np.uint8), np.bool_(False)
+
+    def to_record(entry):
+        image, decoded = tf.numpy_function(decode, [entry["image_path"]], (tf.uint8, tf.bool))
+        image.set_shape([None, None, 3])
+        decoded.set_shape([])
+        record = {
+            "image": image,
+            "boxes": tf.reshape(entry["boxes"], [-1, 4]),
+            "labels": tf.reshape(entry["labels"], [-1]),
+            "image_id": entry["image_id"],
+            "difficult": tf.reshape(entry["difficult"], [-1]),
+            "iscrowd": tf.reshape(entry["iscrowd"], [-1]),
+        }
+        return record, decoded
+
+    return (
+        index.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .filter(lambda record, decoded: decoded)
+        .map(lambda record, decoded: record)
+    )

@@ -1,0 +1,170 @@
+"""Pascal VOC directories on disk.
+
+Layout: Annotations/{id}.xml, JPEGImages/{id}.jpg, ImageSets/Main/{split}.txt; the image
+path is built from the id, never from the XML's <filename>.
+
+Box convention. VOC pixel coordinates are 1-based: the top-left pixel is (1, 1). Like the
+reference Faster R-CNN code (py-faster-rcnn), 1 is subtracted from all four coordinates to
+get 0-based pixel positions, which are then divided by the image size:
+
+    ymin_n = (ymin - 1) / H,  xmin_n = (xmin - 1) / W,
+    ymax_n = (ymax - 1) / H,  xmax_n = (xmax - 1) / W
+
+so a box with xmin == xmax has zero width and is dropped. H and W come from the XML
+`<size>`, or from the image file when `<size>` is missing or 0; a `<size>` that disagrees
+with the file is still used (the annotator's frame) and reported in one warning.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import warnings
+import xml.etree.ElementTree as ElementTree
+
+import tensorflow as tf
+
+from tf_frcnn.data.records import (
+    BoxAudit,
+    DataError,
+    DataWarning,
+    check_images,
+    examples_to_dataset,
+    make_example,
+)
+
+# fmt: off
+VOC_CLASS_NAMES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+# fmt: on
+
+
+def _split_ids(root: pathlib.Path, split: str) -> list[str]:
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        raise DataError(f"VOC split file not found: {split_file}")
+    # Classification split files ("aeroplane_train.txt") carry a second column; keep the id.
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DataError(f"VOC split {split!r} lists no images: {split_file}")
+    return ids
+
+
+def _parse_annotation(
+    path: pathlib.Path,
+) -> tuple[tuple[float, float], list[tuple[str, list[float], bool]]]:
+    """((height, width) of <size>, 0 if absent; [(name, [xmin, ymin, xmax, ymax], difficult)])."""
+    if not path.is_file():
+        raise DataError(f"VOC annotation file not found: {path}")
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as error:
+        raise DataError(f"cannot parse VOC annotation {path}: {error}") from error
+
+    def number(text):
+        try:
+            return float(text or 0)
+        except ValueError:
+            raise DataError(f"VOC annotation {path}: {text!r} is not a number") from None
+
+    size = (number(root.findtext("size/height")), number(root.findtext("size/width")))
+    objects = []
+    for obj in root.findall("object"):
+        name = (obj.findtext("name") or "").strip()
+        corners = [obj.findtext(f"bndbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")]
+        if not name or None in corners:
+            raise DataError(
+                f"VOC annotation {path}: an <object> lacks <name> or <bndbox> coordinates"
+            )
+        difficult = (obj.findtext("difficult") or "0").strip().lower() in ("1", "true")
+        objects.append((name, [number(value) for value in corners], difficult))
+    return size, objects
+
+
+def discover_voc_classes(root, split: str) -> list[str]:
+    """Sorted class names that occur in the annotations of `split`.
+
+    Use it for VOC-layout datasets whose classes are not the 20 VOC ones; the label of
+    `names[i]` in `voc_dataset(root, split, class_names=names)` is then i + 1.
+    """
+    root = pathlib.Path(root)
+    names = set()
+    for image_id in _split_ids(root, split):
+        _, objects = _parse_annotation(root / "Annotations" / f"{image_id}.xml")
+        names.update(name for name, _, _ in objects)
+    return sorted(names)
+
+
+def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.data.Dataset:
+    """Records (see `tf_frcnn.data.records`) of a Pascal VOC directory.
+
+    Args:
+      root: directory holding Annotations/, JPEGImages/ and ImageSets/Main/ (e.g. VOC2007).
+      split: name of a list in ImageSets/Main/, e.g. "trainval" or "test".
+      class_names: class names; label i + 1 is class_names[i]. Defaults to the 20 VOC classes.
+      strict: decode every image now and raise on the first bad one, instead of skipping
+        corrupt or truncated images with a warning.
+    Returns:
+      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
+      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string (the VOC id),
+      "difficult": bool [N], "iscrowd": bool [N] (all False)}, in split-file order.
+    Raises:
+      DataError naming the file or class: missing split, annotation or image file, an
+      unknown class name, an empty split, or (strict) an unreadable image.
+    """
+    root = pathlib.Path(root)
+    class_names = list(VOC_CLASS_NAMES if class_names is None else class_names)
+    label_of = {name: index + 1 for index, name in enumerate(class_names)}
+    source = f"voc_dataset({os.fspath(root)!r}, {split!r})"
+
+    entries = []
+    for image_id in _split_ids(root, split):
+        annotation_path = root / "Annotations" / f"{image_id}.xml"
+        size, objects = _parse_annotation(annotation_path)
+        for name, _, _ in objects:
+            if name not in label_of:
+                raise DataError(
+                    f"unknown class {name!r} in {annotation_path}; known classes: {class_names} "
+                    "(pass class_names, or see discover_voc_classes)"
+                )
+        image_path = root / "JPEGImages" / f"{image_id}.jpg"
+        if not image_path.is_file():
+            raise DataError(f"VOC image file not found: {image_path} (listed in split {split!r})")
+        entries.append((image_id, image_path, size, objects))
+
+    file_sizes = check_images([path for _, path, _, _ in entries], strict=strict, source=source)
+    audit = BoxAudit(source)
+    mismatched = []
+    examples = []
+    for (image_id, image_path, size, objects), file_size in zip(entries, file_sizes):
+        if file_size is None:
+            continue
+        if size[0] <= 0 or size[1] <= 0:
+            size = file_size
+        elif tuple(size) != tuple(file_size):
+            mismatched.append(image_id)
+        zero_based = [
+            [ymin - 1, xmin - 1, ymax - 1, xmax - 1] for _, (xmin, ymin, xmax, ymax), _ in objects
+        ]
+        boxes, keep = audit.clean(zero_based, *size)
+        examples.append(
+            make_example(
+                image_path,
+                image_id,
+                boxes,
+                [label_of[name] for (name, _, _), kept in zip(objects, keep) if kept],
+                difficult=[difficult for (_, _, difficult), kept in zip(objects, keep) if kept],
+            )
+        )
+    audit.warn()
+    if mismatched:
+        warnings.warn(
+            f"{source}: {len(mismatched)} annotations give a <size> that differs from the "
+            f"image file (first: {mismatched[0]}); their boxes are normalised by <size>",
+            DataWarning,
+            stacklevel=2,
+        )
+    return examples_to_dataset(examples, strict=strict, source=source)
