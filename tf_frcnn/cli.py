@@ -105,30 +105,13 @@ def _check_writable(directory):
 
 
 def cmd_eval(args):
-    from tf_frcnn.evaluation import (format_table, plot_loss_curves, plot_pr_curves,
-                                     write_metrics_json, write_report)
-    from tf_frcnn.evaluation.runner import evaluate
-    from tf_frcnn.training import inputs
-    from tf_frcnn.training.loop import read_history
-    from tf_frcnn.training.schedule import SCHEDULES
+    from tf_frcnn.evaluation import format_table
+    from tf_frcnn.evaluation.runner import evaluate_model_dir
 
     config = _config(args.config, args.data_dir)
     model = _load_model(args.model_dir)[0]
-    split = args.split or config.data.eval_split
-    _, class_names = inputs.source(config, split)
-    batches = inputs.batches(config, split, training=False)
-    print(f"evaluating {args.model_dir} on split '{split}'")
-    metrics, evaluator = evaluate(model, config, class_names, batches)
-    write_metrics_json(metrics, os.path.join(args.model_dir, "metrics.json"))
-    images = {"Precision-recall per class": plot_pr_curves(
-        evaluator.voc_result(), class_names, os.path.join(args.model_dir, "pr_curves.png"))}
-    history = {stage: read_history(os.path.join(args.model_dir, "logs"), stage)
-               for stage, _ in SCHEDULES[config.train.schedule]}
-    history = {stage: rows for stage, rows in history.items() if rows}
-    if history:
-        images["Training loss per stage"] = plot_loss_curves(
-            history, os.path.join(args.model_dir, "loss_curves.png"))
-    report = write_report(args.model_dir, metrics, images)
+    print(f"evaluating {args.model_dir} on split '{args.split or config.data.eval_split}'")
+    metrics, report = evaluate_model_dir(config, model, args.model_dir, args.split)
     print(format_table(metrics))
     print(f"wrote {os.path.join(args.model_dir, 'metrics.json')} and {report}")
     return metrics

@@ -26,6 +26,13 @@ RPN_LOSSES = ("rpn_objectness", "rpn_box")
 DETECTOR_LOSSES = ("detector_class", "detector_box")
 
 
+def watch_trainable(tape, variables):
+    """Watch the variables a stage trains. A layer that was frozen when its
+    variables were created (e.g. the detector head in stage 1) holds
+    tf.Variables the tape would not watch by itself after it is unfrozen."""
+    tape.watch([getattr(v, "value", v) for v in variables])
+
+
 class FasterRCNN(keras.Model):
     """Faster R-CNN on a stride-16 backbone.
 
@@ -86,6 +93,9 @@ class FasterRCNN(keras.Model):
         self.backbone.set_trainable("backbone" in parts)
         self.rpn_head.trainable = "rpn" in parts
         self.detector_head.trainable = "detector" in parts
+        # The stage decides which losses compute_losses builds: drop fit's
+        # traced functions so the next fit/evaluate traces the new stage.
+        self.train_function = self.test_function = None
 
     @property
     def _trains_rpn(self):
@@ -194,9 +204,10 @@ class FasterRCNN(keras.Model):
         return losses
 
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(data, training=True, step=self.optimizer.iterations)
         variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            watch_trainable(tape, variables)
+            losses = self.compute_losses(data, training=True, step=self.optimizer.iterations)
         gradients = tape.gradient(losses["loss"], variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._track(losses)

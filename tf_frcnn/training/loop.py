@@ -8,6 +8,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tf_frcnn.model import watch_trainable
 from tf_frcnn.training.state import atomic_write_text
 
 
@@ -81,6 +82,7 @@ class StageLoop:
         variables = model.trainable_variables
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         with tf.GradientTape() as tape:
+            watch_trainable(tape, variables)
             losses = model.compute_losses(batch, training=True, step=optimizer.iterations)
             loss = losses["loss"] / replicas
             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
