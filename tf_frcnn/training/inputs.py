@@ -1,5 +1,7 @@
 """From a config's ``data`` section to batches for the detector."""
 
+import tensorflow as tf
+
 from tf_frcnn import data
 
 
@@ -50,5 +52,11 @@ def training_batches(config, split, batch_size, start_step=0):
     ``start_step``, so a resumed run sees the batches an uninterrupted one
     would have seen next."""
     stream = batches(config, split, training=True, batch_size=batch_size).repeat()
+    options = tf.data.Options()
+    # Workers split every global batch between them (the records come from a
+    # few files, too few to shard by file).
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    stream = stream.with_options(options)
     return stream.skip(start_step) if start_step else stream
 

@@ -25,6 +25,15 @@ JOINT = (("joint", "joint"),)
 SCHEDULES = {"alternating": ALTERNATING, "joint": JOINT}
 
 
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type = resolver.task_type
+    return task_type == "chief" or (task_type == "worker" and resolver.task_id == 0
+                                    and "chief" not in resolver.cluster_spec().as_dict())
+
+
 def stage_config(config, stage):
     return config.train.stages.get(stage, StageConfig())
 
@@ -45,6 +54,11 @@ class Trainer:
         self.checkpoint_every = checkpoint_every or config.train.checkpoint_every
         self.strategy = make_strategy(strategy or config.train.strategy)
         self.schedule = SCHEDULES[config.train.schedule]
+        if not _is_chief(self.strategy):
+            # Every worker saves (saving is collective under multi-worker
+            # training) but only the chief writes the model directory.
+            task = self.strategy.cluster_resolver.task_id
+            self.model_dir = model_dir = os.path.join(model_dir, "workers", f"worker-{task}")
         self.log_dir = os.path.join(model_dir, "logs")
         self.model = None
         self.loops = {}

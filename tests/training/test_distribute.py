@@ -1,0 +1,88 @@
+"""Training under tf.distribute: MirroredStrategy on two logical CPU devices and
+MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1. Each runs
+in its own process, since devices and the cluster are fixed when TF starts."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+from tf_frcnn.data import synthetic_builder
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SMOKE = os.path.join(HERE, "..", "..", "configs", "smoke.yaml")
+
+
+def _prepare_data(tfds_dir):
+    synthetic_builder(tfds_dir, image_size=64, num_train=16, num_validation=8, num_test=8)
+
+
+def _env():
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def _finished(model_dir):
+    with open(os.path.join(model_dir, "state.json")) as handle:
+        return json.load(handle)["finished_stages"]
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tfds_dir):
+    _prepare_data(tfds_dir)
+    model_dir = tmp_path / "mirrored"
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tf_frcnn import load_config
+        from tf_frcnn.training import Trainer
+        config = load_config({SMOKE!r})
+        config.data.data_dir = {tfds_dir!r}
+        trainer = Trainer(config, {str(model_dir)!r}, strategy="mirrored", progress=False)
+        assert trainer.strategy.num_replicas_in_sync == 2, trainer.strategy.num_replicas_in_sync
+        trainer.run()
+        print("replicas", trainer.strategy.num_replicas_in_sync)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout
+    assert _finished(model_dir) == ["rpn1", "detector2", "rpn3", "detector4"]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_multiworker_smoke_through_the_cli(tmp_path, tfds_dir):
+    _prepare_data(tfds_dir)
+    model_dir = tmp_path / "multiworker"
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
+                                       "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "tf_frcnn.cli", "train", "--config", SMOKE,
+             "--model-dir", str(model_dir), "--strategy", "multiworker",
+             "--data-dir", tfds_dir],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    assert _finished(model_dir) == ["rpn1", "detector2", "rpn3", "detector4"]
+    assert os.path.exists(model_dir / "final.weights.h5")
+    # The second worker wrote only under workers/, never the chief's files.
+    assert os.path.isdir(model_dir / "workers" / "worker-1")
