@@ -197,7 +197,8 @@ def main(argv=None):
     try:
         COMMANDS[args.command](args)
     except (UserError, ConfigError, DataError, TrainingDiverged) as error:
-        print(f"tf-frcnn {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())
+        print(f"tf-frcnn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except FileNotFoundError as error:
         print(f"tf-frcnn {args.command}: error: file not found: {error.filename or error}",

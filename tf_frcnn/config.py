@@ -222,7 +222,10 @@ def load_config(path):
         try:
             values = yaml.safe_load(handle)
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: invalid YAML: {error}") from None
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     if values is not None and not isinstance(values, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return config_from_dict(values, source=path)

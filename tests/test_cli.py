@@ -1,0 +1,112 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tf_frcnn.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
+
+
+def _one_line_error(capsys, code, *needles):
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "export", "predict", "demo"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "example" in capsys.readouterr().out
+
+
+def test_unknown_config_key(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  backbone: tiny\n  anchor_sizes: [1, 2]\n")
+    line = _one_line_error(capsys, main(["train", "--config", str(config),
+                                         "--model-dir", str(tmp_path / "m")]),
+                           "model.anchor_sizes", str(config))
+    assert "unknown config key" in line
+
+
+def test_missing_config_file(tmp_path, capsys):
+    missing = str(tmp_path / "nope.yaml")
+    _one_line_error(capsys, main(["train", "--config", missing]), missing)
+
+
+def test_out_of_range_config_value(tmp_path, capsys):
+    config = tmp_path / "range.yaml"
+    config.write_text("rpn:\n  positive_iou: 1.5\n")
+    _one_line_error(capsys, main(["train", "--config", str(config),
+                                  "--model-dir", str(tmp_path / "m")]), "rpn.positive_iou")
+
+
+def test_invalid_yaml(tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text("model: [unclosed\n")
+    _one_line_error(capsys, main(["train", "--config", str(config)]), "invalid YAML")
+
+
+def test_eval_without_training(tmp_path, capsys):
+    _one_line_error(capsys, main(["eval", "--config", SMOKE, "--model-dir", str(tmp_path)]),
+                    "final.weights.h5")
+
+
+def test_predict_missing_model_and_bad_images(tmp_path, capsys):
+    _one_line_error(capsys, main(["predict", "--model", str(tmp_path / "none"), "x.png",
+                                  "--out", str(tmp_path)]), "model not found")
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    tfds_dir = str(tmp_path_factory.mktemp("tfds"))
+    model_dir = str(tmp_path_factory.mktemp("cli") / "smoke")
+    assert main(["train", "--config", SMOKE, "--model-dir", model_dir,
+                 "--data-dir", tfds_dir]) == 0
+    return model_dir, tfds_dir
+
+
+def test_train_eval_export_predict(trained_dir, tmp_path, capsys):
+    model_dir, tfds_dir = trained_dir
+    with open(os.path.join(model_dir, "state.json")) as handle:
+        assert json.load(handle)["finished_stages"] == ["rpn1", "detector2", "rpn3", "detector4"]
+    assert main(["train", "--config", SMOKE, "--model-dir", model_dir, "--data-dir", tfds_dir,
+                 "--resume"]) == 0
+
+    assert main(["eval", "--config", SMOKE, "--model-dir", model_dir,
+                 "--data-dir", tfds_dir]) == 0
+    with open(os.path.join(model_dir, "metrics.json")) as handle:
+        metrics = json.load(handle)
+    for key in ("AP", "AP50", "AP75", "mAP_voc07", "recall@300"):
+        assert key in metrics
+    for name in ("report.md", "pr_curves.png", "loss_curves.png"):
+        assert os.path.getsize(os.path.join(model_dir, name)) > 0
+    assert "AP50" in capsys.readouterr().out
+
+    out = str(tmp_path / "saved_models" / "smoke")
+    assert main(["export", "--model-dir", model_dir, "--out", out]) == 0
+    assert os.path.exists(os.path.join(out, "1", "saved_model.pb"))
+    assert os.path.exists(os.path.join(out, "1", "labels.txt"))
+
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(image)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    preds = tmp_path / "preds"
+    assert main(["predict", "--model", out, str(image), "--out", str(preds)]) == 0
+    assert (preds / "scene.png").exists()
+    capsys.readouterr()
+    _one_line_error(capsys, main(["predict", "--model", out, str(corrupt), "--out", str(preds)]),
+                    str(corrupt))
+    _one_line_error(capsys, main(["predict", "--model", out, str(tmp_path / "missing.png"),
+                                  "--out", str(preds)]), "missing.png")
