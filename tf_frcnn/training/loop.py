@@ -95,7 +95,7 @@ class StageLoop:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
         losses["gradients_finite"] = tf.cast(finite, tf.float32)
-        # A non-finite step must not touch the weights: the caller stops on it.
+        # No NaN may reach the weights: the caller stops on this step.
         gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
         optimizer.apply_gradients(zip(gradients, variables))
         return losses
@@ -109,8 +109,9 @@ class StageLoop:
     def step(self, batch):
         """One training step; returns the replica-mean losses as Python floats.
 
-        Raises ``TrainingDiverged`` on a non-finite loss or gradient (the
-        weights are left as they were before the step)."""
+        Raises ``TrainingDiverged`` on a non-finite loss or gradient; its
+        gradients are zeroed, so no NaN reaches the weights, and the caller
+        keeps the last good checkpoint."""
         values = {name: float(value) for name, value in self._step(batch).items()}
         finite = values.pop("gradients_finite") == 1.0
         if not finite or not all(math.isfinite(v) for v in values.values()):
