@@ -111,7 +111,7 @@ def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape
                            max_detections=100):
     """Per-class NMS of the detector's outputs.
 
-    All classes go through one ``tf.image.non_max_suppression`` call with each
+    All classes go through one non-maximum suppression with each
     class's boxes shifted to a disjoint region, which is per-class NMS exactly
     (boxes of different classes never overlap) in one op that TFLite also has.
 
@@ -143,12 +143,13 @@ def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape
 
     def select(args):
         image_boxes, image_scores = args
-        keep = tf.image.non_max_suppression(
-            image_boxes + offsets, image_scores, max_output_size=max_detections,
-            iou_threshold=nms_iou, score_threshold=score_threshold)
-        count = tf.shape(keep)[0]
-        keep = tf.ensure_shape(tf.pad(keep, [[0, max_detections - count]]), [max_detections])
-        return keep, count
+        # Padded NMS (static [max_detections] output + count), as TFLite's
+        # built-in NON_MAX_SUPPRESSION_V4 computes it.
+        selected = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=image_boxes + offsets, scores=image_scores,
+            max_output_size=max_detections, iou_threshold=nms_iou,
+            score_threshold=score_threshold, pad_to_max_output_size=True)
+        return selected.selected_indices, selected.valid_outputs
 
     if rois.shape[0] == 1:
         keep, count = select((boxes[0], scores[0]))

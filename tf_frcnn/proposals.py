@@ -59,12 +59,14 @@ class ProposalLayer(keras.layers.Layer):
 
         def suppress(args):
             image_boxes, image_scores = args
-            keep = tf.image.non_max_suppression(
-                image_boxes, image_scores, max_output_size=post_nms,
-                iou_threshold=self.nms_iou, score_threshold=-0.5)
-            valid = tf.shape(keep)[0]
-            keep = tf.pad(keep, [[0, post_nms - valid]])
-            return tf.ensure_shape(keep, [post_nms]), valid
+            # The padded form of tf.image.non_max_suppression: a static
+            # [post_nms] output and the valid count, which is also exactly what
+            # TFLite's built-in NON_MAX_SUPPRESSION_V4 computes.
+            selected = tf.raw_ops.NonMaxSuppressionV4(
+                boxes=image_boxes, scores=image_scores, max_output_size=post_nms,
+                iou_threshold=self.nms_iou, score_threshold=-0.5,
+                pad_to_max_output_size=True)
+            return selected.selected_indices, selected.valid_outputs
 
         if proposals.shape[0] == 1:
             keep, valid = suppress((proposals[0], top_scores[0]))

@@ -1,0 +1,147 @@
+"""The TFLite export: built-in ops only, the serving_default signature, parity with the
+SavedModel in the ai-edge-litert interpreter without TensorFlow, quantized variants, and
+load_predictor on a .tflite file."""
+
+import json
+import subprocess
+import sys
+import sysconfig
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_frcnn.export import (OUTPUT_NAMES, SERVING_DEFAULT, export_tflite, export_tflite_variants,
+                             load_predictor)
+
+Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
+
+
+def op_names(path):
+    interpreter = Interpreter(model_path=str(path))
+    return {op["op_name"] for op in interpreter._get_ops_details()}
+
+
+def run_tflite(path, image):
+    runner = Interpreter(model_path=str(path)).get_signature_runner(SERVING_DEFAULT)
+    return runner(images=image[np.newaxis])
+
+
+@pytest.fixture(scope="session")
+def variants(trained_model, tmp_path_factory, kit):
+    return export_tflite_variants(trained_model, tmp_path_factory.mktemp("variants"),
+                                  height=kit.SIZE, width=kit.SIZE, min_size=kit.SIZE,
+                                  max_size=kit.MAX_SIZE, name="shapes")
+
+
+def test_only_builtin_ops_and_no_loops(tflite_path):
+    ops = op_names(tflite_path)
+    assert not {op for op in ops if op.startswith("Flex") or op == "CUSTOM"}, ops
+    # Batch 1: no map_fn, so no control flow; proposals and detections use the built-in NMS.
+    assert not ops & {"WHILE", "IF", "CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE"}, ops
+    assert "NON_MAX_SUPPRESSION_V4" in ops or "NON_MAX_SUPPRESSION_V5" in ops, ops
+    assert "RESIZE_BILINEAR" in ops and "GATHER" in ops
+
+
+def test_keeps_the_serving_default_signature(tflite_path, kit):
+    interpreter = Interpreter(model_path=str(tflite_path))
+    signatures = interpreter.get_signature_list()
+    assert list(signatures) == [SERVING_DEFAULT]
+    assert signatures[SERVING_DEFAULT]["inputs"] == ["images"]
+    assert sorted(signatures[SERVING_DEFAULT]["outputs"]) == sorted(OUTPUT_NAMES)
+    runner = interpreter.get_signature_runner()
+    images = runner.get_input_details()["images"]
+    assert list(images["shape"]) == [1, kit.SIZE, kit.SIZE, 3] and images["dtype"] == np.uint8
+    outputs = runner.get_output_details()
+    expected = {"detection_boxes": ([1, 100, 4], np.float32),
+                "detection_scores": ([1, 100], np.float32),
+                "detection_classes": ([1, 100], np.int32), "num_detections": ([1], np.int32)}
+    for name, (shape, dtype) in expected.items():
+        assert list(outputs[name]["shape"]) == shape and outputs[name]["dtype"] == dtype, name
+
+
+def test_agrees_with_the_saved_model_run_without_tensorflow(tflite_path, loaded, scene, kit,
+                                                            tmp_path):
+    """The .tflite runs in a fresh interpreter process that never imports TensorFlow; its
+    detections match the SavedModel's on the same image."""
+    np.save(tmp_path / "scene.npy", scene)
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.append({sysconfig.get_paths()["purelib"]!r})
+        import numpy as np
+        from ai_edge_litert.interpreter import Interpreter
+        runner = Interpreter(model_path=sys.argv[1]).get_signature_runner("serving_default")
+        out = runner(images=np.load(sys.argv[2])[np.newaxis])
+        assert not [name for name in sys.modules if name.split(".")[0] == "tensorflow"]
+        print(json.dumps({{name: value.tolist() for name, value in out.items()}}))
+    """)
+    result = subprocess.run([sys.executable, "-S", "-I", "-c", script, str(tflite_path),
+                             str(tmp_path / "scene.npy")], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lite = {name: np.array(value) for name, value in
+            json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    saved = {name: value.numpy() for name, value in
+             loaded.signatures[SERVING_DEFAULT](images=tf.constant(scene[None])).items()}
+
+    count = int(saved["num_detections"][0])
+    assert count >= 1
+    assert int(lite["num_detections"][0]) == count
+    np.testing.assert_array_equal(lite["detection_classes"], saved["detection_classes"])
+    np.testing.assert_allclose(lite["detection_boxes"], saved["detection_boxes"], atol=1e-3)
+    np.testing.assert_allclose(lite["detection_scores"], saved["detection_scores"], atol=1e-3)
+    kit.assert_finds_scene(lite["detection_boxes"][0], lite["detection_classes"][0],
+                           lite["detection_scores"][0])
+
+
+def test_quantized_variants_are_smaller_and_still_detect(variants, tflite_path, scene, kit):
+    assert set(variants) == {"float32", "float16", "dynamic_int8"}
+    sizes = {name: variant["bytes"] for name, variant in variants.items()}
+    for name, variant in variants.items():
+        assert variant["path"].stat().st_size == variant["bytes"]
+        assert variant["path"].name == {"float32": "shapes.tflite",
+                                        "float16": "shapes_float16.tflite",
+                                        "dynamic_int8": "shapes_dynamic_int8.tflite"}[name]
+    assert abs(sizes["float32"] - tflite_path.stat().st_size) < 1024
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    assert sizes["dynamic_int8"] < 0.35 * sizes["float32"]
+    for name in ("float16", "dynamic_int8"):
+        path = variants[name]["path"]
+        assert not {op for op in op_names(path) if op.startswith("Flex") or op == "CUSTOM"}
+        out = run_tflite(path, scene)
+        kit.assert_finds_scene(out["detection_boxes"][0], out["detection_classes"][0],
+                               out["detection_scores"][0])
+
+
+def test_rejects_unknown_quantization(trained_model, tmp_path):
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        export_tflite(trained_model, tmp_path / "m.tflite", height=64, width=64, min_size=64,
+                      max_size=64, quantization="int4")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_load_predictor_runs_tflite_and_fits_other_sizes(tflite_path, scene, kit):
+    predictor = load_predictor(tflite_path)
+    assert predictor.path == tflite_path and predictor.labels is None
+    out = predictor(scene)
+    direct = run_tflite(tflite_path, scene)
+    count = int(direct["num_detections"][0])
+    assert out["num_detections"] == count and out["detection_boxes"].shape == (count, 4)
+    np.testing.assert_allclose(out["detection_boxes"], direct["detection_boxes"][0, :count])
+    # Other sizes are scaled to fit 128 x 128 (256 x 256 -> 128 x 128) and padded at the bottom
+    # or right (120 x 128, the scene cut below its objects); the boxes come back relative to
+    # the image given.
+    for side, height in ((256, 256), (128, 120)):
+        out = predictor(kit.draw_scene(side, height=height))
+        assert out["detection_boxes"].min() >= 0.0 and out["detection_boxes"].max() <= 1.0
+        kit.assert_finds_scene(out["detection_boxes"], out["detection_classes"],
+                               out["detection_scores"], kit.scene_truth(side, height=height))
+
+
+def test_labels_beside_the_tflite_file(tflite_path, kit):
+    (tflite_path.parent / "labels.txt").write_text("square\nbar\n")
+    try:
+        assert load_predictor(tflite_path).labels == list(kit.CLASS_NAMES)
+    finally:
+        (tflite_path.parent / "labels.txt").unlink()

@@ -1,0 +1,42 @@
+"""Deployment: a SavedModel with serving signatures (TF Serving, SavedModel import) and a
+TFLite model of built-in ops only, plus a predictor that runs either.
+
+- ``export_saved_model(model, "saved_models/NAME", class_names, min_size=, max_size=)`` writes
+  ``saved_models/NAME/<N>/`` with ``labels.txt``; signatures ``serving_default`` (uint8 images)
+  and ``serving_bytes`` (encoded JPEG / PNG).
+- ``export_tflite(model, "model.tflite", height=, width=, min_size=, max_size=,
+  quantization=None | "float16" | "dynamic_int8")``; ``export_tflite_variants`` writes all three.
+- ``load_predictor(path)``: image -> detections for a SavedModel directory or a ``.tflite``.
+
+Outputs everywhere: ``detection_boxes`` float32 [batch, 100, 4] normalised [ymin, xmin, ymax,
+xmax] relative to the original image, ``detection_scores`` float32 [batch, 100],
+``detection_classes`` int32 [batch, 100] (1-based, 0 on padding), ``num_detections`` int32
+[batch].
+"""
+
+from tf_frcnn.export.saved_model import (
+    LABELS_FILE,
+    OUTPUT_NAMES,
+    SERVING_BYTES,
+    SERVING_DEFAULT,
+    DetectionModule,
+    export_saved_model,
+)
+from tf_frcnn.export.serving import (
+    DOCKER_COMMAND,
+    PREDICT_URL,
+    REST_EXAMPLES,
+    Predictor,
+    load_predictor,
+    read_labels,
+    resolve_saved_model,
+    rest_body,
+)
+from tf_frcnn.export.tflite import export_tflite, export_tflite_variants
+
+__all__ = [
+    "DOCKER_COMMAND", "DetectionModule", "LABELS_FILE", "OUTPUT_NAMES", "PREDICT_URL",
+    "Predictor", "REST_EXAMPLES", "SERVING_BYTES", "SERVING_DEFAULT", "export_saved_model",
+    "export_tflite", "export_tflite_variants", "load_predictor", "read_labels",
+    "resolve_saved_model", "rest_body",
+]

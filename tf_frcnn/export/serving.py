@@ -1,0 +1,236 @@
+"""Using an export: the documented TF Serving requests, labels, and a predictor for a SavedModel
+or a ``.tflite`` file.
+
+``REST_EXAMPLES`` and ``DOCKER_COMMAND`` are the README's serving examples; a test checks them
+against the signatures of a real export, so the README cannot drift from the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+
+import numpy as np
+
+from tf_frcnn.export.saved_model import (
+    INPUT_NAME,
+    LABELS_FILE,
+    OUTPUT_NAMES,
+    SERVING_BYTES,
+    SERVING_DEFAULT,
+    version_dirs,
+)
+
+MODEL_NAME = "NAME"
+DOCKER_COMMAND = (
+    f'docker run --rm -p 8501:8501 -v "$PWD/saved_models/{MODEL_NAME}:/models/{MODEL_NAME}" '
+    f"-e MODEL_NAME={MODEL_NAME} tensorflow/serving"
+)
+PREDICT_URL = f"http://localhost:8501/v1/models/{MODEL_NAME}:predict"
+
+# The README's request bodies, one per signature: a 2 x 2 RGB image (red, green / blue, white)
+# as uint8 values, and the same image as a base64 PNG.
+_EXAMPLE_PNG_B64 = ("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVQI12P4z8DA8J+BkYHh////"
+                    "DAAe9gT9SMYJHwAAAABJRU5ErkJggg==")
+_EXAMPLE_PIXELS = [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]]
+REST_EXAMPLES = {
+    SERVING_DEFAULT: json.dumps({"instances": [{INPUT_NAME: _EXAMPLE_PIXELS}]}),
+    SERVING_BYTES: json.dumps(
+        {"signature_name": SERVING_BYTES, "instances": [{INPUT_NAME: {"b64": _EXAMPLE_PNG_B64}}]}),
+}
+
+
+def rest_body(images, signature_name=SERVING_DEFAULT):
+    """A TF Serving REST ``:predict`` body (JSON text) for a batch of images.
+
+    Args:
+      images: for ``serving_default``, uint8 arrays [height, width, 3] of one size; for
+        ``serving_bytes``, encoded JPEG / PNG ``bytes``.
+      signature_name: ``serving_default`` or ``serving_bytes``.
+    """
+    if signature_name == SERVING_DEFAULT:
+        instances = [{INPUT_NAME: np.asarray(image, np.uint8).tolist()} for image in images]
+    elif signature_name == SERVING_BYTES:
+        instances = [{INPUT_NAME: {"b64": base64.b64encode(data).decode("ascii")}}
+                     for data in images]
+    else:
+        raise ValueError(f"unknown signature {signature_name!r}; expected {SERVING_DEFAULT!r} "
+                         f"or {SERVING_BYTES!r}")
+    body = {"instances": instances}
+    if signature_name != SERVING_DEFAULT:
+        body = {"signature_name": signature_name, **body}
+    return json.dumps(body)
+
+
+def resolve_saved_model(path):
+    """The SavedModel version directory that ``path`` names.
+
+    Args:
+      path: a version directory (holding ``saved_model.pb``) or a base directory
+        (``saved_models/NAME``) of numbered versions, whose newest is taken.
+
+    Raises:
+      FileNotFoundError: neither.
+    """
+    path = pathlib.Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = {number: version for number, version in version_dirs(path).items()
+                if (version / "saved_model.pb").is_file()}
+    if not versions:
+        raise FileNotFoundError(f"{path}: no saved_model.pb, and no numbered version directory "
+                                "holding one")
+    return versions[max(versions)]
+
+
+def read_labels(path):
+    """Class names of an export: ``labels[i - 1]`` names class i.
+
+    Args:
+      path: a ``labels.txt`` file, a ``.tflite`` file (reads the ``labels.txt`` beside it), a
+        SavedModel version directory, or a base directory (its newest version).
+
+    Raises:
+      FileNotFoundError: no labels file there.
+    """
+    path = pathlib.Path(path)
+    if path.suffix == ".tflite":
+        path = path.parent / LABELS_FILE
+    elif path.is_dir():
+        path = resolve_saved_model(path) / LABELS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no labels file")
+    return path.read_text().splitlines()
+
+
+class Predictor:
+    """Detections for one image at a time; see ``load_predictor``.
+
+    Attributes:
+      path: the version directory or ``.tflite`` file in use.
+      labels: class names (``labels[i - 1]`` names class i), or None without ``labels.txt``.
+    """
+
+    def __init__(self, path, run, labels):
+        self.path = path
+        self.labels = labels
+        self._run = run
+
+    def __call__(self, image):
+        """Detect the objects of ``image``.
+
+        Args:
+          image: uint8 numpy [height, width, 3] RGB.
+
+        Returns:
+          dict of numpy arrays trimmed to the N detections, best first:
+          "detection_boxes" float32 [N, 4] NORMALISED [ymin, xmin, ymax, xmax] relative to
+          ``image``, "detection_scores" float32 [N], "detection_classes" int32 [N] (1-based),
+          "num_detections" int (N).
+        """
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"expected a uint8 [height, width, 3] RGB image, got {image.dtype} "
+                             f"{list(image.shape)}")
+        outputs = self._run(image)
+        count = int(outputs["num_detections"])
+        return {"detection_boxes": outputs["detection_boxes"][:count].astype(np.float32),
+                "detection_scores": outputs["detection_scores"][:count].astype(np.float32),
+                "detection_classes": outputs["detection_classes"][:count].astype(np.int32),
+                "num_detections": count}
+
+
+def _saved_model_runner(version_dir):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(version_dir)).signatures[SERVING_DEFAULT]
+
+    def run(image):
+        outputs = serve(**{INPUT_NAME: tf.constant(image[np.newaxis])})
+        return {name: outputs[name].numpy()[0] for name in OUTPUT_NAMES}
+
+    return run
+
+
+def _tflite_interpreter(path, num_threads):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=str(path), num_threads=num_threads)
+
+
+def _letterbox(image, height, width):
+    """``image`` scaled to fit [height, width] (aspect kept) at the top left of a zero canvas;
+    returns (canvas, (fitted height, fitted width))."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = min(height / h, width / w)
+    fitted = (min(height, max(1, round(h * scale))), min(width, max(1, round(w * scale))))
+    canvas = np.zeros([height, width, 3], np.uint8)
+    if fitted == (h, w):
+        canvas[:h, :w] = image
+    else:
+        resized = Image.fromarray(image).resize(fitted[::-1], Image.BILINEAR)
+        canvas[:fitted[0], :fitted[1]] = np.asarray(resized)
+    return canvas, fitted
+
+
+def _tflite_runner(path, num_threads):
+    interpreter = _tflite_interpreter(path, num_threads)
+    serve = interpreter.get_signature_runner(SERVING_DEFAULT)
+    _, height, width, _ = serve.get_input_details()[INPUT_NAME]["shape"]
+
+    def run(image):
+        if image.shape[:2] == (height, width):
+            outputs = serve(**{INPUT_NAME: image[np.newaxis]})
+            return {name: outputs[name][0] for name in OUTPUT_NAMES}
+        canvas, (fitted_h, fitted_w) = _letterbox(image, height, width)
+        outputs = serve(**{INPUT_NAME: canvas[np.newaxis]})
+        outputs = {name: value[0] for name, value in outputs.items()}
+        # Boxes come normalised to the canvas; the image fills only its top-left part.
+        stretch = np.array([height / fitted_h, width / fitted_w] * 2, np.float32)
+        boxes = np.clip(outputs["detection_boxes"] * stretch, 0.0, 1.0)
+        count = int(outputs["num_detections"])
+        # Drop detections that lie wholly in the padding, keeping the order.
+        visible = np.flatnonzero((boxes[:count, 2] > boxes[:count, 0])
+                                 & (boxes[:count, 3] > boxes[:count, 1]))
+        return {"detection_boxes": boxes[visible],
+                "detection_scores": outputs["detection_scores"][visible],
+                "detection_classes": outputs["detection_classes"][visible],
+                "num_detections": len(visible)}
+
+    return run
+
+
+def load_predictor(path, *, num_threads=None):
+    """A callable image -> detections for an export (see ``Predictor.__call__``).
+
+    Args:
+      path: a SavedModel base directory (``saved_models/NAME``: its newest numbered version), a
+        version directory, or a ``.tflite`` file. A ``.tflite`` model has a fixed input size:
+        images of that size go in as they are; others are scaled to fit it (aspect kept) and
+        padded at the bottom/right, and the boxes are mapped back to the image.
+      num_threads: CPU threads of the TFLite interpreter (None: its default). A SavedModel
+        runs on TensorFlow's process-wide thread settings (``tf.config.threading``).
+
+    Raises:
+      FileNotFoundError: nothing loadable at ``path``.
+    """
+    path = pathlib.Path(path)
+    if path.suffix == ".tflite":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such TFLite file")
+        run = _tflite_runner(path, num_threads)
+    else:
+        path = resolve_saved_model(path)
+        run = _saved_model_runner(path)
+    try:
+        labels = read_labels(path)
+    except FileNotFoundError:
+        labels = None
+    return Predictor(path, run, labels)

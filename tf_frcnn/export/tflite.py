@@ -1,0 +1,170 @@
+"""TFLite export with TFLite built-in ops only (no Flex / Select TF ops).
+
+The ``.tflite`` file keeps the SavedModel's ``serving_default`` signature on a fixed input:
+``images`` uint8 [1, height, width, 3] RGB, with ``height`` and ``width`` chosen at export. It
+resizes in-graph like the SavedModel (shorter side ``min_size``, longer at most ``max_size``) and
+returns the same outputs: ``detection_boxes`` float32 [1, max_detections, 4] NORMALISED
+[ymin, xmin, ymax, xmax] relative to the input image, ``detection_scores`` float32
+[1, max_detections], ``detection_classes`` int32 [1, max_detections] (1-based, 0 on padding),
+``num_detections`` int32 [1]. ``Interpreter.get_signature_runner()`` serves it.
+
+What makes the graph built-in only:
+- the model runs with :class:`tf_frcnn.roi.ROIPoolingBuiltin` (gather + bilinear arithmetic) in
+  place of ``ROIPooling``, whose ``CropAndResize`` is not a TFLite built-in; the other parts are
+  the model's own layers, so the weights are the same;
+- batch 1 is static, so the proposal layer and the detection post-processing take their
+  batch-1 paths (one ``NON_MAX_SUPPRESSION`` op each, no ``map_fn`` / ``WHILE``);
+- the resize is bilinear without antialiasing (``RESIZE_BILINEAR``).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import tensorflow as tf
+# No public TF2 API freezes a concrete function; the converter itself uses this one.
+from tensorflow.python.framework import convert_to_constants
+
+from tf_frcnn.data.pipeline import resize_image
+from tf_frcnn.export.saved_model import INPUT_NAME, detection_outputs
+from tf_frcnn.model import FasterRCNN
+from tf_frcnn.roi import ROIPoolingBuiltin
+
+QUANTIZATIONS = (None, "float16", "dynamic_int8")
+# Variant name -> ``quantization`` argument.
+VARIANTS = {"float32": None, "float16": "float16", "dynamic_int8": "dynamic_int8"}
+
+
+def builtin_twin(model):
+    """A ``FasterRCNN`` that shares every part and weight of ``model`` but pools ROIs with
+    ``ROIPoolingBuiltin`` (same pool size and stride), for TFLite conversion."""
+    pooling = model.roi_pooling
+    return FasterRCNN(
+        model.backbone, model.num_classes,
+        anchor_generator=model.anchor_generator, rpn_head=model.rpn_head,
+        proposal_layer=model.proposal_layer,
+        roi_pooling=ROIPoolingBuiltin(pool_size=pooling.pool_size, stride=pooling.stride),
+        detector_head=model.detector_head,
+        anchor_target_args=model.anchor_target_args, rpn_lambda=model.rpn_lambda,
+        roi_sampler_args=model.roi_sampler_args, detection_args=model.detection_args,
+        stage=model.stage, seed=model.seed)
+
+
+class TFLiteModule:
+    """``serving_default`` on a fixed [1, height, width, 3] uint8 input (see the module
+    docstring), for the converter."""
+
+    def __init__(self, model, *, height, width, min_size, max_size):
+        self.model = builtin_twin(model)
+        self.min_size = int(min_size)
+        self.max_size = None if max_size is None else int(max_size)
+        # Static sizes keep every shape in the converted graph static.
+        resized, _ = resize_image(tf.zeros([1, height, width, 1], tf.uint8), self.min_size,
+                                  self.max_size)
+        self.resized_shape = tuple(resized.shape[1:3])
+        self.serve = tf.function(
+            self._serve,
+            input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8, name=INPUT_NAME)])
+
+    def _serve(self, images):
+        resized, _ = resize_image(images, self.min_size, self.max_size)
+        resized.set_shape((1,) + self.resized_shape + (3,))
+        image_shape = tf.constant([self.resized_shape], tf.int32)
+        detections = self.model({"images": resized, "image_shape": image_shape}, training=False)
+        return detection_outputs(detections, image_shape)
+
+
+def frozen_signature(module):
+    """``module.serve`` as a concrete function with the weights as constants.
+
+    The converter's own freezing leaves the Keras variables as ``VAR_HANDLE`` ops that the
+    interpreter never initialises (the outputs come out NaN), so the graph is frozen here and
+    wrapped again to give the outputs back their names.
+    """
+    serve = module.serve.get_concrete_function()
+    frozen = convert_to_constants.convert_variables_to_constants_v2(serve)
+
+    @tf.function(input_signature=serve.structured_input_signature[0])
+    def frozen_serve(images):
+        return tf.nest.pack_sequence_as(serve.structured_outputs, frozen(images))
+
+    return frozen_serve.get_concrete_function()
+
+
+def _check_quantization(quantization):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+
+
+def convert(signature, quantization=None):
+    """The flatbuffer bytes of ``signature`` (see ``frozen_signature``) under the signature key
+    ``serving_default``.
+
+    Args:
+      signature: a concrete function without variables.
+      quantization: None (float32), "float16" (weights stored as float16) or "dynamic_int8"
+        (dynamic-range quantization: int8 weights, float activations).
+    """
+    _check_quantization(quantization)
+    # With a trackable object the converter goes through a SavedModel, which keeps the
+    # signature key and the output names.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([signature], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def export_tflite(model, path, *, height, width, min_size, max_size, quantization=None):
+    """Convert ``model`` to a built-in-only ``.tflite`` file for [1, height, width, 3] images.
+
+    Args:
+      model: a built ``tf_frcnn.FasterRCNN`` (its ``ROIPooling`` is replaced by the built-in twin
+        in the converted graph; the model itself is unchanged).
+      path: the ``.tflite`` file to write (parent directories are created).
+      height, width: the fixed input size.
+      min_size, max_size: the in-graph resize, as for the SavedModel.
+      quantization: None, "float16" or "dynamic_int8" (see ``convert``).
+
+    Returns:
+      pathlib.Path of the written file.
+
+    Raises:
+      ValueError: an unknown ``quantization``.
+      tf.lite ConverterError: an op of the graph is not a TFLite built-in (the message names it).
+    """
+    _check_quantization(quantization)
+    module = TFLiteModule(model, height=height, width=width, min_size=min_size,
+                          max_size=max_size)
+    flatbuffer = convert(frozen_signature(module), quantization)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flatbuffer)
+    return path
+
+
+def export_tflite_variants(model, out_dir, *, height, width, min_size, max_size,
+                           name="model"):
+    """The float32, float16 and dynamic-range int8 ``.tflite`` files of ``model``.
+
+    Writes ``out_dir/<name>.tflite``, ``<name>_float16.tflite`` and
+    ``<name>_dynamic_int8.tflite``; the graph is traced once for all three.
+
+    Returns:
+      {"float32" | "float16" | "dynamic_int8": {"path": pathlib.Path, "bytes": int}}.
+    """
+    module = TFLiteModule(model, height=height, width=width, min_size=min_size,
+                          max_size=max_size)
+    signature = frozen_signature(module)
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    variants = {}
+    for variant, quantization in VARIANTS.items():
+        suffix = "" if quantization is None else f"_{quantization}"
+        path = out_dir / f"{name}{suffix}.tflite"
+        path.write_bytes(convert(signature, quantization))
+        variants[variant] = {"path": path, "bytes": os.path.getsize(path)}
+    return variants
