@@ -72,3 +72,25 @@ def test_round_trip_through_yaml(tmp_path):
     path = tmp_path / "again.yaml"
     path.write_text(yaml.safe_dump(config.to_dict()))
     assert load_config(path).to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"data": {"batch_size": "two"}}, "data.batch_size"),
+    ({"data": {"source": "imagenet"}}, "data.source"),
+    ({"model": {"backbone": "vgg19"}}, "model.backbone"),
+    ({"model": {"anchor_base_size": -16}}, "model.anchor_base_size"),
+    ({"rpn": {"min_size": -1}}, "rpn.min_size"),
+    ({"rpn": {"negative_iou": 0.8}}, "rpn.negative_iou"),
+    ({"train": {"stages": {"rpn99": {"steps": 3}}}}, "train.stages.rpn99"),
+    ({"train": {"stages": {"rpn1": {"learning_rate": float("nan")}}}},
+     "train.stages.rpn1.learning_rate"),
+    ({"model": {"num_classes": None}}, "model.num_classes"),
+])
+def test_wrong_types_choices_and_orders_name_the_key(values, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config_from_dict(values)
+
+
+def test_exponent_without_dot_is_a_float():
+    config = config_from_dict({"train": {"stages": {"rpn1": {"learning_rate": "1e-3"}}}})
+    assert config.train.stages["rpn1"].learning_rate == 1e-3

@@ -204,6 +204,10 @@ def main(argv=None):
         print(f"tf-frcnn {args.command}: error: file not found: {error.filename or error}",
               file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"tf-frcnn {args.command}: error: {error.strerror or error}: {error.filename}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"tf-frcnn {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -109,6 +109,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     checkpoint_every: int = 200           # steps between checkpoints
+    deterministic: bool = False           # TF op determinism: bit-exact resume on CPU
     stages: dict = field(default_factory=dict)  # stage name -> StageConfig fields
 
 
@@ -154,14 +155,74 @@ def _check_stages(stages):
     return parsed
 
 
+CHOICES = {
+    "model.backbone": ("vgg16", "resnet50", "mobilenet", "tiny"),
+    "data.source": ("synthetic", "voc", "coco", "tfds"),
+    "roi.fill": ("negatives", "zeros", "top_iou"),
+    "train.schedule": ("alternating", "joint"),
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "train.strategy": ("default", "mirrored", "multiworker"),
+}
+SCHEDULE_STAGES = {"alternating": ("rpn1", "detector2", "rpn3", "detector4"),
+                   "joint": ("joint",)}
+
+
+def _check_types(section, prefix):
+    """Each value has its field's type (ints are fine where floats are
+    expected; None only where the default is None)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_types(value, f"{key}.")
+            continue
+        kind = f.type.__name__ if isinstance(f.type, type) else str(f.type).replace("typing.", "")
+        if value is None:
+            if not kind.startswith("Optional"):
+                raise ConfigError(f"config key '{key}' must not be null")
+            continue
+        if "bool" in kind:
+            ok = isinstance(value, bool)
+        elif "int" in kind:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif "float" in kind:
+            if isinstance(value, str):
+                # PyYAML reads 1e-3 (no dot) as a string.
+                try:
+                    value = float(value)
+                    setattr(section, f.name, value)
+                except ValueError:
+                    pass
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif "str" in kind:
+            ok = isinstance(value, str)
+        elif "list" in kind:
+            ok = isinstance(value, list)
+        elif "dict" in kind:
+            ok = isinstance(value, dict)
+        else:
+            ok = True
+        if not ok:
+            expected = kind.replace("Optional[", "").rstrip("]")
+            raise ConfigError(f"config key '{key}' = {value!r} must be of type {expected}")
+
+
 def _validate(config):
     def between(key, value, low, high):
         if not (low <= value <= high):
             raise ConfigError(f"config key '{key}' = {value} is outside [{low}, {high}]")
 
     def positive(key, value):
-        if value is None or value <= 0:
+        if value is None or not value > 0:
             raise ConfigError(f"config key '{key}' = {value} must be > 0")
+
+    _check_types(config, "")
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' = {value!r} must be one of "
+                              f"{', '.join(allowed)}")
 
     for key in ("positive_iou", "negative_iou", "positive_fraction", "nms_iou"):
         between(f"rpn.{key}", getattr(config.rpn, key), 0.0, 1.0)
@@ -176,19 +237,54 @@ def _validate(config):
     for key in ("min_size", "max_size", "batch_size", "max_boxes"):
         positive(f"data.{key}", getattr(config.data, key))
     positive("model.num_classes", config.model.num_classes)
-    if config.roi.fill not in ("negatives", "zeros", "top_iou"):
-        raise ConfigError(f"config key 'roi.fill' = {config.roi.fill!r} must be one of "
-                          "negatives, zeros, top_iou")
-    if config.train.schedule not in ("alternating", "joint"):
-        raise ConfigError(f"config key 'train.schedule' = {config.train.schedule!r} must be "
-                          "alternating or joint")
+    positive("model.anchor_base_size", config.model.anchor_base_size)
+    positive("model.rpn_channels", config.model.rpn_channels)
+    positive("model.alpha", config.model.alpha)
+    for key in ("anchor_scales", "anchor_ratios", "fc_units"):
+        for value in getattr(config.model, key):
+            positive(f"model.{key}", value)
+    if config.model.pool_size is not None:
+        positive("model.pool_size", config.model.pool_size)
+    between("model.dropout", config.model.dropout, 0.0, 1.0)
+    if not config.rpn.min_size >= 0:
+        raise ConfigError(f"config key 'rpn.min_size' = {config.rpn.min_size} must be >= 0")
+    for value in config.roi.box_stds:
+        positive("roi.box_stds", value)
+    if len(config.roi.box_stds) != 4:
+        raise ConfigError("config key 'roi.box_stds' must have 4 values")
+    if config.data.image_size < 16:
+        raise ConfigError(f"config key 'data.image_size' = {config.data.image_size} must be "
+                          ">= 16")
+    for key in ("num_train", "num_eval"):
+        positive(f"data.{key}", getattr(config.data, key))
+    if config.data.pad_to is not None:
+        if len(config.data.pad_to) != 2:
+            raise ConfigError("config key 'data.pad_to' must be [height, width]")
+        for value in config.data.pad_to:
+            positive("data.pad_to", value)
+    positive("train.checkpoint_every", config.train.checkpoint_every)
+    if config.train.clip_norm is not None:
+        positive("train.clip_norm", config.train.clip_norm)
+    if config.rpn.negative_iou > config.rpn.positive_iou:
+        raise ConfigError("config key 'rpn.negative_iou' must be <= rpn.positive_iou")
+    if config.roi.bg_iou_low > config.roi.bg_iou_high:
+        raise ConfigError("config key 'roi.bg_iou_low' must be <= roi.bg_iou_high")
     names = config.model.class_names
     if names is not None and len(names) != config.model.num_classes:
         raise ConfigError(f"config key 'model.class_names' has {len(names)} names but "
                           f"model.num_classes = {config.model.num_classes}")
+    allowed_stages = SCHEDULE_STAGES[config.train.schedule]
     for stage, stage_config in config.train.stages.items():
+        if stage not in allowed_stages:
+            raise ConfigError(f"config key 'train.stages.{stage}': the {config.train.schedule} "
+                              f"schedule has stages {', '.join(allowed_stages)}")
+        _check_types(stage_config, f"train.stages.{stage}.")
         positive(f"train.stages.{stage}.steps", stage_config.steps)
         positive(f"train.stages.{stage}.learning_rate", stage_config.learning_rate)
+        for value in stage_config.decay_steps:
+            positive(f"train.stages.{stage}.decay_steps", value)
+        if stage_config.batch_size is not None:
+            positive(f"train.stages.{stage}.batch_size", stage_config.batch_size)
 
 
 def config_from_dict(values, source="<dict>"):

@@ -23,6 +23,7 @@ from tf_frcnn.data.records import (
     check_images,
     examples_to_dataset,
     make_example,
+    path_inside,
 )
 
 
@@ -66,8 +67,9 @@ def coco_dataset(annotation_json, image_dir, strict: bool = False) -> tf.data.Da
       as background-only records.
     Raises:
       DataError naming the file, image or category: missing annotation or image file,
-      an annotation whose category or image id is not declared, no images, or (strict)
-      an unreadable image.
+      an annotation whose category or image id is not declared or whose bbox is not four
+      numbers, no images, a file_name that leads outside `image_dir` (absolute or with
+      ".."), or (strict) an unreadable image.
     """
     content = _load(annotation_json)
     image_dir = pathlib.Path(image_dir)
@@ -82,21 +84,33 @@ def coco_dataset(annotation_json, image_dir, strict: bool = False) -> tf.data.Da
     annotations_of = collections.defaultdict(list)
     image_ids = {image["id"] for image in images}
     for annotation in content.get("annotations", []):
-        if annotation["category_id"] not in label_of:
+        if annotation.get("category_id") not in label_of:
             raise DataError(
-                f"unknown category id {annotation['category_id']} in annotation "
+                f"unknown category id {annotation.get('category_id')} in annotation "
                 f"{annotation.get('id')} of {annotation_json}"
             )
-        if annotation["image_id"] not in image_ids:
+        bbox = annotation.get("bbox")
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(value, (int, float)) for value in bbox)
+        ):
+            raise DataError(
+                f"annotation {annotation.get('id')} of {annotation_json}: bbox {bbox!r} is "
+                "not [x, y, width, height]"
+            )
+        if annotation.get("image_id") not in image_ids:
             raise DataError(
                 f"annotation {annotation.get('id')} of {annotation_json} refers to image id "
-                f"{annotation['image_id']}, which is not in 'images'"
+                f"{annotation.get('image_id')}, which is not in 'images'"
             )
         annotations_of[annotation["image_id"]].append(annotation)
 
     paths = []
     for image in images:
-        path = image_dir / image["file_name"]
+        name = image.get("file_name")
+        what = f"file_name {name!r} of image id {image['id']}"
+        path = pathlib.Path(path_inside(image_dir, name, what))
         if not path.is_file():
             raise DataError(f"COCO image file not found: {path} (image id {image['id']})")
         paths.append(path)

@@ -52,6 +52,28 @@ class Example:
     iscrowd: np.ndarray
 
 
+def path_inside(directory, relative, what: str) -> str:
+    """``directory / relative``, refusing a name that leads outside ``directory``.
+
+    Dataset files name their images and annotations; an absolute name or one climbing out
+    with ``..`` (``../../etc/passwd``) must not make the reader open files elsewhere. The
+    check is on the path as written, so symlinks inside the dataset still work.
+
+    Args:
+      what: the entry as the error should name it, e.g. "file_name '../x.jpg' of image id 7".
+    Raises:
+      DataError naming the entry when ``relative`` is not a string or leaves ``directory``.
+    """
+    if not isinstance(relative, str) or not relative:
+        raise DataError(f"{what} is not a file name")
+    base = os.path.abspath(directory)
+    if os.path.isabs(relative) or os.path.commonpath(
+        [base, os.path.abspath(os.path.join(base, relative))]
+    ) != base:
+        raise DataError(f"{what} points outside {os.fspath(directory)}; refused")
+    return os.path.join(os.fspath(directory), relative)
+
+
 def read_image_rgb(path) -> np.ndarray:
     """Decodes any image file Pillow reads into uint8 [H, W, 3] RGB.
 

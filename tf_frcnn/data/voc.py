@@ -31,6 +31,7 @@ from tf_frcnn.data.records import (
     check_images,
     examples_to_dataset,
     make_example,
+    path_inside,
 )
 
 # fmt: off
@@ -51,6 +52,12 @@ def _split_ids(root: pathlib.Path, split: str) -> list[str]:
     if not ids:
         raise DataError(f"VOC split {split!r} lists no images: {split_file}")
     return ids
+
+
+def _file_of(root: pathlib.Path, folder: str, image_id: str, suffix: str, split: str):
+    """root/folder/{image_id}{suffix}; an id leading outside root/folder is a DataError."""
+    what = f"VOC id {image_id!r} of split {split!r}"
+    return pathlib.Path(path_inside(root / folder, f"{image_id}{suffix}", what))
 
 
 def _parse_annotation(
@@ -93,7 +100,7 @@ def discover_voc_classes(root, split: str) -> list[str]:
     root = pathlib.Path(root)
     names = set()
     for image_id in _split_ids(root, split):
-        _, objects = _parse_annotation(root / "Annotations" / f"{image_id}.xml")
+        _, objects = _parse_annotation(_file_of(root, "Annotations", image_id, ".xml", split))
         names.update(name for name, _, _ in objects)
     return sorted(names)
 
@@ -112,8 +119,9 @@ def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.
       [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string (the VOC id),
       "difficult": bool [N], "iscrowd": bool [N] (all False)}, in split-file order.
     Raises:
-      DataError naming the file or class: missing split, annotation or image file, an
-      unknown class name, an empty split, or (strict) an unreadable image.
+      DataError naming the file, class or id: missing split, annotation or image file, an
+      unknown class name, an empty split, an id that leads outside `root` (absolute or
+      with ".."), or (strict) an unreadable image.
     """
     root = pathlib.Path(root)
     class_names = list(VOC_CLASS_NAMES if class_names is None else class_names)
@@ -122,7 +130,7 @@ def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.
 
     entries = []
     for image_id in _split_ids(root, split):
-        annotation_path = root / "Annotations" / f"{image_id}.xml"
+        annotation_path = _file_of(root, "Annotations", image_id, ".xml", split)
         size, objects = _parse_annotation(annotation_path)
         for name, _, _ in objects:
             if name not in label_of:
@@ -130,7 +138,7 @@ def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.
                     f"unknown class {name!r} in {annotation_path}; known classes: {class_names} "
                     "(pass class_names, or see discover_voc_classes)"
                 )
-        image_path = root / "JPEGImages" / f"{image_id}.jpg"
+        image_path = _file_of(root, "JPEGImages", image_id, ".jpg", split)
         if not image_path.is_file():
             raise DataError(f"VOC image file not found: {image_path} (listed in split {split!r})")
         entries.append((image_id, image_path, size, objects))

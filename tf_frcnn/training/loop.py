@@ -162,8 +162,17 @@ def read_history(log_dir, stage):
     path = os.path.join(log_dir, f"{stage}.losses.jsonl")
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+        for line in handle:
+            # A kill mid-append leaves a torn row, which the resumed run's first
+            # row continues on the same line: keep the last complete row of it.
+            for start in (0, line.rfind('{"step"')):
+                try:
+                    rows.append(json.loads(line[start:]))
+                    break
+                except json.JSONDecodeError:
+                    continue
     # A run killed between writing losses and its checkpoint repeats those
     # steps on resume: the later row of a step wins.
     return sorted({row["step"]: row["loss"] for row in rows}.items())

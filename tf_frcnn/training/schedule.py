@@ -52,6 +52,10 @@ class Trainer:
         self.model_dir = model_dir
         self.progress = progress
         self.checkpoint_every = checkpoint_every or config.train.checkpoint_every
+        if config.train.deterministic:
+            # Some CPU kernels (crop_and_resize's gradient) sum across threads in
+            # no fixed order; bit-exact resume needs them deterministic.
+            tf.config.experimental.enable_op_determinism()
         self.strategy = make_strategy(strategy or config.train.strategy)
         self.schedule = SCHEDULES[config.train.schedule]
         if not _is_chief(self.strategy):
@@ -95,6 +99,12 @@ class Trainer:
         if resume and os.path.exists(state_path):
             state = RunState.load(self.model_dir)
             if state.done:
+                final = os.path.join(self.model_dir, FINAL_WEIGHTS)
+                if not os.path.exists(final):
+                    # Killed between finishing the last stage and writing the final weights.
+                    self.model = self._build()
+                    self.model.load_weights(_stage_weights(self.model_dir, stages[-1]))
+                    save_weights_atomic(self.model, final)
                 return state
         else:
             state = RunState(self.model_dir, self.config.train.schedule, stages)

@@ -8,6 +8,8 @@ import tempfile
 
 import yaml
 
+from tf_frcnn.config import ConfigError
+
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
 INITIAL_BACKBONE = "initial_backbone.weights.h5"
@@ -51,12 +53,19 @@ class RunState:
 
     @classmethod
     def load(cls, model_dir):
-        with open(os.path.join(model_dir, STATE_FILE), encoding="utf-8") as handle:
-            values = json.load(handle)
-        state = cls(model_dir, values["schedule"], values["stages"])
-        state.finished_stages = list(values["finished_stages"])
-        state.current_stage = values.get("current_stage")
-        state.step = int(values.get("step", 0))
+        """The state of ``model_dir``. Raises ``ConfigError`` naming the file when it
+        is not a state this module wrote (edited by hand, or damaged on disk)."""
+        path = os.path.join(model_dir, STATE_FILE)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = json.load(handle)
+            state = cls(model_dir, values["schedule"], values["stages"])
+            state.finished_stages = list(values["finished_stages"])
+            state.current_stage = values.get("current_stage")
+            state.step = int(values.get("step", 0))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"{path} is damaged ({type(error).__name__}: {error}); restore "
+                              "it, or train the model dir afresh without --resume") from None
         return state
 
     @property
