@@ -179,7 +179,11 @@ class FasterRCNN(keras.Model):
         gt_boxes = tf.cast(batch["boxes"], tf.float32)
         gt_labels = tf.cast(batch["labels"], tf.int32)
         losses = {}
-        feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
+        if self._trains_detector and not self._trains_rpn and self.proposal_source is not None:
+            # Stage 2: proposals come from stage 1's network; this RPN is idle.
+            feature_map = self.features(images, training=training)
+        else:
+            feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
         if self._trains_rpn:
             labels, targets = anchor_targets(anchors, gt_boxes, gt_labels, image_shape,
                                              seed=sampling.derive(seed, 0),
