@@ -109,23 +109,13 @@ def unpad_detections(
     Returns:
       B detection records {"image_id", "boxes": [n, 4] absolute, "scores": [n], "classes": [n]}.
     """
-    boxes = np.asarray(boxes, np.float64)
+    records = unpad_proposals(boxes, num_detections, image_ids, image_sizes, normalized)
     scores = np.asarray(scores, np.float64)
     classes = np.asarray(classes, np.int64)
-    counts = np.asarray(num_detections, np.int64).reshape(-1)
-    image_ids = np.asarray(image_ids).reshape(-1)
-    sizes = _image_sizes(image_sizes, boxes.shape[0], normalized)
-    records = []
-    for i, n in enumerate(counts):
-        image_boxes = boxes[i, :n]
-        if normalized:
-            image_boxes = _to_absolute(image_boxes, *sizes[i])
-        records.append({
-            "image_id": image_id_to_str(image_ids[i]),
-            "boxes": image_boxes,
-            "scores": scores[i, :n],
-            "classes": classes[i, :n],
-        })
+    for i, record in enumerate(records):
+        n = len(record["boxes"])
+        record["scores"] = scores[i, :n]
+        record["classes"] = classes[i, :n]
     return records
 
 
