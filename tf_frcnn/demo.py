@@ -16,7 +16,7 @@ def _step(number, text):
     print(f"\n[{number}/5] {text}", flush=True)
 
 
-def run_demo(config_path=None, model_dir="runs/demo", data_dir=None):
+def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=EXPORT_DIR):
     from tf_frcnn.config import load_config
     from tf_frcnn.data import synthetic_builder
     from tf_frcnn.evaluation import format_table
@@ -48,9 +48,9 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None):
     _step(3, f"evaluation on the '{d.eval_split}' split")
     metrics, report = evaluate_model_dir(config, model, model_dir)
 
-    _step(4, f"export to {EXPORT_DIR}")
+    _step(4, f"export to {export_dir}")
     class_names = read_labels(model_dir)
-    version_dir = export_saved_model(model, EXPORT_DIR, class_names, min_size=d.min_size,
+    version_dir = export_saved_model(model, export_dir, class_names, min_size=d.min_size,
                                      max_size=d.max_size)
     tflite_path = export_tflite(model, os.path.join(version_dir, "model.tflite"),
                                 height=d.image_size, width=d.image_size,
