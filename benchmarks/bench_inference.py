@@ -8,8 +8,15 @@ image of exactly H x W (no resizing), like ../shared/bench/torchvision_vgg16_frc
 Prints progress lines, then one JSON line last with ``infer_s_median``,
 ``train_step_s_median`` (with --train: the approximate-joint step with both losses,
 two ground-truth boxes, the config's 2,000 training proposals and 128 ROIs), the
-model's FLOPs counted from the graph, the machine's measured conv rate, the floor
-(FLOPs / rate), the ratio to it, the time split and peak RSS.
+model's FLOPs counted from the graph (conv and matmul apart), the machine's conv and
+matmul ceilings measured on the paper model's own layer shapes (best of the runs),
+the floor (conv FLOPs / conv rate + matmul FLOPs / matmul rate + the rest at the conv
+rate), the ratio to it, the time split and peak RSS.
+
+The split times each part alone (backbone; RPN head + proposals; ROI pooling + the
+region-wise head; post-processing), traced on the previous part's outputs, in
+interleaved rounds; ``split_sum_s`` next to ``infer_s_median`` shows what the
+parts leave out (the glue between them).
 """
 
 import argparse
@@ -43,24 +50,52 @@ def _median_time(fn, runs):
     return statistics.median(times), times
 
 
-def _flops(concrete):
+def _flops_by_op(concrete):
+    """Float operations of a traced function's graph, per op type (tfprof's count)."""
     import tensorflow as tf
     from tensorflow.python.framework import convert_to_constants
     frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
-    return int(profile.total_float_ops)
+    profile = tf.compat.v1.profiler.profile(graph=frozen.graph, cmd="op", options=options)
+    return {child.name: int(child.total_float_ops) for child in profile.children
+            if child.total_float_ops}
 
 
-def _conv_rate(runs):
-    """GFLOP/s of a VGG-sized 3x3 conv (512 -> 512 channels on a 38x63 map)."""
+def _best_rate(fn, flops, runs):
+    """GFLOP/s of ``fn`` at its fastest of ``runs`` (the machine's ceiling for it)."""
+    fn()
+    best = min(_timed(fn) for _ in range(runs))
+    return flops / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _ceilings(height, width, rois, runs):
+    """The machine's float32 conv and matmul rates on the paper model's own shapes.
+
+    conv: the best of VGG16's 3x3 convs at stride 4, 8 and 16 (256 -> 256, 512 ->
+    512, 512 -> 512 channels), where the backbone spends its time; matmul: fc6
+    over the test ROIs ([R, 25088] x [25088, 4096]). Best of ``runs`` each: a
+    ceiling, not a typical time."""
     import tensorflow as tf
-    x = tf.random.normal([1, 38, 63, 512])
-    kernel = tf.random.normal([3, 3, 512, 512])
-    conv = tf.function(lambda: tf.nn.conv2d(x, kernel, 1, "SAME"))
-    seconds, _ = _median_time(lambda: conv().numpy(), max(runs, 5))
-    return 2 * 38 * 63 * 512 * 512 * 9 / seconds / 1e9
+    rates = []
+    for stride, cin, cout in ((4, 256, 256), (8, 512, 512), (16, 512, 512)):
+        h, w = -(-height // stride), -(-width // stride)
+        x = tf.random.normal([1, h, w, cin])
+        kernel = tf.random.normal([3, 3, cin, cout])
+        conv = tf.function(lambda x=x, kernel=kernel: tf.nn.conv2d(x, kernel, 1, "SAME"))
+        rates.append(_best_rate(lambda conv=conv: conv().numpy(), 2 * h * w * 9 * cin * cout,
+                                max(runs, 3)))
+    a = tf.random.normal([rois, 25088])
+    b = tf.random.normal([25088, 4096])
+    matmul = tf.function(lambda: tf.matmul(a, b))
+    matmul_rate = _best_rate(lambda: matmul().numpy(), 2 * rois * 25088 * 4096, max(runs, 3))
+    return max(rates), matmul_rate
 
 
 def main():
@@ -72,6 +107,7 @@ def main():
     import keras
 
     from tf_frcnn import load_config
+    from tf_frcnn.head import postprocess_detections
     from tf_frcnn.model import build_model
 
     config = load_config(args.config)
@@ -85,50 +121,75 @@ def main():
 
     spec = [tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([1, 2], tf.int32)]
 
-    def backbone(x, shape):
-        return model.features(x)
+    # The four parts of the inference graph, each traced alone on the previous
+    # part's real outputs, so the split is measured, not differenced.
+    feature_map = model.features(images)
+    logits, deltas = model.rpn_head(feature_map)
+    anchors = model.anchor_generator(feature_map)
+    proposals, _, num_proposals = model.proposal_layer(logits, deltas, anchors, image_shape)
+    class_logits, box_deltas = model.detect(feature_map, proposals)
 
-    def rpn(x, shape):
-        feature_map, logits, deltas, anchors = model.rpn_forward(x)
-        return model.proposal_layer(logits, deltas, anchors, shape)[0]
+    def rpn_and_proposals(feature_map, shape):
+        logits, deltas = model.rpn_head(feature_map)
+        return model.proposal_layer(logits, deltas, model.anchor_generator(feature_map), shape)
 
-    def region(x, shape):
-        feature_map, logits, deltas, anchors = model.rpn_forward(x)
-        proposals, _, _ = model.proposal_layer(logits, deltas, anchors, shape)
-        return model.detect(feature_map, proposals)
+    def post(class_logits, box_deltas, proposals, num_proposals, shape):
+        return postprocess_detections(class_logits, box_deltas, proposals, num_proposals, shape,
+                                      box_stds=model.roi_sampler_args.get("box_stds"),
+                                      **model.detection_args)
 
     def full(x, shape):
         out = model({"images": x, "image_shape": shape})
         return out["detection_boxes"], out["num_detections"]
 
-    functions = {name: tf.function(fn, input_signature=spec, jit_compile=args.jit or None)
-                 for name, fn in (("backbone", backbone), ("rpn", rpn), ("region", region),
-                                  ("full", full))}
-    timings = {}
-    for name, fn in functions.items():
-        timings[name], _ = _median_time(
-            lambda fn=fn: tf.nest.map_structure(lambda t: t.numpy(), fn(images, image_shape)),
-            args.runs)
-        print(f"{name:9s} {timings[name]:.3f} s", file=sys.stderr, flush=True)
-    infer_median, infer_times = _median_time(
-        lambda: tf.nest.map_structure(lambda t: t.numpy(), functions["full"](images, image_shape)),
-        args.runs)
+    jit = args.jit or None
+    parts = {
+        "backbone": (tf.function(model.features, jit_compile=jit), (images,)),
+        "rpn_and_proposals": (tf.function(rpn_and_proposals, jit_compile=jit),
+                              (feature_map, image_shape)),
+        "roi_pooling_and_head": (tf.function(model.detect, jit_compile=jit),
+                                 (feature_map, proposals)),
+        "postprocessing": (tf.function(post, jit_compile=jit),
+                           (class_logits, box_deltas, proposals, num_proposals, image_shape)),
+        "full": (tf.function(full, input_signature=spec, jit_compile=jit), (images, image_shape)),
+    }
 
-    flops = _flops(functions["full"].get_concrete_function())
-    backbone_flops = _flops(functions["backbone"].get_concrete_function())
-    rate = _conv_rate(args.runs)
-    floor = flops / (rate * 1e9)
+    def runner(fn, inputs):
+        return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(*inputs))
+
+    # Interleaved rounds: drift on a shared machine hits every part alike.
+    for fn, inputs in parts.values():
+        runner(fn, inputs)()
+    times = {name: [] for name in parts}
+    for _ in range(args.runs):
+        for name, (fn, inputs) in parts.items():
+            times[name].append(_timed(runner(fn, inputs)))
+    timings = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in timings.items():
+        print(f"{name:21s} {value:.3f} s", file=sys.stderr, flush=True)
+    infer_median, infer_times = timings["full"], times["full"]
+    split = {name: timings[name] for name in parts if name != "full"}
+
+    by_op = _flops_by_op(parts["full"][0].get_concrete_function())
+    flops = sum(by_op.values())
+    conv_flops = sum(v for k, v in by_op.items() if k.startswith("Conv2D") or "Conv2D" in k)
+    matmul_flops = sum(v for k, v in by_op.items() if "MatMul" in k)
+    backbone_flops = sum(_flops_by_op(
+        parts["backbone"][0].get_concrete_function(images)).values())
+    rois = int(proposals.shape[1])
+    conv_rate, matmul_rate = _ceilings(height, width, rois, args.runs)
+    floor = (conv_flops / conv_rate + matmul_flops / matmul_rate
+             + (flops - conv_flops - matmul_flops) / conv_rate) / 1e9
     result = {
         "ours": "tf_frcnn", "config": args.config, "size": [height, width],
         "threads": args.threads, "tf": tf.__version__,
         "infer_s_median": infer_median, "infer_s": infer_times,
         "flops_g": flops / 1e9, "backbone_flops_g": backbone_flops / 1e9,
-        "conv_rate_gflops": rate, "floor_s": floor, "ratio_to_floor": infer_median / floor,
-        "split_s": {"backbone": timings["backbone"],
-                    "rpn_and_proposals": timings["rpn"] - timings["backbone"],
-                    "roi_pooling_and_head": timings["region"] - timings["rpn"],
-                    "postprocessing": timings["full"] - timings["region"]},
-        "non_backbone_fraction": 1.0 - timings["backbone"] / timings["full"],
+        "conv_flops_g": conv_flops / 1e9, "matmul_flops_g": matmul_flops / 1e9,
+        "conv_rate_gflops": conv_rate, "matmul_rate_gflops": matmul_rate,
+        "floor_s": floor, "ratio_to_floor": infer_median / floor,
+        "split_s": split, "split_sum_s": sum(split.values()),
+        "non_backbone_fraction": 1.0 - split["backbone"] / sum(split.values()),
     }
     if args.train:
         from tf_frcnn.training import StageLoop, make_optimizer

@@ -57,7 +57,6 @@ _FEATURE_LAYER = {
     "vgg16": "block5_conv3",
     "resnet50": "conv4_block6_out",
     "mobilenet": "conv_pw_11_relu",
-    "tiny": "stage4_conv",
 }
 
 # freeze_until="default" with pretrained weights: the layers computing the stride-4 features stay frozen
@@ -69,7 +68,7 @@ _DEFAULT_FREEZE_UNTIL = {
     "tiny": None,
 }
 
-_TINY_CHANNELS = (16, 32, 64, 128)
+TINY_CHANNELS = (16, 32, 64, 128)
 
 
 @keras.saving.register_keras_serializable(package="tf_frcnn")
@@ -153,14 +152,15 @@ def build_backbone(
     alpha: float = 0.25,
     freeze_until: str | None = "default",
     head_units=None,
+    tiny_channels=TINY_CHANNELS,
 ) -> Backbone:
     """Build backbone `name` (one of `BACKBONES`).
 
     Args:
         name: "vgg16" (the paper's; conv5_3, 512 channels), "resnet50" (C4, conv4_block6_out, 1024
             channels), "mobilenet" (MobileNet v1 conv_pw_11_relu, 512 * alpha channels: 128 at the
-            default alpha 0.25) or "tiny" (four stages of a 3x3 stride-2 conv and a 3x3 conv, ReLU,
-            16/32/64/128 channels; for tests and CPU demos).
+            default alpha 0.25) or "tiny" (for tests and CPU demos: `tiny_channels` stages of a
+            downsampling conv and a 3x3 conv, ReLU; see `tiny_channels`).
         weights: None (random init); "imagenet" (Keras downloads them: needs a connection); or the path
             of a Keras .h5 / .weights.h5 file. A file is loaded into the whole include_top=False
             application model before it is cut at the stride-16 layer, so Keras' published no-top files
@@ -180,6 +180,12 @@ def build_backbone(
             others: no head, `head` is None). An int n: two layers of n units (e.g. 1024 for a ResNet
             "2fc" head). A sequence: one layer per entry; an empty one: no head. Only VGG16's head has
             dropout.
+        tiny_channels: "tiny" only: the channels of its stages, one entry per stage. The stages after
+            the first halve the resolution with a 3x3/2 conv; the first downsamples by the rest of the
+            stride 16 (two stages or more: 16 / 2^(n-1)), with a 3x3/2 conv when that is 2 and a
+            non-overlapping s x s / s conv ("patchify") when it is s > 2. The default (16, 32, 64, 128)
+            is four 3x3/2 stages; three stages (a 4x4/4 stem) suit inputs upscaled 4x, where a stem
+            pixel is about one pixel of the original image.
 
     Raises:
         ValueError: unknown `name`, `weights` neither None, "imagenet" nor an existing .h5 file, a file
@@ -201,7 +207,7 @@ def build_backbone(
         features, channels = _application(application, images, normalised, weights, name)
         head = _fc_head(name, channels, units, dropout=0.0)
     else:
-        features, channels = _tiny(images, normalised, weights)
+        features, channels = _tiny(images, normalised, weights, tiny_channels)
         head = _fc_head(name, channels, units, dropout=0.0)
 
     if freeze_until == "default":
@@ -321,23 +327,34 @@ def _application(application, images, normalised, weights, name):
     return keras.Model(images, output, name=f"{name}_features"), int(output.shape[-1])
 
 
-def _tiny(images, normalised, weights):
+def tiny_stem_stride(tiny_channels) -> int:
+    """The first tiny stage's stride: what the later 2x stages leave of the stride 16."""
+    stages = len(tiny_channels)
+    if not 2 <= stages <= 4 or not all(int(c) == c and c > 0 for c in tiny_channels):
+        raise ValueError(
+            f"tiny_channels = {list(tiny_channels)} must be 2 to 4 positive integers (one per stage)")
+    return STRIDE // 2 ** (stages - 1)
+
+
+def _tiny(images, normalised, weights, tiny_channels=TINY_CHANNELS):
     # Downsample first, then refine at the new stride: nothing runs at full resolution, so a
     # [2, 320, 480, 3] forward takes a few tens of milliseconds on a CPU.
+    stem = tiny_stem_stride(tiny_channels)
     x = normalised
-    for stage, channels in enumerate(_TINY_CHANNELS, start=1):
+    for stage, channels in enumerate(tiny_channels, start=1):
+        stride = stem if stage == 1 else 2
         x = keras.layers.Conv2D(
-            channels, 3, strides=2, padding="same", activation="relu",
-            kernel_initializer="he_normal", name=f"stage{stage}_down",
+            int(channels), 3 if stride == 2 else stride, strides=stride, padding="same",
+            activation="relu", kernel_initializer="he_normal", name=f"stage{stage}_down",
         )(x)
         x = keras.layers.Conv2D(
-            channels, 3, padding="same", activation="relu",
+            int(channels), 3, padding="same", activation="relu",
             kernel_initializer="he_normal", name=f"stage{stage}_conv",
         )(x)
     features = keras.Model(images, x, name="tiny_features")
     if weights is not None:
         _load_file(features, weights, "the tiny backbone")
-    return features, _TINY_CHANNELS[-1]
+    return features, int(tiny_channels[-1])
 
 
 def _frozen_layer_names(features, freeze_until):

@@ -23,6 +23,7 @@ class ModelConfig:
     backbone: str = "vgg16"               # vgg16 | resnet50 | mobilenet | tiny
     weights: Optional[str] = None         # None | "imagenet" | path to a weights file
     alpha: float = 0.25                   # MobileNet width multiplier
+    tiny_channels: list = field(default_factory=lambda: [16, 32, 64, 128])  # tiny: one per stage
     num_classes: int = 20
     class_names: Optional[list] = None    # len == num_classes when given
     rpn_channels: int = 512               # 256 for small backbones
@@ -245,6 +246,10 @@ def _validate(config):
             positive(f"model.{key}", value)
     if config.model.pool_size is not None:
         positive("model.pool_size", config.model.pool_size)
+    tiny = config.model.tiny_channels
+    if not (2 <= len(tiny) <= 4 and all(isinstance(c, int) and c > 0 for c in tiny)):
+        raise ConfigError(f"config key 'model.tiny_channels' = {tiny} must be 2 to 4 positive "
+                          "integers (one per stage of the tiny backbone)")
     between("model.dropout", config.model.dropout, 0.0, 1.0)
     if not config.rpn.min_size >= 0:
         raise ConfigError(f"config key 'rpn.min_size' = {config.rpn.min_size} must be >= 0")
@@ -273,7 +278,8 @@ def _validate(config):
     if names is not None and len(names) != config.model.num_classes:
         raise ConfigError(f"config key 'model.class_names' has {len(names)} names but "
                           f"model.num_classes = {config.model.num_classes}")
-    allowed_stages = SCHEDULE_STAGES[config.train.schedule]
+    # "pretrain": the optional supervised pre-training of the backbone (either schedule).
+    allowed_stages = ("pretrain",) + SCHEDULE_STAGES[config.train.schedule]
     for stage, stage_config in config.train.stages.items():
         if stage not in allowed_stages:
             raise ConfigError(f"config key 'train.stages.{stage}': the {config.train.schedule} "

@@ -233,7 +233,8 @@ def build_model(config, stage="joint"):
     """A ``FasterRCNN`` from a ``tf_frcnn.config.Config``: the one place where
     configuration turns into layer arguments."""
     m, rpn, roi, det = config.model, config.rpn, config.roi, config.detection
-    backbone = build_backbone(m.backbone, m.weights, alpha=m.alpha)
+    backbone = build_backbone(m.backbone, m.weights, alpha=m.alpha,
+                              tiny_channels=tuple(m.tiny_channels))
     anchor_generator = AnchorGenerator(base_size=m.anchor_base_size, scales=m.anchor_scales,
                                        ratios=m.anchor_ratios, stride=backbone.stride)
     return FasterRCNN(

@@ -10,6 +10,7 @@ from tf_frcnn.config import ConfigError, StageConfig
 from tf_frcnn.model import build_model
 from tf_frcnn.training import inputs
 from tf_frcnn.training.loop import StageLoop, make_optimizer, make_strategy, run_stage
+from tf_frcnn.training.pretrain import PRETRAIN, BackbonePretrainer
 from tf_frcnn.training.state import (FINAL_WEIGHTS, INITIAL_BACKBONE, RunState,
                                      save_weights_atomic, write_config, write_labels)
 
@@ -95,6 +96,8 @@ class Trainer:
     def run(self, resume=False):
         os.makedirs(self.model_dir, exist_ok=True)
         stages = [name for name, _ in self.schedule]
+        if PRETRAIN in self.config.train.stages:
+            stages.insert(0, PRETRAIN)
         state_path = os.path.join(self.model_dir, "state.json")
         if resume and os.path.exists(state_path):
             state = RunState.load(self.model_dir)
@@ -117,6 +120,8 @@ class Trainer:
             write_labels(self.model_dir, class_names)
         self.model = self._build()
         initial = os.path.join(self.model_dir, INITIAL_BACKBONE)
+        if PRETRAIN in stages and PRETRAIN not in state.finished_stages:
+            self._pretrain(state)
         if not os.path.exists(initial):
             save_weights_atomic(self.model.features, initial)
 
@@ -133,10 +138,29 @@ class Trainer:
         save_weights_atomic(self.model, os.path.join(self.model_dir, FINAL_WEIGHTS))
         return state
 
+    def _pretrain(self, state):
+        """The "pretrain" stage (see ``training.pretrain``): its backbone is the
+        run's initial backbone."""
+        with self.strategy.scope():
+            pretrainer = BackbonePretrainer(self.model.features, self.config.model.num_classes,
+                                            self.model.backbone.stride)
+            pretrainer(self._dummy_inputs()["images"])
+        resuming = state.current_stage == PRETRAIN and state.step > 0
+        self._train_stage(PRETRAIN, state, resuming, model=pretrainer)
+        save_weights_atomic(self.model.features,
+                            os.path.join(self.model_dir, INITIAL_BACKBONE))
+        state.finished_stages.append(PRETRAIN)
+        state.current_stage, state.step = None, 0
+        state.save()
+
     def _prepare_stage(self, index, stage, trains, fresh):
         model = self.model
         if index > 0:
             model.load_weights(_stage_weights(self.model_dir, self.schedule[index - 1][0]))
+        elif fresh:
+            # The initial backbone: what a "pretrain" stage left (or the seeded
+            # initialisation itself), also after a resume.
+            model.features.load_weights(os.path.join(self.model_dir, INITIAL_BACKBONE))
         model.set_stage(trains)
         model.proposal_source = None
         if trains == "detector" and self.config.train.schedule == "alternating":
@@ -144,14 +168,15 @@ class Trainer:
             if fresh:
                 model.features.load_weights(os.path.join(self.model_dir, INITIAL_BACKBONE))
 
-    def _train_stage(self, stage, state, resuming):
+    def _train_stage(self, stage, state, resuming, model=None):
+        model = model or self.model
         settings = stage_config(self.config, stage)
         with self.strategy.scope():
             optimizer = make_optimizer(self.config.train, settings)
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=optimizer)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         directory = os.path.join(self.model_dir, "stages", stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
-        loop = StageLoop(self.model, optimizer, self.strategy,
+        loop = StageLoop(model, optimizer, self.strategy,
                          weight_decay=self.config.train.weight_decay,
                          clip_norm=self.config.train.clip_norm,
                          jit_compile=self.config.train.jit_compile)
@@ -167,7 +192,7 @@ class Trainer:
                                           batch_size, start_step=start)
         if self.progress:
             print(f"stage {stage} ({settings.steps} steps, lr {settings.learning_rate})")
-        run_stage(self.model, stage, loop, batches, steps=settings.steps, start_step=start,
+        run_stage(model, stage, loop, batches, steps=settings.steps, start_step=start,
                   checkpoint=checkpoint, manager=manager, state=state, log_dir=self.log_dir,
                   checkpoint_every=self.checkpoint_every, progress=self.progress)
 

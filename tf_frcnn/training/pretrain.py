@@ -1,0 +1,85 @@
+"""The optional "pretrain" stage: supervised pre-training of a backbone that
+has no pretrained weights.
+
+The paper starts both of its networks (steps 1 and 2) from an ImageNet model.
+A backbone trained from scratch (the demo's ``tiny``) has no such model, and
+without one step 2 relearns every feature from random filters. This stage is
+the stand-in: dense classification on the training split. Each cell of the
+stride-16 feature map is labelled with the class of the smallest ground-truth
+box containing the cell's centre (background where there is none), and a 1x1
+conv classifier on the feature map learns it with softmax cross-entropy. The
+classifier is thrown away; the backbone's weights become the run's initial
+backbone (``initial_backbone.weights.h5``), which steps 1 and 2 both start from,
+as they both start from ImageNet in the paper.
+
+Configured as ``train.stages.pretrain`` (steps, learning_rate, decay_steps,
+batch_size); absent by default.
+"""
+
+import keras
+import tensorflow as tf
+
+PRETRAIN = "pretrain"
+
+
+def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):
+    """The dense classification target of each feature-map cell.
+
+    Args:
+      boxes: float32 [batch, M, 4] absolute [ymin, xmin, ymax, xmax] in input pixels.
+      labels: int32 [batch, M], 1-based classes; 0 marks padding.
+      feature_shape: (h, w) of the feature map.
+      stride: input pixels per cell; cell (i, j) has its centre at
+        ((i + 0.5) * stride, (j + 0.5) * stride), as the anchors do.
+      image_shape: optional int32 [batch, 2] valid (height, width); cells whose
+        centre falls in the padding get -1 (ignored).
+
+    Returns:
+      int32 [batch, h, w]: the label of the smallest box containing the cell's
+      centre, 0 (background) where none does, -1 in the padding.
+    """
+    h, w = feature_shape
+    boxes = tf.cast(boxes, tf.float32)
+    cy = (tf.range(h, dtype=tf.float32) + 0.5) * stride
+    cx = (tf.range(w, dtype=tf.float32) + 0.5) * stride
+    ymin, xmin, ymax, xmax = [boxes[..., i, tf.newaxis, tf.newaxis] for i in range(4)]
+    inside = ((cy[:, tf.newaxis] >= ymin) & (cy[:, tf.newaxis] < ymax)
+              & (cx[tf.newaxis, :] >= xmin) & (cx[tf.newaxis, :] < xmax)
+              & (labels > 0)[..., tf.newaxis, tf.newaxis])                # [batch, M, h, w]
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    masked_area = tf.where(inside, area[..., tf.newaxis, tf.newaxis], float("inf"))
+    smallest = tf.argmin(masked_area, axis=1, output_type=tf.int32)       # [batch, h, w]
+    target = tf.where(tf.reduce_any(inside, axis=1),
+                      tf.gather(labels, smallest, batch_dims=1), 0)
+    if image_shape is not None:
+        image_shape = tf.cast(image_shape, tf.float32)
+        valid = ((cy[tf.newaxis, :, tf.newaxis] < image_shape[:, 0, tf.newaxis, tf.newaxis])
+                 & (cx[tf.newaxis, tf.newaxis, :] < image_shape[:, 1, tf.newaxis, tf.newaxis]))
+        target = tf.where(valid, target, -1)
+    return tf.cast(target, tf.int32)
+
+
+class BackbonePretrainer(keras.Model):
+    """A backbone's feature model plus a 1x1 conv classifier over C + 1 classes,
+    with the ``compute_losses`` interface ``training.StageLoop`` runs."""
+
+    def __init__(self, features, num_classes, stride, **kwargs):
+        super().__init__(**kwargs)
+        self.features = features
+        self.num_classes = num_classes
+        self.stride = stride
+        self.classifier = keras.layers.Conv2D(num_classes + 1, 1, name="cell_classifier")
+
+    def call(self, images, training=False):
+        return self.classifier(self.features(images, training=training))
+
+    def compute_losses(self, batch, training=True, step=None):
+        logits = self(tf.cast(batch["images"], tf.float32), training=training)
+        shape = tf.shape(logits)
+        target = cell_labels(batch["boxes"], batch["labels"], (shape[1], shape[2]),
+                             self.stride, batch.get("image_shape"))
+        valid = tf.cast(target >= 0, tf.float32)
+        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.maximum(target, 0), logits=logits)
+        loss = tf.reduce_sum(cross_entropy * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+        return {"pretrain_class": loss, "loss": loss}
