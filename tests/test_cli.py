@@ -110,3 +110,28 @@ def test_train_eval_export_predict(trained_dir, tmp_path, capsys):
                     str(corrupt))
     _one_line_error(capsys, main(["predict", "--model", out, str(tmp_path / "missing.png"),
                                   "--out", str(preds)]), "missing.png")
+
+
+def test_eval_and_export_with_truncated_svd(trained_dir, tmp_path, capsys):
+    model_dir, tfds_dir = trained_dir
+    assert main(["eval", "--config", SMOKE, "--model-dir", model_dir, "--data-dir", tfds_dir,
+                 "--svd-ranks", "16", "8"]) == 0
+    with open(os.path.join(model_dir, "metrics_svd.json")) as handle:
+        metrics = json.load(handle)
+    assert metrics["svd_ranks"] == [16, 8] and "AP50" in metrics
+    assert os.path.exists(os.path.join(model_dir, "report_svd.md"))
+    out, plain = str(tmp_path / "svd"), str(tmp_path / "plain")
+    assert main(["export", "--model-dir", model_dir, "--out", out, "--svd-ranks", "16", "0"]) == 0
+    assert main(["export", "--model-dir", model_dir, "--out", plain]) == 0
+
+    def variables_size(base):
+        directory = os.path.join(base, "1", "variables")
+        return sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory))
+    # fc6 (6272 x 64 on the smoke model) becomes 6272 x 16 + 16 x 64: the old kernel is not kept.
+    saved = (6272 * 64 - (6272 * 16 + 16 * 64)) * 4
+    assert variables_size(plain) - variables_size(out) > 0.9 * saved
+    capsys.readouterr()
+    _one_line_error(capsys, main(["export", "--model-dir", model_dir, "--out", out,
+                                  "--svd-ranks", "16"]), "--svd-ranks", "fc6, fc7")
+    _one_line_error(capsys, main(["export", "--model-dir", model_dir, "--out", out,
+                                  "--svd-ranks", "64", "0"]), "fc6", "rank 64")

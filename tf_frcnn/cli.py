@@ -51,6 +51,10 @@ def _parser():
     evaluate.add_argument("--model-dir", required=True)
     evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
     evaluate.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
+    evaluate.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
+                          help="truncated SVD of the head's fc layers, one rank per layer "
+                          "(0 keeps a layer), e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN "
+                          "Sec. 3.1); writes metrics_svd.json and report_svd.md")
 
     export = command("export", "Export a trained model as a TF Serving SavedModel "
                      "(and a built-in-only TFLite model).")
@@ -59,6 +63,10 @@ def _parser():
     export.add_argument("--tflite", action="store_true", help="also write OUT/N/model.tflite")
     export.add_argument("--tflite-size", type=int, nargs=2, metavar=("H", "W"),
                         help="TFLite input size (default: the config's max_size square)")
+    export.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
+                        help="truncated SVD of the head's fc layers, one rank per layer "
+                        "(0 keeps a layer), e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN "
+                        "Sec. 3.1)")
 
     predict = command("predict", "Draw detections of an exported model on images.")
     predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
@@ -109,27 +117,35 @@ def cmd_eval(args):
     from tf_frcnn.evaluation.runner import evaluate_model_dir
 
     config = _config(args.config, args.data_dir)
-    model = _load_model(args.model_dir)[0]
+    model = _load_model(args.model_dir, args.svd_ranks)[0]
     print(f"evaluating {args.model_dir} on split '{args.split or config.data.eval_split}'")
-    metrics, report = evaluate_model_dir(config, model, args.model_dir, args.split)
+    suffix = "_svd" if args.svd_ranks else ""
+    metrics, report = evaluate_model_dir(
+        config, model, args.model_dir, args.split, suffix=suffix,
+        extra={"svd_ranks": list(args.svd_ranks)} if args.svd_ranks else None)
     print(format_table(metrics))
-    print(f"wrote {os.path.join(args.model_dir, 'metrics.json')} and {report}")
+    print(f"wrote {os.path.join(args.model_dir, f'metrics{suffix}.json')} and {report}")
     return metrics
 
 
-def _load_model(model_dir):
+def _load_model(model_dir, svd_ranks=None):
     from tf_frcnn.training.schedule import load_trained_model
     from tf_frcnn.training.state import FINAL_WEIGHTS
     if not os.path.exists(os.path.join(model_dir, FINAL_WEIGHTS)):
         raise UserError(f"model dir {model_dir} has no finished training "
                         f"({FINAL_WEIGHTS} missing): run tf-frcnn train first")
-    return load_trained_model(model_dir)
+    try:
+        return load_trained_model(model_dir, svd_ranks)
+    except ValueError as error:
+        if svd_ranks and "rank" in str(error).lower():
+            raise UserError(str(error)) from None
+        raise
 
 
 def cmd_export(args):
     from tf_frcnn.export import export_saved_model, export_tflite
     from tf_frcnn.training.state import read_labels
-    model, config = _load_model(args.model_dir)
+    model, config = _load_model(args.model_dir, args.svd_ranks)
     class_names = read_labels(args.model_dir)
     d = config.data
     version_dir = export_saved_model(model, args.out, class_names, min_size=d.min_size,

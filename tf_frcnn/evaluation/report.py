@@ -225,8 +225,9 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
     return _save(figure, path)
 
 
-def write_report(model_dir, metrics: Mapping, images: Mapping[str, str | os.PathLike]) -> Path:
-    """Writes `model_dir/report.md`: the metrics tables, what they mean, and the given PNGs.
+def write_report(model_dir, metrics: Mapping, images: Mapping[str, str | os.PathLike],
+                 suffix: str = "") -> Path:
+    """Writes `model_dir/report{suffix}.md`: the metrics tables, what they mean, and the PNGs.
 
     Args:
       model_dir: directory the report goes into.
@@ -258,6 +259,6 @@ def write_report(model_dir, metrics: Mapping, images: Mapping[str, str | os.Path
     for title, image in images.items():
         relative = Path(os.path.relpath(Path(image).resolve(), model_dir.resolve())).as_posix()
         parts += [f"## {title}", "", f"![{title}]({relative})", ""]
-    path = model_dir / "report.md"
+    path = model_dir / f"report{suffix}.md"
     _write_atomic(path, "\n".join(parts))
     return path

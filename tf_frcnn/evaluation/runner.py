@@ -58,16 +58,20 @@ def evaluate(model, config, class_names, batches, *, progress=True, num_batches=
 __all__ = ["RECALL_PROPOSALS", "evaluate"]
 
 
-def evaluate_model_dir(config, model, model_dir, split=None, progress=True):
+def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suffix="",
+                       extra=None):
     """Evaluate ``model`` on ``split`` (default: the config's eval split) and
     write ``metrics.json``, ``pr_curves.png``, ``loss_curves.png`` and
-    ``report.md`` into ``model_dir``. Returns (metrics, report path)."""
+    ``report.md`` into ``model_dir`` (``suffix`` goes before each extension,
+    e.g. "_svd"; ``extra`` is merged into the metrics). Returns (metrics,
+    report path)."""
     import os
 
     from tf_frcnn.evaluation.report import (plot_loss_curves, plot_pr_curves,
                                             write_metrics_json, write_report)
     from tf_frcnn.training import inputs
     from tf_frcnn.training.loop import read_history
+    from tf_frcnn.training.pretrain import PRETRAIN
     from tf_frcnn.training.schedule import SCHEDULES
 
     split = split or config.data.eval_split
@@ -75,13 +79,14 @@ def evaluate_model_dir(config, model, model_dir, split=None, progress=True):
     batches = inputs.batches(config, split, training=False)
     metrics, evaluator = evaluate(model, config, class_names, batches, progress=progress)
     metrics["split"] = split
-    write_metrics_json(metrics, os.path.join(model_dir, "metrics.json"))
+    metrics.update(extra or {})
+    write_metrics_json(metrics, os.path.join(model_dir, f"metrics{suffix}.json"))
     images = {"Precision-recall per class (VOC, IoU 0.5)": plot_pr_curves(
-        evaluator.voc_result(), class_names, os.path.join(model_dir, "pr_curves.png"))}
-    history = {stage: read_history(os.path.join(model_dir, "logs"), stage)
-               for stage, _ in SCHEDULES[config.train.schedule]}
+        evaluator.voc_result(), class_names, os.path.join(model_dir, f"pr_curves{suffix}.png"))}
+    stages = [PRETRAIN] + [stage for stage, _ in SCHEDULES[config.train.schedule]]
+    history = {stage: read_history(os.path.join(model_dir, "logs"), stage) for stage in stages}
     history = {stage: rows for stage, rows in history.items() if rows}
     if history:
         images["Training loss per stage"] = plot_loss_curves(
             history, os.path.join(model_dir, "loss_curves.png"))
-    return metrics, write_report(model_dir, metrics, images)
+    return metrics, write_report(model_dir, metrics, images, suffix=suffix)

@@ -204,11 +204,16 @@ def train(config, model_dir, *, resume=False, strategy=None, progress=True):
     return trainer.model
 
 
-def load_trained_model(model_dir):
-    """(model, config) of a finished model directory, ready for inference."""
+def load_trained_model(model_dir, svd_ranks=None):
+    """(model, config) of a finished model directory, ready for inference;
+    ``svd_ranks`` (one per fc layer) truncates the head's fc layers (see
+    ``tf_frcnn.svd``)."""
     from tf_frcnn.training.state import read_config
     config = read_config(model_dir)
     model = build_model(config)
     model({"images": tf.zeros([1, 64, 64, 3])})
     model.load_weights(os.path.join(model_dir, FINAL_WEIGHTS))
+    if svd_ranks:
+        from tf_frcnn.svd import truncate_head
+        truncate_head(model, svd_ranks)
     return model, config
