@@ -13,10 +13,12 @@ matmul ceilings measured on the paper model's own layer shapes (best of the runs
 the floor (conv FLOPs / conv rate + matmul FLOPs / matmul rate + the rest at the conv
 rate), the ratio to it, the time split and peak RSS.
 
-The split times each part alone (backbone; RPN head + proposals; ROI pooling + the
-region-wise head; post-processing), traced on the previous part's outputs, in
-interleaved rounds; ``split_sum_s`` next to ``infer_s_median`` shows what the
-parts leave out (the glue between them).
+The split times each part alone (backbone convs; RPN head + proposals; ROI pooling;
+the region-wise fc layers; the sibling output layers + post-processing), traced on
+the previous part's outputs, in interleaved rounds; ``split_sum_s`` next to
+``infer_s_median`` shows what the parts leave out (the glue between them).
+``non_backbone_fraction`` counts the backbone network as its convs plus, where the
+backbone brings them (VGG16's fc6/fc7), its fc layers.
 """
 
 import argparse
@@ -37,6 +39,14 @@ def _args():
     parser.add_argument("--train", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jit", action="store_true", help="XLA-compile the inference function")
+    parser.add_argument("--inter-op", type=int, default=None,
+                        help="TF inter-op threads (default: --threads)")
+    parser.add_argument("--frozen", action="store_true",
+                        help="also time the inference graph with its variables frozen to "
+                        "constants (oneDNN can then keep reordered weights between calls)")
+    parser.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
+                        help="time the head with its fc layers truncated (tf_frcnn.svd), e.g. "
+                        "1024 256")
     return parser.parse_args()
 
 
@@ -103,7 +113,7 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op or args.threads)
     import keras
 
     from tf_frcnn import load_config
@@ -118,22 +128,28 @@ def main():
     images = tf.random.uniform([1, height, width, 3], maxval=255.0, seed=0)
     image_shape = tf.constant([[height, width]])
     model({"images": images, "image_shape": image_shape})
+    if args.svd_ranks:
+        from tf_frcnn.svd import truncate_head
+        truncate_head(model, args.svd_ranks)
 
     spec = [tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([1, 2], tf.int32)]
 
-    # The four parts of the inference graph, each traced alone on the previous
-    # part's real outputs, so the split is measured, not differenced.
+    # The parts of the inference graph, each traced alone on the previous part's
+    # real outputs, so the split is measured, not differenced.
+    head = model.detector_head
     feature_map = model.features(images)
     logits, deltas = model.rpn_head(feature_map)
     anchors = model.anchor_generator(feature_map)
     proposals, _, num_proposals = model.proposal_layer(logits, deltas, anchors, image_shape)
-    class_logits, box_deltas = model.detect(feature_map, proposals)
+    pooled = model.roi_pooling(feature_map, proposals)
+    hidden = head.region_features(pooled)
 
     def rpn_and_proposals(feature_map, shape):
         logits, deltas = model.rpn_head(feature_map)
         return model.proposal_layer(logits, deltas, model.anchor_generator(feature_map), shape)
 
-    def post(class_logits, box_deltas, proposals, num_proposals, shape):
+    def outputs_and_post(hidden, proposals, num_proposals, shape):
+        class_logits, box_deltas = head.outputs(hidden)
         return postprocess_detections(class_logits, box_deltas, proposals, num_proposals, shape,
                                       box_stds=model.roi_sampler_args.get("box_stds"),
                                       **model.detection_args)
@@ -147,12 +163,18 @@ def main():
         "backbone": (tf.function(model.features, jit_compile=jit), (images,)),
         "rpn_and_proposals": (tf.function(rpn_and_proposals, jit_compile=jit),
                               (feature_map, image_shape)),
-        "roi_pooling_and_head": (tf.function(model.detect, jit_compile=jit),
-                                 (feature_map, proposals)),
-        "postprocessing": (tf.function(post, jit_compile=jit),
-                           (class_logits, box_deltas, proposals, num_proposals, image_shape)),
+        "roi_pooling": (tf.function(model.roi_pooling, jit_compile=jit), (feature_map, proposals)),
+        "region_fc": (tf.function(head.region_features, jit_compile=jit), (pooled,)),
+        "outputs_and_postprocessing": (tf.function(outputs_and_post, jit_compile=jit),
+                                       (hidden, proposals, num_proposals, image_shape)),
         "full": (tf.function(full, input_signature=spec, jit_compile=jit), (images, image_shape)),
     }
+
+    if args.frozen:
+        from tensorflow.python.framework import convert_to_constants
+        frozen = convert_to_constants.convert_variables_to_constants_v2(
+            parts["full"][0].get_concrete_function())
+        parts["full_frozen"] = (frozen, (images, image_shape))
 
     def runner(fn, inputs):
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(*inputs))
@@ -168,7 +190,7 @@ def main():
     for name, value in timings.items():
         print(f"{name:21s} {value:.3f} s", file=sys.stderr, flush=True)
     infer_median, infer_times = timings["full"], times["full"]
-    split = {name: timings[name] for name in parts if name != "full"}
+    split = {name: timings[name] for name in parts if not name.startswith("full")}
 
     by_op = _flops_by_op(parts["full"][0].get_concrete_function())
     flops = sum(by_op.values())
@@ -180,16 +202,22 @@ def main():
     conv_rate, matmul_rate = _ceilings(height, width, rois, args.runs)
     floor = (conv_flops / conv_rate + matmul_flops / matmul_rate
              + (flops - conv_flops - matmul_flops) / conv_rate) / 1e9
+    backbone_network = split["backbone"] + (
+        split["region_fc"] if model.backbone.head is not None else 0.0)
     result = {
         "ours": "tf_frcnn", "config": args.config, "size": [height, width],
-        "threads": args.threads, "tf": tf.__version__,
+        "threads": args.threads, "tf": tf.__version__, "svd_ranks": args.svd_ranks,
         "infer_s_median": infer_median, "infer_s": infer_times,
+        "infer_frozen_s_median": timings.get("full_frozen"),
         "flops_g": flops / 1e9, "backbone_flops_g": backbone_flops / 1e9,
         "conv_flops_g": conv_flops / 1e9, "matmul_flops_g": matmul_flops / 1e9,
         "conv_rate_gflops": conv_rate, "matmul_rate_gflops": matmul_rate,
         "floor_s": floor, "ratio_to_floor": infer_median / floor,
         "split_s": split, "split_sum_s": sum(split.values()),
-        "non_backbone_fraction": 1.0 - split["backbone"] / sum(split.values()),
+        # The backbone network's own layers: its convs and, where it has them (VGG16's
+        # fc6/fc7), its fc layers over the ROIs. The rest is the detector's overhead.
+        "backbone_network_s": backbone_network,
+        "non_backbone_fraction": 1.0 - backbone_network / sum(split.values()),
     }
     if args.train:
         from tf_frcnn.training import StageLoop, make_optimizer

@@ -1,5 +1,5 @@
 """Size, per-image latency and AP of the exports: SavedModel and TFLite float32 / float16 /
-dynamic-range int8.
+dynamic-range int8 / full-integer int8, each TFLite model under XNNPACK and without it.
 
     python benchmarks/export_sizes.py --model-dir runs/shapes [--eval] [--threads 2]
     python benchmarks/export_sizes.py --config configs/shapes.yaml    # untrained: size, latency
@@ -14,7 +14,11 @@ VOC07 mAP with their change from the SavedModel.
 Latency: one image of ``--size`` (default: the synthetic image size, else max_size square),
 uint8, after two warm-up runs; the median of ``--repeats`` runs, on ``--threads`` CPU threads
 (TensorFlow intra/inter-op threads for the SavedModel, the interpreter's for TFLite). The TFLite
-models take that size as their fixed input.
+models take that size as their fixed input. TFLite latency is measured twice: under the default
+XNNPACK delegate and with the reference built-in kernels alone (``--no-xnnpack-too`` skips the
+second). The full-integer int8 model is calibrated on the first ``--calibration`` images of the
+config's training split (which must have the TFLite input size; with --config the calibration
+images are random).
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ def parse_args():
     parser.add_argument("--no-tflite", action="store_true", help="SavedModel only")
     parser.add_argument("--eval", action="store_true", help="AP of every export (--model-dir)")
     parser.add_argument("--max-images", type=int, default=None, help="cap on --eval images")
+    parser.add_argument("--calibration", type=int, default=32,
+                        help="training images that calibrate the int8 model (0: no int8 model)")
+    parser.add_argument("--no-xnnpack-too", action="store_true",
+                        help="skip the TFLite timings without the XNNPACK delegate")
     args = parser.parse_args()
     if args.eval and not args.model_dir:
         parser.error("--eval needs --model-dir (an untrained model has no AP to compare)")
@@ -80,6 +88,27 @@ def load(args):
     names = config.model.class_names or [
         f"class_{label}" for label in range(1, config.model.num_classes + 1)]
     return model, config, names
+
+
+def calibration_images(args, config, height, width):
+    """uint8 [1, height, width, 3] arrays from the training split (random with --config)."""
+    import numpy as np
+
+    if args.calibration <= 0:
+        return None
+    if not args.model_dir:
+        rng = np.random.default_rng(1)
+        return [rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+                for _ in range(args.calibration)]
+    from tf_frcnn.training import inputs
+
+    records, _ = inputs.source(config, config.data.train_split)
+    images = []
+    for record in records.take(args.calibration).as_numpy_iterator():
+        image = record["image"]
+        if image.shape[:2] == (height, width):
+            images.append(image[np.newaxis])
+    return images or None
 
 
 def evaluate(predictor, config, class_names, max_images):
@@ -128,8 +157,10 @@ def main():
                                                 min_size=d.min_size, max_size=d.max_size)}
     sizes = {"SavedModel": directory_bytes(exports["SavedModel"])}
     if not args.no_tflite:
-        variants = export_tflite_variants(model, exports["SavedModel"], height=height,
-                                          width=width, min_size=d.min_size, max_size=d.max_size)
+        variants = export_tflite_variants(
+            model, exports["SavedModel"], height=height, width=width, min_size=d.min_size,
+            max_size=d.max_size,
+            representative_images=calibration_images(args, config, height, width))
         for name, variant in variants.items():
             exports[f"TFLite {name}"] = variant["path"]
             sizes[f"TFLite {name}"] = variant["bytes"]
@@ -140,20 +171,28 @@ def main():
     for name, path in exports.items():
         predictor = load_predictor(path, num_threads=args.threads)
         seconds = median_seconds(lambda: predictor(image), args.repeats)
+        reference = None
+        if name != "SavedModel" and not args.no_xnnpack_too:
+            plain = load_predictor(path, num_threads=args.threads, xnnpack=False)
+            reference = median_seconds(lambda: plain(image), args.repeats)
         if args.eval:
             metrics[name] = evaluate(predictor, config, class_names, args.max_images)
-        rows.append((name, sizes[name], seconds))
+        rows.append((name, sizes[name], seconds, reference))
 
     backbone = config.model.backbone
     print(f"\n{backbone} backbone, {height}x{width} uint8 input, resize min_size {d.min_size} / "
           f"max_size {d.max_size}, {args.threads} threads; exports in {out}\n")
-    header = "| export | size (MB) | latency (ms/image) |"
+    header = ("| export | size (MB) | latency (ms/image) | speed-up vs SavedModel |"
+              " without XNNPACK (ms/image) |")
     if args.eval:
         header += " AP | AP50 | mAP VOC07 | AP change |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for name, size, seconds in rows:
-        line = f"| {name} | {size / 1e6:.1f} | {seconds * 1e3:.1f} |"
+    base_seconds = rows[0][2]
+    for name, size, seconds, reference in rows:
+        plain = "" if reference is None else f"{reference * 1e3:.1f}"
+        line = (f"| {name} | {size / 1e6:.1f} | {seconds * 1e3:.1f} | "
+                f"{base_seconds / seconds:.2f}x | {plain} |")
         if args.eval:
             m, base = metrics[name], metrics["SavedModel"]
             line += (f" {m['AP']:.4f} | {m['AP50']:.4f} | {m['mAP_voc07']:.4f} |"

@@ -331,3 +331,22 @@ def test_weights_file_of_another_backbone_raises_naming_it():
 def test_unknown_freeze_until_layer_raises_naming_it():
     with pytest.raises(ValueError, match="'block9_conv1'"):
         build_backbone("tiny", freeze_until="block9_conv1")
+
+
+@pytest.mark.parametrize("channels, stem", [((16, 32, 64, 128), 2), ((16, 32, 96), 4),
+                                            ((8, 24), 8)])
+def test_tiny_channels_keep_stride_16_with_a_wider_stem(channels, stem):
+    backbone = build_backbone("tiny", tiny_channels=channels)
+    assert backbone.channels == channels[-1] and backbone.stride == 16
+    features = backbone.features(np.zeros([1, 512, 320, 3], np.float32))
+    assert tuple(features.shape) == (1, 32, 20, channels[-1])
+    first = backbone.features.get_layer("stage1_down")
+    assert first.strides == (stem, stem)
+    # Stride 2: the overlapping 3x3 conv; wider: a non-overlapping s x s "patchify" conv.
+    assert first.kernel_size == ((3, 3) if stem == 2 else (stem, stem))
+
+
+@pytest.mark.parametrize("channels", [(16,), (8, 8, 8, 8, 8), (16, 0, 32)])
+def test_tiny_channels_out_of_range(channels):
+    with pytest.raises(ValueError, match="tiny_channels"):
+        build_backbone("tiny", tiny_channels=channels)

@@ -94,3 +94,12 @@ def test_wrong_types_choices_and_orders_name_the_key(values, key):
 def test_exponent_without_dot_is_a_float():
     config = config_from_dict({"train": {"stages": {"rpn1": {"learning_rate": "1e-3"}}}})
     assert config.train.stages["rpn1"].learning_rate == 1e-3
+
+
+def test_tiny_channels_are_checked_by_key():
+    from tf_frcnn.config import ConfigError, config_from_dict
+    assert config_from_dict({"model": {"tiny_channels": [16, 32, 96]}}).model.tiny_channels == [
+        16, 32, 96]
+    for bad in ([16], [16, 32, 64, 128, 256], [16, -1], [16, 2.5]):
+        with pytest.raises(ConfigError, match="model.tiny_channels"):
+            config_from_dict({"model": {"tiny_channels": bad}})

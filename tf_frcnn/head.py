@@ -62,12 +62,19 @@ class FastRCNNHead(keras.layers.Layer):
         self.bbox_pred.build(hidden)
 
     def call(self, roi_features, training=False):
+        return self.outputs(self.region_features(roi_features, training=training))
+
+    def region_features(self, roi_features, training=False):
+        """The fc layers (fc6, fc7, ...): pooled [N, s, s, channels] -> [N, D]."""
         if self.region_layers is not None:
-            hidden = self.region_layers(roi_features, training=training)
-        else:
-            hidden = self.flatten(roi_features)
-            for fc, drop in zip(self.fcs, self.drops):
-                hidden = drop(fc(hidden), training=training)
+            return self.region_layers(roi_features, training=training)
+        hidden = self.flatten(roi_features)
+        for fc, drop in zip(self.fcs, self.drops):
+            hidden = drop(fc(hidden), training=training)
+        return hidden
+
+    def outputs(self, hidden):
+        """The sibling layers: [N, D] -> (class logits, class-specific deltas)."""
         logits = self.cls_score(hidden)
         deltas = tf.reshape(self.bbox_pred(hidden), [-1, self.num_classes + 1, 4])
         return logits, deltas

@@ -114,6 +114,30 @@ def test_quantized_variants_are_smaller_and_still_detect(variants, tflite_path, 
                                out["detection_scores"][0])
 
 
+def test_full_integer_variant_is_int8_inside_and_still_detects(trained_model, tflite_path,
+                                                                scene, kit, tmp_path):
+    rng = np.random.default_rng(0)
+    # Calibration: the scene and noisy copies of it (what a few training images would give).
+    calibration = [scene[np.newaxis]] + [
+        np.clip(scene.astype(int) + rng.integers(-20, 21, scene.shape), 0, 255)
+        .astype(np.uint8)[np.newaxis] for _ in range(7)]
+    path = export_tflite(trained_model, tmp_path / "int8.tflite", height=kit.SIZE,
+                         width=kit.SIZE, min_size=kit.SIZE, max_size=kit.MAX_SIZE,
+                         quantization="int8", representative_images=calibration)
+    assert not {op for op in op_names(path) if op.startswith("Flex") or op == "CUSTOM"}
+    interpreter = Interpreter(model_path=str(path))
+    int8_tensors = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
+    # Activations too (not only weights): the conv outputs are quantized.
+    assert any(t["quantization"][0] > 0 and "conv" in t["name"].lower() for t in int8_tensors)
+    assert path.stat().st_size < 0.35 * tflite_path.stat().st_size
+    out = run_tflite(path, scene)
+    kit.assert_finds_scene(out["detection_boxes"][0], out["detection_classes"][0],
+                           out["detection_scores"][0])
+    with pytest.raises(ValueError, match="representative_images"):
+        export_tflite(trained_model, tmp_path / "x.tflite", height=kit.SIZE, width=kit.SIZE,
+                      min_size=kit.SIZE, max_size=kit.MAX_SIZE, quantization="int8")
+
+
 def test_rejects_unknown_quantization(trained_model, tmp_path):
     with pytest.raises(ValueError, match="quantization must be one of"):
         export_tflite(trained_model, tmp_path / "m.tflite", height=64, width=64, min_size=64,

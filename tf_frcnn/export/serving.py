@@ -153,14 +153,18 @@ def _saved_model_runner(version_dir):
     return run
 
 
-def _tflite_interpreter(path, num_threads):
+def _tflite_interpreter(path, num_threads, xnnpack=True):
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         import tensorflow as tf
 
-        Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=str(path), num_threads=num_threads)
+        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    # AUTO applies the default XNNPACK delegate; the other keeps the reference kernels.
+    resolver = (OpResolverType.AUTO if xnnpack
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return Interpreter(model_path=str(path), num_threads=num_threads,
+                       experimental_op_resolver_type=resolver)
 
 
 def _letterbox(image, height, width):
@@ -180,8 +184,8 @@ def _letterbox(image, height, width):
     return canvas, fitted
 
 
-def _tflite_runner(path, num_threads):
-    interpreter = _tflite_interpreter(path, num_threads)
+def _tflite_runner(path, num_threads, xnnpack=True):
+    interpreter = _tflite_interpreter(path, num_threads, xnnpack)
     serve = interpreter.get_signature_runner(SERVING_DEFAULT)
     _, height, width, _ = serve.get_input_details()[INPUT_NAME]["shape"]
 
@@ -207,7 +211,7 @@ def _tflite_runner(path, num_threads):
     return run
 
 
-def load_predictor(path, *, num_threads=None):
+def load_predictor(path, *, num_threads=None, xnnpack=True):
     """A callable image -> detections for an export (see ``Predictor.__call__``).
 
     Args:
@@ -217,6 +221,8 @@ def load_predictor(path, *, num_threads=None):
         padded at the bottom/right, and the boxes are mapped back to the image.
       num_threads: CPU threads of the TFLite interpreter (None: its default). A SavedModel
         runs on TensorFlow's process-wide thread settings (``tf.config.threading``).
+      xnnpack: TFLite only: run under the default XNNPACK delegate (True) or the built-in
+        reference kernels alone (False, for comparison).
 
     Raises:
       FileNotFoundError: nothing loadable at ``path``.
@@ -225,7 +231,7 @@ def load_predictor(path, *, num_threads=None):
     if path.suffix == ".tflite":
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such TFLite file")
-        run = _tflite_runner(path, num_threads)
+        run = _tflite_runner(path, num_threads, xnnpack)
     else:
         path = resolve_saved_model(path)
         run = _saved_model_runner(path)
