@@ -5,13 +5,19 @@
 
 Weights are random (``model.weights`` is ignored): timing only. The input is one
 image of exactly H x W (no resizing), like ../shared/bench/torchvision_vgg16_frcnn.py.
-Prints progress lines, then one JSON line last with ``infer_s_median``,
+Prints progress lines, then one JSON line last with ``infer_s_median`` (the inference
+graph frozen as ``tf_frcnn.export.frozen_inference`` freezes it; ``infer_variables_s_median``
+is the same graph reading its weights from variables),
 ``train_step_s_median`` (with --train: the approximate-joint step with both losses,
 two ground-truth boxes, the config's 2,000 training proposals and 128 ROIs), the
-model's FLOPs counted from the graph (conv and matmul apart), the machine's conv and
-matmul ceilings measured on the paper model's own layer shapes (best of the runs),
-the floor (conv FLOPs / conv rate + matmul FLOPs / matmul rate + the rest at the conv
-rate), the ratio to it, the time split and peak RSS.
+model's FLOPs counted from the graph (per op type), the floor and the ratio to it,
+the time split and peak RSS.
+
+The floor: each Conv2D and MatMul of the inference graph (every layer of the
+backbone, the RPN and the head, at the benchmark's input size) rebuilt alone with
+constant weights and timed at its fastest of the runs, summed; the conv and matmul
+rates printed are that floor's FLOPs over its time. It is what TF's own kernels need
+for the model's arithmetic on this machine with nothing else around them.
 
 The split times each part alone (backbone convs; RPN head + proposals; ROI pooling;
 the region-wise fc layers; the sibling output layers + post-processing), traced on
@@ -41,9 +47,6 @@ def _args():
     parser.add_argument("--jit", action="store_true", help="XLA-compile the inference function")
     parser.add_argument("--inter-op", type=int, default=None,
                         help="TF inter-op threads (default: --threads)")
-    parser.add_argument("--frozen", action="store_true",
-                        help="also time the inference graph with its variables frozen to "
-                        "constants (oneDNN can then keep reordered weights between calls)")
     parser.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
                         help="time the head with its fc layers truncated (tf_frcnn.svd), e.g. "
                         "1024 256")
@@ -60,23 +63,25 @@ def _median_time(fn, runs):
     return statistics.median(times), times
 
 
-def _flops_by_op(concrete):
-    """Float operations of a traced function's graph, per op type (tfprof's count)."""
-    import tensorflow as tf
+def _frozen_graph(concrete):
     from tensorflow.python.framework import convert_to_constants
-    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    return convert_to_constants.convert_variables_to_constants_v2(concrete).graph
+
+
+def _flops_by_op(graph):
+    """Float operations of a frozen graph, per op type (tfprof's count)."""
+    import tensorflow as tf
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(graph=frozen.graph, cmd="op", options=options)
-    return {child.name: int(child.total_float_ops) for child in profile.children
-            if child.total_float_ops}
-
-
-def _best_rate(fn, flops, runs):
-    """GFLOP/s of ``fn`` at its fastest of ``runs`` (the machine's ceiling for it)."""
-    fn()
-    best = min(_timed(fn) for _ in range(runs))
-    return flops / best / 1e9
+    profile = tf.compat.v1.profiler.profile(graph=graph, cmd="op", options=options)
+    # tfprof's "op" view is a chain of op types, each node holding its own float_ops.
+    counts, nodes = {}, list(profile.children)
+    while nodes:
+        node = nodes.pop()
+        if node.float_ops:
+            counts[node.name] = counts.get(node.name, 0) + int(node.float_ops)
+        nodes.extend(node.children)
+    return counts
 
 
 def _timed(fn):
@@ -85,27 +90,50 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def _ceilings(height, width, rois, runs):
-    """The machine's float32 conv and matmul rates on the paper model's own shapes.
+def _kernel_floor(graph, runs):
+    """The floor: every Conv2D and MatMul of the (static-shaped, frozen) inference
+    graph timed alone at its fastest of ``runs``, summed.
 
-    conv: the best of VGG16's 3x3 convs at stride 4, 8 and 16 (256 -> 256, 512 ->
-    512, 512 -> 512 channels), where the backbone spends its time; matmul: fc6
-    over the test ROIs ([R, 25088] x [25088, 4096]). Best of ``runs`` each: a
-    ceiling, not a typical time."""
+    Each distinct op shape is rebuilt with random operands as one tf.function
+    (weights constant, as in the frozen graph) and timed best-of-N: what TF's own
+    kernels need on this machine for the model's arithmetic, with nothing else.
+    Returns (floor seconds, conv seconds, matmul seconds, conv GFLOP/s, matmul GFLOP/s)."""
     import tensorflow as tf
-    rates = []
-    for stride, cin, cout in ((4, 256, 256), (8, 512, 512), (16, 512, 512)):
-        h, w = -(-height // stride), -(-width // stride)
-        x = tf.random.normal([1, h, w, cin])
-        kernel = tf.random.normal([3, 3, cin, cout])
-        conv = tf.function(lambda x=x, kernel=kernel: tf.nn.conv2d(x, kernel, 1, "SAME"))
-        rates.append(_best_rate(lambda conv=conv: conv().numpy(), 2 * h * w * 9 * cin * cout,
-                                max(runs, 3)))
-    a = tf.random.normal([rois, 25088])
-    b = tf.random.normal([25088, 4096])
-    matmul = tf.function(lambda: tf.matmul(a, b))
-    matmul_rate = _best_rate(lambda: matmul().numpy(), 2 * rois * 25088 * 4096, max(runs, 3))
-    return max(rates), matmul_rate
+    shapes = {}
+    for op in graph.get_operations():
+        if op.type == "Conv2D":
+            x, k = (tuple(t.shape.as_list()) for t in op.inputs[:2])
+            key = ("conv", x, k, tuple(op.get_attr("strides")), op.get_attr("padding").decode())
+        elif op.type == "MatMul":
+            a, b = (tuple(t.shape.as_list()) for t in op.inputs[:2])
+            key = ("matmul", a, b, op.get_attr("transpose_a"), op.get_attr("transpose_b"))
+        else:
+            continue
+        if any(d is None for shape in key[1:3] for d in shape):
+            raise ValueError(f"{op.name}: dynamic shape {key}; the floor needs static shapes")
+        shapes[key] = shapes.get(key, 0) + 1
+    seconds = {"conv": 0.0, "matmul": 0.0}
+    flops = {"conv": 0, "matmul": 0}
+    for key, count in shapes.items():
+        if key[0] == "conv":
+            _, x_shape, k_shape, strides, padding = key
+            x, k = tf.random.normal(x_shape), tf.random.normal(k_shape)
+            fn = tf.function(lambda x=x, k=k, s=strides, p=padding: tf.nn.conv2d(x, k, s, p))
+            out = fn().shape
+            op_flops = 2 * out[1] * out[2] * out[3] * k_shape[0] * k_shape[1] * k_shape[2] * out[0]
+        else:
+            _, a_shape, b_shape, ta, tb = key
+            a, b = tf.random.normal(a_shape), tf.random.normal(b_shape)
+            fn = tf.function(lambda a=a, b=b, ta=ta, tb=tb: tf.matmul(a, b, ta, tb))
+            out = fn().shape
+            inner = a_shape[0] if ta else a_shape[1]
+            op_flops = 2 * out[0] * out[1] * inner
+        best = min(_timed(lambda fn=fn: fn().numpy()) for _ in range(max(runs, 3)))
+        seconds[key[0]] += count * best
+        flops[key[0]] += count * op_flops
+    rate = {kind: flops[kind] / seconds[kind] / 1e9 if seconds[kind] else None for kind in flops}
+    return (seconds["conv"] + seconds["matmul"], seconds["conv"], seconds["matmul"],
+            rate["conv"], rate["matmul"])
 
 
 def main():
@@ -117,6 +145,7 @@ def main():
     import keras
 
     from tf_frcnn import load_config
+    from tf_frcnn.export import freeze
     from tf_frcnn.head import postprocess_detections
     from tf_frcnn.model import build_model
 
@@ -159,22 +188,24 @@ def main():
         return out["detection_boxes"], out["num_detections"]
 
     jit = args.jit or None
+
+    def frozen_part(fn, *inputs):
+        # Each part as users run it: frozen (see tf_frcnn.export.frozen).
+        return freeze(tf.function(fn, jit_compile=jit).get_concrete_function(*inputs)), inputs
+
     parts = {
-        "backbone": (tf.function(model.features, jit_compile=jit), (images,)),
-        "rpn_and_proposals": (tf.function(rpn_and_proposals, jit_compile=jit),
-                              (feature_map, image_shape)),
-        "roi_pooling": (tf.function(model.roi_pooling, jit_compile=jit), (feature_map, proposals)),
-        "region_fc": (tf.function(head.region_features, jit_compile=jit), (pooled,)),
-        "outputs_and_postprocessing": (tf.function(outputs_and_post, jit_compile=jit),
-                                       (hidden, proposals, num_proposals, image_shape)),
+        "backbone": frozen_part(lambda x: model.features(x), images),
+        "rpn_and_proposals": frozen_part(rpn_and_proposals, feature_map, image_shape),
+        "roi_pooling": frozen_part(lambda f, r: model.roi_pooling(f, r), feature_map, proposals),
+        "region_fc": frozen_part(lambda p: head.region_features(p), pooled),
+        "outputs_and_postprocessing": frozen_part(outputs_and_post, hidden, proposals,
+                                                  num_proposals, image_shape),
+        # The whole inference twice: as users run it (tf_frcnn.export.frozen_inference, the
+        # weights constant, which oneDNN reorders once instead of on every call) and reading
+        # the weights from variables.
+        "full_frozen": frozen_part(full, images, image_shape),
         "full": (tf.function(full, input_signature=spec, jit_compile=jit), (images, image_shape)),
     }
-
-    if args.frozen:
-        from tensorflow.python.framework import convert_to_constants
-        frozen = convert_to_constants.convert_variables_to_constants_v2(
-            parts["full"][0].get_concrete_function())
-        parts["full_frozen"] = (frozen, (images, image_shape))
 
     def runner(fn, inputs):
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(*inputs))
@@ -189,30 +220,31 @@ def main():
     timings = {name: statistics.median(values) for name, values in times.items()}
     for name, value in timings.items():
         print(f"{name:21s} {value:.3f} s", file=sys.stderr, flush=True)
-    infer_median, infer_times = timings["full"], times["full"]
+    infer_median, infer_times = timings["full_frozen"], times["full_frozen"]
     split = {name: timings[name] for name in parts if not name.startswith("full")}
 
-    by_op = _flops_by_op(parts["full"][0].get_concrete_function())
+    graph = _frozen_graph(parts["full"][0].get_concrete_function())
+    by_op = _flops_by_op(graph)
     flops = sum(by_op.values())
-    conv_flops = sum(v for k, v in by_op.items() if k.startswith("Conv2D") or "Conv2D" in k)
+    conv_flops = sum(v for k, v in by_op.items() if "Conv2D" in k)
     matmul_flops = sum(v for k, v in by_op.items() if "MatMul" in k)
-    backbone_flops = sum(_flops_by_op(
-        parts["backbone"][0].get_concrete_function(images)).values())
-    rois = int(proposals.shape[1])
-    conv_rate, matmul_rate = _ceilings(height, width, rois, args.runs)
-    floor = (conv_flops / conv_rate + matmul_flops / matmul_rate
-             + (flops - conv_flops - matmul_flops) / conv_rate) / 1e9
+    backbone_flops = sum(_flops_by_op(_frozen_graph(
+        tf.function(lambda x: model.features(x)).get_concrete_function(images))).values())
+    floor, conv_floor, matmul_floor, conv_rate, matmul_rate = _kernel_floor(graph, args.runs)
+    del graph
     backbone_network = split["backbone"] + (
         split["region_fc"] if model.backbone.head is not None else 0.0)
     result = {
         "ours": "tf_frcnn", "config": args.config, "size": [height, width],
         "threads": args.threads, "tf": tf.__version__, "svd_ranks": args.svd_ranks,
         "infer_s_median": infer_median, "infer_s": infer_times,
-        "infer_frozen_s_median": timings.get("full_frozen"),
+        "infer_variables_s_median": timings["full"],
         "flops_g": flops / 1e9, "backbone_flops_g": backbone_flops / 1e9,
         "conv_flops_g": conv_flops / 1e9, "matmul_flops_g": matmul_flops / 1e9,
         "conv_rate_gflops": conv_rate, "matmul_rate_gflops": matmul_rate,
-        "floor_s": floor, "ratio_to_floor": infer_median / floor,
+        "floor_s": floor, "floor_conv_s": conv_floor, "floor_matmul_s": matmul_floor,
+        "ratio_to_floor": infer_median / floor,
+        "flops_by_op_g": {name: value / 1e9 for name, value in by_op.items()},
         "split_s": split, "split_sum_s": sum(split.values()),
         # The backbone network's own layers: its convs and, where it has them (VGG16's
         # fc6/fc7), its fc layers over the ROIs. The rest is the detector's overhead.

@@ -23,10 +23,9 @@ import os
 import pathlib
 
 import tensorflow as tf
-# No public TF2 API freezes a concrete function; the converter itself uses this one.
-from tensorflow.python.framework import convert_to_constants
 
 from tf_frcnn.data.pipeline import resize_image
+from tf_frcnn.export.frozen import freeze
 from tf_frcnn.export.saved_model import INPUT_NAME, detection_outputs
 from tf_frcnn.model import FasterRCNN
 from tf_frcnn.roi import ROIPoolingBuiltin
@@ -79,17 +78,10 @@ def frozen_signature(module):
     """``module.serve`` as a concrete function with the weights as constants.
 
     The converter's own freezing leaves the Keras variables as ``VAR_HANDLE`` ops that the
-    interpreter never initialises (the outputs come out NaN), so the graph is frozen here and
-    wrapped again to give the outputs back their names.
+    interpreter never initialises (the outputs come out NaN), so the graph is frozen here
+    (``tf_frcnn.export.frozen.freeze``, which also gives the outputs back their names).
     """
-    serve = module.serve.get_concrete_function()
-    frozen = convert_to_constants.convert_variables_to_constants_v2(serve)
-
-    @tf.function(input_signature=serve.structured_input_signature[0])
-    def frozen_serve(images):
-        return tf.nest.pack_sequence_as(serve.structured_outputs, frozen(images))
-
-    return frozen_serve.get_concrete_function()
+    return freeze(module.serve.get_concrete_function())
 
 
 def _check_quantization(quantization):

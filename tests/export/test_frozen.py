@@ -1,0 +1,40 @@
+"""Frozen inference: the same detections as the model, with no variable left in the graph."""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_frcnn.export import freeze, frozen_inference
+
+
+def test_frozen_inference_matches_the_model_and_reads_no_variable(trained_model, scene, kit):
+    images = tf.constant(scene[np.newaxis], tf.float32)
+    image_shape = tf.constant([[kit.SIZE, kit.SIZE]])
+    expected = trained_model.infer({"images": images, "image_shape": image_shape})
+    frozen = frozen_inference(trained_model, kit.SIZE, kit.SIZE)
+    out = frozen(images, image_shape)
+    assert set(out) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(out[name].numpy(), value.numpy(), rtol=1e-5, atol=1e-4,
+                                   err_msg=name)
+    kit.assert_finds_scene(out["detection_boxes"][0].numpy() / kit.SIZE,
+                           out["detection_classes"][0].numpy(),
+                           out["detection_scores"][0].numpy())
+    ops = {op.type for op in frozen.graph.get_operations()}
+    functions = [f for f in frozen.graph.as_graph_def().library.function]
+    ops |= {node.op for f in functions for node in f.node_def}
+    assert not ops & {"ReadVariableOp", "VarHandleOp", "ResourceGather"}, ops
+    assert not frozen.variables
+
+
+def test_freeze_keeps_the_output_structure():
+    variable = tf.Variable([2.0, 3.0])
+
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.float32, name="x")])
+    def f(x):
+        return {"scaled": x * variable, "total": tf.reduce_sum(x * variable)}
+
+    frozen = freeze(f.get_concrete_function())
+    variable.assign([10.0, 10.0])        # frozen: the weights at freezing time stay
+    out = frozen(tf.constant([1.0, 1.0]))
+    np.testing.assert_allclose(out["scaled"].numpy(), [2.0, 3.0])
+    assert float(out["total"]) == 5.0
