@@ -99,9 +99,9 @@ def convert(signature, quantization=None, representative_images=None):
         (dynamic-range quantization: int8 weights, float activations) or "int8" (full integer
         quantization: int8 weights and activations calibrated on ``representative_images``,
         the kernels XNNPACK runs fastest; ops without an int8 kernel stay float). Lossy: on the
-        demo model it runs 1.9x faster than float32 but its box arithmetic (anchors, decoding,
-        proposals in pixels) does not survive int8 activations (AP 0.77 -> 0.00, see the
-        README); prefer None or "dynamic_int8".
+        demo model it runs 1.9x faster than float32 but AP drops from 0.77 to 0.00, the loss
+        being in the arithmetic after the convs (anchors, box decoding, proposals in pixels;
+        see the README); prefer None or "dynamic_int8" there.
       representative_images: for "int8": uint8 arrays [1, H, W, 3] of the input size (a few
         dozen training images).
     """
