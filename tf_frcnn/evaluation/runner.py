@@ -71,8 +71,7 @@ def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suff
                                             write_metrics_json, write_report)
     from tf_frcnn.training import inputs
     from tf_frcnn.training.loop import read_history
-    from tf_frcnn.training.pretrain import PRETRAIN
-    from tf_frcnn.training.schedule import SCHEDULES
+    from tf_frcnn.training.schedule import stage_names
 
     split = split or config.data.eval_split
     _, class_names = inputs.source(config, split)
@@ -83,8 +82,8 @@ def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suff
     write_metrics_json(metrics, os.path.join(model_dir, f"metrics{suffix}.json"))
     images = {"Precision-recall per class (VOC, IoU 0.5)": plot_pr_curves(
         evaluator.voc_result(), class_names, os.path.join(model_dir, f"pr_curves{suffix}.png"))}
-    stages = [PRETRAIN] + [stage for stage, _ in SCHEDULES[config.train.schedule]]
-    history = {stage: read_history(os.path.join(model_dir, "logs"), stage) for stage in stages}
+    history = {stage: read_history(os.path.join(model_dir, "logs"), stage)
+               for stage in stage_names(config)}
     history = {stage: rows for stage, rows in history.items() if rows}
     if history:
         images["Training loss per stage"] = plot_loss_curves(

@@ -35,6 +35,13 @@ def _is_chief(strategy):
                                     and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def stage_names(config):
+    """The stages a run of ``config`` goes through, in order: the optional
+    "pretrain" stage, then the schedule's."""
+    names = [name for name, _ in SCHEDULES[config.train.schedule]]
+    return ([PRETRAIN] if PRETRAIN in config.train.stages else []) + names
+
+
 def stage_config(config, stage):
     return config.train.stages.get(stage, StageConfig())
 
@@ -95,9 +102,7 @@ class Trainer:
     # -- running ----------------------------------------------------------------
     def run(self, resume=False):
         os.makedirs(self.model_dir, exist_ok=True)
-        stages = [name for name, _ in self.schedule]
-        if PRETRAIN in self.config.train.stages:
-            stages.insert(0, PRETRAIN)
+        stages = stage_names(self.config)
         state_path = os.path.join(self.model_dir, "state.json")
         if resume and os.path.exists(state_path):
             state = RunState.load(self.model_dir)
