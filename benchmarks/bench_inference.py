@@ -261,7 +261,7 @@ def main():
                  "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]])}
         config.train.optimizer = "sgd"
         loop = StageLoop(model, make_optimizer(config.train, stage_config(config, "joint")),
-                         tf.distribute.get_strategy(), weight_decay=config.train.weight_decay)
+                         tf.distribute.get_strategy())
         result["train_step_s_median"], result["train_step_s"] = _median_time(
             lambda: loop.step(batch), args.runs)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,5 +1,7 @@
-"""One training stage: a ``tf.function`` step under ``tf.distribute``, SGD
-with momentum and weight decay, checkpoints, TensorBoard scalars, NaN guard."""
+"""One training stage: a ``tf.function`` step under ``tf.distribute``,
+checkpoints, TensorBoard scalars, and the stop on a non-finite loss or
+gradient (the optimizers, ``tf_frcnn.training.optimizers``, keep it out of the
+weights)."""
 
 import json
 import math
@@ -28,47 +30,15 @@ def make_strategy(name):
     raise ValueError(f"unknown strategy {name!r}; expected default, mirrored or multiworker")
 
 
-def make_optimizer(train_config, stage_config):
-    """The stage's optimizer: the paper's SGD (momentum 0.9) by default, with
-    the learning rate dropping 10x at each of ``stage_config.decay_steps``.
-    Weight decay is applied in the step as an L2 gradient term (as Caffe did),
-    not by the optimizer."""
-    boundaries = [int(step) for step in stage_config.decay_steps]
-    rates = [stage_config.learning_rate * 0.1 ** i for i in range(len(boundaries) + 1)]
-    rate = (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, rates)
-            if boundaries else stage_config.learning_rate)
-    name = train_config.optimizer
-    if name == "sgd":
-        optimizer = keras.optimizers.SGD(rate, momentum=train_config.momentum)
-    elif name == "adam":
-        optimizer = keras.optimizers.Adam(rate)
-    elif name == "adamw":
-        optimizer = keras.optimizers.AdamW(rate)
-    else:
-        raise ValueError(f"config key 'train.optimizer' = {name!r} must be sgd, adam or adamw")
-    if train_config.mixed_precision and tf.config.list_physical_devices("GPU"):
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def _decays(variable):
-    """Caffe's convention (and the paper's): weights decay, biases and
-    normalisation parameters do not."""
-    name = variable.path if hasattr(variable, "path") else variable.name
-    return len(variable.shape) > 1 and "gamma" not in name and "beta" not in name
-
-
 class StageLoop:
     """Runs ``model.compute_losses`` of the model's current stage for a number of
     steps. The step is one ``tf.function`` traced once per input signature
     (``trace_count`` counts the traces). ``model`` must be built."""
 
-    def __init__(self, model, optimizer, strategy, *, weight_decay=0.0, clip_norm=None,
-                 jit_compile=False):
+    def __init__(self, model, optimizer, strategy, *, clip_norm=None, jit_compile=False):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
-        self.weight_decay = weight_decay
         self.clip_norm = clip_norm
         self.trace_count = 0
         # Optimizer slots made now, not inside the first trace, keep it to one trace.
@@ -88,15 +58,18 @@ class StageLoop:
             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
                 loss = optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, variables)
-        if self.weight_decay:
-            gradients = [g + self.weight_decay * v / replicas if _decays(v) else g
-                         for g, v in zip(gradients, variables)]
         if self.clip_norm:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
-        losses["gradients_finite"] = tf.cast(finite, tf.float32)
-        # No NaN may reach the weights: the caller stops on this step.
-        gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
+        # One read of each gradient: a NaN or Inf anywhere makes the sum non-finite
+        # (so does a sum beyond float32's range, divergence too). The optimizer
+        # skips such gradients itself; ``step`` stops the run.
+        total = tf.add_n([tf.reduce_sum(g) for g in gradients])
+        losses["gradients_finite"] = tf.cast(tf.math.is_finite(total), tf.float32)
+        # Updates start once every gradient exists, so the backward pass no longer
+        # reads a weight: updating one it still reads would copy it first (TF's
+        # copy-on-write), 410 MB for VGG16's fc6.
+        with tf.control_dependencies([total]):
+            gradients = [tf.identity(g) for g in gradients]
         optimizer.apply_gradients(zip(gradients, variables))
         return losses
 
@@ -109,9 +82,10 @@ class StageLoop:
     def step(self, batch):
         """One training step; returns the replica-mean losses as Python floats.
 
-        Raises ``TrainingDiverged`` on a non-finite loss or gradient; its
-        gradients are zeroed, so no NaN reaches the weights, and the caller
-        keeps the last good checkpoint."""
+        Raises ``TrainingDiverged`` on a non-finite loss or gradient; the
+        optimizer has left each variable with a non-finite gradient as it was,
+        so no NaN reaches the weights, and the caller keeps the last good
+        checkpoint."""
         values = {name: float(value) for name, value in self._step(batch).items()}
         finite = values.pop("gradients_finite") == 1.0
         if not finite or not all(math.isfinite(v) for v in values.values()):
@@ -178,5 +152,5 @@ def read_history(log_dir, stage):
     return sorted({row["step"]: row["loss"] for row in rows}.items())
 
 
-__all__ = ["StageLoop", "TrainingDiverged", "atomic_write_text", "make_optimizer",
-           "make_strategy", "read_history", "run_stage"]
+__all__ = ["StageLoop", "TrainingDiverged", "atomic_write_text", "make_strategy", "read_history",
+           "run_stage"]

@@ -9,7 +9,8 @@ import tensorflow as tf
 from tf_frcnn.config import ConfigError, StageConfig
 from tf_frcnn.model import build_model
 from tf_frcnn.training import inputs
-from tf_frcnn.training.loop import StageLoop, make_optimizer, make_strategy, run_stage
+from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
+from tf_frcnn.training.optimizers import make_optimizer
 from tf_frcnn.training.pretrain import PRETRAIN, BackbonePretrainer
 from tf_frcnn.training.state import (FINAL_WEIGHTS, INITIAL_BACKBONE, RunState,
                                      save_weights_atomic, write_config, write_labels)
@@ -181,9 +182,7 @@ class Trainer:
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         directory = os.path.join(self.model_dir, "stages", stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
-        loop = StageLoop(model, optimizer, self.strategy,
-                         weight_decay=self.config.train.weight_decay,
-                         clip_norm=self.config.train.clip_norm,
+        loop = StageLoop(model, optimizer, self.strategy, clip_norm=self.config.train.clip_norm,
                          jit_compile=self.config.train.jit_compile)
         self.loops[stage] = loop
         start = 0
