@@ -1,5 +1,5 @@
 """The optimizers of a training stage: the paper's SGD with momentum and L2
-weight decay (one fused XLA kernel per variable), Adam and AdamW.
+weight decay (updated in place by TF's fused kernels), Adam and AdamW.
 
 Every optimizer here adds the L2 term ``l2 * w`` to the gradient of each
 weight (not to biases or normalisation parameters), after any clipping, as
