@@ -84,3 +84,24 @@ def test_resume_continues_the_unfinished_stage(smoke_config, tmp_path, monkeypat
     assert int(resumed.loops["detector2"].optimizer.iterations.numpy()) == 8
     with open(tmp_path / "state.json") as handle:
         assert json.load(handle)["finished_stages"] == ["rpn1", "detector2", "rpn3", "detector4"]
+
+
+def test_loss_scaling_overflow_is_skipped_not_fatal(smoke_config):
+    """Under a LossScaleOptimizer (train.mixed_precision on a GPU) a step whose scaled
+    gradients overflow is skipped by the scaler, which halves its scale; the run goes on
+    and the weights stay as they were."""
+    import keras
+    batch = next(iter(inputs.batches(smoke_config, "train", training=True, batch_size=2)))
+    model = build_model(smoke_config, stage="joint")
+    model(batch)
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        make_optimizer(smoke_config.train, stage_config(smoke_config, "x")), initial_scale=2.0 ** 120)
+    loop = StageLoop(model, optimizer, tf.distribute.get_strategy(), clip_norm=10.0)
+    before = [w.numpy() for w in model.trainable_weights]
+    losses = loop.step(batch)
+    assert np.isfinite(losses["loss"])
+    assert float(optimizer.dynamic_scale) == 2.0 ** 119
+    assert all(np.array_equal(w.numpy(), b) for w, b in zip(model.trainable_weights, before))
+    optimizer.dynamic_scale.assign(2.0 ** 10)      # a sane scale: the next step trains
+    loop.step(batch)
+    assert not all(np.array_equal(w.numpy(), b) for w, b in zip(model.trainable_weights, before))

@@ -51,20 +51,26 @@ class StageLoop:
         model, optimizer = self.model, self.optimizer
         variables = model.trainable_variables
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             watch_trainable(tape, variables)
             losses = model.compute_losses(batch, training=True, step=optimizer.iterations)
             loss = losses["loss"] / replicas
-            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            if scaled:
                 loss = optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, variables)
         if self.clip_norm:
-            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
+            # Scaled gradients are clipped at the scaled norm: the unscaled ones at clip_norm.
+            norm = self.clip_norm * optimizer.dynamic_scale if scaled else self.clip_norm
+            gradients, _ = tf.clip_by_global_norm(gradients, norm)
         # One read of each gradient: a NaN or Inf anywhere makes the sum non-finite
         # (so does a sum beyond float32's range, divergence too). The optimizer
-        # skips such gradients itself; ``step`` stops the run.
+        # skips such gradients itself; ``step`` stops the run. Under loss scaling an
+        # overflow is the scaler's to handle (it skips the step and halves its scale):
+        # there only a non-finite loss stops the run.
         total = tf.add_n([tf.reduce_sum(g) for g in gradients])
-        losses["gradients_finite"] = tf.cast(tf.math.is_finite(total), tf.float32)
+        finite = tf.logical_or(scaled, tf.math.is_finite(total))
+        losses["gradients_finite"] = tf.cast(finite, tf.float32)
         # Updates start once every gradient exists, so the backward pass no longer
         # reads a weight: updating one it still reads would copy it first (TF's
         # copy-on-write), 410 MB for VGG16's fc6.
