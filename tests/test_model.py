@@ -77,7 +77,10 @@ def test_tiny_model_overfits_one_image():
                        roi_sampler_args={"num_rois": 32}, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = float(model.compute_losses(batch)["loss"])
-    model.fit(tf.data.Dataset.from_tensors(batch).repeat(150), epochs=1, verbose=0)
+    # 250 steps: the loss ends near 1e-4 (three runs); at 150 it sometimes ended just above
+    # the bar (0.248 against 0.239 in a CI run): crop_and_resize's CPU gradient is not
+    # deterministic, so runs differ.
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(250), epochs=1, verbose=0)
     after = float(model.compute_losses(batch)["loss"])
     assert after < before / 10, (before, after)
 
