@@ -94,8 +94,8 @@ def test_loss_scaling_overflow_is_skipped_not_fatal(smoke_config):
     batch = next(iter(inputs.batches(smoke_config, "train", training=True, batch_size=2)))
     model = build_model(smoke_config, stage="joint")
     model(batch)
-    optimizer = keras.optimizers.LossScaleOptimizer(
-        make_optimizer(smoke_config.train, stage_config(smoke_config, "x")), initial_scale=2.0 ** 120)
+    inner = make_optimizer(smoke_config.train, stage_config(smoke_config, "x"))
+    optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0 ** 120)
     loop = StageLoop(model, optimizer, tf.distribute.get_strategy(), clip_norm=10.0)
     before = [w.numpy() for w in model.trainable_weights]
     losses = loop.step(batch)
