@@ -28,8 +28,12 @@ class ModelConfig:
     class_names: Optional[list] = None    # len == num_classes when given
     rpn_channels: int = 512               # 256 for small backbones
     anchor_base_size: int = 16
-    anchor_scales: list = field(default_factory=lambda: [8, 16, 32])
-    anchor_ratios: list = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    # A list, or "auto": fitted to the training boxes when training starts
+    # (tf_frcnn.data.analysis.fit_anchors); the model dir's config.yaml keeps the result.
+    anchor_scales: object = field(default_factory=lambda: [8, 16, 32])
+    anchor_ratios: object = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    num_anchor_scales: int = 3            # scales fitted for anchor_scales: auto
+    num_anchor_ratios: int = 3            # ratios fitted for anchor_ratios: auto
     pool_size: Optional[int] = None       # None: the backbone's (7 for VGG16)
     fc_units: list = field(default_factory=lambda: [1024, 1024])  # when the backbone has no fc head
     dropout: float = 0.0
@@ -70,8 +74,21 @@ class DetectionConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation (tf_frcnn.data.augment); all off by default."""
+    scales: Optional[list] = None         # multi-scale: shorter side drawn from these per image
+    crop_probability: float = 0.0         # chance of a random crop (zoom in) per image
+    min_crop: float = 0.5                 # a crop keeps at least this fraction of each side
+    min_visible: float = 0.5              # a cropped box keeping less of its area is dropped
+    brightness: float = 0.0               # max brightness delta, fraction of 255
+    contrast: float = 0.0                 # contrast factor drawn in [1 - c, 1 + c]
+    saturation: float = 0.0               # saturation factor drawn in [1 - s, 1 + s]
+    hue: float = 0.0                      # max hue delta, in [0, 0.5]
+
+
+@dataclass
 class DataConfig:
-    source: str = "synthetic"             # synthetic | voc | coco | tfds
+    source: str = "synthetic"             # synthetic | voc | coco | tfds | yolo | csv
     root: Optional[str] = None            # VOC root, COCO image dir, or TFDS name
     annotations: Optional[str] = None     # COCO annotation JSON (training)
     eval_annotations: Optional[str] = None  # COCO annotation JSON of the eval split
@@ -79,6 +96,9 @@ class DataConfig:
     data_dir: Optional[str] = None        # TFDS data dir
     train_split: str = "train"
     eval_split: str = "test"
+    # Validation during training (train.eval_every): a split name, or a fraction in
+    # (0, 1) of the training split held out by image id; None: no validation.
+    val_split: object = None
     image_size: int = 128                 # synthetic images' side
     num_train: int = 512                  # synthetic images per split
     num_eval: int = 128
@@ -88,11 +108,13 @@ class DataConfig:
     batch_size: int = 1
     flip: bool = True
     max_boxes: int = 100
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class StageConfig:
     steps: int = 1000
+    epochs: Optional[float] = None        # instead of steps: passes over the training split
     learning_rate: float = 1e-3
     decay_steps: list = field(default_factory=list)  # steps at which lr drops 10x
     batch_size: Optional[int] = None      # None: data.batch_size
@@ -112,6 +134,10 @@ class TrainConfig:
     checkpoint_every: int = 200           # steps between checkpoints
     deterministic: bool = False           # TF op determinism: bit-exact resume on CPU
     stages: dict = field(default_factory=dict)  # stage name -> StageConfig fields
+    eval_every: Optional[int] = None      # steps between validations (needs data.val_split)
+    val_images: Optional[int] = None      # validate on the first N images (None: all)
+    patience: Optional[int] = None        # stop a stage after N validations without gain
+    minutes: Optional[float] = None       # fit the whole schedule into this wall time
 
 
 @dataclass
@@ -152,13 +178,16 @@ def _check_stages(stages):
             if key not in names:
                 raise ConfigError(f"unknown config key 'train.stages.{stage}.{key}' "
                                   f"(expected one of: {', '.join(sorted(names))})")
+        if "steps" in values and "epochs" in values:
+            raise ConfigError(f"config keys 'train.stages.{stage}.steps' and '.epochs': give "
+                              "one of them")
         parsed[stage] = StageConfig(**values)
     return parsed
 
 
 CHOICES = {
     "model.backbone": ("vgg16", "resnet50", "mobilenet", "tiny"),
-    "data.source": ("synthetic", "voc", "coco", "tfds"),
+    "data.source": ("synthetic", "voc", "coco", "tfds", "yolo", "csv"),
     "roi.fill": ("negatives", "zeros", "top_iou"),
     "train.schedule": ("alternating", "joint"),
     "train.optimizer": ("sgd", "adam", "adamw"),
@@ -179,7 +208,8 @@ def _check_types(section, prefix):
             continue
         kind = f.type.__name__ if isinstance(f.type, type) else str(f.type).replace("typing.", "")
         if value is None:
-            if not kind.startswith("Optional"):
+            # "object" fields (a list or "auto", a name or a fraction) check their own values.
+            if not kind.startswith("Optional") and kind != "object":
                 raise ConfigError(f"config key '{key}' must not be null")
             continue
         if "bool" in kind:
@@ -241,9 +271,22 @@ def _validate(config):
     positive("model.anchor_base_size", config.model.anchor_base_size)
     positive("model.rpn_channels", config.model.rpn_channels)
     positive("model.alpha", config.model.alpha)
-    for key in ("anchor_scales", "anchor_ratios", "fc_units"):
-        for value in getattr(config.model, key):
-            positive(f"model.{key}", value)
+    for key in ("anchor_scales", "anchor_ratios"):
+        value = getattr(config.model, key)
+        if value == "auto":
+            continue
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"config key 'model.{key}' = {value!r} must be a list of numbers "
+                              "or 'auto'")
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise ConfigError(f"config key 'model.{key}' = {value!r} must be a list of "
+                                  "numbers or 'auto'")
+            positive(f"model.{key}", item)
+    for key in ("num_anchor_scales", "num_anchor_ratios"):
+        positive(f"model.{key}", getattr(config.model, key))
+    for value in config.model.fc_units:
+        positive("model.fc_units", value)
     if config.model.pool_size is not None:
         positive("model.pool_size", config.model.pool_size)
     tiny = config.model.tiny_channels
@@ -268,6 +311,29 @@ def _validate(config):
         for value in config.data.pad_to:
             positive("data.pad_to", value)
     positive("train.checkpoint_every", config.train.checkpoint_every)
+    for key in ("eval_every", "val_images", "patience", "minutes"):
+        if getattr(config.train, key) is not None:
+            positive(f"train.{key}", getattr(config.train, key))
+    val = config.data.val_split
+    if val is not None and not isinstance(val, str) and not (
+            isinstance(val, float) and 0.0 < val < 1.0):
+        raise ConfigError(f"config key 'data.val_split' = {val!r} must be a split name or a "
+                          "fraction in (0, 1)")
+    if config.train.eval_every is not None and val is None:
+        raise ConfigError("config key 'train.eval_every' needs data.val_split (the split to "
+                          "validate on)")
+    aug = config.data.augment
+    if aug.scales is not None:
+        if not aug.scales:
+            raise ConfigError("config key 'data.augment.scales' must list at least one size")
+        for value in aug.scales:
+            positive("data.augment.scales", value)
+    for key in ("crop_probability", "min_crop", "min_visible", "brightness", "contrast",
+                "saturation"):
+        between(f"data.augment.{key}", getattr(aug, key), 0.0, 1.0)
+    between("data.augment.hue", aug.hue, 0.0, 0.5)
+    if aug.min_crop <= 0:
+        raise ConfigError("config key 'data.augment.min_crop' must be > 0")
     if config.train.clip_norm is not None:
         positive("train.clip_norm", config.train.clip_norm)
     if config.rpn.negative_iou > config.rpn.positive_iou:
@@ -286,6 +352,8 @@ def _validate(config):
                               f"schedule has stages {', '.join(allowed_stages)}")
         _check_types(stage_config, f"train.stages.{stage}.")
         positive(f"train.stages.{stage}.steps", stage_config.steps)
+        if stage_config.epochs is not None:
+            positive(f"train.stages.{stage}.epochs", stage_config.epochs)
         positive(f"train.stages.{stage}.learning_rate", stage_config.learning_rate)
         for value in stage_config.decay_steps:
             positive(f"train.stages.{stage}.decay_steps", value)
