@@ -202,3 +202,18 @@ def test_real_aquarium_train_split(monkeypatch):
     counts = [len(labels) for labels in dataset.as_numpy_iterator()]
     # ../shared/data/aquarium/README.md: 448 images, 3,324 boxes, one empty label file.
     assert len(counts) == 448 and sum(counts) == 3324 and counts.count(0) == 1
+
+
+def test_config_source_reads_the_split_folders_and_data_yaml(yolo):
+    from tf_frcnn.config import config_from_dict
+    from tf_frcnn.training import inputs
+
+    yolo.add("train", "a", [(1, 0.5, 0.5, 0.5, 0.5)])
+    yolo.add("valid", "v", [(0, 0.5, 0.5, 0.5, 0.5), (0, 0.5, 0.5, 0.2, 0.2)])
+    config = config_from_dict({"model": {"num_classes": 2}, "data": {
+        "source": "yolo", "root": str(yolo.root), "val_split": "valid"}})
+    records_, names = inputs.source(config, "train")
+    assert names == ["cat", "dog"]
+    assert [len(r["labels"]) for r in records(records_)] == [1]
+    records_, _ = inputs.source(config, config.data.val_split)
+    assert [len(r["labels"]) for r in records(records_)] == [2]
