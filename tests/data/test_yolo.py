@@ -202,6 +202,11 @@ def test_real_aquarium_train_split(monkeypatch):
     counts = [len(labels) for labels in dataset.as_numpy_iterator()]
     # ../shared/data/aquarium/README.md: 448 images, 3,324 boxes, one empty label file.
     assert len(counts) == 448 and sum(counts) == 3324 and counts.count(0) == 1
+    # test: 584 label rows, 2 of them zero-size (w = h = 0): dropped in one warning.
+    with pytest.warns(DataWarning, match="dropped 2 boxes"):
+        dataset = yolo_dataset(AQUARIUM, "test").map(lambda r: r["labels"])
+    counts = [len(labels) for labels in dataset.as_numpy_iterator()]
+    assert len(counts) == 63 and sum(counts) == 582
 
 
 def test_config_source_reads_the_split_folders_and_data_yaml(yolo):

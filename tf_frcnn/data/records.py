@@ -177,14 +177,15 @@ class BoxAudit:
         self.clipped += int(np.sum(was_outside & keep))
         return clipped[keep].astype(np.float32), keep
 
-    def warn(self) -> None:
-        """One warning for the whole dataset, if anything was repaired."""
+    def warn(self, stacklevel: int = 3) -> None:
+        """One warning for the whole dataset, if anything was repaired; the default
+        `stacklevel` points at the caller of the reader that calls `warn`."""
         if self.dropped or self.clipped:
             warnings.warn(
                 f"{self.source}: dropped {self.dropped} boxes that were inverted, zero-area or "
                 f"outside the image, and clipped {self.clipped} boxes to the image",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
 
 
@@ -225,7 +226,7 @@ def annotated_dataset(
             continue
         boxes, keep = audit.clean(boxes, *((1.0, 1.0) if normalised else file_size))
         examples.append(make_example(path, image_id, boxes, np.asarray(labels, np.int32)[keep]))
-    audit.warn()
+    audit.warn(stacklevel=4)  # past this helper and the reader, at the reader's caller
     return examples_to_dataset(examples, strict=strict, source=source)
 
 
