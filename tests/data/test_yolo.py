@@ -115,6 +115,12 @@ def test_label_without_image_names_the_missing_image(yolo):
         yolo_dataset(yolo.root, "train")
 
 
+def test_labelimg_classes_txt_beside_the_labels_is_not_an_orphan(yolo):
+    yolo.add("train", "a", [(0, 0.5, 0.5, 0.2, 0.2)])
+    (yolo.dirs("train")[1] / "classes.txt").write_text("cat\ndog\n")
+    assert [r["image_id"] for r in records(yolo_dataset(yolo.root, "train"))] == [b"a"]
+
+
 def test_broken_image_link_is_a_missing_image(yolo):
     yolo.add("train", "a", [(0, 0.5, 0.5, 0.2, 0.2)])
     images, labels = yolo.dirs("train")

@@ -158,8 +158,8 @@ def yolo_dataset(root, split: str, class_names=None, strict: bool = False) -> tf
     Raises:
       DataError naming the file (and line): a split or labels directory not found, no
       images in the split, a row that is not five numbers, a class index that is not an
-      integer in 0..len(class_names) - 1, a label file whose image is missing, two images
-      sharing one label file.
+      integer in 0..len(class_names) - 1, a label file whose image is missing (except
+      labels/classes.txt, labelImg's names file), two images sharing one label file.
     """
     root = pathlib.Path(root)
     class_names = list(yolo_class_names(root) if class_names is None else class_names)
@@ -181,7 +181,8 @@ def yolo_dataset(root, split: str, class_names=None, strict: bool = False) -> tf
         raise DataError(f"YOLO split {split!r} has no images in {images_dir}")
     for label_path in sorted(labels_dir.rglob("*.txt")):
         stem = label_path.relative_to(labels_dir).with_suffix("").as_posix()
-        if stem not in image_of:
+        # labelImg saves the class names as classes.txt beside the label files.
+        if stem not in image_of and stem != "classes":
             raise DataError(
                 f"YOLO label file {label_path} has no image {images_dir / stem}.* "
                 f"({'/'.join(IMAGE_SUFFIXES)}): the image is missing"
