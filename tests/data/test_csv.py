@@ -127,6 +127,17 @@ def test_empty_or_missing_table_is_an_error(table):
         csv_class_names(table.root / "nope.csv")
 
 
+def test_line_numbers_count_blank_and_multi_line_rows(table):
+    table.image("a.jpg")
+    path = table.table(["", "path,xmin,ymin,xmax,ymax,class", '"a.jpg",0,0,20,15,"two\nlines"',
+                        "a.jpg,0,x,20,15,dog"])
+    with pytest.raises(DataError, match=r"boxes\.csv:5: 'x' is not a number"):
+        csv_dataset(path, table.image_dir)
+    bad = table.table(["", "file,xmin,ymin,xmax,ymax"], name="bad.csv")
+    with pytest.raises(DataError, match=r"bad\.csv:2: the header"):
+        csv_dataset(bad, table.image_dir)
+
+
 def test_byte_order_mark_and_quoted_paths(table):
     table.image("a, b.jpg")
     path = table.root / "boxes.csv"

@@ -39,7 +39,7 @@ CLASS_COLUMNS = ("class", "label", "name")
 Row = collections.namedtuple("Row", "line path corners class_name")
 
 
-def _columns(header: list[str], csv_path) -> list[int]:
+def _columns(header: list[str], where: str) -> list[int]:
     """Indices of (path, xmin, ymin, xmax, ymax, class) in a header row."""
     names = [name.strip().lower() for name in header]
     indices = []
@@ -47,7 +47,7 @@ def _columns(header: list[str], csv_path) -> list[int]:
         found = [index for index, name in enumerate(names) if name in wanted]
         if len(found) != 1:
             raise DataError(
-                f"{csv_path}:1: the header {header} needs exactly one column named "
+                f"{where}: the header {header} needs exactly one column named "
                 f"{' or '.join(wanted)}"
             )
         indices.append(found[0])
@@ -60,12 +60,18 @@ def _read_rows(csv_path) -> list[Row]:
         raise DataError(f"CSV annotation file not found: {path}")
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
-            table = [(number, row) for number, row in enumerate(csv.reader(file), start=1)]
+            reader = csv.reader(file)
+            # line_num after a row is its last physical line (a quoted field may hold newlines).
+            table = [(reader.line_num, row) for row in reader]
     except (csv.Error, UnicodeDecodeError) as error:
         raise DataError(f"cannot parse CSV file {path}: {error}") from error
     table = [(number, row) for number, row in table if any(field.strip() for field in row)]
     header = bool(table) and any(field.strip().lower() in COORDINATES for field in table[0][1])
-    columns = _columns(table.pop(0)[1], path) if header else list(range(6))
+    if header:
+        number, names = table.pop(0)
+        columns = _columns(names, f"{path}:{number}")
+    else:
+        columns = list(range(6))
     rows = []
     for number, row in table:
         where = f"{path}:{number}"
@@ -89,13 +95,17 @@ def _read_rows(csv_path) -> list[Row]:
     return rows
 
 
+def _sorted_names(rows: list[Row]) -> list[str]:
+    return sorted({row.class_name for row in rows if row.class_name})
+
+
 def csv_class_names(csv_path) -> list[str]:
     """The distinct class names of the table, sorted: label i + 1 is names[i].
 
     Raises:
       DataError naming the file (and line) when it is missing, malformed or empty.
     """
-    return sorted({row.class_name for row in _read_rows(csv_path) if row.class_name})
+    return _sorted_names(_read_rows(csv_path))
 
 
 def csv_dataset(csv_path, image_dir, class_names=None, strict: bool = False) -> tf.data.Dataset:
@@ -123,7 +133,7 @@ def csv_dataset(csv_path, image_dir, class_names=None, strict: bool = False) -> 
       a missing image, a path leading outside `image_dir` (absolute or with "..").
     """
     rows = _read_rows(csv_path)
-    class_names = list(csv_class_names(csv_path) if class_names is None else class_names)
+    class_names = list(_sorted_names(rows) if class_names is None else class_names)
     label_of = {name: index + 1 for index, name in enumerate(class_names)}
     image_dir = pathlib.Path(image_dir)
     source = f"csv_dataset({os.fspath(csv_path)!r})"
