@@ -82,7 +82,8 @@ def evaluate(model, config, class_names, batches, *, progress=True, num_batches=
     return evaluator.result(), evaluator
 
 
-__all__ = ["RECALL_PROPOSALS", "batch_groundtruths", "evaluate", "inference_function", "recall_layer"]
+__all__ = ["RECALL_PROPOSALS", "batch_groundtruths", "evaluate", "inference_function",
+           "recall_layer"]
 
 
 def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suffix="",

@@ -2,7 +2,7 @@
 ``tf-frcnn train --minutes``), measured as training goes.
 
 Every stage keeps the proportion of steps the config gives it: the stages not
-yet finished train round(k * base) steps for one factor k, the largest whose
+yet finished train floor(k * base) steps for one factor k, the largest whose
 predicted time fits the time left. The prediction uses what this run measured
 on this machine: each stage's set-up (data, proposer, tracing, the previous
 stage's saves), its time per step (checkpoints included) and per validation.
@@ -12,9 +12,10 @@ time its step count doubles (so checkpoints and drift enter the rate) and
 after each of its validations, and every measurement fits k again. A stage
 not measured yet is assumed to cost what its like (rpn3 like rpn1, detector4
 like detector2) cost, else twice the largest set-up and the slowest step
-measured so far (a detector's step traces and runs longer than an RPN's). So the final stage's length comes from its own rate and the
-run ends on time unless the stages' set-up alone exceeds the budget; the
-proportions hold as far as those assumptions did."""
+measured so far (a detector's step traces and runs longer than an RPN's). So
+the final stage's length comes from its own rate and the run ends on time
+unless the stages' set-up alone exceeds the budget; the proportions hold as
+far as those assumptions did."""
 
 import dataclasses
 import math
