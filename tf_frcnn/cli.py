@@ -11,14 +11,21 @@ import time
 
 EXAMPLES = {
     "train": "examples:\n  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes\n"
-             "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --resume",
-    "eval": "example:\n  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes",
+             "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --resume\n"
+             "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --minutes 20",
+    "eval": "examples:\n  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes\n"
+            "  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes "
+            "--weights final",
     "export": "examples:\n  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes\n"
               "  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes --tflite",
     "predict": "examples:\n  tf-frcnn predict --model saved_models/shapes img1.jpg img2.png --out preds/\n"
                "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/",
     "demo": "example:\n  tf-frcnn demo        (what `make demo` runs)",
 }
+
+
+WEIGHTS_HELP = ("best.weights.h5 (the final stage's best validation mAP50) or "
+                "final.weights.h5 (default: best where it exists, else final)")
 
 
 class UserError(Exception):
@@ -45,12 +52,18 @@ def _parser():
     train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
                        help="tf.distribute strategy (default: the config's train.strategy)")
     train.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
+    train.add_argument("--minutes", type=float, metavar="M",
+                       help="fit the whole schedule into M minutes on this machine, each "
+                       "stage keeping its share of the config's steps (train.minutes); "
+                       "measured when training starts, kept by --resume")
 
     evaluate = command("eval", "Evaluate a trained model; writes metrics.json and a report.")
     evaluate.add_argument("--config", required=True)
     evaluate.add_argument("--model-dir", required=True)
     evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
     evaluate.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
+    evaluate.add_argument("--weights", choices=["best", "final"],
+                          help=WEIGHTS_HELP)
     evaluate.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
                           help="truncated SVD of the head's fc layers, one rank per layer "
                           "(0 keeps a layer), e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN "
@@ -61,6 +74,7 @@ def _parser():
     export.add_argument("--model-dir", required=True)
     export.add_argument("--out", required=True, help="base dir; version N goes in OUT/N/")
     export.add_argument("--tflite", action="store_true", help="also write OUT/N/model.tflite")
+    export.add_argument("--weights", choices=["best", "final"], help=WEIGHTS_HELP)
     export.add_argument("--tflite-size", type=int, nargs=2, metavar=("H", "W"),
                         help="TFLite input size (default: the config's max_size square)")
     export.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
@@ -92,6 +106,10 @@ def _config(path, data_dir=None):
 def cmd_train(args):
     from tf_frcnn.training import train
     config = _config(args.config, args.data_dir)
+    if args.minutes is not None:
+        if args.minutes <= 0:
+            raise UserError(f"--minutes {args.minutes:g} must be > 0")
+        config.train.minutes = args.minutes
     model_dir = args.model_dir or os.path.join(
         "runs", os.path.splitext(os.path.basename(args.config))[0])
     _check_writable(model_dir)
@@ -117,25 +135,39 @@ def cmd_eval(args):
     from tf_frcnn.evaluation.runner import evaluate_model_dir
 
     config = _config(args.config, args.data_dir)
-    model = _load_model(args.model_dir, args.svd_ranks)[0]
-    print(f"evaluating {args.model_dir} on split '{args.split or config.data.eval_split}'")
+    model, _, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
+    print(f"evaluating {args.model_dir} ({weights}) on split "
+          f"'{args.split or config.data.eval_split}'")
     suffix = "_svd" if args.svd_ranks else ""
-    metrics, report = evaluate_model_dir(
-        config, model, args.model_dir, args.split, suffix=suffix,
-        extra={"svd_ranks": list(args.svd_ranks)} if args.svd_ranks else None)
+    extra = {"weights": weights.split()[0]}
+    if args.svd_ranks:
+        extra["svd_ranks"] = list(args.svd_ranks)
+    metrics, report = evaluate_model_dir(config, model, args.model_dir, args.split,
+                                         suffix=suffix, extra=extra)
     print(format_table(metrics))
     print(f"wrote {os.path.join(args.model_dir, f'metrics{suffix}.json')} and {report}")
     return metrics
 
 
-def _load_model(model_dir, svd_ranks=None):
-    from tf_frcnn.training.schedule import load_trained_model
-    from tf_frcnn.training.state import FINAL_WEIGHTS
+def _load_model(model_dir, svd_ranks=None, weights=None):
+    """(model, config, "best (stage detector4, step 40, mAP50 0.81)" or "final")."""
+    from tf_frcnn.training.schedule import load_trained_model, trained_weights
+    from tf_frcnn.training.state import BEST_WEIGHTS, FINAL_WEIGHTS, RunState
     if not os.path.exists(os.path.join(model_dir, FINAL_WEIGHTS)):
         raise UserError(f"model dir {model_dir} has no finished training "
                         f"({FINAL_WEIGHTS} missing): run tf-frcnn train first")
+    weights, path = trained_weights(model_dir, weights)
+    if not os.path.exists(path):
+        raise UserError(f"model dir {model_dir} has no {BEST_WEIGHTS} (its final stage did "
+                        "not validate: set train.eval_every and data.val_split); use "
+                        "--weights final")
+    described = weights
+    best = RunState.load(model_dir).best if weights == "best" else None
+    if best:
+        described += " (" + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in best.items()) + ")"
     try:
-        return load_trained_model(model_dir, svd_ranks)
+        return (*load_trained_model(model_dir, svd_ranks, weights), described)
     except ValueError as error:
         if svd_ranks and "rank" in str(error).lower():
             raise UserError(str(error)) from None
@@ -145,7 +177,8 @@ def _load_model(model_dir, svd_ranks=None):
 def cmd_export(args):
     from tf_frcnn.export import export_saved_model, export_tflite
     from tf_frcnn.training.state import read_labels
-    model, config = _load_model(args.model_dir, args.svd_ranks)
+    model, config, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
+    print(f"exporting {args.model_dir} ({weights})")
     class_names = read_labels(args.model_dir)
     d = config.data
     version_dir = export_saved_model(model, args.out, class_names, min_size=d.min_size,

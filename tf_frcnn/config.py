@@ -178,6 +178,10 @@ def _check_stages(stages):
             if key not in names:
                 raise ConfigError(f"unknown config key 'train.stages.{stage}.{key}' "
                                   f"(expected one of: {', '.join(sorted(names))})")
+        # A config written back (the model dir's config.yaml) has both keys, one null.
+        if values.get("steps") is not None and values.get("epochs") is not None:
+            raise ConfigError(f"config keys 'train.stages.{stage}.steps' and '.epochs': give "
+                              "one of them")
         parsed[stage] = StageConfig(**values)
     return parsed
 

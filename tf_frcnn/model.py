@@ -140,15 +140,23 @@ class FasterRCNN(keras.Model):
     def call(self, inputs, training=False):
         return self.infer(inputs, training=training)
 
-    def infer(self, inputs, training=False, recall_proposal_layer=None):
+    def infer(self, inputs, training=False, recall_proposal_layer=None, proposal_source=None):
         """The forward pass of ``call``; with ``recall_proposal_layer`` (a
         ``ProposalLayer`` keeping more boxes, for RPN recall at 1,000) it also
         returns that layer's proposals as "recall_proposals" and
-        "num_recall_proposals", sharing the backbone and RPN computation."""
+        "num_recall_proposals", sharing the backbone and RPN computation.
+        ``proposal_source`` (images, image_shape) -> (proposals, scores,
+        num_proposals) replaces this model's RPN (stage 2 of the alternating
+        schedule detects on stage 1's proposals); no recall proposals then."""
         images, image_shape = self._unpack(inputs)
-        feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
-        proposals, _, num_proposals = self.proposal_layer(
-            logits, deltas, anchors, image_shape, training=training)
+        if proposal_source is not None:
+            feature_map = self.features(images, training=training)
+            proposals, _, num_proposals = proposal_source(images, image_shape)
+            recall_proposal_layer = None
+        else:
+            feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
+            proposals, _, num_proposals = self.proposal_layer(
+                logits, deltas, anchors, image_shape, training=training)
         class_logits, box_deltas = self.detect(feature_map, proposals, training=training)
         detections = postprocess_detections(
             class_logits, box_deltas, proposals, num_proposals, image_shape,

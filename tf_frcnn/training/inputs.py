@@ -1,5 +1,7 @@
 """From a config's ``data`` section to batches for the detector."""
 
+import math
+
 import tensorflow as tf
 
 from tf_frcnn import data
@@ -55,10 +57,71 @@ def _required(data_config, key):
     return value
 
 
-def batches(config, split, training, batch_size=None, seed=None):
-    """Padded batches of ``split`` (see ``tf_frcnn.data.build_pipeline``)."""
+# The split name that stands for the validation images (``data.val_split``): a
+# configured split, or the images held out of the training split.
+VALIDATION = "<val_split>"
+_HASH_BUCKETS = 1 << 20
+
+
+def held_out(image_ids, fraction):
+    """Whether each image is in the validation hold-out: bool of the shape of
+    ``image_ids`` (string). Decided by a fingerprint of the id alone (TF's
+    Fingerprint64, fixed across runs and platforms), so the same images are held
+    out on every run, on resume and whatever the order of the records."""
+    bucket = tf.strings.to_hash_bucket_fast(image_ids, _HASH_BUCKETS)
+    return bucket < int(round(fraction * _HASH_BUCKETS))
+
+
+def split_records(config, split):
+    """The records of ``split`` as training and validation see them, and the
+    class names (see ``source``).
+
+    With ``data.val_split`` a fraction, the training split loses the images
+    ``held_out`` and ``VALIDATION`` is exactly those; with it a split name,
+    ``VALIDATION`` is that split. ``VALIDATION`` keeps the first
+    ``train.val_images`` images when that is set."""
     d = config.data
-    records, _ = source(config, split)
+    fraction = None if isinstance(d.val_split, str) or d.val_split is None else d.val_split
+    if split == VALIDATION:
+        if d.val_split is None:
+            raise ValueError("no validation split: config key 'data.val_split' is not set")
+        if fraction is None:
+            records, names = source(config, d.val_split)
+        else:
+            records, names = source(config, d.train_split)
+            records = records.filter(lambda record: held_out(record["image_id"], fraction))
+        if config.train.val_images:
+            records = records.take(config.train.val_images)
+        return records, names
+    records, names = source(config, split)
+    if fraction is not None and split == d.train_split:
+        records = records.filter(lambda record: ~held_out(record["image_id"], fraction))
+    return records, names
+
+
+def num_images(config, split):
+    """The number of images of ``split`` (after the hold-out, see
+    ``split_records``): the records' cardinality where tf.data knows it,
+    otherwise one pass over them (which decodes each image once)."""
+    records, _ = split_records(config, split)
+    count = int(records.cardinality())
+    if count >= 0:
+        return count
+    return int(records.map(lambda record: record["image_id"]).reduce(
+        tf.constant(0, tf.int64), lambda total, _: total + 1))
+
+
+def epoch_steps(epochs, images, batch_size):
+    """Steps of ``epochs`` passes over ``images`` at ``batch_size``: ceil(epochs * images
+    / batch_size), at least 1 (rounded first, so 0.1 * 30 / 1 is 3 steps, not 4)."""
+    return max(1, math.ceil(round(epochs * images / batch_size, 6)))
+
+
+def batches(config, split, training, batch_size=None, seed=None):
+    """Padded batches of ``split`` (see ``tf_frcnn.data.build_pipeline``; the
+    hold-out and ``VALIDATION`` of ``split_records`` apply)."""
+    d = config.data
+    records, _ = split_records(config, split)
     return data.build_pipeline(
         records, training=training, batch_size=batch_size or d.batch_size,
         min_size=d.min_size, max_size=d.max_size,

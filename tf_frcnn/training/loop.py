@@ -100,18 +100,56 @@ class StageLoop:
 
 
 def run_stage(model, stage, loop, batches, *, steps, start_step, checkpoint, manager, state,
-              log_dir, checkpoint_every, progress=True):
+              log_dir, checkpoint_every, progress=True, validation=None, on_best=None,
+              observe=None):
     """Train ``steps`` steps of ``stage`` from ``start_step``, checkpointing every
     ``checkpoint_every`` steps and at the end; ``state`` records the step of
-    each checkpoint. Losses go to TensorBoard and to ``losses.jsonl``."""
+    each checkpoint. Losses go to TensorBoard and to ``losses.jsonl``.
+
+    ``validation`` (a ``training.validation.ValidationSchedule``) validates at
+    its steps: the values go to the progress line, TensorBoard ("val/...") and
+    ``{stage}.val.jsonl``; each validated step is checkpointed first, then
+    ``on_best(row)`` runs on a best value and ``state`` is saved, so a kill at
+    any point resumes with the record of the checkpoint it restores (a resumed
+    stage whose checkpoint was validated but not recorded validates it again).
+    The stage stops early once the schedule's patience runs out. ``observe(step)``
+    runs after each step and may return a new length for the stage (a time
+    budget's fit, never below the step reached). Returns the last step trained."""
     writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
     history_path = os.path.join(log_dir, f"{stage}.losses.jsonl")
-    bar = keras.utils.Progbar(steps, stateful_metrics=None, verbose=1 if progress else 0,
+    shown = [f"val_{validation.metric}"] if validation is not None else None
+    bar = keras.utils.Progbar(steps, stateful_metrics=shown, verbose=1 if progress else 0,
                               unit_name="step")
     bar.update(start_step)
+    pending = []
+
+    def save(step):
+        nonlocal pending
+        with open(history_path, "a", encoding="utf-8") as history:
+            history.write("".join(line + "\n" for line in pending))
+        pending = []
+        manager.save(checkpoint_number=step)
+        state.step = step
+
+    def validate(step, checkpointed):
+        row = validation.measure(step)
+        with writer.as_default(step=step):
+            for name, value in row.items():
+                if name != "step":
+                    tf.summary.scalar(f"val/{name}", value)
+        if not checkpointed:
+            save(step)
+        if validation.commit(row) and on_best is not None:
+            on_best(row)
+        state.save()
+        return row
+
+    if validation is not None and validation.due(start_step, steps) and start_step:
+        validate(start_step, checkpointed=True)
+    if validation is not None and validation.stopped:
+        return start_step
     iterator = iter(loop.strategy.experimental_distribute_dataset(batches))
     step = start_step
-    pending = []
     while step < steps:
         try:
             losses = loop.step(next(iterator))
@@ -121,18 +159,29 @@ def run_stage(model, stage, loop, batches, *, steps, start_step, checkpoint, man
                 f"({error.args[0]}); stopped, the last good checkpoint (step {state.step}) "
                 "is kept") from None
         step += 1
+        if observe is not None:
+            steps = observe(step) or steps
+            bar.target = steps
         pending.append(json.dumps({"step": step, **losses}))
         with writer.as_default(step=step):
             for name, value in losses.items():
                 tf.summary.scalar(name, value)
-        bar.update(step, values=[(k, v) for k, v in losses.items()])
-        if step % checkpoint_every == 0 or step == steps:
-            with open(history_path, "a", encoding="utf-8") as history:
-                history.write("".join(line + "\n" for line in pending))
-            pending = []
-            manager.save(checkpoint_number=step)
-            state.step = step
+        values = list(losses.items())
+        if validation is not None and validation.due(step, steps):
+            row = validate(step, checkpointed=False)
+            values.append((shown[0], row[validation.metric]))
+            if validation.stopped:
+                bar.update(step, values=values, finalize=True)
+                if progress:
+                    print(f"stage {stage}: no better {validation.metric} in "
+                          f"{validation.patience} validations (best "
+                          f"{validation.record['best']:.4f} at step "
+                          f"{validation.record['best_step']}); stopped at step {step}")
+                break
+        elif step % checkpoint_every == 0 or step == steps:
+            save(step)
             state.save()
+        bar.update(step, values=values)
     writer.flush()
     return step
 

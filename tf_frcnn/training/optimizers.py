@@ -94,11 +94,13 @@ class AdamW(_GuardedL2, keras.optimizers.AdamW):
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
-def make_optimizer(train_config, stage_config):
+def make_optimizer(train_config, stage_config, boundaries=None):
     """The stage's optimizer: the paper's SGD (``train.momentum``, 0.9) by
     default, L2 ``train.weight_decay`` on weights, the learning rate dropping
-    10x at each of ``stage_config.decay_steps``."""
-    boundaries = [int(step) for step in stage_config.decay_steps]
+    10x at each of ``stage_config.decay_steps`` (or of ``boundaries``, int64
+    tf.Variables holding them, which the schedule reads at every step)."""
+    if boundaries is None:
+        boundaries = [int(step) for step in stage_config.decay_steps]
     rates = [stage_config.learning_rate * 0.1 ** i for i in range(len(boundaries) + 1)]
     rate = (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, rates)
             if boundaries else stage_config.learning_rate)

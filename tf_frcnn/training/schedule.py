@@ -1,19 +1,22 @@
 """The training schedules: the paper's 4-step alternating training (Sec. 3.2)
 and approximate joint training, with checkpoints per stage and resume."""
 
+import dataclasses
 import os
+import time
 
 import keras
 import tensorflow as tf
 
 from tf_frcnn.config import ConfigError, StageConfig
 from tf_frcnn.model import build_model
-from tf_frcnn.training import inputs
+from tf_frcnn.training import budget, inputs
 from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
 from tf_frcnn.training.optimizers import make_optimizer
 from tf_frcnn.training.pretrain import PRETRAIN, BackbonePretrainer
-from tf_frcnn.training.state import (FINAL_WEIGHTS, INITIAL_BACKBONE, RunState,
+from tf_frcnn.training.state import (BEST_WEIGHTS, FINAL_WEIGHTS, INITIAL_BACKBONE, RunState,
                                      save_weights_atomic, write_config, write_labels)
+from tf_frcnn.training.validation import StageValidator, ValidationSchedule, fresh_record
 
 # (stage name, what the model trains in it: a key of tf_frcnn.model.STAGES).
 #  1. RPN on the ImageNet-initialised backbone.
@@ -53,7 +56,14 @@ def _stage_weights(model_dir, stage):
 
 class Trainer:
     """Trains a model directory through its schedule; ``resume`` continues a
-    killed run from its last checkpoint and is a no-op on a finished run."""
+    killed run from its last checkpoint and is a no-op on a finished run.
+
+    A stage trains the steps ``state.json`` resolved for it when the run began
+    (``stage_steps``): its ``steps``, or ``epochs`` passes over the training
+    split, or, under ``train.minutes``, the share of the budget that
+    ``_fit_budget`` gives it; a resumed run keeps them. With
+    ``train.eval_every`` every stage validates (``training.validation``) and
+    the final stage keeps its best weights in ``best.weights.h5``."""
 
     def __init__(self, config, model_dir, *, strategy=None, progress=True,
                  checkpoint_every=None):
@@ -75,6 +85,9 @@ class Trainer:
         self.log_dir = os.path.join(model_dir, "logs")
         self.model = None
         self.loops = {}
+        self._validation_batches = None
+        self._validation_source = None
+        self._budget = None
 
     # -- set-up -----------------------------------------------------------------
     def _build(self):
@@ -88,20 +101,56 @@ class Trainer:
         side = 64
         return {"images": tf.zeros([1, side, side, 3]), "image_shape": tf.constant([[side, side]])}
 
-    def _proposer(self):
-        """Stage 1's network, frozen: the proposal source of stage 2."""
+    def _proposer(self, trained=True):
+        """Stage 1's network, frozen: the proposal source of stage 2 (its test-time
+        proposals are those stage 2 validates on). ``trained`` False keeps the
+        weights it is built with (the calibration's)."""
         with self.strategy.scope():
             proposer = build_model(self.config)
             proposer(self._dummy_inputs())
-        proposer.load_weights(_stage_weights(self.model_dir, "rpn1"))
+        if trained:
+            proposer.load_weights(_stage_weights(self.model_dir, "rpn1"))
         proposer.trainable = False
 
         def propose(images, image_shape):
             return proposer.propose(images, image_shape, training=True)
-        return proposer, propose
+
+        def propose_for_validation(images, image_shape):
+            return proposer.propose(images, image_shape, training=False)
+        return proposer, propose, propose_for_validation
+
+    def _validator(self, trains):
+        """A ``StageValidator`` of the model in a stage that trains ``trains``."""
+        if self._validation_batches is None:
+            _, class_names = inputs.source(self.config, self.config.data.train_split)
+            self._validation_batches = (
+                inputs.batches(self.config, inputs.VALIDATION, training=False), class_names)
+        batches, class_names = self._validation_batches
+        return StageValidator(self.model, self.config, trains, class_names, batches,
+                              proposal_source=self._validation_source)
+
+    # -- training length --------------------------------------------------------
+    def _resolve_lengths(self, stages):
+        """{stage: {"steps", "decay_steps"}} from each stage's ``steps`` or ``epochs``."""
+        images = None
+        lengths = {}
+        for stage in stages:
+            settings = stage_config(self.config, stage)
+            steps = settings.steps
+            if settings.epochs is not None:
+                if images is None:
+                    images = inputs.num_images(self.config, self.config.data.train_split)
+                steps = inputs.epoch_steps(settings.epochs, images, self._batch_size(settings))
+            lengths[stage] = {"steps": int(steps),
+                              "decay_steps": [int(d) for d in settings.decay_steps]}
+        return lengths
+
+    def _batch_size(self, settings):
+        return settings.batch_size or self.config.data.batch_size
 
     # -- running ----------------------------------------------------------------
     def run(self, resume=False):
+        started = time.perf_counter()
         os.makedirs(self.model_dir, exist_ok=True)
         stages = stage_names(self.config)
         state_path = os.path.join(self.model_dir, "state.json")
@@ -125,16 +174,27 @@ class Trainer:
                     f"'model.num_classes' = {self.config.model.num_classes}")
             write_labels(self.model_dir, class_names)
         self.model = self._build()
+        if not state.stage_steps:
+            state.stage_steps = self._resolve_lengths(stages)
+            state.save()
         initial = os.path.join(self.model_dir, INITIAL_BACKBONE)
         if PRETRAIN in stages and PRETRAIN not in state.finished_stages:
             self._pretrain(state)
         if not os.path.exists(initial):
             save_weights_atomic(self.model.features, initial)
 
+        schedule = [stage for stage, _ in self.schedule]
+        begun = state.current_stage in schedule or any(s in state.finished_stages
+                                                       for s in schedule)
+        # Resolved once, when the schedule begins; a resumed run keeps them.
+        if self.config.train.minutes and not begun:
+            self._budget = self._begin_budget(state, schedule, started)
         for index, (stage, trains) in enumerate(self.schedule):
             if stage in state.finished_stages:
                 continue
             resuming = state.current_stage == stage and state.step > 0
+            if self._budget is not None:
+                self._budget.stage_begins(time.perf_counter())
             self._prepare_stage(index, stage, trains, fresh=not resuming)
             self._train_stage(stage, state, resuming)
             save_weights_atomic(self.model, _stage_weights(self.model_dir, stage))
@@ -143,6 +203,43 @@ class Trainer:
             state.save()
         save_weights_atomic(self.model, os.path.join(self.model_dir, FINAL_WEIGHTS))
         return state
+
+    def _begin_budget(self, state, schedule, started):
+        """A ``budget.TimeBudget`` for the whole schedule, ending ``train.minutes``
+        after ``started`` (when ``run`` began)."""
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise ConfigError("config key 'train.minutes' (--minutes) needs the default or "
+                              "mirrored strategy: workers timing themselves could fit "
+                              "different schedules")
+        minutes = self.config.train.minutes
+        base = {s: state.stage_steps[s]["steps"] for s in schedule}
+        state.budget = {"minutes": minutes, "base_steps": base,
+                        "base_decay_steps": {s: state.stage_steps[s]["decay_steps"]
+                                             for s in schedule},
+                        "scale": None, "fits": 0, "measured": {}}
+        like = {"rpn3": "rpn1", "detector4": "detector2"}
+        return budget.TimeBudget(started + 60 * minutes, base, like,
+                                 self.config.train.eval_every)
+
+    def _apply_fit(self, state, steps, boundaries):
+        """Writes a fit of the time budget into ``state`` ({stage: steps}) and moves
+        the current stage's decay ``boundaries`` (tf.Variables) with it."""
+        first = state.budget["fits"] == 0
+        for stage, count in steps.items():
+            decay = budget.scale_decay_steps(state.budget["base_decay_steps"][stage],
+                                             state.budget["base_steps"][stage], count)
+            state.stage_steps[stage] = {"steps": count, "decay_steps": decay}
+        for variable, value in zip(boundaries, state.stage_steps[next(iter(steps))][
+                "decay_steps"]):
+            variable.assign(value)
+        state.budget.update(scale=self._budget.scale, fits=self._budget.fits,
+                            measured={s: dataclasses.asdict(c)
+                                      for s, c in self._budget.costs.items()})
+        state.save()
+        if self.progress and first:
+            print(f"time budget {self.config.train.minutes:g} min: "
+                  f"{', '.join(f'{s} {n}' for s, n in steps.items())} steps "
+                  f"(x{self._budget.scale:.3g} the config's; refitted as it goes)")
 
     def _pretrain(self, state):
         """The "pretrain" stage (see ``training.pretrain``): its backbone is the
@@ -168,17 +265,26 @@ class Trainer:
             # initialisation itself), also after a resume.
             model.features.load_weights(os.path.join(self.model_dir, INITIAL_BACKBONE))
         model.set_stage(trains)
-        model.proposal_source = None
+        model.proposal_source = self._validation_source = None
         if trains == "detector" and self.config.train.schedule == "alternating":
-            self._proposer_model, model.proposal_source = self._proposer()
+            self._proposer_model, model.proposal_source, self._validation_source = (
+                self._proposer())
             if fresh:
                 model.features.load_weights(os.path.join(self.model_dir, INITIAL_BACKBONE))
 
     def _train_stage(self, stage, state, resuming, model=None):
+        validating = model is None and self.config.train.eval_every
         model = model or self.model
-        settings = stage_config(self.config, stage)
+        length = state.stage_steps[stage]
+        settings = dataclasses.replace(stage_config(self.config, stage), steps=length["steps"],
+                                       decay_steps=length["decay_steps"])
+        timed = self._budget is not None and stage in self._budget.base_steps
         with self.strategy.scope():
-            optimizer = make_optimizer(self.config.train, settings)
+            # Under a time budget the stage's length, and so its decay steps, change
+            # as it trains: the step reads them from variables.
+            boundaries = ([tf.Variable(d, dtype=tf.int64, trainable=False)
+                           for d in settings.decay_steps] if timed else None)
+            optimizer = make_optimizer(self.config.train, settings, boundaries=boundaries)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         directory = os.path.join(self.model_dir, "stages", stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
@@ -190,15 +296,51 @@ class Trainer:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
             start = int(optimizer.iterations.numpy())
         state.current_stage, state.step = stage, start
+        final = stage == self.schedule[-1][0]
+        if final and not start:
+            self._forget_best(state)
+        validation = on_best = None
+        if validating:
+            if not start:
+                state.validation[stage] = fresh_record()
+            validation = ValidationSchedule(
+                self._validator(model.stage), stage, self.config.train.eval_every,
+                self.config.train.patience, self.log_dir,
+                state.validation.setdefault(stage, fresh_record()))
+            if final:
+                def on_best(row):
+                    save_weights_atomic(model, os.path.join(self.model_dir, BEST_WEIGHTS))
+                    state.best = {"stage": stage, "step": row["step"],
+                                  validation.metric: row[validation.metric]}
         state.save()
-        batch_size = settings.batch_size or self.config.data.batch_size
         batches = inputs.training_batches(self.config, self.config.data.train_split,
-                                          batch_size, start_step=start)
+                                          self._batch_size(settings), start_step=start)
+        observe = None
+        if timed:
+            def observe(step):
+                steps = self._budget.observe(
+                    stage, step, time.perf_counter(),
+                    validation.seconds if validation else 0.0,
+                    validation.count if validation else 0)
+                if steps is not None:
+                    self._apply_fit(state, steps, boundaries)
+                    return steps[stage]
+                return None
         if self.progress:
-            print(f"stage {stage} ({settings.steps} steps, lr {settings.learning_rate})")
+            print(f"stage {stage} ({settings.steps} steps"
+                  f"{', fitted to the time budget as it goes' if timed else ''}, "
+                  f"lr {settings.learning_rate})")
         run_stage(model, stage, loop, batches, steps=settings.steps, start_step=start,
                   checkpoint=checkpoint, manager=manager, state=state, log_dir=self.log_dir,
-                  checkpoint_every=self.checkpoint_every, progress=self.progress)
+                  checkpoint_every=self.checkpoint_every, progress=self.progress,
+                  validation=validation, on_best=on_best, observe=observe)
+
+    def _forget_best(self, state):
+        """A final stage starting afresh drops an earlier run's best weights."""
+        path = os.path.join(self.model_dir, BEST_WEIGHTS)
+        if os.path.exists(path):
+            os.remove(path)
+        state.best = None
 
 
 def train(config, model_dir, *, resume=False, strategy=None, progress=True):
@@ -208,15 +350,32 @@ def train(config, model_dir, *, resume=False, strategy=None, progress=True):
     return trainer.model
 
 
-def load_trained_model(model_dir, svd_ranks=None):
-    """(model, config) of a finished model directory, ready for inference;
-    ``svd_ranks`` (one per fc layer) truncates the head's fc layers (see
-    ``tf_frcnn.svd``)."""
+WEIGHTS = {"best": BEST_WEIGHTS, "final": FINAL_WEIGHTS}
+
+
+def trained_weights(model_dir, weights=None):
+    """(name, path) of the weights file of a model directory: ``weights`` "best"
+    (``best.weights.h5``, the final stage's best validation), "final"
+    (``final.weights.h5``), or None for best where it exists, else final."""
+    if weights is None:
+        weights = "best" if os.path.exists(os.path.join(model_dir, BEST_WEIGHTS)) else "final"
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights {weights!r} must be one of {', '.join(WEIGHTS)}")
+    return weights, os.path.join(model_dir, WEIGHTS[weights])
+
+
+def load_trained_model(model_dir, svd_ranks=None, weights=None):
+    """(model, config) of a finished model directory, ready for inference, with
+    the weights ``trained_weights`` names; ``svd_ranks`` (one per fc layer)
+    truncates the head's fc layers (see ``tf_frcnn.svd``)."""
     from tf_frcnn.training.state import read_config
     config = read_config(model_dir)
+    _, path = trained_weights(model_dir, weights)
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "no such weights file", path)
     model = build_model(config)
     model({"images": tf.zeros([1, 64, 64, 3])})
-    model.load_weights(os.path.join(model_dir, FINAL_WEIGHTS))
+    model.load_weights(path)
     if svd_ranks:
         from tf_frcnn.svd import truncate_head
         truncate_head(model, svd_ranks)

@@ -14,6 +14,7 @@ STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
 INITIAL_BACKBONE = "initial_backbone.weights.h5"
 FINAL_WEIGHTS = "final.weights.h5"
+BEST_WEIGHTS = "best.weights.h5"
 LABELS_FILE = "labels.txt"
 
 
@@ -41,7 +42,13 @@ def save_weights_atomic(layer, path):
 
 class RunState:
     """What ``state.json`` records: the schedule, the finished stages (names,
-    in order), the current stage and its last checkpointed step."""
+    in order), the current stage and its last checkpointed step; the resolved
+    length of each stage (``stage_steps``: {stage: {"steps", "decay_steps"}},
+    from ``steps``, ``epochs`` or the ``--minutes`` budget, whose measurements
+    are in ``budget``); each stage's validation record (``validation``, see
+    ``training.validation.fresh_record``) and the best validation of the final
+    stage (``best``: {"stage", "step", "mAP50"}, the step of
+    ``best.weights.h5``)."""
 
     def __init__(self, model_dir, schedule, stages):
         self.path = os.path.join(model_dir, STATE_FILE)
@@ -50,6 +57,10 @@ class RunState:
         self.finished_stages = []
         self.current_stage = None
         self.step = 0
+        self.stage_steps = {}
+        self.budget = None
+        self.validation = {}
+        self.best = None
 
     @classmethod
     def load(cls, model_dir):
@@ -63,6 +74,12 @@ class RunState:
             state.finished_stages = list(values["finished_stages"])
             state.current_stage = values.get("current_stage")
             state.step = int(values.get("step", 0))
+            state.stage_steps = {stage: {"steps": int(v["steps"]),
+                                         "decay_steps": [int(d) for d in v["decay_steps"]]}
+                                 for stage, v in values.get("stage_steps", {}).items()}
+            state.budget = values.get("budget")
+            state.validation = dict(values.get("validation", {}))
+            state.best = values.get("best")
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"{path} is damaged ({type(error).__name__}: {error}); restore "
                               "it, or train the model dir afresh without --resume") from None
@@ -76,12 +93,18 @@ class RunState:
         atomic_write_text(self.path, json.dumps({
             "schedule": self.schedule, "stages": self.stages,
             "finished_stages": self.finished_stages,
-            "current_stage": self.current_stage, "step": self.step}, indent=2) + "\n")
+            "current_stage": self.current_stage, "step": self.step,
+            "stage_steps": self.stage_steps, "budget": self.budget,
+            "validation": self.validation, "best": self.best}, indent=2) + "\n")
 
 
 def write_config(model_dir, config):
+    values = config.to_dict()
+    for stage in values["train"]["stages"].values():
+        # A stage's length is its steps or its epochs: the other key stays out.
+        stage.pop("steps" if stage["epochs"] is not None else "epochs")
     atomic_write_text(os.path.join(model_dir, CONFIG_FILE),
-                      yaml.safe_dump(config.to_dict(), sort_keys=False))
+                      yaml.safe_dump(values, sort_keys=False))
 
 
 def read_config(model_dir):

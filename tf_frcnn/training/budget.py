@@ -1,0 +1,147 @@
+"""Fitting a training schedule into a wall-clock budget (``train.minutes``,
+``tf-frcnn train --minutes``), measured as training goes.
+
+Every stage keeps the proportion of steps the config gives it: the stages not
+yet finished train floor(k * base) steps for one factor k, the largest whose
+predicted time fits the time left. The prediction uses what this run measured
+on this machine: each stage's set-up (data, proposer, tracing, the previous
+stage's saves), its time per step (checkpoints included) and per validation.
+A stage is measured after its first step (its set-up), after its first
+``CALIBRATION_STEPS`` + 1 steps (real training steps: its rate), again each
+time its step count doubles (so checkpoints and drift enter the rate) and
+after each of its validations, and every measurement fits k again. A stage
+not measured yet is assumed to cost what its like (rpn3 like rpn1, detector4
+like detector2) cost, else twice the largest set-up and the slowest step
+measured so far (a detector's step traces and runs longer than an RPN's). So
+the final stage's length comes from its own rate and the run ends on time
+unless the stages' set-up alone exceeds the budget; the proportions hold as
+far as those assumptions did."""
+
+import dataclasses
+import math
+
+# Timed training steps of a stage, after its traced first one, before its first fit.
+CALIBRATION_STEPS = 3
+
+
+@dataclasses.dataclass
+class StageCost:
+    """Costs of one stage in seconds: once (set-up, tracing, the previous stage's
+    saves), per training step and per validation."""
+    overhead_s: float
+    step_s: float
+    validation_s: float = 0.0
+
+
+def fit_steps(base_steps, costs, seconds, eval_every=None, done=None):
+    """Steps per stage that fill ``seconds`` in the proportions of ``base_steps``.
+
+    Args:
+      base_steps: {stage: steps the config gives it}, the stages still to train.
+      costs: {stage: StageCost}; a stage under way (``done``) has paid its overhead.
+      seconds: wall time left.
+      eval_every: steps between validations (a stage also validates at its end), or None.
+      done: {stage: steps already trained} for a stage under way.
+
+    Returns:
+      (k, {stage: steps}): floor(k * base), at least 1 and at least the steps done;
+      k is 0 when the fixed costs alone exceed ``seconds``.
+    """
+    done = done or {}
+    every = eval_every or math.inf
+
+    def per_step(stage):
+        return costs[stage].step_s + costs[stage].validation_s / every
+
+    fixed = sum((0.0 if stage in done else costs[stage].overhead_s)
+                + (costs[stage].validation_s if eval_every else 0.0) for stage in base_steps)
+    spent = sum(steps * per_step(stage) for stage, steps in done.items())
+    per_unit = sum(base * per_step(stage) for stage, base in base_steps.items())
+    k = max(0.0, (seconds + spent - fixed) / per_unit)
+    return k, {stage: max(1, done.get(stage, 0), math.floor(k * base))
+               for stage, base in base_steps.items()}
+
+
+def _doubling(ratio):
+    """Whether ``ratio`` is 1, 2, 4, 8, ..."""
+    return ratio.is_integer() and ratio >= 1 and (int(ratio) & (int(ratio) - 1)) == 0
+
+
+def scale_decay_steps(decay_steps, base, steps):
+    """``decay_steps`` given for a stage of ``base`` steps, moved to one of ``steps``
+    steps (each kept >= 1)."""
+    return [max(1, round(d * steps / base)) for d in decay_steps]
+
+
+class TimeBudget:
+    """The measurements of a run under a time budget, and the fits they give.
+
+    Args:
+      deadline: the end, in ``time.perf_counter`` seconds.
+      base_steps: {stage: steps the config gives it}, the schedule's stages in order.
+      like: {stage: an earlier stage it is assumed to cost like until measured}.
+      eval_every: steps between validations, or None.
+    """
+
+    def __init__(self, deadline, base_steps, like, eval_every):
+        self.deadline = deadline
+        self.base_steps = dict(base_steps)
+        self.like = dict(like)
+        self.eval_every = eval_every
+        self.costs = {}
+        self.scale = None
+        self.fits = 0
+        self._last_step_end = None
+        self._first_step_end = None
+
+    def stage_begins(self, now):
+        """Called before a stage's set-up; the time since the previous stage's last
+        step (its saves and last validation) counts as this stage's set-up."""
+        self._gap = now - self._last_step_end if self._last_step_end is not None else 0.0
+        self._begin = now
+    def observe(self, stage, step, now, validation_s=0.0, validations=0):
+        """Called after each training step of ``stage`` (``validation_s``: seconds
+        its ``validations`` so far took). Returns {stage: steps} for this stage
+        and the later ones when this step brings a new measurement, else None."""
+        fit = False
+        if step == 1:
+            self._overhead_s = self._gap + now - self._begin
+            self._first_step_end = now
+            known = self._estimate(stage)
+            if known is not None:
+                self.costs[stage] = StageCost(self._overhead_s - known.step_s, known.step_s,
+                                              known.validation_s)
+                fit = True
+        elif step - 1 >= CALIBRATION_STEPS and (_doubling((step - 1) / CALIBRATION_STEPS)
+                                                or validations > self._validations):
+            step_s = (now - self._first_step_end - validation_s) / (step - 1)
+            guess = self._estimate(stage)
+            self.costs[stage] = StageCost(
+                self._overhead_s - step_s, step_s,
+                validation_s / validations if validations else
+                (guess.validation_s if guess else 0.0))
+            fit = True
+        self._validations = validations
+        self._last_step_end = now
+        if not fit:
+            return None
+        remaining = list(self.base_steps)[list(self.base_steps).index(stage):]
+        costs = {s: self.costs.get(s) or self._estimate(s) for s in remaining}
+        self.scale, steps = fit_steps({s: self.base_steps[s] for s in remaining}, costs,
+                                      self.deadline - now, self.eval_every, done={stage: step})
+        self.fits += 1
+        return steps
+
+    def _estimate(self, stage):
+        """The costs ``stage`` is assumed to have before it is measured (see the
+        module docstring); None before any measurement."""
+        if self.like.get(stage) in self.costs:
+            return self.costs[self.like[stage]]
+        if not self.costs:
+            return None
+        measured = self.costs.values()
+        return StageCost(2 * max(c.overhead_s for c in measured), max(c.step_s for c in measured),
+                         max(c.validation_s for c in measured))
+
+
+__all__ = ["CALIBRATION_STEPS", "StageCost", "TimeBudget", "fit_steps", "scale_decay_steps"]

@@ -1,0 +1,174 @@
+"""Validation during training: every ``train.eval_every`` steps a stage measures
+the model on ``data.val_split`` (``inputs.VALIDATION``): RPN recall@300 at IoU
+0.5 in the RPN stages, VOC all-point mAP50 and COCO AP in the detector stages
+and joint training. Rows go to ``logs/{stage}.val.jsonl``; the best value,
+the patience count and the last validated step live in ``state.json``, so a
+resumed stage continues the same validation schedule."""
+
+import json
+import math
+import os
+import time
+
+import tensorflow as tf
+
+from tf_frcnn.evaluation.evaluator import unpad_proposals
+from tf_frcnn.evaluation.recall import rpn_recall
+from tf_frcnn.evaluation.runner import (batch_groundtruths, evaluate, inference_function,
+                                        recall_layer)
+from tf_frcnn.training.state import atomic_write_text
+
+RPN_METRIC = "recall@300"
+DETECTOR_METRIC = "mAP50"
+RECALL_AT = 300
+
+
+def metric_name(trains):
+    """The metric a stage that trains ``trains`` (a key of ``tf_frcnn.model.STAGES``)
+    is judged by: "recall@300" for the RPN stages, "mAP50" otherwise."""
+    return RPN_METRIC if trains in ("rpn", "rpn_finetune") else DETECTOR_METRIC
+
+
+class StageValidator:
+    """Measures ``model`` on ``batches`` (eval batches of ``inputs.VALIDATION``).
+
+    ``proposal_source`` (images, image_shape) -> (proposals, scores, num) gives
+    the detector its proposals instead of the model's own RPN: stage 2 of the
+    alternating schedule trains on stage 1's proposals, and its own RPN sits on
+    a backbone being retrained, so its detections are judged on stage 1's."""
+
+    def __init__(self, model, config, trains, class_names, batches, proposal_source=None):
+        self.model = model
+        self.config = config
+        self.metric = metric_name(trains)
+        self.class_names = class_names
+        self.batches = batches
+        if self.metric == RPN_METRIC:
+            layer = recall_layer(model.proposal_layer, RECALL_AT)
+
+            @tf.function(reduce_retracing=True)
+            def propose(images, image_shape):
+                _, logits, deltas, anchors = model.rpn_forward(images, training=False)
+                proposals, _, count = layer(logits, deltas, anchors, image_shape)
+                return proposals, count
+            self._predict = propose
+        else:
+            self._predict = inference_function(model, proposal_source)
+
+    def __call__(self):
+        """{"recall@300": float} or {"mAP50", "AP", "AP50": float}."""
+        if self.metric == RPN_METRIC:
+            return self._recall()
+        metrics, evaluator = evaluate(self.model, self.config, self.class_names, self.batches,
+                                      progress=False, predict=self._predict)
+        self._check(evaluator.num_images)
+        return {"mAP50": metrics["mAP_voc"], "AP": metrics["AP"], "AP50": metrics["AP50"]}
+
+    def _recall(self):
+        groundtruths, proposals = [], []
+        for batch in self.batches:
+            boxes, count = self._predict(batch["images"], batch["image_shape"])
+            scale = batch["scale"].numpy()[:, None, None]
+            groundtruths += batch_groundtruths(batch)
+            proposals += unpad_proposals(boxes.numpy() / scale, count.numpy(),
+                                         batch["image_id"].numpy())
+        self._check(len(groundtruths))
+        return {RPN_METRIC: rpn_recall(groundtruths, proposals, num_proposals=(RECALL_AT,),
+                                       iou_thresholds=(0.5,))[RPN_METRIC]}
+
+    def _check(self, count):
+        if not count:
+            raise ValueError(f"the validation split (config key 'data.val_split' = "
+                             f"{self.config.data.val_split!r}) has no images")
+
+
+def fresh_record():
+    """A stage's validation record as ``state.json`` keeps it: the best value and
+    its step, validations since the best, and the last validated step."""
+    return {"best": None, "best_step": 0, "since_best": 0, "last_step": 0}
+
+
+class ValidationSchedule:
+    """When a stage validates (every ``every`` steps and at its last step), what
+    it has seen (``record``, kept in ``state.json``) and whether it stops early
+    (``patience`` validations in a row without a better value)."""
+
+    def __init__(self, validator, stage, every, patience, log_dir, record):
+        self.validator = validator
+        self.stage = stage
+        self.every = every
+        self.patience = patience
+        self.record = record
+        self.path = log_path(log_dir, stage)
+        self.seconds = 0.0
+        self.count = 0
+        # Rows past the last recorded validation belong to a run killed before
+        # it recorded them: they are measured again.
+        keep_rows(log_dir, stage, record["last_step"])
+
+    @property
+    def metric(self):
+        return self.validator.metric
+
+    def due(self, step, steps):
+        return step > self.record["last_step"] and (step % self.every == 0 or step == steps)
+
+    @property
+    def stopped(self):
+        return bool(self.patience) and self.record["since_best"] >= self.patience
+
+    def measure(self, step):
+        """The validation row of ``step``: {"step", metric names: float}."""
+        start = time.perf_counter()
+        row = {"step": int(step), **{k: float(v) for k, v in self.validator().items()}}
+        self.seconds += time.perf_counter() - start
+        self.count += 1
+        return row
+
+    def commit(self, row):
+        """Appends ``row`` to the log and updates the record; True when its value
+        is the best so far (NaN never is)."""
+        value = row[self.metric]
+        record = self.record
+        improved = not math.isnan(value) and (record["best"] is None or value > record["best"])
+        if improved:
+            record["best"], record["best_step"], record["since_best"] = value, row["step"], 0
+        else:
+            record["since_best"] += 1
+        record["last_step"] = row["step"]
+        with open(self.path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(row) + "\n")
+        return improved
+
+
+def log_path(log_dir, stage):
+    return os.path.join(log_dir, f"{stage}.val.jsonl")
+
+
+def read_validation(log_dir, stage):
+    """The validation rows of a stage, by step (a later row of a step wins; a
+    torn last row is left out)."""
+    path = log_path(log_dir, stage)
+    if not os.path.exists(path):
+        return []
+    rows = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[row["step"]] = row
+    return [rows[step] for step in sorted(rows)]
+
+
+def keep_rows(log_dir, stage, last_step):
+    """Rewrites a stage's validation log with its rows up to ``last_step`` only."""
+    path = log_path(log_dir, stage)
+    if os.path.exists(path):
+        rows = [row for row in read_validation(log_dir, stage) if row["step"] <= last_step]
+        atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+__all__ = ["DETECTOR_METRIC", "RPN_METRIC", "StageValidator", "ValidationSchedule",
+           "fresh_record", "log_path", "metric_name", "read_validation"]
