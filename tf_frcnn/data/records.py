@@ -37,6 +37,16 @@ class DataWarning(UserWarning):
     """Input data was repaired or skipped (clipped boxes, a corrupt image)."""
 
 
+class BoxRepairWarning(DataWarning):
+    """A reader's one warning about the boxes it dropped or clipped; the counts are kept as
+    attributes so `tf_frcnn.data.analysis` can report them without parsing the text."""
+
+    def __init__(self, message: str, dropped: int, clipped: int):
+        super().__init__(message)
+        self.dropped = dropped
+        self.clipped = clipped
+
+
 @dataclasses.dataclass
 class Example:
     """One indexed, not yet decoded, image.
@@ -169,12 +179,11 @@ class BoxAudit:
     def warn(self) -> None:
         """One warning for the whole dataset, if anything was repaired."""
         if self.dropped or self.clipped:
-            warnings.warn(
+            message = (
                 f"{self.source}: dropped {self.dropped} boxes that were inverted, zero-area or "
-                f"outside the image, and clipped {self.clipped} boxes to the image",
-                DataWarning,
-                stacklevel=3,
+                f"outside the image, and clipped {self.clipped} boxes to the image"
             )
+            warnings.warn(BoxRepairWarning(message, self.dropped, self.clipped), stacklevel=3)
 
 
 def make_example(image_path, image_id, boxes, labels, difficult=None, iscrowd=None) -> Example:
