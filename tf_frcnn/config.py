@@ -29,7 +29,7 @@ class ModelConfig:
     rpn_channels: int = 512               # 256 for small backbones
     anchor_base_size: int = 16
     # A list, or "auto": fitted to the training boxes when training starts
-    # (tf_frcnn.data.analysis.fit_anchors); the model dir's config.yaml keeps the result.
+    # (tf_frcnn.data.analysis.resolve_anchors); the model dir's config.yaml keeps the result.
     anchor_scales: object = field(default_factory=lambda: [8, 16, 32])
     anchor_ratios: object = field(default_factory=lambda: [0.5, 1.0, 2.0])
     num_anchor_scales: int = 3            # scales fitted for anchor_scales: auto
@@ -178,7 +178,7 @@ def _check_stages(stages):
             if key not in names:
                 raise ConfigError(f"unknown config key 'train.stages.{stage}.{key}' "
                                   f"(expected one of: {', '.join(sorted(names))})")
-        if "steps" in values and "epochs" in values:
+        if "steps" in values and values.get("epochs") is not None:
             raise ConfigError(f"config keys 'train.stages.{stage}.steps' and '.epochs': give "
                               "one of them")
         parsed[stage] = StageConfig(**values)
