@@ -152,6 +152,72 @@ class CocoWriter:
         return path
 
 
+class YoloWriter:
+    """Writes a YOLO txt dataset: data.yaml (unless names is None) and, per split, images/
+    and labels/ in the Roboflow (ROOT/SPLIT/images) or Ultralytics (ROOT/images/SPLIT) layout."""
+
+    def __init__(self, root, names=("cat", "dog"), layout="roboflow"):
+        self.root = pathlib.Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.layout = layout
+        if names is not None:
+            (self.root / "data.yaml").write_text(
+                f"nc: {len(names)}\nnames: [{', '.join(names)}]\n")
+
+    def dirs(self, split):
+        if self.layout == "roboflow":
+            return self.root / split / "images", self.root / split / "labels"
+        return self.root / "images" / split, self.root / "labels" / split
+
+    def add(self, split, stem, rows=(), kind="rgb", size=(40, 30), suffix=".jpg", label=True,
+            image=True):
+        """rows: label lines, each a string or a tuple (class, cx, cy, w, h); label=False
+        writes no label file, image=False no image."""
+        images, labels = self.dirs(split)
+        (labels / stem).parent.mkdir(parents=True, exist_ok=True)
+        if label:
+            (labels / f"{stem}.txt").write_text("".join(
+                (row if isinstance(row, str) else " ".join(str(v) for v in row)) + "\n"
+                for row in rows))
+        if image:
+            return write_image(images / f"{stem}{suffix}", kind, size)
+        images.mkdir(parents=True, exist_ok=True)
+        return None
+
+
+class CsvWriter:
+    """Writes a CSV table of boxes and an image directory beside it."""
+
+    def __init__(self, root):
+        self.root = pathlib.Path(root)
+        self.image_dir = self.root / "images"
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+
+    def image(self, name, kind="rgb", size=(40, 30)):
+        return write_image(self.image_dir / name, kind, size)
+
+    def table(self, lines, name="boxes.csv"):
+        path = self.root / name
+        path.write_text("".join(f"{line}\n" for line in lines))
+        return path
+
+
+@pytest.fixture
+def yolo(tmp_path):
+    return YoloWriter(tmp_path / "yolo")
+
+
+@pytest.fixture
+def yolo_writer(tmp_path):
+    """`YoloWriter` for a tmp dir, with the names and layout to choose."""
+    return lambda **kwargs: YoloWriter(tmp_path / "yolo", **kwargs)
+
+
+@pytest.fixture
+def table(tmp_path):
+    return CsvWriter(tmp_path / "csv")
+
+
 @pytest.fixture
 def voc(tmp_path):
     return VocWriter(tmp_path / "VOC")

@@ -325,6 +325,49 @@ def voc_nan_coordinate(env):
     assert record["boxes"].shape == (1, 4) and np.all(np.isfinite(record["boxes"]))
 
 
+def yolo_dir(root, rows):
+    """A Roboflow-layout YOLO dataset: data.yaml naming one class, one image a.jpg and its
+    label rows."""
+    root = pathlib.Path(root)
+    (root / "train" / "labels").mkdir(parents=True)
+    (root / "data.yaml").write_text("nc: 1\nnames: [cat]\n")
+    jpeg(root / "train" / "images" / "a.jpg")
+    (root / "train" / "labels" / "a.txt").write_text("".join(f"{row}\n" for row in rows))
+    return root
+
+
+def yolo_class_out_of_range_cli(env):
+    root = yolo_dir(env.tmp / "yolo", ["0 0.5 0.5 0.2 0.2", "1 0.5 0.5 0.2 0.2"])
+    env.train_error({"model": {"num_classes": 1, "class_names": None},
+                     "data": {"source": "yolo", "root": str(root)}},
+                    "a.txt:2", "class index 1 is outside 0..0", reaches_trainer=True)
+
+
+def csv_eval_class_unknown_to_training(env):
+    images = env.tmp / "images"
+    jpeg(images / "a.jpg")
+    train = env.write("train.csv", "a.jpg,1,1,20,20,cat\n")
+    test = env.write("test.csv", "a.jpg,1,1,20,20,cat\na.jpg,2,2,9,9,dog\n")
+    config = env.write("csv.yaml", yaml.safe_dump(_merged(
+        yaml.safe_load(pathlib.Path(SMOKE).read_text()),
+        {"model": {"num_classes": 1, "class_names": None},
+         "data": {"source": "csv", "root": str(images), "annotations": train,
+                  "eval_annotations": test}})))
+    from tf_frcnn.config import load_config
+    from tf_frcnn.training import inputs
+
+    records, names = inputs.source(load_config(config), "train")
+    assert names == ["cat"] and len(list(records.as_numpy_iterator())) == 1
+    data_error(lambda: inputs.source(load_config(config), "test"),
+               "test.csv:2", "unknown class 'dog'")
+
+
+def csv_without_annotations_cli(env):
+    env.train_error({"model": {"num_classes": 1, "class_names": ["cat"]},
+                     "data": {"source": "csv", "root": str(env.tmp)}},
+                    "'data.annotations' must be set", reaches_trainer=True)
+
+
 # -- checks: command line and predict -------------------------------------------------------
 def predict_on_a_training_dir(env):
     model_dir = env.tmp / "run"
@@ -456,6 +499,48 @@ CORPUS = [
          "tests/data/test_voc.py::test_corrupt_and_truncated_images_are_skipped_with_a_warning"),
     Case("empty split", "dataset", "empty ImageSets/Main/s.txt",
          "error naming the split file", "tests/data/test_voc.py::test_empty_or_missing_split_is_an_error"),
+    Case("YOLO empty label file", "dataset", "empty labels/a.txt",
+         "valid: a background image (no objects)",
+         "tests/data/test_yolo.py::test_reads_both_layouts_with_exact_counts_and_backgrounds"),
+    Case("YOLO image without a label file", "dataset", "images/a.jpg, no labels/a.txt",
+         "background image (the Ultralytics convention), counted in one DataWarning",
+         "tests/data/test_yolo.py::test_reads_both_layouts_with_exact_counts_and_backgrounds"),
+    Case("YOLO class index out of range", "dataset", "`1 0.5 0.5 0.2 0.2` with 1 class name",
+         "error naming the label file and line", "tests/data/test_yolo.py::"
+         "test_bad_rows_are_errors_naming_file_and_line"),
+    Case("YOLO class index out of range, via tf-frcnn train", "dataset",
+         "data.yaml names 1 class, a row of class 1", "one-line error naming `a.txt:2`",
+         yolo_class_out_of_range_cli),
+    Case("YOLO malformed row", "dataset", "`0 0.5 0.5 0.1`, `cat 0.5 ...`, a polygon row",
+         "error naming the label file and line", "tests/data/test_yolo.py::"
+         "test_bad_rows_are_errors_naming_file_and_line"),
+    Case("YOLO zero-size or outside box", "dataset", "`w = 0`, `cx = 0.9, w = 0.4`",
+         "skip: dropped or clipped, one DataWarning with counts", "tests/data/test_yolo.py::"
+         "test_zero_size_dropped_and_outside_clipped_in_one_warning"),
+    Case("YOLO missing image", "dataset", "labels/gone.txt without images/gone.*",
+         "error naming the label file and the image looked for",
+         "tests/data/test_yolo.py::test_label_without_image_names_the_missing_image"),
+    Case("YOLO split or data.yaml broken", "dataset",
+         "no train/images, no labels/, `nc` disagreeing with `names`",
+         "error naming the directory or data.yaml", "tests/data/test_yolo.py::"
+         "test_missing_split_labels_dir_or_images_are_errors"),
+    Case("CSV unknown class", "dataset", "eval table names `dog`, the training table only `cat`",
+         "error naming the table, line and class", csv_eval_class_unknown_to_training),
+    Case("CSV non-numeric coordinate or malformed row", "dataset",
+         "`a.jpg,0,zero,20,15,dog`, 5 fields, a partly empty row",
+         "error naming the table and line", "tests/data/test_csv.py::"
+         "test_bad_rows_are_errors_naming_file_and_line"),
+    Case("CSV xmin > xmax, zero-size or outside box", "dataset", "`a.jpg,20,5,10,15,dog`",
+         "skip: dropped or clipped, one DataWarning with counts", "tests/data/test_csv.py::"
+         "test_bad_boxes_are_dropped_or_clipped_in_one_warning"),
+    Case("CSV missing image or path climbing out", "dataset",
+         "`missing.jpg,...`, `../outside.jpg,...`", "error naming the table, line and path",
+         "tests/data/test_csv.py::test_bad_rows_are_errors_naming_file_and_line"),
+    Case("CSV empty split", "dataset", "no rows, or only the header",
+         "error naming the table",
+         "tests/data/test_csv.py::test_empty_or_missing_table_is_an_error"),
+    Case("CSV source without its table", "config", "`data: {source: csv}`, no `annotations`",
+         "one-line error naming `data.annotations`", csv_without_annotations_cli),
     # command line, predict, export, serving
     Case("eval on an untrained dir", "CLI", "`tf-frcnn eval` on an empty dir",
          "error naming final.weights.h5", "tests/test_cli.py::test_eval_without_training"),

@@ -8,6 +8,7 @@ padded batches with absolute pixel boxes for the detector.
 
 from tf_frcnn.data.catalog import tfds_class_names, tfds_dataset, tfds_to_record
 from tf_frcnn.data.coco import coco_class_names, coco_dataset
+from tf_frcnn.data.csv_table import csv_class_names, csv_dataset
 from tf_frcnn.data.pipeline import build_pipeline, flip_boxes_left_right, resize_image
 from tf_frcnn.data.records import DataError, DataWarning, read_image_rgb
 from tf_frcnn.data.synthetic import (
@@ -20,6 +21,7 @@ from tf_frcnn.data.synthetic import (
     synthetic_dataset,
 )
 from tf_frcnn.data.voc import VOC_CLASS_NAMES, discover_voc_classes, voc_dataset
+from tf_frcnn.data.yolo import yolo_class_names, yolo_dataset
 
 __all__ = [
     "SYNTHETIC_CLASS_NAMES",
@@ -31,6 +33,8 @@ __all__ = [
     "build_pipeline",
     "coco_class_names",
     "coco_dataset",
+    "csv_class_names",
+    "csv_dataset",
     "discover_voc_classes",
     "draw_scene",
     "flip_boxes_left_right",
@@ -43,4 +47,6 @@ __all__ = [
     "tfds_dataset",
     "tfds_to_record",
     "voc_dataset",
+    "yolo_class_names",
+    "yolo_dataset",
 ]

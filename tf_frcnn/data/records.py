@@ -84,6 +84,17 @@ def path_inside(directory, relative, what: str) -> str:
     return os.path.join(os.fspath(directory), relative)
 
 
+def parse_float(text, where: str) -> float:
+    """``float(text)``, or a DataError "{where}: {text!r} is not a number".
+
+    NaN and infinities parse; `BoxAudit.clean` drops a box holding NaN and clips infinities.
+    """
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: {text!r} is not a number") from None
+
+
 def read_image_rgb(path) -> np.ndarray:
     """Decodes any image file Pillow reads into uint8 [H, W, 3] RGB.
 
@@ -176,14 +187,16 @@ class BoxAudit:
         self.clipped += int(np.sum(was_outside & keep))
         return clipped[keep].astype(np.float32), keep
 
-    def warn(self) -> None:
-        """One warning for the whole dataset, if anything was repaired."""
+    def warn(self, stacklevel: int = 3) -> None:
+        """One warning for the whole dataset, if anything was repaired; the default
+        `stacklevel` points at the caller of the reader that calls `warn`."""
         if self.dropped or self.clipped:
             message = (
                 f"{self.source}: dropped {self.dropped} boxes that were inverted, zero-area or "
                 f"outside the image, and clipped {self.clipped} boxes to the image"
             )
-            warnings.warn(BoxRepairWarning(message, self.dropped, self.clipped), stacklevel=3)
+            warnings.warn(BoxRepairWarning(message, self.dropped, self.clipped),
+                          stacklevel=stacklevel)
 
 
 def make_example(image_path, image_id, boxes, labels, difficult=None, iscrowd=None) -> Example:
@@ -197,6 +210,34 @@ def make_example(image_path, image_id, boxes, labels, difficult=None, iscrowd=No
         difficult=np.zeros(count, bool) if difficult is None else np.asarray(difficult, bool),
         iscrowd=np.zeros(count, bool) if iscrowd is None else np.asarray(iscrowd, bool),
     )
+
+
+def annotated_dataset(
+    annotations, *, strict: bool, source: str, normalised: bool = False
+) -> tf.data.Dataset:
+    """Records of images whose boxes carry no per-box flags (difficult and iscrowd False).
+
+    The path every reader without flags takes: check the image files (`check_images`),
+    clip or drop the boxes (`BoxAudit`, one warning), decode lazily (`examples_to_dataset`).
+
+    Args:
+      annotations: list of (image_path, image_id, boxes float [N, 4] [ymin, xmin, ymax, xmax],
+        labels int [N] 1-based), in the order the records come out.
+      normalised: the boxes are already normalised by the image size (YOLO); otherwise they
+        are absolute pixels, divided by the size read from the file.
+    Raises:
+      DataError when no image is left to read, or (strict) naming an unreadable image.
+    """
+    file_sizes = check_images([path for path, *_ in annotations], strict=strict, source=source)
+    audit = BoxAudit(source)
+    examples = []
+    for (path, image_id, boxes, labels), file_size in zip(annotations, file_sizes):
+        if file_size is None:
+            continue
+        boxes, keep = audit.clean(boxes, *((1.0, 1.0) if normalised else file_size))
+        examples.append(make_example(path, image_id, boxes, np.asarray(labels, np.int32)[keep]))
+    audit.warn(stacklevel=4)  # past this helper and the reader, at the reader's caller
+    return examples_to_dataset(examples, strict=strict, source=source)
 
 
 def examples_to_dataset(examples: list[Example], *, strict: bool, source: str) -> tf.data.Dataset:

@@ -32,6 +32,7 @@ from tf_frcnn.data.records import (
     check_images,
     examples_to_dataset,
     make_example,
+    parse_float,
     path_inside,
 )
 
@@ -73,10 +74,7 @@ def _parse_annotation(
         raise DataError(f"cannot parse VOC annotation {path}: {error}") from error
 
     def number(text):
-        try:
-            return float(text or 0)
-        except ValueError:
-            raise DataError(f"VOC annotation {path}: {text!r} is not a number") from None
+        return parse_float(text or 0, f"VOC annotation {path}")
 
     size = (number(root.findtext("size/height")), number(root.findtext("size/width")))
     objects = []

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from tf_frcnn import data
+from tf_frcnn.config import ConfigError
 
 
 def source(config, split):
@@ -26,13 +27,32 @@ def source(config, split):
         annotations = d.eval_annotations if evaluating else d.annotations
         records = data.coco_dataset(annotations, (d.eval_root or d.root) if evaluating else d.root)
         names = names or data.coco_class_names(annotations)
+    elif d.source == "yolo":
+        names = names or data.yolo_class_names(_required(d, "root"))
+        records = data.yolo_dataset(_required(d, "root"), split, class_names=names)
+    elif d.source == "csv":
+        # The training table for the training split, the evaluation table for any other
+        # (eval_split, or a named val_split): a CSV source has no split names of its own.
+        evaluating = split != d.train_split
+        annotations = _required(d, "eval_annotations" if evaluating else "annotations")
+        names = names or data.csv_class_names(_required(d, "annotations"))
+        image_dir = d.eval_root if evaluating and d.eval_root else _required(d, "root")
+        records = data.csv_dataset(annotations, image_dir, class_names=names)
     elif d.source == "tfds":
         records = data.tfds_dataset(d.root, split, data_dir=d.data_dir)
         names = names or data.tfds_class_names(d.root, data_dir=d.data_dir)
     else:
         raise ValueError(f"config key 'data.source' = {d.source!r} must be one of "
-                         "synthetic, voc, coco, tfds")
+                         "synthetic, voc, coco, tfds, yolo, csv")
     return records, list(names)
+
+
+def _required(data_config, key):
+    value = getattr(data_config, key)
+    if not value:
+        raise ConfigError(f"config key 'data.{key}' must be set for data.source "
+                          f"{data_config.source!r}")
+    return value
 
 
 def batches(config, split, training, batch_size=None, seed=None):
