@@ -1,15 +1,16 @@
 """What a dataset looks like to the detector: box statistics after the resize, anchor coverage,
 same-class overlap, and the settings they imply (`tf-frcnn analyze`, `anchor_scales: auto`).
 
-Reading. The training split is read through the readers training uses, with the same class
-names, the same dropped objects (VOC difficult, COCO crowd) and the same resize rule
-(`pipeline.resize_image`: shorter side data.min_size, longer at most data.max_size). VOC and
-COCO are indexed without decoding any pixel (sizes from the image headers); other sources
-(synthetic, TFDS) are read as decoded records. With data.augment.scales, every box is counted
-once at each of those shorter sides and at data.min_size (what evaluation uses); with
-data.flip, the anchor coverage counts each view once unflipped and once mirrored (the grid
-offset differs). The random crop's zoom is not modelled. With a fractional data.val_split the
-whole training split is read (the held-out images included).
+Reading. The training split is read through the readers training uses (`inputs.source`),
+with the same class names, the same dropped objects (VOC difficult, COCO crowd) and the same
+resize rule (`pipeline.resize_image`: shorter side data.min_size, longer at most data.max_size).
+The VOC, COCO, YOLO and CSV readers index a split before decoding, so their examples are taken
+as indexed (`records.captured_examples`) and no pixel is decoded (sizes come from the image
+headers); the synthetic and TFDS sources are read as decoded records. With
+data.augment.scales, every box is counted once at each of those shorter sides and at
+data.min_size (what evaluation uses); with data.flip, the anchor coverage counts each view once
+unflipped and once mirrored (the grid offset differs). The random crop's zoom is not modelled.
+With a fractional data.val_split the whole training split is read (held-out images included).
 
 Statistics. Box side = sqrt(height * width) and aspect ratio = height / width, in pixels of the
 resized image, as percentiles per class. Anchor coverage: see `tf_frcnn.data.anchor_fit`.
@@ -18,9 +19,9 @@ overlapping anchor (the stride warning). Same-class overlap: for each box the hi
 with another box of its class in its image (0 when it has none).
 
 Recommendations (each with the numbers behind it):
-- anchors: the fitted set when it raises the coverage (class-mean share of boxes with best IoU >
-  rpn.positive_iou) by at least 0.05, or when coverage is below 0.8 and no fit was run, a hint to
-  run one.
+- anchors: the fitted set when it raises the fit's objective (`anchor_fit`) by at least 0.02,
+  or, when no fit was run and the class-mean share of boxes with best IoU > rpn.positive_iou is
+  below 0.8, a hint to run one.
 - data.min_size / data.max_size: when more than 10% of the boxes are under two cells, both
   scaled so that the 10th-percentile side reaches 2 * stride (rounded up to a multiple of 32);
   when the 10th-percentile side exceeds 16 cells, both scaled down so it is 8 cells (faster, and
@@ -49,10 +50,11 @@ import numpy as np
 from tf_frcnn.backbones import STRIDE, feature_size
 from tf_frcnn.config import ConfigError, ModelConfig
 from tf_frcnn.data import anchor_fit
-from tf_frcnn.data.records import BoxRepairWarning, DataWarning, check_images
+from tf_frcnn.data.records import (BoxRepairWarning, DataWarning, captured_examples,
+                                   check_images)
 
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
-FIT_GAIN = 0.05          # coverage gain that makes the fitted anchors a recommendation
+FIT_GAIN = 0.02          # gain in the fit's objective that makes the fit a recommendation
 LOW_COVERAGE = 0.8       # below this, a configured set without a fit gets a hint
 TINY_SHARE = 0.1         # share of boxes under two cells that asks for larger images
 OVERLAP_PERCENTILE = 99  # same-class overlap percentile the NMS threshold must exceed
@@ -105,24 +107,6 @@ def resized_shapes(shapes, min_size, max_size):
     return np.maximum(np.round(shapes * scale[:, np.newaxis]).astype(np.int64), 1)
 
 
-def _on_disk_examples(config, split):
-    """(examples, class names) for the readers that index before decoding, else (None, None)."""
-    from tf_frcnn import data
-
-    d = config.data
-    names = config.model.class_names
-    if d.source == "voc":
-        names = list(names or data.VOC_CLASS_NAMES)
-        return data.voc.voc_examples(d.root, split, class_names=names), names
-    if d.source == "coco":
-        evaluating = split == d.eval_split and d.eval_annotations
-        annotations = d.eval_annotations if evaluating else d.annotations
-        root = (d.eval_root or d.root) if evaluating else d.root
-        return (data.coco.coco_examples(annotations, root),
-                list(names or data.coco_class_names(annotations)))
-    return None, None
-
-
 def _from_examples(examples):
     sizes = check_images([example.image_path for example in examples], strict=False,
                          source="analysis")
@@ -132,12 +116,8 @@ def _from_examples(examples):
             yield size, example.boxes[keep], example.labels[keep], int(np.sum(~keep))
 
 
-def _from_records(config, split):
+def _from_records(records):
     import tensorflow as tf
-
-    from tf_frcnn.training import inputs
-
-    records, names = inputs.source(config, split)
 
     def sizes_and_objects(record):
         keep = ~(record["difficult"] | record["iscrowd"])
@@ -146,7 +126,7 @@ def _from_records(config, split):
                 tf.reduce_sum(tf.cast(~keep, tf.int32)))
 
     stream = records.map(sizes_and_objects, num_parallel_calls=tf.data.AUTOTUNE)
-    return (tuple(item) for item in stream.as_numpy_iterator()), names
+    return (tuple(item) for item in stream.as_numpy_iterator())
 
 
 def read_split(config, split=None) -> SplitBoxes:
@@ -156,14 +136,14 @@ def read_split(config, split=None) -> SplitBoxes:
       DataError (from the reader) naming the file or class; ConfigError for a source that has
       no boxes to read.
     """
+    from tf_frcnn.training import inputs
+
     split = split or config.data.train_split
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
-        examples, names = _on_disk_examples(config, split)
-        if examples is not None:
-            items = _from_examples(examples)
-        else:
-            items, names = _from_records(config, split)
+        with captured_examples() as captured:
+            records, names = inputs.source(config, split)
+        items = _from_examples(captured[-1]) if captured else _from_records(records)
         shapes, boxes, labels, index, excluded = [], [], [], [], 0
         for number, (size, image_boxes, image_labels, dropped) in enumerate(items):
             shapes.append(size)
@@ -300,7 +280,8 @@ def fit_config_anchors(config, boxes: anchor_fit.ResizedBoxes) -> anchor_fit.Anc
     return anchor_fit.fit_anchors(
         boxes, base_size=m.anchor_base_size, num_scales=m.num_anchor_scales,
         num_ratios=m.num_anchor_ratios, stride=STRIDE, positive_iou=config.rpn.positive_iou,
-        inside_only=config.rpn.ignore_cross_boundary, start=(scales, ratios),
+        negative_iou=config.rpn.negative_iou, inside_only=config.rpn.ignore_cross_boundary,
+        start=(scales, ratios),
         scales=None if auto_scales else scales, ratios=None if auto_ratios else ratios)
 
 
@@ -311,9 +292,29 @@ def _best_iou(config, boxes, scales, ratios):
     return table.max(axis=1)
 
 
-def _class_mean(per_class, key):
-    values = [entry["coverage"][key] for entry in per_class.values() if entry["boxes"]]
-    return float(np.mean(values)) if values else float("nan")
+def anchor_set_summary(config, boxes, scales, ratios, best=None):
+    """How an anchor set serves `boxes`, as class means (classes weigh equally; see
+    `anchor_fit`): {"scales", "ratios", "sides" px, "coverage" (share with best IoU >
+    rpn.positive_iou), "below_negative" (share < rpn.negative_iou), "score" (the fit's
+    objective), "coverage_all_boxes" (box-weighted)}.
+
+    best: the boxes' best IoUs with this set, when already computed.
+    """
+    rpn = config.rpn
+    best = _best_iou(config, boxes, scales, ratios) if best is None else best
+    per_class = [anchor_fit.coverage(best[boxes.labels == label], rpn.positive_iou,
+                                     rpn.negative_iou) for label in np.unique(boxes.labels)]
+
+    def mean(key):
+        return float(np.mean([entry[key] for entry in per_class])) if per_class else float("nan")
+
+    coverage, below = mean("positive"), mean("forced_below_negative")
+    return {"scales": [float(s) for s in scales], "ratios": [float(r) for r in ratios],
+            "sides": [config.model.anchor_base_size * float(s) for s in scales],
+            "coverage": coverage, "below_negative": below,
+            "score": (coverage + 1.0 - below) / 2.0,
+            "coverage_all_boxes": float(np.mean(best > rpn.positive_iou)) if len(best)
+            else float("nan")}
 
 
 def analyze(config, split=None, fit=False) -> Analysis:
@@ -370,22 +371,13 @@ def analyze(config, split=None, fit=False) -> Analysis:
         arrays["best"][name] = best[view_mask]
         if fitted:
             arrays["fitted"][name] = best_fitted[view_mask]
-    classes = {name: per_class[name] for name in names}
 
     counts = np.bincount(split_boxes.image_index, minlength=len(split_boxes.image_shapes))
     anchors = {"base_size": m.anchor_base_size, "stride": STRIDE,
-               "configured": {"scales": scales, "ratios": anchor_ratios,
-                              "sides": [m.anchor_base_size * s for s in scales],
-                              "coverage": _class_mean(classes, "positive"),
-                              "coverage_all_boxes": per_class["all"]["coverage"]["positive"]}}
+               "configured": anchor_set_summary(config, instances, scales, anchor_ratios, best)}
     if fitted:
-        fitted_classes = {name: {"boxes": e["boxes"], "coverage": e["coverage_fitted"]}
-                          for name, e in classes.items()}
-        anchors["fitted"] = {"scales": fitted.scales, "ratios": fitted.ratios,
-                             "sides": [m.anchor_base_size * s for s in fitted.scales],
-                             "coverage": _class_mean(fitted_classes, "positive"),
-                             "coverage_all_boxes":
-                                 per_class["all"]["coverage_fitted"]["positive"]}
+        anchors["fitted"] = anchor_set_summary(config, instances, fitted.scales, fitted.ratios,
+                                               best_fitted)
     summary = {
         "source": split_boxes.source, "split": split_boxes.split,
         "resize": {"min_size": config.data.min_size, "max_size": config.data.max_size,
@@ -429,14 +421,12 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
     configured = anchors["configured"]
     if "fitted" in anchors:
         fitted = anchors["fitted"]
-        if (fitted["coverage"] >= configured["coverage"] + FIT_GAIN
+        if (fitted["score"] >= configured["score"] + FIT_GAIN
                 or config.model.anchor_scales == "auto"
                 or config.model.anchor_ratios == "auto"):
-            reason = (f"coverage (class mean of boxes with best anchor IoU > "
-                      f"{summary['positive_iou']}) {configured['coverage']:.2f} with "
-                      f"{_sides_text(configured)} -> {fitted['coverage']:.2f} fitted")
             out.append({"key": "model.anchor_scales", "value": fitted["scales"],
-                        "reason": reason})
+                        "reason": f"{_sides_text(configured)} -> fitted: "
+                        f"{_fit_text(configured, fitted, summary['positive_iou'])}"})
             out.append({"key": "model.anchor_ratios", "value": fitted["ratios"],
                         "reason": "fitted with the scales (or set both to auto)"})
     elif configured["coverage"] < LOW_COVERAGE:
@@ -483,6 +473,12 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
     return out
 
 
+def _fit_text(before, after, positive_iou):
+    return (f"boxes with an anchor of IoU > {positive_iou:g} {before['coverage']:.2f} -> "
+            f"{after['coverage']:.2f}, boxes whose best is a would-be negative "
+            f"{before['below_negative']:.2f} -> {after['below_negative']:.2f} (class means)")
+
+
 def _sides_text(anchors):
     sides = "/".join(f"{side:.4g}" for side in anchors["sides"])
     ratios = "/".join(f"{ratio:g}" for ratio in anchors["ratios"])
@@ -524,19 +520,13 @@ def resolve_anchors(config, model_dir=None, log=None):
         raise ConfigError(f"model.anchor_scales/anchor_ratios 'auto': the training split "
                           f"{split.split!r} has no boxes to fit anchors to")
     fitted = fit_config_anchors(config, instances)
-    scales, ratios = _configured_anchors(config)
-    before = anchor_fit.coverage(_best_iou(config, instances, scales, ratios),
-                                 config.rpn.positive_iou, config.rpn.negative_iou)
-    after = anchor_fit.coverage(_best_iou(config, instances, fitted.scales, fitted.ratios),
-                                config.rpn.positive_iou, config.rpn.negative_iou)
+    before = anchor_set_summary(config, instances, *_configured_anchors(config))
+    after = anchor_set_summary(config, instances, fitted.scales, fitted.ratios)
     resolved.model.anchor_scales = fitted.scales
     resolved.model.anchor_ratios = fitted.ratios
     if log:
-        sides = "/".join(f"{m.anchor_base_size * s:.4g}" for s in fitted.scales)
-        previous = _sides_text({"sides": [m.anchor_base_size * s for s in scales],
-                                "ratios": ratios})
-        log(f"anchors fitted to {len(split.labels)} training boxes: scales {fitted.scales} "
-            f"x ratios {fitted.ratios} ({sides} px); boxes with an anchor of IoU > "
-            f"{config.rpn.positive_iou}: {before['positive']:.2f} before the fit "
-            f"({previous}), {after['positive']:.2f} after (class mean {fitted.coverage:.2f})")
+        log(f"anchors fitted to {len(split.labels)} training boxes: scales {fitted.scales} x "
+            f"ratios {fitted.ratios} ({_sides_text(after)}); before the fit "
+            f"({_sides_text(before)}) -> after: "
+            f"{_fit_text(before, after, config.rpn.positive_iou)}")
     return resolved

@@ -57,7 +57,7 @@ def format_analysis(summary) -> str:
     headers = ["class", "boxes", "images", "side p5/50/95", "h/w p5/50/95", "<2 cells",
                f">{pos:g}", f"{neg:g}-{pos:g}", f"<{neg:g}"]
     if fitted:
-        headers.append(f"fit >{pos:g}")
+        headers += [f"fit >{pos:g}", f"fit <{neg:g}"]
     headers.append("overlap p99")
     rows = []
     for name, entry in s["classes"].items():
@@ -67,7 +67,8 @@ def format_analysis(summary) -> str:
                _share(coverage["positive"]), _share(coverage["forced_best"]),
                _share(coverage["forced_below_negative"])]
         if fitted:
-            row.append(_share(entry["coverage_fitted"]["positive"]))
+            row += [_share(entry["coverage_fitted"]["positive"]),
+                    _share(entry["coverage_fitted"]["forced_below_negative"])]
         overlap = entry["same_class_overlap"]
         row.append(_number(overlap["p99"], 2) if overlap else "-")
         rows.append(row)
@@ -84,8 +85,9 @@ def format_analysis(summary) -> str:
             a = s["anchors"][key]
             sides = "/".join(f"{side:.4g}" for side in a["sides"])
             lines.append(f"anchors {key}: scales {a['scales']} x ratios {a['ratios']} "
-                         f"({sides} px); coverage {a['coverage']:.3f} (class mean), "
-                         f"{a['coverage_all_boxes']:.3f} (all boxes)")
+                         f"({sides} px): >{pos:g} {a['coverage']:.3f}, <{neg:g} "
+                         f"{a['below_negative']:.3f}, fit objective {a['score']:.3f} (class "
+                         f"means); >{pos:g} {a['coverage_all_boxes']:.3f} of all boxes")
     nms = s["nms"]
     lines.append(f"detection NMS: configured {nms['configured']:g}, implied "
                  f"{nms['recommended']:g} (99th percentile same-class overlap "

@@ -1,5 +1,5 @@
 """Anchors against ground-truth boxes: the best IoU each box gets from the anchors laid on its
-image's grid, and a fit of scales x ratios that maximises the share of boxes with a positive anchor.
+image's grid, and a fit of scales x ratios that gives the boxes well-overlapping anchors.
 
 What "best anchor IoU" means here (exact, not an approximation). The anchors of an image are
 the ones `AnchorGenerator` lays on the backbone's feature map of the resized image: centres
@@ -23,11 +23,15 @@ The fit. Candidate scales are 2^(j/8) (anchor sides 9% apart, the paper's 8/16/3
 candidate ratios 2^(j/4) (0.5, 1, 2 among them), over the range the boxes need. The table of
 best IoUs of every box with every candidate shape is computed once; a coordinate search then
 changes one scale or one ratio of the set at a time, keeping a change only when it raises the
-objective, until no single change does. Objective: the mean over classes of the share of a
-class's boxes whose best IoU is > positive_iou (classes weigh equally, as in mAP), ties broken by
-the mean best IoU. Four starts (three sets of quantiles of the boxes' log sides and log
-ratios, and the configured anchors); the best result is kept. No randomness: the result depends
-only on the set of boxes (they are sorted first, so not on their order).
+objective, until no single change does. Four starts: three sets of quantiles of the boxes' log
+sides and log ratios, and the configured anchors; the best result is kept. No randomness: the
+result depends only on the set of boxes (they are sorted first, so not on their order).
+
+The objective, per box: 1 when its best IoU is > positive_iou (a positive anchor by IoU), 1/2
+when it is at least negative_iou (its forced-best positive is not a would-be negative), else 0;
+averaged per class, then over classes (they weigh equally, as in mAP); ties are broken by the
+mean best IoU. Coverage alone (> positive_iou) would give up objects too small for any anchor
+on the stride-16 grid to exceed it and leave them forced positives below negative_iou.
 
 Boxes: absolute pixel [ymin, xmin, ymax, xmax] of the resized image.
 """
@@ -74,12 +78,13 @@ class ResizedBoxes:
 @dataclasses.dataclass
 class AnchorFit:
     """A fitted anchor set: scales (anchor side / base_size) and ratios (height / width),
-    ascending, with the objective it reaches on the boxes it was fitted to."""
+    ascending, with what it reaches on the boxes it was fitted to (class means)."""
 
     scales: list
     ratios: list
-    coverage: float       # mean over classes of the share with best IoU > positive_iou
-    mean_iou: float       # mean over classes of the mean best IoU
+    score: float          # the objective (module docstring)
+    coverage: float       # share of boxes with best IoU > positive_iou
+    mean_iou: float       # mean best IoU
 
 
 def anchor_shapes(base_size, scales, ratios):
@@ -180,7 +185,7 @@ def _snap(values, grid, count):
 
 
 def _better(score, current):
-    """Strictly better (coverage, mean IoU); the margins absorb summation-order rounding, so
+    """Strictly better (objective, mean IoU); the margins absorb summation-order rounding, so
     the search cannot cycle between sets that score the same."""
     if score[0] > current[0] + 1e-12:
         return True
@@ -189,30 +194,33 @@ def _better(score, current):
 
 class _Objective:
     """Scores anchor sets on a table of best IoUs [N, ratios, scales] (see the module
-    docstring): class-balanced coverage first, class-balanced mean IoU to break ties."""
+    docstring): the class-balanced objective first, the class-balanced mean IoU for ties."""
 
-    def __init__(self, table, labels, positive_iou):
+    def __init__(self, table, labels, positive_iou, negative_iou):
+        """labels: int [N], sorted (`_canonical` sorts by label first)."""
         self.table = table
-        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-        self.onehot = np.zeros((len(labels), len(classes)))
-        self.onehot[np.arange(len(labels)), inverse] = 1.0
-        self.counts = counts.astype(np.float64)
+        _, self.starts, counts = np.unique(labels, return_index=True, return_counts=True)
+        self.counts = counts.astype(np.float64)[:, np.newaxis]
         self.positive_iou = positive_iou
+        self.negative_iou = negative_iou
+
+    def class_mean(self, values):
+        """Mean over classes of the per-class mean of `values` [N, c]: [c]."""
+        return np.mean(np.add.reduceat(values, self.starts, axis=0) / self.counts, axis=0)
 
     def score(self, best):
-        """(coverage [c], mean IoU [c]) for candidate columns of best IoUs [N, c]."""
-        hits = self.onehot.T @ (best > self.positive_iou)       # exact integer counts
-        coverage = np.mean(hits / self.counts[:, np.newaxis], axis=0)
-        mean_iou = np.mean((self.onehot.T @ best) / self.counts[:, np.newaxis], axis=0)
-        return coverage, mean_iou
+        """(objective [c], mean IoU [c]) for candidate columns of best IoUs [N, c]."""
+        # Integer counts per class, so equal counts give bit-equal objectives.
+        points = (best > self.positive_iou).astype(np.int64) + (best >= self.negative_iou)
+        return self.class_mean(points) / 2.0, self.class_mean(best)
 
     def best_of(self, ratio_index, scale_index):
         chosen = self.table[:, ratio_index][:, :, scale_index]
         return chosen.reshape(len(chosen), -1).max(axis=1).astype(np.float64)
 
     def __call__(self, ratio_index, scale_index):
-        coverage, mean_iou = self.score(self.best_of(ratio_index, scale_index)[:, np.newaxis])
-        return float(coverage[0]), float(mean_iou[0])
+        value, mean_iou = self.score(self.best_of(ratio_index, scale_index)[:, np.newaxis])
+        return float(value[0]), float(mean_iou[0])
 
     def improve_slot(self, ratio_index, scale_index, axis, slot, current, fixed_axis):
         """The best replacement of set member `slot` on `axis` ("scale" or "ratio"): returns
@@ -230,12 +238,12 @@ class _Objective:
                     else np.zeros(len(self.table)))
             candidates = self.table[:, :, scale_index].max(axis=2)       # [N, ratios]
         best = np.maximum(rest[:, np.newaxis], candidates.astype(np.float64))
-        coverage, mean_iou = self.score(best)
-        order = np.lexsort((-mean_iou, -coverage))      # best first; ties: lowest index
+        value, mean_iou = self.score(best)
+        order = np.lexsort((-mean_iou, -value))         # best first; ties: lowest index
         for index in order:
             if index in others:
                 continue
-            score = (float(coverage[index]), float(mean_iou[index]))
+            score = (float(value[index]), float(mean_iou[index]))
             if index == members[slot] or not _better(score, current):
                 return None
             members[slot] = int(index)
@@ -260,16 +268,16 @@ def _canonical(boxes: ResizedBoxes) -> ResizedBoxes:
 
 
 def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3, stride=16,
-                positive_iou=0.7, inside_only=True, start=None, scales=None,
+                positive_iou=0.7, negative_iou=0.3, inside_only=True, start=None, scales=None,
                 ratios=None) -> AnchorFit:
-    """Scales x ratios that maximise coverage of `boxes` (see the module docstring).
+    """Scales x ratios that maximise the objective on `boxes` (see the module docstring).
 
     Args:
       boxes: the box instances to cover (absolute [ymin, xmin, ymax, xmax] of resized images).
       base_size: model.anchor_base_size; anchor side = base_size * scale.
       num_scales, num_ratios: set size, k = num_scales * num_ratios.
       stride, inside_only: see `best_anchor_iou`.
-      positive_iou: rpn.positive_iou.
+      positive_iou, negative_iou: rpn.positive_iou, rpn.negative_iou.
       start: optional (scales, ratios) tried as a second starting point (the configured set).
       scales, ratios: keep these fixed and fit only the other (None: fit both).
     Returns:
@@ -300,7 +308,7 @@ def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3
     heights, widths = anchor_shapes(base_size, scale_grid, ratio_grid)
     table = best_anchor_iou(boxes, heights, widths, stride, inside_only).reshape(
         len(boxes.labels), len(ratio_grid), len(scale_grid))
-    objective = _Objective(table, boxes.labels, positive_iou)
+    objective = _Objective(table, boxes.labels, positive_iou, negative_iou)
 
     def quantiles(values, count, spread):
         """`count` quantiles of log `values`, evenly spaced over the middle `spread`."""
@@ -335,6 +343,8 @@ def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3
     for result in results[1:]:
         if _better(result[0], score):
             score, ratio_index, scale_index = result
+    best = objective.best_of(ratio_index, scale_index)[:, np.newaxis]
     return AnchorFit(scales=[float(scale_grid[i]) for i in scale_index],
-                     ratios=[float(ratio_grid[i]) for i in ratio_index],
-                     coverage=score[0], mean_iou=score[1])
+                     ratios=[float(ratio_grid[i]) for i in ratio_index], score=score[0],
+                     coverage=float(objective.class_mean(best > positive_iou)[0]),
+                     mean_iou=score[1])

@@ -20,7 +20,6 @@ import tensorflow as tf
 from tf_frcnn.data.records import (
     BoxAudit,
     DataError,
-    Example,
     check_images,
     examples_to_dataset,
     make_example,
@@ -72,14 +71,6 @@ def coco_dataset(annotation_json, image_dir, strict: bool = False) -> tf.data.Da
       numbers, no images, a file_name that leads outside `image_dir` (absolute or with
       ".."), or (strict) an unreadable image.
     """
-    examples = coco_examples(annotation_json, image_dir, strict=strict)
-    source = f"coco_dataset({os.fspath(annotation_json)!r})"
-    return examples_to_dataset(examples, strict=strict, source=source)
-
-
-def coco_examples(annotation_json, image_dir, strict: bool = False) -> list[Example]:
-    """The indexed, not yet decoded, images of `coco_dataset` (same arguments, same checks,
-    same warnings): what `coco_dataset` decodes, for code that needs only the boxes."""
     content = _load(annotation_json)
     image_dir = pathlib.Path(image_dir)
     source = f"coco_dataset({os.fspath(annotation_json)!r})"
@@ -150,4 +141,4 @@ def coco_examples(annotation_json, image_dir, strict: bool = False) -> list[Exam
             )
         )
     audit.warn()
-    return examples
+    return examples_to_dataset(examples, strict=strict, source=source)

@@ -20,8 +20,10 @@ a broken image is reported by its file name instead of surfacing as a bare decod
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -240,6 +242,27 @@ def annotated_dataset(
     return examples_to_dataset(examples, strict=strict, source=source)
 
 
+_capture = threading.local()
+
+
+@contextlib.contextmanager
+def captured_examples():
+    """Collects, in this thread, the `Example` lists the readers hand to `examples_to_dataset`.
+
+    Every on-disk reader indexes its split in Python before any pixel is decoded; code that
+    needs only the boxes and the image files (`tf_frcnn.data.analysis`) reads a split through
+    the very readers training uses and takes the examples from here. Yields the list the
+    captured lists are appended to.
+    """
+    captured = []
+    previous = getattr(_capture, "lists", None)
+    _capture.lists = captured
+    try:
+        yield captured
+    finally:
+        _capture.lists = previous
+
+
 def examples_to_dataset(examples: list[Example], *, strict: bool, source: str) -> tf.data.Dataset:
     """A `tf.data.Dataset` of records from indexed examples, decoding the images lazily.
 
@@ -248,6 +271,8 @@ def examples_to_dataset(examples: list[Example], *, strict: bool, source: str) -
     Raises:
       DataError when no image is left to read.
     """
+    if getattr(_capture, "lists", None) is not None:
+        _capture.lists.append(list(examples))
     if not examples:
         raise DataError(f"{source}: no readable images")
     row_lengths = [len(example.labels) for example in examples]

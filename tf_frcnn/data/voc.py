@@ -28,7 +28,6 @@ from tf_frcnn.data.records import (
     BoxAudit,
     DataError,
     DataWarning,
-    Example,
     check_images,
     examples_to_dataset,
     make_example,
@@ -122,14 +121,6 @@ def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.
       unknown class name, an empty split, an id that leads outside `root` (absolute or
       with ".."), or (strict) an unreadable image.
     """
-    examples = voc_examples(root, split, class_names=class_names, strict=strict)
-    source = f"voc_dataset({os.fspath(root)!r}, {split!r})"
-    return examples_to_dataset(examples, strict=strict, source=source)
-
-
-def voc_examples(root, split: str, class_names=None, strict: bool = False) -> list[Example]:
-    """The indexed, not yet decoded, images of `voc_dataset` (same arguments, same checks,
-    same warnings): what `voc_dataset` decodes, for code that needs only the boxes."""
     root = pathlib.Path(root)
     class_names = list(VOC_CLASS_NAMES if class_names is None else class_names)
     label_of = {name: index + 1 for index, name in enumerate(class_names)}
@@ -182,4 +173,4 @@ def voc_examples(root, split: str, class_names=None, strict: bool = False) -> li
             DataWarning,
             stacklevel=2,
         )
-    return examples
+    return examples_to_dataset(examples, strict=strict, source=source)
