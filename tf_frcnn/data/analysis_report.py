@@ -176,9 +176,9 @@ def plot_box_sides(analysis, path):
         _histogram(axes, analysis.sides[name], edges, name)
         axes.axvspan(edges[0], 2 * stride, color="tab:orange", alpha=0.12,
                      label=f"< {2 * stride} px (2 cells)")
-        _mark(axes, anchors["configured"], "tab:red", "--", "configured anchors")
-        if "fitted" in anchors:
+        if "fitted" in anchors:   # first, so a configured line on the same value shows
             _mark(axes, anchors["fitted"], "tab:green", "-", "fitted anchors")
+        _mark(axes, anchors["configured"], "tab:red", "--", "configured anchors")
         axes.set_xlabel("box side sqrt(h*w), px", fontsize="small")
     axes_list[0].legend(fontsize="x-small")
     figure.suptitle("Box sides after the resize, with the anchor sides")
@@ -193,9 +193,9 @@ def plot_aspect_ratios(analysis, path):
     edges = _log_edges([analysis.ratios["all"], np.asarray(sum(ratios.values(), []))], 1e-2)
     for axes, name in zip(axes_list, panels):
         _histogram(axes, analysis.ratios[name], edges, name, ratio_labels=True)
-        _mark(axes, ratios["configured"], "tab:red", "--", "configured ratios")
         if "fitted" in ratios:
             _mark(axes, ratios["fitted"], "tab:green", "-", "fitted ratios")
+        _mark(axes, ratios["configured"], "tab:red", "--", "configured ratios")
         axes.set_xlabel("aspect ratio h/w", fontsize="small")
     axes_list[0].legend(fontsize="x-small")
     figure.suptitle("Box aspect ratios, with the anchor ratios")
