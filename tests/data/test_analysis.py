@@ -110,7 +110,7 @@ def test_resized_shapes_agree_with_resize_image():
 def test_40px_boxes_are_not_covered_by_the_paper_anchors_and_are_after_fitting():
     cfg = config()
     cfg.data.flip = False   # a mirrored 600 px image puts the centres 8 px off the grid
-    instances, _, _ = analysis.views(grid_squares(), cfg)
+    instances, _ = analysis.views(grid_squares(), cfg)
     heights, widths = anchor_fit.anchor_shapes(16, *PAPER)
     paper = anchor_fit.coverage(anchor_fit.best_anchor_iou(instances, heights, widths).max(1))
     assert paper["positive"] <= 0.05
@@ -124,7 +124,7 @@ def test_40px_boxes_are_not_covered_by_the_paper_anchors_and_are_after_fitting()
 
 def test_the_mirrored_views_count_when_the_grid_offset_differs():
     cfg = config()
-    instances, _, mirrored = analysis.views(grid_squares(jitter=0.0), cfg)
+    instances, mirrored = analysis.views(grid_squares(jitter=0.0), cfg)
     heights, widths = anchor_fit.anchor_shapes(16, [2.5], [1.0])
     best = anchor_fit.best_anchor_iou(instances, heights, widths).max(1)
     np.testing.assert_allclose(best[~mirrored], 1.0, atol=1e-5)
@@ -135,7 +135,7 @@ def test_the_mirrored_views_count_when_the_grid_offset_differs():
 def test_fit_is_deterministic_and_independent_of_the_record_order():
     cfg = config()
     split = mixed_boxes()
-    instances, _, _ = analysis.views(split, cfg)
+    instances, _ = analysis.views(split, cfg)
     first = analysis.fit_config_anchors(cfg, instances)
     again = analysis.fit_config_anchors(cfg, instances)
     shuffled = analysis.fit_config_anchors(
@@ -147,7 +147,7 @@ def test_fit_is_deterministic_and_independent_of_the_record_order():
 def test_fit_beats_the_paper_anchors_and_its_score_is_the_summarys():
     cfg = config()
     for seed in range(3):
-        instances, _, _ = analysis.views(mixed_boxes(seed=seed), cfg)
+        instances, _ = analysis.views(mixed_boxes(seed=seed), cfg)
         paper = anchor_fit.fit_anchors(instances, scales=PAPER[0], ratios=PAPER[1])
         assert (paper.scales, paper.ratios) == PAPER          # both fixed: only scored
         fitted = analysis.fit_config_anchors(cfg, instances)
@@ -159,10 +159,25 @@ def test_fit_beats_the_paper_anchors_and_its_score_is_the_summarys():
 
 def test_fit_keeps_the_key_that_is_not_auto():
     cfg = config(anchor_scales=[2, 4, 8], anchor_ratios="auto", num_anchor_ratios=2)
-    instances, _, _ = analysis.views(mixed_boxes(), cfg)
+    instances, _ = analysis.views(mixed_boxes(), cfg)
     fitted = analysis.fit_config_anchors(cfg, instances)
     assert fitted.scales == [2.0, 4.0, 8.0]
     assert len(fitted.ratios) == 2
+
+
+def test_tiny_crowded_objects_get_size_and_max_boxes_recommendations(monkeypatch):
+    cfg = config()
+    cfg.data.max_boxes = 4
+    split = grid_squares(side=20, per_image=6)
+    monkeypatch.setattr(analysis, "read_split", lambda config, split_name=None: split)
+    summary = analysis.analyze(cfg).summary
+    assert summary["classes"]["a"]["under_two_cells"] == 1.0
+    advice = {item["key"]: item["value"] for item in summary["recommendations"]}
+    assert advice["data.min_size"] == 960 and advice["data.max_size"] == 1600   # x 32 / 20
+    assert advice["rpn.min_size"] == 10.0       # half the 20 px side, under the default 16
+    assert advice["data.max_boxes"] == 6
+    assert "model.anchor_scales" in advice      # 128-512 px anchors on 20 px boxes: no fit run
+    assert advice["model.anchor_scales"] == "auto"
 
 
 def test_same_class_overlap_and_the_nms_threshold_it_implies():

@@ -170,7 +170,7 @@ def read_split(config, split=None) -> SplitBoxes:
 
 def resize_sides(config) -> list:
     """The shorter sides training and evaluation resize to (see the module docstring)."""
-    scales = getattr(config.data.augment, "scales", None) or []
+    scales = config.data.augment.scales or []
     return sorted({int(config.data.min_size), *(int(side) for side in scales)})
 
 
@@ -179,10 +179,10 @@ def views(split: SplitBoxes, config, *, flip=None):
     default data.flip).
 
     Returns:
-      (anchor_fit.ResizedBoxes, box index int [M] into `split.boxes`, mirrored bool [M]).
+      (anchor_fit.ResizedBoxes of M box views, mirrored bool [M]).
     """
     flip = config.data.flip if flip is None else flip
-    parts, box_index, mirrored = [], [], []
+    parts, mirrored = [], []
     for side in resize_sides(config):
         resized = resized_shapes(split.image_shapes, side, config.data.max_size)
         shape = resized[split.image_index].astype(np.float32)
@@ -197,11 +197,10 @@ def views(split: SplitBoxes, config, *, flip=None):
             flipped = np.stack([ymin, width - xmax, ymax, width - xmin], axis=1)
             parts.append(anchor_fit.ResizedBoxes(flipped, shape, cells, split.labels))
         for flipped_view in ((False, True) if flip else (False,)):
-            box_index.append(np.arange(len(split.labels)))
             mirrored.append(np.full(len(split.labels), flipped_view))
     joined = anchor_fit.ResizedBoxes(*(np.concatenate([getattr(p, f.name) for p in parts])
                                        for f in dataclasses.fields(anchor_fit.ResizedBoxes)))
-    return joined, np.concatenate(box_index), np.concatenate(mirrored)
+    return joined, np.concatenate(mirrored)
 
 
 def _pairwise_iou(boxes):
@@ -325,7 +324,7 @@ def analyze(config, split=None, fit=False) -> Analysis:
     m, rpn = config.model, config.rpn
     fit = fit or m.anchor_scales == "auto" or m.anchor_ratios == "auto"
     names = split_boxes.class_names
-    instances, box_index, mirrored = views(split_boxes, config)
+    instances, mirrored = views(split_boxes, config)
     upright = ~mirrored
     b = instances.boxes[upright].astype(np.float64)
     heights, widths = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
@@ -406,7 +405,8 @@ def analyze(config, split=None, fit=False) -> Analysis:
 
 
 def _round_up(value, multiple=32):
-    return int(np.ceil(value / multiple) * multiple)
+    """The next multiple, not counting float noise (600 * 32 / 20.000001 is 960)."""
+    return int(np.ceil(value / multiple - 1e-3) * multiple)
 
 
 def recommendations(config, summary, sides, shorter_sides) -> list:
@@ -454,7 +454,7 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
             out.append({"key": "data.max_size", "value": _round_up(d.max_size * factor),
                         "reason": "scaled with data.min_size"})
         if len(shorter_sides):
-            limit = float(np.floor(np.percentile(shorter_sides, 1) / 2))
+            limit = float(np.floor(np.percentile(shorter_sides, 1) / 2 + 1e-3))
             if config.rpn.min_size > limit:
                 out.append({"key": "rpn.min_size", "value": limit,
                             "reason": f"proposals under {config.rpn.min_size:g} px are dropped "
@@ -515,7 +515,7 @@ def resolve_anchors(config, model_dir=None, log=None):
             setattr(resolved.model, key, list(getattr(recorded, key)))
         return resolved
     split = read_split(config)
-    instances, _, _ = views(split, config)
+    instances, _ = views(split, config)
     if not len(instances.labels):
         raise ConfigError(f"model.anchor_scales/anchor_ratios 'auto': the training split "
                           f"{split.split!r} has no boxes to fit anchors to")

@@ -113,6 +113,10 @@ def _panels(analysis):
     return ["all"] + names[:MAX_PANELS - 1]
 
 
+def _title(analysis, name):
+    return f"{name} ({analysis.summary['classes'][name]['boxes']} boxes)"
+
+
 def _grid_figure(count):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -139,7 +143,7 @@ def _histogram(axes, values, edges, title, ratio_labels=False):
               for p, t in zip((round(math.log2(t)) for t in ticks), ticks)]
     axes.set_xticks(ticks, labels)
     axes.xaxis.set_minor_formatter(NullFormatter())
-    axes.set_title(f"{title} ({len(values)} boxes)", fontsize="medium")
+    axes.set_title(title, fontsize="medium")
     axes.tick_params(labelsize="small")
 
 
@@ -173,7 +177,7 @@ def plot_box_sides(analysis, path):
     edges = _log_edges([analysis.sides["all"], np.asarray(sum(anchors.values(), [])),
                         np.asarray([1.5 * stride])], 1.0)
     for axes, name in zip(axes_list, panels):
-        _histogram(axes, analysis.sides[name], edges, name)
+        _histogram(axes, analysis.sides[name], edges, _title(analysis, name))
         axes.axvspan(edges[0], 2 * stride, color="tab:orange", alpha=0.12,
                      label=f"< {2 * stride} px (2 cells)")
         if "fitted" in anchors:   # first, so a configured line on the same value shows
@@ -192,7 +196,7 @@ def plot_aspect_ratios(analysis, path):
     ratios = analysis.anchor_ratios
     edges = _log_edges([analysis.ratios["all"], np.asarray(sum(ratios.values(), []))], 1e-2)
     for axes, name in zip(axes_list, panels):
-        _histogram(axes, analysis.ratios[name], edges, name, ratio_labels=True)
+        _histogram(axes, analysis.ratios[name], edges, _title(analysis, name), ratio_labels=True)
         if "fitted" in ratios:
             _mark(axes, ratios["fitted"], "tab:green", "-", "fitted ratios")
         _mark(axes, ratios["configured"], "tab:red", "--", "configured ratios")
