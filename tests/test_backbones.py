@@ -13,6 +13,7 @@ from tf_frcnn.backbones import (
     Backbone,
     CaffePreprocessing,
     build_backbone,
+    feature_size,
     preprocessing_layer,
 )
 
@@ -70,6 +71,13 @@ def test_feature_map_size_formulas_for_odd_sizes(backbones):
     for name, (h, w) in expected.items():
         shape = backbones[name].features.compute_output_shape((1, 63, 97, 3))
         assert shape[1:3] == (h, w), name
+
+
+def test_feature_size_matches_the_built_backbones(backbones):
+    for name, backbone in backbones.items():
+        for height, width in ((63, 97), (600, 800), (512, 337), (16, 17), (1000, 601)):
+            shape = backbone.features.compute_output_shape((1, height, width, 3))
+            assert shape[1:3] == (feature_size(name, height), feature_size(name, width)), name
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,18 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 STRIDE = 16
 POOL_SIZE = 7
 
+
+def feature_size(backbone: str, side: int) -> int:
+    """Feature-map cells along an input side of ``side`` pixels: the table above, for code that
+    needs the anchor grid of an image without running the network."""
+    if backbone == "vgg16":
+        return side // STRIDE
+    if backbone == "mobilenet":
+        return -(-side // 2) // 8
+    if backbone in BACKBONES:
+        return -(-side // STRIDE)
+    raise ValueError(f"unknown backbone {backbone!r} (expected one of: {', '.join(BACKBONES)})")
+
 # Last layer of each backbone's stride-16 feature map.
 _FEATURE_LAYER = {
     "vgg16": "block5_conv3",

@@ -21,6 +21,8 @@ EXAMPLES = {
     "predict": "examples:\n  tf-frcnn predict --model saved_models/shapes img1.jpg img2.png --out preds/\n"
                "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/",
     "demo": "example:\n  tf-frcnn demo        (what `make demo` runs)",
+    "analyze": "examples:\n  tf-frcnn analyze --config configs/mobilenet_cpu.yaml --fit-anchors\n"
+               "  tf-frcnn analyze --config my.yaml --out runs/analysis/my",
 }
 
 
@@ -92,6 +94,17 @@ def _parser():
     demo.add_argument("--config", default=None, help="default: configs/shapes.yaml")
     demo.add_argument("--model-dir", default="runs/demo")
     demo.add_argument("--data-dir", default=None, help="TFDS data dir (default: runs/tfds)")
+
+    analyze = command("analyze", "Analyse the training split: box sizes after the resize, "
+                      "anchor coverage, same-class overlap, and the settings they imply.")
+    analyze.add_argument("--config", required=True)
+    analyze.add_argument("--out", help="where analysis.json and the PNGs go "
+                         "(default: runs/analysis/<config name>)")
+    analyze.add_argument("--fit-anchors", action="store_true",
+                         help="also fit scales x ratios to the boxes (done anyway when the "
+                         "config says anchor_scales/anchor_ratios: auto)")
+    analyze.add_argument("--split", help="split to analyse (default: the config's train_split)")
+    analyze.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
     return parser
 
 
@@ -119,7 +132,7 @@ def cmd_train(args):
     return model_dir
 
 
-def _check_writable(directory):
+def _check_writable(directory, what="model dir"):
     try:
         os.makedirs(directory, exist_ok=True)
         probe = os.path.join(directory, ".write-test")
@@ -127,7 +140,7 @@ def _check_writable(directory):
             handle.write("ok")
         os.remove(probe)
     except OSError as error:
-        raise UserError(f"model dir {directory} is not writable: {error.strerror}") from None
+        raise UserError(f"{what} {directory} is not writable: {error.strerror}") from None
 
 
 def cmd_eval(args):
@@ -233,8 +246,23 @@ def cmd_demo(args):
     return run_demo(config_path=args.config, model_dir=args.model_dir, data_dir=args.data_dir)
 
 
+def cmd_analyze(args):
+    from tf_frcnn.data.analysis import analyze
+    from tf_frcnn.data.analysis_report import format_analysis, write_analysis
+
+    config = _config(args.config, args.data_dir)
+    out = args.out or os.path.join(
+        "runs", "analysis", os.path.splitext(os.path.basename(args.config))[0])
+    _check_writable(out, "output dir")
+    result = analyze(config, split=args.split, fit=args.fit_anchors)
+    print(format_analysis(result.summary))
+    paths = write_analysis(result, out)
+    print(f"wrote {', '.join(str(path) for path in paths)}")
+    return result.summary
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export,
-            "predict": cmd_predict, "demo": cmd_demo}
+            "predict": cmd_predict, "demo": cmd_demo, "analyze": cmd_analyze}
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ class ModelConfig:
     rpn_channels: int = 512               # 256 for small backbones
     anchor_base_size: int = 16
     # A list, or "auto": fitted to the training boxes when training starts
-    # (tf_frcnn.data.analysis.fit_anchors); the model dir's config.yaml keeps the result.
+    # (tf_frcnn.data.analysis.resolve_anchors); the model dir's config.yaml keeps the result.
     anchor_scales: object = field(default_factory=lambda: [8, 16, 32])
     anchor_ratios: object = field(default_factory=lambda: [0.5, 1.0, 2.0])
     num_anchor_scales: int = 3            # scales fitted for anchor_scales: auto

@@ -7,6 +7,7 @@ import tensorflow as tf
 from tf_frcnn import sampling
 from tf_frcnn.anchors import AnchorGenerator
 from tf_frcnn.backbones import build_backbone
+from tf_frcnn.config import ConfigError
 from tf_frcnn.head import FastRCNNHead, fast_rcnn_loss, postprocess_detections
 from tf_frcnn.proposals import ProposalLayer
 from tf_frcnn.roi import ROIPooling, sample_rois
@@ -241,6 +242,10 @@ def build_model(config, stage="joint"):
     """A ``FasterRCNN`` from a ``tf_frcnn.config.Config``: the one place where
     configuration turns into layer arguments."""
     m, rpn, roi, det = config.model, config.rpn, config.roi, config.detection
+    for key in ("anchor_scales", "anchor_ratios"):
+        if getattr(m, key) == "auto":
+            raise ConfigError(f"config key 'model.{key}' is 'auto': fit it first "
+                              "(tf_frcnn.data.analysis.resolve_anchors; tf-frcnn train does)")
     backbone = build_backbone(m.backbone, m.weights, alpha=m.alpha,
                               tiny_channels=tuple(m.tiny_channels))
     anchor_generator = AnchorGenerator(base_size=m.anchor_base_size, scales=m.anchor_scales,

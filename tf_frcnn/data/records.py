@@ -20,8 +20,10 @@ a broken image is reported by its file name instead of surfacing as a bare decod
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -35,6 +37,16 @@ class DataError(ValueError):
 
 class DataWarning(UserWarning):
     """Input data was repaired or skipped (clipped boxes, a corrupt image)."""
+
+
+class BoxRepairWarning(DataWarning):
+    """A reader's one warning about the boxes it dropped or clipped; the counts are kept as
+    attributes so `tf_frcnn.data.analysis` can report them without parsing the text."""
+
+    def __init__(self, message: str, dropped: int, clipped: int):
+        super().__init__(message)
+        self.dropped = dropped
+        self.clipped = clipped
 
 
 @dataclasses.dataclass
@@ -181,12 +193,12 @@ class BoxAudit:
         """One warning for the whole dataset, if anything was repaired; the default
         `stacklevel` points at the caller of the reader that calls `warn`."""
         if self.dropped or self.clipped:
-            warnings.warn(
+            message = (
                 f"{self.source}: dropped {self.dropped} boxes that were inverted, zero-area or "
-                f"outside the image, and clipped {self.clipped} boxes to the image",
-                DataWarning,
-                stacklevel=stacklevel,
+                f"outside the image, and clipped {self.clipped} boxes to the image"
             )
+            warnings.warn(BoxRepairWarning(message, self.dropped, self.clipped),
+                          stacklevel=stacklevel)
 
 
 def make_example(image_path, image_id, boxes, labels, difficult=None, iscrowd=None) -> Example:
@@ -230,6 +242,27 @@ def annotated_dataset(
     return examples_to_dataset(examples, strict=strict, source=source)
 
 
+_capture = threading.local()
+
+
+@contextlib.contextmanager
+def captured_examples():
+    """Collects, in this thread, the `Example` lists the readers hand to `examples_to_dataset`.
+
+    Every on-disk reader indexes its split in Python before any pixel is decoded; code that
+    needs only the boxes and the image files (`tf_frcnn.data.analysis`) reads a split through
+    the very readers training uses and takes the examples from here. Yields the list the
+    captured lists are appended to.
+    """
+    captured = []
+    previous = getattr(_capture, "lists", None)
+    _capture.lists = captured
+    try:
+        yield captured
+    finally:
+        _capture.lists = previous
+
+
 def examples_to_dataset(examples: list[Example], *, strict: bool, source: str) -> tf.data.Dataset:
     """A `tf.data.Dataset` of records from indexed examples, decoding the images lazily.
 
@@ -238,6 +271,8 @@ def examples_to_dataset(examples: list[Example], *, strict: bool, source: str) -
     Raises:
       DataError when no image is left to read.
     """
+    if getattr(_capture, "lists", None) is not None:
+        _capture.lists.append(list(examples))
     if not examples:
         raise DataError(f"{source}: no readable images")
     row_lengths = [len(example.labels) for example in examples]

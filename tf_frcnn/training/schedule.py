@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from tf_frcnn.config import ConfigError, StageConfig
+from tf_frcnn.data.analysis import resolve_anchors
 from tf_frcnn.model import build_model
 from tf_frcnn.training import budget, inputs
 from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
@@ -155,6 +156,7 @@ class Trainer:
         stages = stage_names(self.config)
         state_path = os.path.join(self.model_dir, "state.json")
         if resume and os.path.exists(state_path):
+            self.config = resolve_anchors(self.config, model_dir=self.model_dir)
             state = RunState.load(self.model_dir)
             if state.done:
                 final = os.path.join(self.model_dir, FINAL_WEIGHTS)
@@ -165,6 +167,8 @@ class Trainer:
                     save_weights_atomic(self.model, final)
                 return state
         else:
+            # "auto" anchors become numbers here, so config.yaml records what the model uses.
+            self.config = resolve_anchors(self.config, log=print if self.progress else None)
             state = RunState(self.model_dir, self.config.train.schedule, stages)
             write_config(self.model_dir, self.config)
             _, class_names = inputs.source(self.config, self.config.data.train_split)
