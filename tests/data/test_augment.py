@@ -221,6 +221,19 @@ def test_color_jitter_ranges():
     assert not np.allclose(augment.color_jitter(red, tf.constant([3, 0]), hue=0.3), red, atol=5)
 
 
+def test_jitter_is_the_same_whether_the_image_is_enlarged_or_shrunk():
+    # Applied before an enlarging resize and after a shrinking one, with the same draws.
+    data = [record(f"r{i}", np.full((16, 16, 3), 100), [[0, 0, 1, 1]]) for i in range(4)]
+    jitter = AugmentConfig(brightness=0.2, contrast=0.5)
+    (enlarged,) = run(data, jitter, 2, min_size=32, max_size=32)
+    (shrunk,) = run(data, jitter, 2, min_size=8, max_size=8)
+    values = enlarged["images"][:, 0, 0, 0]
+    assert np.std(values) > 1 and np.all(np.abs(values - 100) <= 0.2 * 255 + 1e-3)
+    np.testing.assert_allclose(enlarged["images"], np.broadcast_to(values[:, None, None, None],
+                                                                   (4, 32, 32, 3)), atol=1e-3)
+    np.testing.assert_allclose(shrunk["images"][:, 0, 0, 0], values, atol=1e-3)
+
+
 def test_same_seed_same_batches_different_seed_differs():
     rng = np.random.default_rng(1)
     data = [record(f"r{i}", rng.integers(0, 255, (24, 32, 3)),

@@ -39,14 +39,22 @@ def resize_image(image, min_size: int, max_size: int | None = None):
     image = tf.convert_to_tensor(image)
     shape = tf.shape(image)
     height, width = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
-    scale = tf.cast(min_size, tf.float32) / tf.minimum(height, width)
-    if max_size is not None:
-        scale = tf.minimum(scale, tf.cast(max_size, tf.float32) / tf.maximum(height, width))
+    scale = resize_scale(tf.stack([shape[-3], shape[-2]]), min_size, max_size)
     new_size = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), 1)
     resized = tf.image.resize(
         tf.cast(image, tf.float32), new_size, method="bilinear", antialias=False
     )
     return resized, scale
+
+
+def resize_scale(image_shape, min_size, max_size=None):
+    """The factor `resize_image` applies to an image of `image_shape` (height, width) [2]:
+    float32 scalar, `min_size` over the shorter side, capped so the longer is <= `max_size`."""
+    height, width = tf.unstack(tf.cast(image_shape, tf.float32))
+    scale = tf.cast(min_size, tf.float32) / tf.minimum(height, width)
+    if max_size is not None:
+        scale = tf.minimum(scale, tf.cast(max_size, tf.float32) / tf.maximum(height, width))
+    return scale
 
 
 def flip_boxes_left_right(boxes, width):
@@ -120,6 +128,7 @@ def build_pipeline(
     crop_probability = augment.crop_probability if augment is not None else 0.0
     jitter = {key: getattr(augment, key) if augment is not None else 0.0
               for key in ("brightness", "contrast", "saturation", "hue")}
+    jittering = any(jitter.values())
     warned = []
 
     def warn_truncated(image_id, count):
@@ -150,6 +159,14 @@ def build_pipeline(
                 image, objects, tf.stack([random_value, 1]), probability=crop_probability,
                 min_crop=augment.min_crop, min_visible=augment.min_visible)
         shorter = aug.draw_scale(scales, tf.stack([random_value, 2])) if scales else min_size
+        if jittering:
+            # Colour jitter is pointwise (contrast uses the mean), so it is applied at the
+            # smaller of the two resolutions: the same change for less work.
+            jitter_seed = tf.stack([random_value, 3])
+            enlarging = resize_scale(tf.shape(image)[:2], shorter, max_size) > 1.0
+            image = tf.cast(image, tf.float32)
+            image = tf.cond(enlarging, lambda: aug.color_jitter(image, jitter_seed, **jitter),
+                            lambda: image)
         image, scale = resize_image(image, shorter, max_size)
         image_shape = tf.shape(image)[:2]
         size = tf.cast(image_shape, tf.float32)
@@ -161,7 +178,9 @@ def build_pipeline(
             flipped = tf.random.stateless_uniform([], seed=tf.stack([random_value, 0])) < 0.5
             image = tf.cond(flipped, lambda: tf.image.flip_left_right(image), lambda: image)
             boxes = tf.cond(flipped, lambda: flip_boxes_left_right(boxes, size[1]), lambda: boxes)
-        image = aug.color_jitter(image, tf.stack([random_value, 3]), **jitter)
+        if jittering:
+            image = tf.cond(enlarging, lambda: image,
+                            lambda: aug.color_jitter(image, jitter_seed, **jitter))
 
         count = tf.shape(boxes)[0]
         reported = tf.cond(
