@@ -335,6 +335,13 @@ def _validate(config):
     between("data.augment.hue", aug.hue, 0.0, 0.5)
     if aug.min_crop <= 0:
         raise ConfigError("config key 'data.augment.min_crop' must be > 0")
+    if aug.scales and config.data.pad_to is not None:
+        largest = min(max(aug.scales), config.data.max_size or max(aug.scales))
+        if min(config.data.pad_to) < largest:
+            raise ConfigError(f"config key 'data.pad_to' = {list(config.data.pad_to)} must "
+                              f"hold the largest of 'data.augment.scales' = {list(aug.scales)} "
+                              f"under data.max_size = {config.data.max_size}: use "
+                              f"data.pad_to >= [{largest}, {largest}]")
     if config.train.clip_norm is not None:
         positive("train.clip_norm", config.train.clip_norm)
     if config.rpn.negative_iou > config.rpn.positive_iou:

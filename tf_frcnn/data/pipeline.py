@@ -1,4 +1,4 @@
-"""The `tf.data` input pipeline: records -> resized, flipped, padded batches for the detector.
+"""The `tf.data` input pipeline: records -> (augmented,) resized, flipped, padded batches.
 
 Pixel values stay in 0..255 RGB (float32). Per-backbone normalisation (VGG mean subtraction,
 MobileNet's [-1, 1], ...) happens inside the model, so training and the exported SavedModel,
@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from tf_frcnn.data import augment as aug
 from tf_frcnn.data.records import DataWarning
 
 
@@ -38,14 +39,22 @@ def resize_image(image, min_size: int, max_size: int | None = None):
     image = tf.convert_to_tensor(image)
     shape = tf.shape(image)
     height, width = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
-    scale = tf.cast(min_size, tf.float32) / tf.minimum(height, width)
-    if max_size is not None:
-        scale = tf.minimum(scale, tf.cast(max_size, tf.float32) / tf.maximum(height, width))
+    scale = resize_scale(tf.stack([shape[-3], shape[-2]]), min_size, max_size)
     new_size = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), 1)
     resized = tf.image.resize(
         tf.cast(image, tf.float32), new_size, method="bilinear", antialias=False
     )
     return resized, scale
+
+
+def resize_scale(image_shape, min_size, max_size=None):
+    """The factor `resize_image` applies to an image of `image_shape` (height, width) [2]:
+    float32 scalar, `min_size` over the shorter side, capped so the longer is <= `max_size`."""
+    height, width = tf.unstack(tf.cast(image_shape, tf.float32))
+    scale = tf.cast(min_size, tf.float32) / tf.minimum(height, width)
+    if max_size is not None:
+        scale = tf.minimum(scale, tf.cast(max_size, tf.float32) / tf.maximum(height, width))
+    return scale
 
 
 def flip_boxes_left_right(boxes, width):
@@ -69,12 +78,15 @@ def build_pipeline(
     drop_difficult: bool = False,
     drop_crowd: bool = False,
     drop_remainder: bool | None = None,
+    augment=None,
 ) -> tf.data.Dataset:
     """Batches of detector inputs from a dataset of records (see `tf_frcnn.data.records`).
 
-    Per example: optionally drop difficult / crowd objects, resize with `resize_image`, flip
-    horizontally with probability 1/2 (when `flip`), keep at most `max_boxes` objects (the
-    first ones; a `DataWarning` is issued once per pipeline) and pad them to `max_boxes` rows.
+    Per example: optionally drop difficult / crowd objects, randomly crop (`augment`), resize
+    with `resize_image` (the shorter side drawn from `augment.scales` when given), flip
+    horizontally with probability 1/2 (when `flip`), jitter colours (`augment`), keep at most
+    `max_boxes` objects (the first ones; a `DataWarning` is issued once per pipeline) and pad
+    them to `max_boxes` rows.
     Images are then padded at the bottom/right with zeros: to `pad_to` when given (a static
     shape, so a training graph traces once), otherwise to the largest image of the batch.
     The pipeline does not repeat; call `.repeat()` on the result for several epochs.
@@ -92,6 +104,10 @@ def build_pipeline(
       seed: makes shuffling and flips reproducible; None draws fresh randomness.
       drop_difficult, drop_crowd: remove VOC difficult / COCO crowd objects.
       drop_remainder: drop a last incomplete batch; defaults to `training`.
+      augment: None, or the training augmentation (`tf_frcnn.config.AugmentConfig`: `scales`,
+        `crop_probability`, `min_crop`, `min_visible`, `brightness`, `contrast`,
+        `saturation`, `hue`; see `tf_frcnn.data.augment`), seeded like the flips. Its
+        zeros / None turn a step off; all off is the same as None.
     Returns:
       tf.data.Dataset of {
         "images":         float32 [B, Hp, Wp, 3] RGB in 0..255, zero padding bottom/right,
@@ -101,12 +117,18 @@ def build_pipeline(
         "labels":         int32   [B, max_boxes] 1-based, 0 for padding,
         "difficult":      bool    [B, max_boxes],
         "iscrowd":        bool    [B, max_boxes],
-        "scale":          float32 [B] resize factor (resized = original * scale),
+        "scale":          float32 [B] resize factor (resized = original * scale; after a
+                          random crop, of the cropped image),
         "original_shape": int32   [B, 2] (height, width) of the record's image,
         "image_id":       string  [B]}.
     """
     flip = training if flip is None else flip
     drop_remainder = training if drop_remainder is None else drop_remainder
+    scales = list(augment.scales or []) if augment is not None else []
+    crop_probability = augment.crop_probability if augment is not None else 0.0
+    jitter = {key: getattr(augment, key) if augment is not None else 0.0
+              for key in ("brightness", "contrast", "saturation", "hue")}
+    jittering = any(jitter.values())
     warned = []
 
     def warn_truncated(image_id, count):
@@ -131,7 +153,21 @@ def build_pipeline(
         }
 
         original_shape = tf.shape(record["image"])[:2]
-        image, scale = resize_image(record["image"], min_size, max_size)
+        image = record["image"]
+        if crop_probability:
+            image, objects = aug.random_crop(
+                image, objects, tf.stack([random_value, 1]), probability=crop_probability,
+                min_crop=augment.min_crop, min_visible=augment.min_visible)
+        shorter = aug.draw_scale(scales, tf.stack([random_value, 2])) if scales else min_size
+        if jittering:
+            # Colour jitter is pointwise (contrast uses the mean), so it is applied at the
+            # smaller of the two resolutions: the same change for less work.
+            jitter_seed = tf.stack([random_value, 3])
+            enlarging = resize_scale(tf.shape(image)[:2], shorter, max_size) > 1.0
+            image = tf.cast(image, tf.float32)
+            image = tf.cond(enlarging, lambda: aug.color_jitter(image, jitter_seed, **jitter),
+                            lambda: image)
+        image, scale = resize_image(image, shorter, max_size)
         image_shape = tf.shape(image)[:2]
         size = tf.cast(image_shape, tf.float32)
         boxes = objects["boxes"] * tf.concat([size, size], axis=0)
@@ -142,6 +178,9 @@ def build_pipeline(
             flipped = tf.random.stateless_uniform([], seed=tf.stack([random_value, 0])) < 0.5
             image = tf.cond(flipped, lambda: tf.image.flip_left_right(image), lambda: image)
             boxes = tf.cond(flipped, lambda: flip_boxes_left_right(boxes, size[1]), lambda: boxes)
+        if jittering:
+            image = tf.cond(enlarging, lambda: image,
+                            lambda: aug.color_jitter(image, jitter_seed, **jitter))
 
         count = tf.shape(boxes)[0]
         reported = tf.cond(
@@ -182,7 +221,8 @@ def build_pipeline(
     if training and shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     # One random integer per example, from a stream that is fixed by `seed` and differs per
-    # epoch; it keys the flip so results do not depend on the order parallel calls finish.
+    # epoch; it keys the flip and the augmentation so results do not depend on the order
+    # parallel calls finish.
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip(dataset, randoms)
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

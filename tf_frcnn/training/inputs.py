@@ -119,7 +119,8 @@ def epoch_steps(epochs, images, batch_size):
 
 def batches(config, split, training, batch_size=None, seed=None):
     """Padded batches of ``split`` (see ``tf_frcnn.data.build_pipeline``; the
-    hold-out and ``VALIDATION`` of ``split_records`` apply)."""
+    hold-out and ``VALIDATION`` of ``split_records`` apply); ``data.augment``
+    applies when ``training`` only."""
     d = config.data
     records, _ = split_records(config, split)
     return data.build_pipeline(
@@ -127,7 +128,8 @@ def batches(config, split, training, batch_size=None, seed=None):
         min_size=d.min_size, max_size=d.max_size,
         pad_to=tuple(d.pad_to) if d.pad_to else None, max_boxes=d.max_boxes,
         flip=d.flip and training, seed=config.train.seed if seed is None else seed,
-        drop_difficult=training, drop_crowd=training)
+        drop_difficult=training, drop_crowd=training,
+        augment=d.augment if training else None)
 
 
 def training_batches(config, split, batch_size, start_step=0):
