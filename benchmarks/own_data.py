@@ -2,10 +2,13 @@
 
     python benchmarks/own_data.py --minutes 6 [--datasets aquarium raccoon]
         [--variants paper paper+aug fitted fitted+aug] [--out runs/own_data]
+    python benchmarks/own_data.py --steps-scale 0.35 ...
 
 Each run is what a new user does with `configs/mobilenet_cpu.yaml`: `tf-frcnn train --minutes M`
 then `tf-frcnn eval`, in its own process, one after the other (never two at once: the budget is
-wall time). The variants differ only in the anchors ("paper": 128/256/512 px x 0.5/1/2;
+wall time). `--steps-scale F` gives every variant the same steps instead (the config's stage
+steps times F), for a machine shared with other work, where a wall-time budget would buy
+different amounts of computation at different times. The variants differ only in the anchors ("paper": 128/256/512 px x 0.5/1/2;
 "fitted": `anchor_scales: auto`, `anchor_ratios: auto`) and in `data.augment` (off, or the
 example config's). Prints a Markdown table of mAP50 (VOC all-point), COCO AP and per-class AP50.
 """
@@ -37,8 +40,11 @@ DATASETS = {
 PAPER_ANCHORS = {"anchor_scales": [8, 16, 32], "anchor_ratios": [0.5, 1.0, 2.0]}
 
 
-def variant_config(base, dataset, variant):
+def variant_config(base, dataset, variant, steps_scale=None):
     config = copy.deepcopy(base)
+    if steps_scale:
+        for stage in config["train"]["stages"].values():
+            stage["steps"] = max(1, round(stage["steps"] * steps_scale))
     spec = DATASETS[dataset]
     config["model"]["num_classes"] = spec["num_classes"]
     config["model"]["class_names"] = spec["class_names"]
@@ -62,6 +68,8 @@ def run(command):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per run")
+    parser.add_argument("--steps-scale", type=float, default=None,
+                        help="fixed steps (the config's times this) instead of --minutes")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--variants", nargs="+",
                         default=["paper", "paper+aug", "fitted", "fitted+aug"],
@@ -78,9 +86,11 @@ def main():
             os.makedirs(model_dir, exist_ok=True)
             config_path = os.path.join(model_dir, "experiment.yaml")
             with open(config_path, "w", encoding="utf-8") as handle:
-                yaml.safe_dump(variant_config(base, dataset, variant), handle, sort_keys=False)
-            train_s = run(cli + ["train", "--config", config_path, "--model-dir", model_dir,
-                                 "--minutes", str(args.minutes)])
+                yaml.safe_dump(variant_config(base, dataset, variant, args.steps_scale), handle,
+                               sort_keys=False)
+            budget = [] if args.steps_scale else ["--minutes", str(args.minutes)]
+            train_s = run(cli + ["train", "--config", config_path, "--model-dir", model_dir]
+                          + budget)
             run(cli + ["eval", "--config", config_path, "--model-dir", model_dir])
             with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as handle:
                 metrics = json.load(handle)
@@ -89,7 +99,9 @@ def main():
             rows.append((dataset, variant, train_s, metrics, resolved))
             print(json.dumps({"dataset": dataset, "variant": variant, "train_s": round(train_s),
                               "mAP50": metrics["mAP_voc"], "AP": metrics["AP"]}), flush=True)
-    print(f"\n{args.minutes:g} training minutes per run; mAP50 = VOC all-point mAP at IoU 0.5\n")
+    budget = (f"the config's steps x {args.steps_scale:g}" if args.steps_scale
+              else f"{args.minutes:g} training minutes")
+    print(f"\n{budget} per run; mAP50 = VOC all-point mAP at IoU 0.5, on the eval split\n")
     print("| dataset | variant | anchors (scales x ratios) | train s | mAP50 | AP | AP50 per class |")
     print("|---|---|---|---:|---:|---:|---|")
     for dataset, variant, train_s, metrics, model in rows:
