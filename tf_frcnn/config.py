@@ -114,7 +114,7 @@ class DataConfig:
 @dataclass
 class StageConfig:
     steps: int = 1000
-    epochs: Optional[float] = None        # instead of steps: passes over the training split
+    epochs: Optional[float] = None        # when given, replaces steps: passes over the train split
     learning_rate: float = 1e-3
     decay_steps: list = field(default_factory=list)  # steps at which lr drops 10x
     batch_size: Optional[int] = None      # None: data.batch_size
@@ -178,9 +178,6 @@ def _check_stages(stages):
             if key not in names:
                 raise ConfigError(f"unknown config key 'train.stages.{stage}.{key}' "
                                   f"(expected one of: {', '.join(sorted(names))})")
-        if "steps" in values and "epochs" in values:
-            raise ConfigError(f"config keys 'train.stages.{stage}.steps' and '.epochs': give "
-                              "one of them")
         parsed[stage] = StageConfig(**values)
     return parsed
 
