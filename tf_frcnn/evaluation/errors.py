@@ -305,14 +305,10 @@ def confusion_matrix(
 
 
 def image_error_counts(images: list[dict]) -> list[int]:
-    """Errors of each image of `classify_images`: its false positives plus its boxes not found
-    (missed or covered), i.e. every box or detection drawn in an error colour."""
-    counts = []
-    for image in images:
-        status, gt_status = image["detection_status"], image["groundtruth_status"]
-        counts.append(int(np.sum(status >= 2)
-                          + np.sum((gt_status == MISSED) | (gt_status == COVERED))))
-    return counts
+    """Errors of each image of `classify_images`, counted as `error_analysis` counts them: its
+    false positives plus its missed objects."""
+    return [int(np.sum(image["detection_status"] >= 2)
+                + np.sum(image["groundtruth_status"] == MISSED)) for image in images]
 
 
 def select_gallery(images: list[dict], worst: int = 8, best: int = 4) -> tuple[list, list]:
