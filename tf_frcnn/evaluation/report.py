@@ -367,6 +367,9 @@ def plot_rpn_recall(groundtruths: list[dict], proposals: list[dict], path,
         by_count.plot(counts, [recall[recall_key(n, iou)] for n in counts], style,
                       label=f"IoU {iou:g}")
     by_count.set_xscale("log")
+    # Plain tick labels: the log axis' default 10^k labels go through mathtext, slow to lay out.
+    by_count.set_xticks(counts, [str(n) for n in counts], fontsize="small")
+    by_count.minorticks_off()
     by_count.set_xlabel("number of proposals")
     by_count.set_ylabel("recall")
     by_count.set_title("RPN recall against the number of proposals")
@@ -379,7 +382,7 @@ def plot_rpn_recall(groundtruths: list[dict], proposals: list[dict], path,
         axes.set_ylim(0.0, 1.02)
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
-    figure.tight_layout()
+    figure.subplots_adjust(wspace=0.25)
     return _save(figure, path)
 
 

@@ -56,7 +56,7 @@ def evaluate(model, config, class_names, batches, *, progress=True, num_batches=
     return evaluator.result(), evaluator
 
 
-__all__ = ["DEFAULT_THRESHOLD", "RECALL_PROPOSALS", "evaluate", "evaluate_model_dir"]
+__all__ = ["DEFAULT_THRESHOLD", "RECALL_PROPOSALS", "evaluate", "evaluate_model_dir", "write_outputs"]
 
 # The score threshold of a class without a max-F1 threshold (no true positive), for the confusion
 # matrix and the gallery; the same as ``tf-frcnn predict --score-threshold``'s default.
@@ -66,8 +66,22 @@ GALLERY_WORST, GALLERY_BEST = 8, 4
 
 def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suffix="",
                        extra=None, html=True):
-    """Evaluate ``model`` on ``split`` (default: the config's eval split) and write into
-    ``model_dir``: ``metrics.json`` (with the error analysis of ``Evaluator.analysis``),
+    """Evaluate ``model`` on ``split`` (default: the config's eval split) and write the results
+    into ``model_dir`` (``write_outputs``). Returns (metrics, report.md path)."""
+    from tf_frcnn.training import inputs
+
+    split = split or config.data.eval_split
+    _, class_names = inputs.source(config, split)
+    batches = inputs.batches(config, split, training=False)
+    metrics, evaluator = evaluate(model, config, class_names, batches, progress=progress)
+    return write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix,
+                         extra, html)
+
+
+def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix="",
+                  extra=None, html=True):
+    """Writes what ``tf-frcnn eval`` leaves in ``model_dir`` for ``evaluate``'s results on
+    ``split``: ``metrics.json`` (with the error analysis of ``Evaluator.analysis``),
     ``pr_curves.png``, ``loss_curves.png``, ``rpn_recall.png``, ``validation_curves.png`` (when
     the training recorded ``logs/{stage}.val.jsonl``), ``report.md`` and, with ``html``,
     ``report.html`` (``suffix`` goes before each extension, e.g. "_svd"; ``extra`` is merged
@@ -78,15 +92,10 @@ def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suff
     from tf_frcnn.evaluation.report import (plot_loss_curves, plot_pr_curves, plot_rpn_recall,
                                             plot_validation_curves, write_metrics_json,
                                             write_report)
-    from tf_frcnn.training import inputs
     from tf_frcnn.training.loop import read_history
     from tf_frcnn.training.schedule import stage_names
     from tf_frcnn.visualize import STATUS_COLOURS
 
-    split = split or config.data.eval_split
-    _, class_names = inputs.source(config, split)
-    batches = inputs.batches(config, split, training=False)
-    metrics, evaluator = evaluate(model, config, class_names, batches, progress=progress)
     metrics["split"] = split
     metrics.update(evaluator.analysis(DEFAULT_THRESHOLD))
     metrics.update(extra or {})
