@@ -121,7 +121,8 @@ def _predict_with_thresholds(capsys, model, image, metrics, tmp_path):
     def predict(thresholds):
         path = tmp_path / "thresholds.json"
         path.write_text(json.dumps({"thresholds": {
-            label: {"name": name, "threshold": thresholds(label)} for label, name in names.items()}}))
+            label: {"name": name, "threshold": thresholds(label)}
+            for label, name in names.items()}}))
         assert main(["predict", "--model", model, str(image), "--out", str(preds),
                      "--thresholds", str(path), "--html"]) == 0
         line = capsys.readouterr().out.splitlines()[0]

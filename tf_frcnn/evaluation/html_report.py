@@ -29,7 +29,8 @@ from tf_frcnn.evaluation.report import (
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 16px 40px;
        color: #1d1d1f; }
-h1 { margin-top: 24px; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
+h1 { margin-top: 24px; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
 nav a { margin-right: 12px; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; }
@@ -102,7 +103,8 @@ def _section(anchor: str, title: str, body: str) -> str:
 
 
 def _anchor(title: str) -> str:
-    """The section id of a title: "Score thresholds (maximum F1)" -> "score-thresholds-maximum-f1"."""
+    """The section id of a title: "Score thresholds (maximum F1)" ->
+    "score-thresholds-maximum-f1"."""
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
@@ -168,7 +170,10 @@ def write_html_report(model_dir, metrics: Mapping, figures: Mapping[str, str],
                 f'<figure><img src="{jpeg_uri(entry["image"])}" alt="{_text(entry["title"])}">'
                 f"<figcaption><b>{_text(entry['title'])}</b>: {_text(entry['caption'])}"
                 "</figcaption></figure>")
-        content = _legend(legend or {}) + "".join(
+        content = ('<p class="note">Ground truth and the detections kept at the max-F1 '
+                   "thresholds, judged as in the error breakdown: each detection coloured by its "
+                   "type, objects no detection finds in the missed colour.</p>"
+                   + _legend(legend or {})) + "".join(
             f"<h3>{_text(group)}</h3><div class=\"gallery\">{''.join(items)}</div>"
             for group, items in groups.items())
         sections.append(("Gallery", content))

@@ -327,7 +327,8 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
             axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="raw",
                       marker="." if len(steps) < 30 else None)
             axes.plot(steps, smooth(losses), color="tab:blue", linewidth=1.6, label="smoothed")
-            axes.legend(fontsize="small")
+            # A fixed corner: "best" tests every position against thousands of points.
+            axes.legend(fontsize="small", loc="upper right")
         else:
             axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
         axes.set_title(str(stage))

@@ -56,7 +56,8 @@ def evaluate(model, config, class_names, batches, *, progress=True, num_batches=
     return evaluator.result(), evaluator
 
 
-__all__ = ["DEFAULT_THRESHOLD", "RECALL_PROPOSALS", "evaluate", "evaluate_model_dir", "write_outputs"]
+__all__ = ["DEFAULT_THRESHOLD", "RECALL_PROPOSALS", "evaluate", "evaluate_model_dir",
+           "write_outputs"]
 
 # The score threshold of a class without a max-F1 threshold (no true positive), for the confusion
 # matrix and the gallery; the same as ``tf-frcnn predict --score-threshold``'s default.
