@@ -83,10 +83,10 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
                   extra=None, html=True):
     """Writes what ``tf-frcnn eval`` leaves in ``model_dir`` for ``evaluate``'s results on
     ``split``: ``metrics.json`` (with the error analysis of ``Evaluator.analysis``),
-    ``pr_curves.png``, ``loss_curves.png``, ``rpn_recall.png``, ``validation_curves.png`` (when
-    the training recorded ``logs/{stage}.val.jsonl``), ``report.md`` and, with ``html``,
-    ``report.html`` (``suffix`` goes before each extension, e.g. "_svd"; ``extra`` is merged
-    into the metrics). Returns (metrics, report.md path)."""
+    ``pr_curves.png``, ``loss_curves.png``, ``rpn_recall.png`` (with proposals),
+    ``validation_curves.png`` (when the training recorded ``logs/{stage}.val.jsonl``),
+    ``report.md`` and, with ``html``, ``report.html`` (``suffix`` goes before each extension,
+    e.g. "_svd"; ``extra`` is merged into the metrics). Returns (metrics, report.md path)."""
     import os
 
     from tf_frcnn.evaluation.html_report import write_html_report
@@ -113,8 +113,9 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
     if history:
         images["Training loss per stage"] = plot_loss_curves(
             history, os.path.join(model_dir, "loss_curves.png"))
-    images["RPN recall (paper Fig. 4)"] = plot_rpn_recall(
-        evaluator.groundtruths, evaluator.proposals, path("rpn_recall"), RECALL_PROPOSALS)
+    if evaluator.proposals:
+        images["RPN recall (paper Fig. 4)"] = plot_rpn_recall(
+            evaluator.groundtruths, evaluator.proposals, path("rpn_recall"), RECALL_PROPOSALS)
     validation = {stage: rows for stage in stages
                   if (rows := read_validation_history(log_dir, stage))}
     if validation:
