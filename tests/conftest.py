@@ -1,3 +1,21 @@
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """(model dir, TFDS dir) of configs/smoke.yaml trained once per session with
+    `tf-frcnn train`; tests that write into the model dir other than by `tf-frcnn eval` copy it
+    first."""
+    from tf_frcnn.cli import main
+
+    tfds_dir = str(tmp_path_factory.mktemp("tfds"))
+    model_dir = str(tmp_path_factory.mktemp("cli") / "smoke")
+    assert main(["train", "--config", os.path.join(ROOT, "configs", "smoke.yaml"),
+                 "--model-dir", model_dir, "--data-dir", tfds_dir]) == 0
+    return model_dir, tfds_dir

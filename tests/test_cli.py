@@ -1,3 +1,4 @@
+import ast
 import json
 import os
 
@@ -68,12 +69,8 @@ def test_predict_missing_model_and_bad_images(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory):
-    tfds_dir = str(tmp_path_factory.mktemp("tfds"))
-    model_dir = str(tmp_path_factory.mktemp("cli") / "smoke")
-    assert main(["train", "--config", SMOKE, "--model-dir", model_dir,
-                 "--data-dir", tfds_dir]) == 0
-    return model_dir, tfds_dir
+def trained_dir(smoke_run):
+    return smoke_run
 
 
 def test_train_eval_export_predict(trained_dir, tmp_path, capsys):
@@ -89,7 +86,7 @@ def test_train_eval_export_predict(trained_dir, tmp_path, capsys):
         metrics = json.load(handle)
     for key in ("AP", "AP50", "AP75", "mAP_voc07", "recall@300"):
         assert key in metrics
-    for name in ("report.md", "pr_curves.png", "loss_curves.png"):
+    for name in ("report.md", "report.html", "pr_curves.png", "loss_curves.png", "rpn_recall.png"):
         assert os.path.getsize(os.path.join(model_dir, name)) > 0
     assert "AP50" in capsys.readouterr().out
 
@@ -104,12 +101,47 @@ def test_train_eval_export_predict(trained_dir, tmp_path, capsys):
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     preds = tmp_path / "preds"
     assert main(["predict", "--model", out, str(image), "--out", str(preds)]) == 0
-    assert (preds / "scene.png").exists()
+    assert Image.open(preds / "scene.png").size == (512, 512)   # 64 px drawn enlarged
     capsys.readouterr()
+    _predict_with_thresholds(capsys, out, image, metrics, tmp_path)
     _one_line_error(capsys, main(["predict", "--model", out, str(corrupt), "--out", str(preds)]),
                     str(corrupt))
     _one_line_error(capsys, main(["predict", "--model", out, str(tmp_path / "missing.png"),
                                   "--out", str(preds)]), "missing.png")
+
+
+def _predict_with_thresholds(capsys, model, image, metrics, tmp_path):
+    """--thresholds takes metrics.json's per-class thresholds: all at 0 keeps every detection, all
+    above 1 none, and with only one class's at 0 just that class's detections are kept; --html
+    writes the index page."""
+    names = {label: entry["name"] for label, entry in metrics["thresholds"].items()}
+    assert sorted(names) == ["1", "2", "3", "4"]
+    preds = tmp_path / "thresholded"
+
+    def predict(thresholds):
+        path = tmp_path / "thresholds.json"
+        path.write_text(json.dumps({"thresholds": {
+            label: {"name": name, "threshold": thresholds(label)}
+            for label, name in names.items()}}))
+        assert main(["predict", "--model", model, str(image), "--out", str(preds),
+                     "--thresholds", str(path), "--html"]) == 0
+        line = capsys.readouterr().out.splitlines()[0]
+        found = ast.literal_eval(line[line.index("["):line.index("]") + 1])
+        return int(line.split(": ")[1].split()[0]), found
+
+    everything, found = predict(lambda label: 0.0)
+    assert everything > 0
+    assert predict(lambda label: 1.01)[0] == 0
+    kept_name = found[0][0]
+    kept_label = next(label for label, name in names.items() if name == kept_name)
+    count, found = predict(lambda label: 0.0 if label == kept_label else 1.01)
+    assert 0 < count <= everything and {name for name, _ in found} == {kept_name}
+    index = (preds / "index.html").read_text()
+    assert 'src="scene.png"' in index and f"{count} detections" in index
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"thresholds": {"1": {"name": "zebra", "threshold": 0.5}}}))
+    _one_line_error(capsys, main(["predict", "--model", model, str(image), "--out", str(preds),
+                                  "--thresholds", str(wrong)]), "--thresholds", "wrong.json")
 
 
 def test_eval_and_export_with_truncated_svd(trained_dir, tmp_path, capsys):

@@ -19,7 +19,9 @@ EXAMPLES = {
     "export": "examples:\n  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes\n"
               "  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes --tflite",
     "predict": "examples:\n  tf-frcnn predict --model saved_models/shapes img1.jpg img2.png --out preds/\n"
-               "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/",
+               "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/\n"
+               "  tf-frcnn predict --model saved_models/shapes img.jpg --out preds/ \\\n"
+               "      --thresholds runs/shapes/metrics.json --html",
     "demo": "example:\n  tf-frcnn demo        (what `make demo` runs)",
     "analyze": "examples:\n  tf-frcnn analyze --config configs/mobilenet_cpu.yaml --fit-anchors\n"
                "  tf-frcnn analyze --config my.yaml --out runs/analysis/my",
@@ -59,7 +61,8 @@ def _parser():
                        "stage keeping its share of the config's steps (train.minutes); "
                        "measured when training starts, kept by --resume")
 
-    evaluate = command("eval", "Evaluate a trained model; writes metrics.json and a report.")
+    evaluate = command("eval", "Evaluate a trained model; writes metrics.json, report.md and "
+                       "report.html (error analysis, per-class thresholds, gallery).")
     evaluate.add_argument("--config", required=True)
     evaluate.add_argument("--model-dir", required=True)
     evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
@@ -88,7 +91,13 @@ def _parser():
     predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--out", required=True, help="directory for the PNGs")
-    predict.add_argument("--score-threshold", type=float, default=0.5)
+    predict.add_argument("--score-threshold", type=float, default=0.5,
+                         help="draw detections scoring at least this (default 0.5)")
+    predict.add_argument("--thresholds", metavar="METRICS_JSON",
+                         help="per-class thresholds (max F1) from the metrics.json of "
+                         "tf-frcnn eval; --score-threshold for a class without one")
+    predict.add_argument("--html", action="store_true",
+                         help="also write OUT/index.html, a page of the drawn predictions")
 
     demo = command("demo", "Generate the synthetic data, train, evaluate, export, predict.")
     demo.add_argument("--config", default=None, help="default: configs/shapes.yaml")
@@ -158,7 +167,8 @@ def cmd_eval(args):
     metrics, report = evaluate_model_dir(config, model, args.model_dir, args.split,
                                          suffix=suffix, extra=extra)
     print(format_table(metrics))
-    print(f"wrote {os.path.join(args.model_dir, f'metrics{suffix}.json')} and {report}")
+    print(f"wrote {os.path.join(args.model_dir, f'metrics{suffix}.json')}, {report} and "
+          f"{os.path.splitext(report)[0]}.html")
     return metrics
 
 
@@ -208,6 +218,8 @@ def cmd_export(args):
 def cmd_predict(args):
     import numpy as np
     from tf_frcnn.data import read_image_rgb
+    from tf_frcnn.evaluation.html_report import write_prediction_index
+    from tf_frcnn.evaluation.thresholds import keep_mask, read_thresholds
     from tf_frcnn.export import load_predictor, read_labels
     from tf_frcnn.visualize import draw_detections, save_png
 
@@ -215,8 +227,14 @@ def cmd_predict(args):
         raise UserError(f"model not found: {args.model}")
     predictor = load_predictor(args.model)
     class_names = read_labels(args.model)
+    thresholds = {}
+    if args.thresholds:
+        try:
+            thresholds = read_thresholds(args.thresholds, class_names)
+        except ValueError as error:
+            raise UserError(f"--thresholds: {error}") from None
     os.makedirs(args.out, exist_ok=True)
-    written = []
+    written, entries = [], []
     for path in args.images:
         if not os.path.isfile(path):
             raise UserError(f"image not found: {path}")
@@ -228,16 +246,21 @@ def cmd_predict(args):
         n = int(out["num_detections"])
         height, width = image.shape[:2]
         boxes = np.asarray(out["detection_boxes"][:n]) * [height, width, height, width]
-        drawn = draw_detections(image, boxes, out["detection_classes"][:n],
-                                out["detection_scores"][:n], class_names, args.score_threshold)
+        classes, scores = np.asarray(out["detection_classes"][:n]), out["detection_scores"][:n]
+        keep = keep_mask(scores, classes, thresholds, args.score_threshold)
+        drawn = draw_detections(image, boxes[keep], classes[keep], np.asarray(scores)[keep],
+                                class_names)
         target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
         save_png(drawn, target)
         kept = [(class_names[int(c) - 1], round(float(s), 3))
-                for c, s in zip(out["detection_classes"][:n], out["detection_scores"][:n])
-                if s >= args.score_threshold]
+                for c, s in zip(classes[keep], np.asarray(scores)[keep])]
         print(f"{path}: {len(kept)} detections {kept[:5]}{' ...' if len(kept) > 5 else ''} "
               f"-> {target}")
         written.append(target)
+        entries.append({"picture": os.path.basename(target), "source": path, "detections": kept})
+    if args.html:
+        index = write_prediction_index(args.out, entries, args.model)
+        print(f"wrote {index}")
     return written
 
 

@@ -76,7 +76,7 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
     print("\n" + format_table(metrics))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s "
           f"(training {train_seconds:.0f} s)")
-    print(f"  model dir:   {model_dir} (metrics.json, report.md, pr_curves.png, loss_curves.png)")
+    print(f"  model dir:   {model_dir} (metrics.json, report.md, report.html, plots)")
     print(f"  SavedModel:  {version_dir}")
     print(f"  TFLite:      {tflite_path}")
     print(f"  predictions: {pictures}/")

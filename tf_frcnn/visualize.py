@@ -1,5 +1,7 @@
 """Pictures of boxes: detections drawn on images with
-``keras.visualization.draw_bounding_boxes``, saved as PNG."""
+``keras.visualization.draw_bounding_boxes``, saved as PNG. Small images are drawn enlarged
+(short side >= 512 px by default) with lines and text sized to the picture, so labels stay
+legible."""
 
 import os
 
@@ -7,31 +9,152 @@ import keras
 import numpy as np
 from PIL import Image
 
+MIN_SIDE = 512
 
-def draw_detections(image, boxes, classes, scores, class_names, score_threshold=0.0):
-    """Draw detections on an image.
+# Colours (RGB) of the error report's drawings: detections by their status, ground truth by its.
+STATUS_COLOURS = {
+    "true_positive": (40, 210, 70),
+    "classification": (255, 140, 0),
+    "localisation": (255, 225, 0),
+    "both": (190, 100, 255),
+    "duplicate": (0, 200, 255),
+    "background": (255, 40, 40),
+    "missed": (255, 0, 200),
+    "groundtruth": (255, 255, 255),
+    "ignored": (150, 150, 150),
+}
+# Short tags after the class name of a detection drawn in an error colour.
+STATUS_TAGS = {"classification": "cls", "localisation": "loc", "both": "cls+loc",
+               "duplicate": "dup", "background": "bkg"}
+
+
+def display_scale(height, width, min_side=MIN_SIDE, max_side=None):
+    """The factor an image of ``height`` x ``width`` is drawn at: enlarged until its short side
+    reaches ``min_side`` (never shrunk for that), then shrunk if its long side passes
+    ``max_side`` (when given)."""
+    scale = max(1.0, min_side / max(min(height, width), 1))
+    if max_side and max(height, width) * scale > max_side:
+        scale = max_side / max(height, width)
+    return scale
+
+
+def enlarge(image, scale):
+    """uint8 [H, W, 3] resized by ``scale`` (Lanczos); the image itself at scale 1."""
+    image = np.asarray(image, np.uint8)
+    if scale == 1.0:
+        return image.copy()
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+
+
+def _pen(image):
+    """Line thickness, font scale and text thickness for a drawing of this size."""
+    short = min(image.shape[:2])
+    font_scale = max(0.45, short / 900)
+    return max(2, round(short / 256)), font_scale, max(1, round(font_scale * 1.8))
+
+
+def _draw(image, boxes, classes, scores, mapping, colour):
+    """Draws boxes [N, 4] absolute [ymin, xmin, ymax, xmax] of ``image`` in one colour, each
+    labelled ``mapping[class]`` (and ``score`` when scores are given); returns the image.
+
+    The boxes are Keras' ``draw_bounding_boxes``; the labels are drawn here because Keras writes
+    them in the box colour straight onto the picture, unreadable on a busy one: here each sits on
+    a black plate, above its box (inside it at the top edge of the picture)."""
+    import cv2
+
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not boxes.shape[0]:
+        return image
+    line, font_scale, text = _pen(image)
+    classes = np.asarray(classes, np.int32).reshape(-1)
+    drawn = keras.visualization.draw_bounding_boxes(
+        image[None], {"boxes": boxes[None], "labels": classes[None]},
+        bounding_box_format="yxyx", color=colour, line_thickness=line)
+    drawn = np.ascontiguousarray(drawn[0], np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i, (box, label) in enumerate(zip(boxes, classes)):
+        if label not in mapping:
+            continue
+        caption = mapping[label] if scores is None else f"{mapping[label]} {scores[i]:.2f}"
+        (width, height), baseline = cv2.getTextSize(caption, font, font_scale, text)
+        x = int(np.clip(box[1], 0, max(drawn.shape[1] - width - 4, 0)))
+        top = int(box[0]) - height - baseline - 4
+        if top < 0:
+            top = int(box[0]) + line
+        cv2.rectangle(drawn, (x, top), (x + width + 4, top + height + baseline + 4), (0, 0, 0),
+                      cv2.FILLED)
+        cv2.putText(drawn, caption, (x + 2, top + height + 2), font, font_scale, colour, text,
+                    cv2.LINE_AA)
+    return drawn
+
+
+def draw_detections(image, boxes, classes, scores, class_names, score_threshold=0.0,
+                    min_side=MIN_SIDE):
+    """Draw detections on an image, enlarged so that its short side is at least ``min_side``.
 
     Args:
       image: uint8 [H, W, 3].
       boxes: float [N, 4] absolute [ymin, xmin, ymax, xmax] pixels of ``image``.
       classes: int [N] 1-based; scores: float [N].
       class_names: names of labels 1..C.
+      score_threshold: detections below it are not drawn.
 
     Returns:
-      uint8 [H, W, 3] with boxes, class names and scores drawn.
+      uint8 [H * s, W * s, 3] (s = ``display_scale``) with boxes, class names and scores drawn.
     """
+    height, width = np.asarray(image).shape[:2]
+    scale = display_scale(height, width, min_side)
+    canvas = enlarge(image, scale)
     keep = np.asarray(scores) >= score_threshold
     mapping = {i + 1: name for i, name in enumerate(class_names)}
-    if not keep.any():
-        return np.asarray(image, np.uint8)
-    drawn = keras.visualization.draw_bounding_boxes(
-        np.asarray(image, np.uint8)[None],
-        {"boxes": np.asarray(boxes, np.float32)[keep][None],
-         "labels": np.asarray(classes, np.int32)[keep][None],
-         "confidences": np.asarray(scores, np.float32)[keep][None]},
-        bounding_box_format="yxyx", class_mapping=mapping,
-        line_thickness=max(1, min(image.shape[:2]) // 200), font_scale=0.4)
-    return np.asarray(drawn[0], np.uint8)
+    return _draw(canvas, np.asarray(boxes, np.float32).reshape(-1, 4)[keep] * scale,
+                 np.asarray(classes)[keep], np.asarray(scores)[keep], mapping,
+                 STATUS_COLOURS["true_positive"])
+
+
+def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, max_side=1024):
+    """Ground truth and detections of one image coloured by what the error analysis made of them
+    (``STATUS_COLOURS``): found objects white, missed ones magenta, detections by their type.
+
+    Args:
+      image: uint8 [H, W, 3].
+      groundtruth: {"boxes": [N, 4] absolute [ymin, xmin, ymax, xmax] of ``image``, "labels" [N],
+        "status": [N] of "found", "missed", "covered" or "ignored"}.
+      detections: {"boxes": [K, 4], "classes": [K], "scores": [K], "status": [K] of
+        "true_positive" or a false-positive type of ``tf_frcnn.evaluation.errors``}.
+      class_names: names of labels 1..C.
+
+    Returns:
+      uint8 image drawn at ``display_scale(H, W, min_side, max_side)``.
+    """
+    height, width = np.asarray(image).shape[:2]
+    scale = display_scale(height, width, min_side, max_side)
+    canvas = enlarge(image, scale)
+    names = {i + 1: name for i, name in enumerate(class_names)}
+    gt_status = np.asarray(groundtruth["status"])
+    gt_boxes = np.asarray(groundtruth["boxes"], np.float32).reshape(-1, 4) * scale
+    gt_labels = np.asarray(groundtruth["labels"])
+    for status, colour, mapping in (
+            ("ignored", STATUS_COLOURS["ignored"], {}),
+            ("found", STATUS_COLOURS["groundtruth"], {}),
+            ("covered", STATUS_COLOURS["groundtruth"], {}),
+            ("missed", STATUS_COLOURS["missed"],
+             {label: f"missed {name}" for label, name in names.items()})):
+        mine = gt_status == status
+        canvas = _draw(canvas, gt_boxes[mine], gt_labels[mine], None, mapping, colour)
+    det_status = np.asarray(detections["status"])
+    det_boxes = np.asarray(detections["boxes"], np.float32).reshape(-1, 4) * scale
+    for status, colour in STATUS_COLOURS.items():
+        mine = det_status == status
+        if not mine.any():
+            continue
+        tag = STATUS_TAGS.get(status)
+        mapping = {label: f"{name} {tag}" if tag else name for label, name in names.items()}
+        canvas = _draw(canvas, det_boxes[mine], np.asarray(detections["classes"])[mine],
+                       np.asarray(detections["scores"])[mine], mapping, colour)
+    return canvas
 
 
 def save_png(image, path):

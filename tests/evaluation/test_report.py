@@ -1,5 +1,6 @@
 """Reporting: the text table, metrics.json, the PNG plots and report.md."""
 
+import html
 import json
 import math
 
@@ -85,3 +86,35 @@ def test_write_report_embeds_the_table_and_images(evaluated, tmp_path):
     assert "![Precision-recall curves](plots/pr.png)" in text
     assert "| mAP_voc07 | 0.924 |" in text
     assert "| dog |" in text
+
+
+def test_markdown_and_html_show_the_same_analysis(evaluated, tmp_path):
+    """report.md and report.html render the same tables from the metrics (error breakdown,
+    thresholds, confusion matrix, AP by size); the page embeds its images and fetches nothing."""
+    import numpy as np
+
+    from tf_frcnn.evaluation.html_report import write_html_report
+    from tf_frcnn.evaluation.report import analysis_sections
+
+    metrics = {**evaluated.result(), **evaluated.analysis()}
+    # dog: TP (0.8), FP on the other image (0.7, background), TP (0.6): F1 peaks at 0.6.
+    assert metrics["thresholds"][2]["threshold"] == pytest.approx(0.6)
+    assert metrics["errors"]["counts"]["background"] == 1
+    sections = analysis_sections(metrics)
+    assert [title for title, *_ in sections] == [
+        "AP50 by object size", "Error breakdown", "Errors per class",
+        "Score thresholds (maximum F1)", "Confusion matrix"]
+    figure = plot_pr_curves(evaluated.voc_result(), evaluated.class_names, tmp_path / "pr.png",
+                            metrics["thresholds"])
+    markdown = write_report(tmp_path, metrics, {"PR": figure}).read_text()
+    page = write_html_report(tmp_path, metrics, {"PR": figure}, [
+        {"group": "Most errors", "title": "1", "caption": "1 error",
+         "image": np.zeros((64, 96, 3), np.uint8)}], {"background": (255, 0, 0)}).read_text()
+    for _, _, headers, rows in sections:
+        for row in rows:
+            assert "| " + " | ".join(row) + " |" in markdown
+            for cell in row:
+                assert f">{html.escape(cell)}<" in page or not cell
+    assert f'data-metric="AP">{metrics["AP"]:.3f}<' in page
+    assert page.count("data:image/png;base64,") == 1 and page.count("data:image/jpeg;base64,") == 1
+    assert "http://" not in page and "https://" not in page and "<script" not in page

@@ -21,8 +21,11 @@ from tf_frcnn.evaluation._records import (
     image_id_to_str,
 )
 from tf_frcnn.evaluation.coco import COCO_METRIC_NAMES, coco_metrics
+from tf_frcnn.evaluation.errors import confusion_matrix, error_analysis
 from tf_frcnn.evaluation.recall import rpn_recall
 from tf_frcnn.evaluation.report import class_name
+from tf_frcnn.evaluation.sizes import COCO_BINS, ap_by_size, tercile_bins
+from tf_frcnn.evaluation.thresholds import apply_thresholds, max_f1_thresholds
 from tf_frcnn.evaluation.voc import voc_metrics
 
 
@@ -196,6 +199,21 @@ class Evaluator:
     def num_images(self) -> int:
         return len(self._groundtruths)
 
+    @property
+    def groundtruths(self) -> list[dict]:
+        """The checked ground-truth records so far, in the order given."""
+        return list(self._groundtruths)
+
+    @property
+    def detections(self) -> list[dict]:
+        """The checked detection records so far."""
+        return list(self._detections)
+
+    @property
+    def proposals(self) -> list[dict]:
+        """The checked proposal records so far (empty without proposals)."""
+        return list(self._proposals)
+
     def update(
         self, groundtruths: list[dict], detections: list[dict], proposals: list[dict] | None = None
     ) -> None:
@@ -270,3 +288,49 @@ class Evaluator:
             for label in range(1, self.num_classes + 1)
         }
         return metrics
+
+    def operating_point(self, thresholds: Mapping, default_threshold: float) -> list[dict]:
+        """The detection records with only the detections at or above their class's threshold
+        ({label: float or None}; `default_threshold` where None)."""
+        return apply_thresholds(self._detections, thresholds, default_threshold)
+
+    def analysis(self, default_threshold: float = 0.5) -> dict:
+        """Where the detector fails, JSON-ready (NaN where undefined):
+
+          {"thresholds": {label: {"name", "threshold", "precision", "recall", "f1"}} (max F1,
+             `thresholds.max_f1_thresholds`),
+           "errors": `errors.error_analysis` at `iou_threshold` (all detections), with "name" in
+             each "per_class" entry,
+           "AP50_by_size": {"terciles": [...], "coco": [...]} (`sizes.ap_by_size` over the set's
+             own size terciles and COCO's small/medium/large),
+           "confusion_matrix": {"classes": names then "background", "matrix": [[int]] (rows: true
+             class, columns: detected class), "default_threshold": float} over the detections at
+             the max-F1 thresholds (`default_threshold` for a class without one)}
+        """
+        name = lambda label: class_name(self.class_names, label)  # noqa: E731
+        thresholds = {label: {"name": name(label), **entry}
+                      for label, entry in max_f1_thresholds(self.voc_result()).items()}
+        errors = error_analysis(self._groundtruths, self._detections, self.num_classes,
+                                self.iou_threshold)
+        errors["per_class"] = {label: {"name": name(label), **entry}
+                               for label, entry in errors["per_class"].items()}
+        kept = self.operating_point({label: e["threshold"] for label, e in thresholds.items()},
+                                    default_threshold)
+        matrix = confusion_matrix(self._groundtruths, kept, self.num_classes, self.iou_threshold)
+        sizes = {
+            "terciles": ap_by_size(self._groundtruths, self._detections, self.num_classes,
+                                   tercile_bins(self._groundtruths), self.iou_threshold),
+            "coco": ap_by_size(self._groundtruths, self._detections, self.num_classes,
+                               COCO_BINS, self.iou_threshold),
+        }
+        return {
+            "thresholds": thresholds,
+            "errors": errors,
+            "AP50_by_size": sizes,
+            "confusion_matrix": {
+                "classes": [name(label) for label in range(1, self.num_classes + 1)]
+                + ["background"],
+                "matrix": matrix.tolist(),
+                "default_threshold": float(default_threshold),
+            },
+        }

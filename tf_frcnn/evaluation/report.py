@@ -52,7 +52,7 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _tables(metrics: Mapping) -> list[tuple[list[str], list[list[str]]]]:
+def metric_tables(metrics: Mapping) -> list[tuple[list[str], list[list[str]]]]:
     """The summary table (every scalar metric, in the dict's order) and, when present, the per-class one."""
     summary = [
         [str(key), _cell(value)]
@@ -71,11 +71,95 @@ def _tables(metrics: Mapping) -> list[tuple[list[str], list[list[str]]]]:
     return tables
 
 
+# What each error type of `errors.error_analysis` is, for the report's legend.
+ERROR_DESCRIPTIONS = {
+    "classification": "on an object (IoU >= 0.5) of another class",
+    "localisation": "on an object of its class, IoU 0.1 to 0.5",
+    "both": "wrong class and poor box (IoU 0.1 to 0.5 with another class's object)",
+    "duplicate": "a second detection of an object already found",
+    "background": "overlaps no object (IoU <= 0.1)",
+    "missed": "an object no detection finds or comes close to",
+}
+
+
+def _side(area: float) -> str:
+    return "inf" if math.isinf(area) else f"{math.sqrt(area):.1f}"
+
+
+def _gain(value) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"+{max(float(value), 0.0):.3f}"
+
+
+def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """The error-analysis tables of the reports, from the keys `Evaluator.analysis` adds to the
+    metrics: [(title, one-line explanation, headers, rows of cells)], in report order. Sections
+    whose key is absent are left out. report.md and report.html both render exactly these."""
+    sections = []
+    sizes = metrics.get("AP50_by_size")
+    if sizes:
+        coco_ap = {"small": metrics.get("APs"), "medium": metrics.get("APm"),
+                   "large": metrics.get("APl")}
+        rows = [[f"{entry['name']} (this set)", f"{_side(entry['low'])} - {_side(entry['high'])}",
+                 _cell(entry["num_gt"]), _cell(entry["AP50"]), ""]
+                for entry in sizes["terciles"]]
+        rows += [[f"COCO {entry['name']}", f"{_side(entry['low'])} - {_side(entry['high'])}",
+                  _cell(entry["num_gt"]), _cell(entry["AP50"]),
+                  _cell(coco_ap.get(entry["name"], float("nan")))]
+                 for entry in sizes["coco"]]
+        sections.append((
+            "AP50 by object size",
+            "Bins by the square root of the box area in original-image pixels: thirds of this "
+            "set's objects, then COCO's small / medium / large. AP50: VOC all-point AP at IoU 0.5 "
+            "with objects outside the bin ignored; COCO AP: pycocotools' APs/APm/APl.",
+            ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"], rows))
+    errors = metrics.get("errors")
+    if errors:
+        rows = [[kind, _cell(errors["counts"][kind]), _gain(errors["delta_AP50"][kind]),
+                 ERROR_DESCRIPTIONS[kind]] for kind in ERROR_DESCRIPTIONS]
+        sections.append((
+            "Error breakdown",
+            f"Every false positive and missed object typed as in TIDE (Bolya et al., ECCV 2020). "
+            f"AP50 now {_cell(errors['AP50'])}; 'AP50 if fixed' is the mAP gained by fixing "
+            "all errors of that type alone (TIDE's oracle).",
+            ["type", "count", "AP50 if fixed", "meaning"], rows))
+        rows = [[str(entry["name"]), _cell(entry["AP50"])]
+                + [f"{entry['counts'][kind]} ({_gain(entry['delta_AP50'][kind])})"
+                   for kind in ERROR_DESCRIPTIONS]
+                for entry in errors["per_class"].values()]
+        sections.append((
+            "Errors per class",
+            "Count of each error type (AP50 gained by fixing it); false positives count in their "
+            "detected class, missed objects in their own.",
+            ["class", "AP50"] + list(ERROR_DESCRIPTIONS), rows))
+    thresholds = metrics.get("thresholds")
+    if thresholds:
+        rows = [[str(entry["name"]), _cell(entry["threshold"]), _cell(entry["precision"]),
+                 _cell(entry["recall"]), _cell(entry["f1"])] for entry in thresholds.values()]
+        sections.append((
+            "Score thresholds (maximum F1)",
+            "Per class, the score threshold where F1 of the precision-recall curve (IoU 0.5) "
+            "peaks; `tf-frcnn predict --thresholds metrics.json` applies them.",
+            ["class", "threshold", "precision", "recall", "F1"], rows))
+    confusion = metrics.get("confusion_matrix")
+    if confusion:
+        names = [str(name) for name in confusion["classes"]]
+        rows = [[name] + [_cell(count) for count in row]
+                for name, row in zip(names, confusion["matrix"])]
+        sections.append((
+            "Confusion matrix",
+            "Rows: true class, columns: detected class; detections at the max-F1 thresholds "
+            f"(score {confusion['default_threshold']:g} for a class without one), matched "
+            "greedily by IoU >= 0.5 whatever the class. Background row: detections on no "
+            "object; background column: objects no detection matches.",
+            ["true \\ detected"] + names, rows))
+    return sections
+
+
 def format_table(metrics: Mapping) -> str:
     """Plain-text tables of `metrics` (as returned by `Evaluator.result`): one row per scalar metric,
     then one row per class if "per_class" is present. Numbers have 3 decimals; NaN shows as "n/a"."""
     blocks = []
-    for headers, rows in _tables(metrics):
+    for headers, rows in metric_tables(metrics):
         widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
 
         def line(cells):
@@ -105,7 +189,7 @@ def _json_ready(value):
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Writes a temporary file beside `path`, then renames it: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -122,7 +206,7 @@ def write_metrics_json(metrics: Mapping, path) -> Path:
     """Writes `metrics` as JSON to `path` atomically. NumPy values become plain numbers and lists,
     keys become strings, and NaN/inf become null (strict JSON has no NaN). Returns the path."""
     path = Path(path)
-    _write_atomic(path, json.dumps(_json_ready(metrics), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(_json_ready(metrics), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -142,7 +226,7 @@ def _save(figure, path) -> Path:
     return path
 
 
-def plot_pr_curves(voc_result: Mapping, class_names, path) -> Path:
+def plot_pr_curves(voc_result: Mapping, class_names, path, thresholds=None) -> Path:
     """Draws one precision-recall curve per class into a PNG.
 
     Args:
@@ -150,6 +234,8 @@ def plot_pr_curves(voc_result: Mapping, class_names, path) -> Path:
       class_names: names of labels 1..C, a sequence (`class_names[label - 1]`), a mapping
         {label: name}, or None for the labels themselves.
       path: the PNG to write.
+      thresholds: optional {label: {"threshold", "precision", "recall"}} (the max-F1 points of
+        `thresholds.max_f1_thresholds`), marked on each curve.
 
     Returns:
       The path. Classes without ground truth are left out; one with ground truth but no detection
@@ -167,6 +253,12 @@ def plot_pr_curves(voc_result: Mapping, class_names, path) -> Path:
             voc_result["recall"][label], voc_result["precision"][label], color=color,
             label=f"{name}: AP {ap:.3f}, AP07 {ap07:.3f}",
         )
+        point = (thresholds or {}).get(label)
+        if point and not math.isnan(point["threshold"]):
+            axes.plot(point["recall"], point["precision"], "o", color=color)
+            axes.annotate(f"{point['threshold']:.2f}", (point["recall"], point["precision"]),
+                          textcoords="offset points", xytext=(4, 4), fontsize="x-small",
+                          color=color)
     axes.set_xlim(0.0, 1.0)
     axes.set_ylim(0.0, 1.05)
     axes.set_xlabel("recall")
@@ -191,8 +283,29 @@ def _colors(count: int):
     return [palette(i % palette.N) for i in range(count)]
 
 
+def smooth(values: Sequence[float], weight: float | None = None) -> np.ndarray:
+    """Exponential moving average of `values` [T], debiased as TensorBoard's is (the first
+    values are not pulled towards 0). `weight` defaults to 1 - 25 / T, within [0, 0.98]: about
+    the same smoothness whatever the length."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    if weight is None:
+        weight = float(np.clip(1.0 - 25.0 / max(values.size, 1), 0.0, 0.98))
+    smoothed, last = np.empty_like(values), 0.0
+    for t, value in enumerate(values):
+        last = weight * last + (1.0 - weight) * value
+        smoothed[t] = last / (1.0 - weight ** (t + 1))
+    return smoothed
+
+
+def _panels(count: int, width: float, height: float):
+    columns = min(max(count, 1), 2)
+    rows = max(math.ceil(count / columns), 1)
+    return _new_figure(width * columns, height * rows), rows, columns
+
+
 def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
-    """Draws the training loss of each stage into a PNG, one panel per stage (their scales differ).
+    """Draws the training loss of each stage into a PNG, one panel per stage (their scales
+    differ): the raw losses faint, their moving average (`smooth`) over them.
 
     Args:
       history: {stage name: [(step, loss), ...]} in the order the stages ran, e.g. the four stages
@@ -203,9 +316,7 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
       The path.
     """
     stages = list(history.items())
-    columns = min(max(len(stages), 1), 2)
-    rows = max(math.ceil(len(stages) / columns), 1)
-    figure = _new_figure(6 * columns, 3.5 * rows)
+    figure, rows, columns = _panels(len(stages), 6, 3.5)
     if not stages:
         figure.add_subplot().text(0.5, 0.5, "no training history", ha="center", va="center")
     for i, (stage, points) in enumerate(stages):
@@ -213,7 +324,11 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
         steps = [float(step) for step, _ in points]
         losses = [float(loss) for _, loss in points]
         if steps:
-            axes.plot(steps, losses, marker="." if len(steps) < 30 else None)
+            axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="raw",
+                      marker="." if len(steps) < 30 else None)
+            axes.plot(steps, smooth(losses), color="tab:blue", linewidth=1.6, label="smoothed")
+            # A fixed corner: "best" tests every position against thousands of points.
+            axes.legend(fontsize="small", loc="upper right")
         else:
             axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
         axes.set_title(str(stage))
@@ -221,6 +336,84 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
         axes.set_ylabel("loss")
         axes.grid(True, alpha=0.3)
     figure.suptitle("Training loss per stage")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+# N of the recall-against-proposals curve, and IoU values of the recall-against-IoU curve.
+RECALL_CURVE_PROPOSALS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000)
+RECALL_CURVE_IOUS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
+
+
+def plot_rpn_recall(groundtruths: list[dict], proposals: list[dict], path,
+                    num_proposals=(100, 300, 1000)) -> Path:
+    """Draws RPN recall (`recall.rpn_recall`) into a PNG: against the number of proposals at IoU
+    0.5 and 0.7, and against the IoU for `num_proposals` (the Faster R-CNN paper's Fig. 4).
+
+    Args:
+      groundtruths, proposals: per-image records as for `rpn_recall`, absolute boxes.
+      path: the PNG to write.
+
+    Returns:
+      The path.
+    """
+    from tf_frcnn.evaluation.recall import recall_key, rpn_recall
+
+    counts = sorted(set(RECALL_CURVE_PROPOSALS) | set(num_proposals))
+    ious = sorted(set(RECALL_CURVE_IOUS) | {0.7})
+    recall = rpn_recall(groundtruths, proposals, counts, ious)
+    figure = _new_figure(12, 4)
+    by_count = figure.add_subplot(1, 2, 1)
+    for iou, style in ((0.5, "o-"), (0.7, "s--")):
+        by_count.plot(counts, [recall[recall_key(n, iou)] for n in counts], style,
+                      label=f"IoU {iou:g}")
+    by_count.set_xscale("log")
+    # Plain tick labels: the log axis' default 10^k labels go through mathtext, slow to lay out.
+    by_count.set_xticks(counts, [str(n) for n in counts], fontsize="small")
+    by_count.minorticks_off()
+    by_count.set_xlabel("number of proposals")
+    by_count.set_ylabel("recall")
+    by_count.set_title("RPN recall against the number of proposals")
+    by_iou = figure.add_subplot(1, 2, 2)
+    for n in num_proposals:
+        by_iou.plot(ious, [recall[recall_key(n, iou)] for iou in ious], label=f"{n} proposals")
+    by_iou.set_xlabel("IoU")
+    by_iou.set_title("RPN recall against IoU (paper Fig. 4)")
+    for axes in (by_count, by_iou):
+        axes.set_ylim(0.0, 1.02)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.subplots_adjust(wspace=0.25)
+    return _save(figure, path)
+
+
+def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Path:
+    """Draws the validation metrics recorded during training into a PNG, one panel per stage.
+
+    Args:
+      history: {stage: [{"step": int, metric: float, ...}, ...]}, e.g. the rows of
+        logs/{stage}.val.jsonl; every key other than "step" is a line.
+      path: the PNG to write.
+
+    Returns:
+      The path.
+    """
+    stages = [(stage, rows) for stage, rows in history.items() if rows]
+    figure, rows_count, columns = _panels(len(stages), 6, 3.5)
+    if not stages:
+        figure.add_subplot().text(0.5, 0.5, "no validation history", ha="center", va="center")
+    for i, (stage, rows) in enumerate(stages):
+        axes = figure.add_subplot(rows_count, columns, i + 1)
+        keys = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "step"]
+        for key in keys:
+            points = [(row["step"], row[key]) for row in rows
+                      if isinstance(row.get(key), (int, float)) and row.get("step") is not None]
+            axes.plot([p[0] for p in points], [p[1] for p in points], "o-", label=key)
+        axes.set_title(str(stage))
+        axes.set_xlabel("step")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.suptitle("Validation during training")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -239,7 +432,7 @@ def write_report(model_dir, metrics: Mapping, images: Mapping[str, str | os.Path
       The report's path.
     """
     model_dir = Path(model_dir)
-    tables = _tables(metrics)
+    tables = metric_tables(metrics)
     parts = ["# Evaluation report", ""]
     if "num_images" in metrics:
         parts += [f"Evaluated on {metrics['num_images']} images.", ""]
@@ -256,9 +449,11 @@ def write_report(model_dir, metrics: Mapping, images: Mapping[str, str | os.Path
         parts.append("")
     if len(tables) > 1:
         parts += ["## Per class", "", _markdown_table(*tables[1]), ""]
+    for title, text, headers, rows in analysis_sections(metrics):
+        parts += [f"## {title}", "", text, "", _markdown_table(headers, rows), ""]
     for title, image in images.items():
         relative = Path(os.path.relpath(Path(image).resolve(), model_dir.resolve())).as_posix()
         parts += [f"## {title}", "", f"![{title}]({relative})", ""]
     path = model_dir / f"report{suffix}.md"
-    _write_atomic(path, "\n".join(parts))
+    write_text_atomic(path, "\n".join(parts))
     return path

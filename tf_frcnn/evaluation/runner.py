@@ -1,7 +1,8 @@
 """Run a trained model over a split and evaluate it (what ``tf-frcnn eval`` does)."""
 
-import tensorflow as tf
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tf_frcnn.evaluation.evaluator import (Evaluator, unpad_detections, unpad_groundtruths,
                                            unpad_proposals)
@@ -82,38 +83,125 @@ def evaluate(model, config, class_names, batches, *, progress=True, num_batches=
     return evaluator.result(), evaluator
 
 
-__all__ = ["RECALL_PROPOSALS", "batch_groundtruths", "evaluate", "inference_function",
-           "recall_layer"]
+__all__ = ["DEFAULT_THRESHOLD", "RECALL_PROPOSALS", "batch_groundtruths", "evaluate",
+           "evaluate_model_dir", "inference_function", "recall_layer", "write_outputs"]
+
+# The score threshold of a class without a max-F1 threshold (no true positive), for the confusion
+# matrix and the gallery; the same as ``tf-frcnn predict --score-threshold``'s default.
+DEFAULT_THRESHOLD = 0.5
+GALLERY_WORST, GALLERY_BEST = 8, 4
 
 
 def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suffix="",
-                       extra=None):
-    """Evaluate ``model`` on ``split`` (default: the config's eval split) and
-    write ``metrics.json``, ``pr_curves.png``, ``loss_curves.png`` and
-    ``report.md`` into ``model_dir`` (``suffix`` goes before each extension,
-    e.g. "_svd"; ``extra`` is merged into the metrics). Returns (metrics,
-    report path)."""
-    import os
-
-    from tf_frcnn.evaluation.report import (plot_loss_curves, plot_pr_curves,
-                                            write_metrics_json, write_report)
+                       extra=None, html=True):
+    """Evaluate ``model`` on ``split`` (default: the config's eval split) and write the results
+    into ``model_dir`` (``write_outputs``). Returns (metrics, report.md path)."""
     from tf_frcnn.training import inputs
-    from tf_frcnn.training.loop import read_history
-    from tf_frcnn.training.schedule import stage_names
 
     split = split or config.data.eval_split
     _, class_names = inputs.source(config, split)
     batches = inputs.batches(config, split, training=False)
     metrics, evaluator = evaluate(model, config, class_names, batches, progress=progress)
+    return write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix,
+                         extra, html)
+
+
+def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix="",
+                  extra=None, html=True):
+    """Writes what ``tf-frcnn eval`` leaves in ``model_dir`` for ``evaluate``'s results on
+    ``split``: ``metrics.json`` (with the error analysis of ``Evaluator.analysis``),
+    ``pr_curves.png``, ``loss_curves.png``, ``rpn_recall.png`` (with proposals),
+    ``validation_curves.png`` (when the training recorded ``logs/{stage}.val.jsonl``),
+    ``report.md`` and, with ``html``, ``report.html`` (``suffix`` goes before each extension,
+    e.g. "_svd"; ``extra`` is merged into the metrics). Returns (metrics, report.md path)."""
+    import os
+
+    from tf_frcnn.evaluation.html_report import write_html_report
+    from tf_frcnn.evaluation.report import (plot_loss_curves, plot_pr_curves, plot_rpn_recall,
+                                            plot_validation_curves, write_metrics_json,
+                                            write_report)
+    from tf_frcnn.training.loop import read_history
+    from tf_frcnn.training.validation import read_validation
+    from tf_frcnn.training.schedule import stage_names
+    from tf_frcnn.visualize import STATUS_COLOURS
+
     metrics["split"] = split
+    metrics.update(evaluator.analysis(DEFAULT_THRESHOLD))
     metrics.update(extra or {})
     write_metrics_json(metrics, os.path.join(model_dir, f"metrics{suffix}.json"))
+
+    def path(name):
+        return os.path.join(model_dir, f"{name}{suffix}.png")
+
     images = {"Precision-recall per class (VOC, IoU 0.5)": plot_pr_curves(
-        evaluator.voc_result(), class_names, os.path.join(model_dir, f"pr_curves{suffix}.png"))}
-    history = {stage: read_history(os.path.join(model_dir, "logs"), stage)
-               for stage in stage_names(config)}
-    history = {stage: rows for stage, rows in history.items() if rows}
+        evaluator.voc_result(), class_names, path("pr_curves"), metrics["thresholds"])}
+    log_dir = os.path.join(model_dir, "logs")
+    stages = stage_names(config)
+    history = {stage: rows for stage in stages if (rows := read_history(log_dir, stage))}
     if history:
         images["Training loss per stage"] = plot_loss_curves(
             history, os.path.join(model_dir, "loss_curves.png"))
-    return metrics, write_report(model_dir, metrics, images, suffix=suffix)
+    if evaluator.proposals:
+        images["RPN recall (paper Fig. 4)"] = plot_rpn_recall(
+            evaluator.groundtruths, evaluator.proposals, path("rpn_recall"), RECALL_PROPOSALS)
+    validation = {stage: rows for stage in stages
+                  if (rows := read_validation(log_dir, stage))}
+    if validation:
+        images["Validation during training"] = plot_validation_curves(
+            validation, os.path.join(model_dir, "validation_curves.png"))
+    report = write_report(model_dir, metrics, images, suffix=suffix)
+    if html:
+        gallery = _gallery(config, split, evaluator, metrics["thresholds"], class_names)
+        write_html_report(model_dir, metrics, images, gallery, STATUS_COLOURS, suffix=suffix)
+    return metrics, report
+
+
+def _gallery(config, split, evaluator, thresholds, class_names):
+    """The report's pictures: the images with most errors at the max-F1 thresholds, and a few
+    without; only those images are read again from the split."""
+    from collections import Counter
+
+    from tf_frcnn.evaluation.errors import (DETECTION_STATUS, ERROR_TYPES, GROUNDTRUTH_STATUS,
+                                            classify_images, image_error_counts,
+                                            select_gallery)
+    from tf_frcnn.training import inputs
+    from tf_frcnn.visualize import draw_errors
+
+    limits = {label: entry["threshold"] for label, entry in thresholds.items()}
+    judged = classify_images(evaluator.groundtruths,
+                             evaluator.operating_point(limits, DEFAULT_THRESHOLD),
+                             len(class_names), evaluator.iou_threshold)
+    worst, best = select_gallery(judged, GALLERY_WORST, GALLERY_BEST)
+    wanted = {image_id: group for group, ids in (("Most errors", worst), ("Best", best))
+              for image_id in ids}
+    pictures = {}
+    records, _ = inputs.source(config, split)
+    for record in records:
+        image_id = record["image_id"].numpy().decode("utf-8")
+        if image_id in wanted:
+            pictures[image_id] = record["image"].numpy()
+    by_id = {image["image_id"]: (image, errors)
+             for image, errors in zip(judged, image_error_counts(judged))}
+    gallery = []
+    for image_id, group in wanted.items():
+        if image_id not in pictures:
+            continue
+        image, errors = by_id[image_id]
+        g, d = image["groundtruth"], image["detections"]
+        status = [DETECTION_STATUS[s] for s in image["detection_status"]]
+        gt_status = [GROUNDTRUTH_STATUS[s] for s in image["groundtruth_status"]]
+        kinds = Counter(s for s in status + gt_status if s in ERROR_TYPES)
+        counted = len(gt_status) - gt_status.count("ignored")
+        caption = (f"{errors} errors ({', '.join(f'{n} {kind}' for kind, n in kinds.items())}); "
+                   if errors else "no error; ")
+        caption += f"{gt_status.count('found')} of {counted} objects found"
+        drawn = draw_errors(
+            pictures[image_id],
+            {"boxes": g["boxes"], "labels": g["labels"],
+             "status": gt_status},
+            {"boxes": d["boxes"] if d else np.zeros((0, 4)),
+             "classes": d["classes"] if d else [], "scores": d["scores"] if d else [],
+             "status": status},
+            class_names)
+        gallery.append({"group": group, "title": image_id, "caption": caption, "image": drawn})
+    return gallery

@@ -67,6 +67,49 @@ def voc_ap(recall, precision, use_07_metric: bool = False) -> float:
     return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
 
 
+def precision_recall_by_class(
+    scores, classes, true_positive, num_gt: dict, num_classes: int
+) -> dict:
+    """Each class's precision-recall curve and AP from detections already judged.
+
+    Args:
+      scores: float [D], classes: int [D] 1-based, true_positive: bool [D]; the detections of all
+        images in (image, position) order, ignored ones left out. Each class's are taken in score
+        order, descending; ties keep this order.
+      num_gt: {label: int} positives of each class.
+      num_classes: labels are 1..num_classes.
+
+    Returns:
+      {label: {"precision": [D_c], "recall": [D_c] (NaN without positives), "scores": [D_c],
+      "AP": all-point AP, "AP_voc07": 11-point AP (both NaN without positives)}}
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    classes = np.asarray(classes, np.int64).reshape(-1)
+    true_positive = np.asarray(true_positive, bool).reshape(-1)
+    curves = {}
+    for label in range(1, num_classes + 1):
+        positives = int(num_gt.get(label, 0))
+        mine = np.flatnonzero(classes == label)
+        order = mine[np.argsort(-scores[mine], kind="stable")]
+        tp = np.cumsum(true_positive[order])
+        precision = tp / np.arange(1, order.size + 1)
+        recall = tp / positives if positives else np.full(order.size, np.nan)
+        curves[label] = {
+            "precision": precision,
+            "recall": recall,
+            "scores": scores[order],
+            "AP": voc_ap(recall, precision, False) if positives else float("nan"),
+            "AP_voc07": voc_ap(recall, precision, True) if positives else float("nan"),
+        }
+    return curves
+
+
+def mean_over_defined(per_class: dict) -> float:
+    """Mean of the values that are not NaN (classes without ground truth); NaN if none is."""
+    defined = [ap for ap in per_class.values() if not np.isnan(ap)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
 def _best_overlaps(groundtruths, detections_by_image, iou_threshold):
     """Matches every detection to the same-class ground-truth box of its image that it overlaps most.
 
@@ -138,37 +181,30 @@ def voc_metrics(
     )
     counted = [g["labels"][~(g["difficult"] | g["iscrowd"])] for g in groundtruths]
     counted_labels = np.concatenate(counted) if counted else np.zeros(0, np.int64)
+    num_gt = {label: int(np.sum(counted_labels == label)) for label in range(1, num_classes + 1)}
 
+    # A detection whose best box is ignored does not enter the curve at all.
+    kept = np.flatnonzero(~hit_ignored)
+    # Among hits on the same box, only the first in score order is a true positive (a box belongs
+    # to one class, so the order over all classes gives each class's order).
+    order = kept[np.argsort(-scores[kept], kind="stable")]
+    is_hit = hit[order]
+    _, first = np.unique(best_box[order][is_hit], return_index=True)
+    true_positive = np.zeros(scores.size, bool)
+    true_positive[order[np.flatnonzero(is_hit)[first]]] = True
+
+    curves = precision_recall_by_class(
+        scores[kept], classes[kept], true_positive[kept], num_gt, num_classes
+    )
     result = {
-        "per_class_AP_voc07": {}, "per_class_AP": {}, "precision": {}, "recall": {}, "scores": {},
-        "num_gt": {}, "iou_threshold": float(iou_threshold),
+        "per_class_AP_voc07": {label: c["AP_voc07"] for label, c in curves.items()},
+        "per_class_AP": {label: c["AP"] for label, c in curves.items()},
+        "precision": {label: c["precision"] for label, c in curves.items()},
+        "recall": {label: c["recall"] for label, c in curves.items()},
+        "scores": {label: c["scores"] for label, c in curves.items()},
+        "num_gt": num_gt,
+        "iou_threshold": float(iou_threshold),
     }
-    for label in range(1, num_classes + 1):
-        num_gt = int(np.sum(counted_labels == label))
-        mine = np.flatnonzero(classes == label)
-        order = mine[np.argsort(-scores[mine], kind="stable")]
-        # A detection whose best box is ignored does not enter the curve at all.
-        order = order[~hit_ignored[order]]
-        is_hit = hit[order]
-        # Among hits on the same box, only the first in score order is a true positive.
-        _, first = np.unique(best_box[order][is_hit], return_index=True)
-        true_positive = np.zeros(order.size, bool)
-        true_positive[np.flatnonzero(is_hit)[first]] = True
-
-        tp = np.cumsum(true_positive)
-        precision = tp / np.arange(1, order.size + 1)
-        recall = tp / num_gt if num_gt else np.full(order.size, np.nan)
-        result["precision"][label] = precision
-        result["recall"][label] = recall
-        result["scores"][label] = scores[order]
-        result["num_gt"][label] = num_gt
-        result["per_class_AP_voc07"][label] = voc_ap(recall, precision, True) if num_gt else float("nan")
-        result["per_class_AP"][label] = voc_ap(recall, precision, False) if num_gt else float("nan")
-
-    def mean_over_defined(per_class):
-        defined = [ap for ap in per_class.values() if not np.isnan(ap)]
-        return float(np.mean(defined)) if defined else float("nan")
-
     result["mAP_voc07"] = mean_over_defined(result["per_class_AP_voc07"])
     result["mAP_voc"] = mean_over_defined(result["per_class_AP"])
     return result

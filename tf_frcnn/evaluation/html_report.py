@@ -1,0 +1,221 @@
+"""`report.html`: the evaluation report as one self-contained page (plots and pictures inline as
+data URIs, no script, nothing fetched), readable from `file://`.
+
+It shows the numbers of `metrics.json` through the same tables as `report.md`
+(`report.analysis_sections`), the plots `tf-frcnn eval` writes beside it, and a gallery of
+pictures drawn by `tf_frcnn.visualize.draw_errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tf_frcnn.evaluation.report import (
+    ERROR_DESCRIPTIONS,
+    METRIC_DESCRIPTIONS,
+    analysis_sections,
+    metric_tables,
+    write_text_atomic,
+)
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 16px 40px;
+       color: #1d1d1f; }
+h1 { margin-top: 24px; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
+nav a { margin-right: 12px; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; }
+th { background: #f3f3f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+p.note { color: #555; font-size: 14px; max-width: 900px; }
+.bar { display: inline-block; height: 10px; background: #d9534f; vertical-align: middle; }
+figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 14px; }
+.gallery figure { margin: 0; } .gallery img { width: 100%; }
+figcaption { font-size: 13px; color: #333; }
+.legend span { display: inline-block; margin-right: 14px; font-size: 13px; }
+.swatch { display: inline-block; width: 14px; height: 14px; margin-right: 4px;
+          vertical-align: middle; border: 1px solid #888; }
+"""
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    """`data:` URI of `data` (base64)."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def jpeg_uri(image, quality: int = 85) -> str:
+    """`data:` URI of an uint8 [H, W, 3] image as JPEG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return data_uri(buffer.getvalue(), "image/jpeg")
+
+
+def _text(value) -> str:
+    return html.escape(str(value))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], metric_ids=None,
+           heat: bool = False) -> str:
+    """An HTML table; cells that look like numbers are right-aligned. `metric_ids`: the
+    data-metric attribute of each row's last cell. `heat` (a confusion matrix): shade counts by
+    value, green on the diagonal, red off it."""
+    numbers = [float(cell) for row in rows for cell in row[1:] if _is_number(cell)]
+    top = max(numbers, default=0.0) or 1.0
+    parts = ["<table><thead><tr>", "".join(f"<th>{_text(h)}</th>" for h in headers),
+             "</tr></thead><tbody>"]
+    for i, row in enumerate(rows):
+        cells = [f"<th>{_text(row[0])}</th>"]
+        for j, cell in enumerate(row[1:], start=1):
+            attributes = ' class="num"' if _is_number(cell) else ""
+            if metric_ids and j == len(row) - 1:
+                attributes += f' data-metric="{_text(metric_ids[i])}"'
+            if heat and _is_number(cell) and float(cell) > 0:
+                colour = "92, 184, 92" if j - 1 == i else "217, 83, 79"
+                attributes += (f' style="background: rgba({colour}, '
+                               f'{0.12 + 0.6 * float(cell) / top:.2f})"')
+            cells.append(f"<td{attributes}>{_text(cell)}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{_text(title)}</h2>{body}</section>'
+
+
+def _anchor(title: str) -> str:
+    """The section id of a title: "Score thresholds (maximum F1)" ->
+    "score-thresholds-maximum-f1"."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _error_bars(metrics: Mapping) -> str:
+    """Horizontal bars of the AP50 each error type costs."""
+    errors = metrics.get("errors")
+    if not errors:
+        return ""
+    gains = {kind: errors["delta_AP50"][kind] for kind in ERROR_DESCRIPTIONS}
+    top = max((g for g in gains.values() if g is not None and math.isfinite(g)), default=0.0)
+    rows = []
+    for kind, gain in gains.items():
+        width = 0 if not top or gain is None or not math.isfinite(gain) else 300 * gain / top
+        rows.append(f'<tr><th>{_text(kind)}</th><td><span class="bar" '
+                    f'style="width: {width:.0f}px"></span></td></tr>')
+    return "<table><tbody>" + "".join(rows) + "</tbody></table>"
+
+
+def _legend(colours: Mapping[str, tuple]) -> str:
+    spans = [f'<span><i class="swatch" style="background: rgb{tuple(colour)}"></i>'
+             f"{_text(name.replace('_', ' '))}</span>" for name, colour in colours.items()]
+    return '<p class="legend">' + "".join(spans) + "</p>"
+
+
+def write_html_report(model_dir, metrics: Mapping, figures: Mapping[str, str],
+                      gallery: Sequence[Mapping] = (), legend: Mapping[str, tuple] | None = None,
+                      suffix: str = "") -> Path:
+    """Writes `model_dir/report{suffix}.html`.
+
+    Args:
+      model_dir: directory the report goes into.
+      metrics: as written to metrics.json (`Evaluator.result` and `Evaluator.analysis`).
+      figures: {section title: PNG path}, embedded in that order.
+      gallery: [{"group": e.g. "Worst images", "title": str, "caption": str, "image": uint8
+        [H, W, 3]}], shown in groups in the order given.
+      legend: {status: RGB colour} of the gallery's drawings.
+
+    Returns:
+      The report's path.
+    """
+    model_dir = Path(model_dir)
+    body = ["<h1>Evaluation report</h1>"]
+    if "num_images" in metrics:
+        split = f" of split '{_text(metrics['split'])}'" if "split" in metrics else ""
+        body.append(f"<p>Evaluated on {_text(metrics['num_images'])} images{split}.</p>")
+    tables = metric_tables(metrics)
+    sections = [("Metrics", _table(*tables[0], metric_ids=[row[0] for row in tables[0][1]])
+                 + "<ul>" + "".join(f"<li><code>{_text(k)}</code>: {_text(v)}</li>"
+                                    for k, v in METRIC_DESCRIPTIONS.items() if k in metrics)
+                 + "</ul>")]
+    if len(tables) > 1:
+        sections.append(("Per class", _table(*tables[1])))
+    for title, text, headers, rows in analysis_sections(metrics):
+        content = f'<p class="note">{_text(text)}</p>'
+        content += _table(headers, rows, heat=title == "Confusion matrix")
+        if title == "Error breakdown":
+            content += '<p class="note">AP50 gained by fixing each type:</p>' + _error_bars(metrics)
+        sections.append((title, content))
+    if gallery:
+        groups: dict[str, list[str]] = {}
+        for entry in gallery:
+            groups.setdefault(entry["group"], []).append(
+                f'<figure><img src="{jpeg_uri(entry["image"])}" alt="{_text(entry["title"])}">'
+                f"<figcaption><b>{_text(entry['title'])}</b>: {_text(entry['caption'])}"
+                "</figcaption></figure>")
+        content = ('<p class="note">Ground truth and the detections kept at the max-F1 '
+                   "thresholds, judged as in the error breakdown: each detection coloured by its "
+                   "type, objects no detection finds in the missed colour.</p>"
+                   + _legend(legend or {})) + "".join(
+            f"<h3>{_text(group)}</h3><div class=\"gallery\">{''.join(items)}</div>"
+            for group, items in groups.items())
+        sections.append(("Gallery", content))
+    for title, path in figures.items():
+        uri = data_uri(Path(path).read_bytes(), "image/png")
+        sections.append((title, f'<figure><img src="{uri}" alt="{_text(title)}"></figure>'))
+
+    nav = " ".join(f'<a href="#{_anchor(title)}">{_text(title)}</a>' for title, _ in sections)
+    body.append(f"<nav>{nav}</nav>")
+    body += [_section(_anchor(title), title, content) for title, content in sections]
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<title>Evaluation report</title>"
+            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    path = model_dir / f"report{suffix}.html"
+    write_text_atomic(path, page)
+    return path
+
+
+def write_prediction_index(directory, entries: Sequence[Mapping], model: str = "") -> Path:
+    """Writes `directory/index.html`: each drawn prediction (a picture in `directory`) with its
+    source image's path and its detections.
+
+    Args:
+      directory: where the pictures are and the page goes.
+      entries: [{"picture": file name in `directory`, "source": the input image's path,
+        "detections": [(class name, score), ...]}].
+      model: the model's path, for the heading.
+
+    Returns:
+      The page's path.
+    """
+    figures = []
+    for entry in entries:
+        found = ", ".join(f"{_text(name)} {score:.2f}" for name, score in entry["detections"])
+        figures.append(
+            f'<figure><img src="{_text(entry["picture"])}" alt="{_text(entry["source"])}">'
+            f"<figcaption><b>{_text(entry['source'])}</b>: {len(entry['detections'])} "
+            f"detections{': ' + found if found else ''}</figcaption></figure>")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>Predictions</title><style>{_STYLE}</style></head><body>\n"
+            f"<h1>Predictions</h1><p>Model: <code>{_text(model)}</code></p>\n"
+            f'<div class="gallery">{"".join(figures)}</div>\n</body></html>\n')
+    path = Path(directory) / "index.html"
+    write_text_atomic(path, page)
+    return path

@@ -1,0 +1,84 @@
+"""AP50 by object size: bins from the evaluated set's own size terciles, and COCO's small / medium
+/ large (area below 32^2, 32^2 to 96^2, above 96^2 pixels of the original image).
+
+A bin's AP follows COCO's area ranges with VOC's matching and AP: boxes outside the bin are
+ignored (as difficult ones are, so detections that take them count neither way), and so are the
+false positives whose own area is outside the bin. Areas are of absolute pixel
+[ymin, xmin, ymax, xmax] boxes in the original image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tf_frcnn.evaluation.errors import TRUE_POSITIVE, IGNORED, GT_IGNORED, classify_images
+from tf_frcnn.evaluation.voc import mean_over_defined, precision_recall_by_class
+
+COCO_BINS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, np.inf))
+
+
+def box_areas(boxes) -> np.ndarray:
+    """float [N]: areas of boxes [N, 4] [ymin, xmin, ymax, xmax]."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def tercile_bins(groundtruths: list[dict]) -> tuple:
+    """Three (name, low, high) area bins holding a third of the counted (not difficult, not crowd)
+    boxes each: edges at the 1/3 and 2/3 quantiles of their areas; () without boxes."""
+    areas = [box_areas(g["boxes"])[~(np.asarray(g.get("difficult", False), bool)
+                                     | np.asarray(g.get("iscrowd", False), bool))]
+             for g in groundtruths]
+    areas = np.concatenate(areas) if areas else np.zeros(0)
+    if not areas.size:
+        return ()
+    low, high = np.quantile(areas, [1 / 3, 2 / 3])
+    return (("lower third", 0.0, float(low)), ("middle third", float(low), float(high)),
+            ("upper third", float(high), np.inf))
+
+
+def ap_by_size(groundtruths: list[dict], detections: list[dict], num_classes: int, bins,
+               iou_threshold: float = 0.5) -> list[dict]:
+    """AP at `iou_threshold` of each area bin (see the module docstring).
+
+    Args:
+      groundtruths, detections: per-image records as for `voc_metrics`.
+      bins: (name, low, high) triples; a box is in a bin when low <= area < high.
+
+    Returns:
+      [{"name", "low", "high" (areas; high may be inf), "num_gt": counted boxes in the bin,
+        "AP50": mean AP over the classes with boxes in the bin (NaN if none)}] in the bins' order.
+    """
+    results = []
+    for name, low, high in bins:
+        restricted = []
+        for g in groundtruths:
+            areas = box_areas(g["boxes"])
+            outside = (areas < low) | (areas >= high)
+            restricted.append({**g, "iscrowd": np.asarray(g.get("iscrowd", np.zeros(len(areas))),
+                                                          bool) | outside})
+        images = classify_images(restricted, detections, num_classes, iou_threshold)
+        scores, classes, true_positive, labels = [], [], [], []
+        for image in images:
+            g, d = image["groundtruth"], image["detections"]
+            labels.append(g["labels"][image["groundtruth_status"] != GT_IGNORED])
+            if d is None:
+                continue
+            status = image["detection_status"]
+            areas = box_areas(d["boxes"])
+            inside = (areas >= low) & (areas < high)
+            keep = (status == TRUE_POSITIVE) | ((status != IGNORED) & inside)
+            scores.append(d["scores"][keep])
+            classes.append(d["classes"][keep])
+            true_positive.append(status[keep] == TRUE_POSITIVE)
+        labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        num_gt = {c: int(np.sum(labels == c)) for c in range(1, num_classes + 1)}
+        curves = precision_recall_by_class(
+            np.concatenate(scores) if scores else np.zeros(0),
+            np.concatenate(classes) if classes else np.zeros(0, np.int64),
+            np.concatenate(true_positive) if true_positive else np.zeros(0, bool),
+            num_gt, num_classes)
+        results.append({"name": name, "low": float(low), "high": float(high),
+                        "num_gt": int(labels.size),
+                        "AP50": mean_over_defined({c: v["AP"] for c, v in curves.items()})})
+    return results
