@@ -22,7 +22,8 @@ class FastRCNNHead(keras.layers.Layer):
       dropout: dropout rate after each fc layer when training.
 
     Call on pooled features [N, s, s, channels]; returns ``(class_logits
-    [N, C + 1], box_deltas [N, C + 1, 4])``. Deltas are (ty, tx, th, tw)
+    [N, C + 1], box_deltas [N, C + 1, 4])``, float32 also under a mixed dtype
+    policy (``tf_frcnn.precision``). Deltas are (ty, tx, th, tw)
     scaled by the sampler's ``box_stds``; row 0 (background) is unused.
     """
 
@@ -75,8 +76,10 @@ class FastRCNNHead(keras.layers.Layer):
 
     def outputs(self, hidden):
         """The sibling layers: [N, D] -> (class logits, class-specific deltas)."""
-        logits = self.cls_score(hidden)
-        deltas = tf.reshape(self.bbox_pred(hidden), [-1, self.num_classes + 1, 4])
+        # float32 out whatever the policy: post-processing and the loss stay float32.
+        logits = tf.cast(self.cls_score(hidden), tf.float32)
+        deltas = tf.reshape(tf.cast(self.bbox_pred(hidden), tf.float32),
+                            [-1, self.num_classes + 1, 4])
         return logits, deltas
 
     def get_config(self):

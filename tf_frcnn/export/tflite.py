@@ -27,27 +27,11 @@ import tensorflow as tf
 from tf_frcnn.data.pipeline import resize_image
 from tf_frcnn.export.frozen import freeze
 from tf_frcnn.export.saved_model import INPUT_NAME, detection_outputs
-from tf_frcnn.model import FasterRCNN
-from tf_frcnn.roi import ROIPoolingBuiltin
+from tf_frcnn.model import builtin_twin
 
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 # Variant name -> ``quantization`` argument.
 VARIANTS = {"float32": None, "float16": "float16", "dynamic_int8": "dynamic_int8"}
-
-
-def builtin_twin(model):
-    """A ``FasterRCNN`` that shares every part and weight of ``model`` but pools ROIs with
-    ``ROIPoolingBuiltin`` (same pool size and stride), for TFLite conversion."""
-    pooling = model.roi_pooling
-    return FasterRCNN(
-        model.backbone, model.num_classes,
-        anchor_generator=model.anchor_generator, rpn_head=model.rpn_head,
-        proposal_layer=model.proposal_layer,
-        roi_pooling=ROIPoolingBuiltin(pool_size=pooling.pool_size, stride=pooling.stride),
-        detector_head=model.detector_head,
-        anchor_target_args=model.anchor_target_args, rpn_lambda=model.rpn_lambda,
-        roi_sampler_args=model.roi_sampler_args, detection_args=model.detection_args,
-        stage=model.stage, seed=model.seed)
 
 
 class TFLiteModule:
