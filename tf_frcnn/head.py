@@ -153,13 +153,8 @@ def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape
 
     def select(args):
         image_boxes, image_scores = args
-        # Padded NMS (static [max_detections] output + count), as TFLite's
-        # built-in NON_MAX_SUPPRESSION_V4 computes it.
-        selected = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=image_boxes + offsets, scores=image_scores,
-            max_output_size=max_detections, iou_threshold=nms_iou,
-            score_threshold=score_threshold, pad_to_max_output_size=True)
-        return selected.selected_indices, selected.valid_outputs
+        return box_ops.padded_nms(image_boxes + offsets, image_scores, max_detections,
+                                  nms_iou, score_threshold)
 
     if rois.shape[0] == 1:
         keep, count = select((boxes[0], scores[0]))

@@ -208,13 +208,15 @@ def train(config, model_dir, *, resume=False, strategy=None, progress=True):
     return trainer.model
 
 
-def load_trained_model(model_dir, svd_ranks=None):
+def load_trained_model(model_dir, svd_ranks=None, precision=None):
     """(model, config) of a finished model directory, ready for inference;
     ``svd_ranks`` (one per fc layer) truncates the head's fc layers (see
-    ``tf_frcnn.svd``)."""
+    ``tf_frcnn.svd``); ``precision`` (False, "float16", "bfloat16"; None: the
+    config's ``detection.mixed_precision``) is the network's dtype policy."""
     from tf_frcnn.training.state import read_config
     config = read_config(model_dir)
-    model = build_model(config)
+    model = build_model(config, precision=config.detection.mixed_precision
+                        if precision is None else precision)
     model({"images": tf.zeros([1, 64, 64, 3])})
     model.load_weights(os.path.join(model_dir, FINAL_WEIGHTS))
     if svd_ranks:
