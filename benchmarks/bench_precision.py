@@ -9,10 +9,10 @@ and the AP a trained model loses under a policy.
         --data-dir runs/tfds
 
 Timing: one model per variant (fp32, bf16, and with --xla fp32_xla, bf16_xla; --fp16 adds
-fp16), all holding the same random weights; inference is the frozen graph users run
-(``tf_frcnn.export.frozen_inference``, XLA-compiled for the _xla variants), the training step
-the approximate-joint ``StageLoop`` step (SGD, both losses, two ground-truth boxes). The
-variants run interleaved, round after round, so drift on a shared machine hits them alike;
+fp16; or exactly --variants), all holding the same random weights; inference is the frozen graph
+(``tf_frcnn.export.frozen_inference``, XLA-compiled for the _xla variants; with --variables
+the graph reading variables, as a SavedModel runs), the training step the approximate-joint
+``StageLoop`` step (SGD, both losses, two ground-truth boxes). The variants run interleaved, round after round, so drift on a shared machine hits them alike;
 ratios to fp32 are what to read. The CPU's AMX / AVX512_BF16 / VNNI support is printed first.
 
 AP (--ap-model-dir): the model directory's final weights evaluated on its config's eval split
@@ -37,7 +37,16 @@ def _args():
     parser.add_argument("--config", help="timing: the model's config (weights are random)")
     parser.add_argument("--size", type=int, nargs=2, default=[300, 500], metavar=("H", "W"))
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="TF intra/inter-op threads; 0: TF's default (use on a GPU)")
+    parser.add_argument("--variables", action="store_true",
+                        help="time inference reading the weights from variables (as a "
+                        "SavedModel runs; a half-precision policy casts them on every call) "
+                        "instead of frozen: far less memory and set-up time for VGG16")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="timing variants, of fp32 bf16 fp16 and the same with _xla "
+                        "(default: fp32 bf16, plus fp16 with --fp16 and the _xla ones with "
+                        "--xla)")
     parser.add_argument("--train", action="store_true", help="time the training step too")
     parser.add_argument("--xla", action="store_true", help="add the XLA-compiled variants")
     parser.add_argument("--fp16", action="store_true", help="add float16")
@@ -49,6 +58,13 @@ def _args():
 
 
 def _variants(args):
+    if args.variants:
+        unknown = [name for name in args.variants
+                   if name.removesuffix("_xla") not in PRECISION]
+        if unknown or args.variants[0] != "fp32":
+            sys.exit(f"bench_precision.py: --variants must start with fp32 and name only "
+                     f"{', '.join(PRECISION)} (and _xla); got {' '.join(args.variants)}")
+        return args.variants
     names = ["fp32", "bf16"] + (["fp16"] if args.fp16 else [])
     if args.xla:
         names += [f"{name}_xla" for name in names]
@@ -60,7 +76,7 @@ def timing(args, result):
 
     from tf_frcnn import load_config
     from tf_frcnn.export import frozen_inference
-    from tf_frcnn.model import build_model
+    from tf_frcnn.model import build_model, builtin_twin
     from tf_frcnn.training import StageLoop, make_optimizer
     from tf_frcnn.training.schedule import stage_config
 
@@ -85,9 +101,14 @@ def timing(args, result):
             weights = model.get_weights()
         model.set_weights(weights)
         start = time.perf_counter()
-        infer[name] = frozen_inference(model, height, width, jit_compile=xla)
+        if args.variables:
+            infer[name] = tf.function(
+                lambda x, shape, model=builtin_twin(model) if xla else model: model.infer(
+                    {"images": x, "image_shape": shape}), jit_compile=xla or None)
+        else:
+            infer[name] = frozen_inference(model, height, width, jit_compile=xla)
         infer[name](images, image_shape)
-        print(f"{name}: inference frozen and first run in {time.perf_counter() - start:.1f} s",
+        print(f"{name}: inference traced and first run in {time.perf_counter() - start:.1f} s",
               file=sys.stderr, flush=True)
         if args.train:
             settings = stage_config(config, "joint")
@@ -166,11 +187,14 @@ def main():
     import tensorflow as tf
 
     from tf_frcnn.hardware import cpu_features, cpu_summary
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    print(f"CPU {cpu_summary()}", file=sys.stderr, flush=True)
-    result = {"cpu": cpu_summary(), "cpu_features": cpu_features(), "tf": tf.__version__,
-              "keras": keras.__version__, "threads": args.threads}
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
+    print(f"CPU {cpu_summary()}; GPU {', '.join(gpus) or 'none'}", file=sys.stderr, flush=True)
+    result = {"cpu": cpu_summary(), "cpu_features": cpu_features(), "gpus": gpus,
+              "tf": tf.__version__, "keras": keras.__version__, "threads": args.threads}
     if args.config:
         result.update(config=args.config, size=args.size, runs=args.runs)
         timing(args, result)
