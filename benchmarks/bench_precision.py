@@ -9,11 +9,12 @@ and the AP a trained model loses under a policy.
         --data-dir runs/tfds
 
 Timing: one model per variant (fp32, bf16, and with --xla fp32_xla, bf16_xla; --fp16 adds
-fp16; or exactly --variants), all holding the same random weights; inference is the frozen graph
-(``tf_frcnn.export.frozen_inference``, XLA-compiled for the _xla variants; with --variables
-the graph reading variables, as a SavedModel runs), the training step the approximate-joint
-``StageLoop`` step (SGD, both losses, two ground-truth boxes). The variants run interleaved, round after round, so drift on a shared machine hits them alike;
-ratios to fp32 are what to read. The CPU's AMX / AVX512_BF16 / VNNI support is printed first.
+fp16; or exactly --variants), all holding the same random weights. Inference is the frozen
+graph (``tf_frcnn.export.frozen_inference``, XLA-compiled for the _xla variants; with
+--variables the graph reading variables, as a SavedModel runs); the training step is the
+approximate-joint ``StageLoop`` step (SGD, both losses, two ground-truth boxes). The variants
+run interleaved, round after round, so drift on a shared machine hits them alike; ratios to
+fp32 are what to read. The CPU's AMX / AVX512_BF16 / VNNI support is printed first.
 
 AP (--ap-model-dir): the model directory's final weights evaluated on its config's eval split
 under each precision (nothing is written into the model directory).
