@@ -20,7 +20,7 @@ POLICIES = {False: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfl
 
 def policy_name(precision):
     """The Keras dtype policy name of ``precision`` (False, "float16" or "bfloat16")."""
-    if precision not in POLICIES or precision is True:
+    if precision not in POLICIES:
         raise ValueError(f"precision {precision!r}: expected False, 'float16' or 'bfloat16'")
     return POLICIES[precision]
 
