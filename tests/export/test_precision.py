@@ -87,13 +87,11 @@ def test_policy_forward_gives_the_float32_detections(policy_twin, trained_model,
     _, ref_logits, ref_deltas, _ = trained_model.rpn_forward(images)
     assert logits.dtype == deltas.dtype == tf.float32
     gap = np.abs(tf.nn.softmax(logits).numpy() - tf.nn.softmax(ref_logits).numpy()).max()
-    print(precision, "objectness gap", gap)
     assert gap <= TOLERANCE[precision]["probability"]
     out = twin({"images": images})
     assert out["detection_boxes"].dtype == out["detection_scores"].dtype == tf.float32
     ref = _detections(trained_model, scene)
     mine = _detections(twin, scene)
-    print(precision, ref, mine)
     assert_same_detections(ref, mine, TOLERANCE[precision])
 
 
