@@ -112,6 +112,31 @@ def convert_format(boxes, source, target, height=None, width=None):
                               height=height, width=width)
 
 
+def padded_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
+    """``tf.image.non_max_suppression`` in its padded form (a static output and the valid
+    count), as TFLite's built-in NON_MAX_SUPPRESSION_V4 computes it.
+
+    Args:
+      boxes: float32 [N, 4] absolute [ymin, xmin, ymax, xmax]; scores: float32 [N].
+      max_output_size: int, the static output length.
+      iou_threshold, score_threshold: floats; boxes scoring <= score_threshold are dropped.
+
+    Returns:
+      (indices int32 [max_output_size] into ``boxes``, best first, 0 past the count;
+      count int32 scalar).
+    """
+    num_boxes = boxes.shape[0]
+    size = max_output_size if num_boxes is None else min(max_output_size, num_boxes)
+    selected = tf.raw_ops.NonMaxSuppressionV4(
+        boxes=boxes, scores=scores, max_output_size=size, iou_threshold=iou_threshold,
+        score_threshold=score_threshold, pad_to_max_output_size=True)
+    indices = selected.selected_indices
+    if size < max_output_size:
+        # XLA's kernel takes no output longer than the boxes: ask for all of them, then pad.
+        indices = tf.pad(indices, [[0, max_output_size - size]])
+    return indices, selected.valid_outputs
+
+
 def smooth_l1(x, beta=1.0):
     """Fast R-CNN's robust loss, elementwise: 0.5 x^2 / beta if |x| < beta,
     else |x| - 0.5 beta (beta = 1 in the paper)."""

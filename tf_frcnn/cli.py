@@ -36,10 +36,33 @@ class UserError(Exception):
     """An error the user can act on; printed as one line."""
 
 
+def version_text():
+    """tf-frcnn's version, TensorFlow's and Keras', and what the CPU offers for reduced
+    precision (``tf_frcnn.hardware``)."""
+    import keras
+    import tensorflow as tf
+
+    from tf_frcnn import __version__
+    from tf_frcnn.hardware import cpu_summary
+    return (f"tf-frcnn {__version__}\nTensorFlow {tf.__version__}, Keras {keras.__version__}\n"
+            f"CPU {cpu_summary()}")
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="tf-frcnn", description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
         "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions and the CPU's AMX / AVX512_BF16 / VNNI support")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name, help_text):

@@ -71,6 +71,9 @@ class DetectionConfig:
     nms_iou: float = 0.3
     score_threshold: float = 0.05
     max_detections: int = 100
+    # Precision of inference, evaluation and export: false (float32) | float16 | bfloat16
+    # (tf_frcnn.precision). Independent of train.mixed_precision.
+    mixed_precision: object = False
 
 
 @dataclass
@@ -129,8 +132,10 @@ class TrainConfig:
     clip_norm: Optional[float] = None
     seed: int = 0
     strategy: str = "default"             # default | mirrored | multiworker
-    mixed_precision: bool = False
-    jit_compile: bool = False
+    # false (float32) | float16 | bfloat16: Keras' mixed policy on the backbone and heads
+    # (tf_frcnn.precision); true is read as float16. float16 also scales the loss.
+    mixed_precision: object = False
+    jit_compile: bool = False             # XLA-compile the training step of every stage
     checkpoint_every: int = 200           # steps between checkpoints
     deterministic: bool = False           # TF op determinism: bit-exact resume on CPU
     stages: dict = field(default_factory=dict)  # stage name -> StageConfig fields
@@ -239,6 +244,18 @@ def _check_types(section, prefix):
             raise ConfigError(f"config key '{key}' = {value!r} must be of type {expected}")
 
 
+# Accepted values of the precision keys and what they mean (false and float32: no policy;
+# true: float16, what the key turned on before it named a type).
+PRECISIONS = {False: False, "float32": False, True: "float16", "float16": "float16",
+              "bfloat16": "bfloat16"}
+
+
+def _precision(key, value):
+    if not isinstance(value, (bool, str)) or value not in PRECISIONS:
+        raise ConfigError(f"config key '{key}' = {value!r} must be false, float16 or bfloat16")
+    return PRECISIONS[value]
+
+
 def _validate(config):
     def between(key, value, low, high):
         if not (low <= value <= high):
@@ -312,6 +329,13 @@ def _validate(config):
         for value in config.data.pad_to:
             positive("data.pad_to", value)
     positive("train.checkpoint_every", config.train.checkpoint_every)
+    config.train.mixed_precision = _precision("train.mixed_precision",
+                                              config.train.mixed_precision)
+    config.detection.mixed_precision = _precision("detection.mixed_precision",
+                                                  config.detection.mixed_precision)
+    if config.train.jit_compile and config.train.strategy != "default":
+        raise ConfigError(f"config key 'train.jit_compile' works with train.strategy: default "
+                          f"only, not {config.train.strategy!r}")
     for key in ("eval_every", "val_images", "patience", "minutes"):
         if getattr(config.train, key) is not None:
             positive(f"train.{key}", getattr(config.train, key))

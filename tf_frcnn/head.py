@@ -22,7 +22,8 @@ class FastRCNNHead(keras.layers.Layer):
       dropout: dropout rate after each fc layer when training.
 
     Call on pooled features [N, s, s, channels]; returns ``(class_logits
-    [N, C + 1], box_deltas [N, C + 1, 4])``. Deltas are (ty, tx, th, tw)
+    [N, C + 1], box_deltas [N, C + 1, 4])``, float32 also under a mixed dtype
+    policy (``tf_frcnn.precision``). Deltas are (ty, tx, th, tw)
     scaled by the sampler's ``box_stds``; row 0 (background) is unused.
     """
 
@@ -75,8 +76,10 @@ class FastRCNNHead(keras.layers.Layer):
 
     def outputs(self, hidden):
         """The sibling layers: [N, D] -> (class logits, class-specific deltas)."""
-        logits = self.cls_score(hidden)
-        deltas = tf.reshape(self.bbox_pred(hidden), [-1, self.num_classes + 1, 4])
+        # float32 out whatever the policy: post-processing and the loss stay float32.
+        logits = tf.cast(self.cls_score(hidden), tf.float32)
+        deltas = tf.reshape(tf.cast(self.bbox_pred(hidden), tf.float32),
+                            [-1, self.num_classes + 1, 4])
         return logits, deltas
 
     def get_config(self):
@@ -150,13 +153,8 @@ def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape
 
     def select(args):
         image_boxes, image_scores = args
-        # Padded NMS (static [max_detections] output + count), as TFLite's
-        # built-in NON_MAX_SUPPRESSION_V4 computes it.
-        selected = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=image_boxes + offsets, scores=image_scores,
-            max_output_size=max_detections, iou_threshold=nms_iou,
-            score_threshold=score_threshold, pad_to_max_output_size=True)
-        return selected.selected_indices, selected.valid_outputs
+        return box_ops.padded_nms(image_boxes + offsets, image_scores, max_detections,
+                                  nms_iou, score_threshold)
 
     if rois.shape[0] == 1:
         keep, count = select((boxes[0], scores[0]))

@@ -5,12 +5,13 @@ import keras
 import tensorflow as tf
 
 from tf_frcnn import sampling
+from tf_frcnn.precision import policy_scope
 from tf_frcnn.anchors import AnchorGenerator
-from tf_frcnn.backbones import build_backbone
+from tf_frcnn.backbones import STRIDE, build_backbone
 from tf_frcnn.config import ConfigError
 from tf_frcnn.head import FastRCNNHead, fast_rcnn_loss, postprocess_detections
 from tf_frcnn.proposals import ProposalLayer
-from tf_frcnn.roi import ROIPooling, sample_rois
+from tf_frcnn.roi import ROIPooling, ROIPoolingBuiltin, sample_rois
 from tf_frcnn.rpn import RPNHead, anchor_targets, rpn_loss
 
 # What each stage trains. The four alternating steps of Sec. 3.2 plus
@@ -238,32 +239,41 @@ class FasterRCNN(keras.Model):
         return list(self.loss_trackers.values())
 
 
-def build_model(config, stage="joint"):
+def build_model(config, stage="joint", precision=None):
     """A ``FasterRCNN`` from a ``tf_frcnn.config.Config``: the one place where
-    configuration turns into layer arguments."""
+    configuration turns into layer arguments.
+
+    ``precision`` (False, "float16" or "bfloat16"; None: ``train.mixed_precision``)
+    is the dtype policy of the backbone and the two heads (see ``tf_frcnn.precision``);
+    the other parts stay float32. With ``train.jit_compile`` the ROIs are pooled by
+    ``ROIPoolingBuiltin``: XLA has no kernel for ``crop_and_resize``."""
     m, rpn, roi, det = config.model, config.rpn, config.roi, config.detection
     for key in ("anchor_scales", "anchor_ratios"):
         if getattr(m, key) == "auto":
             raise ConfigError(f"config key 'model.{key}' is 'auto': fit it first "
                               "(tf_frcnn.data.analysis.resolve_anchors; tf-frcnn train does)")
-    backbone = build_backbone(m.backbone, m.weights, alpha=m.alpha,
-                              tiny_channels=tuple(m.tiny_channels))
+    precision = config.train.mixed_precision if precision is None else precision
     anchor_generator = AnchorGenerator(base_size=m.anchor_base_size, scales=m.anchor_scales,
-                                       ratios=m.anchor_ratios, stride=backbone.stride)
+                                       ratios=m.anchor_ratios, stride=STRIDE)
+    with policy_scope(precision):
+        backbone = build_backbone(m.backbone, m.weights, alpha=m.alpha,
+                                  tiny_channels=tuple(m.tiny_channels))
+        rpn_head = RPNHead(num_anchors=anchor_generator.num_anchors_per_location,
+                           channels=m.rpn_channels)
+        detector_head = FastRCNNHead(m.num_classes, fc_units=m.fc_units,
+                                     region_layers=backbone.head, dropout=m.dropout)
+    pooling = ROIPoolingBuiltin if config.train.jit_compile else ROIPooling
     return FasterRCNN(
         backbone, m.num_classes,
         anchor_generator=anchor_generator,
-        rpn_head=RPNHead(num_anchors=anchor_generator.num_anchors_per_location,
-                         channels=m.rpn_channels),
+        rpn_head=rpn_head,
         proposal_layer=ProposalLayer(train_pre_nms=rpn.train_pre_nms,
                                      train_post_nms=rpn.train_post_nms,
                                      test_pre_nms=rpn.test_pre_nms,
                                      test_post_nms=rpn.test_post_nms,
                                      nms_iou=rpn.nms_iou, min_size=rpn.min_size),
-        roi_pooling=ROIPooling(pool_size=m.pool_size or backbone.pool_size,
-                               stride=backbone.stride),
-        detector_head=FastRCNNHead(m.num_classes, fc_units=m.fc_units,
-                                   region_layers=backbone.head, dropout=m.dropout),
+        roi_pooling=pooling(pool_size=m.pool_size or backbone.pool_size, stride=backbone.stride),
+        detector_head=detector_head,
         anchor_target_args=dict(positive_iou=rpn.positive_iou, negative_iou=rpn.negative_iou,
                                 batch_size=rpn.batch_size,
                                 positive_fraction=rpn.positive_fraction,
@@ -276,3 +286,19 @@ def build_model(config, stage="joint"):
         detection_args=dict(nms_iou=det.nms_iou, score_threshold=det.score_threshold,
                             max_detections=det.max_detections),
         stage=stage, seed=config.train.seed)
+
+
+def builtin_twin(model):
+    """A ``FasterRCNN`` that shares every part and weight of ``model`` but pools ROIs with
+    ``ROIPoolingBuiltin`` (same pool size and stride): for TFLite conversion, where
+    ``CropAndResize`` is no built-in op, and for XLA, which has no kernel for it."""
+    pooling = model.roi_pooling
+    return FasterRCNN(
+        model.backbone, model.num_classes,
+        anchor_generator=model.anchor_generator, rpn_head=model.rpn_head,
+        proposal_layer=model.proposal_layer,
+        roi_pooling=ROIPoolingBuiltin(pool_size=pooling.pool_size, stride=pooling.stride),
+        detector_head=model.detector_head,
+        anchor_target_args=model.anchor_target_args, rpn_lambda=model.rpn_lambda,
+        roi_sampler_args=model.roi_sampler_args, detection_args=model.detection_args,
+        stage=model.stage, seed=model.seed)

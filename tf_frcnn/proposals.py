@@ -59,14 +59,8 @@ class ProposalLayer(keras.layers.Layer):
 
         def suppress(args):
             image_boxes, image_scores = args
-            # The padded form of tf.image.non_max_suppression: a static
-            # [post_nms] output and the valid count, which is also exactly what
-            # TFLite's built-in NON_MAX_SUPPRESSION_V4 computes.
-            selected = tf.raw_ops.NonMaxSuppressionV4(
-                boxes=image_boxes, scores=image_scores, max_output_size=post_nms,
-                iou_threshold=self.nms_iou, score_threshold=-0.5,
-                pad_to_max_output_size=True)
-            return selected.selected_indices, selected.valid_outputs
+            return box_ops.padded_nms(image_boxes, image_scores, post_nms, self.nms_iou,
+                                      score_threshold=-0.5)
 
         if proposals.shape[0] == 1:
             keep, valid = suppress((proposals[0], top_scores[0]))

@@ -15,7 +15,9 @@ class RPNHead(keras.layers.Layer):
 
     Call on a feature map float [batch, h, w, C]; returns
     ``(objectness_logits, box_deltas)`` float32 [batch, h*w*k, 2] and
-    [batch, h*w*k, 4], ordered (row, column, anchor) like ``AnchorGenerator``.
+    [batch, h*w*k, 4], ordered (row, column, anchor) like ``AnchorGenerator``;
+    float32 also when the layer computes in float16 / bfloat16 (a mixed dtype
+    policy, ``tf_frcnn.precision``).
     Channel 1 of the logits is "object". Deltas are (ty, tx, th, tw).
     Weights start from N(0, 0.01) as in the paper.
     """
@@ -41,8 +43,9 @@ class RPNHead(keras.layers.Layer):
     def call(self, feature_map):
         hidden = self.conv(feature_map)
         batch = tf.shape(feature_map)[0]
-        logits = tf.reshape(self.objectness(hidden), [batch, -1, 2])
-        deltas = tf.reshape(self.deltas(hidden), [batch, -1, 4])
+        # float32 out whatever the policy: the box arithmetic after the head stays float32.
+        logits = tf.reshape(tf.cast(self.objectness(hidden), tf.float32), [batch, -1, 2])
+        deltas = tf.reshape(tf.cast(self.deltas(hidden), tf.float32), [batch, -1, 4])
         return logits, deltas
 
     def get_config(self):

@@ -10,10 +10,17 @@ import tensorflow as tf
 
 
 def uniform(shape, seed=None, maxval=1.0):
-    """float32 uniform noise in [0, maxval), stateless when ``seed`` is given."""
+    """float32 uniform noise in [0, maxval), stateless when ``seed`` is given.
+
+    Stateless draws are the top 24 of 32 random bits times 2^-24: XLA and TF's CPU kernels
+    make the same bits from a seed but turn them into floats differently, so this keeps an
+    XLA-compiled step sampling what the plain one samples."""
     if seed is None:
         return tf.random.uniform(shape, maxval=maxval)
-    return tf.random.stateless_uniform(shape, seed=seed, maxval=maxval)
+    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None,
+                                       dtype=tf.uint32)
+    top = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
+    return tf.cast(top, tf.float32) * (maxval * 2.0 ** -24)
 
 
 def derive(seed, index):
@@ -24,7 +31,9 @@ def derive(seed, index):
     seed = tf.cast(seed, tf.int32)
     if seed.shape.rank == 0:
         seed = tf.stack([seed, 0])
-    return tf.random.experimental.stateless_fold_in(seed, index)
+    derived = tf.random.experimental.stateless_fold_in(seed, index)
+    # XLA and TF's CPU kernels make different keys of a negative seed: keep it >= 0.
+    return tf.bitwise.bitwise_and(derived, 0x7FFFFFFF)
 
 
 def random_ranks(candidates, seed=None):

@@ -27,27 +27,13 @@ import tensorflow as tf
 from tf_frcnn.data.pipeline import resize_image
 from tf_frcnn.export.frozen import freeze
 from tf_frcnn.export.saved_model import INPUT_NAME, detection_outputs
-from tf_frcnn.model import FasterRCNN
-from tf_frcnn.roi import ROIPoolingBuiltin
+from tf_frcnn.config import ConfigError
+from tf_frcnn.model import builtin_twin
+from tf_frcnn.precision import compute_dtype
 
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 # Variant name -> ``quantization`` argument.
 VARIANTS = {"float32": None, "float16": "float16", "dynamic_int8": "dynamic_int8"}
-
-
-def builtin_twin(model):
-    """A ``FasterRCNN`` that shares every part and weight of ``model`` but pools ROIs with
-    ``ROIPoolingBuiltin`` (same pool size and stride), for TFLite conversion."""
-    pooling = model.roi_pooling
-    return FasterRCNN(
-        model.backbone, model.num_classes,
-        anchor_generator=model.anchor_generator, rpn_head=model.rpn_head,
-        proposal_layer=model.proposal_layer,
-        roi_pooling=ROIPoolingBuiltin(pool_size=pooling.pool_size, stride=pooling.stride),
-        detector_head=model.detector_head,
-        anchor_target_args=model.anchor_target_args, rpn_lambda=model.rpn_lambda,
-        roi_sampler_args=model.roi_sampler_args, detection_args=model.detection_args,
-        stage=model.stage, seed=model.seed)
 
 
 class TFLiteModule:
@@ -87,6 +73,15 @@ def frozen_signature(module):
 def _check_quantization(quantization):
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+
+
+def _check_float32(model):
+    dtype = compute_dtype(model)
+    if dtype != "float32":
+        raise ConfigError(
+            f"TFLite export: the model computes in {dtype} (detection.mixed_precision); "
+            "export it from a float32 model (detection.mixed_precision: false) and use the "
+            "float16 TFLite variant for half-size weights")
 
 
 def convert(signature, quantization=None, representative_images=None):
@@ -140,9 +135,12 @@ def export_tflite(model, path, *, height, width, min_size, max_size, quantizatio
 
     Raises:
       ValueError: an unknown ``quantization``.
+      tf_frcnn.config.ConfigError: the model computes in float16 or bfloat16 (its ops would
+        not be TFLite built-ins).
       tf.lite ConverterError: an op of the graph is not a TFLite built-in (the message names it).
     """
     _check_quantization(quantization)
+    _check_float32(model)
     module = TFLiteModule(model, height=height, width=width, min_size=min_size,
                           max_size=max_size)
     flatbuffer = convert(frozen_signature(module), quantization, representative_images)
@@ -163,6 +161,7 @@ def export_tflite_variants(model, out_dir, *, height, width, min_size, max_size,
     Returns:
       {"float32" | "float16" | "dynamic_int8" | "int8": {"path": pathlib.Path, "bytes": int}}.
     """
+    _check_float32(model)
     module = TFLiteModule(model, height=height, width=width, min_size=min_size,
                           max_size=max_size)
     signature = frozen_signature(module)

@@ -41,6 +41,7 @@ class StageLoop:
         self.strategy = strategy
         self.clip_norm = clip_norm
         self.trace_count = 0
+        self.jit_compile = jit_compile
         # Optimizer slots made now, not inside the first trace, keep it to one trace.
         with strategy.scope():
             optimizer.build(model.trainable_variables)
@@ -92,6 +93,10 @@ class StageLoop:
         optimizer has left each variable with a non-finite gradient as it was,
         so no NaN reaches the weights, and the caller keeps the last good
         checkpoint."""
+        if self.jit_compile:
+            # XLA takes no string tensors (the batch's image ids); the step reads none.
+            batch = {name: value for name, value in batch.items()
+                     if self.strategy.experimental_local_results(value)[0].dtype != tf.string}
         values = {name: float(value) for name, value in self._step(batch).items()}
         finite = values.pop("gradients_finite") == 1.0
         if not finite or not all(math.isfinite(v) for v in values.values()):

@@ -109,7 +109,9 @@ def make_optimizer(train_config, stage_config, boundaries=None):
         raise ValueError(f"config key 'train.optimizer' = {name!r} must be sgd, adam or adamw")
     kwargs = {"momentum": train_config.momentum} if name == "sgd" else {}
     optimizer = OPTIMIZERS[name](rate, l2=train_config.weight_decay, **kwargs)
-    if train_config.mixed_precision and tf.config.list_physical_devices("GPU"):
+    if train_config.mixed_precision == "float16":
+        # float16 gradients underflow on any device: scale on CPU too. bfloat16 has
+        # float32's exponent range and needs no scaling.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 

@@ -368,16 +368,19 @@ def trained_weights(model_dir, weights=None):
     return weights, os.path.join(model_dir, WEIGHTS[weights])
 
 
-def load_trained_model(model_dir, svd_ranks=None, weights=None):
+def load_trained_model(model_dir, svd_ranks=None, weights=None, precision=None):
     """(model, config) of a finished model directory, ready for inference, with
     the weights ``trained_weights`` names; ``svd_ranks`` (one per fc layer)
-    truncates the head's fc layers (see ``tf_frcnn.svd``)."""
+    truncates the head's fc layers (see ``tf_frcnn.svd``); ``precision`` (False,
+    "float16", "bfloat16"; None: the config's ``detection.mixed_precision``) is the
+    network's dtype policy."""
     from tf_frcnn.training.state import read_config
     config = read_config(model_dir)
     _, path = trained_weights(model_dir, weights)
     if not os.path.exists(path):
         raise FileNotFoundError(2, "no such weights file", path)
-    model = build_model(config)
+    model = build_model(config, precision=config.detection.mixed_precision
+                        if precision is None else precision)
     model({"images": tf.zeros([1, 64, 64, 3])})
     model.load_weights(path)
     if svd_ranks:
