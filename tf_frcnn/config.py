@@ -178,7 +178,8 @@ def _check_stages(stages):
             if key not in names:
                 raise ConfigError(f"unknown config key 'train.stages.{stage}.{key}' "
                                   f"(expected one of: {', '.join(sorted(names))})")
-        if "steps" in values and "epochs" in values:
+        # A saved config.yaml writes both keys, the unused one as null.
+        if values.get("steps") is not None and values.get("epochs") is not None:
             raise ConfigError(f"config keys 'train.stages.{stage}.steps' and '.epochs': give "
                               "one of them")
         parsed[stage] = StageConfig(**values)
