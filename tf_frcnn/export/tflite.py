@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import tensorflow as tf
+# The flatbuffer schema's op codes, to name the ops of a calibrated model.
+from tensorflow.lite.python import schema_py_generated as _schema
 
 from tf_frcnn.data.pipeline import resize_image
 from tf_frcnn.export.frozen import freeze
@@ -30,6 +33,11 @@ from tf_frcnn.export.saved_model import INPUT_NAME, detection_outputs
 from tf_frcnn.model import FasterRCNN
 from tf_frcnn.roi import ROIPoolingBuiltin
 
+_BUILTIN_NAMES = {value: name for name, value in vars(_schema.BuiltinOperator).items()
+                  if not name.startswith("_")}
+# Ops that move or blend feature values; under ``feature_scopes`` they run in int8 when an
+# input comes from an int8 op (ROI pooling's gathers and bilinear blend of the feature map).
+_FEATURE_OPS = {"GATHER", "SUB", "MUL", "ADD", "RESHAPE", "REDUCE_MAX"}
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 # Variant name -> ``quantization`` argument.
 VARIANTS = {"float32": None, "float16": "float16", "dynamic_int8": "dynamic_int8"}
@@ -89,36 +97,118 @@ def _check_quantization(quantization):
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
 
 
-def convert(signature, quantization=None, representative_images=None):
+def int8_scopes(model):
+    """Name scopes of what the "int8" variant runs in int8, for ``model`` (the converted
+    ``builtin_twin``): (networks: the backbone's feature network, the RPN head's convs and the
+    Fast R-CNN head's fc layers; feature scopes: ROI pooling, whose gathers and bilinear blend
+    of feature values follow the int8 feature map, its sampling coordinates staying float)."""
+    return ((model.features.name, model.rpn_head.name, model.detector_head.name),
+            (model.roi_pooling.name,))
+
+
+def _converter(signature):
+    # With a trackable object the converter goes through a SavedModel, which keeps the
+    # signature key and the output names.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([signature], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _op_name(model, op):
+    code = model.operatorCodes[op.opcodeIndex]
+    # Codes above 127 live in builtinCode only; older ones in deprecatedBuiltinCode too.
+    return _BUILTIN_NAMES[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+
+def _in_scopes(name, scopes):
+    return any(re.search(f"(^|/){re.escape(scope)}(_\\d+)?/", name) for scope in scopes)
+
+
+def _networks_int8(signature, representative_images, scopes, feature_scopes=()):
+    """Calibrate ``signature`` on the images, then quantize only the networks (the ops under
+    ``scopes``) and the feature-value ops under ``feature_scopes`` that follow them.
+
+    The converter's public options quantize everything that has an int8 kernel (full-integer:
+    AP 0.00 on the demo model, the box arithmetic in int8) or whole op types, with a quantize /
+    dequantize pair around each op. Here the calibrated model is quantized with every other op
+    deny-listed (by op type where the type never runs in int8, by output tensor otherwise) and
+    its calibration range removed: the MLIR quantizer otherwise carries the fixed-scale int8
+    output of a float SOFTMAX through the slices after it, rounding the objectness and class
+    scores to 1/256. What stays is two int8 blocks: image -> feature map -> RPN logits and
+    deltas, and feature map -> ROI pooling's gathers and bilinear blend -> fc layers -> class
+    logits and box deltas, with ROI pooling's interpolation weights (float, from the float ROI
+    coordinates) quantized where they enter the blend.
+    """
+    # No public API quantizes a calibrated model with a deny-list of nodes except
+    # tf.lite.experimental.QuantizationDebugger, which also builds a numeric-verify model
+    # and cannot drop calibration ranges; this is the call it makes.
+    from tensorflow.lite.python import convert as lite_convert
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    converter = _converter(signature)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    images = list(representative_images)
+    converter.representative_dataset = lambda: ([image] for image in images)
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    calibrated = flatbuffer_utils.convert_bytearray_to_object(bytearray(converter.convert()))
+    graph = calibrated.subgraphs[0]
+    int8_ops, int8_tensors = set(), set()
+    for number, op in enumerate(graph.operators):
+        names = [graph.tensors[index].name.decode() for index in op.outputs]
+        if all(_in_scopes(name, scopes) for name in names) or (
+                _op_name(calibrated, op) in _FEATURE_OPS
+                and all(_in_scopes(name, feature_scopes) for name in names)
+                and any(index in int8_tensors for index in op.inputs)):
+            int8_ops.add(number)
+            int8_tensors.update(op.outputs)
+    int8_inputs = {index for number in int8_ops for index in graph.operators[number].inputs}
+    float_nodes, float_types, int8_types = [], set(), set()
+    for number, op in enumerate(graph.operators):
+        if number in int8_ops:
+            int8_types.add(_op_name(calibrated, op))
+            continue
+        float_types.add(_op_name(calibrated, op))
+        float_nodes.extend(graph.tensors[index].name.decode() for index in op.outputs)
+        for index in op.outputs:
+            # A float value that enters an int8 op (ROI pooling's interpolation weights)
+            # keeps its range, to be quantized there.
+            if index not in int8_inputs:
+                graph.tensors[index].quantization = None
+    if not int8_types:
+        raise ValueError(f"no op of the graph lies in the network scopes {scopes}")
+    return lite_convert.mlir_quantize(
+        bytes(flatbuffer_utils.convert_object_to_bytearray(calibrated)),
+        fully_quantize=False, denylisted_ops=sorted(float_types - int8_types),
+        denylisted_nodes=float_nodes)
+
+
+def convert(signature, quantization=None, representative_images=None, scopes=None):
     """The flatbuffer bytes of ``signature`` (see ``frozen_signature``) under the signature key
     ``serving_default``.
 
     Args:
       signature: a concrete function without variables.
       quantization: None (float32), "float16" (weights stored as float16), "dynamic_int8"
-        (dynamic-range quantization: int8 weights, float activations) or "int8" (full integer
-        quantization: int8 weights and activations calibrated on ``representative_images``,
-        the kernels XNNPACK runs fastest; ops without an int8 kernel stay float). Lossy: on the
-        demo model it runs 1.9x faster than float32 but AP drops from 0.77 to 0.00, the loss
-        being in the arithmetic after the convs (anchors, box decoding, proposals in pixels;
-        see the README); prefer None or "dynamic_int8" there.
+        (dynamic-range quantization: int8 weights, float activations) or "int8" (the networks,
+        i.e. the ops under ``scopes``, in int8 with weights and activations calibrated
+        on ``representative_images``; the box arithmetic in float32: see
+        ``_networks_int8`` and the README).
       representative_images: for "int8": uint8 arrays [1, H, W, 3] of the input size (a few
-        dozen training images).
+        dozen training images, prepared as the model's input is).
+      scopes: for "int8": ``int8_scopes(model)`` of the converted model.
     """
     _check_quantization(quantization)
-    if quantization == "int8" and representative_images is None:
-        raise ValueError("quantization 'int8' needs representative_images to calibrate on")
-    # With a trackable object the converter goes through a SavedModel, which keeps the
-    # signature key and the output names.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([signature], tf.Module())
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "int8":
+        if representative_images is None:
+            raise ValueError("quantization 'int8' needs representative_images to calibrate on")
+        if not scopes:
+            raise ValueError("quantization 'int8' needs the scopes to quantize")
+        return _networks_int8(signature, representative_images, *scopes)
+    converter = _converter(signature)
     if quantization is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantization == "int8":
-        images = list(representative_images)
-        converter.representative_dataset = lambda: ([image] for image in images)
     return converter.convert()
 
 
@@ -145,36 +235,76 @@ def export_tflite(model, path, *, height, width, min_size, max_size, quantizatio
     _check_quantization(quantization)
     module = TFLiteModule(model, height=height, width=width, min_size=min_size,
                           max_size=max_size)
-    flatbuffer = convert(frozen_signature(module), quantization, representative_images)
+    flatbuffer = convert(frozen_signature(module), quantization, representative_images,
+                         int8_scopes(module.model))
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
     return path
 
 
+def _module(model, height, width, min_size, max_size, canvas):
+    if canvas:
+        # The input is already resized and padded: the in-graph rule becomes the identity.
+        min_size, max_size = min(height, width), max(height, width)
+    return TFLiteModule(model, height=height, width=width, min_size=min_size,
+                        max_size=max_size)
+
+
+def calibration_inputs(images, height, width, resize=None):
+    """uint8 [1, height, width, 3] inputs of a ``.tflite`` model made from uint8 images
+    [h, w, 3] as ``load_predictor`` prepares them (``resize``: see there), for calibration."""
+    from tf_frcnn.export.serving import _letterbox
+
+    inputs = []
+    for image in images:
+        if image.shape[:2] != (height, width) or resize is not None:
+            image = _letterbox(image, height, width, resize)[0]
+        inputs.append(image[None])
+    return inputs
+
+
 def export_tflite_variants(model, out_dir, *, height, width, min_size, max_size,
-                           name="model", representative_images=None):
-    """The float32, float16 and dynamic-range int8 ``.tflite`` files of ``model``, and the full
-    integer one when ``representative_images`` are given.
+                           name="model", representative_images=None, canvas=False,
+                           variants=None):
+    """The float32, float16, dynamic-range int8 and (with ``representative_images``) int8
+    ``.tflite`` files of ``model``.
 
     Writes ``out_dir/<name>.tflite``, ``<name>_float16.tflite``, ``<name>_dynamic_int8.tflite``
     (and ``<name>_int8.tflite``); the graph is traced once for all.
 
+    Args:
+      model, height, width, min_size, max_size: as for ``export_tflite``.
+      representative_images: calibration inputs of the "int8" file (``calibration_inputs``).
+      canvas: the files take images already resized by the model's rule (``min_size``,
+        ``max_size``) and zero-padded at the bottom/right into [height, width], as the eval
+        pipeline pads to ``data.pad_to`` (``load_predictor(path, resize=(min_size,
+        max_size))`` does it); the graph does not resize. False: the graph resizes its
+        [height, width] input by the rule (for datasets of one image size).
+      variants: the subset of "float32", "float16", "dynamic_int8", "int8" to write (default:
+        all, "int8" only with ``representative_images``).
+
     Returns:
-      {"float32" | "float16" | "dynamic_int8" | "int8": {"path": pathlib.Path, "bytes": int}}.
+      {variant: {"path": pathlib.Path, "bytes": int, "resize": None or (min_size, max_size),
+      the ``resize`` argument of ``load_predictor`` for the file}}.
     """
-    module = TFLiteModule(model, height=height, width=width, min_size=min_size,
-                          max_size=max_size)
+    wanted = dict(VARIANTS, int8="int8")
+    if variants is None:
+        variants = [v for v in wanted if v != "int8" or representative_images is not None]
+    unknown = sorted(set(variants) - set(wanted))
+    if unknown:
+        raise ValueError(f"unknown TFLite variant(s) {unknown}; expected some of {list(wanted)}")
+    module = _module(model, height, width, min_size, max_size, canvas)
     signature = frozen_signature(module)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    variants = {}
-    wanted = dict(VARIANTS)
-    if representative_images is not None:
-        wanted["int8"] = "int8"
-    for variant, quantization in wanted.items():
+    written = {}
+    for variant in variants:
+        quantization = wanted[variant]
         suffix = "" if quantization is None else f"_{quantization}"
         path = out_dir / f"{name}{suffix}.tflite"
-        path.write_bytes(convert(signature, quantization, representative_images))
-        variants[variant] = {"path": path, "bytes": os.path.getsize(path)}
-    return variants
+        path.write_bytes(convert(signature, quantization, representative_images,
+                                 int8_scopes(module.model)))
+        written[variant] = {"path": path, "bytes": os.path.getsize(path),
+                            "resize": (min_size, max_size) if canvas else None}
+    return written
