@@ -158,6 +158,8 @@ def cmd_export(args):
     from tf_frcnn.export import export_saved_model
     from tf_frcnn.export.verify import VerifyError, format_table, verify_export
     from tf_frcnn.training.state import read_labels
+    if args.tolerance < 0:
+        raise UserError(f"--tolerance must be >= 0, got {args.tolerance}")
     model, config = _load_model(args.model_dir, args.svd_ranks)
     class_names = read_labels(args.model_dir)
     d = config.data
