@@ -198,6 +198,10 @@ def _resize_bilinear(image, size):
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+# The second input of a canvas ``.tflite`` (``tf_frcnn.export.tflite.IMAGE_SHAPE``).
+CANVAS_IMAGE_SHAPE = "image_shape"
+
+
 def _letterbox(image, height, width, resize=None):
     """``image`` resized at the top left of a zero canvas [height, width]; returns (canvas,
     (fitted height, fitted width)). With ``resize`` = (min_size, max_size) the model's resize
@@ -216,12 +220,25 @@ def _letterbox(image, height, width, resize=None):
 
 
 def _tflite_runner(path, num_threads, xnnpack=True, resize=None):
+    """image -> outputs of a ``.tflite`` file; a canvas file (inputs ``images`` and
+    ``image_shape``) gets the image resized (``_letterbox``) and its valid size."""
     interpreter = _tflite_interpreter(path, num_threads, xnnpack)
     serve = interpreter.get_signature_runner(SERVING_DEFAULT)
-    _, height, width, _ = serve.get_input_details()[INPUT_NAME]["shape"]
+    details = serve.get_input_details()
+    _, height, width, _ = details[INPUT_NAME]["shape"]
+
+    def run_canvas(image):
+        canvas, fitted = _letterbox(image, height, width, resize)
+        outputs = serve(**{INPUT_NAME: canvas[np.newaxis],
+                           CANVAS_IMAGE_SHAPE: np.array([fitted], np.int32)})
+        # Boxes come normalised to the valid part, i.e. relative to the image.
+        return {name: outputs[name][0] for name in OUTPUT_NAMES}
+
+    if CANVAS_IMAGE_SHAPE in details:
+        return run_canvas
 
     def run(image):
-        if image.shape[:2] == (height, width) and resize is None:
+        if image.shape[:2] == (height, width):
             outputs = serve(**{INPUT_NAME: image[np.newaxis]})
             return {name: outputs[name][0] for name in OUTPUT_NAMES}
         canvas, (fitted_h, fitted_w) = _letterbox(image, height, width, resize)
@@ -249,17 +266,17 @@ def load_predictor(path, *, num_threads=None, xnnpack=True, resize=None):
       path: a SavedModel base directory (``saved_models/NAME``: its newest numbered version), a
         version directory, or a ``.tflite`` file. A ``.tflite`` model has a fixed input size:
         images of that size go in as they are; others are scaled to fit it (aspect kept) and
-        padded at the bottom/right, and the boxes are mapped back to the image. A ``.tflite``
-        exported as a canvas (its in-graph resize the identity, ``resize`` given) gets every
-        image resized by the model's rule on the host and padded into the canvas, as the eval
-        pipeline pads to ``data.pad_to``.
+        padded at the bottom/right, and the boxes are mapped back to the image. A canvas
+        ``.tflite`` (inputs ``images`` and ``image_shape``) gets every image resized on the
+        host, by the model's rule with ``resize`` (else scaled to fit), padded into the
+        canvas as the eval pipeline pads to ``data.pad_to``.
       num_threads: CPU threads of the TFLite interpreter (None: its default). A SavedModel
         runs on TensorFlow's process-wide thread settings (``tf.config.threading``).
       xnnpack: TFLite only: run under the default XNNPACK delegate (True) or the built-in
         reference kernels alone (False, for comparison).
-      resize: TFLite only: (min_size, max_size) of the model's resize rule, applied on the
-        host to every image (bilinear as ``tf_frcnn.data.resize_image``, rounded to uint8);
-        None: images of the input size go in as they are, others are scaled to fit.
+      resize: a canvas TFLite file only: (min_size, max_size) of the model's resize rule,
+        applied on the host (bilinear as ``tf_frcnn.data.resize_image``, rounded to uint8);
+        None: scaled to fit the canvas.
 
     Raises:
       FileNotFoundError: nothing loadable at ``path``.

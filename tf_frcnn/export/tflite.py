@@ -1,12 +1,18 @@
 """TFLite export with TFLite built-in ops only (no Flex / Select TF ops).
 
 The ``.tflite`` file keeps the SavedModel's ``serving_default`` signature on a fixed input:
-``images`` uint8 [1, height, width, 3] RGB, with ``height`` and ``width`` chosen at export. It
-resizes in-graph like the SavedModel (shorter side ``min_size``, longer at most ``max_size``) and
-returns the same outputs: ``detection_boxes`` float32 [1, max_detections, 4] NORMALISED
-[ymin, xmin, ymax, xmax] relative to the input image, ``detection_scores`` float32
-[1, max_detections], ``detection_classes`` int32 [1, max_detections] (1-based, 0 on padding),
-``num_detections`` int32 [1]. ``Interpreter.get_signature_runner()`` serves it.
+``images`` uint8 [1, height, width, 3] RGB, with ``height`` and ``width`` chosen at export. Either
+it resizes in-graph like the SavedModel (shorter side ``min_size``, longer at most ``max_size``;
+for datasets of one image size, e.g. the demo's 128 x 128 upscaled to 512), or (``canvas=True``)
+it takes the image already resized by that rule and zero-padded at the bottom/right into
+[height, width], as the eval pipeline pads to ``data.pad_to``, with a second input
+``image_shape`` int32 [1, 2], the resized image's (height, width) inside that canvas
+(``load_predictor(path, resize=(min_size, max_size))`` prepares both). It returns the same
+outputs: ``detection_boxes`` float32 [1, max_detections, 4] NORMALISED [ymin, xmin, ymax, xmax]
+relative to the input image (the valid part of a canvas),
+``detection_scores`` float32 [1, max_detections], ``detection_classes`` int32 [1, max_detections]
+(1-based, 0 on padding), ``num_detections`` int32 [1]. ``Interpreter.get_signature_runner()``
+serves it.
 
 What makes the graph built-in only:
 - the model runs with :class:`tf_frcnn.roi.ROIPoolingBuiltin` (gather + bilinear arithmetic) in
@@ -15,6 +21,9 @@ What makes the graph built-in only:
 - batch 1 is static, so the proposal layer and the detection post-processing take their
   batch-1 paths (one ``NON_MAX_SUPPRESSION`` op each, no ``map_fn`` / ``WHILE``);
 - the resize is bilinear without antialiasing (``RESIZE_BILINEAR``).
+
+The "int8" variant runs the networks in int8 and the box arithmetic in float32 (see
+``_networks_int8``).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import os
 import pathlib
 import re
 
+import numpy as np
 import tensorflow as tf
 # The flatbuffer schema's op codes, to name the ops of a calibrated model.
 from tensorflow.lite.python import schema_py_generated as _schema
@@ -30,6 +40,8 @@ from tensorflow.lite.python import schema_py_generated as _schema
 from tf_frcnn.data.pipeline import resize_image
 from tf_frcnn.export.frozen import freeze
 from tf_frcnn.export.saved_model import INPUT_NAME, detection_outputs
+from tf_frcnn.export.serving import CANVAS_IMAGE_SHAPE as IMAGE_SHAPE
+from tf_frcnn.export.serving import _letterbox
 from tf_frcnn.model import FasterRCNN
 from tf_frcnn.roi import ROIPoolingBuiltin
 
@@ -60,9 +72,12 @@ def builtin_twin(model):
 
 class TFLiteModule:
     """``serving_default`` on a fixed [1, height, width, 3] uint8 input (see the module
-    docstring), for the converter."""
+    docstring), for the converter. With ``canvas``, a second input ``image_shape`` int32 [1, 2]
+    gives the (height, width) of the resized image inside the canvas (the rest is padding):
+    proposals and detections are clipped to it and the boxes normalised by it, as the eval
+    pipeline's ``image_shape`` does."""
 
-    def __init__(self, model, *, height, width, min_size, max_size):
+    def __init__(self, model, *, height, width, min_size, max_size, canvas=False):
         self.model = builtin_twin(model)
         self.min_size = int(min_size)
         self.max_size = None if max_size is None else int(max_size)
@@ -70,9 +85,17 @@ class TFLiteModule:
         resized, _ = resize_image(tf.zeros([1, height, width, 1], tf.uint8), self.min_size,
                                   self.max_size)
         self.resized_shape = tuple(resized.shape[1:3])
-        self.serve = tf.function(
-            self._serve,
-            input_signature=[tf.TensorSpec([1, height, width, 3], tf.uint8, name=INPUT_NAME)])
+        images = tf.TensorSpec([1, height, width, 3], tf.uint8, name=INPUT_NAME)
+        if canvas:
+            self.serve = tf.function(self._serve_canvas, input_signature=[
+                images, tf.TensorSpec([1, 2], tf.int32, name=IMAGE_SHAPE)])
+        else:
+            self.serve = tf.function(self._serve, input_signature=[images])
+
+    def _serve_canvas(self, images, image_shape):
+        detections = self.model({"images": tf.cast(images, tf.float32),
+                                 "image_shape": image_shape}, training=False)
+        return detection_outputs(detections, image_shape)
 
     def _serve(self, images):
         resized, _ = resize_image(images, self.min_size, self.max_size)
@@ -148,7 +171,8 @@ def _networks_int8(signature, representative_images, scopes, feature_scopes=()):
     converter = _converter(signature)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     images = list(representative_images)
-    converter.representative_dataset = lambda: ([image] for image in images)
+    converter.representative_dataset = lambda: (
+        item if isinstance(item, dict) else [item] for item in images)
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
     calibrated = flatbuffer_utils.convert_bytearray_to_object(bytearray(converter.convert()))
     graph = calibrated.subgraphs[0]
@@ -193,8 +217,8 @@ def convert(signature, quantization=None, representative_images=None, scopes=Non
         i.e. the ops under ``scopes``, in int8 with weights and activations calibrated
         on ``representative_images``; the box arithmetic in float32: see
         ``_networks_int8`` and the README).
-      representative_images: for "int8": uint8 arrays [1, H, W, 3] of the input size (a few
-        dozen training images, prepared as the model's input is).
+      representative_images: for "int8": the model's inputs for a few dozen training images
+        (``calibration_inputs``: uint8 [1, H, W, 3] arrays, or dicts of the two inputs).
       scopes: for "int8": ``int8_scopes(model)`` of the converted model.
     """
     _check_quantization(quantization)
@@ -213,7 +237,7 @@ def convert(signature, quantization=None, representative_images=None, scopes=Non
 
 
 def export_tflite(model, path, *, height, width, min_size, max_size, quantization=None,
-                  representative_images=None):
+                  representative_images=None, canvas=False):
     """Convert ``model`` to a built-in-only ``.tflite`` file for [1, height, width, 3] images.
 
     Args:
@@ -221,9 +245,11 @@ def export_tflite(model, path, *, height, width, min_size, max_size, quantizatio
         in the converted graph; the model itself is unchanged).
       path: the ``.tflite`` file to write (parent directories are created).
       height, width: the fixed input size.
-      min_size, max_size: the in-graph resize, as for the SavedModel.
+      min_size, max_size: the resize rule, as for the SavedModel.
       quantization: None, "float16", "dynamic_int8" or "int8" (see ``convert``).
       representative_images: calibration images for "int8" (see ``convert``).
+      canvas: the input is the image resized by the rule and padded (see
+        ``export_tflite_variants``); False: the graph resizes its input by the rule.
 
     Returns:
       pathlib.Path of the written file.
@@ -234,7 +260,7 @@ def export_tflite(model, path, *, height, width, min_size, max_size, quantizatio
     """
     _check_quantization(quantization)
     module = TFLiteModule(model, height=height, width=width, min_size=min_size,
-                          max_size=max_size)
+                          max_size=max_size, canvas=canvas)
     flatbuffer = convert(frozen_signature(module), quantization, representative_images,
                          int8_scopes(module.model))
     path = pathlib.Path(path)
@@ -243,23 +269,19 @@ def export_tflite(model, path, *, height, width, min_size, max_size, quantizatio
     return path
 
 
-def _module(model, height, width, min_size, max_size, canvas):
-    if canvas:
-        # The input is already resized and padded: the in-graph rule becomes the identity.
-        min_size, max_size = min(height, width), max(height, width)
-    return TFLiteModule(model, height=height, width=width, min_size=min_size,
-                        max_size=max_size)
-
-
 def calibration_inputs(images, height, width, resize=None):
-    """uint8 [1, height, width, 3] inputs of a ``.tflite`` model made from uint8 images
-    [h, w, 3] as ``load_predictor`` prepares them (``resize``: see there), for calibration."""
-    from tf_frcnn.export.serving import _letterbox
-
+    """Inputs of a ``.tflite`` model made from uint8 images [h, w, 3] as ``load_predictor``
+    prepares them, for calibration: uint8 [1, height, width, 3] each, or with ``resize`` (a
+    canvas model, see ``export_tflite_variants``) {"images": canvas, "image_shape": int32
+    [1, 2]} dicts."""
     inputs = []
     for image in images:
-        if image.shape[:2] != (height, width) or resize is not None:
-            image = _letterbox(image, height, width, resize)[0]
+        if resize is not None:
+            canvas, fitted = _letterbox(image, height, width, resize)
+            inputs.append({INPUT_NAME: canvas[None], IMAGE_SHAPE: np.array([fitted], np.int32)})
+            continue
+        if image.shape[:2] != (height, width):
+            image = _letterbox(image, height, width)[0]
         inputs.append(image[None])
     return inputs
 
@@ -294,7 +316,8 @@ def export_tflite_variants(model, out_dir, *, height, width, min_size, max_size,
     unknown = sorted(set(variants) - set(wanted))
     if unknown:
         raise ValueError(f"unknown TFLite variant(s) {unknown}; expected some of {list(wanted)}")
-    module = _module(model, height, width, min_size, max_size, canvas)
+    module = TFLiteModule(model, height=height, width=width, min_size=min_size,
+                          max_size=max_size, canvas=canvas)
     signature = frozen_signature(module)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
