@@ -67,7 +67,7 @@ def _parser():
     export.add_argument("--tflite-size", type=int, nargs=2, metavar=("H", "W"),
                         help="TFLite input size, resized in the graph by the config's rule "
                         "(default: a data.pad_to canvas the image is resized into on the host)")
-    export.add_argument("--calibration", type=int, default=32, metavar="N",
+    export.add_argument("--calibration", type=int, default=200, metavar="N",
                         help="training images that calibrate the int8 TFLite file")
     export.add_argument("--verify", action="store_true",
                         help="run every artifact over the eval split against the Keras model; "
