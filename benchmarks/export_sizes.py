@@ -155,7 +155,8 @@ def main():
     out = pathlib.Path(args.out or tempfile.mkdtemp(prefix="export_sizes-"))
 
     exports = {"SavedModel": export_saved_model(model, out / "saved_model", class_names,
-                                                min_size=d.min_size, max_size=d.max_size)}
+                                                min_size=d.min_size, max_size=d.max_size,
+                                                pad_to=d.pad_to)}
     sizes = {"SavedModel": directory_bytes(exports["SavedModel"])}
     if not args.no_tflite:
         variants = export_tflite_variants(
