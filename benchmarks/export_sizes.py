@@ -1,5 +1,6 @@
 """Size, per-image latency and AP of the exports: SavedModel and TFLite float32 / float16 /
-dynamic-range int8 / full-integer int8, each TFLite model under XNNPACK and without it.
+dynamic-range int8 / int8 (networks in int8, box arithmetic in float), each TFLite model under
+XNNPACK and without it. (`tf-frcnn export --verify` reports the same per export.)
 
     python benchmarks/export_sizes.py --model-dir runs/shapes [--eval] [--threads 2]
     python benchmarks/export_sizes.py --config configs/shapes.yaml    # untrained: size, latency
@@ -16,7 +17,7 @@ uint8, after two warm-up runs; the median of ``--repeats`` runs, on ``--threads`
 (TensorFlow intra/inter-op threads for the SavedModel, the interpreter's for TFLite). The TFLite
 models take that size as their fixed input. TFLite latency is measured twice: under the default
 XNNPACK delegate and with the reference built-in kernels alone (``--no-xnnpack-too`` skips the
-second). The full-integer int8 model is calibrated on the first ``--calibration`` images of the
+second). The int8 model is calibrated on the first ``--calibration`` images of the
 config's training split (which must have the TFLite input size; with --config the calibration
 images are random).
 """
@@ -154,7 +155,8 @@ def main():
     out = pathlib.Path(args.out or tempfile.mkdtemp(prefix="export_sizes-"))
 
     exports = {"SavedModel": export_saved_model(model, out / "saved_model", class_names,
-                                                min_size=d.min_size, max_size=d.max_size)}
+                                                min_size=d.min_size, max_size=d.max_size,
+                                                pad_to=d.pad_to)}
     sizes = {"SavedModel": directory_bytes(exports["SavedModel"])}
     if not args.no_tflite:
         variants = export_tflite_variants(

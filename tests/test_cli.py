@@ -167,3 +167,18 @@ def test_eval_and_export_with_truncated_svd(trained_dir, tmp_path, capsys):
                                   "--svd-ranks", "16"]), "--svd-ranks", "fc6, fc7")
     _one_line_error(capsys, main(["export", "--model-dir", model_dir, "--out", out,
                                   "--svd-ranks", "64", "0"]), "fc6", "rank 64")
+
+
+def test_export_verify_checks_every_artifact(trained_dir, tmp_path, capsys):
+    model_dir, _ = trained_dir
+    out = tmp_path / "verified"
+    assert main(["export", "--model-dir", model_dir, "--out", str(out), "--tflite",
+                 "--verify", "--images", "4"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "1" / "verify.json").read_text())
+    assert report["ok"] and report["images"] == 4
+    assert [row["artifact"] for row in report["artifacts"]] == [
+        "Keras model", "SavedModel serving_default", "SavedModel serving_bytes", "TFLite float32"]
+    assert (out / "1" / "verify.md").read_text().strip() in printed
+    _one_line_error(capsys, main(["export", "--model-dir", model_dir, "--out", str(out),
+                                  "--verify", "--tolerance", "-0.1"]), "--tolerance")

@@ -5,6 +5,7 @@ non-zero exit status; progress bars show every long step.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -103,8 +104,19 @@ def _parser():
     export.add_argument("--out", required=True, help="base dir; version N goes in OUT/N/")
     export.add_argument("--tflite", action="store_true", help="also write OUT/N/model.tflite")
     export.add_argument("--weights", choices=["best", "final"], help=WEIGHTS_HELP)
+    export.add_argument("--tflite-variants", action="store_true",
+                        help="also write the float16, dynamic_int8 and int8 TFLite files")
     export.add_argument("--tflite-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="TFLite input size (default: the config's max_size square)")
+                        help="TFLite input size, resized in the graph by the config's rule "
+                        "(default: a data.pad_to canvas the image is resized into on the host)")
+    export.add_argument("--calibration", type=int, default=200, metavar="N",
+                        help="training images that calibrate the int8 TFLite file")
+    export.add_argument("--verify", action="store_true",
+                        help="run every artifact over the eval split against the Keras model; "
+                        "writes verify.json and verify.md, fails naming a worse artifact")
+    export.add_argument("--tolerance", type=float, default=0.005,
+                        help="--verify: largest AP drop allowed")
+    export.add_argument("--images", type=int, metavar="N", help="--verify: first N images only")
     export.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
                         help="truncated SVD of the head's fc layers, one rank per layer "
                         "(0 keeps a layer), e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN "
@@ -221,21 +233,56 @@ def _load_model(model_dir, svd_ranks=None, weights=None):
 
 
 def cmd_export(args):
-    from tf_frcnn.export import export_saved_model, export_tflite
+    from tf_frcnn.export import export_saved_model
+    from tf_frcnn.export.verify import VerifyError, format_table, verify_export
     from tf_frcnn.training.state import read_labels
+    if args.tolerance < 0:
+        raise UserError(f"--tolerance must be >= 0, got {args.tolerance}")
     model, config, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
     print(f"exporting {args.model_dir} ({weights})")
     class_names = read_labels(args.model_dir)
     d = config.data
     version_dir = export_saved_model(model, args.out, class_names, min_size=d.min_size,
-                                     max_size=d.max_size)
+                                     max_size=d.max_size, pad_to=d.pad_to)
     print(f"SavedModel: {version_dir}")
-    if args.tflite:
-        height, width = args.tflite_size or (d.max_size, d.max_size)
-        path = export_tflite(model, os.path.join(version_dir, "model.tflite"), height=height,
-                             width=width, min_size=d.min_size, max_size=d.max_size)
-        print(f"TFLite: {path}")
+    tflite = _export_tflite(args, model, config, version_dir)
+    if args.verify:
+        print(f"verifying on split '{d.eval_split}'")
+        try:
+            report = verify_export(model, config, class_names, version_dir, tflite,
+                                   num_images=args.images, tolerance=args.tolerance)
+        except VerifyError as error:
+            print(format_table(json.loads((version_dir / "verify.json").read_text())))
+            raise UserError(f"verify failed: {error}") from None
+        print(format_table(report))
     return version_dir
+
+
+def _export_tflite(args, model, config, version_dir):
+    """The TFLite files --tflite / --tflite-variants ask for, as (name, path, resize)."""
+    if not (args.tflite or args.tflite_variants):
+        return []
+    from tf_frcnn.export.tflite import calibration_inputs, export_tflite_variants
+    from tf_frcnn.training import inputs
+
+    d = config.data
+    canvas = args.tflite_size is None
+    height, width = args.tflite_size or d.pad_to or (d.max_size, d.max_size)
+    variants = ["float32"]
+    calibration = None
+    if args.tflite_variants:
+        variants += ["float16", "dynamic_int8", "int8"]
+        records, _ = inputs.source(config, d.train_split)
+        images = [r["image"] for r in records.take(args.calibration).as_numpy_iterator()]
+        calibration = calibration_inputs(images, height, width,
+                                         (d.min_size, d.max_size) if canvas else None)
+    written = export_tflite_variants(
+        model, version_dir, height=height, width=width, min_size=d.min_size,
+        max_size=d.max_size, representative_images=calibration, canvas=canvas,
+        variants=variants)
+    for name, entry in written.items():
+        print(f"TFLite {name}: {entry['path']}")
+    return [(name, entry["path"], entry["resize"]) for name, entry in written.items()]
 
 
 def cmd_predict(args):

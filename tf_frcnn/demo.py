@@ -51,7 +51,7 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
     _step(4, f"export to {export_dir}")
     class_names = read_labels(model_dir)
     version_dir = export_saved_model(model, export_dir, class_names, min_size=d.min_size,
-                                     max_size=d.max_size)
+                                     max_size=d.max_size, pad_to=d.pad_to)
     tflite_path = export_tflite(model, os.path.join(version_dir, "model.tflite"),
                                 height=d.image_size, width=d.image_size,
                                 min_size=d.min_size, max_size=d.max_size)

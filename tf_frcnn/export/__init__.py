@@ -5,8 +5,11 @@ TFLite model of built-in ops only, plus a predictor that runs either.
   ``saved_models/NAME/<N>/`` with ``labels.txt``; signatures ``serving_default`` (uint8 images)
   and ``serving_bytes`` (encoded JPEG / PNG).
 - ``export_tflite(model, "model.tflite", height=, width=, min_size=, max_size=,
-  quantization=None | "float16" | "dynamic_int8" | "int8")``; ``export_tflite_variants`` writes
-  them all (int8 with calibration images).
+  quantization=None | "float16" | "dynamic_int8" | "int8", canvas=False)``;
+  ``export_tflite_variants`` writes them all ("int8": the networks in int8, the box arithmetic
+  in float, calibrated on images from ``calibration_inputs``).
+- ``verify_export(model, config, class_names, version_dir, tflite)``: every artifact over the
+  eval split against the Keras model (``tf-frcnn export --verify``).
 - ``load_predictor(path)``: image -> detections for a SavedModel directory or a ``.tflite``.
 - ``frozen_inference(model, height, width)``: the model's inference with its weights frozen to
   constants (faster on CPU; what the TFLite path converts).
@@ -36,11 +39,13 @@ from tf_frcnn.export.serving import (
     rest_body,
 )
 from tf_frcnn.export.frozen import freeze, frozen_inference
-from tf_frcnn.export.tflite import export_tflite, export_tflite_variants
+from tf_frcnn.export.tflite import calibration_inputs, export_tflite, export_tflite_variants
+from tf_frcnn.export.verify import VerifyError, verify_export
 
 __all__ = [
     "DOCKER_COMMAND", "DetectionModule", "LABELS_FILE", "OUTPUT_NAMES", "PREDICT_URL",
-    "Predictor", "REST_EXAMPLES", "SERVING_BYTES", "SERVING_DEFAULT", "export_saved_model",
-    "export_tflite", "export_tflite_variants", "freeze", "frozen_inference", "load_predictor", "read_labels",
-    "resolve_saved_model", "rest_body",
+    "Predictor", "REST_EXAMPLES", "SERVING_BYTES", "SERVING_DEFAULT", "VerifyError",
+    "calibration_inputs", "export_saved_model", "export_tflite", "export_tflite_variants",
+    "freeze", "frozen_inference", "load_predictor", "read_labels", "resolve_saved_model",
+    "rest_body", "verify_export",
 ]

@@ -8,10 +8,16 @@ graphs: it loads and runs with TensorFlow alone, without this package. Two signa
 - ``serving_bytes``: ``images`` string [batch], each an encoded JPEG or PNG (GIF and BMP decode
   too); the images of one batch may differ in size.
 
-Both resize each image so its shorter side is ``min_size`` and its longer side at most
-``max_size`` (aspect kept, `tf_frcnn.data.resize_image`, the training pipeline's resize), pad the
-batch at the bottom/right, and run the model on raw float32 pixels 0..255 (the backbone
-normalises). Both return:
+Both prepare an image as the eval pipeline does (`tf_frcnn.data.build_pipeline`), so that
+``tf-frcnn eval`` reports what the export does: JPEGs are decoded with the accurate integer IDCT
+(``INTEGER_ACCURATE``, what Pillow, the pipeline's decoder, uses; TensorFlow's default fast IDCT
+differs by up to 10 levels), each image is resized so its shorter side is ``min_size`` and its
+longer side at most ``max_size`` (aspect kept, `tf_frcnn.data.resize_image`), and the batch is
+padded with zeros at the bottom/right to ``pad_to`` (the config's ``data.pad_to``; with None,
+to the batch's largest image). The padding is part of the computation: with 'same' convolutions
+the zeros change the features along the bottom and right borders (and an odd size shifts the
+stride-2 sampling grid), so the export pads like the pipeline. The model then runs on raw float32
+pixels 0..255 (the backbone normalises). Both return:
 
 - ``detection_boxes``: float32 [batch, max_detections, 4], NORMALISED [ymin, xmin, ymax, xmax]
   relative to the original image (multiply by its height and width for pixels); zero rows past
@@ -78,13 +84,24 @@ def _checked(images, shape):
 class DetectionModule:
     """The serving functions of a ``FasterRCNN`` (see the module docstring)."""
 
-    def __init__(self, model, *, min_size, max_size):
+    def __init__(self, model, *, min_size, max_size, pad_to=None):
         self.model = model
         self.min_size = int(min_size)
         self.max_size = None if max_size is None else int(max_size)
+        self.pad_to = None if pad_to is None else tuple(int(side) for side in pad_to)
+
+    def _pad(self, images):
+        """float32 [batch, h, w, 3] -> zero-padded at the bottom/right to ``pad_to`` (or kept,
+        where the images are larger or ``pad_to`` is None)."""
+        if self.pad_to is None:
+            return images
+        shape = tf.shape(images)
+        return tf.image.pad_to_bounding_box(images, 0, 0, tf.maximum(shape[1], self.pad_to[0]),
+                                            tf.maximum(shape[2], self.pad_to[1]))
 
     def _detect(self, images, image_shape):
-        detections = self.model({"images": images, "image_shape": image_shape}, training=False)
+        detections = self.model({"images": self._pad(images), "image_shape": image_shape},
+                                training=False)
         return detection_outputs(detections, image_shape)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
@@ -108,7 +125,10 @@ class DetectionModule:
             ": not a JPEG, PNG, GIF or BMP file"])
 
         def decode_and_resize(data):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            image = tf.cond(
+                tf.equal(tf.strings.substr(data, 0, 3), _IMAGE_SIGNATURES[0]),
+                lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
             resized, _ = resize_image(image, self.min_size, self.max_size)
             return tf.RaggedTensor.from_tensor(resized, ragged_rank=1), tf.shape(resized)[:2]
 
@@ -144,7 +164,8 @@ def next_version(out_base):
     return max(version_dirs(out_base), default=0) + 1
 
 
-def export_saved_model(model, out_base, class_names, *, min_size, max_size, version=None):
+def export_saved_model(model, out_base, class_names, *, min_size, max_size, pad_to=None,
+                       version=None):
     """Write ``model`` as a SavedModel into ``out_base/<version>/`` for TF Serving.
 
     Args:
@@ -155,6 +176,8 @@ def export_saved_model(model, out_base, class_names, *, min_size, max_size, vers
         line i = class i.
       min_size, max_size: the in-graph resize (shorter side, cap on the longer side; None: no
         cap); use the training pipeline's values.
+      pad_to: (height, width) the resized images are padded to, the config's ``data.pad_to``
+        (None: a batch is padded to its largest image only).
       version: the version number; None: 1 or the next after the highest existing one.
 
     Returns:
@@ -178,7 +201,7 @@ def export_saved_model(model, out_base, class_names, *, min_size, max_size, vers
         raise FileExistsError(f"{target} exists already; pick another version")
     base.mkdir(parents=True, exist_ok=True)
 
-    module = DetectionModule(model, min_size=min_size, max_size=max_size)
+    module = DetectionModule(model, min_size=min_size, max_size=max_size, pad_to=pad_to)
     # Write beside the target, then rename: TF Serving polls the base directory and must never
     # see a half-written version (non-numeric names are ignored by it).
     staging = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=base))

@@ -167,33 +167,81 @@ def _tflite_interpreter(path, num_threads, xnnpack=True):
                        experimental_op_resolver_type=resolver)
 
 
-def _letterbox(image, height, width):
-    """``image`` scaled to fit [height, width] (aspect kept) at the top left of a zero canvas;
-    returns (canvas, (fitted height, fitted width))."""
-    from PIL import Image
+def _rule_size(height, width, min_size, max_size):
+    """(height, width) that `tf_frcnn.data.resize_image` gives an image (same float32
+    arithmetic and round-half-to-even)."""
+    size = np.array([height, width], np.float32)
+    scale = np.float32(min_size) / size.min()
+    if max_size is not None:
+        scale = min(scale, np.float32(max_size) / size.max())
+    return tuple(max(1, int(side)) for side in np.round(size * scale))
 
+
+def _resize_bilinear(image, size):
+    """uint8 [h, w, 3] -> uint8 [size[0], size[1], 3], bilinear with half-pixel centres and no
+    antialiasing: ``tf.image.resize(..., "bilinear", antialias=False)``, rounded to uint8.
+    Written here because the TFLite predictor runs without TensorFlow, and Pillow's bilinear
+    filter widens its support when shrinking (antialiasing), which the model never saw."""
+    def taps(inside, outside):
+        where = (np.arange(outside, dtype=np.float32) + 0.5) * np.float32(inside / outside) - 0.5
+        low = np.floor(where)
+        return (np.clip(low, 0, inside - 1).astype(int),
+                np.clip(low + 1, 0, inside - 1).astype(int), (where - low).astype(np.float32))
+
+    (top, bottom, y_lerp), (left, right, x_lerp) = (taps(image.shape[0], size[0]),
+                                                    taps(image.shape[1], size[1]))
+    pixels = image.astype(np.float32)
+    x_lerp = x_lerp[np.newaxis, :, np.newaxis]
+    upper = pixels[top][:, left] + (pixels[top][:, right] - pixels[top][:, left]) * x_lerp
+    lower = pixels[bottom][:, left] + (pixels[bottom][:, right] - pixels[bottom][:, left]) * x_lerp
+    out = upper + (lower - upper) * y_lerp[:, np.newaxis, np.newaxis]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# The second input of a canvas ``.tflite`` (``tf_frcnn.export.tflite.IMAGE_SHAPE``).
+CANVAS_IMAGE_SHAPE = "image_shape"
+
+
+def _letterbox(image, height, width, resize=None):
+    """``image`` resized at the top left of a zero canvas [height, width]; returns (canvas,
+    (fitted height, fitted width)). With ``resize`` = (min_size, max_size) the model's resize
+    rule sets the size (capped to fit the canvas); otherwise the image is scaled to fit."""
     h, w = image.shape[:2]
     scale = min(height / h, width / w)
     fitted = (min(height, max(1, round(h * scale))), min(width, max(1, round(w * scale))))
+    if resize is not None:
+        ruled = _rule_size(h, w, *resize)
+        if ruled[0] <= height and ruled[1] <= width:
+            fitted = ruled
     canvas = np.zeros([height, width, 3], np.uint8)
-    if fitted == (h, w):
-        canvas[:h, :w] = image
-    else:
-        resized = Image.fromarray(image).resize(fitted[::-1], Image.BILINEAR)
-        canvas[:fitted[0], :fitted[1]] = np.asarray(resized)
+    canvas[:fitted[0], :fitted[1]] = image if fitted == (h, w) else _resize_bilinear(image,
+                                                                                      fitted)
     return canvas, fitted
 
 
-def _tflite_runner(path, num_threads, xnnpack=True):
+def _tflite_runner(path, num_threads, xnnpack=True, resize=None):
+    """image -> outputs of a ``.tflite`` file; a canvas file (inputs ``images`` and
+    ``image_shape``) gets the image resized (``_letterbox``) and its valid size."""
     interpreter = _tflite_interpreter(path, num_threads, xnnpack)
     serve = interpreter.get_signature_runner(SERVING_DEFAULT)
-    _, height, width, _ = serve.get_input_details()[INPUT_NAME]["shape"]
+    details = serve.get_input_details()
+    _, height, width, _ = details[INPUT_NAME]["shape"]
+
+    def run_canvas(image):
+        canvas, fitted = _letterbox(image, height, width, resize)
+        outputs = serve(**{INPUT_NAME: canvas[np.newaxis],
+                           CANVAS_IMAGE_SHAPE: np.array([fitted], np.int32)})
+        # Boxes come normalised to the valid part, i.e. relative to the image.
+        return {name: outputs[name][0] for name in OUTPUT_NAMES}
+
+    if CANVAS_IMAGE_SHAPE in details:
+        return run_canvas
 
     def run(image):
         if image.shape[:2] == (height, width):
             outputs = serve(**{INPUT_NAME: image[np.newaxis]})
             return {name: outputs[name][0] for name in OUTPUT_NAMES}
-        canvas, (fitted_h, fitted_w) = _letterbox(image, height, width)
+        canvas, (fitted_h, fitted_w) = _letterbox(image, height, width, resize)
         outputs = serve(**{INPUT_NAME: canvas[np.newaxis]})
         outputs = {name: value[0] for name, value in outputs.items()}
         # Boxes come normalised to the canvas; the image fills only its top-left part.
@@ -211,18 +259,24 @@ def _tflite_runner(path, num_threads, xnnpack=True):
     return run
 
 
-def load_predictor(path, *, num_threads=None, xnnpack=True):
+def load_predictor(path, *, num_threads=None, xnnpack=True, resize=None):
     """A callable image -> detections for an export (see ``Predictor.__call__``).
 
     Args:
       path: a SavedModel base directory (``saved_models/NAME``: its newest numbered version), a
         version directory, or a ``.tflite`` file. A ``.tflite`` model has a fixed input size:
         images of that size go in as they are; others are scaled to fit it (aspect kept) and
-        padded at the bottom/right, and the boxes are mapped back to the image.
+        padded at the bottom/right, and the boxes are mapped back to the image. A canvas
+        ``.tflite`` (inputs ``images`` and ``image_shape``) gets every image resized on the
+        host, by the model's rule with ``resize`` (else scaled to fit), padded into the
+        canvas as the eval pipeline pads to ``data.pad_to``.
       num_threads: CPU threads of the TFLite interpreter (None: its default). A SavedModel
         runs on TensorFlow's process-wide thread settings (``tf.config.threading``).
       xnnpack: TFLite only: run under the default XNNPACK delegate (True) or the built-in
         reference kernels alone (False, for comparison).
+      resize: a canvas TFLite file only: (min_size, max_size) of the model's resize rule,
+        applied on the host (bilinear as ``tf_frcnn.data.resize_image``, rounded to uint8);
+        None: scaled to fit the canvas.
 
     Raises:
       FileNotFoundError: nothing loadable at ``path``.
@@ -231,7 +285,7 @@ def load_predictor(path, *, num_threads=None, xnnpack=True):
     if path.suffix == ".tflite":
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such TFLite file")
-        run = _tflite_runner(path, num_threads, xnnpack)
+        run = _tflite_runner(path, num_threads, xnnpack, resize)
     else:
         path = resolve_saved_model(path)
         run = _saved_model_runner(path)

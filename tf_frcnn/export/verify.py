@@ -1,0 +1,242 @@
+"""End-to-end check of an export: every artifact run over the eval split, against the Keras
+model that was exported (what ``tf-frcnn export --verify`` does).
+
+For the Keras model (through `tf_frcnn.evaluation.runner.evaluate`, the very computation of
+``tf-frcnn eval``) and for each artifact (the SavedModel's ``serving_default`` on uint8 pixels and
+``serving_bytes`` on the encoded files, each ``.tflite`` file): COCO AP and AP50 on the same
+images, ms/image, file size; for the SavedModel also that a batch of N images gives the N results
+of N single calls. An artifact fails when its AP is more than ``tolerance`` below the Keras
+model's, or when its batch differs from its single calls. Boxes are compared in original-image
+pixels, absolute [ymin, xmin, ymax, xmax].
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pathlib
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tf_frcnn.evaluation import Evaluator
+from tf_frcnn.evaluation.runner import evaluate
+from tf_frcnn.export.saved_model import INPUT_NAME, OUTPUT_NAMES, SERVING_BYTES, SERVING_DEFAULT
+from tf_frcnn.export.serving import load_predictor
+from tf_frcnn.training import inputs
+
+VERIFY_JSON = "verify.json"
+VERIFY_TABLE = "verify.md"
+KERAS = "Keras model"
+# Batch equality: boxes (normalised) and scores of a batched call against single calls.
+BATCH_ATOL = 1e-4
+BATCH_SIZE = 4
+
+
+class VerifyError(Exception):
+    """An artifact fell short; the message names each one."""
+
+
+def _encoded(config, record):
+    """The image file's bytes for ``serving_bytes``: the JPEG itself for a VOC directory, else
+    the decoded pixels as a (lossless) PNG."""
+    if config.data.source == "voc":
+        path = pathlib.Path(config.data.root) / "JPEGImages" / f"{record['image_id'].decode()}.jpg"
+        if path.is_file():
+            return path.read_bytes()
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(record["image"]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _samples(config, split, limit):
+    """The first ``limit`` records of ``split`` (None: all) as dicts of numpy, with "bytes"."""
+    records, _ = inputs.source(config, split)
+    if limit is not None:
+        records = records.take(limit)
+    samples = []
+    for record in records.as_numpy_iterator():
+        record["bytes"] = _encoded(config, record)
+        samples.append(record)
+    return samples
+
+
+def _metrics(samples, outputs, class_names):
+    """COCO / VOC metrics of per-sample outputs (normalised boxes, trimmed to num_detections)."""
+    evaluator = Evaluator(len(class_names), class_names)
+    for record, out in zip(samples, outputs):
+        height, width = record["image"].shape[:2]
+        scale = np.array([height, width, height, width], np.float32)
+        evaluator.update(
+            [{"image_id": record["image_id"], "boxes": record["boxes"] * scale,
+              "labels": record["labels"], "difficult": record.get("difficult"),
+              "iscrowd": record.get("iscrowd"), "height": height, "width": width}],
+            [{"image_id": record["image_id"], "boxes": out["detection_boxes"] * scale,
+              "scores": out["detection_scores"], "classes": out["detection_classes"]}])
+    return evaluator.result()
+
+
+def _trim(outputs, index):
+    count = int(outputs["num_detections"][index])
+    return {"detection_boxes": np.asarray(outputs["detection_boxes"][index][:count]),
+            "detection_scores": np.asarray(outputs["detection_scores"][index][:count]),
+            "detection_classes": np.asarray(outputs["detection_classes"][index][:count]),
+            "num_detections": count}
+
+
+def _run_all(predict, inputs_):
+    """Outputs of ``predict`` on each input, and the median ms per call (after one warm-up)."""
+    predict(inputs_[0])
+    outputs, times = [], []
+    for item in inputs_:
+        start = time.perf_counter()
+        outputs.append(predict(item))
+        times.append(time.perf_counter() - start)
+    return outputs, 1000.0 * statistics.median(times)
+
+
+def _signature_predictor(signature, wrap):
+    def predict(item):
+        outputs = signature(**{INPUT_NAME: tf.constant(wrap(item))})
+        return _trim({name: outputs[name].numpy() for name in OUTPUT_NAMES}, 0)
+    return predict
+
+
+def _batch_mismatch(signature, batch):
+    """The largest difference between a batched call and single calls (None when equal
+    within ``BATCH_ATOL`` and with the same detections), as a message."""
+    together = signature(**{INPUT_NAME: tf.constant(batch)})
+    together = {name: together[name].numpy() for name in OUTPUT_NAMES}
+    for index in range(len(batch)):
+        alone = signature(**{INPUT_NAME: tf.constant(batch[index:index + 1])})
+        alone = _trim({name: alone[name].numpy() for name in OUTPUT_NAMES}, 0)
+        joint = _trim(together, index)
+        if joint["num_detections"] != alone["num_detections"] or not np.array_equal(
+                joint["detection_classes"], alone["detection_classes"]):
+            return (f"image {index} of the batch: {joint['num_detections']} detections, "
+                    f"{alone['num_detections']} alone")
+        for key in ("detection_boxes", "detection_scores"):
+            gap = float(np.max(np.abs(joint[key] - alone[key]), initial=0.0))
+            if gap > BATCH_ATOL:
+                return f"image {index} of the batch: {key} differ by {gap:.2g} from alone"
+    return None
+
+
+def _common_crop(images):
+    """The images cropped at the top left to their smallest common size, stacked [N, h, w, 3]
+    (``serving_default`` takes one size per batch)."""
+    height = min(image.shape[0] for image in images)
+    width = min(image.shape[1] for image in images)
+    return np.stack([image[:height, :width] for image in images])
+
+
+def _size_bytes(path):
+    """A file's size, or a SavedModel's (its graph, variables and assets; not the ``.tflite``
+    files and reports beside them)."""
+    path = pathlib.Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    parts = [path / "saved_model.pb", path / "fingerprint.pb"]
+    parts += [p for folder in ("variables", "assets") for p in (path / folder).rglob("*")]
+    return sum(p.stat().st_size for p in parts if p.is_file())
+
+
+def _row(name, path, metrics, reference, ms, size, tolerance, problem=None):
+    change = metrics["AP"] - reference["AP"]
+    if problem is None and change < -tolerance:
+        problem = (f"AP {metrics['AP']:.4f} is {-change:.4f} below the Keras model's "
+                   f"{reference['AP']:.4f} (tolerance {tolerance})")
+    return {"artifact": name, "path": str(path), "bytes": size, "ms_per_image": round(ms, 2),
+            "AP": round(metrics["AP"], 4), "AP50": round(metrics["AP50"], 4),
+            "AP_change": round(change, 4), "ok": problem is None, "problem": problem}
+
+
+def format_table(report):
+    """The Markdown table of a ``verify_export`` report."""
+    lines = ["| artifact | file | size | ms/image | AP | AP50 | AP change | check |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in report["artifacts"]:
+        size = "" if row["bytes"] is None else f"{row['bytes'] / 1e6:.1f} MB"
+        check = "ok" if row["ok"] else f"FAIL: {row['problem']}"
+        change = "" if row["artifact"] == KERAS else f"{row['AP_change']:+.4f}"
+        lines.append(f"| {row['artifact']} | {pathlib.Path(row['path']).name} | {size} | "
+                     f"{row['ms_per_image']:.1f} | {row['AP']:.4f} | {row['AP50']:.4f} | "
+                     f"{change} | {check} |")
+    return "\n".join(lines)
+
+
+def verify_export(model, config, class_names, version_dir, tflite=(), *, num_images=None,
+                  tolerance=0.005, threads=2, split=None):
+    """Run every artifact of an export over the eval split and compare it with ``model``.
+
+    Args:
+      model: the exported ``FasterRCNN``.
+      config: its ``Config``.
+      class_names: names of classes 1..C.
+      version_dir: the SavedModel version directory; ``verify.json`` and ``verify.md`` go there.
+      tflite: (name, path, resize) per ``.tflite`` file: a display name, the file, and the
+        ``resize`` argument of ``load_predictor`` it needs (None or (min_size, max_size)).
+      num_images: the first N images of the split (rounded up to whole eval batches); None:
+        all of it.
+      tolerance: the largest AP drop an artifact may have.
+      threads: TFLite interpreter threads (the SavedModel runs on TensorFlow's own).
+      split: default the config's ``data.eval_split``.
+
+    Returns:
+      the report dict (also written as ``verify.json``): {"split", "images", "tolerance",
+      "artifacts": [row per artifact, the Keras model first], "ok"}; each row has "artifact",
+      "path", "bytes", "ms_per_image", "AP", "AP50", "AP_change", "ok", "problem".
+
+    Raises:
+      VerifyError: an artifact failed; the message names each failing one (the files are
+        written first).
+    """
+    version_dir = pathlib.Path(version_dir)
+    split = split or config.data.eval_split
+    batch_size = config.data.batch_size
+    num_batches = math.ceil(num_images / batch_size) if num_images else None
+    batches = inputs.batches(config, split, training=False)
+    if num_batches is not None:
+        batches = batches.take(num_batches)
+    start = time.perf_counter()
+    reference, _ = evaluate(model, config, class_names, batches, progress=False)
+    samples = _samples(config, split, num_batches and num_batches * batch_size)
+    keras_ms = 1000.0 * (time.perf_counter() - start) / max(len(samples), 1)
+    rows = [_row(KERAS, "", reference, reference, keras_ms, None, tolerance)]
+
+    loaded = tf.saved_model.load(str(version_dir))
+    size = _size_bytes(version_dir)
+    images = [record["image"] for record in samples]
+    encoded = [record["bytes"] for record in samples]
+    count = min(BATCH_SIZE, len(samples))
+    for name, signature, items, wrap, batch in (
+            (SERVING_DEFAULT, loaded.signatures[SERVING_DEFAULT], images,
+             lambda image: image[np.newaxis], _common_crop(images[:count])),
+            (SERVING_BYTES, loaded.signatures[SERVING_BYTES], encoded,
+             lambda data: [data], np.array(encoded[:count], dtype=object))):
+        outputs, ms = _run_all(_signature_predictor(signature, wrap), items)
+        problem = _batch_mismatch(signature, batch) if count > 1 else None
+        if problem:
+            problem = f"a batch of {count} differs from {count} single calls: {problem}"
+        rows.append(_row(f"SavedModel {name}", version_dir, _metrics(samples, outputs,
+                                                                      class_names),
+                         reference, ms, size, tolerance, problem))
+    for name, path, resize in tflite:
+        predictor = load_predictor(path, num_threads=threads, resize=resize)
+        outputs, ms = _run_all(predictor, images)
+        rows.append(_row(f"TFLite {name}", path, _metrics(samples, outputs, class_names),
+                         reference, ms, _size_bytes(path), tolerance))
+    report = {"split": split, "images": len(samples), "tolerance": tolerance,
+              "tflite_threads": threads, "artifacts": rows, "ok": all(r["ok"] for r in rows)}
+    (version_dir / VERIFY_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    (version_dir / VERIFY_TABLE).write_text(format_table(report) + "\n")
+    failed = [row for row in rows if not row["ok"]]
+    if failed:
+        raise VerifyError("; ".join(f"{row['artifact']} ({row['path']}): {row['problem']}"
+                                    for row in failed))
+    return report
