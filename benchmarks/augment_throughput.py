@@ -20,6 +20,8 @@ import time
 
 import tensorflow as tf
 
+from data_pipeline_throughput import examples_per_second  # this folder: run as a script
+
 from tf_frcnn import load_config
 from tf_frcnn.config import AugmentConfig
 from tf_frcnn.data import build_pipeline, voc_dataset
@@ -28,16 +30,8 @@ from tf_frcnn.training import StageLoop, make_optimizer
 from tf_frcnn.training.schedule import stage_config
 
 
-def pipeline_rate(records, augment, *, batch_size, min_size, max_size, passes=2):
-    pipeline = build_pipeline(records, training=True, batch_size=batch_size, min_size=min_size,
-                              max_size=max_size, seed=0, augment=augment)
-    for _ in pipeline:  # warm-up: tracing, file system cache
-        pass
-    count, start = 0, time.perf_counter()
-    for _ in range(passes):
-        for batch in pipeline:
-            count += int(batch["images"].shape[0])
-    return count / (time.perf_counter() - start)
+def pipeline_rate(records, augment, **size):
+    return examples_per_second(records, augment=augment, **size)
 
 
 def step_rate(config, batches, stage, schedule_stage, *, warmup=3):

@@ -16,9 +16,10 @@ import time
 from tf_frcnn.data import build_pipeline, discover_voc_classes, synthetic_dataset, voc_dataset
 
 
-def examples_per_second(records, *, batch_size, min_size, max_size, passes=2):
+def examples_per_second(records, *, batch_size, min_size, max_size, passes=2, augment=None):
     pipeline = build_pipeline(
-        records, training=True, batch_size=batch_size, min_size=min_size, max_size=max_size, seed=0
+        records, training=True, batch_size=batch_size, min_size=min_size, max_size=max_size, seed=0,
+        augment=augment,
     )
     for _ in pipeline:  # warm-up: tracing, TFDS's in-memory cache, file system cache
         pass
