@@ -18,8 +18,11 @@ from tf_frcnn.rpn import RPNHead
 # bits, float16 11). Measured on an AVX-512 EPYC: objectness probabilities and detection
 # scores differ by at most 0.005 (bfloat16) / 0.0005 (float16), box corners by 0.1 / 0.01 px
 # of the 128 px scene; the bounds leave 4x (probability) and more (boxes) for other CPUs.
-TOLERANCE = {"bfloat16": {"probability": 0.02, "box_iou": 0.98},
-             "float16": {"probability": 0.002, "box_iou": 0.995}}
+# Box corners within box_px pixels (on a 128 px scene; bfloat16 keeps 8 bits of mantissa, so
+# ~0.4% of a coordinate): an IoU bound would fail on the scene's 4 px wide bar, where a 0.2 px
+# shift already costs 5% of IoU.
+TOLERANCE = {"bfloat16": {"probability": 0.02, "box_px": 1.0},
+             "float16": {"probability": 0.002, "box_px": 0.25}}
 
 
 def twin_under(model, precision, num_classes):
@@ -51,30 +54,22 @@ def _detections(model, scene):
             for name in ("detection_boxes", "detection_scores", "detection_classes")}
 
 
-def _iou(box, other):
-    height = min(box[2], other[2]) - max(box[0], other[0])
-    width = min(box[3], other[3]) - max(box[1], other[1])
-    inter = max(height, 0.0) * max(width, 0.0)
-    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
-    return inter / (area(box) + area(other) - inter)
-
-
-def assert_same_detections(reference, other, tolerance):
+def assert_same_detections(reference, other, tolerance, scale=1.0):
     """Every reference detection scoring > 0.3 has one of its class in ``other`` whose box
-    has IoU >= tolerance["box_iou"] with it and whose score is within
-    tolerance["probability"]."""
+    corners are within tolerance["box_px"] of its own (absolute pixels, or normalised boxes
+    times ``scale``) and whose score is within tolerance["probability"]."""
     confident = reference["detection_scores"] > 0.3
     assert confident.sum() >= 2, reference
     for box, score, cls in zip(reference["detection_boxes"][confident],
                                reference["detection_scores"][confident],
                                reference["detection_classes"][confident]):
-        candidates = [(_iou(box, b), abs(score - s)) for b, s, c in zip(
+        candidates = [(float(np.max(np.abs(box - b))) * scale, abs(score - s)) for b, s, c in zip(
             other["detection_boxes"], other["detection_scores"], other["detection_classes"])
             if c == cls]
         assert candidates, (cls, other)
-        best_iou, score_gap = max(candidates)
-        assert best_iou >= tolerance["box_iou"] and score_gap <= tolerance["probability"], (
-            box, score, cls, max(candidates))
+        box_gap, score_gap = min(candidates)
+        assert box_gap <= tolerance["box_px"] and score_gap <= tolerance["probability"], (
+            box, score, cls, min(candidates))
 
 
 def test_policy_forward_gives_the_float32_detections(policy_twin, trained_model, scene):
@@ -115,7 +110,9 @@ def test_saved_model_under_a_policy_takes_uint8_and_returns_float32_normalised_b
     def trimmed(outputs):
         n = int(outputs["num_detections"][0])
         return {name: outputs[name][0, :n].numpy() for name in OUTPUT_NAMES[:3]}
-    assert_same_detections(trimmed(ref), trimmed(out), TOLERANCE[precision])
+    # Normalised boxes, compared in pixels of the scene.
+    assert_same_detections(trimmed(ref), trimmed(out), TOLERANCE[precision],
+                           scale=scene.shape[0])
 
 
 def test_tflite_export_of_a_policy_model_is_a_one_line_error(policy_twin, kit, tmp_path):

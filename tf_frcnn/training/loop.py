@@ -128,7 +128,7 @@ def run_stage(model, stage, loop, batches, *, steps, start_step, checkpoint, man
     bar.update(start_step)
     pending = []
 
-    def save(step):
+    def checkpoint_at(step):
         nonlocal pending
         with open(history_path, "a", encoding="utf-8") as history:
             history.write("".join(line + "\n" for line in pending))
@@ -143,7 +143,7 @@ def run_stage(model, stage, loop, batches, *, steps, start_step, checkpoint, man
                 if name != "step":
                     tf.summary.scalar(f"val/{name}", value)
         if not checkpointed:
-            save(step)
+            checkpoint_at(step)
         if validation.commit(row) and on_best is not None:
             on_best(row)
         state.save()
@@ -184,7 +184,7 @@ def run_stage(model, stage, loop, batches, *, steps, start_step, checkpoint, man
                           f"{validation.record['best_step']}); stopped at step {step}")
                 break
         elif step % checkpoint_every == 0 or step == steps:
-            save(step)
+            checkpoint_at(step)
             state.save()
         bar.update(step, values=values)
     writer.flush()
