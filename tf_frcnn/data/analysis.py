@@ -437,20 +437,21 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
     if len(sides):
         side_p10 = float(np.percentile(sides, 10))
         tiny = everything["under_two_cells"]
+        resize = None
         if tiny > TINY_SHARE and side_p10 > 0:
-            factor = 2 * STRIDE / side_p10
-            out.append({"key": "data.min_size", "value": _round_up(d.min_size * factor),
-                        "reason": f"{tiny:.0%} of the boxes are under two feature cells "
-                        f"({2 * STRIDE} px) after the resize (10th percentile side "
-                        f"{side_p10:.0f} px); larger images give them anchors that overlap"})
-            out.append({"key": "data.max_size", "value": _round_up(d.max_size * factor),
-                        "reason": "scaled with data.min_size"})
+            resize = (2 * STRIDE / side_p10,
+                      f"{tiny:.0%} of the boxes are under two feature cells ({2 * STRIDE} px) "
+                      f"after the resize (10th percentile side {side_p10:.0f} px); larger "
+                      "images give them anchors that overlap")
         elif side_p10 > 16 * STRIDE:
-            factor = 8 * STRIDE / side_p10
+            resize = (8 * STRIDE / side_p10,
+                      f"objects are large (10th percentile side {side_p10:.0f} px after the "
+                      f"resize): smaller images train faster and keep them above "
+                      f"{8 * STRIDE} px")
+        if resize is not None:
+            factor, reason = resize
             out.append({"key": "data.min_size", "value": _round_up(d.min_size * factor),
-                        "reason": f"objects are large (10th percentile side {side_p10:.0f} px "
-                        f"after the resize): smaller images train faster and keep them above "
-                        f"{8 * STRIDE} px"})
+                        "reason": reason})
             out.append({"key": "data.max_size", "value": _round_up(d.max_size * factor),
                         "reason": "scaled with data.min_size"})
         if len(shorter_sides):
