@@ -26,7 +26,7 @@ from tf_frcnn import load_config
 from tf_frcnn.config import AugmentConfig
 from tf_frcnn.data import build_pipeline, voc_dataset
 from tf_frcnn.model import build_model
-from tf_frcnn.training import StageLoop, make_optimizer
+from tf_frcnn.training import Objective, StageLoop, make_optimizer
 from tf_frcnn.training.schedule import stage_config
 
 
@@ -34,11 +34,12 @@ def pipeline_rate(records, augment, **size):
     return examples_per_second(records, augment=augment, **size)
 
 
-def step_rate(config, batches, stage, schedule_stage, *, warmup=3):
-    model = build_model(config, stage=stage)
+def step_rate(config, batches, stage, *, warmup=3):
+    model = build_model(config)
     model(batches[0])
-    loop = StageLoop(model, make_optimizer(config.train, stage_config(config, schedule_stage)),
-                     tf.distribute.get_strategy())
+    loop = StageLoop.for_stage(model, stage, Objective.from_config(config),
+                               make_optimizer(config.train, stage_config(config, stage)),
+                               tf.distribute.get_strategy())
     for batch in batches[:warmup]:
         loop.step(batch)
     start = time.perf_counter()
@@ -79,8 +80,8 @@ def main():
     print(f"| pipeline, augmentation | {pipeline_rate(records, augment, **size):.1f} |")
     pipeline = build_pipeline(records, training=True, seed=0, **size).repeat()
     batches = list(pipeline.take(args.steps + 3))
-    for stage, schedule_stage in (("rpn", "rpn1"), ("joint", "joint")):
-        rate, step = step_rate(config, batches, stage, schedule_stage)
+    for stage in ("rpn1", "joint"):
+        rate, step = step_rate(config, batches, stage)
         print(f"| {config.model.backbone} training, {stage} ({step:.2f} s/step) | {rate:.1f} |")
 
 

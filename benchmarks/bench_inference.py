@@ -252,16 +252,16 @@ def main():
         "non_backbone_fraction": 1.0 - backbone_network / sum(split.values()),
     }
     if args.train:
-        from tf_frcnn.training import StageLoop, make_optimizer
+        from tf_frcnn.training import Objective, StageLoop, make_optimizer
         from tf_frcnn.training.schedule import stage_config
-        model.set_stage("joint")
         batch = {"images": images, "image_shape": image_shape,
                  "boxes": tf.constant([[[60.0, 50.0, 400.0, 300.0],
                                         [100.0, 400.0, 500.0, 700.0]]]),
                  "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]])}
         config.train.optimizer = "sgd"
-        loop = StageLoop(model, make_optimizer(config.train, stage_config(config, "joint")),
-                         tf.distribute.get_strategy())
+        loop = StageLoop.for_stage(model, "joint", Objective.from_config(config),
+                                   make_optimizer(config.train, stage_config(config, "joint")),
+                                   tf.distribute.get_strategy())
         result["train_step_s_median"], result["train_step_s"] = _median_time(
             lambda: loop.step(batch), args.runs)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -78,7 +78,7 @@ def timing(args, result):
     from tf_frcnn import load_config
     from tf_frcnn.export import frozen_inference
     from tf_frcnn.model import build_model, builtin_twin
-    from tf_frcnn.training import StageLoop, make_optimizer
+    from tf_frcnn.training import Objective, StageLoop, make_optimizer
     from tf_frcnn.training.schedule import stage_config
 
     config = load_config(args.config)
@@ -96,7 +96,7 @@ def timing(args, result):
     for name in _variants(args):
         precision, xla = PRECISION[name.split("_")[0]], name.endswith("_xla")
         config.train.mixed_precision, config.train.jit_compile = precision, xla
-        model = build_model(config, stage="joint")
+        model = build_model(config)
         model({"images": images, "image_shape": image_shape})
         if weights is None:
             weights = model.get_weights()
@@ -113,8 +113,10 @@ def timing(args, result):
               file=sys.stderr, flush=True)
         if args.train:
             settings = stage_config(config, "joint")
-            train[name] = StageLoop(model, make_optimizer(config.train, settings),
-                                    tf.distribute.get_strategy(), jit_compile=xla)
+            train[name] = StageLoop.for_stage(
+                model, "joint", Objective.from_config(config),
+                make_optimizer(config.train, settings), tf.distribute.get_strategy(),
+                jit_compile=xla)
             start = time.perf_counter()
             train[name].step(batch)
             print(f"{name}: first training step (trace, compile) "

@@ -191,16 +191,20 @@ def _check_stages(stages):
     return parsed
 
 
-CHOICES = {
-    "model.backbone": ("vgg16", "resnet50", "mobilenet", "tiny"),
-    "data.source": ("synthetic", "voc", "coco", "tfds", "yolo", "csv"),
-    "roi.fill": ("negatives", "zeros", "top_iou"),
-    "train.schedule": ("alternating", "joint"),
-    "train.optimizer": ("sgd", "adam", "adamw"),
-    "train.strategy": ("default", "mirrored", "multiworker"),
-}
-SCHEDULE_STAGES = {"alternating": ("rpn1", "detector2", "rpn3", "detector4"),
-                   "joint": ("joint",)}
+DATA_SOURCES = ("synthetic", "voc", "coco", "tfds", "yolo", "csv")
+
+
+def choices():
+    """{config key: its allowed values}, read from the modules that define them."""
+    # Imported here: those modules import this one (ConfigError).
+    from tf_frcnn.backbones import BACKBONES
+    from tf_frcnn.roi import FILL_MODES
+    from tf_frcnn.stages import SCHEDULES
+    from tf_frcnn.training.loop import STRATEGIES
+    from tf_frcnn.training.optimizers import OPTIMIZERS
+    return {"model.backbone": BACKBONES, "data.source": DATA_SOURCES, "roi.fill": FILL_MODES,
+            "train.schedule": tuple(SCHEDULES), "train.optimizer": tuple(OPTIMIZERS),
+            "train.strategy": STRATEGIES}
 
 
 def _check_types(section, prefix):
@@ -266,7 +270,7 @@ def _validate(config):
             raise ConfigError(f"config key '{key}' = {value} must be > 0")
 
     _check_types(config, "")
-    for key, allowed in CHOICES.items():
+    for key, allowed in choices().items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value not in allowed:
@@ -307,10 +311,11 @@ def _validate(config):
         positive("model.fc_units", value)
     if config.model.pool_size is not None:
         positive("model.pool_size", config.model.pool_size)
-    tiny = config.model.tiny_channels
-    if not (2 <= len(tiny) <= 4 and all(isinstance(c, int) and c > 0 for c in tiny)):
-        raise ConfigError(f"config key 'model.tiny_channels' = {tiny} must be 2 to 4 positive "
-                          "integers (one per stage of the tiny backbone)")
+    from tf_frcnn.backbones import tiny_stem_stride
+    try:
+        tiny_stem_stride(config.model.tiny_channels)
+    except ValueError as error:
+        raise ConfigError(f"config key 'model.tiny_channels': {error}") from None
     between("model.dropout", config.model.dropout, 0.0, 1.0)
     if not config.rpn.min_size >= 0:
         raise ConfigError(f"config key 'rpn.min_size' = {config.rpn.min_size} must be >= 0")
@@ -376,8 +381,8 @@ def _validate(config):
     if names is not None and len(names) != config.model.num_classes:
         raise ConfigError(f"config key 'model.class_names' has {len(names)} names but "
                           f"model.num_classes = {config.model.num_classes}")
-    # "pretrain": the optional supervised pre-training of the backbone (either schedule).
-    allowed_stages = ("pretrain",) + SCHEDULE_STAGES[config.train.schedule]
+    from tf_frcnn.stages import PRETRAIN, SCHEDULES
+    allowed_stages = [PRETRAIN] + [stage.name for stage in SCHEDULES[config.train.schedule]]
     for stage, stage_config in config.train.stages.items():
         if stage not in allowed_stages:
             raise ConfigError(f"config key 'train.stages.{stage}': the {config.train.schedule} "

@@ -1,115 +1,65 @@
-"""FasterRCNN: the keras.Model that wires backbone, RPN, proposals, ROI
-pooling and the Fast R-CNN head, with a ``train_step`` per training stage."""
+"""FasterRCNN: the keras.Model that composes backbone, RPN, proposals, ROI pooling and
+the Fast R-CNN head into inference. Training (which parts, which losses, whose
+proposals) lives in ``tf_frcnn.training``; the model holds no schedule state."""
 
 import keras
 import tensorflow as tf
 
-from tf_frcnn import sampling
-from tf_frcnn.precision import policy_scope
 from tf_frcnn.anchors import AnchorGenerator
 from tf_frcnn.backbones import STRIDE, build_backbone
 from tf_frcnn.config import ConfigError
-from tf_frcnn.head import FastRCNNHead, fast_rcnn_loss, postprocess_detections
+from tf_frcnn.head import FastRCNNHead, postprocess_detections
+from tf_frcnn.precision import policy_scope
 from tf_frcnn.proposals import ProposalLayer
-from tf_frcnn.roi import ROIPooling, ROIPoolingBuiltin, sample_rois
-from tf_frcnn.rpn import RPNHead, anchor_targets, rpn_loss
+from tf_frcnn.roi import ROIPooling, ROIPoolingBuiltin
+from tf_frcnn.rpn import RPNHead
 
-# What each stage trains. The four alternating steps of Sec. 3.2 plus
-# approximate joint training ("joint"). Backbone layers the paper keeps frozen
-# (VGG16 conv1-2) stay frozen in every stage.
-STAGES = {
-    "rpn": ("backbone", "rpn"),
-    "detector": ("backbone", "detector"),
-    "rpn_finetune": ("rpn",),
-    "detector_finetune": ("detector",),
-    "joint": ("backbone", "rpn", "detector"),
-}
-RPN_LOSSES = ("rpn_objectness", "rpn_box")
-DETECTOR_LOSSES = ("detector_class", "detector_box")
+_PARTS = ("features", "anchor_generator", "rpn_head", "proposal_layer", "roi_pooling",
+          "detector_head")
 
 
-def watch_trainable(tape, variables):
-    """Watch the variables a stage trains. A layer that was frozen when its
-    variables were created (e.g. the detector head in stage 1) holds
-    tf.Variables the tape would not watch by itself after it is unfrozen."""
-    tape.watch([getattr(v, "value", v) for v in variables])
-
-
+@keras.saving.register_keras_serializable(package="tf_frcnn")
 class FasterRCNN(keras.Model):
     """Faster R-CNN on a stride-16 backbone.
 
     Args:
-      backbone: a ``tf_frcnn.backbones.Backbone``.
+      features: the backbone's feature network (``Backbone.features``): RGB pixels 0..255
+        [batch, H, W, 3] -> feature map [batch, h, w, channels].
       num_classes: C, object classes without background.
-      anchor_generator, rpn_head, proposal_layer, roi_pooling, detector_head:
-        the parts; defaults follow the paper.
-      anchor_target_args: keyword arguments of ``rpn.anchor_targets``.
-      rpn_lambda: lambda of the RPN loss (10 in the paper).
-      roi_sampler_args: keyword arguments of ``roi.sample_rois``.
-      detection_args: keyword arguments of ``head.postprocess_detections``
-        (besides ``box_stds``, which follows the sampler's).
-      stage: one of ``STAGES``; what ``train_step`` trains.
+      anchor_generator, rpn_head, proposal_layer, roi_pooling, detector_head: the parts;
+        defaults follow the paper.
+      detection_args: keyword arguments of ``head.postprocess_detections`` (box_stds,
+        nms_iou, score_threshold, max_detections).
+      frozen_layers: names of ``features`` layers that stay frozen whatever a stage trains
+        (``Backbone.frozen_layers``).
 
-    Inputs: a dict with "images" float32 [batch, H, W, 3] RGB pixels 0..255
-    (the backbone normalises) and optionally "image_shape" int32 [batch, 2], the
-    valid (height, width) of each image inside the padding (default: H, W).
+    Inputs: a dict with "images" float32 [batch, H, W, 3] RGB pixels 0..255 (the backbone
+    normalises) and optionally "image_shape" int32 [batch, 2], the valid (height, width) of
+    each image inside the padding (default: H, W).
 
-    ``call`` returns the detections of ``head.postprocess_detections``
-    (absolute input-pixel boxes) plus "proposals" [batch, post_nms, 4] and
-    "num_proposals" [batch].
+    ``call`` returns the detections of ``head.postprocess_detections`` (absolute
+    input-pixel boxes) plus "proposals" [batch, post_nms, 4] and "num_proposals" [batch].
     """
 
-    def __init__(self, backbone, num_classes, *, anchor_generator=None, rpn_head=None,
+    def __init__(self, features, num_classes, *, anchor_generator=None, rpn_head=None,
                  proposal_layer=None, roi_pooling=None, detector_head=None,
-                 anchor_target_args=None, rpn_lambda=10.0, roi_sampler_args=None,
-                 detection_args=None, stage="joint", seed=None, **kwargs):
+                 detection_args=None, frozen_layers=(), **kwargs):
         super().__init__(**kwargs)
-        self.backbone = backbone
+        self.features = features
         self.num_classes = num_classes
-        self.features = backbone.features
-        self.anchor_generator = anchor_generator or AnchorGenerator(stride=backbone.stride)
+        self.anchor_generator = anchor_generator or AnchorGenerator(stride=STRIDE)
         self.rpn_head = rpn_head or RPNHead(
             num_anchors=self.anchor_generator.num_anchors_per_location)
         self.proposal_layer = proposal_layer or ProposalLayer()
-        self.roi_pooling = roi_pooling or ROIPooling(pool_size=backbone.pool_size,
-                                                     stride=backbone.stride)
-        self.detector_head = detector_head or FastRCNNHead(
-            num_classes, region_layers=backbone.head)
-        self.anchor_target_args = dict(anchor_target_args or {})
-        self.rpn_lambda = rpn_lambda
-        self.roi_sampler_args = dict(roi_sampler_args or {})
+        self.roi_pooling = roi_pooling or ROIPooling(stride=self.anchor_generator.stride)
+        self.detector_head = detector_head or FastRCNNHead(num_classes)
         self.detection_args = dict(detection_args or {})
-        self.seed = seed
-        self.proposal_source = None
-        self.loss_trackers = {name: keras.metrics.Mean(name=name)
-                              for name in ("loss",) + RPN_LOSSES + DETECTOR_LOSSES}
-        self.set_stage(stage)
-
-    # -- stages ---------------------------------------------------------------
-    def set_stage(self, stage):
-        """Make trainable exactly what ``stage`` trains (see ``STAGES``)."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
-        self.stage = stage
-        parts = STAGES[stage]
-        self.backbone.set_trainable("backbone" in parts)
-        self.rpn_head.trainable = "rpn" in parts
-        self.detector_head.trainable = "detector" in parts
-        # The stage decides which losses compute_losses builds: drop fit's
-        # traced functions so the next fit/evaluate traces the new stage.
-        self.train_function = self.test_function = None
-
-    @property
-    def _trains_rpn(self):
-        return "rpn" in STAGES[self.stage]
-
-    @property
-    def _trains_detector(self):
-        return "detector" in STAGES[self.stage]
+        self.frozen_layers = tuple(frozen_layers)
 
     # -- forward --------------------------------------------------------------
     @staticmethod
-    def _unpack(inputs):
+    def unpack(inputs):
+        """(images float32, image_shape int32 [batch, 2]) of a model input."""
         if isinstance(inputs, dict):
             images = inputs["images"]
             image_shape = inputs.get("image_shape")
@@ -129,13 +79,16 @@ class FasterRCNN(keras.Model):
         anchors = self.anchor_generator(feature_map)
         return feature_map, logits, deltas, anchors
 
-    def propose(self, images, image_shape, training=False):
-        """Proposals of this model's own RPN: (proposals, scores, num_proposals)."""
-        _, logits, deltas, anchors = self.rpn_forward(images, training=False)
-        return self.proposal_layer(logits, deltas, anchors, image_shape, training=training)
+    def propose(self, images, image_shape, training_counts=False):
+        """Proposals of this model's own RPN: (proposals, scores, num_proposals);
+        ``training_counts`` keeps the proposal layer's training pre/post-NMS counts."""
+        _, logits, deltas, anchors = self.rpn_forward(images)
+        return self.proposal_layer(logits, deltas, anchors, image_shape,
+                                   training=training_counts)
 
-    def detect(self, feature_map, rois, training=False):
-        """Region-wise part: pooled ROI features -> head outputs."""
+    def region_outputs(self, feature_map, rois, training=False):
+        """Region-wise part: ROIs [batch, R, 4] pooled from the feature map -> the
+        head's (class_logits [batch * R, C + 1], box_deltas [batch * R, C + 1, 4])."""
         pooled = self.roi_pooling(feature_map, rois)
         return self.detector_head(pooled, training=training)
 
@@ -150,7 +103,7 @@ class FasterRCNN(keras.Model):
         ``proposal_source`` (images, image_shape) -> (proposals, scores,
         num_proposals) replaces this model's RPN (stage 2 of the alternating
         schedule detects on stage 1's proposals); no recall proposals then."""
-        images, image_shape = self._unpack(inputs)
+        images, image_shape = self.unpack(inputs)
         if proposal_source is not None:
             feature_map = self.features(images, training=training)
             proposals, _, num_proposals = proposal_source(images, image_shape)
@@ -159,11 +112,10 @@ class FasterRCNN(keras.Model):
             feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
             proposals, _, num_proposals = self.proposal_layer(
                 logits, deltas, anchors, image_shape, training=training)
-        class_logits, box_deltas = self.detect(feature_map, proposals, training=training)
-        detections = postprocess_detections(
-            class_logits, box_deltas, proposals, num_proposals, image_shape,
-            box_stds=self.roi_sampler_args.get("box_stds", (0.1, 0.1, 0.2, 0.2)),
-            **self.detection_args)
+        class_logits, box_deltas = self.region_outputs(feature_map, proposals,
+                                                       training=training)
+        detections = postprocess_detections(class_logits, box_deltas, proposals,
+                                            num_proposals, image_shape, **self.detection_args)
         detections["proposals"] = proposals
         detections["num_proposals"] = num_proposals
         if recall_proposal_layer is not None:
@@ -172,74 +124,32 @@ class FasterRCNN(keras.Model):
             detections["num_recall_proposals"] = count
         return detections
 
-    # -- training -------------------------------------------------------------
-    def compute_losses(self, batch, training=True, step=None):
-        """The loss terms of the current stage on a batch of the input pipeline
-        (dict with "images", "image_shape", "boxes" absolute [batch, M, 4],
-        "labels" int32 [batch, M], 0 = padding). Returns a dict of scalars,
-        "loss" being their sum.
+    # -- Keras serialisation --------------------------------------------------
+    def get_config(self):
+        config = {"name": self.name, "num_classes": self.num_classes,
+                  "detection_args": self.detection_args,
+                  "frozen_layers": list(self.frozen_layers)}
+        for part in _PARTS:
+            config[part] = keras.saving.serialize_keras_object(getattr(self, part))
+        return config
 
-        With ``self.seed`` set, the anchor and ROI sampling depend only on
-        (seed, step), so the same step of a resumed run samples the same."""
-        images, image_shape = self._unpack(batch)
-        seed = None
-        if self.seed is not None:
-            step = tf.constant(0, tf.int64) if step is None else step
-            seed = tf.stack([tf.constant(self.seed, tf.int32), tf.cast(step, tf.int32)])
-        gt_boxes = tf.cast(batch["boxes"], tf.float32)
-        gt_labels = tf.cast(batch["labels"], tf.int32)
-        losses = {}
-        if self._trains_detector and not self._trains_rpn and self.proposal_source is not None:
-            # Stage 2: proposals come from stage 1's network; this RPN is idle.
-            feature_map = self.features(images, training=training)
-        else:
-            feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
-        if self._trains_rpn:
-            labels, targets = anchor_targets(anchors, gt_boxes, gt_labels, image_shape,
-                                             seed=sampling.derive(seed, 0),
-                                             **self.anchor_target_args)
-            num_locations = tf.shape(feature_map)[1] * tf.shape(feature_map)[2]
-            losses.update(rpn_loss(logits, deltas, labels, targets, num_locations,
-                                   lambda_reg=self.rpn_lambda))
-        if self._trains_detector:
-            if self.proposal_source is not None:
-                proposals, _, num_proposals = self.proposal_source(images, image_shape)
-            else:
-                proposals, _, num_proposals = self.proposal_layer(
-                    logits, deltas, anchors, image_shape, training=True)
-            sampled = sample_rois(tf.stop_gradient(proposals), num_proposals, gt_boxes,
-                                  gt_labels, seed=sampling.derive(seed, 1),
-                                  **self.roi_sampler_args)
-            class_logits, box_deltas = self.detect(feature_map, sampled["rois"],
-                                                   training=training)
-            losses.update(fast_rcnn_loss(class_logits, box_deltas, sampled["labels"],
-                                         sampled["targets"]))
-        losses["loss"] = tf.add_n(list(losses.values()))
-        return losses
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        parts = {part: keras.saving.deserialize_keras_object(config.pop(part))
+                 for part in _PARTS}
+        return cls(parts.pop("features"), **parts, **config)
 
-    def train_step(self, data):
-        variables = self.trainable_variables
-        with tf.GradientTape() as tape:
-            watch_trainable(tape, variables)
-            losses = self.compute_losses(data, training=True, step=self.optimizer.iterations)
-        gradients = tape.gradient(losses["loss"], variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._track(losses)
+    def get_build_config(self):
+        return {"image_side": 64}
 
-    def test_step(self, data):
-        return self._track(self.compute_losses(data, training=False))
-
-    def _track(self, losses):
-        for name, value in losses.items():
-            self.loss_trackers[name].update_state(value)
-        return {name: self.loss_trackers[name].result() for name in losses}
-
-    @property
-    def metrics(self):
-        return list(self.loss_trackers.values())
+    def build_from_config(self, config):
+        # Every weight exists after one forward pass at any size (the graph is size-free).
+        side = config["image_side"]
+        self({"images": tf.zeros([1, side, side, 3])})
 
 
-def build_model(config, stage="joint", precision=None):
+def build_model(config, precision=None):
     """A ``FasterRCNN`` from a ``tf_frcnn.config.Config``: the one place where
     configuration turns into layer arguments.
 
@@ -247,7 +157,7 @@ def build_model(config, stage="joint", precision=None):
     is the dtype policy of the backbone and the two heads (see ``tf_frcnn.precision``);
     the other parts stay float32. With ``train.jit_compile`` the ROIs are pooled by
     ``ROIPoolingBuiltin``: XLA has no kernel for ``crop_and_resize``."""
-    m, rpn, roi, det = config.model, config.rpn, config.roi, config.detection
+    m, rpn, det = config.model, config.rpn, config.detection
     for key in ("anchor_scales", "anchor_ratios"):
         if getattr(m, key) == "auto":
             raise ConfigError(f"config key 'model.{key}' is 'auto': fit it first "
@@ -264,7 +174,7 @@ def build_model(config, stage="joint", precision=None):
                                      region_layers=backbone.head, dropout=m.dropout)
     pooling = ROIPoolingBuiltin if config.train.jit_compile else ROIPooling
     return FasterRCNN(
-        backbone, m.num_classes,
+        backbone.features, m.num_classes,
         anchor_generator=anchor_generator,
         rpn_head=rpn_head,
         proposal_layer=ProposalLayer(train_pre_nms=rpn.train_pre_nms,
@@ -274,18 +184,10 @@ def build_model(config, stage="joint", precision=None):
                                      nms_iou=rpn.nms_iou, min_size=rpn.min_size),
         roi_pooling=pooling(pool_size=m.pool_size or backbone.pool_size, stride=backbone.stride),
         detector_head=detector_head,
-        anchor_target_args=dict(positive_iou=rpn.positive_iou, negative_iou=rpn.negative_iou,
-                                batch_size=rpn.batch_size,
-                                positive_fraction=rpn.positive_fraction,
-                                ignore_cross_boundary=rpn.ignore_cross_boundary),
-        rpn_lambda=rpn.lambda_reg,
-        roi_sampler_args=dict(num_rois=roi.num_rois, fg_fraction=roi.fg_fraction,
-                              fg_iou=roi.fg_iou, bg_iou_low=roi.bg_iou_low,
-                              bg_iou_high=roi.bg_iou_high, fill=roi.fill,
-                              box_stds=tuple(roi.box_stds)),
-        detection_args=dict(nms_iou=det.nms_iou, score_threshold=det.score_threshold,
+        detection_args=dict(box_stds=tuple(config.roi.box_stds), nms_iou=det.nms_iou,
+                            score_threshold=det.score_threshold,
                             max_detections=det.max_detections),
-        stage=stage, seed=config.train.seed)
+        frozen_layers=backbone.frozen_layers)
 
 
 def builtin_twin(model):
@@ -294,11 +196,8 @@ def builtin_twin(model):
     ``CropAndResize`` is no built-in op, and for XLA, which has no kernel for it."""
     pooling = model.roi_pooling
     return FasterRCNN(
-        model.backbone, model.num_classes,
-        anchor_generator=model.anchor_generator, rpn_head=model.rpn_head,
-        proposal_layer=model.proposal_layer,
+        model.features, model.num_classes, anchor_generator=model.anchor_generator,
+        rpn_head=model.rpn_head, proposal_layer=model.proposal_layer,
         roi_pooling=ROIPoolingBuiltin(pool_size=pooling.pool_size, stride=pooling.stride),
-        detector_head=model.detector_head,
-        anchor_target_args=model.anchor_target_args, rpn_lambda=model.rpn_lambda,
-        roi_sampler_args=model.roi_sampler_args, detection_args=model.detection_args,
-        stage=model.stage, seed=model.seed)
+        detector_head=model.detector_head, detection_args=model.detection_args,
+        frozen_layers=model.frozen_layers)

@@ -14,6 +14,7 @@ from tf_frcnn.anchors import AnchorGenerator
 from tf_frcnn.backbones import build_backbone
 from tf_frcnn.export import export_saved_model, export_tflite
 from tf_frcnn.rpn import RPNHead
+from tf_frcnn.training import Objective, StageModel
 
 SIZE = 128                 # the scene's side, and the exports' min_size
 MAX_SIZE = 256
@@ -86,17 +87,16 @@ def trained_model(scene):
     batch = {"images": tf.constant(scene[None], tf.float32),
              "image_shape": tf.constant([[SIZE, SIZE]]),
              "boxes": tf.constant(BOXES[None]), "labels": tf.constant(LABELS[None])}
-    model = FasterRCNN(build_backbone("tiny"), num_classes=len(CLASS_NAMES),
+    model = FasterRCNN(build_backbone("tiny").features, num_classes=len(CLASS_NAMES),
                        anchor_generator=AnchorGenerator(scales=(2, 4, 8)),
                        rpn_head=RPNHead(num_anchors=9, channels=64),
                        proposal_layer=ProposalLayer(train_pre_nms=300, train_post_nms=64,
                                                     test_pre_nms=200, test_post_nms=32,
-                                                    min_size=4.0),
-                       roi_sampler_args={"num_rois": 32}, seed=0)
+                                                    min_size=4.0))
     model({"images": batch["images"], "image_shape": batch["image_shape"]})
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(tf.data.Dataset.from_tensors(batch).repeat(TRAIN_STEPS), epochs=1, verbose=0,
-              shuffle=False)
+    joint = StageModel(model, "joint", Objective(roi_sampler_args={"num_rois": 32}, seed=0))
+    joint.compile(optimizer=keras.optimizers.Adam(1e-3))
+    joint.fit(tf.data.Dataset.from_tensors(batch).repeat(TRAIN_STEPS), epochs=1, verbose=0)
     return model
 
 

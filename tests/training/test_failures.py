@@ -6,16 +6,18 @@ import pytest
 import tensorflow as tf
 
 from tf_frcnn.model import build_model
-from tf_frcnn.training import StageLoop, Trainer, TrainingDiverged, inputs, make_optimizer
+from tf_frcnn.training import (Objective, StageLoop, Trainer, TrainingDiverged, inputs,
+                               make_optimizer)
 from tf_frcnn.training.schedule import stage_config
 
 
 def test_nan_loss_stops_and_no_nan_reaches_the_weights(smoke_config):
     batch = next(iter(inputs.batches(smoke_config, "train", training=True, batch_size=2)))
-    model = build_model(smoke_config, stage="joint")
+    model = build_model(smoke_config)
     model(batch)
-    loop = StageLoop(model, make_optimizer(smoke_config.train, stage_config(smoke_config, "x")),
-                     tf.distribute.get_strategy())
+    loop = StageLoop.for_stage(model, "joint", Objective.from_config(smoke_config),
+                               make_optimizer(smoke_config.train, stage_config(smoke_config, "x")),
+                               tf.distribute.get_strategy())
     loop.step(batch)
     poisoned = dict(batch, images=batch["images"] * np.nan)
     with pytest.raises(TrainingDiverged):
@@ -92,11 +94,12 @@ def test_loss_scaling_overflow_is_skipped_not_fatal(smoke_config):
     and the weights stay as they were."""
     import keras
     batch = next(iter(inputs.batches(smoke_config, "train", training=True, batch_size=2)))
-    model = build_model(smoke_config, stage="joint")
+    model = build_model(smoke_config)
     model(batch)
     inner = make_optimizer(smoke_config.train, stage_config(smoke_config, "x"))
     optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0 ** 120)
-    loop = StageLoop(model, optimizer, tf.distribute.get_strategy(), clip_norm=10.0)
+    loop = StageLoop.for_stage(model, "joint", Objective.from_config(smoke_config), optimizer,
+                               tf.distribute.get_strategy(), clip_norm=10.0)
     before = [w.numpy() for w in model.trainable_weights]
     losses = loop.step(batch)
     assert np.isfinite(losses["loss"])

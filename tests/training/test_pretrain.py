@@ -42,8 +42,8 @@ def test_pretrainer_loss_falls_on_one_batch(smoke_config):
     # Without L2: once Adam fits the batch, the L2 term alone drives its
     # normalised steps and the loss wanders back up.
     smoke_config.train.weight_decay = 0.0
-    loop = StageLoop(pretrainer, make_optimizer(smoke_config.train, StageConfig(
-        learning_rate=3e-3)), tf.distribute.get_strategy())
+    loop = StageLoop(pretrainer.compute_losses, pretrainer, make_optimizer(
+        smoke_config.train, StageConfig(learning_rate=3e-3)), tf.distribute.get_strategy())
     losses = [loop.step(batch)["pretrain_class"] for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]
     # The classifier is on top of the detector's own feature model.

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_frcnn.model import STAGES, build_model
-from tf_frcnn.training import ALTERNATING, StageLoop, Trainer, inputs, make_optimizer
+from tf_frcnn.model import build_model
+from tf_frcnn.stages import SCHEDULES, STAGES
+from tf_frcnn.training import Objective, StageLoop, Trainer, inputs, make_optimizer
 from tf_frcnn.training.schedule import stage_config
 
 
@@ -30,10 +31,10 @@ class RecordingTrainer(Trainer):
         self.start[stage] = {"backbone": _weights(model.features),
                              "rpn": _weights(model.rpn_head),
                              "detector": _weights(model.detector_head)}
-        if model.proposal_source is not None:
+        if self.proposer is not None:
             self.proposer_weights[stage] = {
-                "backbone": _weights(self._proposer_model.features),
-                "rpn": _weights(self._proposer_model.rpn_head)}
+                "backbone": _weights(self.proposer.features),
+                "rpn": _weights(self.proposer.rpn_head)}
         super()._train_stage(stage, state, resuming)
         self.end[stage] = {"backbone": _weights(model.features),
                            "rpn": _weights(model.rpn_head),
@@ -111,20 +112,26 @@ def _fixed_batch(config):
 def test_loss_of_a_small_batch_falls_in_every_stage(smoke_config, stage):
     import keras
     keras.utils.set_random_seed(0)
-    model = build_model(smoke_config, stage=stage)
+    model = build_model(smoke_config)
     batch = _fixed_batch(smoke_config)
     model(batch)
     settings = stage_config(smoke_config, "rpn1")
     settings.learning_rate = 0.02
-    loop = StageLoop(model, make_optimizer(smoke_config.train, settings),
-                     tf.distribute.get_strategy())
+    loop = StageLoop.for_stage(model, stage, Objective.from_config(smoke_config),
+                               make_optimizer(smoke_config.train, settings),
+                               tf.distribute.get_strategy())
     losses = [loop.step(batch)["loss"] for _ in range(25)]
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), (stage, losses)
     assert loop.trace_count == 1   # the step traced once for 25 calls
 
 
 def test_alternating_schedule_matches_the_paper():
-    assert [trains for _, trains in ALTERNATING] == [
-        "rpn", "detector", "rpn_finetune", "detector_finetune"]
-    assert STAGES["rpn_finetune"] == ("rpn",)
-    assert STAGES["detector_finetune"] == ("detector",)
+    stages = SCHEDULES["alternating"]
+    assert [stage.name for stage in stages] == ["rpn1", "detector2", "rpn3", "detector4"]
+    assert [stage.trains for stage in stages] == [
+        ("backbone", "rpn"), ("backbone", "detector"), ("rpn",), ("detector",)]
+    # Stage 2 detects on stage 1's proposals; stages 1 and 2 both start from the
+    # initial (ImageNet) backbone, 3 and 4 from the stage before.
+    assert [stage.proposals_from for stage in stages] == [None, "rpn1", None, None]
+    assert [stage.initial_backbone for stage in stages] == [True, True, False, False]
+    assert SCHEDULES["joint"][0].trains == ("backbone", "rpn", "detector")

@@ -10,16 +10,19 @@ import os
 import keras
 import tensorflow as tf
 
-from tf_frcnn.model import watch_trainable
-from tf_frcnn.training.state import atomic_write_text
+from tf_frcnn.stages import get_stage
+from tf_frcnn.training.step import set_trainable, stage_losses, train_step
 
 
 class TrainingDiverged(RuntimeError):
     """A loss or gradient became NaN or Inf; the last good checkpoint is kept."""
 
 
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
 def make_strategy(name):
-    """``tf.distribute`` strategy by name: default | mirrored | multiworker
+    """``tf.distribute`` strategy by name, one of ``STRATEGIES``
     (MultiWorkerMirroredStrategy reads the cluster from ``TF_CONFIG``)."""
     if name == "default":
         return tf.distribute.get_strategy()
@@ -27,15 +30,18 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; expected default, mirrored or multiworker")
+    raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
 class StageLoop:
-    """Runs ``model.compute_losses`` of the model's current stage for a number of
-    steps. The step is one ``tf.function`` traced once per input signature
-    (``trace_count`` counts the traces). ``model`` must be built."""
+    """Runs ``training.step.train_step`` of ``losses_of(batch, step)`` on ``model``'s
+    trainable variables for a number of steps. The step is one ``tf.function`` traced
+    once per input signature (``trace_count`` counts the traces). ``model`` must be
+    built."""
 
-    def __init__(self, model, optimizer, strategy, *, clip_norm=None, jit_compile=False):
+    def __init__(self, losses_of, model, optimizer, strategy, *, clip_norm=None,
+                 jit_compile=False):
+        self.losses_of = losses_of
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
@@ -48,37 +54,20 @@ class StageLoop:
         self._step = tf.function(self._distributed_step, jit_compile=jit_compile or None,
                                  reduce_retracing=True)
 
+    @classmethod
+    def for_stage(cls, model, stage, objective, optimizer, strategy, *, proposal_source=None,
+                  **kwargs):
+        """The loop of ``stage`` (a ``Stage`` or its name) of a ``FasterRCNN``: makes its
+        parts trainable and runs ``objective``'s losses."""
+        stage = get_stage(stage) if isinstance(stage, str) else stage
+        set_trainable(model, stage)
+        return cls(stage_losses(model, stage, objective, proposal_source), model, optimizer,
+                   strategy, **kwargs)
+
     def _replica_step(self, batch):
-        model, optimizer = self.model, self.optimizer
-        variables = model.trainable_variables
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        with tf.GradientTape() as tape:
-            watch_trainable(tape, variables)
-            losses = model.compute_losses(batch, training=True, step=optimizer.iterations)
-            loss = losses["loss"] / replicas
-            if scaled:
-                loss = optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, variables)
-        if self.clip_norm:
-            # Scaled gradients are clipped at the scaled norm: the unscaled ones at clip_norm.
-            norm = self.clip_norm * optimizer.dynamic_scale if scaled else self.clip_norm
-            gradients, _ = tf.clip_by_global_norm(gradients, norm)
-        # One read of each gradient: a NaN or Inf anywhere makes the sum non-finite
-        # (so does a sum beyond float32's range, divergence too). The optimizer
-        # skips such gradients itself; ``step`` stops the run. Under loss scaling an
-        # overflow is the scaler's to handle (it skips the step and halves its scale):
-        # there only a non-finite loss stops the run.
-        total = tf.add_n([tf.reduce_sum(g) for g in gradients])
-        finite = tf.logical_or(scaled, tf.math.is_finite(total))
-        losses["gradients_finite"] = tf.cast(finite, tf.float32)
-        # Updates start once every gradient exists, so the backward pass no longer
-        # reads a weight: updating one it still reads would copy it first (TF's
-        # copy-on-write), 410 MB for VGG16's fc6.
-        with tf.control_dependencies([total]):
-            gradients = [tf.identity(g) for g in gradients]
-        optimizer.apply_gradients(zip(gradients, variables))
-        return losses
+        return train_step(self.losses_of, self.model, self.optimizer, batch,
+                          clip_norm=self.clip_norm, replicas=replicas)
 
     def _distributed_step(self, batch):
         self.trace_count += 1
@@ -104,7 +93,7 @@ class StageLoop:
         return values
 
 
-def run_stage(model, stage, loop, batches, *, steps, start_step, checkpoint, manager, state,
+def run_stage(stage, loop, batches, *, steps, start_step, checkpoint, manager, state,
               log_dir, checkpoint_every, progress=True, validation=None, on_best=None,
               observe=None):
     """Train ``steps`` steps of ``stage`` from ``start_step``, checkpointing every
@@ -212,5 +201,5 @@ def read_history(log_dir, stage):
     return sorted({row["step"]: row["loss"] for row in rows}.items())
 
 
-__all__ = ["StageLoop", "TrainingDiverged", "atomic_write_text", "make_strategy", "read_history",
+__all__ = ["STRATEGIES", "StageLoop", "TrainingDiverged", "make_strategy", "read_history",
            "run_stage"]

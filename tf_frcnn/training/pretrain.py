@@ -61,7 +61,7 @@ def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):
 
 class BackbonePretrainer(keras.Model):
     """A backbone's feature model plus a 1x1 conv classifier over C + 1 classes,
-    with the ``compute_losses`` interface ``training.StageLoop`` runs."""
+    whose ``compute_losses`` is the ``losses_of`` a ``training.StageLoop`` runs."""
 
     def __init__(self, features, num_classes, stride, **kwargs):
         super().__init__(**kwargs)
@@ -73,7 +73,7 @@ class BackbonePretrainer(keras.Model):
     def call(self, images, training=False):
         return self.classifier(self.features(images, training=training))
 
-    def compute_losses(self, batch, training=True, step=None):
+    def compute_losses(self, batch, step=None, training=True):
         logits = self(tf.cast(batch["images"], tf.float32), training=training)
         shape = tf.shape(logits)
         target = cell_labels(batch["boxes"], batch["labels"], (shape[1], shape[2]),

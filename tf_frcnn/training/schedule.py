@@ -8,28 +8,21 @@ import time
 import keras
 import tensorflow as tf
 
+from tf_frcnn.backbones import STRIDE
 from tf_frcnn.config import ConfigError, StageConfig
 from tf_frcnn.data.analysis import resolve_anchors
 from tf_frcnn.model import build_model
+from tf_frcnn.stages import PRETRAIN, SCHEDULES, STAGES, stage_names
 from tf_frcnn.training import budget, inputs
 from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
+from tf_frcnn.training.objective import Objective
 from tf_frcnn.training.optimizers import make_optimizer
-from tf_frcnn.training.pretrain import PRETRAIN, BackbonePretrainer
-from tf_frcnn.training.state import (BEST_WEIGHTS, FINAL_WEIGHTS, INITIAL_BACKBONE, RunState,
+from tf_frcnn.training.pretrain import BackbonePretrainer
+from tf_frcnn.training.step import set_trainable, stage_losses
+from tf_frcnn.training.state import (BEST_WEIGHTS, FINAL_WEIGHTS, INITIAL_BACKBONE, KERAS_MODEL,
+                                     RunState,
                                      save_weights_atomic, write_config, write_labels)
 from tf_frcnn.training.validation import StageValidator, ValidationSchedule, fresh_record
-
-# (stage name, what the model trains in it: a key of tf_frcnn.model.STAGES).
-#  1. RPN on the ImageNet-initialised backbone.
-#  2. Fast R-CNN on stage 1's proposals, its backbone initialised again from
-#     the same initial weights and fine-tuned.
-#  3. RPN layers fine-tuned on stage 2's backbone, frozen from here on.
-#  4. Fast R-CNN layers fine-tuned; backbone and RPN frozen.
-ALTERNATING = (("rpn1", "rpn"), ("detector2", "detector"),
-               ("rpn3", "rpn_finetune"), ("detector4", "detector_finetune"))
-JOINT = (("joint", "joint"),)
-SCHEDULES = {"alternating": ALTERNATING, "joint": JOINT}
-
 
 def _is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -38,13 +31,6 @@ def _is_chief(strategy):
     task_type = resolver.task_type
     return task_type == "chief" or (task_type == "worker" and resolver.task_id == 0
                                     and "chief" not in resolver.cluster_spec().as_dict())
-
-
-def stage_names(config):
-    """The stages a run of ``config`` goes through, in order: the optional
-    "pretrain" stage, then the schedule's."""
-    names = [name for name, _ in SCHEDULES[config.train.schedule]]
-    return ([PRETRAIN] if PRETRAIN in config.train.stages else []) + names
 
 
 def stage_config(config, stage):
@@ -85,9 +71,10 @@ class Trainer:
             self.model_dir = model_dir = os.path.join(model_dir, "workers", f"worker-{task}")
         self.log_dir = os.path.join(model_dir, "logs")
         self.model = None
+        self.objective = Objective.from_config(config)
         self.loops = {}
+        self.proposer = self._proposal_source = self._validation_source = None
         self._validation_batches = None
-        self._validation_source = None
         self._budget = None
 
     # -- set-up -----------------------------------------------------------------
@@ -102,32 +89,31 @@ class Trainer:
         side = 64
         return {"images": tf.zeros([1, side, side, 3]), "image_shape": tf.constant([[side, side]])}
 
-    def _proposer(self, trained=True):
-        """Stage 1's network, frozen: the proposal source of stage 2 (its test-time
-        proposals are those stage 2 validates on). ``trained`` False keeps the
-        weights it is built with (the calibration's)."""
+    def _proposer(self, source):
+        """Stage ``source``'s network, frozen: the proposal source of a stage that
+        trains on its proposals (training counts; its test-time proposals are those the
+        stage validates on). Returns (network, propose, propose_for_validation)."""
         with self.strategy.scope():
             proposer = build_model(self.config)
             proposer(self._dummy_inputs())
-        if trained:
-            proposer.load_weights(_stage_weights(self.model_dir, "rpn1"))
+        proposer.load_weights(_stage_weights(self.model_dir, source))
         proposer.trainable = False
 
         def propose(images, image_shape):
-            return proposer.propose(images, image_shape, training=True)
+            return proposer.propose(images, image_shape, training_counts=True)
 
         def propose_for_validation(images, image_shape):
-            return proposer.propose(images, image_shape, training=False)
+            return proposer.propose(images, image_shape)
         return proposer, propose, propose_for_validation
 
-    def _validator(self, trains):
-        """A ``StageValidator`` of the model in a stage that trains ``trains``."""
+    def _validator(self, stage):
+        """A ``StageValidator`` of the model in ``stage`` (a ``Stage``)."""
         if self._validation_batches is None:
             _, class_names = inputs.source(self.config, self.config.data.train_split)
             self._validation_batches = (
                 inputs.batches(self.config, inputs.VALIDATION, training=False), class_names)
         batches, class_names = self._validation_batches
-        return StageValidator(self.model, self.config, trains, class_names, batches,
+        return StageValidator(self.model, self.config, stage, class_names, batches,
                               proposal_source=self._validation_source)
 
     # -- training length --------------------------------------------------------
@@ -187,22 +173,22 @@ class Trainer:
         if not os.path.exists(initial):
             save_weights_atomic(self.model.features, initial)
 
-        schedule = [stage for stage, _ in self.schedule]
+        schedule = [stage.name for stage in self.schedule]
         begun = state.current_stage in schedule or any(s in state.finished_stages
                                                        for s in schedule)
         # Resolved once, when the schedule begins; a resumed run keeps them.
         if self.config.train.minutes and not begun:
             self._budget = self._begin_budget(state, schedule, started)
-        for index, (stage, trains) in enumerate(self.schedule):
-            if stage in state.finished_stages:
+        for index, stage in enumerate(self.schedule):
+            if stage.name in state.finished_stages:
                 continue
-            resuming = state.current_stage == stage and state.step > 0
+            resuming = state.current_stage == stage.name and state.step > 0
             if self._budget is not None:
                 self._budget.stage_begins(time.perf_counter())
-            self._prepare_stage(index, stage, trains, fresh=not resuming)
-            self._train_stage(stage, state, resuming)
-            save_weights_atomic(self.model, _stage_weights(self.model_dir, stage))
-            state.finished_stages.append(stage)
+            self._prepare_stage(index, stage, fresh=not resuming)
+            self._train_stage(stage.name, state, resuming)
+            save_weights_atomic(self.model, _stage_weights(self.model_dir, stage.name))
+            state.finished_stages.append(stage.name)
             state.current_stage, state.step = None, 0
             state.save()
         save_weights_atomic(self.model, os.path.join(self.model_dir, FINAL_WEIGHTS))
@@ -221,7 +207,7 @@ class Trainer:
                         "base_decay_steps": {s: state.stage_steps[s]["decay_steps"]
                                              for s in schedule},
                         "scale": None, "fits": 0, "measured": {}}
-        like = {"rpn3": "rpn1", "detector4": "detector2"}
+        like = {s: STAGES[s].like for s in schedule if STAGES[s].like}
         return budget.TimeBudget(started + 60 * minutes, base, like,
                                  self.config.train.eval_every)
 
@@ -250,35 +236,37 @@ class Trainer:
         run's initial backbone."""
         with self.strategy.scope():
             pretrainer = BackbonePretrainer(self.model.features, self.config.model.num_classes,
-                                            self.model.backbone.stride)
+                                            STRIDE)
             pretrainer(self._dummy_inputs()["images"])
         resuming = state.current_stage == PRETRAIN and state.step > 0
-        self._train_stage(PRETRAIN, state, resuming, model=pretrainer)
+        self._train_stage(PRETRAIN, state, resuming, pretrainer=pretrainer)
         save_weights_atomic(self.model.features,
                             os.path.join(self.model_dir, INITIAL_BACKBONE))
         state.finished_stages.append(PRETRAIN)
         state.current_stage, state.step = None, 0
         state.save()
 
-    def _prepare_stage(self, index, stage, trains, fresh):
+    def _prepare_stage(self, index, stage, fresh):
+        """Loads the weights ``stage`` starts from and makes its parts trainable; a
+        stage trained on another stage's proposals gets that network, frozen."""
         model = self.model
         if index > 0:
-            model.load_weights(_stage_weights(self.model_dir, self.schedule[index - 1][0]))
-        elif fresh:
+            model.load_weights(_stage_weights(self.model_dir, self.schedule[index - 1].name))
+        if fresh and stage.initial_backbone:
             # The initial backbone: what a "pretrain" stage left (or the seeded
             # initialisation itself), also after a resume.
             model.features.load_weights(os.path.join(self.model_dir, INITIAL_BACKBONE))
-        model.set_stage(trains)
-        model.proposal_source = self._validation_source = None
-        if trains == "detector" and self.config.train.schedule == "alternating":
-            self._proposer_model, model.proposal_source, self._validation_source = (
-                self._proposer())
-            if fresh:
-                model.features.load_weights(os.path.join(self.model_dir, INITIAL_BACKBONE))
+        set_trainable(model, stage)
+        self.proposer = self._proposal_source = self._validation_source = None
+        if stage.proposals_from:
+            self.proposer, self._proposal_source, self._validation_source = self._proposer(
+                stage.proposals_from)
 
-    def _train_stage(self, stage, state, resuming, model=None):
-        validating = model is None and self.config.train.eval_every
-        model = model or self.model
+    def _train_stage(self, stage, state, resuming, pretrainer=None):
+        validating = pretrainer is None and self.config.train.eval_every
+        model = pretrainer or self.model
+        losses_of = pretrainer.compute_losses if pretrainer else stage_losses(
+            model, STAGES[stage], self.objective, self._proposal_source)
         length = state.stage_steps[stage]
         settings = dataclasses.replace(stage_config(self.config, stage), steps=length["steps"],
                                        decay_steps=length["decay_steps"])
@@ -292,7 +280,8 @@ class Trainer:
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         directory = os.path.join(self.model_dir, "stages", stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
-        loop = StageLoop(model, optimizer, self.strategy, clip_norm=self.config.train.clip_norm,
+        loop = StageLoop(losses_of, model, optimizer, self.strategy,
+                         clip_norm=self.config.train.clip_norm,
                          jit_compile=self.config.train.jit_compile)
         self.loops[stage] = loop
         start = 0
@@ -300,7 +289,7 @@ class Trainer:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
             start = int(optimizer.iterations.numpy())
         state.current_stage, state.step = stage, start
-        final = stage == self.schedule[-1][0]
+        final = stage == self.schedule[-1].name
         if final and not start:
             self._forget_best(state)
         validation = on_best = None
@@ -308,7 +297,7 @@ class Trainer:
             if not start:
                 state.validation[stage] = fresh_record()
             validation = ValidationSchedule(
-                self._validator(model.stage), stage, self.config.train.eval_every,
+                self._validator(STAGES[stage]), stage, self.config.train.eval_every,
                 self.config.train.patience, self.log_dir,
                 state.validation.setdefault(stage, fresh_record()))
             if final:
@@ -334,7 +323,7 @@ class Trainer:
             print(f"stage {stage} ({settings.steps} steps"
                   f"{', fitted to the time budget as it goes' if timed else ''}, "
                   f"lr {settings.learning_rate})")
-        run_stage(model, stage, loop, batches, steps=settings.steps, start_step=start,
+        run_stage(stage, loop, batches, steps=settings.steps, start_step=start,
                   checkpoint=checkpoint, manager=manager, state=state, log_dir=self.log_dir,
                   checkpoint_every=self.checkpoint_every, progress=self.progress,
                   validation=validation, on_best=on_best, observe=observe)
@@ -354,13 +343,15 @@ def train(config, model_dir, *, resume=False, strategy=None, progress=True):
     return trainer.model
 
 
-WEIGHTS = {"best": BEST_WEIGHTS, "final": FINAL_WEIGHTS}
+WEIGHTS = {"best": BEST_WEIGHTS, "final": FINAL_WEIGHTS, "keras": KERAS_MODEL}
 
 
 def trained_weights(model_dir, weights=None):
     """(name, path) of the weights file of a model directory: ``weights`` "best"
     (``best.weights.h5``, the final stage's best validation), "final"
-    (``final.weights.h5``), or None for best where it exists, else final."""
+    (``final.weights.h5``), "keras" (``model.keras``, the whole model as
+    ``tf-frcnn export --format keras`` saves it), or None for best where it exists, else
+    final."""
     if weights is None:
         weights = "best" if os.path.exists(os.path.join(model_dir, BEST_WEIGHTS)) else "final"
     if weights not in WEIGHTS:
@@ -373,16 +364,22 @@ def load_trained_model(model_dir, svd_ranks=None, weights=None, precision=None):
     the weights ``trained_weights`` names; ``svd_ranks`` (one per fc layer)
     truncates the head's fc layers (see ``tf_frcnn.svd``); ``precision`` (False,
     "float16", "bfloat16"; None: the config's ``detection.mixed_precision``) is the
-    network's dtype policy."""
+    network's dtype policy (a ``model.keras`` file keeps the one it was saved with)."""
     from tf_frcnn.training.state import read_config
     config = read_config(model_dir)
-    _, path = trained_weights(model_dir, weights)
+    name, path = trained_weights(model_dir, weights)
     if not os.path.exists(path):
         raise FileNotFoundError(2, "no such weights file", path)
-    model = build_model(config, precision=config.detection.mixed_precision
-                        if precision is None else precision)
-    model({"images": tf.zeros([1, 64, 64, 3])})
-    model.load_weights(path)
+    if name == "keras":
+        if precision is not None:
+            raise ValueError(f"{path} keeps the precision it was saved with; "
+                             "load a weights file to choose another")
+        model = keras.models.load_model(path)
+    else:
+        model = build_model(config, precision=config.detection.mixed_precision
+                            if precision is None else precision)
+        model({"images": tf.zeros([1, 64, 64, 3])})
+        model.load_weights(path)
     if svd_ranks:
         from tf_frcnn.svd import truncate_head
         truncate_head(model, svd_ranks)

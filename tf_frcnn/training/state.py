@@ -15,6 +15,7 @@ CONFIG_FILE = "config.yaml"
 INITIAL_BACKBONE = "initial_backbone.weights.h5"
 FINAL_WEIGHTS = "final.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
+KERAS_MODEL = "model.keras"
 LABELS_FILE = "labels.txt"
 
 
@@ -34,9 +35,13 @@ def atomic_write_text(path, text):
 
 
 def save_weights_atomic(layer, path):
-    """``layer.save_weights`` to ``path`` through a temporary file."""
+    """``layer.save_weights`` to ``path`` through a temporary file; a ``.keras`` path
+    gets the whole model (``model.save``)."""
     tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    layer.save_weights(tmp)
+    if path.endswith(".keras"):
+        layer.save(tmp)
+    else:
+        layer.save_weights(tmp)
     os.replace(tmp, path)
 
 

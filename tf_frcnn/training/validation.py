@@ -16,17 +16,10 @@ from tf_frcnn.evaluation.evaluator import unpad_proposals
 from tf_frcnn.evaluation.recall import rpn_recall
 from tf_frcnn.evaluation.runner import (batch_groundtruths, evaluate, inference_function,
                                         recall_layer)
+from tf_frcnn.stages import RPN_METRIC
 from tf_frcnn.training.state import atomic_write_text
 
-RPN_METRIC = "recall@300"
-DETECTOR_METRIC = "mAP50"
 RECALL_AT = 300
-
-
-def metric_name(trains):
-    """The metric a stage that trains ``trains`` (a key of ``tf_frcnn.model.STAGES``)
-    is judged by: "recall@300" for the RPN stages, "mAP50" otherwise."""
-    return RPN_METRIC if trains in ("rpn", "rpn_finetune") else DETECTOR_METRIC
 
 
 class StageValidator:
@@ -37,10 +30,10 @@ class StageValidator:
     alternating schedule trains on stage 1's proposals, and its own RPN sits on
     a backbone being retrained, so its detections are judged on stage 1's."""
 
-    def __init__(self, model, config, trains, class_names, batches, proposal_source=None):
+    def __init__(self, model, config, stage, class_names, batches, proposal_source=None):
         self.model = model
         self.config = config
-        self.metric = metric_name(trains)
+        self.metric = stage.metric
         self.class_names = class_names
         self.batches = batches
         if self.metric == RPN_METRIC:
@@ -170,5 +163,5 @@ def keep_rows(log_dir, stage, last_step):
         atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-__all__ = ["DETECTOR_METRIC", "RPN_METRIC", "StageValidator", "ValidationSchedule",
-           "fresh_record", "log_path", "metric_name", "read_validation"]
+__all__ = ["RPN_METRIC", "StageValidator", "ValidationSchedule",
+           "fresh_record", "log_path", "read_validation"]

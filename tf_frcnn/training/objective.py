@@ -1,0 +1,95 @@
+"""The training objective: the loss terms of a stage on a batch. The RPN's anchor
+targets and loss (Sec. 3.1.2), the ROI sampler and Fast R-CNN's loss; which of them a
+stage computes, and on whose proposals, comes from its ``tf_frcnn.stages.Stage``."""
+
+import tensorflow as tf
+
+from tf_frcnn import sampling
+from tf_frcnn.head import fast_rcnn_loss
+from tf_frcnn.roi import sample_rois
+from tf_frcnn.rpn import anchor_targets, rpn_loss
+
+RPN_LOSSES = ("rpn_objectness", "rpn_box")
+DETECTOR_LOSSES = ("detector_class", "detector_box")
+
+
+def loss_names(stage):
+    """The loss terms ``Objective`` returns for ``stage``, "loss" (their sum) first."""
+    return (("loss",) + (RPN_LOSSES if stage.trains_rpn else ())
+            + (DETECTOR_LOSSES if stage.trains_detector else ()))
+
+
+class Objective:
+    """The losses of a ``FasterRCNN`` in a stage.
+
+    Args:
+      anchor_target_args: keyword arguments of ``rpn.anchor_targets``.
+      rpn_lambda: lambda of the RPN loss (10 in the paper).
+      roi_sampler_args: keyword arguments of ``roi.sample_rois``.
+      seed: with a seed, the anchor and ROI sampling of a step depend only on (seed,
+        step), so the same step of a resumed run samples the same.
+    """
+
+    def __init__(self, anchor_target_args=None, rpn_lambda=10.0, roi_sampler_args=None,
+                 seed=None):
+        self.anchor_target_args = dict(anchor_target_args or {})
+        self.rpn_lambda = rpn_lambda
+        self.roi_sampler_args = dict(roi_sampler_args or {})
+        self.seed = seed
+
+    @classmethod
+    def from_config(cls, config):
+        rpn, roi = config.rpn, config.roi
+        return cls(
+            anchor_target_args=dict(positive_iou=rpn.positive_iou,
+                                    negative_iou=rpn.negative_iou, batch_size=rpn.batch_size,
+                                    positive_fraction=rpn.positive_fraction,
+                                    ignore_cross_boundary=rpn.ignore_cross_boundary),
+            rpn_lambda=rpn.lambda_reg,
+            roi_sampler_args=dict(num_rois=roi.num_rois, fg_fraction=roi.fg_fraction,
+                                  fg_iou=roi.fg_iou, bg_iou_low=roi.bg_iou_low,
+                                  bg_iou_high=roi.bg_iou_high, fill=roi.fill,
+                                  box_stds=tuple(roi.box_stds)),
+            seed=config.train.seed)
+
+    def __call__(self, model, batch, stage, *, step=None, proposal_source=None,
+                 training=True):
+        """The loss terms of ``stage`` on a batch of the input pipeline (dict with
+        "images", "image_shape", "boxes" absolute [batch, M, 4], "labels" int32
+        [batch, M], 0 = padding): a dict of scalars named by ``loss_names``, "loss"
+        being their sum. ``proposal_source`` (images, image_shape) -> (proposals,
+        scores, num_proposals) gives the detector its proposals (stage 2 trains on
+        stage 1's); without it the model's own RPN proposes."""
+        images, image_shape = model.unpack(batch)
+        seed = None
+        if self.seed is not None:
+            step = tf.constant(0, tf.int64) if step is None else step
+            seed = tf.stack([tf.constant(self.seed, tf.int32), tf.cast(step, tf.int32)])
+        gt_boxes = tf.cast(batch["boxes"], tf.float32)
+        gt_labels = tf.cast(batch["labels"], tf.int32)
+        losses = {}
+        if proposal_source is not None and not stage.trains_rpn:
+            feature_map = model.features(images, training=training)
+        else:
+            feature_map, logits, deltas, anchors = model.rpn_forward(images, training=training)
+        if stage.trains_rpn:
+            labels, targets = anchor_targets(anchors, gt_boxes, gt_labels, image_shape,
+                                             seed=sampling.derive(seed, 0),
+                                             **self.anchor_target_args)
+            num_locations = tf.shape(feature_map)[1] * tf.shape(feature_map)[2]
+            losses.update(rpn_loss(logits, deltas, labels, targets, num_locations,
+                                   lambda_reg=self.rpn_lambda))
+        if stage.trains_detector:
+            if proposal_source is not None:
+                proposals, _, num_proposals = proposal_source(images, image_shape)
+            else:
+                proposals, _, num_proposals = model.proposal_layer(
+                    logits, deltas, anchors, image_shape, training=True)
+            sampled = sample_rois(tf.stop_gradient(proposals), num_proposals, gt_boxes,
+                                  gt_labels, seed=sampling.derive(seed, 1),
+                                  **self.roi_sampler_args)
+            class_logits, box_deltas = model.region_outputs(feature_map, sampled["rois"],
+                                                            training=training)
+            losses.update(fast_rcnn_loss(class_logits, box_deltas, sampled["labels"],
+                                         sampled["targets"]))
+        return {"loss": tf.add_n(list(losses.values())), **losses}
