@@ -16,6 +16,9 @@ from keras.utils import bounding_boxes as kbb
 # 1000 px, no more. Untrained heads otherwise overflow exp() into inf/NaN boxes.
 MAX_LOG_SCALE = math.log(1000.0 / 16.0)
 
+# The detector's deltas are divided by these (ty, tx, th, tw) when encoded; the RPN's are not.
+DETECTOR_BOX_STDS = (0.1, 0.1, 0.2, 0.2)
+
 
 def iou(boxes1, boxes2):
     """Pairwise intersection over union.
@@ -103,13 +106,6 @@ def to_absolute(boxes, image_shape):
     hw = tf.cast(image_shape, boxes.dtype)
     scale = tf.concat([hw, hw], axis=-1)
     return boxes * scale
-
-
-def convert_format(boxes, source, target, height=None, width=None):
-    """``keras.utils.bounding_boxes.convert_format`` re-exported for callers
-    holding boxes in another format (e.g. COCO ``"xywh"``)."""
-    return kbb.convert_format(boxes, source=source, target=target,
-                              height=height, width=width)
 
 
 def padded_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):

@@ -117,7 +117,7 @@ def fast_rcnn_loss(class_logits, box_deltas, roi_labels, roi_targets, lambda_reg
 
 
 def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape, *,
-                           box_stds=(0.1, 0.1, 0.2, 0.2), nms_iou=0.3, score_threshold=0.05,
+                           box_stds=box_ops.DETECTOR_BOX_STDS, nms_iou=0.3, score_threshold=0.05,
                            max_detections=100):
     """Per-class NMS of the detector's outputs.
 
