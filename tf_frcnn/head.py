@@ -151,17 +151,8 @@ def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape
     extent = tf.reduce_max(tf.cast(image_shape, tf.float32)) + 1.0
     offsets = tf.cast(classes, tf.float32)[:, tf.newaxis] * extent        # [R * C, 1]
 
-    def select(args):
-        image_boxes, image_scores = args
-        return box_ops.padded_nms(image_boxes + offsets, image_scores, max_detections,
-                                  nms_iou, score_threshold)
-
-    if rois.shape[0] == 1:
-        keep, count = select((boxes[0], scores[0]))
-        keep, count = keep[tf.newaxis], count[tf.newaxis]
-    else:
-        keep, count = tf.map_fn(select, (boxes, scores), fn_output_signature=(
-            tf.TensorSpec([max_detections], tf.int32), tf.TensorSpec([], tf.int32)))
+    keep, count = box_ops.batched_padded_nms(boxes + offsets, scores, max_detections, nms_iou,
+                                             score_threshold)
     is_valid = tf.range(max_detections)[tf.newaxis, :] < count[:, tf.newaxis]
     return {
         "detection_boxes": tf.where(is_valid[..., tf.newaxis],

@@ -57,19 +57,8 @@ class ProposalLayer(keras.layers.Layer):
         # Probabilities are >= 0: -1 marks the dropped boxes below the threshold.
         top_scores = tf.where(big_enough, top_scores, -1.0)
 
-        def suppress(args):
-            image_boxes, image_scores = args
-            return box_ops.padded_nms(image_boxes, image_scores, post_nms, self.nms_iou,
-                                      score_threshold=-0.5)
-
-        if proposals.shape[0] == 1:
-            keep, valid = suppress((proposals[0], top_scores[0]))
-            keep, valid = keep[tf.newaxis], valid[tf.newaxis]
-        else:
-            keep, valid = tf.map_fn(
-                suppress, (proposals, top_scores),
-                fn_output_signature=(tf.TensorSpec([post_nms], tf.int32),
-                                     tf.TensorSpec([], tf.int32)))
+        keep, valid = box_ops.batched_padded_nms(proposals, top_scores, post_nms, self.nms_iou,
+                                                 score_threshold=-0.5)
         is_valid = tf.range(post_nms)[tf.newaxis, :] < valid[:, tf.newaxis]
         proposals = tf.gather(proposals, keep, batch_dims=1)
         proposals = tf.where(is_valid[..., tf.newaxis], proposals, 0.0)
