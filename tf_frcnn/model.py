@@ -132,7 +132,8 @@ class FasterRCNN(keras.Model):
     def propose(self, images, image_shape, training=False):
         """Proposals of this model's own RPN: (proposals, scores, num_proposals)."""
         _, logits, deltas, anchors = self.rpn_forward(images, training=False)
-        return self.proposal_layer(logits, deltas, anchors, image_shape, training=training)
+        return self.proposal_layer(logits, deltas, anchors, image_shape,
+                                   use_training_counts=training)
 
     def detect(self, feature_map, rois, training=False):
         """Region-wise part: pooled ROI features -> head outputs."""
@@ -158,7 +159,7 @@ class FasterRCNN(keras.Model):
         else:
             feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
             proposals, _, num_proposals = self.proposal_layer(
-                logits, deltas, anchors, image_shape, training=training)
+                logits, deltas, anchors, image_shape, use_training_counts=training)
         class_logits, box_deltas = self.detect(feature_map, proposals, training=training)
         detections = postprocess_detections(
             class_logits, box_deltas, proposals, num_proposals, image_shape,
@@ -206,7 +207,7 @@ class FasterRCNN(keras.Model):
                 proposals, _, num_proposals = self.proposal_source(images, image_shape)
             else:
                 proposals, _, num_proposals = self.proposal_layer(
-                    logits, deltas, anchors, image_shape, training=True)
+                    logits, deltas, anchors, image_shape, use_training_counts=True)
             sampled = sample_rois(tf.stop_gradient(proposals), num_proposals, gt_boxes,
                                   gt_labels, seed=sampling.derive(seed, 1),
                                   **self.roi_sampler_args)

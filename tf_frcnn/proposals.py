@@ -14,7 +14,7 @@ class ProposalLayer(keras.layers.Layer):
     ``nms_iou``), keep the top N after it (Sec. 3.3 of the paper).
 
     Paper defaults: 12,000 before / 2,000 after NMS when training, 6,000 /
-    300 at test time. ``training=True`` selects the training pair.
+    300 at test time; ``use_training_counts=True`` selects the training pair.
 
     Call with ``(objectness_logits [batch, A, 2], box_deltas [batch, A, 4],
     anchors [A, 4], image_shape int32 [batch, 2])``. Returns
@@ -35,9 +35,10 @@ class ProposalLayer(keras.layers.Layer):
         self.nms_iou = nms_iou
         self.min_size = min_size
 
-    def call(self, objectness_logits, box_deltas, anchors, image_shape, training=False):
-        pre_nms = self.train_pre_nms if training else self.test_pre_nms
-        post_nms = self.train_post_nms if training else self.test_post_nms
+    def call(self, objectness_logits, box_deltas, anchors, image_shape,
+             use_training_counts=False):
+        pre_nms = self.train_pre_nms if use_training_counts else self.test_pre_nms
+        post_nms = self.train_post_nms if use_training_counts else self.test_post_nms
         scores = tf.stop_gradient(objectness_scores(objectness_logits))
         box_deltas = tf.stop_gradient(box_deltas)
         num_anchors = anchors.shape[0]

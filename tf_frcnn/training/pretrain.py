@@ -19,6 +19,8 @@ batch_size); absent by default.
 import keras
 import tensorflow as tf
 
+from tf_frcnn.anchors import cell_centres
+
 PRETRAIN = "pretrain"
 
 
@@ -29,8 +31,8 @@ def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):
       boxes: float32 [batch, M, 4] absolute [ymin, xmin, ymax, xmax] in input pixels.
       labels: int32 [batch, M], 1-based classes; 0 marks padding.
       feature_shape: (h, w) of the feature map.
-      stride: input pixels per cell; cell (i, j) has its centre at
-        ((i + 0.5) * stride, (j + 0.5) * stride), as the anchors do.
+      stride: input pixels per cell; cells are centred as the anchors are
+        (``anchors.cell_centres``).
       image_shape: optional int32 [batch, 2] valid (height, width); cells whose
         centre falls in the padding get -1 (ignored).
 
@@ -40,8 +42,7 @@ def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):
     """
     h, w = feature_shape
     boxes = tf.cast(boxes, tf.float32)
-    cy = (tf.range(h, dtype=tf.float32) + 0.5) * stride
-    cx = (tf.range(w, dtype=tf.float32) + 0.5) * stride
+    cy, cx = cell_centres(h, stride), cell_centres(w, stride)
     ymin, xmin, ymax, xmax = [boxes[..., i, tf.newaxis, tf.newaxis] for i in range(4)]
     inside = ((cy[:, tf.newaxis] >= ymin) & (cy[:, tf.newaxis] < ymax)
               & (cx[tf.newaxis, :] >= xmin) & (cx[tf.newaxis, :] < xmax)
