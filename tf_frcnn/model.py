@@ -1,6 +1,8 @@
 """FasterRCNN: the keras.Model that wires backbone, RPN, proposals, ROI
 pooling and the Fast R-CNN head, with a ``train_step`` per training stage."""
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -73,8 +75,8 @@ class FasterRCNN(keras.Model):
         self.proposal_layer = proposal_layer or ProposalLayer()
         self.roi_pooling = roi_pooling or ROIPooling(pool_size=backbone.pool_size,
                                                      stride=backbone.stride)
-        self.detector_head = detector_head or FastRCNNHead(
-            num_classes, region_layers=backbone.head)
+        self.detector_head = detector_head or FastRCNNHead.for_backbone(
+            backbone, num_classes, pool_size=self.roi_pooling.pool_size)
         self.anchor_target_args = dict(anchor_target_args or {})
         self.rpn_lambda = rpn_lambda
         self.roi_sampler_args = dict(roi_sampler_args or {})
@@ -261,8 +263,10 @@ def build_model(config, stage="joint", precision=None):
                                   tiny_channels=tuple(m.tiny_channels))
         rpn_head = RPNHead(num_anchors=anchor_generator.num_anchors_per_location,
                            channels=m.rpn_channels)
-        detector_head = FastRCNNHead(m.num_classes, fc_units=m.fc_units,
-                                     region_layers=backbone.head, dropout=m.dropout)
+        pool_size = m.pool_size or backbone.pool_size
+        detector_head = FastRCNNHead.for_backbone(backbone, m.num_classes, m.fc_units,
+                                                  m.dropout, pool_size)
+    backbone = dataclasses.replace(backbone, fc_weights=None)  # the head holds them now
     pooling = ROIPoolingBuiltin if config.train.jit_compile else ROIPooling
     return FasterRCNN(
         backbone, m.num_classes,
@@ -273,7 +277,7 @@ def build_model(config, stage="joint", precision=None):
                                      test_pre_nms=rpn.test_pre_nms,
                                      test_post_nms=rpn.test_post_nms,
                                      nms_iou=rpn.nms_iou, min_size=rpn.min_size),
-        roi_pooling=pooling(pool_size=m.pool_size or backbone.pool_size, stride=backbone.stride),
+        roi_pooling=pooling(pool_size=pool_size, stride=backbone.stride),
         detector_head=detector_head,
         anchor_target_args=dict(positive_iou=rpn.positive_iou, negative_iou=rpn.negative_iou,
                                 batch_size=rpn.batch_size,

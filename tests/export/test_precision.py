@@ -30,7 +30,7 @@ def twin_under(model, precision, num_classes):
     with policy_scope(precision):
         backbone = build_backbone("tiny")
         rpn_head = RPNHead(num_anchors=9, channels=64)
-        head = FastRCNNHead(num_classes, region_layers=backbone.head)
+        head = FastRCNNHead(num_classes)
     twin = FasterRCNN(backbone, num_classes=num_classes,
                       anchor_generator=AnchorGenerator(scales=(2, 4, 8)), rpn_head=rpn_head,
                       proposal_layer=ProposalLayer(train_pre_nms=300, train_post_nms=64,
