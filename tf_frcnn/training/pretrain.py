@@ -1,16 +1,13 @@
 """The optional "pretrain" stage: supervised pre-training of a backbone that
 has no pretrained weights.
 
-The paper starts both of its networks (steps 1 and 2) from an ImageNet model.
-A backbone trained from scratch (the demo's ``tiny``) has no such model, and
-without one step 2 relearns every feature from random filters. This stage is
-the stand-in: dense classification on the training split. Each cell of the
-stride-16 feature map is labelled with the class of the smallest ground-truth
-box containing the cell's centre (background where there is none), and a 1x1
-conv classifier on the feature map learns it with softmax cross-entropy. The
-classifier is thrown away; the backbone's weights become the run's initial
-backbone (``initial_backbone.weights.h5``), which steps 1 and 2 both start from,
-as they both start from ImageNet in the paper.
+The paper starts steps 1 and 2 from an ImageNet model; a backbone trained from
+scratch (the demo's ``tiny``) has none, and this stage stands in for it: each
+cell of the stride-16 feature map is labelled with the class of the smallest
+ground-truth box containing the cell's centre (background where none does), and
+a 1x1 conv classifier on the feature map learns it with softmax cross-entropy.
+The classifier is thrown away; the backbone's weights become the run's initial
+backbone (``initial_backbone.weights.h5``) that steps 1 and 2 both start from.
 
 Configured as ``train.stages.pretrain`` (steps, learning_rate, decay_steps,
 batch_size); absent by default.
