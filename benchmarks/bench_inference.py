@@ -178,7 +178,7 @@ def main():
         return model.proposal_layer(logits, deltas, model.anchor_generator(feature_map), shape)
 
     def outputs_and_post(hidden, proposals, num_proposals, shape):
-        class_logits, box_deltas = head.outputs(hidden)
+        class_logits, box_deltas = head.logits_and_deltas(hidden)
         return postprocess_detections(class_logits, box_deltas, proposals, num_proposals, shape,
                                       box_stds=model.roi_sampler_args.get("box_stds"),
                                       **model.detection_args)
@@ -233,7 +233,7 @@ def main():
     floor, conv_floor, matmul_floor, conv_rate, matmul_rate = _kernel_floor(graph, args.runs)
     del graph
     backbone_network = split["backbone"] + (
-        split["region_fc"] if model.backbone.head is not None else 0.0)
+        split["region_fc"] if model.backbone.name == "vgg16" else 0.0)
     result = {
         "ours": "tf_frcnn", "config": args.config, "size": [height, width],
         "threads": args.threads, "tf": tf.__version__, "svd_ranks": args.svd_ranks,

@@ -14,8 +14,10 @@ from tf_frcnn.backbones import (
     CaffePreprocessing,
     build_backbone,
     feature_size,
+    head_defaults,
     preprocessing_layer,
 )
+from tf_frcnn.head import FastRCNNHead
 
 MOBILENET_WEIGHTS = "/work/shared/weights/mobilenet_2_5_224_tf_no_top.h5"
 CHANNELS = {"vgg16": 512, "resnet50": 1024, "mobilenet": 128, "tiny": 128}
@@ -23,13 +25,8 @@ CHANNELS = {"vgg16": 512, "resnet50": 1024, "mobilenet": 128, "tiny": 128}
 
 @pytest.fixture(scope="module")
 def backbones():
-    """One random-init build of each backbone (VGG16 without its 120M-parameter fc head: built once below)."""
-    return {name: build_backbone(name, head_units=() if name == "vgg16" else None) for name in BACKBONES}
-
-
-@pytest.fixture(scope="module")
-def vgg16_with_head():
-    return build_backbone("vgg16")
+    """One random-init build of each backbone."""
+    return {name: build_backbone(name) for name in BACKBONES}
 
 
 def pixels(shape, seed=0):
@@ -42,8 +39,9 @@ def test_feature_map_has_stride_16_and_the_backbone_channels(backbones, name):
     assert isinstance(backbone, Backbone)
     assert backbone.name == name
     assert backbone.stride == 16
-    assert backbone.channels == CHANNELS[name]
+    assert backbone.features.output.shape[-1] == CHANNELS[name]
     assert backbone.pool_size == 7
+    assert backbone.fc_weights is None
 
     feature_map = backbone.features(pixels((2, 64, 96, 3)))
 
@@ -109,7 +107,6 @@ def test_normalisation_is_the_first_layer_of_features(backbones, name):
 
     assert first.name == "preprocessing"
     assert type(first) is type(preprocessing_layer(name))
-    assert backbones[name].shared_layers == features.layers[1:]
 
 
 def test_caffe_preprocessing_works_on_symbolic_tensors():
@@ -154,28 +151,28 @@ def test_features_model_with_caffe_preprocessing_saves_and_loads(tmp_path):
     )
 
 
-def test_vgg16_head_maps_pooled_rois_to_4096_with_dropout(vgg16_with_head):
-    head = vgg16_with_head.head
+def test_vgg16_head_maps_pooled_rois_to_4096_with_dropout(backbones):
+    head = FastRCNNHead.for_backbone(backbones["vgg16"], num_classes=20)
     roi_features = pixels((3, 7, 7, 512)) / 255.0
 
-    fc7 = head(roi_features)
+    fc7 = head.region_features(roi_features)
 
     assert tuple(fc7.shape) == (3, 4096)
-    assert head.get_layer("fc6").kernel.shape == (25088, 4096)
-    assert head.get_layer("fc7").kernel.shape == (4096, 4096)
-    assert [layer.rate for layer in head.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
+    assert head.fcs[0].kernel.shape == (25088, 4096)
+    assert head.fcs[1].kernel.shape == (4096, 4096)
+    assert [dropout.rate for dropout in head.dropouts] == [0.5, 0.5]
 
 
-def test_other_backbones_leave_the_head_to_the_caller_unless_asked(backbones):
-    assert backbones["resnet50"].head is None
-    assert backbones["mobilenet"].head is None
-    assert backbones["tiny"].head is None
-    assert build_backbone("vgg16", head_units=()).head is None
+def test_other_backbones_default_to_two_1024_fc_layers_and_fc_units_apply_to_vgg16_too(backbones):
+    assert head_defaults("vgg16") == ((4096, 4096), 0.5)
+    for name in ("resnet50", "mobilenet", "tiny"):
+        assert head_defaults(name) == ((1024, 1024), 0.0)
 
-    head = build_backbone("tiny", head_units=64).head
+    head = FastRCNNHead.for_backbone(backbones["vgg16"], num_classes=3, fc_units=(64, 64))
 
-    assert tuple(head(pixels((5, 7, 7, 128))).shape) == (5, 64)
-    assert [layer.name for layer in head.layers if layer.weights] == ["fc6", "fc7"]
+    assert tuple(head.region_features(pixels((5, 7, 7, 512))).shape) == (5, 64)
+    assert [fc.name for fc in head.fcs] == ["fc6", "fc7"]
+    assert [dropout.rate for dropout in head.dropouts] == [0.5, 0.5]
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +187,9 @@ def vgg16_weights_file(tmp_path_factory):
 def test_vgg16_loads_a_weights_file_and_freezes_conv1_conv2(vgg16_weights_file):
     source, path = vgg16_weights_file
 
-    backbone = build_backbone("vgg16", weights=path, head_units=())
+    backbone = build_backbone("vgg16", weights=path)
 
+    assert backbone.fc_weights is None  # a no-top file has no fc1/fc2
     features = backbone.features
     np.testing.assert_array_equal(
         features.get_layer("block3_conv1").kernel.numpy(), source.get_layer("block3_conv1").kernel.numpy()
@@ -205,7 +203,7 @@ def test_vgg16_loads_a_weights_file_and_freezes_conv1_conv2(vgg16_weights_file):
 
 
 def test_set_trainable_keeps_the_paper_frozen_layers_frozen(vgg16_weights_file):
-    backbone = build_backbone("vgg16", weights=vgg16_weights_file[1], head_units=())
+    backbone = build_backbone("vgg16", weights=vgg16_weights_file[1])
     features = backbone.features
 
     backbone.set_trainable(False)
@@ -219,8 +217,8 @@ def test_set_trainable_keeps_the_paper_frozen_layers_frozen(vgg16_weights_file):
 def test_freeze_until_choices(vgg16_weights_file, backbones):
     path = vgg16_weights_file[1]
 
-    assert build_backbone("vgg16", weights=path, head_units=(), freeze_until=None).frozen_layers == ()
-    assert build_backbone("vgg16", weights=path, head_units=(), freeze_until="block1_pool").frozen_layers == (
+    assert build_backbone("vgg16", weights=path, freeze_until=None).frozen_layers == ()
+    assert build_backbone("vgg16", weights=path, freeze_until="block1_pool").frozen_layers == (
         "block1_conv1",
         "block1_conv2",
     )
@@ -345,7 +343,7 @@ def test_unknown_freeze_until_layer_raises_naming_it():
                                             ((8, 24), 8)])
 def test_tiny_channels_keep_stride_16_with_a_wider_stem(channels, stem):
     backbone = build_backbone("tiny", tiny_channels=channels)
-    assert backbone.channels == channels[-1] and backbone.stride == 16
+    assert backbone.stride == 16
     features = backbone.features(np.zeros([1, 512, 320, 3], np.float32))
     assert tuple(features.shape) == (1, 32, 20, channels[-1])
     first = backbone.features.get_layer("stage1_down")

@@ -1,7 +1,10 @@
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
 from tf_frcnn import FastRCNNHead
+from tf_frcnn.backbones import build_backbone, head_defaults
 from tf_frcnn import boxes as box_ops
 from tf_frcnn.head import fast_rcnn_loss, postprocess_detections
 
@@ -15,13 +18,22 @@ def test_head_shapes_and_class_specific_deltas():
     assert [fc.units for fc in head.fcs] == [64, 32]
 
 
-def test_head_uses_given_region_layers():
-    import keras
-    region = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(8)])
-    head = FastRCNNHead(num_classes=3, region_layers=region)
-    logits, deltas = head(tf.zeros([2, 7, 7, 4]))
-    assert logits.shape == (2, 4) and head.fcs == []
-    assert region.built
+def test_head_for_a_backbone_takes_its_defaults_and_its_fc_weights_when_they_fit():
+    tiny = build_backbone("tiny")
+    head = FastRCNNHead.for_backbone(tiny, num_classes=3)
+    assert (head.fc_units, head.dropout) == ((1024, 1024), 0.0) == head_defaults("tiny")
+    rng = np.random.default_rng(0)
+    fc_weights = [[rng.normal(size=shape).astype(np.float32), np.full(shape[1], 0.5, np.float32)]
+                  for shape in ((7 * 7 * 128, 8), (8, 4))]
+    with_fc = dataclasses.replace(tiny, fc_weights=fc_weights)
+    head = FastRCNNHead.for_backbone(with_fc, num_classes=3, fc_units=(8, 4))
+    np.testing.assert_array_equal(head.fcs[0].kernel.numpy(), fc_weights[0][0])
+    np.testing.assert_array_equal(head.fcs[1].bias.numpy(), fc_weights[1][1])
+    assert head(tf.zeros([2, 7, 7, 128]))[0].shape == (2, 4)
+    # Other widths or another pool size: the weights do not fit and the head stays random.
+    for fc_units, pool_size in (((8, 5), 7), ((8, 4), 6)):
+        head = FastRCNNHead.for_backbone(with_fc, 3, fc_units=fc_units, pool_size=pool_size)
+        assert not np.any(head.fcs[1].bias.numpy())
 
 
 def test_loss_hand_computed():

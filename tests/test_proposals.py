@@ -25,7 +25,7 @@ def test_paper_defaults():
 def test_static_padded_output_and_nms_property():
     logits, deltas, anchors, image_shape = _rpn_outputs()
     layer = ProposalLayer(test_pre_nms=1000, test_post_nms=300, min_size=8.0)
-    proposals, scores, count = layer(logits, deltas, anchors, image_shape, training=False)
+    proposals, scores, count = layer(logits, deltas, anchors, image_shape)
     assert proposals.shape == (2, 300, 4) and scores.shape == (2, 300)
     for i in range(2):
         n = int(count[i])
@@ -40,12 +40,16 @@ def test_static_padded_output_and_nms_property():
         assert np.all(k[:, 2] - k[:, 0] >= 8.0) and np.all(k[:, 3] - k[:, 1] >= 8.0)
 
 
-def test_training_mode_uses_training_sizes():
+def test_training_counts_are_chosen_explicitly():
     logits, deltas, anchors, image_shape = _rpn_outputs(batch=1)
     layer = ProposalLayer(train_pre_nms=500, train_post_nms=50, test_pre_nms=100,
                           test_post_nms=10)
-    assert layer(logits, deltas, anchors, image_shape, training=True)[0].shape == (1, 50, 4)
-    assert layer(logits, deltas, anchors, image_shape, training=False)[0].shape == (1, 10, 4)
+    assert layer(logits, deltas, anchors, image_shape,
+                 use_training_counts=True)[0].shape == (1, 50, 4)
+    assert layer(logits, deltas, anchors, image_shape,
+                 use_training_counts=False)[0].shape == (1, 10, 4)
+    # Keras' training flag does not pick the counts.
+    assert layer(logits, deltas, anchors, image_shape, training=True)[0].shape == (1, 10, 4)
 
 
 def test_best_scoring_box_comes_first_and_duplicates_suppressed():

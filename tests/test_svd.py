@@ -57,30 +57,21 @@ def _head_outputs(head, pooled):
     return logits.numpy(), deltas.numpy()
 
 
-@pytest.mark.parametrize("region_layers", [False, True])
-def test_truncate_head_replaces_each_fc_layer(region_layers):
+def test_truncate_head_replaces_each_fc_layer():
     keras.utils.set_random_seed(0)
     pooled = tf.random.normal([6, 3, 3, 8])
-    if region_layers:
-        # A backbone's own fc6/fc7 (VGG16's form): a functional model with dropout.
-        inputs = keras.Input((3, 3, 8))
-        x = keras.layers.Flatten()(inputs)
-        x = keras.layers.Dropout(0.5)(keras.layers.Dense(16, activation="relu", name="fc6")(x))
-        x = keras.layers.Dropout(0.5)(keras.layers.Dense(12, activation="relu", name="fc7")(x))
-        head = FastRCNNHead(3, region_layers=keras.Model(inputs, x))
-    else:
-        head = FastRCNNHead(3, fc_units=(16, 12))
+    head = FastRCNNHead(3, fc_units=(16, 12), dropout=0.5)
     head(pooled)
-    fc6, fc7 = ([layer for layer in head.region_layers.layers
-                 if isinstance(layer, keras.layers.Dense)] if region_layers else head.fcs)
+    fc6, fc7 = head.fcs
     w6, b6 = fc6.kernel.numpy(), fc6.bias.numpy()
     model = types.SimpleNamespace(detector_head=head)
     with pytest.raises(ValueError, match="fc6, fc7"):
         truncate_head(model, [4])
+    with pytest.raises(ValueError, match="fc7"):       # rank 12 of a 16 x 12 kernel
+        truncate_head(model, [5, 12])
+    assert head.fcs == [fc6, fc7]                      # nothing replaced
     truncate_head(model, [5, 0])                     # fc6 at rank 5, fc7 kept
-    names = ([layer.name for layer in head.region_layers.layers] if region_layers
-             else [layer.name for layer in head.fcs])
-    assert "fc6_svd" in names and "fc7" in names
+    assert [layer.name for layer in head.fcs] == ["fc6_svd", "fc7"]
     paths = [w.path for w in head.weights]
     assert not any("fc6/" in p for p in paths) and any("fc6_svd/first" in p for p in paths)
     u, s, vt = np.linalg.svd(w6, full_matrices=False)

@@ -27,6 +27,12 @@ def base_anchors(base_size=16, scales=(8, 16, 32), ratios=(0.5, 1.0, 2.0)):
     return np.asarray(anchors, np.float32)
 
 
+def cell_centres(size, stride):
+    """float32 [size]: input-pixel centres (i + 0.5) * stride of the cells along a feature-map
+    side, the centre of the stride x stride pixels each cell sees."""
+    return (tf.range(size, dtype=tf.float32) + 0.5) * tf.cast(stride, tf.float32)
+
+
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class AnchorGenerator(keras.layers.Layer):
     """Anchors for a stride-``stride`` feature map.
@@ -34,8 +40,7 @@ class AnchorGenerator(keras.layers.Layer):
     Call on a feature map float [batch, h, w, channels]; returns float32
     [h * w * k, 4] absolute [ymin, xmin, ymax, xmax] in input-image pixels,
     ordered (row, column, anchor) to match the RPN head's reshaped outputs.
-    The centre of position (i, j) is ((i + 0.5) * stride, (j + 0.5) * stride),
-    the centre of the stride x stride cell it sees. Anchors are the same for
+    Position (i, j) is centred on ``cell_centres``. Anchors are the same for
     every image of the batch; the shape is static when h and w are.
     """
 
@@ -55,10 +60,8 @@ class AnchorGenerator(keras.layers.Layer):
         shape = tf.shape(feature_map)
         height = feature_map.shape[1] if feature_map.shape[1] is not None else shape[1]
         width = feature_map.shape[2] if feature_map.shape[2] is not None else shape[2]
-        stride = tf.cast(self.stride, tf.float32)
-        ys = (tf.range(height, dtype=tf.float32) + 0.5) * stride
-        xs = (tf.range(width, dtype=tf.float32) + 0.5) * stride
-        grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")
+        grid_y, grid_x = tf.meshgrid(cell_centres(height, self.stride),
+                                     cell_centres(width, self.stride), indexing="ij")
         centres = tf.stack([grid_y, grid_x, grid_y, grid_x], axis=-1)  # [h, w, 4]
         cell = tf.constant(base_anchors(self.base_size, self.scales, self.ratios))
         anchors = centres[:, :, tf.newaxis, :] + cell[tf.newaxis, tf.newaxis]

@@ -1,16 +1,12 @@
 """Backbones: the shared convolutional layers that turn an image into the stride-16 feature map.
 
-The paper's backbone is VGG16 cut before pool5 (conv5_3, stride 16, 512 channels); the RPN and the
-Fast R-CNN detector share these conv layers, and the detector's region-wise part (fc6, fc7) runs on the
-ROI-pooled features. `build_backbone` returns both halves:
+The paper's backbone is VGG16 cut before pool5 (conv5_3, stride 16, 512 channels), shared by the RPN
+and the Fast R-CNN detector. `Backbone.features` maps float32 RGB pixels 0..255 [batch, H, W, 3] to
+the feature map [batch, h, w, channels]; its first layer is the backbone's normalisation, so callers
+never normalise. The region-wise fc layers belong to `head.FastRCNNHead`; VGG16's ImageNet fc6/fc7
+weights travel with the backbone as `Backbone.fc_weights`.
 
-- `features`: a `keras.Model` from float32 RGB pixels in 0..255 [batch, H, W, 3] (not normalised: the
-  backbone's normalisation is its first layer, so callers never normalise) to the feature map
-  [batch, h, w, channels].
-- `head`: the region-wise layers [num_rois, pool_size, pool_size, channels] -> [num_rois, D], or None when
-  the caller builds its own fc head.
-
-Feature-map size h for an input side H ('same' convolutions keep sizes; only the strided steps count):
+Feature-map size h for an input side H ('same' convolutions keep sizes; only strided steps count):
 
 =========  ========================================================  =========  =========
 backbone   h                                                         800x800    320x480
@@ -23,23 +19,20 @@ mobilenet  floor(ceil(H / 2) / 8): 'same' 3x3/2 conv, then three      50x50     
 tiny       ceil(H / 16): four 'same' 3x3/2 convs                      50x50      20x30
 =========  ========================================================  =========  =========
 
-All four agree with H / 16 whenever H is a multiple of 16 (the paper's 800x800 -> 50x50 -> 22,500 anchors);
-for other sizes they differ by at most one cell, which is why anchors are generated from the feature map's
-actual shape.
+All four agree with H / 16 whenever H is a multiple of 16 (the paper's 800x800 -> 50x50); for
+other sizes they differ by at most one cell, which is why anchors come from the feature map's shape.
 
-Freezing. The paper fine-tunes VGG16 from conv3_1 up and keeps conv1_x and conv2_x at their ImageNet
-values; for ResNet50 conv1 and conv2_x stay frozen likewise, and BatchNorm layers are always frozen
-(inference mode, moving statistics kept) because detection trains with 1-2 images per batch. Keras
-propagates `model.trainable = True` to every sub-layer, so the names of these layers are kept in
-`Backbone.frozen_layers`, and `Backbone.set_trainable` re-applies them; training code should use it (or
-re-apply `frozen_layers` itself) rather than setting `features.trainable` directly.
+Freezing: with pretrained weights VGG16's conv1_x/conv2_x (as in the paper) and ResNet50's
+conv1/conv2_x stay at their ImageNet values, and BatchNorm layers are always frozen (inference mode:
+detection trains with 1-2 images per batch). `features.trainable = True` would unfreeze them all;
+`Backbone.set_trainable` keeps `Backbone.frozen_layers` frozen.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 from keras import ops
@@ -71,8 +64,9 @@ _FEATURE_LAYER = {
     "mobilenet": "conv_pw_11_relu",
 }
 
-# freeze_until="default" with pretrained weights: the layers computing the stride-4 features stay frozen
-# (VGG16 conv1_x/conv2_x as in the paper, ResNet50 conv1/conv2_x, MobileNet up to its first stride-8 block).
+# freeze_until="default" with pretrained weights: the layers computing the stride-4 features stay
+# frozen (VGG16 conv1_x/conv2_x as in the paper, ResNet50 conv1/conv2_x, MobileNet up to its first
+# stride-8 block).
 _DEFAULT_FREEZE_UNTIL = {
     "vgg16": "block2_pool",
     "resnet50": "conv2_block3_out",
@@ -87,8 +81,8 @@ TINY_CHANNELS = (16, 32, 64, 128)
 class CaffePreprocessing(keras.layers.Layer):
     """RGB pixels in 0..255 -> BGR minus the ImageNet mean, the "caffe" mode of Keras Applications.
 
-    Numerically `keras.applications.vgg16.preprocess_input` (and resnet50's), but as a layer that runs on
-    symbolic tensors, serialises, and converts to TFLite built-in ops (REVERSE_V2, SUB).
+    Numerically `keras.applications.vgg16.preprocess_input` (and resnet50's), but as a layer that
+    runs on symbolic tensors, serialises, and converts to TFLite built-in ops (REVERSE_V2, SUB).
 
     Args:
         mean: per-channel mean in BGR order.
@@ -112,7 +106,7 @@ class CaffePreprocessing(keras.layers.Layer):
 
 
 def preprocessing_layer(name: str) -> keras.layers.Layer:
-    """A fresh normalisation layer for backbone `name`: RGB 0..255 in, what the backbone was trained on out.
+    """A fresh normalisation layer for backbone `name`: RGB 0..255 in, what it was trained on out.
 
     vgg16, resnet50: `CaffePreprocessing` (BGR, ImageNet mean subtracted, as Keras Applications).
     mobilenet, tiny: `keras.layers.Rescaling` to [-1, 1] (Keras Applications' "tf" mode).
@@ -129,29 +123,23 @@ class Backbone:
 
     Attributes:
         name: one of `BACKBONES`.
-        features: images float32 [batch, H, W, 3] RGB 0..255 -> feature map [batch, h, w, channels]
-            (h, w: see the module docstring). Its first layer is the normalisation.
-        channels: feature-map channels.
+        features: images float32 [batch, H, W, 3] RGB 0..255 -> feature map [batch, h, w, channels].
         stride: input pixels per feature-map cell (16).
-        head: region-wise layers, roi_features [num_rois, pool_size, pool_size, channels] ->
-            [num_rois, D] (D = head.output_shape[-1]); None when the caller builds its own fc head.
-        pool_size: s, the ROI pooling output size the head expects.
-        shared_layers: the layers of `features` (all but the input), shared by the RPN and the detector.
-        frozen_layers: names of layers in `features` that stay frozen whatever is trained (see
-            `set_trainable`).
+        pool_size: s, the ROI pooling output size (7).
+        frozen_layers: names of layers in `features` that stay frozen whatever is trained.
+        fc_weights: VGG16's ImageNet fc6, fc7 as [kernel, bias] each when the weights had them,
+            else None (`FastRCNNHead.for_backbone` sets them).
     """
 
     name: str
     features: keras.Model
-    channels: int
     stride: int
-    head: keras.Model | None
     pool_size: int
-    shared_layers: list = field(default_factory=list)
     frozen_layers: tuple = ()
+    fc_weights: list | None = None
 
     def set_trainable(self, trainable: bool) -> None:
-        """Make the shared conv layers trainable (or not), keeping `frozen_layers` frozen either way."""
+        """Make the shared conv layers trainable (or not), keeping `frozen_layers` frozen."""
         self.features.trainable = trainable
         for layer_name in self.frozen_layers:
             self.features.get_layer(layer_name).trainable = False
@@ -163,82 +151,61 @@ def build_backbone(
     *,
     alpha: float = 0.25,
     freeze_until: str | None = "default",
-    head_units=None,
     tiny_channels=TINY_CHANNELS,
 ) -> Backbone:
-    """Build backbone `name` (one of `BACKBONES`).
+    """Build backbone `name`.
 
     Args:
-        name: "vgg16" (the paper's; conv5_3, 512 channels), "resnet50" (C4, conv4_block6_out, 1024
-            channels), "mobilenet" (MobileNet v1 conv_pw_11_relu, 512 * alpha channels: 128 at the
-            default alpha 0.25) or "tiny" (for tests and CPU demos: `tiny_channels` stages of a
-            downsampling conv and a 3x3 conv, ReLU; see `tiny_channels`).
-        weights: None (random init); "imagenet" (Keras downloads them: needs a connection); or the path
-            of a Keras .h5 / .weights.h5 file. A file is loaded into the whole include_top=False
-            application model before it is cut at the stride-16 layer, so Keras' published no-top files
-            (and files saved from such a model) fit; for "tiny" it is loaded into `features`.
-            VGG16: "imagenet" also initialises fc6/fc7 from ImageNet's fc1/fc2 (downloading the with-top
-            file). A local file fills fc6/fc7 only when it is a with-top legacy Keras .h5 file (detected
-            by the no-top model refusing it); with any other file fc6/fc7 stay random. fc6/fc7 are
-            initialised only when their shapes match (head_units left at 4096, 4096).
-        alpha: MobileNet width multiplier (0.25 matches the offline ImageNet file). Ignored otherwise.
-        freeze_until: name of a layer in `features`: it and every layer before it are frozen. "default":
-            the paper's choice when pretrained weights are loaded (vgg16: up to block2_pool, i.e. conv3_1
-            and up trainable; resnet50: up to conv2_block3_out; mobilenet: up to conv_pw_3_relu; tiny:
-            none) and nothing when weights is None, since frozen random filters only hurt. None: nothing.
-            BatchNorm layers are frozen regardless.
-        head_units: widths of the region-wise fc layers (Dense + ReLU each, named fc6, fc7, ...). None:
-            the backbone's own (vgg16: 4096, 4096 with Dropout 0.5 after each, as the paper's VGG16;
-            others: no head, `head` is None). An int n: two layers of n units (e.g. 1024 for a ResNet
-            "2fc" head). A sequence: one layer per entry; an empty one: no head. Only VGG16's head has
-            dropout.
-        tiny_channels: "tiny" only: the channels of its stages, one entry per stage. The stages after
-            the first halve the resolution with a 3x3/2 conv; the first downsamples by the rest of the
-            stride 16 (two stages or more: 16 / 2^(n-1)), with a 3x3/2 conv when that is 2 and a
-            non-overlapping s x s / s conv ("patchify") when it is s > 2. The default (16, 32, 64, 128)
-            is four 3x3/2 stages; three stages (a 4x4/4 stem) suit inputs upscaled 4x, where a stem
-            pixel is about one pixel of the original image.
+        name: "vgg16" (the paper's; conv5_3, 512 channels), "resnet50" (C4, conv4_block6_out,
+            1024 channels), "mobilenet" (MobileNet v1 conv_pw_11_relu, 512 * alpha channels) or
+            "tiny" (for tests and CPU demos, see `tiny_channels`).
+        weights: None (random init); "imagenet" (Keras downloads them); or a Keras .h5 / .weights.h5
+            file, loaded into the include_top=False application model before it is cut (so Keras'
+            no-top files fit), or into `features` for "tiny". VGG16 also keeps ImageNet's fc1/fc2 as
+            `fc_weights` from "imagenet" (the with-top file) or from a with-top legacy .h5 file.
+        alpha: MobileNet width multiplier (0.25 matches the offline ImageNet file).
+        freeze_until: a layer of `features`: it and every weighted layer before it are frozen.
+            "default": `_DEFAULT_FREEZE_UNTIL` with pretrained weights, nothing without (frozen
+            random filters only hurt). None: nothing. BatchNorm layers are frozen regardless.
+        tiny_channels: "tiny" only: the channels of its 2 to 4 stages. Each later stage halves the
+            resolution with a 3x3/2 conv; the first takes the rest of the stride 16, by a 3x3/2 conv
+            when that is 2, else by a non-overlapping s x s / s conv ("patchify"). Three stages
+            (a 4x4/4 stem) suit inputs upscaled 4x.
 
     Raises:
-        ValueError: unknown `name`, `weights` neither None, "imagenet" nor an existing .h5 file, a file
-            that does not fit, or `freeze_until` naming no layer of `features`.
+        ValueError: unknown `name`, `weights` neither None, "imagenet" nor an existing .h5 file, a
+            file that does not fit, or `freeze_until` naming no layer of `features`.
     """
     _check_name(name)
     weights = _check_weights(name, weights)
-    units = _head_units(name, head_units)
 
     images = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
     normalised = preprocessing_layer(name)(images)
+    fc_weights = None
     if name == "vgg16":
-        features, channels, head = _vgg16(images, normalised, weights, units)
+        features, fc_weights = _vgg16(images, normalised, weights)
     elif name == "resnet50":
-        features, channels = _application(keras.applications.ResNet50, images, normalised, weights, name)
-        head = _fc_head(name, channels, units, dropout=0.0)
+        features = _application(keras.applications.ResNet50, images, normalised, weights, name)
     elif name == "mobilenet":
         application = functools.partial(keras.applications.MobileNet, alpha=alpha)
-        features, channels = _application(application, images, normalised, weights, name)
-        head = _fc_head(name, channels, units, dropout=0.0)
+        features = _application(application, images, normalised, weights, name)
     else:
-        features, channels = _tiny(images, normalised, weights, tiny_channels)
-        head = _fc_head(name, channels, units, dropout=0.0)
+        features = _tiny(images, normalised, weights, tiny_channels)
 
     if freeze_until == "default":
         freeze_until = _DEFAULT_FREEZE_UNTIL[name] if weights is not None else None
-    frozen = _frozen_layer_names(features, freeze_until)
-    backbone = Backbone(
-        name=name,
-        features=features,
-        channels=channels,
-        stride=STRIDE,
-        head=head,
-        pool_size=POOL_SIZE,
-        shared_layers=[
-            layer for layer in features.layers if not isinstance(layer, keras.layers.InputLayer)
-        ],
-        frozen_layers=frozen,
-    )
+    backbone = Backbone(name=name, features=features, stride=STRIDE, pool_size=POOL_SIZE,
+                        frozen_layers=_frozen_layer_names(features, freeze_until),
+                        fc_weights=fc_weights)
     backbone.set_trainable(True)
     return backbone
+
+
+def head_defaults(name: str) -> tuple:
+    """(fc_units, dropout) of the detector head on backbone `name` when the config leaves them null:
+    VGG16's own fc6/fc7 (4096, 4096, dropout 0.5, as the paper's VGG16), else (1024, 1024), none."""
+    _check_name(name)
+    return ((4096, 4096), 0.5) if name == "vgg16" else ((1024, 1024), 0.0)
 
 
 def _check_name(name):
@@ -265,14 +232,6 @@ def _check_weights(name, weights):
     return path
 
 
-def _head_units(name, head_units):
-    if head_units is None:
-        return (4096, 4096) if name == "vgg16" else ()
-    if isinstance(head_units, int):
-        return (head_units, head_units)
-    return tuple(int(units) for units in head_units)
-
-
 def _load_file(model, path, what):
     try:
         model.load_weights(path)
@@ -280,50 +239,30 @@ def _load_file(model, path, what):
         raise ValueError(f"weights {path!r} do not fit {what}: {error}") from error
 
 
-def _fc_head(name, channels, units, dropout):
-    """roi_features [num_rois, s, s, channels] -> [num_rois, units[-1]], or None for no units."""
-    if not units:
-        return None
-    roi_features = keras.Input(shape=(POOL_SIZE, POOL_SIZE, channels), name="roi_features")
-    x = keras.layers.Flatten(name="flatten")(roi_features)
-    for index, width in enumerate(units):
-        x = keras.layers.Dense(width, activation="relu", name=f"fc{6 + index}")(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name=f"drop{6 + index}")(x)
-    return keras.Model(roi_features, x, name=f"{name}_head")
-
-
-def _vgg16(images, normalised, weights, units):
+def _vgg16(images, normalised, weights):
     no_top = keras.applications.VGG16(
         include_top=False, weights=None, input_tensor=normalised, input_shape=(None, None, 3)
     )
-    features = keras.Model(images, no_top.get_layer(_FEATURE_LAYER["vgg16"]).output, name="vgg16_features")
-    head = _fc_head("vgg16", 512, units, dropout=0.5)
-    fc_from_imagenet = units == (4096, 4096)
+    conv5_3 = no_top.get_layer(_FEATURE_LAYER["vgg16"]).output
+    features = keras.Model(images, conv5_3, name="vgg16_features")
 
     source = None
     if weights == "imagenet":
-        source = keras.applications.VGG16(include_top=fc_from_imagenet, weights="imagenet")
+        source = keras.applications.VGG16(include_top=True, weights="imagenet")
     elif weights is not None:
         try:
             no_top.load_weights(weights)
         except ValueError:
-            # A with-top legacy .h5 has more weighted layers than the no-top model ("Layer count mismatch").
+            # A with-top legacy .h5 has more weighted layers than the no-top model ("Layer count
+            # mismatch").
             source = keras.applications.VGG16(include_top=True, weights=None)
             _load_file(source, weights, "VGG16 (with or without top)")
-
-    if source is not None:
-        for layer in no_top.layers:
-            if layer.weights:
-                layer.set_weights(source.get_layer(layer.name).get_weights())
-        if fc_from_imagenet and head is not None and _has_layer(source, "fc1"):
-            head.get_layer("fc6").set_weights(source.get_layer("fc1").get_weights())
-            head.get_layer("fc7").set_weights(source.get_layer("fc2").get_weights())
-    return features, 512, head
-
-
-def _has_layer(model, layer_name):
-    return any(layer.name == layer_name for layer in model.layers)
+    if source is None:
+        return features, None
+    for layer in no_top.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    return features, [source.get_layer(fc).get_weights() for fc in ("fc1", "fc2")]
 
 
 def _application(application, images, normalised, weights, name):
@@ -335,8 +274,7 @@ def _application(application, images, normalised, weights, name):
     )
     if weights not in (None, "imagenet"):
         _load_file(base, weights, f"{name} (include_top=False)")
-    output = base.get_layer(_FEATURE_LAYER[name]).output
-    return keras.Model(images, output, name=f"{name}_features"), int(output.shape[-1])
+    return keras.Model(images, base.get_layer(_FEATURE_LAYER[name]).output, name=f"{name}_features")
 
 
 def tiny_stem_stride(tiny_channels) -> int:
@@ -349,8 +287,7 @@ def tiny_stem_stride(tiny_channels) -> int:
 
 
 def _tiny(images, normalised, weights, tiny_channels=TINY_CHANNELS):
-    # Downsample first, then refine at the new stride: nothing runs at full resolution, so a
-    # [2, 320, 480, 3] forward takes a few tens of milliseconds on a CPU.
+    # Downsample first, then refine at the new stride: nothing runs at full resolution.
     stem = tiny_stem_stride(tiny_channels)
     x = normalised
     for stage, channels in enumerate(tiny_channels, start=1):
@@ -366,7 +303,7 @@ def _tiny(images, normalised, weights, tiny_channels=TINY_CHANNELS):
     features = keras.Model(images, x, name="tiny_features")
     if weights is not None:
         _load_file(features, weights, "the tiny backbone")
-    return features, int(tiny_channels[-1])
+    return features
 
 
 def _frozen_layer_names(features, freeze_until):

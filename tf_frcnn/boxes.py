@@ -16,6 +16,9 @@ from keras.utils import bounding_boxes as kbb
 # 1000 px, no more. Untrained heads otherwise overflow exp() into inf/NaN boxes.
 MAX_LOG_SCALE = math.log(1000.0 / 16.0)
 
+# The detector's deltas are divided by these (ty, tx, th, tw) when encoded; the RPN's are not.
+DETECTOR_BOX_STDS = (0.1, 0.1, 0.2, 0.2)
+
 
 def iou(boxes1, boxes2):
     """Pairwise intersection over union.
@@ -105,36 +108,38 @@ def to_absolute(boxes, image_shape):
     return boxes * scale
 
 
-def convert_format(boxes, source, target, height=None, width=None):
-    """``keras.utils.bounding_boxes.convert_format`` re-exported for callers
-    holding boxes in another format (e.g. COCO ``"xywh"``)."""
-    return kbb.convert_format(boxes, source=source, target=target,
-                              height=height, width=width)
-
-
-def padded_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
-    """``tf.image.non_max_suppression`` in its padded form (a static output and the valid
-    count), as TFLite's built-in NON_MAX_SUPPRESSION_V4 computes it.
+def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
+    """``tf.image.non_max_suppression`` per image in its padded form (a static output and the
+    valid count), as TFLite's built-in NON_MAX_SUPPRESSION_V4 computes it.
 
     Args:
-      boxes: float32 [N, 4] absolute [ymin, xmin, ymax, xmax]; scores: float32 [N].
+      boxes: float32 [batch, N, 4] absolute [ymin, xmin, ymax, xmax]; scores: float32 [batch, N].
       max_output_size: int, the static output length.
       iou_threshold, score_threshold: floats; boxes scoring <= score_threshold are dropped.
 
     Returns:
-      (indices int32 [max_output_size] into ``boxes``, best first, 0 past the count;
-      count int32 scalar).
+      (indices int32 [batch, max_output_size] into each image's boxes, best first, 0 past the
+      count; counts int32 [batch]).
     """
-    num_boxes = boxes.shape[0]
+    num_boxes = boxes.shape[1]
     size = max_output_size if num_boxes is None else min(max_output_size, num_boxes)
-    selected = tf.raw_ops.NonMaxSuppressionV4(
-        boxes=boxes, scores=scores, max_output_size=size, iou_threshold=iou_threshold,
-        score_threshold=score_threshold, pad_to_max_output_size=True)
-    indices = selected.selected_indices
-    if size < max_output_size:
-        # XLA's kernel takes no output longer than the boxes: ask for all of them, then pad.
-        indices = tf.pad(indices, [[0, max_output_size - size]])
-    return indices, selected.valid_outputs
+
+    def suppress(args):
+        selected = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=args[0], scores=args[1], max_output_size=size, iou_threshold=iou_threshold,
+            score_threshold=score_threshold, pad_to_max_output_size=True)
+        indices = selected.selected_indices
+        if size < max_output_size:
+            # XLA's kernel takes no output longer than the boxes: ask for all of them, then pad.
+            indices = tf.pad(indices, [[0, max_output_size - size]])
+        return indices, selected.valid_outputs
+
+    if boxes.shape[0] == 1:
+        # A static batch of one needs no loop: TFLite and XLA exports run this form.
+        indices, count = suppress((boxes[0], scores[0]))
+        return indices[tf.newaxis], count[tf.newaxis]
+    return tf.map_fn(suppress, (boxes, scores), fn_output_signature=(
+        tf.TensorSpec([max_output_size], tf.int32), tf.TensorSpec([], tf.int32)))
 
 
 def smooth_l1(x, beta=1.0):

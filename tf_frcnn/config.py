@@ -35,8 +35,9 @@ class ModelConfig:
     num_anchor_scales: int = 3            # scales fitted for anchor_scales: auto
     num_anchor_ratios: int = 3            # ratios fitted for anchor_ratios: auto
     pool_size: Optional[int] = None       # None: the backbone's (7 for VGG16)
-    fc_units: list = field(default_factory=lambda: [1024, 1024])  # when the backbone has no fc head
-    dropout: float = 0.0
+    # Detector fc layers and their dropout; None: the backbone's (backbones.head_defaults).
+    fc_units: Optional[list] = None
+    dropout: Optional[float] = None
 
 
 @dataclass
@@ -307,7 +308,7 @@ def _validate(config):
             positive(f"model.{key}", item)
     for key in ("num_anchor_scales", "num_anchor_ratios"):
         positive(f"model.{key}", getattr(config.model, key))
-    for value in config.model.fc_units:
+    for value in config.model.fc_units or ():
         positive("model.fc_units", value)
     if config.model.pool_size is not None:
         positive("model.pool_size", config.model.pool_size)
@@ -316,7 +317,8 @@ def _validate(config):
         tiny_stem_stride(config.model.tiny_channels)
     except ValueError as error:
         raise ConfigError(f"config key 'model.tiny_channels': {error}") from None
-    between("model.dropout", config.model.dropout, 0.0, 1.0)
+    if config.model.dropout is not None:
+        between("model.dropout", config.model.dropout, 0.0, 1.0)
     if not config.rpn.min_size >= 0:
         raise ConfigError(f"config key 'rpn.min_size' = {config.rpn.min_size} must be >= 0")
     for value in config.roi.box_stds:

@@ -1,44 +1,41 @@
 """The Fast R-CNN detector head: region-wise layers, its loss, and detection
 post-processing."""
 
+import math
+
 import keras
 import tensorflow as tf
 
 from tf_frcnn import boxes as box_ops
+from tf_frcnn.backbones import head_defaults
 
 
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class FastRCNNHead(keras.layers.Layer):
-    """Region-wise layers on pooled ROI features, then sibling outputs: C + 1
-    class logits (index 0 is background) and class-specific deltas.
+    """Region-wise fc layers on pooled ROI features, then sibling outputs: C + 1 class logits
+    (index 0 is background) and class-specific deltas.
 
     Args:
       num_classes: C, the object classes (background excluded).
-      fc_units: sizes of the fully connected layers (VGG16's fc6/fc7 are 4096,
-        4096) used when ``region_layers`` is None.
-      region_layers: optional Keras model mapping pooled features
-        [N, s, s, channels] to [N, D] (a backbone's own fc6/fc7 initialised
-        from ImageNet); replaces the fc layers.
+      fc_units: widths of the fc layers (Dense + ReLU, named fc6, fc7, ...; VGG16's are 4096,
+        4096: ``backbones.head_defaults``).
       dropout: dropout rate after each fc layer when training.
 
-    Call on pooled features [N, s, s, channels]; returns ``(class_logits
-    [N, C + 1], box_deltas [N, C + 1, 4])``, float32 also under a mixed dtype
-    policy (``tf_frcnn.precision``). Deltas are (ty, tx, th, tw)
-    scaled by the sampler's ``box_stds``; row 0 (background) is unused.
+    Call on pooled features [N, s, s, channels]; returns ``(class_logits [N, C + 1],
+    box_deltas [N, C + 1, 4])``, float32 also under a mixed dtype policy
+    (``tf_frcnn.precision``). Deltas are (ty, tx, th, tw) scaled by the sampler's
+    ``box_stds``; row 0 (background) is unused.
     """
 
-    def __init__(self, num_classes, fc_units=(1024, 1024), region_layers=None,
-                 dropout=0.0, **kwargs):
+    def __init__(self, num_classes, fc_units=(1024, 1024), dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.fc_units = tuple(fc_units)
         self.dropout = dropout
-        self.region_layers = region_layers
         self.flatten = keras.layers.Flatten()
-        self.fcs = [] if region_layers is not None else [
-            keras.layers.Dense(units, activation="relu", name=f"fc{i + 6}")
-            for i, units in enumerate(self.fc_units)]
-        self.drops = [keras.layers.Dropout(dropout) for _ in self.fcs]
+        self.fcs = [keras.layers.Dense(units, activation="relu", name=f"fc{i + 6}")
+                    for i, units in enumerate(self.fc_units)]
+        self.dropouts = [keras.layers.Dropout(dropout) for _ in self.fcs]
         self.cls_score = keras.layers.Dense(
             num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
             name="cls_score")
@@ -46,35 +43,40 @@ class FastRCNNHead(keras.layers.Layer):
             4 * (num_classes + 1),
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="bbox_pred")
 
+    @classmethod
+    def for_backbone(cls, backbone, num_classes, fc_units=None, dropout=None, pool_size=None,
+                     **kwargs):
+        """The head on ``backbone``'s pooled features: ``fc_units`` and ``dropout`` None take
+        ``backbones.head_defaults``; the backbone's ``fc_weights`` (VGG16's ImageNet fc6/fc7)
+        are set when their shapes match (pooled ``pool_size``, None: the backbone's)."""
+        default_units, default_dropout = head_defaults(backbone.name)
+        head = cls(num_classes, default_units if fc_units is None else fc_units,
+                   default_dropout if dropout is None else dropout, **kwargs)
+        if backbone.fc_weights is not None:
+            size = pool_size or backbone.pool_size
+            channels = backbone.features.output.shape[-1]
+            head.set_fc_weights(backbone.fc_weights, (None, size, size, channels))
+        return head
+
     def build(self, input_shape):
-        if self.region_layers is not None:
-            if not self.region_layers.built:
-                self.region_layers.build(input_shape)
-            hidden = tuple(self.region_layers.compute_output_shape(input_shape))
-        else:
-            flat = 1
-            for dim in input_shape[1:]:
-                flat *= dim
-            hidden = (input_shape[0], flat)
-            for fc in self.fcs:
-                fc.build(hidden)
-                hidden = (input_shape[0], fc.units)
+        hidden = (input_shape[0], math.prod(input_shape[1:]))
+        for fc in self.fcs:
+            fc.build(hidden)
+            hidden = (input_shape[0], fc.units)
         self.cls_score.build(hidden)
         self.bbox_pred.build(hidden)
 
     def call(self, roi_features, training=False):
-        return self.outputs(self.region_features(roi_features, training=training))
+        return self.logits_and_deltas(self.region_features(roi_features, training=training))
 
     def region_features(self, roi_features, training=False):
         """The fc layers (fc6, fc7, ...): pooled [N, s, s, channels] -> [N, D]."""
-        if self.region_layers is not None:
-            return self.region_layers(roi_features, training=training)
         hidden = self.flatten(roi_features)
-        for fc, drop in zip(self.fcs, self.drops):
-            hidden = drop(fc(hidden), training=training)
+        for fc, dropout in zip(self.fcs, self.dropouts):
+            hidden = dropout(fc(hidden), training=training)
         return hidden
 
-    def outputs(self, hidden):
+    def logits_and_deltas(self, hidden):
         """The sibling layers: [N, D] -> (class logits, class-specific deltas)."""
         # float32 out whatever the policy: post-processing and the loss stay float32.
         logits = tf.cast(self.cls_score(hidden), tf.float32)
@@ -82,9 +84,22 @@ class FastRCNNHead(keras.layers.Layer):
                             [-1, self.num_classes + 1, 4])
         return logits, deltas
 
+    def set_fc_weights(self, fc_weights, input_shape):
+        """Set fc6, fc7, ... to ``fc_weights`` ([kernel, bias] per layer, e.g. a backbone's
+        ImageNet fc layers) when every shape matches the head built on pooled features of
+        ``input_shape`` [N, s, s, channels]; returns whether it did."""
+        if not self.built:
+            self.build(input_shape)
+        shapes = [tuple(fc.kernel.shape) for fc in self.fcs]
+        if shapes != [tuple(kernel.shape) for kernel, _ in fc_weights]:
+            return False
+        for fc, weights in zip(self.fcs, fc_weights):
+            fc.set_weights(weights)
+        return True
+
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, fc_units=self.fc_units,
+        config.update(num_classes=self.num_classes, fc_units=list(self.fc_units),
                       dropout=self.dropout)
         return config
 
@@ -117,7 +132,7 @@ def fast_rcnn_loss(class_logits, box_deltas, roi_labels, roi_targets, lambda_reg
 
 
 def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape, *,
-                           box_stds=(0.1, 0.1, 0.2, 0.2), nms_iou=0.3, score_threshold=0.05,
+                           box_stds=box_ops.DETECTOR_BOX_STDS, nms_iou=0.3, score_threshold=0.05,
                            max_detections=100):
     """Per-class NMS of the detector's outputs.
 
@@ -151,17 +166,8 @@ def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape
     extent = tf.reduce_max(tf.cast(image_shape, tf.float32)) + 1.0
     offsets = tf.cast(classes, tf.float32)[:, tf.newaxis] * extent        # [R * C, 1]
 
-    def select(args):
-        image_boxes, image_scores = args
-        return box_ops.padded_nms(image_boxes + offsets, image_scores, max_detections,
-                                  nms_iou, score_threshold)
-
-    if rois.shape[0] == 1:
-        keep, count = select((boxes[0], scores[0]))
-        keep, count = keep[tf.newaxis], count[tf.newaxis]
-    else:
-        keep, count = tf.map_fn(select, (boxes, scores), fn_output_signature=(
-            tf.TensorSpec([max_detections], tf.int32), tf.TensorSpec([], tf.int32)))
+    keep, count = box_ops.batched_padded_nms(boxes + offsets, scores, max_detections, nms_iou,
+                                             score_threshold)
     is_valid = tf.range(max_detections)[tf.newaxis, :] < count[:, tf.newaxis]
     return {
         "detection_boxes": tf.where(is_valid[..., tf.newaxis],

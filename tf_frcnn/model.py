@@ -84,7 +84,7 @@ class FasterRCNN(keras.Model):
         ``training_counts`` keeps the proposal layer's training pre/post-NMS counts."""
         _, logits, deltas, anchors = self.rpn_forward(images)
         return self.proposal_layer(logits, deltas, anchors, image_shape,
-                                   training=training_counts)
+                                   use_training_counts=training_counts)
 
     def region_outputs(self, feature_map, rois, training=False):
         """Region-wise part: ROIs [batch, R, 4] pooled from the feature map -> the
@@ -111,7 +111,7 @@ class FasterRCNN(keras.Model):
         else:
             feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
             proposals, _, num_proposals = self.proposal_layer(
-                logits, deltas, anchors, image_shape, training=training)
+                logits, deltas, anchors, image_shape, use_training_counts=training)
         class_logits, box_deltas = self.region_outputs(feature_map, proposals,
                                                        training=training)
         detections = postprocess_detections(class_logits, box_deltas, proposals,
@@ -157,7 +157,7 @@ def build_model(config, precision=None):
     is the dtype policy of the backbone and the two heads (see ``tf_frcnn.precision``);
     the other parts stay float32. With ``train.jit_compile`` the ROIs are pooled by
     ``ROIPoolingBuiltin``: XLA has no kernel for ``crop_and_resize``."""
-    m, rpn, det = config.model, config.rpn, config.detection
+    m, det = config.model, config.detection
     for key in ("anchor_scales", "anchor_ratios"):
         if getattr(m, key) == "auto":
             raise ConfigError(f"config key 'model.{key}' is 'auto': fit it first "
@@ -170,9 +170,11 @@ def build_model(config, precision=None):
                                   tiny_channels=tuple(m.tiny_channels))
         rpn_head = RPNHead(num_anchors=anchor_generator.num_anchors_per_location,
                            channels=m.rpn_channels)
-        detector_head = FastRCNNHead(m.num_classes, fc_units=m.fc_units,
-                                     region_layers=backbone.head, dropout=m.dropout)
+        pool_size = m.pool_size or backbone.pool_size
+        detector_head = FastRCNNHead.for_backbone(backbone, m.num_classes, m.fc_units,
+                                                  m.dropout, pool_size)
     pooling = ROIPoolingBuiltin if config.train.jit_compile else ROIPooling
+    rpn = config.rpn
     return FasterRCNN(
         backbone.features, m.num_classes,
         anchor_generator=anchor_generator,
@@ -182,7 +184,7 @@ def build_model(config, precision=None):
                                      test_pre_nms=rpn.test_pre_nms,
                                      test_post_nms=rpn.test_post_nms,
                                      nms_iou=rpn.nms_iou, min_size=rpn.min_size),
-        roi_pooling=pooling(pool_size=m.pool_size or backbone.pool_size, stride=backbone.stride),
+        roi_pooling=pooling(pool_size=pool_size, stride=backbone.stride),
         detector_head=detector_head,
         detection_args=dict(box_stds=tuple(config.roi.box_stds), nms_iou=det.nms_iou,
                             score_threshold=det.score_threshold,

@@ -14,7 +14,7 @@ class ProposalLayer(keras.layers.Layer):
     ``nms_iou``), keep the top N after it (Sec. 3.3 of the paper).
 
     Paper defaults: 12,000 before / 2,000 after NMS when training, 6,000 /
-    300 at test time. ``training=True`` selects the training pair.
+    300 at test time; ``use_training_counts=True`` selects the training pair.
 
     Call with ``(objectness_logits [batch, A, 2], box_deltas [batch, A, 4],
     anchors [A, 4], image_shape int32 [batch, 2])``. Returns
@@ -35,9 +35,10 @@ class ProposalLayer(keras.layers.Layer):
         self.nms_iou = nms_iou
         self.min_size = min_size
 
-    def call(self, objectness_logits, box_deltas, anchors, image_shape, training=False):
-        pre_nms = self.train_pre_nms if training else self.test_pre_nms
-        post_nms = self.train_post_nms if training else self.test_post_nms
+    def call(self, objectness_logits, box_deltas, anchors, image_shape,
+             use_training_counts=False):
+        pre_nms = self.train_pre_nms if use_training_counts else self.test_pre_nms
+        post_nms = self.train_post_nms if use_training_counts else self.test_post_nms
         scores = tf.stop_gradient(objectness_scores(objectness_logits))
         box_deltas = tf.stop_gradient(box_deltas)
         num_anchors = anchors.shape[0]
@@ -57,19 +58,8 @@ class ProposalLayer(keras.layers.Layer):
         # Probabilities are >= 0: -1 marks the dropped boxes below the threshold.
         top_scores = tf.where(big_enough, top_scores, -1.0)
 
-        def suppress(args):
-            image_boxes, image_scores = args
-            return box_ops.padded_nms(image_boxes, image_scores, post_nms, self.nms_iou,
-                                      score_threshold=-0.5)
-
-        if proposals.shape[0] == 1:
-            keep, valid = suppress((proposals[0], top_scores[0]))
-            keep, valid = keep[tf.newaxis], valid[tf.newaxis]
-        else:
-            keep, valid = tf.map_fn(
-                suppress, (proposals, top_scores),
-                fn_output_signature=(tf.TensorSpec([post_nms], tf.int32),
-                                     tf.TensorSpec([], tf.int32)))
+        keep, valid = box_ops.batched_padded_nms(proposals, top_scores, post_nms, self.nms_iou,
+                                                 score_threshold=-0.5)
         is_valid = tf.range(post_nms)[tf.newaxis, :] < valid[:, tf.newaxis]
         proposals = tf.gather(proposals, keep, batch_dims=1)
         proposals = tf.where(is_valid[..., tf.newaxis], proposals, 0.0)

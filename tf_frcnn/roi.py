@@ -5,14 +5,14 @@ import keras
 import tensorflow as tf
 
 from tf_frcnn import boxes as box_ops
-from tf_frcnn import sampling
+from tf_frcnn import matcher, sampling
 
 FILL_MODES = ("negatives", "zeros", "top_iou")
 
 
 def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
                 fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.1, bg_iou_high=0.5,
-                fill="negatives", box_stds=(0.1, 0.1, 0.2, 0.2), seed=None):
+                fill="negatives", box_stds=box_ops.DETECTOR_BOX_STDS, seed=None):
     """Sample a fixed number of ROIs per image and their training targets.
 
     Candidates are the proposals plus the ground-truth boxes. Foreground: IoU
@@ -56,16 +56,10 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
         candidates = tf.pad(candidates, [[0, 0], [0, missing], [0, 0]])
         candidate_valid = tf.pad(candidate_valid, [[0, 0], [0, missing]])
 
-    overlaps = box_ops.iou(candidates, gt_boxes)                         # [B, P+M, M]
-    overlaps = tf.where(gt_valid[:, tf.newaxis, :], overlaps, -1.0)
-    max_iou = tf.reduce_max(overlaps, axis=-1)
-    best_gt = tf.argmax(overlaps, axis=-1, output_type=tf.int32)
-    matched_labels = tf.gather(gt_labels, best_gt, batch_dims=1)
-    matched_boxes = tf.gather(gt_boxes, best_gt, batch_dims=1)
-
-    foreground = candidate_valid & (max_iou >= fg_iou)
-    background = (candidate_valid & (max_iou < bg_iou_high) & (max_iou >= bg_iou_low)
-                  & ~foreground)
+    matches = matcher.match(candidates, candidate_valid, gt_boxes, gt_labels)
+    max_iou = matches["max_iou"]
+    foreground, background = matcher.roi_labels(matches, candidate_valid, fg_iou, bg_iou_low,
+                                                bg_iou_high)
     num_fg_max = int(round(num_rois * fg_fraction))
     foreground = sampling.subsample(foreground, num_fg_max, sampling.derive(seed, 0))
     num_fg = sampling.count(foreground)
@@ -95,9 +89,9 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
     chosen = chosen_fg | chosen_bg
 
     rois = tf.where(chosen[..., tf.newaxis], tf.gather(candidates, index, batch_dims=1), 0.0)
-    labels = tf.where(chosen_fg, tf.gather(matched_labels, index, batch_dims=1),
+    labels = tf.where(chosen_fg, tf.gather(matches["labels"], index, batch_dims=1),
                       tf.where(chosen_bg, 0, -1))
-    targets = box_ops.encode(tf.gather(matched_boxes, index, batch_dims=1), rois,
+    targets = box_ops.encode(tf.gather(matches["boxes"], index, batch_dims=1), rois,
                              stds=box_stds)
     targets = tf.where(chosen_fg[..., tf.newaxis], targets, 0.0)
     return {"rois": tf.stop_gradient(rois), "labels": labels,

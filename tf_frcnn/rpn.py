@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from tf_frcnn import boxes as box_ops
-from tf_frcnn import sampling
+from tf_frcnn import matcher, sampling
 
 
 @keras.saving.register_keras_serializable(package="tf_frcnn")
@@ -84,26 +84,13 @@ def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
       targets: float32 [batch, A, 4] deltas (ty, tx, th, tw) of each anchor's
         best ground truth (meaningful where labels == 1).
     """
-    gt_valid = gt_labels > 0                                      # [B, M]
-    overlaps = box_ops.iou(anchors, gt_boxes)                     # [B, A, M]
-    overlaps = tf.where(gt_valid[:, tf.newaxis, :], overlaps, -1.0)
-
     hw = tf.cast(image_shape, tf.float32)[:, tf.newaxis, :]       # [B, 1, 2]
     inside = (tf.reduce_all(anchors[tf.newaxis, :, :2] >= 0.0, axis=-1)
               & tf.reduce_all(anchors[tf.newaxis, :, 2:] <= hw, axis=-1))   # [B, A]
     if not ignore_cross_boundary:
         inside = tf.ones_like(inside)
-    overlaps = tf.where(inside[..., tf.newaxis], overlaps, -1.0)
-
-    max_iou = tf.reduce_max(overlaps, axis=-1)                    # [B, A]
-    best_gt = tf.argmax(overlaps, axis=-1, output_type=tf.int32)  # [B, A]
-    gt_best_iou = tf.reduce_max(overlaps, axis=1, keepdims=True)  # [B, 1, M]
-    is_best_for_gt = tf.reduce_any(
-        (overlaps == gt_best_iou) & (gt_best_iou > 0.0) & gt_valid[:, tf.newaxis, :],
-        axis=-1)                                                  # [B, A]
-
-    positive = inside & ((max_iou > positive_iou) | is_best_for_gt)
-    negative = inside & ~positive & (max_iou < negative_iou)
+    matches = matcher.match(anchors, inside, gt_boxes, gt_labels)
+    positive, negative = matcher.anchor_labels(matches, inside, positive_iou, negative_iou)
 
     num_positive = int(batch_size * positive_fraction)
     positive = sampling.subsample(positive, num_positive, sampling.derive(seed, 0))
@@ -111,8 +98,7 @@ def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
                                   sampling.derive(seed, 1))
 
     labels = tf.where(positive, 1, tf.where(negative, 0, -1))
-    matched = tf.gather(gt_boxes, best_gt, batch_dims=1)          # [B, A, 4]
-    targets = box_ops.encode(matched, anchors[tf.newaxis])
+    targets = box_ops.encode(matches["boxes"], anchors[tf.newaxis])
     targets = tf.where(positive[..., tf.newaxis], targets, 0.0)
     return labels, targets
 

@@ -1,12 +1,11 @@
 """Truncated SVD of the region-wise fc layers (Fast R-CNN, Girshick 2015, Sec. 3.1).
 
-At test time the fc layers run once per ROI, so with 300 ROIs VGG16's fc6 and
-fc7 cost about as much as a fifth of the backbone. A Dense layer's kernel W
-[in, out] is factored as W ~ U_t S_t V_t^T keeping the t largest singular
-values, and the layer becomes two: x -> x (U_t S_t) (no bias), then -> (.) V_t^T
-+ b with the original bias and activation. That is t (in + out) multiply-adds
-per ROI instead of in * out. The Fast R-CNN paper keeps 1024 values of fc6 and
-256 of fc7 (about 30% less detection time for 0.3 points of VOC07 mAP).
+At test time the fc layers run once per ROI, so VGG16's fc6 and fc7 weigh on
+detection time. A Dense layer's kernel W [in, out] is factored as
+W ~ U_t S_t V_t^T keeping the t largest singular values, and the layer becomes
+two: x -> x (U_t S_t) (no bias), then -> (.) V_t^T + b with the original bias
+and activation. That is t (in + out) multiply-adds per ROI instead of in * out.
+The Fast R-CNN paper keeps 1024 values of fc6 and 256 of fc7.
 
 Inference only: applied to trained weights (``tf-frcnn eval/export
 --svd-ranks``), never trained.
@@ -77,29 +76,15 @@ def truncate_head(model, ranks):
         rank is not below the layer's smaller dimension.
     """
     head = model.detector_head
-    if head.region_layers is not None:
-        layers = [layer for layer in head.region_layers.layers
-                  if not isinstance(layer, keras.layers.InputLayer)]
-    else:
-        layers = list(head.fcs)
-    dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)]
-    if len(ranks) != len(dense):
+    if len(ranks) != len(head.fcs):
         raise ValueError(f"--svd-ranks gives {len(ranks)} ranks but the detector head has "
-                         f"{len(dense)} fc layers ({', '.join(d.name for d in dense)})")
-    replaced = dict(zip((id(d) for d in dense),
-                        (truncate_dense(d, r) if r else d for d, r in zip(dense, ranks))))
+                         f"{len(head.fcs)} fc layers ({', '.join(fc.name for fc in head.fcs)})")
+    replaced = [truncate_dense(fc, rank) if rank else fc for fc, rank in zip(head.fcs, ranks)]
     with _unlocked(head) as tracker:
-        if head.region_layers is not None:
-            tracker.untrack(head.region_layers)
-            sequential = keras.Sequential([replaced.get(id(layer), layer) for layer in layers],
-                                          name=f"{head.region_layers.name}_svd")
-            sequential.build(head.region_layers.input_shape)
-            head.region_layers = sequential
-        else:
-            for layer, rank in zip(dense, ranks):
-                if rank:
-                    tracker.untrack(layer)
-            head.fcs = [replaced[id(layer)] for layer in layers]
+        for fc, rank in zip(head.fcs, ranks):
+            if rank:
+                tracker.untrack(fc)
+        head.fcs = replaced
     return model
 
 

@@ -30,13 +30,13 @@ def twin_under(model, precision, num_classes):
     with policy_scope(precision):
         backbone = build_backbone("tiny")
         rpn_head = RPNHead(num_anchors=9, channels=64)
-        head = FastRCNNHead(num_classes, region_layers=backbone.head)
-    twin = FasterRCNN(backbone, num_classes=num_classes,
+        head = FastRCNNHead(num_classes)
+    twin = FasterRCNN(backbone.features, num_classes=num_classes,
                       anchor_generator=AnchorGenerator(scales=(2, 4, 8)), rpn_head=rpn_head,
                       proposal_layer=ProposalLayer(train_pre_nms=300, train_post_nms=64,
                                                    test_pre_nms=200, test_post_nms=32,
                                                    min_size=4.0),
-                      detector_head=head, roi_sampler_args={"num_rois": 32}, seed=0)
+                      detector_head=head)
     twin({"images": tf.zeros([1, 64, 64, 3])})
     twin.set_weights(model.get_weights())
     return twin
@@ -75,7 +75,7 @@ def assert_same_detections(reference, other, tolerance, scale=1.0):
 def test_policy_forward_gives_the_float32_detections(policy_twin, trained_model, scene):
     precision, twin = policy_twin
     assert compute_dtype(twin) == precision
-    assert twin.backbone.features.compute_dtype == precision
+    assert twin.features.compute_dtype == precision
     assert all(w.dtype == "float32" for w in twin.weights)
     images = tf.constant(scene[None], tf.float32)
     _, logits, deltas, _ = twin.rpn_forward(images)

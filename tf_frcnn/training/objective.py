@@ -84,7 +84,7 @@ class Objective:
                 proposals, _, num_proposals = proposal_source(images, image_shape)
             else:
                 proposals, _, num_proposals = model.proposal_layer(
-                    logits, deltas, anchors, image_shape, training=True)
+                    logits, deltas, anchors, image_shape, use_training_counts=True)
             sampled = sample_rois(tf.stop_gradient(proposals), num_proposals, gt_boxes,
                                   gt_labels, seed=sampling.derive(seed, 1),
                                   **self.roi_sampler_args)

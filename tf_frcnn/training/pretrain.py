@@ -1,16 +1,13 @@
 """The optional "pretrain" stage: supervised pre-training of a backbone that
 has no pretrained weights.
 
-The paper starts both of its networks (steps 1 and 2) from an ImageNet model.
-A backbone trained from scratch (the demo's ``tiny``) has no such model, and
-without one step 2 relearns every feature from random filters. This stage is
-the stand-in: dense classification on the training split. Each cell of the
-stride-16 feature map is labelled with the class of the smallest ground-truth
-box containing the cell's centre (background where there is none), and a 1x1
-conv classifier on the feature map learns it with softmax cross-entropy. The
-classifier is thrown away; the backbone's weights become the run's initial
-backbone (``initial_backbone.weights.h5``), which steps 1 and 2 both start from,
-as they both start from ImageNet in the paper.
+The paper starts steps 1 and 2 from an ImageNet model; a backbone trained from
+scratch (the demo's ``tiny``) has none, and this stage stands in for it: each
+cell of the stride-16 feature map is labelled with the class of the smallest
+ground-truth box containing the cell's centre (background where none does), and
+a 1x1 conv classifier on the feature map learns it with softmax cross-entropy.
+The classifier is thrown away; the backbone's weights become the run's initial
+backbone (``initial_backbone.weights.h5``) that steps 1 and 2 both start from.
 
 Configured as ``train.stages.pretrain`` (steps, learning_rate, decay_steps,
 batch_size); absent by default.
@@ -18,6 +15,8 @@ batch_size); absent by default.
 
 import keras
 import tensorflow as tf
+
+from tf_frcnn.anchors import cell_centres
 
 PRETRAIN = "pretrain"
 
@@ -29,8 +28,8 @@ def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):
       boxes: float32 [batch, M, 4] absolute [ymin, xmin, ymax, xmax] in input pixels.
       labels: int32 [batch, M], 1-based classes; 0 marks padding.
       feature_shape: (h, w) of the feature map.
-      stride: input pixels per cell; cell (i, j) has its centre at
-        ((i + 0.5) * stride, (j + 0.5) * stride), as the anchors do.
+      stride: input pixels per cell; cells are centred as the anchors are
+        (``anchors.cell_centres``).
       image_shape: optional int32 [batch, 2] valid (height, width); cells whose
         centre falls in the padding get -1 (ignored).
 
@@ -40,8 +39,7 @@ def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):
     """
     h, w = feature_shape
     boxes = tf.cast(boxes, tf.float32)
-    cy = (tf.range(h, dtype=tf.float32) + 0.5) * stride
-    cx = (tf.range(w, dtype=tf.float32) + 0.5) * stride
+    cy, cx = cell_centres(h, stride), cell_centres(w, stride)
     ymin, xmin, ymax, xmax = [boxes[..., i, tf.newaxis, tf.newaxis] for i in range(4)]
     inside = ((cy[:, tf.newaxis] >= ymin) & (cy[:, tf.newaxis] < ymax)
               & (cx[tf.newaxis, :] >= xmin) & (cx[tf.newaxis, :] < xmax)
