@@ -9,6 +9,9 @@ import keras
 import numpy as np
 from PIL import Image
 
+from tf_frcnn.boxes import to_absolute
+from tf_frcnn.evaluation.thresholds import keep_mask
+
 MIN_SIDE = 512
 
 # Colours (RGB) of the error report's drawings: detections by their status, ground truth by its.
@@ -155,6 +158,22 @@ def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, 
         canvas = _draw(canvas, det_boxes[mine], np.asarray(detections["classes"])[mine],
                        np.asarray(detections["scores"])[mine], mapping, colour)
     return canvas
+
+
+def draw_predictions(predictor, image, class_names, path, thresholds=None, score_threshold=0.5):
+    """Run ``predictor`` (``tf_frcnn.export.load_predictor``) on ``image`` (uint8 [H, W, 3]), draw
+    the detections that reach their class's threshold in ``thresholds`` ({label: float or None},
+    ``score_threshold`` for a class without one) and save the picture as a PNG at ``path``.
+
+    Returns:
+      [(class name, score rounded to 3 places)] of the drawn detections, best first.
+    """
+    out = predictor(image)
+    boxes = np.asarray(to_absolute(out["detection_boxes"], image.shape[:2]))
+    classes, scores = np.asarray(out["detection_classes"]), np.asarray(out["detection_scores"])
+    keep = keep_mask(scores, classes, thresholds or {}, score_threshold)
+    save_png(draw_detections(image, boxes[keep], classes[keep], scores[keep], class_names), path)
+    return [(class_names[c - 1], round(float(s), 3)) for c, s in zip(classes[keep], scores[keep])]
 
 
 def save_png(image, path):
