@@ -146,8 +146,8 @@ def _networks_int8(signature, representative_images, scopes, feature_scopes=()):
     """Calibrate ``signature`` on the images, then quantize only the networks (the ops under
     ``scopes``) and the feature-value ops under ``feature_scopes`` that follow them.
 
-    The converter's public options quantize everything that has an int8 kernel (full-integer:
-    AP 0.00 on the demo model, the box arithmetic in int8) or whole op types, with a quantize /
+    The converter's public options quantize everything that has an int8 kernel (full-integer,
+    which puts the box arithmetic in int8 and loses the detections) or whole op types, with a quantize /
     dequantize pair around each op. Here the calibrated model is quantized with every other op
     deny-listed (by op type where the type never runs in int8, by output tensor otherwise) and
     its calibration range removed: the MLIR quantizer otherwise carries the fixed-scale int8
