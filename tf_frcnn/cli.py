@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from tf_frcnn.training.loop import STRATEGIES
+
 EXAMPLES = {
     "train": "examples:\n  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes\n"
              "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --resume\n"
@@ -89,7 +91,7 @@ def _parser():
                        "(default: runs/<config name>)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the last checkpoint of the unfinished stage")
-    train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
+    train.add_argument("--strategy", choices=STRATEGIES,
                        help="tf.distribute strategy (default: the config's train.strategy)")
     train.add_argument("--minutes", type=float, metavar="M",
                        help="fit the whole schedule into M minutes on this machine, each "
