@@ -169,7 +169,7 @@ def average_precision(args, result):
         if args.images:
             batches = batches.take(args.images)
         start = time.perf_counter()
-        values, _ = evaluate(model, config, class_names, batches, progress=False)
+        values, _ = evaluate(model, class_names, batches, progress=False)
         seconds = time.perf_counter() - start
         metrics[name] = {key: values[key] for key in ("AP", "AP50", "AP75", "mAP_voc07",
                                                       "recall@300") if key in values}

@@ -59,8 +59,8 @@ def main():
         write_report(out, metrics, images)
 
     def infer():
-        return evaluate(model, config, class_names,
-                        inputs.batches(config, split, training=False), progress=False)
+        return evaluate(model, class_names, inputs.batches(config, split, training=False),
+                        progress=False)
 
     infer()  # warm-up: dataset cache, first traces
     times = {"inference_s": [], "before_s": [], "with_report_s": [], "report_s": []}

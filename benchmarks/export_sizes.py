@@ -76,7 +76,7 @@ def load(args):
 
     if args.model_dir:
         from tf_frcnn.training.schedule import load_trained_model
-        from tf_frcnn.training.state import read_labels
+        from tf_frcnn.export import read_labels
 
         model, config = load_trained_model(args.model_dir)
         return model, config, read_labels(args.model_dir)

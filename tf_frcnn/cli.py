@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from tf_frcnn.training.loop import STRATEGIES
+
 EXAMPLES = {
     "train": "examples:\n  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes\n"
              "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --resume\n"
@@ -71,15 +73,26 @@ def _parser():
                               epilog=EXAMPLES[name],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
+    def config_options(command_parser):
+        command_parser.add_argument("--config", required=True, help="YAML config (see configs/)")
+        command_parser.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
+
+    def trained_model_options(command_parser, svd_outputs=""):
+        command_parser.add_argument("--model-dir", required=True)
+        command_parser.add_argument("--weights", choices=["best", "final"], help=WEIGHTS_HELP)
+        command_parser.add_argument(
+            "--svd-ranks", type=int, nargs="+", metavar="RANK",
+            help="truncated SVD of the head's fc layers, one rank per layer (0 keeps a layer), "
+            f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}")
+
     train = command("train", "Train a model directory with the config's schedule.")
-    train.add_argument("--config", required=True, help="YAML config (see configs/)")
+    config_options(train)
     train.add_argument("--model-dir", help="where checkpoints and state.json go "
                        "(default: runs/<config name>)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the last checkpoint of the unfinished stage")
-    train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
+    train.add_argument("--strategy", choices=STRATEGIES,
                        help="tf.distribute strategy (default: the config's train.strategy)")
-    train.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
     train.add_argument("--minutes", type=float, metavar="M",
                        help="fit the whole schedule into M minutes on this machine, each "
                        "stage keeping its share of the config's steps (train.minutes); "
@@ -87,23 +100,15 @@ def _parser():
 
     evaluate = command("eval", "Evaluate a trained model; writes metrics.json, report.md and "
                        "report.html (error analysis, per-class thresholds, gallery).")
-    evaluate.add_argument("--config", required=True)
-    evaluate.add_argument("--model-dir", required=True)
+    config_options(evaluate)
+    trained_model_options(evaluate, "; writes metrics_svd.json and report_svd.md")
     evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
-    evaluate.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
-    evaluate.add_argument("--weights", choices=["best", "final"],
-                          help=WEIGHTS_HELP)
-    evaluate.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
-                          help="truncated SVD of the head's fc layers, one rank per layer "
-                          "(0 keeps a layer), e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN "
-                          "Sec. 3.1); writes metrics_svd.json and report_svd.md")
 
     export = command("export", "Export a trained model as a TF Serving SavedModel "
                      "(and a built-in-only TFLite model).")
-    export.add_argument("--model-dir", required=True)
+    trained_model_options(export)
     export.add_argument("--out", required=True, help="base dir; version N goes in OUT/N/")
     export.add_argument("--tflite", action="store_true", help="also write OUT/N/model.tflite")
-    export.add_argument("--weights", choices=["best", "final"], help=WEIGHTS_HELP)
     export.add_argument("--tflite-variants", action="store_true",
                         help="also write the float16, dynamic_int8 and int8 TFLite files")
     export.add_argument("--tflite-size", type=int, nargs=2, metavar=("H", "W"),
@@ -117,10 +122,6 @@ def _parser():
     export.add_argument("--tolerance", type=float, default=0.005,
                         help="--verify: largest AP drop allowed")
     export.add_argument("--images", type=int, metavar="N", help="--verify: first N images only")
-    export.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
-                        help="truncated SVD of the head's fc layers, one rank per layer "
-                        "(0 keeps a layer), e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN "
-                        "Sec. 3.1)")
 
     predict = command("predict", "Draw detections of an exported model on images.")
     predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
@@ -141,14 +142,13 @@ def _parser():
 
     analyze = command("analyze", "Analyse the training split: box sizes after the resize, "
                       "anchor coverage, same-class overlap, and the settings they imply.")
-    analyze.add_argument("--config", required=True)
+    config_options(analyze)
     analyze.add_argument("--out", help="where analysis.json and the PNGs go "
                          "(default: runs/analysis/<config name>)")
     analyze.add_argument("--fit-anchors", action="store_true",
                          help="also fit scales x ratios to the boxes (done anyway when the "
                          "config says anchor_scales/anchor_ratios: auto)")
     analyze.add_argument("--split", help="split to analyse (default: the config's train_split)")
-    analyze.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
     return parser
 
 
@@ -233,9 +233,8 @@ def _load_model(model_dir, svd_ranks=None, weights=None):
 
 
 def cmd_export(args):
-    from tf_frcnn.export import export_saved_model
+    from tf_frcnn.export import export_saved_model, read_labels
     from tf_frcnn.export.verify import VerifyError, format_table, verify_export
-    from tf_frcnn.training.state import read_labels
     if args.tolerance < 0:
         raise UserError(f"--tolerance must be >= 0, got {args.tolerance}")
     model, config, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
@@ -286,12 +285,11 @@ def _export_tflite(args, model, config, version_dir):
 
 
 def cmd_predict(args):
-    import numpy as np
     from tf_frcnn.data import read_image_rgb
     from tf_frcnn.evaluation.html_report import write_prediction_index
-    from tf_frcnn.evaluation.thresholds import keep_mask, read_thresholds
+    from tf_frcnn.evaluation.thresholds import read_thresholds
     from tf_frcnn.export import load_predictor, read_labels
-    from tf_frcnn.visualize import draw_detections, save_png
+    from tf_frcnn.visualize import draw_predictions
 
     if not os.path.exists(args.model):
         raise UserError(f"model not found: {args.model}")
@@ -303,7 +301,6 @@ def cmd_predict(args):
             thresholds = read_thresholds(args.thresholds, class_names)
         except ValueError as error:
             raise UserError(f"--thresholds: {error}") from None
-    os.makedirs(args.out, exist_ok=True)
     written, entries = [], []
     for path in args.images:
         if not os.path.isfile(path):
@@ -312,18 +309,9 @@ def cmd_predict(args):
             image = read_image_rgb(path)
         except Exception as error:  # noqa: BLE001 - any decoder failure is the file's fault
             raise UserError(f"cannot read image {path}: {error}") from None
-        out = predictor(image)
-        n = int(out["num_detections"])
-        height, width = image.shape[:2]
-        boxes = np.asarray(out["detection_boxes"][:n]) * [height, width, height, width]
-        classes, scores = np.asarray(out["detection_classes"][:n]), out["detection_scores"][:n]
-        keep = keep_mask(scores, classes, thresholds, args.score_threshold)
-        drawn = draw_detections(image, boxes[keep], classes[keep], np.asarray(scores)[keep],
-                                class_names)
         target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
-        save_png(drawn, target)
-        kept = [(class_names[int(c) - 1], round(float(s), 3))
-                for c, s in zip(classes[keep], np.asarray(scores)[keep])]
+        kept = draw_predictions(predictor, image, class_names, target, thresholds,
+                                args.score_threshold)
         print(f"{path}: {len(kept)} detections {kept[:5]}{' ...' if len(kept) > 5 else ''} "
               f"-> {target}")
         written.append(target)

@@ -5,8 +5,6 @@ export a SavedModel (and TFLite), draw predictions, print a summary."""
 import os
 import time
 
-import numpy as np
-
 DEFAULT_CONFIG = os.path.join("configs", "shapes.yaml")
 EXPORT_DIR = os.path.join("saved_models", "shapes")
 NUM_PICTURES = 6
@@ -21,10 +19,9 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
     from tf_frcnn.data import synthetic_builder
     from tf_frcnn.evaluation import format_table
     from tf_frcnn.evaluation.runner import evaluate_model_dir
-    from tf_frcnn.export import export_saved_model, export_tflite, load_predictor
+    from tf_frcnn.export import export_saved_model, export_tflite, load_predictor, read_labels
     from tf_frcnn.training import Trainer, inputs
-    from tf_frcnn.training.state import read_labels
-    from tf_frcnn.visualize import draw_detections, save_png
+    from tf_frcnn.visualize import draw_predictions
 
     start = time.perf_counter()
     config = load_config(config_path or DEFAULT_CONFIG)
@@ -58,20 +55,15 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
 
     _step(5, "predictions of the SavedModel on test images")
     predictor = load_predictor(version_dir)
-    records, _ = inputs.source(config, d.eval_split)
+    # A slice of the split, read to its end: `take` on TFDS's auto-cached split would leave the
+    # cache half-read, which TensorFlow warns about.
+    records, _ = inputs.source(config, f"{d.eval_split}[:{NUM_PICTURES}]")
     pictures = os.path.join(model_dir, "predictions")
-    for record in records.take(NUM_PICTURES):
-        image = record["image"].numpy()
-        out = predictor(image)
-        n = int(out["num_detections"])
-        height, width = image.shape[:2]
-        boxes = np.asarray(out["detection_boxes"][:n]) * [height, width, height, width]
-        name = record["image_id"].numpy().decode()
-        path = save_png(draw_detections(image, boxes, out["detection_classes"][:n],
-                                        out["detection_scores"][:n], class_names, 0.5),
-                        os.path.join(pictures, f"{name}.png"))
-        found = sum(1 for s in out["detection_scores"][:n] if s >= 0.5)
-        print(f"  {name}: {found} detections (score >= 0.5) -> {path}")
+    for record in records.as_numpy_iterator():
+        name = record["image_id"].decode()
+        path = os.path.join(pictures, f"{name}.png")
+        kept = draw_predictions(predictor, record["image"], class_names, path)
+        print(f"  {name}: {len(kept)} detections (score >= 0.5) -> {path}")
 
     print("\n" + format_table(metrics))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s "

@@ -9,6 +9,9 @@ import keras
 import numpy as np
 from PIL import Image
 
+from tf_frcnn.boxes import to_absolute
+from tf_frcnn.evaluation.thresholds import keep_mask
+
 MIN_SIDE = 512
 
 # Colours (RGB) of the error report's drawings: detections by their status, ground truth by its.
@@ -90,30 +93,6 @@ def _draw(image, boxes, classes, scores, mapping, colour):
     return drawn
 
 
-def draw_detections(image, boxes, classes, scores, class_names, score_threshold=0.0,
-                    min_side=MIN_SIDE):
-    """Draw detections on an image, enlarged so that its short side is at least ``min_side``.
-
-    Args:
-      image: uint8 [H, W, 3].
-      boxes: float [N, 4] absolute [ymin, xmin, ymax, xmax] pixels of ``image``.
-      classes: int [N] 1-based; scores: float [N].
-      class_names: names of labels 1..C.
-      score_threshold: detections below it are not drawn.
-
-    Returns:
-      uint8 [H * s, W * s, 3] (s = ``display_scale``) with boxes, class names and scores drawn.
-    """
-    height, width = np.asarray(image).shape[:2]
-    scale = display_scale(height, width, min_side)
-    canvas = enlarge(image, scale)
-    keep = np.asarray(scores) >= score_threshold
-    mapping = {i + 1: name for i, name in enumerate(class_names)}
-    return _draw(canvas, np.asarray(boxes, np.float32).reshape(-1, 4)[keep] * scale,
-                 np.asarray(classes)[keep], np.asarray(scores)[keep], mapping,
-                 STATUS_COLOURS["true_positive"])
-
-
 def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, max_side=1024):
     """Ground truth and detections of one image coloured by what the error analysis made of them
     (``STATUS_COLOURS``): found objects white, missed ones magenta, detections by their type.
@@ -155,6 +134,28 @@ def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, 
         canvas = _draw(canvas, det_boxes[mine], np.asarray(detections["classes"])[mine],
                        np.asarray(detections["scores"])[mine], mapping, colour)
     return canvas
+
+
+def draw_predictions(predictor, image, class_names, path, thresholds=None, score_threshold=0.5):
+    """Run ``predictor`` (``tf_frcnn.export.load_predictor``) on ``image`` (uint8 [H, W, 3]), draw
+    the detections that reach their class's threshold in ``thresholds`` ({label: float or None},
+    ``score_threshold`` for a class without one) with their class names and scores on the image
+    enlarged by ``display_scale``, and save the picture as a PNG at ``path``.
+
+    Returns:
+      [(class name, score rounded to 3 places)] of the drawn detections, best first.
+    """
+    out = predictor(image)
+    classes, scores = np.asarray(out["detection_classes"]), np.asarray(out["detection_scores"])
+    keep = keep_mask(scores, classes, thresholds or {}, score_threshold)
+    classes, scores = classes[keep], scores[keep]
+    scale = display_scale(*image.shape[:2])
+    drawn_size = np.multiply(image.shape[:2], scale)
+    boxes = to_absolute(np.asarray(out["detection_boxes"])[keep], drawn_size)
+    mapping = {i + 1: name for i, name in enumerate(class_names)}
+    save_png(_draw(enlarge(image, scale), np.asarray(boxes), classes, scores, mapping,
+                   STATUS_COLOURS["true_positive"]), path)
+    return [(class_names[c - 1], round(float(s), 3)) for c, s in zip(classes, scores)]
 
 
 def save_png(image, path):

@@ -20,6 +20,7 @@ from tf_frcnn.export import (DOCKER_COMMAND, OUTPUT_NAMES, PREDICT_URL, REST_EXA
                              SERVING_BYTES, SERVING_DEFAULT, export_saved_model, load_predictor,
                              read_labels, resolve_saved_model, rest_body)
 from tf_frcnn.export.serving import MODEL_NAME
+from tf_frcnn.training.state import write_labels
 
 OUTPUT_SPECS = {"detection_boxes": ([None, 100, 4], tf.float32),
                 "detection_scores": ([None, 100], tf.float32),
@@ -53,6 +54,13 @@ def test_export_writes_next_numbered_version_with_labels(saved_model_base, saved
     assert resolve_saved_model(saved_model_dir) == saved_model_dir
     with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
         resolve_saved_model(saved_model_base / "notes")
+
+
+def test_read_labels_of_a_model_dir_and_a_tflite_file(tmp_path):
+    write_labels(tmp_path, ["square", "bar"])
+    assert read_labels(tmp_path) == read_labels(tmp_path / "model.tflite") == ["square", "bar"]
+    with pytest.raises(FileNotFoundError, match="no labels file"):
+        read_labels(tmp_path / "sub" / "model.tflite")
 
 
 def test_weights_are_stored_once(trained_model, saved_model_dir):

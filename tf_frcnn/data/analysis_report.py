@@ -167,43 +167,45 @@ def _save(figure, path):
     return path
 
 
+def _plot_with_anchors(analysis, path, values, marks, edges, noun, xlabel, title, *,
+                       ratio_labels=False, shade=None):
+    """Log histograms of ``values`` ({panel: array}) per panel with ``marks`` ({"configured",
+    "fitted" (optional): values}) drawn as lines and ``shade`` ((low, high, label)) shaded."""
+    panels = _panels(analysis)
+    figure, axes_list = _grid_figure(len(panels))
+    for axes, name in zip(axes_list, panels):
+        _histogram(axes, values[name], edges, _title(analysis, name), ratio_labels)
+        if shade:
+            axes.axvspan(shade[0], shade[1], color="tab:orange", alpha=0.12, label=shade[2])
+        if "fitted" in marks:   # first, so a configured line on the same value shows
+            _mark(axes, marks["fitted"], "tab:green", "-", f"fitted {noun}")
+        _mark(axes, marks["configured"], "tab:red", "--", f"configured {noun}")
+        axes.set_xlabel(xlabel, fontsize="small")
+    axes_list[0].legend(fontsize="x-small")
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
 def plot_box_sides(analysis, path):
     """Histogram of box sides (sqrt(h * w), resized pixels) per class, anchor sides marked
     (configured dashed red, fitted green), the two-cell limit shaded."""
-    panels = _panels(analysis)
-    figure, axes_list = _grid_figure(len(panels))
     anchors = analysis.anchor_sides
     stride = analysis.summary["anchors"]["stride"]
     edges = _log_edges([analysis.sides["all"], np.asarray(sum(anchors.values(), [])),
                         np.asarray([1.5 * stride])], 1.0)
-    for axes, name in zip(axes_list, panels):
-        _histogram(axes, analysis.sides[name], edges, _title(analysis, name))
-        axes.axvspan(edges[0], 2 * stride, color="tab:orange", alpha=0.12,
-                     label=f"< {2 * stride} px (2 cells)")
-        if "fitted" in anchors:   # first, so a configured line on the same value shows
-            _mark(axes, anchors["fitted"], "tab:green", "-", "fitted anchors")
-        _mark(axes, anchors["configured"], "tab:red", "--", "configured anchors")
-        axes.set_xlabel("box side sqrt(h*w), px", fontsize="small")
-    axes_list[0].legend(fontsize="x-small")
-    figure.suptitle("Box sides after the resize, with the anchor sides")
-    return _save(figure, path)
+    return _plot_with_anchors(analysis, path, analysis.sides, anchors, edges, "anchors",
+                              "box side sqrt(h*w), px",
+                              "Box sides after the resize, with the anchor sides",
+                              shade=(edges[0], 2 * stride, f"< {2 * stride} px (2 cells)"))
 
 
 def plot_aspect_ratios(analysis, path):
     """Histogram of box aspect ratios (height / width) per class, anchor ratios marked."""
-    panels = _panels(analysis)
-    figure, axes_list = _grid_figure(len(panels))
     ratios = analysis.anchor_ratios
     edges = _log_edges([analysis.ratios["all"], np.asarray(sum(ratios.values(), []))], 1e-2)
-    for axes, name in zip(axes_list, panels):
-        _histogram(axes, analysis.ratios[name], edges, _title(analysis, name), ratio_labels=True)
-        if "fitted" in ratios:
-            _mark(axes, ratios["fitted"], "tab:green", "-", "fitted ratios")
-        _mark(axes, ratios["configured"], "tab:red", "--", "configured ratios")
-        axes.set_xlabel("aspect ratio h/w", fontsize="small")
-    axes_list[0].legend(fontsize="x-small")
-    figure.suptitle("Box aspect ratios, with the anchor ratios")
-    return _save(figure, path)
+    return _plot_with_anchors(analysis, path, analysis.ratios, ratios, edges, "ratios",
+                              "aspect ratio h/w", "Box aspect ratios, with the anchor ratios",
+                              ratio_labels=True)
 
 
 def plot_best_iou(analysis, path):

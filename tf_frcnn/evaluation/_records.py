@@ -53,21 +53,25 @@ def _vector(value, length: int, dtype, what: str, default=None) -> np.ndarray:
     return vector
 
 
-def _check_labels(labels: np.ndarray, num_classes: int | None, what: str) -> None:
+def _labelled_boxes(record: dict, label_key: str, num_classes: int | None, what: str):
+    """(image id, float64 boxes [N, 4], int64 1-based ``record[label_key]`` [N], ``what`` naming
+    the image) of a record, checked."""
+    image_id = image_id_to_str(record["image_id"])
+    what = f"{what} of image {image_id!r}"
+    boxes = _boxes(record["boxes"], what)
+    labels = _vector(record[label_key], boxes.shape[0], np.int64, f"{what}: {label_key}")
     if labels.size and labels.min() < 1:
-        raise ValueError(f"{what} must be 1-based class ids (0 is background/padding)")
+        raise ValueError(f"{what}: {label_key} must be 1-based class ids (0 is background/padding)")
     if num_classes is not None and labels.size and labels.max() > num_classes:
-        raise ValueError(f"{what} has class {labels.max()} but num_classes is {num_classes}")
+        raise ValueError(f"{what}: {label_key} has class {labels.max()} but num_classes is "
+                         f"{num_classes}")
+    return image_id, boxes, labels, what
 
 
 def as_groundtruth(record: dict, num_classes: int | None = None) -> dict:
     """Checks one ground-truth record and returns it with NumPy arrays (float64 boxes, int64 labels)."""
-    image_id = image_id_to_str(record["image_id"])
-    what = f"ground truth of image {image_id!r}"
-    boxes = _boxes(record["boxes"], what)
+    image_id, boxes, labels, what = _labelled_boxes(record, "labels", num_classes, "ground truth")
     n = boxes.shape[0]
-    labels = _vector(record["labels"], n, np.int64, f"{what}: labels")
-    _check_labels(labels, num_classes, f"{what}: labels")
     return {
         "image_id": image_id,
         "boxes": boxes,
@@ -81,15 +85,10 @@ def as_groundtruth(record: dict, num_classes: int | None = None) -> dict:
 
 def as_detections(record: dict, num_classes: int | None = None) -> dict:
     """Checks one detection record and returns it with NumPy arrays (float64 boxes/scores, int64 classes)."""
-    image_id = image_id_to_str(record["image_id"])
-    what = f"detections of image {image_id!r}"
-    boxes = _boxes(record["boxes"], what)
-    n = boxes.shape[0]
-    scores = _vector(record["scores"], n, np.float64, f"{what}: scores")
+    image_id, boxes, classes, what = _labelled_boxes(record, "classes", num_classes, "detections")
+    scores = _vector(record["scores"], boxes.shape[0], np.float64, f"{what}: scores")
     if not np.all(np.isfinite(scores)):
         raise ValueError(f"{what}: scores contain NaN or inf")
-    classes = _vector(record["classes"], n, np.int64, f"{what}: classes")
-    _check_labels(classes, num_classes, f"{what}: classes")
     return {"image_id": image_id, "boxes": boxes, "scores": scores, "classes": classes}
 
 

@@ -55,33 +55,21 @@ def _build_coco_objects(groundtruths, detections, num_classes):
     ]
     categories = [{"id": label, "name": str(label)} for label in range(1, num_classes + 1)]
 
-    # Annotation ids start at 1: COCOeval stores matches as ids and reads 0 as "unmatched".
-    gt_annotations = []
-    for g in groundtruths:
-        ignored = g["iscrowd"] | g["difficult"]
-        boxes = yxyx_to_xywh(g["boxes"]).tolist()
-        for box, label, crowd in zip(boxes, g["labels"].tolist(), ignored.tolist()):
-            gt_annotations.append({
-                "id": len(gt_annotations) + 1,
-                "image_id": image_ids[g["image_id"]],
-                "category_id": label,
-                "bbox": box,
-                "area": box[2] * box[3],
-                "iscrowd": int(crowd),
-            })
-    dt_annotations = []
-    for d in detections:
-        boxes = yxyx_to_xywh(d["boxes"]).tolist()
-        for box, score, label in zip(boxes, d["scores"].tolist(), d["classes"].tolist()):
-            dt_annotations.append({
-                "id": len(dt_annotations) + 1,
-                "image_id": image_ids[d["image_id"]],
-                "category_id": label,
-                "bbox": box,
-                "area": box[2] * box[3],
-                "score": score,
-                "iscrowd": 0,
-            })
+    def annotations(records, label_key, extras):
+        """COCO annotations of records; ``extras(record)`` gives each box's further fields."""
+        # Annotation ids start at 1: COCOeval stores matches as ids and reads 0 as "unmatched".
+        rows = []
+        for record in records:
+            boxes = yxyx_to_xywh(record["boxes"]).tolist()
+            for box, label, extra in zip(boxes, record[label_key].tolist(), extras(record)):
+                rows.append({"id": len(rows) + 1, "image_id": image_ids[record["image_id"]],
+                             "category_id": label, "bbox": box, "area": box[2] * box[3], **extra})
+        return rows
+
+    gt_annotations = annotations(groundtruths, "labels", lambda g: (
+        {"iscrowd": int(ignored)} for ignored in (g["iscrowd"] | g["difficult"]).tolist()))
+    dt_annotations = annotations(detections, "classes", lambda d: (
+        {"score": score, "iscrowd": 0} for score in d["scores"].tolist()))
     # Built directly rather than with `COCO.loadRes`, which fails on an empty result list.
     coco_gt = _coco_from_dataset({"images": images, "categories": categories, "annotations": gt_annotations})
     coco_dt = _coco_from_dataset({"images": images, "categories": categories, "annotations": dt_annotations})

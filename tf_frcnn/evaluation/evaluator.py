@@ -29,6 +29,8 @@ from tf_frcnn.evaluation.thresholds import apply_thresholds, max_f1_thresholds
 from tf_frcnn.evaluation.voc import voc_metrics
 
 
+# NumPy, not `tf_frcnn.boxes.to_absolute`: the metrics run in float64 on small per-image arrays,
+# where a TensorFlow op per image would cost more than the multiplication.
 def _to_absolute(boxes: np.ndarray, height, width) -> np.ndarray:
     return boxes * np.asarray([height, width, height, width], np.float64)
 

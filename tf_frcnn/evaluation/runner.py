@@ -48,13 +48,11 @@ def inference_function(model, proposal_source=None):
     return predict
 
 
-def evaluate(model, config, class_names, batches, *, progress=True, num_batches=None,
-             predict=None):
+def evaluate(model, class_names, batches, *, progress=True, predict=None):
     """COCO AP, VOC mAP and RPN recall of ``model`` on ``batches``.
 
     Args:
       model: a ``FasterRCNN``.
-      config: its ``Config`` (for the proposal settings).
       class_names: names of labels 1..C.
       batches: padded batches of ``tf_frcnn.data.build_pipeline`` (not training).
       predict: an ``inference_function`` of ``model`` (default: a new one); without
@@ -65,7 +63,7 @@ def evaluate(model, config, class_names, batches, *, progress=True, num_batches=
     """
     predict = predict or inference_function(model)
     evaluator = Evaluator(len(class_names), class_names, num_proposals=RECALL_PROPOSALS)
-    bar = keras.utils.Progbar(num_batches, verbose=1 if progress else 0, unit_name="batch")
+    bar = keras.utils.Progbar(None, verbose=1 if progress else 0, unit_name="batch")
     for index, batch in enumerate(batches):
         out = predict(batch["images"], batch["image_shape"])
         scale = batch["scale"].numpy()[:, None, None]
@@ -92,8 +90,7 @@ DEFAULT_THRESHOLD = 0.5
 GALLERY_WORST, GALLERY_BEST = 8, 4
 
 
-def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suffix="",
-                       extra=None, html=True):
+def evaluate_model_dir(config, model, model_dir, split=None, suffix="", extra=None):
     """Evaluate ``model`` on ``split`` (default: the config's eval split) and write the results
     into ``model_dir`` (``write_outputs``). Returns (metrics, report.md path)."""
     from tf_frcnn.training import inputs
@@ -101,18 +98,17 @@ def evaluate_model_dir(config, model, model_dir, split=None, progress=True, suff
     split = split or config.data.eval_split
     _, class_names = inputs.source(config, split)
     batches = inputs.batches(config, split, training=False)
-    metrics, evaluator = evaluate(model, config, class_names, batches, progress=progress)
-    return write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix,
-                         extra, html)
+    metrics, evaluator = evaluate(model, class_names, batches)
+    return write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix, extra)
 
 
 def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix="",
-                  extra=None, html=True):
+                  extra=None):
     """Writes what ``tf-frcnn eval`` leaves in ``model_dir`` for ``evaluate``'s results on
     ``split``: ``metrics.json`` (with the error analysis of ``Evaluator.analysis``),
     ``pr_curves.png``, ``loss_curves.png``, ``rpn_recall.png`` (with proposals),
     ``validation_curves.png`` (when the training recorded ``logs/{stage}.val.jsonl``),
-    ``report.md`` and, with ``html``, ``report.html`` (``suffix`` goes before each extension,
+    ``report.md`` and ``report.html`` (``suffix`` goes before each extension,
     e.g. "_svd"; ``extra`` is merged into the metrics). Returns (metrics, report.md path)."""
     import os
 
@@ -150,9 +146,8 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
         images["Validation during training"] = plot_validation_curves(
             validation, os.path.join(model_dir, "validation_curves.png"))
     report = write_report(model_dir, metrics, images, suffix=suffix)
-    if html:
-        gallery = _gallery(config, split, evaluator, metrics["thresholds"], class_names)
-        write_html_report(model_dir, metrics, images, gallery, STATUS_COLOURS, suffix=suffix)
+    gallery = _gallery(config, split, evaluator, metrics["thresholds"], class_names)
+    write_html_report(model_dir, metrics, images, gallery, STATUS_COLOURS, suffix=suffix)
     return metrics, report
 
 

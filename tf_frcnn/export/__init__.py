@@ -21,7 +21,6 @@ xmax] relative to the original image, ``detection_scores`` float32 [batch, 100],
 """
 
 from tf_frcnn.export.saved_model import (
-    LABELS_FILE,
     OUTPUT_NAMES,
     SERVING_BYTES,
     SERVING_DEFAULT,
@@ -41,6 +40,7 @@ from tf_frcnn.export.serving import (
 from tf_frcnn.export.frozen import freeze, frozen_inference
 from tf_frcnn.export.tflite import calibration_inputs, export_tflite, export_tflite_variants
 from tf_frcnn.export.verify import VerifyError, verify_export
+from tf_frcnn.training.state import LABELS_FILE
 
 __all__ = [
     "DOCKER_COMMAND", "DetectionModule", "LABELS_FILE", "OUTPUT_NAMES", "PREDICT_URL",

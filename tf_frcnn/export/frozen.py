@@ -2,9 +2,9 @@
 
 A frozen graph is what the TFLite converter needs, and on CPU it is also faster: with
 constant weights, oneDNN reorders each conv and matmul weight into its blocked layout once
-instead of on every call (VGG16 at 600x1000 on 2 cores: about 16% less time per image, see
-``benchmarks/bench_inference.py``). The frozen function is fixed to one input shape and to the
-weights at freezing time: freeze after training, for inference only.
+instead of on every call (``benchmarks/bench_inference.py`` times it). The frozen function
+is fixed to one input shape and to the weights at freezing time: freeze after training, for
+inference only.
 """
 
 from __future__ import annotations

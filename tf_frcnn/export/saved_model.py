@@ -40,13 +40,14 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from tf_frcnn.boxes import to_normalized
 from tf_frcnn.data.pipeline import resize_image
+from tf_frcnn.training.state import write_labels
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-LABELS_FILE = "labels.txt"
 
 # Leading bytes of the formats tf.io.decode_image reads. Checked up front because decode_image's
 # own error ("Unknown image file format") does not say which input failed.
@@ -65,10 +66,8 @@ def detection_outputs(detections, image_shape):
       dict of ``OUTPUT_NAMES``; boxes normalised [ymin, xmin, ymax, xmax]. The resized image
       covers the original exactly, so these are also relative to the original image.
     """
-    size = tf.cast(image_shape, tf.float32)
-    scale = tf.concat([size, size], axis=-1)[:, tf.newaxis, :]
     return {
-        "detection_boxes": detections["detection_boxes"] / scale,
+        "detection_boxes": to_normalized(detections["detection_boxes"], image_shape[:, tf.newaxis]),
         "detection_scores": detections["detection_scores"],
         "detection_classes": tf.cast(detections["detection_classes"], tf.int32),
         "num_detections": tf.cast(detections["num_detections"], tf.int32),
@@ -207,7 +206,7 @@ def export_saved_model(model, out_base, class_names, *, min_size, max_size, pad_
     staging = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=base))
     try:
         module.archive().write_out(os.fspath(staging), verbose=False)
-        (staging / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names))
+        write_labels(staging, class_names)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -15,12 +15,12 @@ import numpy as np
 
 from tf_frcnn.export.saved_model import (
     INPUT_NAME,
-    LABELS_FILE,
     OUTPUT_NAMES,
     SERVING_BYTES,
     SERVING_DEFAULT,
     version_dirs,
 )
+from tf_frcnn.training.state import LABELS_FILE
 
 MODEL_NAME = "NAME"
 DOCKER_COMMAND = (
@@ -85,11 +85,12 @@ def resolve_saved_model(path):
 
 
 def read_labels(path):
-    """Class names of an export: ``labels[i - 1]`` names class i.
+    """Class names of a model dir or an export: ``labels[i - 1]`` names class i.
 
     Args:
-      path: a ``labels.txt`` file, a ``.tflite`` file (reads the ``labels.txt`` beside it), a
-        SavedModel version directory, or a base directory (its newest version).
+      path: a ``labels.txt`` file, a directory holding one (a model dir, a SavedModel version
+        directory), a ``.tflite`` file (the ``labels.txt`` beside it), or a SavedModel base
+        directory (its newest version).
 
     Raises:
       FileNotFoundError: no labels file there.
@@ -98,10 +99,12 @@ def read_labels(path):
     if path.suffix == ".tflite":
         path = path.parent / LABELS_FILE
     elif path.is_dir():
-        path = resolve_saved_model(path) / LABELS_FILE
+        if not (path / LABELS_FILE).is_file():
+            path = resolve_saved_model(path)
+        path = path / LABELS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no labels file")
-    return path.read_text().splitlines()
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class Predictor:

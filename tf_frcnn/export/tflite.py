@@ -146,16 +146,16 @@ def _networks_int8(signature, representative_images, scopes, feature_scopes=()):
     """Calibrate ``signature`` on the images, then quantize only the networks (the ops under
     ``scopes``) and the feature-value ops under ``feature_scopes`` that follow them.
 
-    The converter's public options quantize everything that has an int8 kernel (full-integer:
-    AP 0.00 on the demo model, the box arithmetic in int8) or whole op types, with a quantize /
-    dequantize pair around each op. Here the calibrated model is quantized with every other op
-    deny-listed (by op type where the type never runs in int8, by output tensor otherwise) and
-    its calibration range removed: the MLIR quantizer otherwise carries the fixed-scale int8
-    output of a float SOFTMAX through the slices after it, rounding the objectness and class
-    scores to 1/256. What stays is two int8 blocks: image -> feature map -> RPN logits and
-    deltas, and feature map -> ROI pooling's gathers and bilinear blend -> fc layers -> class
-    logits and box deltas, with ROI pooling's interpolation weights (float, from the float ROI
-    coordinates) quantized where they enter the blend.
+    The converter's public options quantize everything that has an int8 kernel (full-integer,
+    which puts the box arithmetic in int8 and loses the detections) or whole op types, with a
+    quantize / dequantize pair around each op. Here the calibrated model is quantized with every
+    other op deny-listed (by op type where the type never runs in int8, by output tensor
+    otherwise) and its calibration range removed: the MLIR quantizer otherwise carries the
+    fixed-scale int8 output of a float SOFTMAX through the slices after it, rounding the
+    objectness and class scores to 1/256. What stays is two int8 blocks: image -> feature map ->
+    RPN logits and deltas, and feature map -> ROI pooling's gathers and bilinear blend -> fc
+    layers -> class logits and box deltas, with ROI pooling's interpolation weights (float, from
+    the float ROI coordinates) quantized where they enter the blend.
     """
     # No public API quantizes a calibrated model with a deny-list of nodes except
     # tf.lite.experimental.QuantizationDebugger, which also builds a numeric-verify model

@@ -22,6 +22,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tf_frcnn.boxes import to_absolute
 from tf_frcnn.evaluation import Evaluator
 from tf_frcnn.evaluation.runner import evaluate
 from tf_frcnn.export.saved_model import INPUT_NAME, OUTPUT_NAMES, SERVING_BYTES, SERVING_DEFAULT
@@ -70,13 +71,12 @@ def _metrics(samples, outputs, class_names):
     """COCO / VOC metrics of per-sample outputs (normalised boxes, trimmed to num_detections)."""
     evaluator = Evaluator(len(class_names), class_names)
     for record, out in zip(samples, outputs):
-        height, width = record["image"].shape[:2]
-        scale = np.array([height, width, height, width], np.float32)
+        height, width = size = record["image"].shape[:2]
         evaluator.update(
-            [{"image_id": record["image_id"], "boxes": record["boxes"] * scale,
+            [{"image_id": record["image_id"], "boxes": to_absolute(record["boxes"], size),
               "labels": record["labels"], "difficult": record.get("difficult"),
               "iscrowd": record.get("iscrowd"), "height": height, "width": width}],
-            [{"image_id": record["image_id"], "boxes": out["detection_boxes"] * scale,
+            [{"image_id": record["image_id"], "boxes": to_absolute(out["detection_boxes"], size),
               "scores": out["detection_scores"], "classes": out["detection_classes"]}])
     return evaluator.result()
 
@@ -204,7 +204,7 @@ def verify_export(model, config, class_names, version_dir, tflite=(), *, num_ima
     if num_batches is not None:
         batches = batches.take(num_batches)
     start = time.perf_counter()
-    reference, _ = evaluate(model, config, class_names, batches, progress=False)
+    reference, _ = evaluate(model, class_names, batches, progress=False)
     samples = _samples(config, split, num_batches and num_batches * batch_size)
     keras_ms = 1000.0 * (time.perf_counter() - start) / max(len(samples), 1)
     rows = [_row(KERAS, "", reference, reference, keras_ms, None, tolerance)]

@@ -63,8 +63,8 @@ class SGD(_GuardedL2, keras.optimizers.SGD):
 
     which is m <- momentum * m - lr * (g + decay * w); w <- w + m. Keras' own
     update, an L2 term and a NaN guard as separate ops pass over every tensor
-    about six times into fresh buffers; this runs two passes, in place (VGG16's
-    137M parameters on 2 cores: 0.42 s -> 0.18 s, benchmarks/bench_optimizer.py).
+    about six times into fresh buffers; this runs two passes, in place
+    (``benchmarks/bench_optimizer.py`` times both).
     Under ``tf.distribute`` Keras calls ``update_step`` inside the strategy's
     ``extended.update``, where a variable's handle is that of the replica being
     updated."""

@@ -117,12 +117,9 @@ def read_config(model_dir):
     return load_config(os.path.join(model_dir, CONFIG_FILE))
 
 
-def write_labels(model_dir, class_names):
-    """``labels.txt``: line i is the name of label i (1-based)."""
-    atomic_write_text(os.path.join(model_dir, LABELS_FILE),
+def write_labels(directory, class_names):
+    """``labels.txt`` of a model dir or an export: line i names label i (1-based); read it with
+    ``tf_frcnn.export.read_labels``."""
+    atomic_write_text(os.path.join(directory, LABELS_FILE),
                       "".join(f"{name}\n" for name in class_names))
 
-
-def read_labels(model_dir):
-    with open(os.path.join(model_dir, LABELS_FILE), encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle if line.strip()]
