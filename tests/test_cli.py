@@ -182,3 +182,25 @@ def test_export_verify_checks_every_artifact(trained_dir, tmp_path, capsys):
     assert (out / "1" / "verify.md").read_text().strip() in printed
     _one_line_error(capsys, main(["export", "--model-dir", model_dir, "--out", str(out),
                                   "--verify", "--tolerance", "-0.1"]), "--tolerance")
+
+
+def test_export_keras_file_loads_the_keras_way(trained_dir, tmp_path, capsys):
+    import keras
+    import tensorflow as tf
+
+    from tf_frcnn.training.schedule import load_trained_model
+    trained_dir, _ = trained_dir
+    missing = _one_line_error(capsys, main(["eval", "--config", SMOKE, "--model-dir",
+                                            trained_dir, "--weights", "keras"]), "model.keras")
+    assert "--format keras" in missing
+    out = tmp_path / "smoke.keras"
+    assert main(["export", "--model-dir", trained_dir, "--format", "keras",
+                 "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    images = tf.random.uniform([1, 64, 64, 3], maxval=255.0, seed=5)
+    expected = load_trained_model(trained_dir)[0]({"images": images})
+    loaded = keras.models.load_model(str(out))({"images": images})
+    np.testing.assert_allclose(loaded["detection_boxes"], expected["detection_boxes"], atol=1e-4)
+    _one_line_error(capsys, main(["export", "--model-dir", trained_dir, "--format", "keras",
+                                  "--out", str(tmp_path / "m.h5")]), ".keras")
+    _one_line_error(capsys, main(["export", "--model-dir", trained_dir]), "--out")

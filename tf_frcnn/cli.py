@@ -20,7 +20,8 @@ EXAMPLES = {
             "  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes "
             "--weights final",
     "export": "examples:\n  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes\n"
-              "  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes --tflite",
+              "  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes --tflite\n"
+              "  tf-frcnn export --model-dir runs/shapes --format keras",
     "predict": "examples:\n  tf-frcnn predict --model saved_models/shapes img1.jpg img2.png --out preds/\n"
                "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/\n"
                "  tf-frcnn predict --model saved_models/shapes img.jpg --out preds/ \\\n"
@@ -31,8 +32,9 @@ EXAMPLES = {
 }
 
 
-WEIGHTS_HELP = ("best.weights.h5 (the final stage's best validation mAP50) or "
-                "final.weights.h5 (default: best where it exists, else final)")
+WEIGHTS_HELP = ("best.weights.h5 (the final stage's best validation mAP50), final.weights.h5 "
+                "(default: best where it exists, else final) or model.keras (written by "
+                "export --format keras)")
 
 
 class UserError(Exception):
@@ -79,7 +81,8 @@ def _parser():
 
     def trained_model_options(command_parser, svd_outputs=""):
         command_parser.add_argument("--model-dir", required=True)
-        command_parser.add_argument("--weights", choices=["best", "final"], help=WEIGHTS_HELP)
+        command_parser.add_argument("--weights", choices=["best", "final", "keras"],
+                                    help=WEIGHTS_HELP)
         command_parser.add_argument(
             "--svd-ranks", type=int, nargs="+", metavar="RANK",
             help="truncated SVD of the head's fc layers, one rank per layer (0 keeps a layer), "
@@ -105,9 +108,14 @@ def _parser():
     evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
 
     export = command("export", "Export a trained model as a TF Serving SavedModel "
-                     "(and a built-in-only TFLite model).")
+                     "(and a built-in-only TFLite model), or as one .keras file.")
     trained_model_options(export)
-    export.add_argument("--out", required=True, help="base dir; version N goes in OUT/N/")
+    export.add_argument("--format", choices=["saved_model", "keras"], default="saved_model",
+                        help="keras: the whole model in one file that keras.models.load_model "
+                        "reads after `import tf_frcnn` (default OUT: MODEL_DIR/model.keras, "
+                        "which --weights keras loads)")
+    export.add_argument("--out", help="saved_model: base dir (required), version N goes in "
+                        "OUT/N/; keras: the .keras file")
     export.add_argument("--tflite", action="store_true", help="also write OUT/N/model.tflite")
     export.add_argument("--tflite-variants", action="store_true",
                         help="also write the float16, dynamic_int8 and int8 TFLite files")
@@ -210,11 +218,14 @@ def cmd_eval(args):
 def _load_model(model_dir, svd_ranks=None, weights=None):
     """(model, config, "best (stage detector4, step 40, mAP50 0.81)" or "final")."""
     from tf_frcnn.training.schedule import load_trained_model, trained_weights
-    from tf_frcnn.training.state import BEST_WEIGHTS, FINAL_WEIGHTS, RunState
+    from tf_frcnn.training.state import BEST_WEIGHTS, FINAL_WEIGHTS, KERAS_MODEL, RunState
     if not os.path.exists(os.path.join(model_dir, FINAL_WEIGHTS)):
         raise UserError(f"model dir {model_dir} has no finished training "
                         f"({FINAL_WEIGHTS} missing): run tf-frcnn train first")
     weights, path = trained_weights(model_dir, weights)
+    if not os.path.exists(path) and weights == "keras":
+        raise UserError(f"model dir {model_dir} has no {KERAS_MODEL}: run tf-frcnn export "
+                        f"--model-dir {model_dir} --format keras first")
     if not os.path.exists(path):
         raise UserError(f"model dir {model_dir} has no {BEST_WEIGHTS} (its final stage did "
                         "not validate: set train.eval_every and data.val_split); use "
@@ -237,6 +248,10 @@ def cmd_export(args):
     from tf_frcnn.export.verify import VerifyError, format_table, verify_export
     if args.tolerance < 0:
         raise UserError(f"--tolerance must be >= 0, got {args.tolerance}")
+    if args.format == "keras":
+        return _export_keras(args)
+    if not args.out:
+        raise UserError("--out is required: the SavedModel's base dir")
     model, config, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
     print(f"exporting {args.model_dir} ({weights})")
     class_names = read_labels(args.model_dir)
@@ -255,6 +270,20 @@ def cmd_export(args):
             raise UserError(f"verify failed: {error}") from None
         print(format_table(report))
     return version_dir
+
+
+def _export_keras(args):
+    from tf_frcnn.training.state import KERAS_MODEL, save_weights_atomic
+    if args.tflite or args.tflite_variants or args.verify:
+        raise UserError("--tflite, --tflite-variants and --verify go with --format saved_model")
+    path = args.out or os.path.join(args.model_dir, KERAS_MODEL)
+    if not path.endswith(".keras"):
+        raise UserError(f"--out {path}: a Keras model file's name ends in .keras")
+    model, _, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_weights_atomic(model, path)
+    print(f"Keras model ({weights}): {path}")
+    return path
 
 
 def _export_tflite(args, model, config, version_dir):

@@ -13,6 +13,8 @@ from typing import Optional
 
 import yaml
 
+from tf_frcnn.boxes import DETECTOR_BOX_STDS
+
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the key."""
@@ -64,7 +66,7 @@ class ROIConfig:
     bg_iou_low: float = 0.1
     bg_iou_high: float = 0.5
     fill: str = "negatives"               # negatives | zeros | top_iou
-    box_stds: list = field(default_factory=lambda: [0.1, 0.1, 0.2, 0.2])
+    box_stds: list = field(default_factory=lambda: list(DETECTOR_BOX_STDS))
 
 
 @dataclass

@@ -52,7 +52,7 @@ class StageValidator:
         """{"recall@300": float} or {"mAP50", "AP", "AP50": float}."""
         if self.metric == RPN_METRIC:
             return self._recall()
-        metrics, evaluator = evaluate(self.model, self.config, self.class_names, self.batches,
+        metrics, evaluator = evaluate(self.model, self.class_names, self.batches,
                                       progress=False, predict=self._predict)
         self._check(evaluator.num_images)
         return {"mAP50": metrics["mAP_voc"], "AP": metrics["AP"], "AP50": metrics["AP50"]}
