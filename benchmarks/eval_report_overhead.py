@@ -35,7 +35,8 @@ def main():
     from tf_frcnn.evaluation.runner import evaluate, write_outputs
     from tf_frcnn.training import inputs
     from tf_frcnn.training.loop import read_history
-    from tf_frcnn.training.schedule import load_trained_model, stage_names
+    from tf_frcnn.stages import stage_names
+    from tf_frcnn.training.schedule import load_trained_model
 
     config = load_config(args.config)
     if args.data_dir:

@@ -118,7 +118,7 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
                                             write_report)
     from tf_frcnn.training.loop import read_history
     from tf_frcnn.training.validation import read_validation
-    from tf_frcnn.training.schedule import stage_names
+    from tf_frcnn.stages import stage_names
     from tf_frcnn.visualize import STATUS_COLOURS
 
     metrics["split"] = split
