@@ -19,7 +19,6 @@ import argparse
 import time
 
 import tensorflow as tf
-
 from data_pipeline_throughput import examples_per_second  # this folder: run as a script
 
 from tf_frcnn import load_config
@@ -37,9 +36,13 @@ def pipeline_rate(records, augment, **size):
 def step_rate(config, batches, stage, *, warmup=3):
     model = build_model(config)
     model(batches[0])
-    loop = StageLoop.for_stage(model, stage, Objective.from_config(config),
-                               make_optimizer(config.train, stage_config(config, stage)),
-                               tf.distribute.get_strategy())
+    loop = StageLoop.for_stage(
+        model,
+        stage,
+        Objective.from_config(config),
+        make_optimizer(config.train, stage_config(config, stage)),
+        tf.distribute.get_strategy(),
+    )
     for batch in batches[:warmup]:
         loop.step(batch)
     start = time.perf_counter()
@@ -62,20 +65,34 @@ def main():
     config = load_config(args.config)
     config.data.min_size, config.data.max_size = args.min_size, args.max_size
     config.data.pad_to = None
-    records = voc_dataset(config.data.root, config.data.train_split,
-                          class_names=config.model.class_names)
+    records = voc_dataset(
+        config.data.root, config.data.train_split, class_names=config.model.class_names
+    )
     low = int(round(args.min_size * 0.8 / 16)) * 16
-    augment = AugmentConfig(scales=sorted({low, (low + args.min_size) // 2, args.min_size}),
-                            crop_probability=0.5, min_crop=0.6, min_visible=0.5,
-                            brightness=0.1, contrast=0.2, saturation=0.2, hue=0.02)
+    augment = AugmentConfig(
+        scales=sorted({low, (low + args.min_size) // 2, args.min_size}),
+        crop_probability=0.5,
+        min_crop=0.6,
+        min_visible=0.5,
+        brightness=0.1,
+        contrast=0.2,
+        saturation=0.2,
+        hue=0.02,
+    )
     size = dict(batch_size=args.batch_size, min_size=args.min_size, max_size=args.max_size)
 
-    print(f"{config.data.root} {config.data.train_split}, {args.min_size} / {args.max_size}, "
-          f"batch {args.batch_size}; augmentation: {augment}")
+    print(
+        f"{config.data.root} {config.data.train_split}, {args.min_size} / {args.max_size}, "
+        f"batch {args.batch_size}; augmentation: {augment}"
+    )
     print("| what | images/s |\n|---|---:|")
     print(f"| pipeline, no augmentation | {pipeline_rate(records, None, **size):.1f} |")
-    geometry = AugmentConfig(scales=augment.scales, crop_probability=augment.crop_probability,
-                             min_crop=augment.min_crop, min_visible=augment.min_visible)
+    geometry = AugmentConfig(
+        scales=augment.scales,
+        crop_probability=augment.crop_probability,
+        min_crop=augment.min_crop,
+        min_visible=augment.min_visible,
+    )
     print(f"| pipeline, scales and crop only | {pipeline_rate(records, geometry, **size):.1f} |")
     print(f"| pipeline, augmentation | {pipeline_rate(records, augment, **size):.1f} |")
     pipeline = build_pipeline(records, training=True, seed=0, **size).repeat()

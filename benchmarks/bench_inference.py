@@ -37,19 +37,25 @@ import time
 
 
 def _args():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True)
     parser.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--train", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jit", action="store_true", help="XLA-compile the inference function")
-    parser.add_argument("--inter-op", type=int, default=None,
-                        help="TF inter-op threads (default: --threads)")
-    parser.add_argument("--svd-ranks", type=int, nargs="+", metavar="RANK",
-                        help="time the head with its fc layers truncated (tf_frcnn.svd), e.g. "
-                        "1024 256")
+    parser.add_argument(
+        "--inter-op", type=int, default=None, help="TF inter-op threads (default: --threads)"
+    )
+    parser.add_argument(
+        "--svd-ranks",
+        type=int,
+        nargs="+",
+        metavar="RANK",
+        help="time the head with its fc layers truncated (tf_frcnn.svd), e.g. 1024 256",
+    )
     return parser.parse_args()
 
 
@@ -65,12 +71,14 @@ def _median_time(fn, runs):
 
 def _frozen_graph(concrete):
     from tensorflow.python.framework import convert_to_constants
+
     return convert_to_constants.convert_variables_to_constants_v2(concrete).graph
 
 
 def _flops_by_op(graph):
     """Float operations of a frozen graph, per op type (tfprof's count)."""
     import tensorflow as tf
+
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     profile = tf.compat.v1.profiler.profile(graph=graph, cmd="op", options=options)
@@ -99,6 +107,7 @@ def _kernel_floor(graph, runs):
     kernels need on this machine for the model's arithmetic, with nothing else.
     Returns (floor seconds, conv seconds, matmul seconds, conv GFLOP/s, matmul GFLOP/s)."""
     import tensorflow as tf
+
     shapes = {}
     for op in graph.get_operations():
         if op.type == "Conv2D":
@@ -132,14 +141,20 @@ def _kernel_floor(graph, runs):
         seconds[key[0]] += count * best
         flops[key[0]] += count * op_flops
     rate = {kind: flops[kind] / seconds[kind] / 1e9 if seconds[kind] else None for kind in flops}
-    return (seconds["conv"] + seconds["matmul"], seconds["conv"], seconds["matmul"],
-            rate["conv"], rate["matmul"])
+    return (
+        seconds["conv"] + seconds["matmul"],
+        seconds["conv"],
+        seconds["matmul"],
+        rate["conv"],
+        rate["matmul"],
+    )
 
 
 def main():
     args = _args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op or args.threads)
     import keras
@@ -159,6 +174,7 @@ def main():
     model({"images": images, "image_shape": image_shape})
     if args.svd_ranks:
         from tf_frcnn.svd import truncate_head
+
         truncate_head(model, args.svd_ranks)
 
     spec = [tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([1, 2], tf.int32)]
@@ -179,9 +195,15 @@ def main():
 
     def outputs_and_post(hidden, proposals, num_proposals, shape):
         class_logits, box_deltas = head.logits_and_deltas(hidden)
-        return postprocess_detections(class_logits, box_deltas, proposals, num_proposals, shape,
-                                      box_stds=model.roi_sampler_args.get("box_stds"),
-                                      **model.detection_args)
+        return postprocess_detections(
+            class_logits,
+            box_deltas,
+            proposals,
+            num_proposals,
+            shape,
+            box_stds=model.roi_sampler_args.get("box_stds"),
+            **model.detection_args,
+        )
 
     def full(x, shape):
         out = model({"images": x, "image_shape": shape})
@@ -198,8 +220,9 @@ def main():
         "rpn_and_proposals": frozen_part(rpn_and_proposals, feature_map, image_shape),
         "roi_pooling": frozen_part(lambda f, r: model.roi_pooling(f, r), feature_map, proposals),
         "region_fc": frozen_part(lambda p: head.region_features(p), pooled),
-        "outputs_and_postprocessing": frozen_part(outputs_and_post, hidden, proposals,
-                                                  num_proposals, image_shape),
+        "outputs_and_postprocessing": frozen_part(
+            outputs_and_post, hidden, proposals, num_proposals, image_shape
+        ),
         # The whole inference twice: as users run it (tf_frcnn.export.frozen_inference, the
         # weights constant, which oneDNN reorders once instead of on every call) and reading
         # the weights from variables.
@@ -228,24 +251,39 @@ def main():
     flops = sum(by_op.values())
     conv_flops = sum(v for k, v in by_op.items() if "Conv2D" in k)
     matmul_flops = sum(v for k, v in by_op.items() if "MatMul" in k)
-    backbone_flops = sum(_flops_by_op(_frozen_graph(
-        tf.function(lambda x: model.features(x)).get_concrete_function(images))).values())
+    backbone_flops = sum(
+        _flops_by_op(
+            _frozen_graph(tf.function(lambda x: model.features(x)).get_concrete_function(images))
+        ).values()
+    )
     floor, conv_floor, matmul_floor, conv_rate, matmul_rate = _kernel_floor(graph, args.runs)
     del graph
     backbone_network = split["backbone"] + (
-        split["region_fc"] if model.backbone.name == "vgg16" else 0.0)
+        split["region_fc"] if model.backbone.name == "vgg16" else 0.0
+    )
     result = {
-        "ours": "tf_frcnn", "config": args.config, "size": [height, width],
-        "threads": args.threads, "tf": tf.__version__, "svd_ranks": args.svd_ranks,
-        "infer_s_median": infer_median, "infer_s": infer_times,
+        "ours": "tf_frcnn",
+        "config": args.config,
+        "size": [height, width],
+        "threads": args.threads,
+        "tf": tf.__version__,
+        "svd_ranks": args.svd_ranks,
+        "infer_s_median": infer_median,
+        "infer_s": infer_times,
         "infer_variables_s_median": timings["full"],
-        "flops_g": flops / 1e9, "backbone_flops_g": backbone_flops / 1e9,
-        "conv_flops_g": conv_flops / 1e9, "matmul_flops_g": matmul_flops / 1e9,
-        "conv_rate_gflops": conv_rate, "matmul_rate_gflops": matmul_rate,
-        "floor_s": floor, "floor_conv_s": conv_floor, "floor_matmul_s": matmul_floor,
+        "flops_g": flops / 1e9,
+        "backbone_flops_g": backbone_flops / 1e9,
+        "conv_flops_g": conv_flops / 1e9,
+        "matmul_flops_g": matmul_flops / 1e9,
+        "conv_rate_gflops": conv_rate,
+        "matmul_rate_gflops": matmul_rate,
+        "floor_s": floor,
+        "floor_conv_s": conv_floor,
+        "floor_matmul_s": matmul_floor,
         "ratio_to_floor": infer_median / floor,
         "flops_by_op_g": {name: value / 1e9 for name, value in by_op.items()},
-        "split_s": split, "split_sum_s": sum(split.values()),
+        "split_s": split,
+        "split_sum_s": sum(split.values()),
         # The backbone network's own layers: its convs and, where it has them (VGG16's
         # fc6/fc7), its fc layers over the ROIs. The rest is the detector's overhead.
         "backbone_network_s": backbone_network,
@@ -254,16 +292,24 @@ def main():
     if args.train:
         from tf_frcnn.training import Objective, StageLoop, make_optimizer
         from tf_frcnn.training.schedule import stage_config
-        batch = {"images": images, "image_shape": image_shape,
-                 "boxes": tf.constant([[[60.0, 50.0, 400.0, 300.0],
-                                        [100.0, 400.0, 500.0, 700.0]]]),
-                 "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]])}
+
+        batch = {
+            "images": images,
+            "image_shape": image_shape,
+            "boxes": tf.constant([[[60.0, 50.0, 400.0, 300.0], [100.0, 400.0, 500.0, 700.0]]]),
+            "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]]),
+        }
         config.train.optimizer = "sgd"
-        loop = StageLoop.for_stage(model, "joint", Objective.from_config(config),
-                                   make_optimizer(config.train, stage_config(config, "joint")),
-                                   tf.distribute.get_strategy())
+        loop = StageLoop.for_stage(
+            model,
+            "joint",
+            Objective.from_config(config),
+            make_optimizer(config.train, stage_config(config, "joint")),
+            tf.distribute.get_strategy(),
+        )
         result["train_step_s_median"], result["train_step_s"] = _median_time(
-            lambda: loop.step(batch), args.runs)
+            lambda: loop.step(batch), args.runs
+        )
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 

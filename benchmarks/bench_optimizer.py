@@ -14,8 +14,9 @@ import time
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/voc07_vgg16.yaml")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
@@ -23,6 +24,7 @@ def main():
 
     import keras
     import tensorflow as tf
+
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from tf_frcnn.config import load_config
@@ -49,8 +51,10 @@ def main():
 
     @tf.function
     def reference_update(gradients):
-        gradients = [g + wd * v if decay else g
-                     for g, v, (_, decay) in zip(gradients, reference_vars, shapes)]
+        gradients = [
+            g + wd * v if decay else g
+            for g, v, (_, decay) in zip(gradients, reference_vars, shapes)
+        ]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
         gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
         reference.apply_gradients(zip(gradients, reference_vars))
@@ -68,8 +72,11 @@ def main():
             start = time.perf_counter()
             update(gradients)
             times[name].append(time.perf_counter() - start)
-    result = {"config": args.config, "threads": args.threads,
-              "parameters_m": sum(int(tf.reduce_prod(s)) for s, _ in shapes) / 1e6}
+    result = {
+        "config": args.config,
+        "threads": args.threads,
+        "parameters_m": sum(int(tf.reduce_prod(s)) for s, _ in shapes) / 1e6,
+    }
     result.update({name: statistics.median(t) for name, t in times.items()})
     result["ratio_ours_over_keras"] = result["tf_frcnn_sgd_s"] / result["keras_sgd_l2_guard_s"]
     print(json.dumps(result))

@@ -33,38 +33,52 @@ PRECISION = {"fp32": False, "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _args():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="timing: the model's config (weights are random)")
     parser.add_argument("--size", type=int, nargs=2, default=[300, 500], metavar=("H", "W"))
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="TF intra/inter-op threads; 0: TF's default (use on a GPU)")
-    parser.add_argument("--variables", action="store_true",
-                        help="time inference reading the weights from variables (as a "
-                        "SavedModel runs; a half-precision policy casts them on every call) "
-                        "instead of frozen: far less memory and set-up time for VGG16")
-    parser.add_argument("--variants", nargs="+", metavar="NAME",
-                        help="timing variants, of fp32 bf16 fp16 and the same with _xla "
-                        "(default: fp32 bf16, plus fp16 with --fp16 and the _xla ones with "
-                        "--xla)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="TF intra/inter-op threads; 0: TF's default (use on a GPU)",
+    )
+    parser.add_argument(
+        "--variables",
+        action="store_true",
+        help="time inference reading the weights from variables (as a "
+        "SavedModel runs; a half-precision policy casts them on every call) "
+        "instead of frozen: far less memory and set-up time for VGG16",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="NAME",
+        help="timing variants, of fp32 bf16 fp16 and the same with _xla "
+        "(default: fp32 bf16, plus fp16 with --fp16 and the _xla ones with "
+        "--xla)",
+    )
     parser.add_argument("--train", action="store_true", help="time the training step too")
     parser.add_argument("--xla", action="store_true", help="add the XLA-compiled variants")
     parser.add_argument("--fp16", action="store_true", help="add float16")
     parser.add_argument("--ap-model-dir", help="AP: a trained model directory (read only)")
     parser.add_argument("--data-dir", help="AP: TFDS data dir of a synthetic dataset")
-    parser.add_argument("--images", type=int, default=None,
-                        help="AP: evaluate the first N batches only")
+    parser.add_argument(
+        "--images", type=int, default=None, help="AP: evaluate the first N batches only"
+    )
     return parser.parse_args()
 
 
 def _variants(args):
     if args.variants:
-        unknown = [name for name in args.variants
-                   if name.removesuffix("_xla") not in PRECISION]
+        unknown = [name for name in args.variants if name.removesuffix("_xla") not in PRECISION]
         if unknown or args.variants[0] != "fp32":
-            sys.exit(f"bench_precision.py: --variants must start with fp32 and name only "
-                     f"{', '.join(PRECISION)} (and _xla); got {' '.join(args.variants)}")
+            sys.exit(
+                f"bench_precision.py: --variants must start with fp32 and name only "
+                f"{', '.join(PRECISION)} (and _xla); got {' '.join(args.variants)}"
+            )
         return args.variants
     names = ["fp32", "bf16"] + (["fp16"] if args.fp16 else [])
     if args.xla:
@@ -87,10 +101,19 @@ def timing(args, result):
     height, width = args.size
     images = tf.random.uniform([1, height, width, 3], maxval=255.0, seed=0)
     image_shape = tf.constant([[height, width]])
-    batch = {"images": images, "image_shape": image_shape,
-             "boxes": tf.constant([[[0.1 * height, 0.1 * width, 0.7 * height, 0.5 * width],
-                                    [0.2 * height, 0.4 * width, 0.9 * height, 0.8 * width]]]),
-             "labels": tf.constant([[1, min(2, config.model.num_classes)]])}
+    batch = {
+        "images": images,
+        "image_shape": image_shape,
+        "boxes": tf.constant(
+            [
+                [
+                    [0.1 * height, 0.1 * width, 0.7 * height, 0.5 * width],
+                    [0.2 * height, 0.4 * width, 0.9 * height, 0.8 * width],
+                ]
+            ]
+        ),
+        "labels": tf.constant([[1, min(2, config.model.num_classes)]]),
+    }
     weights = None
     infer, train = {}, {}
     for name in _variants(args):
@@ -103,24 +126,36 @@ def timing(args, result):
         model.set_weights(weights)
         start = time.perf_counter()
         if args.variables:
+            twin = builtin_twin(model) if xla else model
             infer[name] = tf.function(
-                lambda x, shape, model=builtin_twin(model) if xla else model: model.infer(
-                    {"images": x, "image_shape": shape}), jit_compile=xla or None)
+                lambda x, shape, twin=twin: twin.infer({"images": x, "image_shape": shape}),
+                jit_compile=xla or None,
+            )
         else:
             infer[name] = frozen_inference(model, height, width, jit_compile=xla)
         infer[name](images, image_shape)
-        print(f"{name}: inference traced and first run in {time.perf_counter() - start:.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"{name}: inference traced and first run in {time.perf_counter() - start:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.train:
             settings = stage_config(config, "joint")
             train[name] = StageLoop.for_stage(
-                model, "joint", Objective.from_config(config),
-                make_optimizer(config.train, settings), tf.distribute.get_strategy(),
-                jit_compile=xla)
+                model,
+                "joint",
+                Objective.from_config(config),
+                make_optimizer(config.train, settings),
+                tf.distribute.get_strategy(),
+                jit_compile=xla,
+            )
             start = time.perf_counter()
             train[name].step(batch)
-            print(f"{name}: first training step (trace, compile) "
-                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"{name}: first training step (trace, compile) {time.perf_counter() - start:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def run_infer(fn):
         out = fn(images, image_shape)
@@ -139,18 +174,22 @@ def timing(args, result):
             times[("train", name)].append(time.perf_counter() - start)
         print(f"round {round_index + 1}/{args.runs} done", file=sys.stderr, flush=True)
     for kind in ("infer", "train"):
-        medians = {name: statistics.median(values)
-                   for (k, name), values in times.items() if k == kind}
+        medians = {
+            name: statistics.median(values) for (k, name), values in times.items() if k == kind
+        }
         if not medians:
             continue
         result[f"{kind}_s_median"] = medians
-        result[f"{kind}_s"] = {name: values for (k, name), values in times.items()
-                               if k == kind}
-        result[f"{kind}_ratio_to_fp32"] = {name: value / medians["fp32"]
-                                           for name, value in medians.items()}
+        result[f"{kind}_s"] = {name: values for (k, name), values in times.items() if k == kind}
+        result[f"{kind}_ratio_to_fp32"] = {
+            name: value / medians["fp32"] for name, value in medians.items()
+        }
         for name, value in medians.items():
-            print(f"{kind:5s} {name:9s} {value:.3f} s  ({value / medians['fp32']:.2f}x fp32)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{kind:5s} {name:9s} {value:.3f} s  ({value / medians['fp32']:.2f}x fp32)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def average_precision(args, result):
@@ -171,14 +210,22 @@ def average_precision(args, result):
         start = time.perf_counter()
         values, _ = evaluate(model, class_names, batches, progress=False)
         seconds = time.perf_counter() - start
-        metrics[name] = {key: values[key] for key in ("AP", "AP50", "AP75", "mAP_voc07",
-                                                      "recall@300") if key in values}
+        metrics[name] = {
+            key: values[key]
+            for key in ("AP", "AP50", "AP75", "mAP_voc07", "recall@300")
+            if key in values
+        }
         metrics[name]["eval_s"] = seconds
-        print(f"{name}: AP {values['AP']:.4f} AP50 {values['AP50']:.4f} on '{split}' "
-              f"({seconds:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f"{name}: AP {values['AP']:.4f} AP50 {values['AP50']:.4f} on '{split}' "
+            f"({seconds:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     result["ap"] = metrics
-    result["ap_cost"] = {name: metrics["fp32"]["AP"] - entry["AP"]
-                         for name, entry in metrics.items()}
+    result["ap_cost"] = {
+        name: metrics["fp32"]["AP"] - entry["AP"] for name, entry in metrics.items()
+    }
 
 
 def main():
@@ -190,14 +237,23 @@ def main():
     import tensorflow as tf
 
     from tf_frcnn.hardware import cpu_features, cpu_summary
+
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-            for gpu in tf.config.list_physical_devices("GPU")]
+    gpus = [
+        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
     print(f"CPU {cpu_summary()}; GPU {', '.join(gpus) or 'none'}", file=sys.stderr, flush=True)
-    result = {"cpu": cpu_summary(), "cpu_features": cpu_features(), "gpus": gpus,
-              "tf": tf.__version__, "keras": keras.__version__, "threads": args.threads}
+    result = {
+        "cpu": cpu_summary(),
+        "cpu_features": cpu_features(),
+        "gpus": gpus,
+        "tf": tf.__version__,
+        "keras": keras.__version__,
+        "threads": args.threads,
+    }
     if args.config:
         result.update(config=args.config, size=args.size, runs=args.runs)
         timing(args, result)

@@ -26,7 +26,8 @@ def main():
     runners = {}
     for path in args.files:
         runner = Interpreter(model_path=path, num_threads=args.threads).get_signature_runner(
-            "serving_default")
+            "serving_default"
+        )
         details = runner.get_input_details()
         shape = details["images"]["shape"]
         feed = {"images": rng.integers(0, 256, shape, dtype=np.uint8)}

@@ -18,7 +18,12 @@ from tf_frcnn.data import build_pipeline, discover_voc_classes, synthetic_datase
 
 def examples_per_second(records, *, batch_size, min_size, max_size, passes=2, augment=None):
     pipeline = build_pipeline(
-        records, training=True, batch_size=batch_size, min_size=min_size, max_size=max_size, seed=0,
+        records,
+        training=True,
+        batch_size=batch_size,
+        min_size=min_size,
+        max_size=max_size,
+        seed=0,
         augment=augment,
     )
     for _ in pipeline:  # warm-up: tracing, TFDS's in-memory cache, file system cache

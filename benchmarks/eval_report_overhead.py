@@ -30,12 +30,16 @@ def main():
     args = parser.parse_args()
 
     from tf_frcnn.config import load_config
-    from tf_frcnn.evaluation.report import (plot_loss_curves, plot_pr_curves,
-                                            write_metrics_json, write_report)
+    from tf_frcnn.evaluation.report import (
+        plot_loss_curves,
+        plot_pr_curves,
+        write_metrics_json,
+        write_report,
+    )
     from tf_frcnn.evaluation.runner import evaluate, write_outputs
+    from tf_frcnn.stages import stage_names
     from tf_frcnn.training import inputs
     from tf_frcnn.training.loop import read_history
-    from tf_frcnn.stages import stage_names
     from tf_frcnn.training.schedule import load_trained_model
 
     config = load_config(args.config)
@@ -51,17 +55,24 @@ def main():
     def old_outputs(metrics, evaluator):
         out = os.path.join(scratch, "before")
         write_metrics_json(metrics, os.path.join(out, "metrics.json"))
-        images = {"PR": plot_pr_curves(evaluator.voc_result(), class_names,
-                                       os.path.join(out, "pr_curves.png"))}
-        history = {stage: rows for stage in stage_names(config)
-                   if (rows := read_history(os.path.join(copy, "logs"), stage))}
+        images = {
+            "PR": plot_pr_curves(
+                evaluator.voc_result(), class_names, os.path.join(out, "pr_curves.png")
+            )
+        }
+        history = {
+            stage: rows
+            for stage in stage_names(config)
+            if (rows := read_history(os.path.join(copy, "logs"), stage))
+        }
         if history:
             images["loss"] = plot_loss_curves(history, os.path.join(out, "loss_curves.png"))
         write_report(out, metrics, images)
 
     def infer():
-        return evaluate(model, class_names, inputs.batches(config, split, training=False),
-                        progress=False)
+        return evaluate(
+            model, class_names, inputs.batches(config, split, training=False), progress=False
+        )
 
     infer()  # warm-up: dataset cache, first traces
     times = {"inference_s": [], "before_s": [], "with_report_s": [], "report_s": []}
@@ -77,12 +88,21 @@ def main():
         times["before_s"].append(old_done - start)
         times["with_report_s"].append(inferred - start + new_done - old_done)
         times["report_s"].append(new_done - old_done)
-        print(f"round {round_index + 1}: " + ", ".join(
-            f"{key} {values[-1]:.2f}" for key, values in times.items()), flush=True)
+        print(
+            f"round {round_index + 1}: "
+            + ", ".join(f"{key} {values[-1]:.2f}" for key, values in times.items()),
+            flush=True,
+        )
     medians = {key: statistics.median(values) for key, values in times.items()}
-    print(json.dumps({**{f"{k}_median": round(v, 2) for k, v in medians.items()},
-                      "ratio": round(medians["with_report_s"] / medians["before_s"], 3),
-                      "html_bytes": os.path.getsize(os.path.join(copy, "report.html"))}))
+    print(
+        json.dumps(
+            {
+                **{f"{k}_median": round(v, 2) for k, v in medians.items()},
+                "ratio": round(medians["with_report_s"] / medians["before_s"], 3),
+                "html_bytes": os.path.getsize(os.path.join(copy, "report.html")),
+            }
+        )
+    )
     shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -25,6 +25,7 @@ images are random).
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import statistics
 import tempfile
@@ -37,17 +38,29 @@ def parse_args():
     source.add_argument("--model-dir", help="a trained model directory (tf-frcnn train)")
     source.add_argument("--config", help="a config: export an untrained model of it")
     parser.add_argument("--out", help="where the exports go (default: a temporary directory)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                        help="image size for latency and the TFLite input")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="image size for latency and the TFLite input",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no-tflite", action="store_true", help="SavedModel only")
     parser.add_argument("--eval", action="store_true", help="AP of every export (--model-dir)")
     parser.add_argument("--max-images", type=int, default=None, help="cap on --eval images")
-    parser.add_argument("--calibration", type=int, default=32,
-                        help="training images that calibrate the int8 model (0: no int8 model)")
-    parser.add_argument("--no-xnnpack-too", action="store_true",
-                        help="skip the TFLite timings without the XNNPACK delegate")
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=32,
+        help="training images that calibrate the int8 model (0: no int8 model)",
+    )
+    parser.add_argument(
+        "--no-xnnpack-too",
+        action="store_true",
+        help="skip the TFLite timings without the XNNPACK delegate",
+    )
     args = parser.parse_args()
     if args.eval and not args.model_dir:
         parser.error("--eval needs --model-dir (an untrained model has no AP to compare)")
@@ -75,8 +88,8 @@ def load(args):
     from tf_frcnn.model import build_model
 
     if args.model_dir:
-        from tf_frcnn.training.schedule import load_trained_model
         from tf_frcnn.export import read_labels
+        from tf_frcnn.training.schedule import load_trained_model
 
         model, config = load_trained_model(args.model_dir)
         return model, config, read_labels(args.model_dir)
@@ -87,7 +100,8 @@ def load(args):
     model = build_model(config)
     model({"images": tf.zeros([1, 64, 64, 3])})
     names = config.model.class_names or [
-        f"class_{label}" for label in range(1, config.model.num_classes + 1)]
+        f"class_{label}" for label in range(1, config.model.num_classes + 1)
+    ]
     return model, config, names
 
 
@@ -99,8 +113,10 @@ def calibration_images(args, config, height, width):
         return None
     if not args.model_dir:
         rng = np.random.default_rng(1)
-        return [rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)
-                for _ in range(args.calibration)]
+        return [
+            rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+            for _ in range(args.calibration)
+        ]
     from tf_frcnn.training import inputs
 
     records, _ = inputs.source(config, config.data.train_split)
@@ -127,11 +143,25 @@ def evaluate(predictor, config, class_names, max_images):
         scale = [height, width, height, width]
         out = predictor(image)
         evaluator.update(
-            [{"image_id": record["image_id"], "boxes": record["boxes"] * scale,
-              "labels": record["labels"], "difficult": record.get("difficult"),
-              "height": height, "width": width}],
-            [{"image_id": record["image_id"], "boxes": out["detection_boxes"] * scale,
-              "scores": out["detection_scores"], "classes": out["detection_classes"]}])
+            [
+                {
+                    "image_id": record["image_id"],
+                    "boxes": record["boxes"] * scale,
+                    "labels": record["labels"],
+                    "difficult": record.get("difficult"),
+                    "height": height,
+                    "width": width,
+                }
+            ],
+            [
+                {
+                    "image_id": record["image_id"],
+                    "boxes": out["detection_boxes"] * scale,
+                    "scores": out["detection_scores"],
+                    "classes": out["detection_classes"],
+                }
+            ],
+        )
     return evaluator.result()
 
 
@@ -154,15 +184,27 @@ def main():
         height = width = d.max_size
     out = pathlib.Path(args.out or tempfile.mkdtemp(prefix="export_sizes-"))
 
-    exports = {"SavedModel": export_saved_model(model, out / "saved_model", class_names,
-                                                min_size=d.min_size, max_size=d.max_size,
-                                                pad_to=d.pad_to)}
+    exports = {
+        "SavedModel": export_saved_model(
+            model,
+            out / "saved_model",
+            class_names,
+            min_size=d.min_size,
+            max_size=d.max_size,
+            pad_to=d.pad_to,
+        )
+    }
     sizes = {"SavedModel": directory_bytes(exports["SavedModel"])}
     if not args.no_tflite:
         variants = export_tflite_variants(
-            model, exports["SavedModel"], height=height, width=width, min_size=d.min_size,
+            model,
+            exports["SavedModel"],
+            height=height,
+            width=width,
+            min_size=d.min_size,
             max_size=d.max_size,
-            representative_images=calibration_images(args, config, height, width))
+            representative_images=calibration_images(args, config, height, width),
+        )
         for name, variant in variants.items():
             exports[f"TFLite {name}"] = variant["path"]
             sizes[f"TFLite {name}"] = variant["bytes"]
@@ -172,20 +214,24 @@ def main():
     metrics = {}
     for name, path in exports.items():
         predictor = load_predictor(path, num_threads=args.threads)
-        seconds = median_seconds(lambda: predictor(image), args.repeats)
+        seconds = median_seconds(functools.partial(predictor, image), args.repeats)
         reference = None
         if name != "SavedModel" and not args.no_xnnpack_too:
             plain = load_predictor(path, num_threads=args.threads, xnnpack=False)
-            reference = median_seconds(lambda: plain(image), args.repeats)
+            reference = median_seconds(functools.partial(plain, image), args.repeats)
         if args.eval:
             metrics[name] = evaluate(predictor, config, class_names, args.max_images)
         rows.append((name, sizes[name], seconds, reference))
 
     backbone = config.model.backbone
-    print(f"\n{backbone} backbone, {height}x{width} uint8 input, resize min_size {d.min_size} / "
-          f"max_size {d.max_size}, {args.threads} threads; exports in {out}\n")
-    header = ("| export | size (MB) | latency (ms/image) | speed-up vs SavedModel |"
-              " without XNNPACK (ms/image) |")
+    print(
+        f"\n{backbone} backbone, {height}x{width} uint8 input, resize min_size {d.min_size} / "
+        f"max_size {d.max_size}, {args.threads} threads; exports in {out}\n"
+    )
+    header = (
+        "| export | size (MB) | latency (ms/image) | speed-up vs SavedModel |"
+        " without XNNPACK (ms/image) |"
+    )
     if args.eval:
         header += " AP | AP50 | mAP VOC07 | AP change |"
     print(header)
@@ -193,12 +239,16 @@ def main():
     base_seconds = rows[0][2]
     for name, size, seconds, reference in rows:
         plain = "" if reference is None else f"{reference * 1e3:.1f}"
-        line = (f"| {name} | {size / 1e6:.1f} | {seconds * 1e3:.1f} | "
-                f"{base_seconds / seconds:.2f}x | {plain} |")
+        line = (
+            f"| {name} | {size / 1e6:.1f} | {seconds * 1e3:.1f} | "
+            f"{base_seconds / seconds:.2f}x | {plain} |"
+        )
         if args.eval:
             m, base = metrics[name], metrics["SavedModel"]
-            line += (f" {m['AP']:.4f} | {m['AP50']:.4f} | {m['mAP_voc07']:.4f} |"
-                     f" {m['AP'] - base['AP']:+.4f} |")
+            line += (
+                f" {m['AP']:.4f} | {m['AP50']:.4f} | {m['mAP_voc07']:.4f} |"
+                f" {m['AP'] - base['AP']:+.4f} |"
+            )
         print(line)
 
 

@@ -8,9 +8,10 @@ Each run is what a new user does with `configs/mobilenet_cpu.yaml`: `tf-frcnn tr
 then `tf-frcnn eval`, in its own process, one after the other (never two at once: the budget is
 wall time). `--steps-scale F` gives every variant the same steps instead (the config's stage
 steps times F), for a machine shared with other work, where a wall-time budget would buy
-different amounts of computation at different times. The variants differ only in the anchors ("paper": 128/256/512 px x 0.5/1/2;
-"fitted": `anchor_scales: auto`, `anchor_ratios: auto`) and in `data.augment` (off, or the
-example config's). Prints a Markdown table of mAP50 (VOC all-point), COCO AP and per-class AP50.
+different amounts of computation at different times. The variants differ only in the anchors
+("paper": 128/256/512 px x 0.5/1/2; "fitted": `anchor_scales: auto`, `anchor_ratios: auto`) and
+in `data.augment` (off, or the example config's). Prints a Markdown table of mAP50 (VOC
+all-point), COCO AP and per-class AP50.
 """
 
 from __future__ import annotations
@@ -30,12 +31,24 @@ BASE_CONFIG = os.path.join(ROOT, "configs", "mobilenet_cpu.yaml")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 DATASETS = {
-    "aquarium": {"source": "yolo", "root": os.path.join(SHARED, "aquarium"),
-                 "train_split": "train", "val_split": "valid", "eval_split": "test",
-                 "num_classes": 7, "class_names": None},
-    "raccoon": {"source": "voc", "root": os.path.join(SHARED, "raccoon"),
-                "train_split": "train", "val_split": 0.15, "eval_split": "val",
-                "num_classes": 1, "class_names": ["raccoon"]},
+    "aquarium": {
+        "source": "yolo",
+        "root": os.path.join(SHARED, "aquarium"),
+        "train_split": "train",
+        "val_split": "valid",
+        "eval_split": "test",
+        "num_classes": 7,
+        "class_names": None,
+    },
+    "raccoon": {
+        "source": "voc",
+        "root": os.path.join(SHARED, "raccoon"),
+        "train_split": "train",
+        "val_split": 0.15,
+        "eval_split": "val",
+        "num_classes": 1,
+        "class_names": ["raccoon"],
+    },
 }
 PAPER_ANCHORS = {"anchor_scales": [8, 16, 32], "anchor_ratios": [0.5, 1.0, 2.0]}
 
@@ -48,8 +61,9 @@ def variant_config(base, dataset, variant, steps_scale=None):
     spec = DATASETS[dataset]
     config["model"]["num_classes"] = spec["num_classes"]
     config["model"]["class_names"] = spec["class_names"]
-    config["model"]["weights"] = os.path.join(os.path.dirname(SHARED), "weights",
-                                              "mobilenet_2_5_224_tf_no_top.h5")
+    config["model"]["weights"] = os.path.join(
+        os.path.dirname(SHARED), "weights", "mobilenet_2_5_224_tf_no_top.h5"
+    )
     for key in ("source", "root", "train_split", "val_split", "eval_split"):
         config["data"][key] = spec[key]
     if variant.startswith("paper"):
@@ -68,12 +82,19 @@ def run(command):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per run")
-    parser.add_argument("--steps-scale", type=float, default=None,
-                        help="fixed steps (the config's times this) instead of --minutes")
+    parser.add_argument(
+        "--steps-scale",
+        type=float,
+        default=None,
+        help="fixed steps (the config's times this) instead of --minutes",
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--variants", nargs="+",
-                        default=["paper", "paper+aug", "fitted", "fitted+aug"],
-                        choices=["paper", "paper+aug", "fitted", "fitted+aug"])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["paper", "paper+aug", "fitted", "fitted+aug"],
+        choices=["paper", "paper+aug", "fitted", "fitted+aug"],
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "own_data"))
     args = parser.parse_args()
     with open(BASE_CONFIG, encoding="utf-8") as handle:
@@ -86,31 +107,55 @@ def main():
             os.makedirs(model_dir, exist_ok=True)
             config_path = os.path.join(model_dir, "experiment.yaml")
             with open(config_path, "w", encoding="utf-8") as handle:
-                yaml.safe_dump(variant_config(base, dataset, variant, args.steps_scale), handle,
-                               sort_keys=False)
+                yaml.safe_dump(
+                    variant_config(base, dataset, variant, args.steps_scale),
+                    handle,
+                    sort_keys=False,
+                )
             budget = [] if args.steps_scale else ["--minutes", str(args.minutes)]
-            train_s = run(cli + ["train", "--config", config_path, "--model-dir", model_dir]
-                          + budget)
+            train_s = run(
+                cli + ["train", "--config", config_path, "--model-dir", model_dir] + budget
+            )
             run(cli + ["eval", "--config", config_path, "--model-dir", model_dir])
             with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as handle:
                 metrics = json.load(handle)
             with open(os.path.join(model_dir, "config.yaml"), encoding="utf-8") as handle:
                 resolved = yaml.safe_load(handle)["model"]
             rows.append((dataset, variant, train_s, metrics, resolved))
-            print(json.dumps({"dataset": dataset, "variant": variant, "train_s": round(train_s),
-                              "mAP50": metrics["mAP_voc"], "AP": metrics["AP"]}), flush=True)
-    budget = (f"the config's steps x {args.steps_scale:g}" if args.steps_scale
-              else f"{args.minutes:g} training minutes")
+            print(
+                json.dumps(
+                    {
+                        "dataset": dataset,
+                        "variant": variant,
+                        "train_s": round(train_s),
+                        "mAP50": metrics["mAP_voc"],
+                        "AP": metrics["AP"],
+                    }
+                ),
+                flush=True,
+            )
+    budget = (
+        f"the config's steps x {args.steps_scale:g}"
+        if args.steps_scale
+        else f"{args.minutes:g} training minutes"
+    )
     print(f"\n{budget} per run; mAP50 = VOC all-point mAP at IoU 0.5, on the eval split\n")
-    print("| dataset | variant | anchors (scales x ratios) | train s | mAP50 | AP | AP50 per class |")
+    print(
+        "| dataset | variant | anchors (scales x ratios) | train s | mAP50 | AP | AP50 per class |"
+    )
     print("|---|---|---|---:|---:|---:|---|")
     for dataset, variant, train_s, metrics, model in rows:
-        anchors = (f"{[round(s, 2) for s in model['anchor_scales']]} x "
-                   f"{[round(r, 2) for r in model['anchor_ratios']]}")
-        per_class = ", ".join(f"{c['name']} {c['AP_voc']:.3f}"
-                              for c in metrics.get("per_class", {}).values())
-        print(f"| {dataset} | {variant} | {anchors} | {train_s:.0f} | {metrics['mAP_voc']:.3f} | "
-              f"{metrics['AP']:.3f} | {per_class} |")
+        anchors = (
+            f"{[round(s, 2) for s in model['anchor_scales']]} x "
+            f"{[round(r, 2) for r in model['anchor_ratios']]}"
+        )
+        per_class = ", ".join(
+            f"{c['name']} {c['AP_voc']:.3f}" for c in metrics.get("per_class", {}).values()
+        )
+        print(
+            f"| {dataset} | {variant} | {anchors} | {train_s:.0f} | {metrics['mAP_voc']:.3f} | "
+            f"{metrics['AP']:.3f} | {per_class} |"
+        )
 
 
 if __name__ == "__main__":

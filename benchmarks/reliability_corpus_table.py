@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_corpus():
     spec = importlib.util.spec_from_file_location(
-        "test_corpus", os.path.join(ROOT, "tests", "reliability", "test_corpus.py"))
+        "test_corpus", os.path.join(ROOT, "tests", "reliability", "test_corpus.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.CORPUS
@@ -32,8 +33,10 @@ def main():
             tested = f"`tests/reliability/test_corpus.py::{case.check.__name__}`"
         if case.gap:
             tested += " (**open**: xfail until fixed)"
-        print(f"| {cell(case.kind)} | {case.surface} | {cell(case.input)} | "
-              f"{cell(case.outcome)} | {tested} |")
+        print(
+            f"| {cell(case.kind)} | {case.surface} | {cell(case.input)} | "
+            f"{cell(case.outcome)} | {tested} |"
+        )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,19 @@ def main():
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                 f"--window-size=1280,{args.height}", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--window-size=1280,{args.height}",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
@@ -47,7 +56,8 @@ def main():
         driver.quit()
     height = round(image.height * args.width / image.width)
     image = image.resize((args.width, height), Image.LANCZOS).quantize(
-        256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE
+    )
     image.save(args.png, optimize=True)
     shutil.rmtree(profile, ignore_errors=True)
     print(f"{args.png}: {image.width}x{image.height}, {os.path.getsize(args.png) // 1024} KB")

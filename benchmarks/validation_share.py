@@ -11,16 +11,16 @@ import json
 import time
 
 from tf_frcnn import load_config
-from tf_frcnn.training import Trainer
-from tf_frcnn.training import validation
+from tf_frcnn.training import Trainer, validation
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--val-split", default="0.2",
-                        help="a split name or a fraction of the training split")
+    parser.add_argument(
+        "--val-split", default="0.2", help="a split name or a fraction of the training split"
+    )
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--val-images", type=int)
     parser.add_argument("--scale", type=float, default=1.0)
@@ -50,11 +50,18 @@ def main():
     Trainer(config, args.model_dir).run()
     total = time.perf_counter() - start
     validating = sum(sum(v) for v in seconds.values())
-    print(json.dumps({"total_s": round(total, 1), "validation_s": round(validating, 1),
-                      "share": round(validating / total, 4),
-                      "validations": {s: len(v) for s, v in seconds.items()},
-                      "per_validation_s": {s: round(sum(v) / len(v), 2)
-                                           for s, v in seconds.items()}}, indent=1))
+    print(
+        json.dumps(
+            {
+                "total_s": round(total, 1),
+                "validation_s": round(validating, 1),
+                "share": round(validating / total, 4),
+                "validations": {s: len(v) for s, v in seconds.items()},
+                "per_validation_s": {s: round(sum(v) / len(v), 2) for s, v in seconds.items()},
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,18 @@ def smoke_run(tmp_path_factory):
 
     tfds_dir = str(tmp_path_factory.mktemp("tfds"))
     model_dir = str(tmp_path_factory.mktemp("cli") / "smoke")
-    assert main(["train", "--config", os.path.join(ROOT, "configs", "smoke.yaml"),
-                 "--model-dir", model_dir, "--data-dir", tfds_dir]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                os.path.join(ROOT, "configs", "smoke.yaml"),
+                "--model-dir",
+                model_dir,
+                "--data-dir",
+                tfds_dir,
+            ]
+        )
+        == 0
+    )
     return model_dir, tfds_dir

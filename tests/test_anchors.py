@@ -16,10 +16,12 @@ def test_sizes_and_ratios_of_the_paper():
     cell = base_anchors()
     heights = cell[:, 2] - cell[:, 0]
     widths = cell[:, 3] - cell[:, 1]
-    np.testing.assert_allclose(sorted(set(np.round(np.sqrt(heights * widths), 3))),
-                               [128.0, 256.0, 512.0], rtol=1e-5)
-    np.testing.assert_allclose(sorted(set(np.round(heights / widths, 5))), [0.5, 1.0, 2.0],
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        sorted(set(np.round(np.sqrt(heights * widths), 3))), [128.0, 256.0, 512.0], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        sorted(set(np.round(heights / widths, 5))), [0.5, 1.0, 2.0], rtol=1e-4
+    )
     assert len(cell) == 9
 
 
@@ -27,8 +29,8 @@ def test_centres_and_order_match_feature_positions():
     anchors = AnchorGenerator()(tf.zeros([2, 3, 4, 1])).numpy().reshape(3, 4, 9, 4)
     centres_y = (anchors[..., 0] + anchors[..., 2]) / 2
     centres_x = (anchors[..., 1] + anchors[..., 3]) / 2
-    np.testing.assert_allclose(centres_y[1, 2], 24.0)   # row 1: (1 + 0.5) * 16
-    np.testing.assert_allclose(centres_x[1, 2], 40.0)   # column 2: (2 + 0.5) * 16
+    np.testing.assert_allclose(centres_y[1, 2], 24.0)  # row 1: (1 + 0.5) * 16
+    np.testing.assert_allclose(centres_x[1, 2], 40.0)  # column 2: (2 + 0.5) * 16
 
 
 def test_static_shape_and_dynamic_shape_and_config():

@@ -1,4 +1,5 @@
-"""Backbones: stride-16 feature maps, normalisation layers, freezing, weight files, region-wise heads."""
+"""Backbones: stride-16 feature maps, normalisation layers, freezing, weight files, region-wise
+heads."""
 
 import os
 import time
@@ -95,7 +96,9 @@ def test_preprocessing_layer_matches_keras_applications(name, reference):
 
 
 def test_tiny_preprocessing_maps_pixels_to_minus_one_one():
-    normalised = keras.ops.convert_to_numpy(preprocessing_layer("tiny")(np.array([[0.0, 127.5, 255.0]])))
+    normalised = keras.ops.convert_to_numpy(
+        preprocessing_layer("tiny")(np.array([[0.0, 127.5, 255.0]]))
+    )
 
     np.testing.assert_allclose(normalised, [[-1.0, 0.0, 1.0]], atol=1e-6)
 
@@ -192,7 +195,8 @@ def test_vgg16_loads_a_weights_file_and_freezes_conv1_conv2(vgg16_weights_file):
     assert backbone.fc_weights is None  # a no-top file has no fc1/fc2
     features = backbone.features
     np.testing.assert_array_equal(
-        features.get_layer("block3_conv1").kernel.numpy(), source.get_layer("block3_conv1").kernel.numpy()
+        features.get_layer("block3_conv1").kernel.numpy(),
+        source.get_layer("block3_conv1").kernel.numpy(),
     )
     frozen = ["block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"]
     assert backbone.frozen_layers == tuple(frozen)
@@ -230,11 +234,15 @@ def test_freeze_until_choices(vgg16_weights_file, backbones):
 def test_resnet50_batchnorm_is_frozen_and_in_inference_mode(backbones):
     backbone = backbones["resnet50"]
     batch_norms = [
-        layer for layer in backbone.features.layers if isinstance(layer, keras.layers.BatchNormalization)
+        layer
+        for layer in backbone.features.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
     ]
     images = pixels((1, 32, 32, 3))
 
-    assert len(batch_norms) == 1 + 3 * (3 + 4 + 6) + 3  # conv1, 13 blocks of 3, 3 shortcut BNs up to C4
+    assert (
+        len(batch_norms) == 1 + 3 * (3 + 4 + 6) + 3
+    )  # conv1, 13 blocks of 3, 3 shortcut BNs up to C4
     assert not any(layer.trainable for layer in batch_norms)
     assert set(backbone.frozen_layers) == {layer.name for layer in batch_norms}
     np.testing.assert_allclose(
@@ -271,7 +279,9 @@ def test_mobilenet_loads_the_local_imagenet_file():
         pw11_moving_mean = f["conv_pw_11_bn"]["conv_pw_11_bn"]["moving_mean:0"][()]
     np.testing.assert_array_equal(features.get_layer("conv1").kernel.numpy(), conv1_kernel)
     np.testing.assert_array_equal(features.get_layer("conv_pw_11").kernel.numpy(), pw11_kernel)
-    np.testing.assert_array_equal(features.get_layer("conv_pw_11_bn").moving_mean.numpy(), pw11_moving_mean)
+    np.testing.assert_array_equal(
+        features.get_layer("conv_pw_11_bn").moving_mean.numpy(), pw11_moving_mean
+    )
     assert not features.get_layer("conv_pw_3").trainable
     assert features.get_layer("conv_dw_4").trainable
     assert not features.get_layer("conv_pw_11_bn").trainable
@@ -339,8 +349,9 @@ def test_unknown_freeze_until_layer_raises_naming_it():
         build_backbone("tiny", freeze_until="block9_conv1")
 
 
-@pytest.mark.parametrize("channels, stem", [((16, 32, 64, 128), 2), ((16, 32, 96), 4),
-                                            ((8, 24), 8)])
+@pytest.mark.parametrize(
+    "channels, stem", [((16, 32, 64, 128), 2), ((16, 32, 96), 4), ((8, 24), 8)]
+)
 def test_tiny_channels_keep_stride_16_with_a_wider_stem(channels, stem):
     backbone = build_backbone("tiny", tiny_channels=channels)
     assert backbone.stride == 16

@@ -29,11 +29,12 @@ def test_iou_within_unit_interval_random():
 
 def test_encode_matches_paper_parameterisation():
     # (ty, tx, th, tw) = ((y - ya) / ha, (x - xa) / wa, log(h / ha), log(w / wa))
-    anchor = tf.constant([[10.0, 10.0, 50.0, 90.0]])   # centre (30, 50), h 40, w 80
-    box = tf.constant([[12.0, 8.0, 60.0, 100.0]])      # centre (36, 54), h 48, w 92
+    anchor = tf.constant([[10.0, 10.0, 50.0, 90.0]])  # centre (30, 50), h 40, w 80
+    box = tf.constant([[12.0, 8.0, 60.0, 100.0]])  # centre (36, 54), h 48, w 92
     deltas = box_ops.encode(box, anchor).numpy()
-    np.testing.assert_allclose(deltas, [[6 / 40, 4 / 80, np.log(48 / 40), np.log(92 / 80)]],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        deltas, [[6 / 40, 4 / 80, np.log(48 / 40), np.log(92 / 80)]], rtol=1e-5
+    )
     np.testing.assert_allclose(deltas, [[0.15, 0.05, 0.1823216, 0.1397619]], rtol=1e-5)
 
 
@@ -64,8 +65,9 @@ def test_normalized_round_trip_and_area():
     boxes = tf.constant([[10.0, 20.0, 30.0, 60.0]])
     norm = box_ops.to_normalized(boxes, tf.constant([100, 200]))
     np.testing.assert_allclose(norm.numpy(), [[0.1, 0.1, 0.3, 0.3]], rtol=1e-6)
-    np.testing.assert_allclose(box_ops.to_absolute(norm, tf.constant([100, 200])).numpy(),
-                               boxes.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        box_ops.to_absolute(norm, tf.constant([100, 200])).numpy(), boxes.numpy(), rtol=1e-6
+    )
     np.testing.assert_allclose(box_ops.area(boxes).numpy(), [800.0])
     np.testing.assert_allclose(box_ops.area(tf.constant([[5.0, 5.0, 1.0, 1.0]])).numpy(), [0.0])
 

@@ -19,11 +19,20 @@ def test_defaults_are_the_papers():
     assert config.rpn.nms_iou == 0.7 and config.rpn.ignore_cross_boundary
     assert (config.roi.num_rois, config.roi.fg_fraction, config.roi.fg_iou) == (128, 0.25, 0.5)
     assert (config.roi.bg_iou_low, config.roi.bg_iou_high, config.roi.fill) == (
-        0.1, 0.5, "negatives")
-    assert (config.detection.nms_iou, config.detection.score_threshold,
-            config.detection.max_detections) == (0.3, 0.05, 100)
-    assert (config.model.anchor_base_size, config.model.anchor_scales,
-            config.model.anchor_ratios) == (16, [8, 16, 32], [0.5, 1.0, 2.0])
+        0.1,
+        0.5,
+        "negatives",
+    )
+    assert (
+        config.detection.nms_iou,
+        config.detection.score_threshold,
+        config.detection.max_detections,
+    ) == (0.3, 0.05, 100)
+    assert (
+        config.model.anchor_base_size,
+        config.model.anchor_scales,
+        config.model.anchor_ratios,
+    ) == (16, [8, 16, 32], [0.5, 1.0, 2.0])
     assert (config.data.min_size, config.data.max_size) == (600, 1000)
     assert (config.train.momentum, config.train.weight_decay) == (0.9, 5e-4)
 
@@ -38,21 +47,28 @@ def test_paper_config_schedule():
     config = load_config(os.path.join(ROOT, "configs", "voc07_vgg16.yaml"))
     stages = config.train.stages
     assert [stages[s].steps for s in ("rpn1", "detector2", "rpn3", "detector4")] == [
-        80000, 40000, 80000, 40000]
+        80000,
+        40000,
+        80000,
+        40000,
+    ]
     assert stages["rpn1"].decay_steps == [60000] and stages["rpn1"].learning_rate == 1e-3
     assert (stages["rpn1"].batch_size, stages["detector2"].batch_size) == (1, 2)
 
 
-@pytest.mark.parametrize("values, key", [
-    ({"model": {"bogus": 1}}, "model.bogus"),
-    ({"nonsense": {}}, "nonsense"),
-    ({"train": {"stages": {"rpn1": {"stepz": 3}}}}, "train.stages.rpn1.stepz"),
-    ({"roi": {"fg_fraction": 1.5}}, "roi.fg_fraction"),
-    ({"rpn": {"nms_iou": -0.1}}, "rpn.nms_iou"),
-    ({"data": {"min_size": -5}}, "data.min_size"),
-    ({"roi": {"fill": "ones"}}, "roi.fill"),
-    ({"model": {"num_classes": 2, "class_names": ["a"]}}, "model.class_names"),
-])
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"model": {"bogus": 1}}, "model.bogus"),
+        ({"nonsense": {}}, "nonsense"),
+        ({"train": {"stages": {"rpn1": {"stepz": 3}}}}, "train.stages.rpn1.stepz"),
+        ({"roi": {"fg_fraction": 1.5}}, "roi.fg_fraction"),
+        ({"rpn": {"nms_iou": -0.1}}, "rpn.nms_iou"),
+        ({"data": {"min_size": -5}}, "data.min_size"),
+        ({"roi": {"fill": "ones"}}, "roi.fill"),
+        ({"model": {"num_classes": 2, "class_names": ["a"]}}, "model.class_names"),
+    ],
+)
 def test_bad_configs_name_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config_from_dict(values)
@@ -68,24 +84,30 @@ def test_overrides_merge_and_do_not_mutate_input():
 
 def test_round_trip_through_yaml(tmp_path):
     import yaml
+
     config = load_config(os.path.join(ROOT, "configs", "smoke.yaml"))
     path = tmp_path / "again.yaml"
     path.write_text(yaml.safe_dump(config.to_dict()))
     assert load_config(path).to_dict() == config.to_dict()
 
 
-@pytest.mark.parametrize("values, key", [
-    ({"data": {"batch_size": "two"}}, "data.batch_size"),
-    ({"data": {"source": "imagenet"}}, "data.source"),
-    ({"model": {"backbone": "vgg19"}}, "model.backbone"),
-    ({"model": {"anchor_base_size": -16}}, "model.anchor_base_size"),
-    ({"rpn": {"min_size": -1}}, "rpn.min_size"),
-    ({"rpn": {"negative_iou": 0.8}}, "rpn.negative_iou"),
-    ({"train": {"stages": {"rpn99": {"steps": 3}}}}, "train.stages.rpn99"),
-    ({"train": {"stages": {"rpn1": {"learning_rate": float("nan")}}}},
-     "train.stages.rpn1.learning_rate"),
-    ({"model": {"num_classes": None}}, "model.num_classes"),
-])
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"data": {"batch_size": "two"}}, "data.batch_size"),
+        ({"data": {"source": "imagenet"}}, "data.source"),
+        ({"model": {"backbone": "vgg19"}}, "model.backbone"),
+        ({"model": {"anchor_base_size": -16}}, "model.anchor_base_size"),
+        ({"rpn": {"min_size": -1}}, "rpn.min_size"),
+        ({"rpn": {"negative_iou": 0.8}}, "rpn.negative_iou"),
+        ({"train": {"stages": {"rpn99": {"steps": 3}}}}, "train.stages.rpn99"),
+        (
+            {"train": {"stages": {"rpn1": {"learning_rate": float("nan")}}}},
+            "train.stages.rpn1.learning_rate",
+        ),
+        ({"model": {"num_classes": None}}, "model.num_classes"),
+    ],
+)
 def test_wrong_types_choices_and_orders_name_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config_from_dict(values)
@@ -98,8 +120,12 @@ def test_exponent_without_dot_is_a_float():
 
 def test_tiny_channels_are_checked_by_key():
     from tf_frcnn.config import ConfigError, config_from_dict
+
     assert config_from_dict({"model": {"tiny_channels": [16, 32, 96]}}).model.tiny_channels == [
-        16, 32, 96]
+        16,
+        32,
+        96,
+    ]
     for bad in ([16], [16, 32, 64, 128, 256], [16, -1], [16, 2.5]):
         with pytest.raises(ConfigError, match="model.tiny_channels"):
             config_from_dict({"model": {"tiny_channels": bad}})

@@ -7,9 +7,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_demo_runs_end_to_end_on_the_smoke_config(tmp_path, capsys):
-    metrics = run_demo(config_path=os.path.join(ROOT, "configs", "smoke.yaml"),
-                       model_dir=str(tmp_path / "demo"), data_dir=str(tmp_path / "tfds"),
-                       export_dir=str(tmp_path / "saved_models" / "smoke"))
+    metrics = run_demo(
+        config_path=os.path.join(ROOT, "configs", "smoke.yaml"),
+        model_dir=str(tmp_path / "demo"),
+        data_dir=str(tmp_path / "tfds"),
+        export_dir=str(tmp_path / "saved_models" / "smoke"),
+    )
     out = capsys.readouterr().out
     for step in range(1, 6):
         assert f"[{step}/5]" in out

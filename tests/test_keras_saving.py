@@ -35,11 +35,19 @@ for path in sys.argv[1:]:
 
 
 def small_config(backbone):
-    return config_from_dict({
-        "model": {"backbone": backbone, "num_classes": 3, "rpn_channels": 32,
-                  "fc_units": [32, 32], "anchor_scales": [2, 4, 8]},
-        "rpn": {"test_pre_nms": 300, "test_post_nms": 24},
-        "detection": {"score_threshold": 0.0}})
+    return config_from_dict(
+        {
+            "model": {
+                "backbone": backbone,
+                "num_classes": 3,
+                "rpn_channels": 32,
+                "fc_units": [32, 32],
+                "anchor_scales": [2, 4, 8],
+            },
+            "rpn": {"test_pre_nms": 300, "test_post_nms": 24},
+            "detection": {"score_threshold": 0.0},
+        }
+    )
 
 
 def test_every_backbone_round_trips_through_a_keras_file(tmp_path):
@@ -52,12 +60,14 @@ def test_every_backbone_round_trips_through_a_keras_file(tmp_path):
         assert int(out["num_detections"][0]) > 0, backbone
         path = str(tmp_path / f"{backbone}.keras")
         model.save(path)
-        np.savez(path + ".npz", images=images,
-                 **{key: np.asarray(value) for key, value in out.items()})
+        np.savez(
+            path + ".npz", images=images, **{key: np.asarray(value) for key, value in out.items()}
+        )
         paths.append(path)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", LOAD, *paths], capture_output=True,
-                            text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD, *paths], capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("loaded") == len(BACKBONES)
 

@@ -10,8 +10,9 @@ def test_match_masks_padding_and_invalid_candidates():
     gt_boxes = tf.constant([[[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 10.0, 10.0]]])
     gt_labels = tf.constant([[0, 3]])
     matches = matcher.match(candidates, valid, gt_boxes, gt_labels)
-    np.testing.assert_allclose(matches["iou"][0].numpy(),
-                               [[-1, 1.0], [-1, 50 / 150], [-1, -1]], atol=1e-6)
+    np.testing.assert_allclose(
+        matches["iou"][0].numpy(), [[-1, 1.0], [-1, 50 / 150], [-1, -1]], atol=1e-6
+    )
     np.testing.assert_allclose(matches["max_iou"][0].numpy(), [1.0, 50 / 150, -1], atol=1e-6)
     np.testing.assert_array_equal(matches["labels"][0, :2].numpy(), [3, 3])
     np.testing.assert_array_equal(matches["boxes"][0, 1].numpy(), [0, 0, 10, 10])
@@ -20,8 +21,9 @@ def test_match_masks_padding_and_invalid_candidates():
 def test_anchor_rules_force_the_best_anchor_and_roi_bands():
     candidates = tf.constant([[0.0, 5.0, 10.0, 15.0], [0.0, 8.0, 10.0, 18.0], [50, 50, 60, 60]])
     valid = tf.constant([[True, True, True]])
-    matches = matcher.match(candidates, valid, tf.constant([[[0.0, 0.0, 10.0, 10.0]]]),
-                            tf.constant([[1]]))
+    matches = matcher.match(
+        candidates, valid, tf.constant([[[0.0, 0.0, 10.0, 10.0]]]), tf.constant([[1]])
+    )
     positive, negative = matcher.anchor_labels(matches, valid, 0.7, 0.3)
     # IoUs 1/3 (below 0.7, but the best for the ground truth), 1/9 and 0.
     np.testing.assert_array_equal(positive[0].numpy(), [True, False, False])

@@ -1,5 +1,3 @@
-import time
-
 import keras
 import numpy as np
 import pytest
@@ -14,15 +12,22 @@ from tf_frcnn.rpn import RPNHead
 from tf_frcnn.stages import STAGES, get_stage
 from tf_frcnn.training import Objective, StageModel, set_trainable
 
-DETECTION_KEYS = {"detection_boxes": (2, 100, 4), "detection_scores": (2, 100),
-                  "detection_classes": (2, 100), "num_detections": (2,)}
+DETECTION_KEYS = {
+    "detection_boxes": (2, 100, 4),
+    "detection_scores": (2, 100),
+    "detection_classes": (2, 100),
+    "num_detections": (2,),
+}
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "mobilenet", "resnet50", "vgg16"])
 def test_forward_on_2x320x480_gives_padded_detections(backbone):
-    config = config_from_dict({"model": {"backbone": backbone, "num_classes": 4,
-                                         "rpn_channels": 64},
-                               "rpn": {"test_pre_nms": 600, "test_post_nms": 32}})
+    config = config_from_dict(
+        {
+            "model": {"backbone": backbone, "num_classes": 4, "rpn_channels": 64},
+            "rpn": {"test_pre_nms": 600, "test_post_nms": 32},
+        }
+    )
     model = build_model(config)
     images = tf.random.uniform([2, 320, 480, 3], maxval=255.0, seed=1)
     out = model({"images": images})
@@ -38,16 +43,19 @@ def test_forward_on_2x320x480_gives_padded_detections(backbone):
 
 
 def test_stage_trainability():
-    config = config_from_dict({"model": {"backbone": "tiny", "num_classes": 2,
-                                         "rpn_channels": 16}})
+    config = config_from_dict({"model": {"backbone": "tiny", "num_classes": 2, "rpn_channels": 16}})
     model = build_model(config)
     model({"images": tf.zeros([1, 64, 64, 3])})
     n_backbone = len(model.features.trainable_weights)
     n_rpn = len(model.rpn_head.weights)
     n_det = len(model.detector_head.weights)
-    expected = {"rpn1": n_backbone + n_rpn, "detector2": n_backbone + n_det,
-                "rpn3": n_rpn, "detector4": n_det,
-                "joint": n_backbone + n_rpn + n_det}
+    expected = {
+        "rpn1": n_backbone + n_rpn,
+        "detector2": n_backbone + n_det,
+        "rpn3": n_rpn,
+        "detector4": n_det,
+        "joint": n_backbone + n_rpn + n_det,
+    }
     assert set(STAGES) == set(expected)
     for name, stage in STAGES.items():
         set_trainable(model, stage)
@@ -68,15 +76,21 @@ def _one_object_scene(size=192):
 def test_tiny_model_overfits_one_image():
     keras.utils.set_random_seed(0)
     image, box = _one_object_scene()
-    batch = {"images": tf.constant(image[None]), "image_shape": tf.constant([[192, 192]]),
-             "boxes": tf.constant([[box, [0, 0, 0, 0]]], tf.float32),
-             "labels": tf.constant([[1, 0]])}
-    model = FasterRCNN(build_backbone("tiny").features, num_classes=2,
-                       anchor_generator=AnchorGenerator(scales=(2, 4, 8)),
-                       rpn_head=RPNHead(num_anchors=9, channels=64),
-                       proposal_layer=ProposalLayer(train_pre_nms=600, train_post_nms=100,
-                                                    test_pre_nms=300, test_post_nms=20,
-                                                    min_size=4.0))
+    batch = {
+        "images": tf.constant(image[None]),
+        "image_shape": tf.constant([[192, 192]]),
+        "boxes": tf.constant([[box, [0, 0, 0, 0]]], tf.float32),
+        "labels": tf.constant([[1, 0]]),
+    }
+    model = FasterRCNN(
+        build_backbone("tiny").features,
+        num_classes=2,
+        anchor_generator=AnchorGenerator(scales=(2, 4, 8)),
+        rpn_head=RPNHead(num_anchors=9, channels=64),
+        proposal_layer=ProposalLayer(
+            train_pre_nms=600, train_post_nms=100, test_pre_nms=300, test_post_nms=20, min_size=4.0
+        ),
+    )
     objective = Objective(roi_sampler_args={"num_rois": 32}, seed=0)
     fitted = StageModel(model, "joint", objective)
     fitted.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -94,4 +108,5 @@ def test_tiny_model_overfits_one_image():
     assert float(out["detection_scores"][0, 0]) > 0.5
     best = tf.constant([out["detection_boxes"][0, 0].numpy()])
     from tf_frcnn.boxes import iou
+
     assert float(iou(best, tf.constant([box]))[0, 0]) > 0.7

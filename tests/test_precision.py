@@ -7,15 +7,23 @@ from tf_frcnn.config import ConfigError, config_from_dict
 from tf_frcnn.hardware import cpu_features, cpu_summary
 from tf_frcnn.model import build_model
 
-SMOKE = {"model": {"backbone": "tiny", "num_classes": 2, "rpn_channels": 16,
-                   "fc_units": [16, 16]}}
+SMOKE = {"model": {"backbone": "tiny", "num_classes": 2, "rpn_channels": 16, "fc_units": [16, 16]}}
 
 
-@pytest.mark.parametrize("value, meant", [(False, False), ("float32", False), (True, "float16"),
-                                          ("float16", "float16"), ("bfloat16", "bfloat16")])
+@pytest.mark.parametrize(
+    "value, meant",
+    [
+        (False, False),
+        ("float32", False),
+        (True, "float16"),
+        ("float16", "float16"),
+        ("bfloat16", "bfloat16"),
+    ],
+)
 def test_precision_keys_accept_false_float16_bfloat16(value, meant):
-    config = config_from_dict({"train": {"mixed_precision": value},
-                               "detection": {"mixed_precision": value}})
+    config = config_from_dict(
+        {"train": {"mixed_precision": value}, "detection": {"mixed_precision": value}}
+    )
     assert config.train.mixed_precision == meant
     assert config.detection.mixed_precision == meant
 
@@ -23,8 +31,11 @@ def test_precision_keys_accept_false_float16_bfloat16(value, meant):
 @pytest.mark.parametrize("key", ["train", "detection"])
 @pytest.mark.parametrize("value", ["half", "fp16", 16, None])
 def test_unknown_precision_is_a_one_line_error_naming_the_key(key, value):
-    with pytest.raises(ConfigError, match=rf"'{key}\.mixed_precision' = .* must be false, "
-                                          "float16 or bfloat16"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"'{key}\.mixed_precision' = .* must be false, "
+        "float16 or bfloat16",
+    ):
         config_from_dict({key: {"mixed_precision": value}})
 
 
@@ -37,14 +48,19 @@ def test_jit_compile_needs_the_default_strategy():
 def test_policy_reaches_backbone_and_heads_only(precision):
     config = config_from_dict(SMOKE)
     model = build_model(config, precision=precision)
-    for part in (model.features, model.rpn_head, model.detector_head,
-                 model.detector_head.cls_score):
+    for part in (
+        model.features,
+        model.rpn_head,
+        model.detector_head,
+        model.detector_head.cls_score,
+    ):
         assert part.compute_dtype == precision and part.variable_dtype == "float32", part.name
     for part in (model.anchor_generator, model.proposal_layer, model.roi_pooling, model):
         assert part.compute_dtype == "float32", part.name
     assert type(model.roi_pooling).__name__ == "ROIPooling"
     import keras
-    assert keras.config.dtype_policy().name == "float32"      # the scope was left
+
+    assert keras.config.dtype_policy().name == "float32"  # the scope was left
     config.train.jit_compile = True
     assert type(build_model(config).roi_pooling).__name__ == "ROIPoolingBuiltin"
 
@@ -63,12 +79,18 @@ def test_cpu_features_from_cpuinfo(tmp_path):
     sapphire.write_text(CPUINFO)
     features = cpu_features(sapphire)
     assert features["AMX"] and features["AVX512_BF16"] and features["VNNI"]
-    assert cpu_summary(sapphire) == ("Intel(R) Xeon(R) Platinum 8480+: AMX yes, AVX512_BF16 "
-                                     "yes, VNNI yes, AVX512F yes")
+    assert cpu_summary(sapphire) == (
+        "Intel(R) Xeon(R) Platinum 8480+: AMX yes, AVX512_BF16 yes, VNNI yes, AVX512F yes"
+    )
     avx2 = tmp_path / "avx2"
     avx2.write_text("model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse avx avx2 fma\n")
-    assert cpu_features(avx2) == {"AMX": False, "AVX512_BF16": False, "VNNI": False,
-                                  "AVX512F": False, "flags": []}
+    assert cpu_features(avx2) == {
+        "AMX": False,
+        "AVX512_BF16": False,
+        "VNNI": False,
+        "AVX512F": False,
+        "flags": [],
+    }
     unknown = cpu_features(tmp_path / "missing")
     assert unknown["AMX"] is None and "unknown" in cpu_summary(tmp_path / "missing")
 
@@ -76,6 +98,7 @@ def test_cpu_features_from_cpuinfo(tmp_path):
 def test_version_prints_versions_and_cpu_flags(capsys):
     import keras
     import tensorflow as tf
+
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0

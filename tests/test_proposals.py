@@ -32,9 +32,9 @@ def test_static_padded_output_and_nms_property():
         assert 0 < n <= 300
         kept = proposals[i, :n]
         overlaps = box_ops.iou(kept, kept).numpy() - np.eye(n)
-        assert overlaps.max() <= 0.7 + 1e-5           # no pair above the NMS threshold
+        assert overlaps.max() <= 0.7 + 1e-5  # no pair above the NMS threshold
         assert np.all(np.diff(scores[i, :n].numpy()) <= 1e-7)  # sorted by objectness
-        assert not np.any(proposals[i, n:].numpy())     # zero padding
+        assert not np.any(proposals[i, n:].numpy())  # zero padding
         k = kept.numpy()
         assert k.min() >= 0 and k[:, 2].max() <= 320 and k[:, 3].max() <= 320  # clipped
         assert np.all(k[:, 2] - k[:, 0] >= 8.0) and np.all(k[:, 3] - k[:, 1] >= 8.0)
@@ -42,12 +42,17 @@ def test_static_padded_output_and_nms_property():
 
 def test_training_counts_are_chosen_explicitly():
     logits, deltas, anchors, image_shape = _rpn_outputs(batch=1)
-    layer = ProposalLayer(train_pre_nms=500, train_post_nms=50, test_pre_nms=100,
-                          test_post_nms=10)
-    assert layer(logits, deltas, anchors, image_shape,
-                 use_training_counts=True)[0].shape == (1, 50, 4)
-    assert layer(logits, deltas, anchors, image_shape,
-                 use_training_counts=False)[0].shape == (1, 10, 4)
+    layer = ProposalLayer(train_pre_nms=500, train_post_nms=50, test_pre_nms=100, test_post_nms=10)
+    assert layer(logits, deltas, anchors, image_shape, use_training_counts=True)[0].shape == (
+        1,
+        50,
+        4,
+    )
+    assert layer(logits, deltas, anchors, image_shape, use_training_counts=False)[0].shape == (
+        1,
+        10,
+        4,
+    )
     # Keras' training flag does not pick the counts.
     assert layer(logits, deltas, anchors, image_shape, training=True)[0].shape == (1, 10, 4)
 
@@ -56,7 +61,8 @@ def test_best_scoring_box_comes_first_and_duplicates_suppressed():
     anchors = tf.constant([[0, 0, 20, 20], [0, 0, 20, 21], [40, 40, 60, 60]], tf.float32)
     logits = tf.constant([[[0.0, 1.0], [0.0, 2.0], [0.0, -1.0]]])
     proposals, scores, count = ProposalLayer(test_pre_nms=3, test_post_nms=3, min_size=1.0)(
-        logits, tf.zeros([1, 3, 4]), anchors, tf.constant([[100, 100]]))
+        logits, tf.zeros([1, 3, 4]), anchors, tf.constant([[100, 100]])
+    )
     assert int(count[0]) == 2
     np.testing.assert_allclose(proposals[0, :2].numpy(), [[0, 0, 20, 21], [40, 40, 60, 60]])
 

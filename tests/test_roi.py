@@ -42,8 +42,16 @@ def test_paper_sampler_128_with_25_percent_foreground():
 def test_seed_sampler_256_one_to_one_zero_padded():
     proposals, count = _proposals(n=300, seed=2)
     # Only ~a few proposals are foreground once limited; zero fill never adds background.
-    sampled = sample_rois(proposals[:, :40], tf.constant([40]), GT, GT_LABELS, num_rois=256,
-                          fg_fraction=0.5, fill="zeros", seed=1)
+    sampled = sample_rois(
+        proposals[:, :40],
+        tf.constant([40]),
+        GT,
+        GT_LABELS,
+        num_rois=256,
+        fg_fraction=0.5,
+        fill="zeros",
+        seed=1,
+    )
     fg, bg, ignored = _summary(sampled)
     assert fg < 128 and bg <= 128 and fg + bg + ignored == 256
     assert ignored >= 128 - fg
@@ -52,17 +60,37 @@ def test_seed_sampler_256_one_to_one_zero_padded():
 
 
 def test_top_iou_fill_takes_the_best_remaining_boxes():
-    proposals = tf.constant([[[100, 100, 200, 220], [100, 100, 200, 300], [100, 100, 200, 400],
-                              [500, 500, 600, 600]]], tf.float32)
-    sampled = sample_rois(proposals, tf.constant([4]), GT[:, :1], GT_LABELS[:, :1], num_rois=4,
-                          fg_fraction=0.5, fill="top_iou", bg_iou_low=0.0, seed=0)
+    proposals = tf.constant(
+        [[[100, 100, 200, 220], [100, 100, 200, 300], [100, 100, 200, 400], [500, 500, 600, 600]]],
+        tf.float32,
+    )
+    sampled = sample_rois(
+        proposals,
+        tf.constant([4]),
+        GT[:, :1],
+        GT_LABELS[:, :1],
+        num_rois=4,
+        fg_fraction=0.5,
+        fill="top_iou",
+        bg_iou_low=0.0,
+        seed=0,
+    )
     labels = sampled["labels"].numpy()[0]
     rois = sampled["rois"].numpy()[0]
     # Foreground: the proposal equal to the gt and the gt itself (IoU 1); no
     # other candidate reaches 0.5, so nothing is added; background: the rest.
     assert (labels > 0).sum() == 2
-    sampled = sample_rois(proposals, tf.constant([4]), GT[:, :1], GT_LABELS[:, :1], num_rois=6,
-                          fg_fraction=0.5, fill="top_iou", bg_iou_low=0.0, seed=0)
+    sampled = sample_rois(
+        proposals,
+        tf.constant([4]),
+        GT[:, :1],
+        GT_LABELS[:, :1],
+        num_rois=6,
+        fg_fraction=0.5,
+        fill="top_iou",
+        bg_iou_low=0.0,
+        seed=0,
+    )
     labels = sampled["labels"].numpy()[0]
     rois = sampled["rois"].numpy()[0]
     fg_rois = rois[labels > 0]
@@ -74,7 +102,7 @@ def test_top_iou_fill_takes_the_best_remaining_boxes():
 def test_ground_truth_boxes_are_candidates_and_targets_decode_to_them():
     sampled = sample_rois(tf.zeros([1, 5, 4]), tf.constant([0]), GT, GT_LABELS, seed=0)
     labels = sampled["labels"].numpy()[0]
-    assert (labels > 0).sum() == 2                     # only the two gt boxes themselves
+    assert (labels > 0).sum() == 2  # only the two gt boxes themselves
     stds = (0.1, 0.1, 0.2, 0.2)
     fg = labels > 0
     decoded = box_ops.decode(sampled["targets"][0][fg], sampled["rois"][0][fg], stds)
@@ -92,8 +120,8 @@ def test_builtin_pooling_equals_crop_and_resize():
     feature_map = tf.constant(rng.normal(size=(2, 19, 27, 8)), tf.float32)
     corners = rng.uniform(-40, 460, size=(2, 30, 2, 2))
     rois = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)
-    rois[0, 0] = [0, 0, 304, 432]          # the whole map
-    rois[1, 1] = [-100, -100, -20, -20]     # entirely outside: zeros
+    rois[0, 0] = [0, 0, 304, 432]  # the whole map
+    rois[1, 1] = [-100, -100, -20, -20]  # entirely outside: zeros
     rois = tf.constant(rois, tf.float32)
     reference = ROIPooling(pool_size=7, stride=16)(feature_map, rois)
     twin = ROIPoolingBuiltin(pool_size=7, stride=16)(feature_map, rois)

@@ -5,16 +5,19 @@ from tf_frcnn import AnchorGenerator, RPNHead
 from tf_frcnn import boxes as box_ops
 from tf_frcnn.rpn import anchor_targets, objectness_scores, rpn_loss
 
-ANCHORS = tf.constant([
-    [0, 0, 10, 10],      # IoU 1.0 with gt0                -> positive
-    [0, 0, 10, 12],      # IoU 0.833 with gt0              -> positive (> 0.7)
-    [0, 0, 10, 14.5],    # IoU 0.69 with gt0               -> ignored
-    [0, 5, 10, 25],      # IoU 0.2                          -> negative (< 0.3)
-    [50, 50, 60, 60],    # IoU 0                            -> negative
-    [30, 30, 40, 60],    # IoU 0.467 with gt1, its best     -> positive (forced)
-    [30, 30, 40, 70],    # IoU 0.35 with gt1                -> ignored
-    [-2, 0, 10, 10],     # IoU 0.833 but crosses the border -> ignored
-], tf.float32)
+ANCHORS = tf.constant(
+    [
+        [0, 0, 10, 10],  # IoU 1.0 with gt0                -> positive
+        [0, 0, 10, 12],  # IoU 0.833 with gt0              -> positive (> 0.7)
+        [0, 0, 10, 14.5],  # IoU 0.69 with gt0               -> ignored
+        [0, 5, 10, 25],  # IoU 0.2                          -> negative (< 0.3)
+        [50, 50, 60, 60],  # IoU 0                            -> negative
+        [30, 30, 40, 60],  # IoU 0.467 with gt1, its best     -> positive (forced)
+        [30, 30, 40, 70],  # IoU 0.35 with gt1                -> ignored
+        [-2, 0, 10, 10],  # IoU 0.833 but crosses the border -> ignored
+    ],
+    tf.float32,
+)
 GT_BOXES = tf.constant([[[0, 0, 10, 10], [30, 30, 40, 44], [0, 0, 0, 0]]], tf.float32)
 GT_LABELS = tf.constant([[3, 1, 0]])
 IMAGE_SHAPE = tf.constant([[100, 100]])
@@ -50,14 +53,16 @@ def test_labelling_rules_on_hand_built_case():
 
 
 def test_cross_boundary_anchors_count_when_not_ignored():
-    labels, _ = anchor_targets(ANCHORS, GT_BOXES, GT_LABELS, IMAGE_SHAPE,
-                               ignore_cross_boundary=False)
+    labels, _ = anchor_targets(
+        ANCHORS, GT_BOXES, GT_LABELS, IMAGE_SHAPE, ignore_cross_boundary=False
+    )
     assert labels.numpy()[0, 7] == 1
 
 
 def test_image_without_objects_is_all_negative():
-    labels, targets = anchor_targets(ANCHORS, tf.zeros([1, 3, 4]), tf.zeros([1, 3], tf.int32),
-                                     IMAGE_SHAPE)
+    labels, targets = anchor_targets(
+        ANCHORS, tf.zeros([1, 3, 4]), tf.zeros([1, 3], tf.int32), IMAGE_SHAPE
+    )
     np.testing.assert_array_equal(labels.numpy()[0], [0, 0, 0, 0, 0, 0, 0, -1])
     assert not np.any(targets.numpy())
 
@@ -68,10 +73,13 @@ def _anchors_800():
 
 def test_sampler_256_one_to_one_when_positives_abound():
     anchors = _anchors_800()
-    grid = np.array([[y, x, y + 128, x + 128] for y in range(100, 600, 60)
-                     for x in range(100, 600, 60)], np.float32)
-    labels, _ = anchor_targets(anchors, grid[None], tf.ones([1, len(grid)], tf.int32),
-                               tf.constant([[800, 800]]), seed=3)
+    grid = np.array(
+        [[y, x, y + 128, x + 128] for y in range(100, 600, 60) for x in range(100, 600, 60)],
+        np.float32,
+    )
+    labels, _ = anchor_targets(
+        anchors, grid[None], tf.ones([1, len(grid)], tf.int32), tf.constant([[800, 800]]), seed=3
+    )
     labels = labels.numpy()[0]
     assert (labels == 1).sum() == 128
     assert (labels == 0).sum() == 128
@@ -79,8 +87,12 @@ def test_sampler_256_one_to_one_when_positives_abound():
 
 def test_sampler_pads_with_negatives_when_positives_are_few():
     anchors = _anchors_800()
-    labels, _ = anchor_targets(anchors, tf.constant([[[300.0, 300.0, 428.0, 428.0]]]),
-                               tf.constant([[1]]), tf.constant([[800, 800]]))
+    labels, _ = anchor_targets(
+        anchors,
+        tf.constant([[[300.0, 300.0, 428.0, 428.0]]]),
+        tf.constant([[1]]),
+        tf.constant([[800, 800]]),
+    )
     labels = labels.numpy()[0]
     positives = (labels == 1).sum()
     assert 1 <= positives < 128
@@ -103,13 +115,17 @@ def test_loss_on_hand_computed_case():
 
 def test_default_lambda_is_ten():
     import inspect
+
     assert inspect.signature(rpn_loss).parameters["lambda_reg"].default == 10.0
 
 
 def test_batched_targets_use_each_images_own_size():
-    labels, _ = anchor_targets(ANCHORS, tf.concat([GT_BOXES, GT_BOXES], 0),
-                               tf.concat([GT_LABELS, GT_LABELS], 0),
-                               tf.constant([[100, 100], [50, 50]]))
+    labels, _ = anchor_targets(
+        ANCHORS,
+        tf.concat([GT_BOXES, GT_BOXES], 0),
+        tf.concat([GT_LABELS, GT_LABELS], 0),
+        tf.constant([[100, 100], [50, 50]]),
+    )
     np.testing.assert_array_equal(labels.numpy()[0], [1, 1, -1, 0, 0, 1, -1, -1])
     # In the 50x50 image the anchor reaching (60, 60) crosses the border.
     assert labels.numpy()[1, 4] == -1

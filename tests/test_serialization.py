@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_frcnn import (AnchorGenerator, FastRCNNHead, ProposalLayer, ROIPooling,
-                      ROIPoolingBuiltin, RPNHead)
+from tf_frcnn import (
+    AnchorGenerator,
+    FastRCNNHead,
+    ProposalLayer,
+    ROIPooling,
+    ROIPoolingBuiltin,
+    RPNHead,
+)
 from tf_frcnn.backbones import CaffePreprocessing
 from tf_frcnn.svd import LowRankDense
 
@@ -22,12 +28,23 @@ ANCHORS = AnchorGenerator(scales=(2,), ratios=(0.5, 1.0))(FEATURE_MAP)
 LAYERS = [
     (RPNHead(num_anchors=6, channels=16, name="rpn"), (FEATURE_MAP,)),
     (AnchorGenerator(base_size=8, scales=(2, 4), ratios=(1.0,), stride=8), (FEATURE_MAP,)),
-    (ProposalLayer(train_pre_nms=30, train_post_nms=10, test_pre_nms=20, test_post_nms=5,
-                   nms_iou=0.6, min_size=2.0), (LOGITS, DELTAS, ANCHORS, tf.constant([[64, 80]]))),
+    (
+        ProposalLayer(
+            train_pre_nms=30,
+            train_post_nms=10,
+            test_pre_nms=20,
+            test_post_nms=5,
+            nms_iou=0.6,
+            min_size=2.0,
+        ),
+        (LOGITS, DELTAS, ANCHORS, tf.constant([[64, 80]])),
+    ),
     (ROIPooling(pool_size=3, stride=16), (FEATURE_MAP, ROIS)),
     (ROIPoolingBuiltin(pool_size=2, stride=8), (FEATURE_MAP, ROIS)),
-    (FastRCNNHead(4, fc_units=(16, 8), dropout=0.25, name="detector"),
-     (tf.random.stateless_uniform([3, 2, 2, 8], seed=(0, 4)),)),
+    (
+        FastRCNNHead(4, fc_units=(16, 8), dropout=0.25, name="detector"),
+        (tf.random.stateless_uniform([3, 2, 2, 8], seed=(0, 4)),),
+    ),
     (CaffePreprocessing(mean=(1.0, 2.0, 3.0)), (tf.fill([1, 2, 2, 3], 100.0),)),
     (LowRankDense(6, rank=2, activation="relu"), (tf.ones([2, 5]),)),
 ]

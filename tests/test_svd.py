@@ -42,8 +42,9 @@ def test_a_kernel_of_rank_r_is_kept_exactly():
     kernel = (rng.normal(size=(30, 3)) @ rng.normal(size=(3, 20))).astype(np.float32)
     dense = _dense(30, 20, kernel, np.zeros(20, np.float32))
     x = rng.normal(size=(7, 30)).astype(np.float32)
-    np.testing.assert_allclose(truncate_dense(dense, 3)(x).numpy(), dense(x).numpy(),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        truncate_dense(dense, 3)(x).numpy(), dense(x).numpy(), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_rank_out_of_range_names_the_layer():
@@ -67,10 +68,10 @@ def test_truncate_head_replaces_each_fc_layer():
     model = types.SimpleNamespace(detector_head=head)
     with pytest.raises(ValueError, match="fc6, fc7"):
         truncate_head(model, [4])
-    with pytest.raises(ValueError, match="fc7"):       # rank 12 of a 16 x 12 kernel
+    with pytest.raises(ValueError, match="fc7"):  # rank 12 of a 16 x 12 kernel
         truncate_head(model, [5, 12])
-    assert head.fcs == [fc6, fc7]                      # nothing replaced
-    truncate_head(model, [5, 0])                     # fc6 at rank 5, fc7 kept
+    assert head.fcs == [fc6, fc7]  # nothing replaced
+    truncate_head(model, [5, 0])  # fc6 at rank 5, fc7 kept
     assert [layer.name for layer in head.fcs] == ["fc6_svd", "fc7"]
     paths = [w.path for w in head.weights]
     assert not any("fc6/" in p for p in paths) and any("fc6_svd/first" in p for p in paths)

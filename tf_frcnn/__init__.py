@@ -15,6 +15,14 @@ from tf_frcnn.rpn import RPNHead
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnchorGenerator", "Config", "ConfigError", "FastRCNNHead", "FasterRCNN",
-    "ProposalLayer", "ROIPooling", "ROIPoolingBuiltin", "RPNHead", "load_config",
+    "AnchorGenerator",
+    "Config",
+    "ConfigError",
+    "FastRCNNHead",
+    "FasterRCNN",
+    "ProposalLayer",
+    "ROIPooling",
+    "ROIPoolingBuiltin",
+    "RPNHead",
+    "load_config",
 ]

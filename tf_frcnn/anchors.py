@@ -1,8 +1,8 @@
 """The anchor generator: k = len(scales) * len(ratios) reference boxes at every
 feature-map position (Faster R-CNN, Sec. 3.1.1)."""
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -44,8 +44,9 @@ class AnchorGenerator(keras.layers.Layer):
     every image of the batch; the shape is static when h and w are.
     """
 
-    def __init__(self, base_size=16, scales=(8, 16, 32), ratios=(0.5, 1.0, 2.0),
-                 stride=16, **kwargs):
+    def __init__(
+        self, base_size=16, scales=(8, 16, 32), ratios=(0.5, 1.0, 2.0), stride=16, **kwargs
+    ):
         super().__init__(**kwargs)
         self.base_size = base_size
         self.scales = tuple(float(s) for s in scales)
@@ -60,8 +61,9 @@ class AnchorGenerator(keras.layers.Layer):
         shape = tf.shape(feature_map)
         height = feature_map.shape[1] if feature_map.shape[1] is not None else shape[1]
         width = feature_map.shape[2] if feature_map.shape[2] is not None else shape[2]
-        grid_y, grid_x = tf.meshgrid(cell_centres(height, self.stride),
-                                     cell_centres(width, self.stride), indexing="ij")
+        grid_y, grid_x = tf.meshgrid(
+            cell_centres(height, self.stride), cell_centres(width, self.stride), indexing="ij"
+        )
         centres = tf.stack([grid_y, grid_x, grid_y, grid_x], axis=-1)  # [h, w, 4]
         cell = tf.constant(base_anchors(self.base_size, self.scales, self.ratios))
         anchors = centres[:, :, tf.newaxis, :] + cell[tf.newaxis, tf.newaxis]
@@ -74,6 +76,7 @@ class AnchorGenerator(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(base_size=self.base_size, scales=self.scales,
-                      ratios=self.ratios, stride=self.stride)
+        config.update(
+            base_size=self.base_size, scales=self.scales, ratios=self.ratios, stride=self.stride
+        )
         return config

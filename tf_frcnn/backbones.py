@@ -57,6 +57,7 @@ def feature_size(backbone: str, side: int) -> int:
         return -(-side // STRIDE)
     raise ValueError(f"unknown backbone {backbone!r} (expected one of: {', '.join(BACKBONES)})")
 
+
 # Last layer of each backbone's stride-16 feature map.
 _FEATURE_LAYER = {
     "vgg16": "block5_conv3",
@@ -96,7 +97,9 @@ class CaffePreprocessing(keras.layers.Layer):
 
     def call(self, images):
         images = ops.cast(images, self.compute_dtype)
-        return ops.flip(images, axis=-1) - ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        return ops.flip(images, axis=-1) - ops.convert_to_tensor(
+            self.mean, dtype=self.compute_dtype
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -194,9 +197,14 @@ def build_backbone(
 
     if freeze_until == "default":
         freeze_until = _DEFAULT_FREEZE_UNTIL[name] if weights is not None else None
-    backbone = Backbone(name=name, features=features, stride=STRIDE, pool_size=POOL_SIZE,
-                        frozen_layers=_frozen_layer_names(features, freeze_until),
-                        fc_weights=fc_weights)
+    backbone = Backbone(
+        name=name,
+        features=features,
+        stride=STRIDE,
+        pool_size=POOL_SIZE,
+        frozen_layers=_frozen_layer_names(features, freeze_until),
+        fc_weights=fc_weights,
+    )
     backbone.set_trainable(True)
     return backbone
 
@@ -223,7 +231,9 @@ def _check_weights(name, weights):
             )
         return weights
     if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"weights {weights!r}: expected None, 'imagenet' or the path of a .h5 file")
+        raise ValueError(
+            f"weights {weights!r}: expected None, 'imagenet' or the path of a .h5 file"
+        )
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise ValueError(f"weights {path!r}: not 'imagenet' and no such file")
@@ -282,7 +292,9 @@ def tiny_stem_stride(tiny_channels) -> int:
     stages = len(tiny_channels)
     if not 2 <= stages <= 4 or not all(int(c) == c and c > 0 for c in tiny_channels):
         raise ValueError(
-            f"tiny_channels = {list(tiny_channels)} must be 2 to 4 positive integers (one per stage)")
+            f"tiny_channels = {list(tiny_channels)} must be 2 to 4 positive integers "
+            "(one per stage)"
+        )
     return STRIDE // 2 ** (stages - 1)
 
 
@@ -293,12 +305,21 @@ def _tiny(images, normalised, weights, tiny_channels=TINY_CHANNELS):
     for stage, channels in enumerate(tiny_channels, start=1):
         stride = stem if stage == 1 else 2
         x = keras.layers.Conv2D(
-            int(channels), 3 if stride == 2 else stride, strides=stride, padding="same",
-            activation="relu", kernel_initializer="he_normal", name=f"stage{stage}_down",
+            int(channels),
+            3 if stride == 2 else stride,
+            strides=stride,
+            padding="same",
+            activation="relu",
+            kernel_initializer="he_normal",
+            name=f"stage{stage}_down",
         )(x)
         x = keras.layers.Conv2D(
-            int(channels), 3, padding="same", activation="relu",
-            kernel_initializer="he_normal", name=f"stage{stage}_conv",
+            int(channels),
+            3,
+            padding="same",
+            activation="relu",
+            kernel_initializer="he_normal",
+            name=f"stage{stage}_conv",
         )(x)
     features = keras.Model(images, x, name="tiny_features")
     if weights is not None:

@@ -45,8 +45,13 @@ def encode(boxes, anchors, stds=None):
       float32 [..., N, 4] deltas (ty, tx, th, tw).
     """
     return kbb.encode_box_to_deltas(
-        anchors, boxes, anchor_format="yxyx", box_format="yxyx",
-        encoding_format="center_yxhw", variance=stds)
+        anchors,
+        boxes,
+        anchor_format="yxyx",
+        box_format="yxyx",
+        encoding_format="center_yxhw",
+        variance=stds,
+    )
 
 
 def decode(deltas, anchors, stds=None):
@@ -62,11 +67,10 @@ def decode(deltas, anchors, stds=None):
     """
     if stds is not None:
         deltas = deltas * tf.constant(stds, tf.float32)
-    deltas = tf.concat(
-        [deltas[..., :2], tf.minimum(deltas[..., 2:], MAX_LOG_SCALE)], axis=-1)
+    deltas = tf.concat([deltas[..., :2], tf.minimum(deltas[..., 2:], MAX_LOG_SCALE)], axis=-1)
     return kbb.decode_deltas_to_boxes(
-        anchors, deltas, anchor_format="yxyx", box_format="yxyx",
-        encoded_format="center_yxhw")
+        anchors, deltas, anchor_format="yxyx", box_format="yxyx", encoded_format="center_yxhw"
+    )
 
 
 def clip(boxes, image_shape):
@@ -126,8 +130,13 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, score_thre
 
     def suppress(args):
         selected = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=args[0], scores=args[1], max_output_size=size, iou_threshold=iou_threshold,
-            score_threshold=score_threshold, pad_to_max_output_size=True)
+            boxes=args[0],
+            scores=args[1],
+            max_output_size=size,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            pad_to_max_output_size=True,
+        )
         indices = selected.selected_indices
         if size < max_output_size:
             # XLA's kernel takes no output longer than the boxes: ask for all of them, then pad.
@@ -138,8 +147,14 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, score_thre
         # A static batch of one needs no loop: TFLite and XLA exports run this form.
         indices, count = suppress((boxes[0], scores[0]))
         return indices[tf.newaxis], count[tf.newaxis]
-    return tf.map_fn(suppress, (boxes, scores), fn_output_signature=(
-        tf.TensorSpec([max_output_size], tf.int32), tf.TensorSpec([], tf.int32)))
+    return tf.map_fn(
+        suppress,
+        (boxes, scores),
+        fn_output_signature=(
+            tf.TensorSpec([max_output_size], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
 
 
 def smooth_l1(x, beta=1.0):

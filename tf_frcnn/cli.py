@@ -14,27 +14,30 @@ from tf_frcnn.training.loop import STRATEGIES
 
 EXAMPLES = {
     "train": "examples:\n  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes\n"
-             "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --resume\n"
-             "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --minutes 20",
+    "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --resume\n"
+    "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --minutes 20",
     "eval": "examples:\n  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes\n"
-            "  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes "
-            "--weights final",
+    "  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes "
+    "--weights final",
     "export": "examples:\n  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes\n"
-              "  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes --tflite\n"
-              "  tf-frcnn export --model-dir runs/shapes --format keras",
-    "predict": "examples:\n  tf-frcnn predict --model saved_models/shapes img1.jpg img2.png --out preds/\n"
-               "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/\n"
-               "  tf-frcnn predict --model saved_models/shapes img.jpg --out preds/ \\\n"
-               "      --thresholds runs/shapes/metrics.json --html",
+    "  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes --tflite\n"
+    "  tf-frcnn export --model-dir runs/shapes --format keras",
+    "predict": "examples:\n"
+    "  tf-frcnn predict --model saved_models/shapes img1.jpg img2.png --out preds/\n"
+    "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/\n"
+    "  tf-frcnn predict --model saved_models/shapes img.jpg --out preds/ \\\n"
+    "      --thresholds runs/shapes/metrics.json --html",
     "demo": "example:\n  tf-frcnn demo        (what `make demo` runs)",
     "analyze": "examples:\n  tf-frcnn analyze --config configs/mobilenet_cpu.yaml --fit-anchors\n"
-               "  tf-frcnn analyze --config my.yaml --out runs/analysis/my",
+    "  tf-frcnn analyze --config my.yaml --out runs/analysis/my",
 }
 
 
-WEIGHTS_HELP = ("best.weights.h5 (the final stage's best validation mAP50), final.weights.h5 "
-                "(default: best where it exists, else final) or model.keras (written by "
-                "export --format keras)")
+WEIGHTS_HELP = (
+    "best.weights.h5 (the final stage's best validation mAP50), final.weights.h5 "
+    "(default: best where it exists, else final) or model.keras (written by "
+    "export --format keras)"
+)
 
 
 class UserError(Exception):
@@ -49,8 +52,11 @@ def version_text():
 
     from tf_frcnn import __version__
     from tf_frcnn.hardware import cpu_summary
-    return (f"tf-frcnn {__version__}\nTensorFlow {tf.__version__}, Keras {keras.__version__}\n"
-            f"CPU {cpu_summary()}")
+
+    return (
+        f"tf-frcnn {__version__}\nTensorFlow {tf.__version__}, Keras {keras.__version__}\n"
+        f"CPU {cpu_summary()}"
+    )
 
 
 class _VersionAction(argparse.Action):
@@ -64,16 +70,25 @@ class _VersionAction(argparse.Action):
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="tf-frcnn", description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
-        "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.")
-    parser.add_argument("--version", action=_VersionAction,
-                        help="print the versions and the CPU's AMX / AVX512_BF16 / VNNI support")
+        prog="tf-frcnn",
+        description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
+        "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.",
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions and the CPU's AMX / AVX512_BF16 / VNNI support",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name, help_text):
-        return sub.add_parser(name, help=help_text, description=help_text,
-                              epilog=EXAMPLES[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     def config_options(command_parser):
         command_parser.add_argument("--config", required=True, help="YAML config (see configs/)")
@@ -81,87 +96,150 @@ def _parser():
 
     def trained_model_options(command_parser, svd_outputs=""):
         command_parser.add_argument("--model-dir", required=True)
-        command_parser.add_argument("--weights", choices=["best", "final", "keras"],
-                                    help=WEIGHTS_HELP)
         command_parser.add_argument(
-            "--svd-ranks", type=int, nargs="+", metavar="RANK",
+            "--weights", choices=["best", "final", "keras"], help=WEIGHTS_HELP
+        )
+        command_parser.add_argument(
+            "--svd-ranks",
+            type=int,
+            nargs="+",
+            metavar="RANK",
             help="truncated SVD of the head's fc layers, one rank per layer (0 keeps a layer), "
-            f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}")
+            f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}",
+        )
 
     train = command("train", "Train a model directory with the config's schedule.")
     config_options(train)
-    train.add_argument("--model-dir", help="where checkpoints and state.json go "
-                       "(default: runs/<config name>)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the last checkpoint of the unfinished stage")
-    train.add_argument("--strategy", choices=STRATEGIES,
-                       help="tf.distribute strategy (default: the config's train.strategy)")
-    train.add_argument("--minutes", type=float, metavar="M",
-                       help="fit the whole schedule into M minutes on this machine, each "
-                       "stage keeping its share of the config's steps (train.minutes); "
-                       "measured when training starts, kept by --resume")
+    train.add_argument(
+        "--model-dir", help="where checkpoints and state.json go (default: runs/<config name>)"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint of the unfinished stage",
+    )
+    train.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="tf.distribute strategy (default: the config's train.strategy)",
+    )
+    train.add_argument(
+        "--minutes",
+        type=float,
+        metavar="M",
+        help="fit the whole schedule into M minutes on this machine, each "
+        "stage keeping its share of the config's steps (train.minutes); "
+        "measured when training starts, kept by --resume",
+    )
 
-    evaluate = command("eval", "Evaluate a trained model; writes metrics.json, report.md and "
-                       "report.html (error analysis, per-class thresholds, gallery).")
+    evaluate = command(
+        "eval",
+        "Evaluate a trained model; writes metrics.json, report.md and "
+        "report.html (error analysis, per-class thresholds, gallery).",
+    )
     config_options(evaluate)
     trained_model_options(evaluate, "; writes metrics_svd.json and report_svd.md")
     evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
 
-    export = command("export", "Export a trained model as a TF Serving SavedModel "
-                     "(and a built-in-only TFLite model), or as one .keras file.")
+    export = command(
+        "export",
+        "Export a trained model as a TF Serving SavedModel "
+        "(and a built-in-only TFLite model), or as one .keras file.",
+    )
     trained_model_options(export)
-    export.add_argument("--format", choices=["saved_model", "keras"], default="saved_model",
-                        help="keras: the whole model in one file that keras.models.load_model "
-                        "reads after `import tf_frcnn` (default OUT: MODEL_DIR/model.keras, "
-                        "which --weights keras loads)")
-    export.add_argument("--out", help="saved_model: base dir (required), version N goes in "
-                        "OUT/N/; keras: the .keras file")
+    export.add_argument(
+        "--format",
+        choices=["saved_model", "keras"],
+        default="saved_model",
+        help="keras: the whole model in one file that keras.models.load_model "
+        "reads after `import tf_frcnn` (default OUT: MODEL_DIR/model.keras, "
+        "which --weights keras loads)",
+    )
+    export.add_argument(
+        "--out",
+        help="saved_model: base dir (required), version N goes in OUT/N/; keras: the .keras file",
+    )
     export.add_argument("--tflite", action="store_true", help="also write OUT/N/model.tflite")
-    export.add_argument("--tflite-variants", action="store_true",
-                        help="also write the float16, dynamic_int8 and int8 TFLite files")
-    export.add_argument("--tflite-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="TFLite input size, resized in the graph by the config's rule "
-                        "(default: a data.pad_to canvas the image is resized into on the host)")
-    export.add_argument("--calibration", type=int, default=200, metavar="N",
-                        help="training images that calibrate the int8 TFLite file")
-    export.add_argument("--verify", action="store_true",
-                        help="run every artifact over the eval split against the Keras model; "
-                        "writes verify.json and verify.md, fails naming a worse artifact")
-    export.add_argument("--tolerance", type=float, default=0.005,
-                        help="--verify: largest AP drop allowed")
+    export.add_argument(
+        "--tflite-variants",
+        action="store_true",
+        help="also write the float16, dynamic_int8 and int8 TFLite files",
+    )
+    export.add_argument(
+        "--tflite-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="TFLite input size, resized in the graph by the config's rule "
+        "(default: a data.pad_to canvas the image is resized into on the host)",
+    )
+    export.add_argument(
+        "--calibration",
+        type=int,
+        default=200,
+        metavar="N",
+        help="training images that calibrate the int8 TFLite file",
+    )
+    export.add_argument(
+        "--verify",
+        action="store_true",
+        help="run every artifact over the eval split against the Keras model; "
+        "writes verify.json and verify.md, fails naming a worse artifact",
+    )
+    export.add_argument(
+        "--tolerance", type=float, default=0.005, help="--verify: largest AP drop allowed"
+    )
     export.add_argument("--images", type=int, metavar="N", help="--verify: first N images only")
 
     predict = command("predict", "Draw detections of an exported model on images.")
     predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--out", required=True, help="directory for the PNGs")
-    predict.add_argument("--score-threshold", type=float, default=0.5,
-                         help="draw detections scoring at least this (default 0.5)")
-    predict.add_argument("--thresholds", metavar="METRICS_JSON",
-                         help="per-class thresholds (max F1) from the metrics.json of "
-                         "tf-frcnn eval; --score-threshold for a class without one")
-    predict.add_argument("--html", action="store_true",
-                         help="also write OUT/index.html, a page of the drawn predictions")
+    predict.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="draw detections scoring at least this (default 0.5)",
+    )
+    predict.add_argument(
+        "--thresholds",
+        metavar="METRICS_JSON",
+        help="per-class thresholds (max F1) from the metrics.json of "
+        "tf-frcnn eval; --score-threshold for a class without one",
+    )
+    predict.add_argument(
+        "--html",
+        action="store_true",
+        help="also write OUT/index.html, a page of the drawn predictions",
+    )
 
     demo = command("demo", "Generate the synthetic data, train, evaluate, export, predict.")
     demo.add_argument("--config", default=None, help="default: configs/shapes.yaml")
     demo.add_argument("--model-dir", default="runs/demo")
     demo.add_argument("--data-dir", default=None, help="TFDS data dir (default: runs/tfds)")
 
-    analyze = command("analyze", "Analyse the training split: box sizes after the resize, "
-                      "anchor coverage, same-class overlap, and the settings they imply.")
+    analyze = command(
+        "analyze",
+        "Analyse the training split: box sizes after the resize, "
+        "anchor coverage, same-class overlap, and the settings they imply.",
+    )
     config_options(analyze)
-    analyze.add_argument("--out", help="where analysis.json and the PNGs go "
-                         "(default: runs/analysis/<config name>)")
-    analyze.add_argument("--fit-anchors", action="store_true",
-                         help="also fit scales x ratios to the boxes (done anyway when the "
-                         "config says anchor_scales/anchor_ratios: auto)")
+    analyze.add_argument(
+        "--out", help="where analysis.json and the PNGs go (default: runs/analysis/<config name>)"
+    )
+    analyze.add_argument(
+        "--fit-anchors",
+        action="store_true",
+        help="also fit scales x ratios to the boxes (done anyway when the "
+        "config says anchor_scales/anchor_ratios: auto)",
+    )
     analyze.add_argument("--split", help="split to analyse (default: the config's train_split)")
     return parser
 
 
 def _config(path, data_dir=None):
     from tf_frcnn.config import load_config
+
     config = load_config(path)
     if data_dir:
         config.data.data_dir = data_dir
@@ -170,13 +248,15 @@ def _config(path, data_dir=None):
 
 def cmd_train(args):
     from tf_frcnn.training import train
+
     config = _config(args.config, args.data_dir)
     if args.minutes is not None:
         if args.minutes <= 0:
             raise UserError(f"--minutes {args.minutes:g} must be > 0")
         config.train.minutes = args.minutes
     model_dir = args.model_dir or os.path.join(
-        "runs", os.path.splitext(os.path.basename(args.config))[0])
+        "runs", os.path.splitext(os.path.basename(args.config))[0]
+    )
     _check_writable(model_dir)
     start = time.perf_counter()
     train(config, model_dir, resume=args.resume, strategy=args.strategy)
@@ -201,17 +281,21 @@ def cmd_eval(args):
 
     config = _config(args.config, args.data_dir)
     model, _, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
-    print(f"evaluating {args.model_dir} ({weights}) on split "
-          f"'{args.split or config.data.eval_split}'")
+    print(
+        f"evaluating {args.model_dir} ({weights}) on split '{args.split or config.data.eval_split}'"
+    )
     suffix = "_svd" if args.svd_ranks else ""
     extra = {"weights": weights.split()[0]}
     if args.svd_ranks:
         extra["svd_ranks"] = list(args.svd_ranks)
-    metrics, report = evaluate_model_dir(config, model, args.model_dir, args.split,
-                                         suffix=suffix, extra=extra)
+    metrics, report = evaluate_model_dir(
+        config, model, args.model_dir, args.split, suffix=suffix, extra=extra
+    )
     print(format_table(metrics))
-    print(f"wrote {os.path.join(args.model_dir, f'metrics{suffix}.json')}, {report} and "
-          f"{os.path.splitext(report)[0]}.html")
+    print(
+        f"wrote {os.path.join(args.model_dir, f'metrics{suffix}.json')}, {report} and "
+        f"{os.path.splitext(report)[0]}.html"
+    )
     return metrics
 
 
@@ -219,22 +303,34 @@ def _load_model(model_dir, svd_ranks=None, weights=None):
     """(model, config, "best (stage detector4, step 40, mAP50 0.81)" or "final")."""
     from tf_frcnn.training.schedule import load_trained_model, trained_weights
     from tf_frcnn.training.state import BEST_WEIGHTS, FINAL_WEIGHTS, KERAS_MODEL, RunState
+
     if not os.path.exists(os.path.join(model_dir, FINAL_WEIGHTS)):
-        raise UserError(f"model dir {model_dir} has no finished training "
-                        f"({FINAL_WEIGHTS} missing): run tf-frcnn train first")
+        raise UserError(
+            f"model dir {model_dir} has no finished training "
+            f"({FINAL_WEIGHTS} missing): run tf-frcnn train first"
+        )
     weights, path = trained_weights(model_dir, weights)
     if not os.path.exists(path) and weights == "keras":
-        raise UserError(f"model dir {model_dir} has no {KERAS_MODEL}: run tf-frcnn export "
-                        f"--model-dir {model_dir} --format keras first")
+        raise UserError(
+            f"model dir {model_dir} has no {KERAS_MODEL}: run tf-frcnn export "
+            f"--model-dir {model_dir} --format keras first"
+        )
     if not os.path.exists(path):
-        raise UserError(f"model dir {model_dir} has no {BEST_WEIGHTS} (its final stage did "
-                        "not validate: set train.eval_every and data.val_split); use "
-                        "--weights final")
+        raise UserError(
+            f"model dir {model_dir} has no {BEST_WEIGHTS} (its final stage did "
+            "not validate: set train.eval_every and data.val_split); use "
+            "--weights final"
+        )
     described = weights
     best = RunState.load(model_dir).best if weights == "best" else None
     if best:
-        described += " (" + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                      for k, v in best.items()) + ")"
+        described += (
+            " ("
+            + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items()
+            )
+            + ")"
+        )
     try:
         return (*load_trained_model(model_dir, svd_ranks, weights), described)
     except ValueError as error:
@@ -246,6 +342,7 @@ def _load_model(model_dir, svd_ranks=None, weights=None):
 def cmd_export(args):
     from tf_frcnn.export import export_saved_model, read_labels
     from tf_frcnn.export.verify import VerifyError, format_table, verify_export
+
     if args.tolerance < 0:
         raise UserError(f"--tolerance must be >= 0, got {args.tolerance}")
     if args.format == "keras":
@@ -256,15 +353,23 @@ def cmd_export(args):
     print(f"exporting {args.model_dir} ({weights})")
     class_names = read_labels(args.model_dir)
     d = config.data
-    version_dir = export_saved_model(model, args.out, class_names, min_size=d.min_size,
-                                     max_size=d.max_size, pad_to=d.pad_to)
+    version_dir = export_saved_model(
+        model, args.out, class_names, min_size=d.min_size, max_size=d.max_size, pad_to=d.pad_to
+    )
     print(f"SavedModel: {version_dir}")
     tflite = _export_tflite(args, model, config, version_dir)
     if args.verify:
         print(f"verifying on split '{d.eval_split}'")
         try:
-            report = verify_export(model, config, class_names, version_dir, tflite,
-                                   num_images=args.images, tolerance=args.tolerance)
+            report = verify_export(
+                model,
+                config,
+                class_names,
+                version_dir,
+                tflite,
+                num_images=args.images,
+                tolerance=args.tolerance,
+            )
         except VerifyError as error:
             print(format_table(json.loads((version_dir / "verify.json").read_text())))
             raise UserError(f"verify failed: {error}") from None
@@ -274,6 +379,7 @@ def cmd_export(args):
 
 def _export_keras(args):
     from tf_frcnn.training.state import KERAS_MODEL, save_weights_atomic
+
     if args.tflite or args.tflite_variants or args.verify:
         raise UserError("--tflite, --tflite-variants and --verify go with --format saved_model")
     path = args.out or os.path.join(args.model_dir, KERAS_MODEL)
@@ -302,12 +408,20 @@ def _export_tflite(args, model, config, version_dir):
         variants += ["float16", "dynamic_int8", "int8"]
         records, _ = inputs.source(config, d.train_split)
         images = [r["image"] for r in records.take(args.calibration).as_numpy_iterator()]
-        calibration = calibration_inputs(images, height, width,
-                                         (d.min_size, d.max_size) if canvas else None)
+        calibration = calibration_inputs(
+            images, height, width, (d.min_size, d.max_size) if canvas else None
+        )
     written = export_tflite_variants(
-        model, version_dir, height=height, width=width, min_size=d.min_size,
-        max_size=d.max_size, representative_images=calibration, canvas=canvas,
-        variants=variants)
+        model,
+        version_dir,
+        height=height,
+        width=width,
+        min_size=d.min_size,
+        max_size=d.max_size,
+        representative_images=calibration,
+        canvas=canvas,
+        variants=variants,
+    )
     for name, entry in written.items():
         print(f"TFLite {name}: {entry['path']}")
     return [(name, entry["path"], entry["resize"]) for name, entry in written.items()]
@@ -339,10 +453,13 @@ def cmd_predict(args):
         except Exception as error:  # noqa: BLE001 - any decoder failure is the file's fault
             raise UserError(f"cannot read image {path}: {error}") from None
         target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
-        kept = draw_predictions(predictor, image, class_names, target, thresholds,
-                                args.score_threshold)
-        print(f"{path}: {len(kept)} detections {kept[:5]}{' ...' if len(kept) > 5 else ''} "
-              f"-> {target}")
+        kept = draw_predictions(
+            predictor, image, class_names, target, thresholds, args.score_threshold
+        )
+        print(
+            f"{path}: {len(kept)} detections {kept[:5]}{' ...' if len(kept) > 5 else ''} "
+            f"-> {target}"
+        )
         written.append(target)
         entries.append({"picture": os.path.basename(target), "source": path, "detections": kept})
     if args.html:
@@ -353,6 +470,7 @@ def cmd_predict(args):
 
 def cmd_demo(args):
     from tf_frcnn.demo import run_demo
+
     return run_demo(config_path=args.config, model_dir=args.model_dir, data_dir=args.data_dir)
 
 
@@ -362,7 +480,8 @@ def cmd_analyze(args):
 
     config = _config(args.config, args.data_dir)
     out = args.out or os.path.join(
-        "runs", "analysis", os.path.splitext(os.path.basename(args.config))[0])
+        "runs", "analysis", os.path.splitext(os.path.basename(args.config))[0]
+    )
     _check_writable(out, "output dir")
     result = analyze(config, split=args.split, fit=args.fit_anchors)
     print(format_analysis(result.summary))
@@ -371,8 +490,14 @@ def cmd_analyze(args):
     return result.summary
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export,
-            "predict": cmd_predict, "demo": cmd_demo, "analyze": cmd_analyze}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "export": cmd_export,
+    "predict": cmd_predict,
+    "demo": cmd_demo,
+    "analyze": cmd_analyze,
+}
 
 
 def main(argv=None):
@@ -381,6 +506,7 @@ def main(argv=None):
     from tf_frcnn.config import ConfigError
     from tf_frcnn.data import DataError
     from tf_frcnn.training import TrainingDiverged
+
     try:
         COMMANDS[args.command](args)
     except (UserError, ConfigError, DataError, TrainingDiverged) as error:
@@ -388,12 +514,16 @@ def main(argv=None):
         print(f"tf-frcnn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except FileNotFoundError as error:
-        print(f"tf-frcnn {args.command}: error: file not found: {error.filename or error}",
-              file=sys.stderr)
+        print(
+            f"tf-frcnn {args.command}: error: file not found: {error.filename or error}",
+            file=sys.stderr,
+        )
         return 2
     except OSError as error:
-        print(f"tf-frcnn {args.command}: error: {error.strerror or error}: {error.filename}",
-              file=sys.stderr)
+        print(
+            f"tf-frcnn {args.command}: error: {error.strerror or error}: {error.filename}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"tf-frcnn {args.command}: interrupted", file=sys.stderr)

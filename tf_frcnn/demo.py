@@ -28,18 +28,30 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
     config.data.data_dir = data_dir or config.data.data_dir or os.path.join("runs", "tfds")
     d = config.data
 
-    _step(1, f"synthetic dataset ({d.num_train} train / {d.num_eval} test images of "
-             f"{d.image_size}x{d.image_size}) in {d.data_dir}")
-    synthetic_builder(d.data_dir, image_size=d.image_size, num_train=d.num_train,
-                      num_validation=d.num_eval, num_test=d.num_eval)
+    _step(
+        1,
+        f"synthetic dataset ({d.num_train} train / {d.num_eval} test images of "
+        f"{d.image_size}x{d.image_size}) in {d.data_dir}",
+    )
+    synthetic_builder(
+        d.data_dir,
+        image_size=d.image_size,
+        num_train=d.num_train,
+        num_validation=d.num_eval,
+        num_test=d.num_eval,
+    )
 
-    _step(2, f"4-step alternating training into {model_dir} (resumes a killed run; "
-             "a finished one is reused)")
+    _step(
+        2,
+        f"4-step alternating training into {model_dir} (resumes a killed run; "
+        "a finished one is reused)",
+    )
     train_start = time.perf_counter()
     trainer = Trainer(config, model_dir)
     trainer.run(resume=True)
     train_seconds = time.perf_counter() - train_start
     from tf_frcnn.training.schedule import load_trained_model
+
     model, _ = load_trained_model(model_dir)
 
     _step(3, f"evaluation on the '{d.eval_split}' split")
@@ -47,11 +59,17 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
 
     _step(4, f"export to {export_dir}")
     class_names = read_labels(model_dir)
-    version_dir = export_saved_model(model, export_dir, class_names, min_size=d.min_size,
-                                     max_size=d.max_size, pad_to=d.pad_to)
-    tflite_path = export_tflite(model, os.path.join(version_dir, "model.tflite"),
-                                height=d.image_size, width=d.image_size,
-                                min_size=d.min_size, max_size=d.max_size)
+    version_dir = export_saved_model(
+        model, export_dir, class_names, min_size=d.min_size, max_size=d.max_size, pad_to=d.pad_to
+    )
+    tflite_path = export_tflite(
+        model,
+        os.path.join(version_dir, "model.tflite"),
+        height=d.image_size,
+        width=d.image_size,
+        min_size=d.min_size,
+        max_size=d.max_size,
+    )
 
     _step(5, "predictions of the SavedModel on test images")
     predictor = load_predictor(version_dir)
@@ -66,8 +84,9 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
         print(f"  {name}: {len(kept)} detections (score >= 0.5) -> {path}")
 
     print("\n" + format_table(metrics))
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s "
-          f"(training {train_seconds:.0f} s)")
+    print(
+        f"\ndemo finished in {time.perf_counter() - start:.0f} s (training {train_seconds:.0f} s)"
+    )
     print(f"  model dir:   {model_dir} (metrics.json, report.md, report.html, plots)")
     print(f"  SavedModel:  {version_dir}")
     print(f"  TFLite:      {tflite_path}")

@@ -33,25 +33,36 @@ class FastRCNNHead(keras.layers.Layer):
         self.fc_units = tuple(fc_units)
         self.dropout = dropout
         self.flatten = keras.layers.Flatten()
-        self.fcs = [keras.layers.Dense(units, activation="relu", name=f"fc{i + 6}")
-                    for i, units in enumerate(self.fc_units)]
+        self.fcs = [
+            keras.layers.Dense(units, activation="relu", name=f"fc{i + 6}")
+            for i, units in enumerate(self.fc_units)
+        ]
         self.dropouts = [keras.layers.Dropout(dropout) for _ in self.fcs]
         self.cls_score = keras.layers.Dense(
-            num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-            name="cls_score")
+            num_classes + 1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="cls_score",
+        )
         self.bbox_pred = keras.layers.Dense(
             4 * (num_classes + 1),
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="bbox_pred")
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            name="bbox_pred",
+        )
 
     @classmethod
-    def for_backbone(cls, backbone, num_classes, fc_units=None, dropout=None, pool_size=None,
-                     **kwargs):
+    def for_backbone(
+        cls, backbone, num_classes, fc_units=None, dropout=None, pool_size=None, **kwargs
+    ):
         """The head on ``backbone``'s pooled features: ``fc_units`` and ``dropout`` None take
         ``backbones.head_defaults``; the backbone's ``fc_weights`` (VGG16's ImageNet fc6/fc7)
         are set when their shapes match (pooled ``pool_size``, None: the backbone's)."""
         default_units, default_dropout = head_defaults(backbone.name)
-        head = cls(num_classes, default_units if fc_units is None else fc_units,
-                   default_dropout if dropout is None else dropout, **kwargs)
+        head = cls(
+            num_classes,
+            default_units if fc_units is None else fc_units,
+            default_dropout if dropout is None else dropout,
+            **kwargs,
+        )
         if backbone.fc_weights is not None:
             size = pool_size or backbone.pool_size
             channels = backbone.features.output.shape[-1]
@@ -80,8 +91,9 @@ class FastRCNNHead(keras.layers.Layer):
         """The sibling layers: [N, D] -> (class logits, class-specific deltas)."""
         # float32 out whatever the policy: post-processing and the loss stay float32.
         logits = tf.cast(self.cls_score(hidden), tf.float32)
-        deltas = tf.reshape(tf.cast(self.bbox_pred(hidden), tf.float32),
-                            [-1, self.num_classes + 1, 4])
+        deltas = tf.reshape(
+            tf.cast(self.bbox_pred(hidden), tf.float32), [-1, self.num_classes + 1, 4]
+        )
         return logits, deltas
 
     def set_fc_weights(self, fc_weights, input_shape):
@@ -99,8 +111,9 @@ class FastRCNNHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, fc_units=list(self.fc_units),
-                      dropout=self.dropout)
+        config.update(
+            num_classes=self.num_classes, fc_units=list(self.fc_units), dropout=self.dropout
+        )
         return config
 
 
@@ -124,16 +137,28 @@ def fast_rcnn_loss(class_logits, box_deltas, roi_labels, roi_targets, lambda_reg
     foreground = tf.cast(labels > 0, tf.float32)
     n_valid = tf.maximum(tf.reduce_sum(valid), 1.0)
     log_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.maximum(labels, 0), logits=class_logits)
+        labels=tf.maximum(labels, 0), logits=class_logits
+    )
     true_class_deltas = tf.gather(box_deltas, tf.maximum(labels, 0), batch_dims=1)
     box_loss = tf.reduce_sum(box_ops.smooth_l1(true_class_deltas - targets), axis=-1)
-    return {"detector_class": tf.reduce_sum(log_loss * valid) / n_valid,
-            "detector_box": lambda_reg * tf.reduce_sum(box_loss * foreground) / n_valid}
+    return {
+        "detector_class": tf.reduce_sum(log_loss * valid) / n_valid,
+        "detector_box": lambda_reg * tf.reduce_sum(box_loss * foreground) / n_valid,
+    }
 
 
-def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape, *,
-                           box_stds=box_ops.DETECTOR_BOX_STDS, nms_iou=0.3, score_threshold=0.05,
-                           max_detections=100):
+def postprocess_detections(
+    class_logits,
+    box_deltas,
+    rois,
+    num_rois,
+    image_shape,
+    *,
+    box_stds=box_ops.DETECTOR_BOX_STDS,
+    nms_iou=0.3,
+    score_threshold=0.05,
+    max_detections=100,
+):
     """Per-class NMS of the detector's outputs.
 
     All classes go through one non-maximum suppression with each
@@ -154,24 +179,25 @@ def postprocess_detections(class_logits, box_deltas, rois, num_rois, image_shape
     batch = tf.shape(rois)[0]
     per_image = rois.shape[1] if rois.shape[1] is not None else tf.shape(rois)[1]
     num_classes = class_logits.shape[-1] - 1
-    probs = tf.reshape(tf.nn.softmax(class_logits, axis=-1)[:, 1:],
-                       [batch, per_image, num_classes])
+    probs = tf.reshape(tf.nn.softmax(class_logits, axis=-1)[:, 1:], [batch, per_image, num_classes])
     deltas = tf.reshape(box_deltas[:, 1:], [batch, per_image * num_classes, 4])
     anchors = tf.reshape(tf.repeat(rois, num_classes, axis=1), [batch, -1, 4])
     boxes = box_ops.clip(box_ops.decode(deltas, anchors, stds=box_stds), image_shape)
     valid_roi = tf.range(per_image)[tf.newaxis, :] < num_rois[:, tf.newaxis]
     probs = tf.where(valid_roi[..., tf.newaxis], probs, 0.0)
     scores = tf.reshape(probs, [batch, -1])
-    classes = tf.tile(tf.range(1, num_classes + 1), [per_image])          # [R * C]
+    classes = tf.tile(tf.range(1, num_classes + 1), [per_image])  # [R * C]
     extent = tf.reduce_max(tf.cast(image_shape, tf.float32)) + 1.0
-    offsets = tf.cast(classes, tf.float32)[:, tf.newaxis] * extent        # [R * C, 1]
+    offsets = tf.cast(classes, tf.float32)[:, tf.newaxis] * extent  # [R * C, 1]
 
-    keep, count = box_ops.batched_padded_nms(boxes + offsets, scores, max_detections, nms_iou,
-                                             score_threshold)
+    keep, count = box_ops.batched_padded_nms(
+        boxes + offsets, scores, max_detections, nms_iou, score_threshold
+    )
     is_valid = tf.range(max_detections)[tf.newaxis, :] < count[:, tf.newaxis]
     return {
-        "detection_boxes": tf.where(is_valid[..., tf.newaxis],
-                                    tf.gather(boxes, keep, batch_dims=1), 0.0),
+        "detection_boxes": tf.where(
+            is_valid[..., tf.newaxis], tf.gather(boxes, keep, batch_dims=1), 0.0
+        ),
         "detection_scores": tf.where(is_valid, tf.gather(scores, keep, batch_dims=1), 0.0),
         "detection_classes": tf.where(is_valid, tf.gather(classes, keep), 0),
         "num_detections": count,

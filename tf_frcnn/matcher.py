@@ -23,9 +23,12 @@ def match(candidates, candidate_valid, gt_boxes, gt_labels):
     valid_pair = candidate_valid[:, :, tf.newaxis] & (gt_labels > 0)[:, tf.newaxis, :]
     overlaps = tf.where(valid_pair, box_ops.iou(candidates, gt_boxes), -1.0)
     best_gt = tf.argmax(overlaps, axis=-1, output_type=tf.int32)
-    return {"iou": overlaps, "max_iou": tf.reduce_max(overlaps, axis=-1),
-            "boxes": tf.gather(gt_boxes, best_gt, batch_dims=1),
-            "labels": tf.gather(gt_labels, best_gt, batch_dims=1)}
+    return {
+        "iou": overlaps,
+        "max_iou": tf.reduce_max(overlaps, axis=-1),
+        "boxes": tf.gather(gt_boxes, best_gt, batch_dims=1),
+        "labels": tf.gather(gt_labels, best_gt, batch_dims=1),
+    }
 
 
 def anchor_labels(matches, anchor_valid, positive_iou, negative_iou):
@@ -37,7 +40,7 @@ def anchor_labels(matches, anchor_valid, positive_iou, negative_iou):
       (positive, negative): bool [batch, N] each.
     """
     overlaps = matches["iou"]
-    gt_best_iou = tf.reduce_max(overlaps, axis=1, keepdims=True)             # [B, 1, M]
+    gt_best_iou = tf.reduce_max(overlaps, axis=1, keepdims=True)  # [B, 1, M]
     is_best_for_gt = tf.reduce_any((overlaps == gt_best_iou) & (gt_best_iou > 0.0), axis=-1)
     positive = anchor_valid & ((matches["max_iou"] > positive_iou) | is_best_for_gt)
     negative = anchor_valid & ~positive & (matches["max_iou"] < negative_iou)

@@ -14,8 +14,14 @@ from tf_frcnn.proposals import ProposalLayer
 from tf_frcnn.roi import ROIPooling, ROIPoolingBuiltin
 from tf_frcnn.rpn import RPNHead
 
-_PARTS = ("features", "anchor_generator", "rpn_head", "proposal_layer", "roi_pooling",
-          "detector_head")
+_PARTS = (
+    "features",
+    "anchor_generator",
+    "rpn_head",
+    "proposal_layer",
+    "roi_pooling",
+    "detector_head",
+)
 
 
 @keras.saving.register_keras_serializable(package="tf_frcnn")
@@ -41,15 +47,27 @@ class FasterRCNN(keras.Model):
     input-pixel boxes) plus "proposals" [batch, post_nms, 4] and "num_proposals" [batch].
     """
 
-    def __init__(self, features, num_classes, *, anchor_generator=None, rpn_head=None,
-                 proposal_layer=None, roi_pooling=None, detector_head=None,
-                 detection_args=None, frozen_layers=(), **kwargs):
+    def __init__(
+        self,
+        features,
+        num_classes,
+        *,
+        anchor_generator=None,
+        rpn_head=None,
+        proposal_layer=None,
+        roi_pooling=None,
+        detector_head=None,
+        detection_args=None,
+        frozen_layers=(),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.features = features
         self.num_classes = num_classes
         self.anchor_generator = anchor_generator or AnchorGenerator(stride=STRIDE)
         self.rpn_head = rpn_head or RPNHead(
-            num_anchors=self.anchor_generator.num_anchors_per_location)
+            num_anchors=self.anchor_generator.num_anchors_per_location
+        )
         self.proposal_layer = proposal_layer or ProposalLayer()
         self.roi_pooling = roi_pooling or ROIPooling(stride=self.anchor_generator.stride)
         self.detector_head = detector_head or FastRCNNHead(num_classes)
@@ -83,8 +101,9 @@ class FasterRCNN(keras.Model):
         """Proposals of this model's own RPN: (proposals, scores, num_proposals);
         ``training_counts`` keeps the proposal layer's training pre/post-NMS counts."""
         _, logits, deltas, anchors = self.rpn_forward(images)
-        return self.proposal_layer(logits, deltas, anchors, image_shape,
-                                   use_training_counts=training_counts)
+        return self.proposal_layer(
+            logits, deltas, anchors, image_shape, use_training_counts=training_counts
+        )
 
     def region_outputs(self, feature_map, rois, training=False):
         """Region-wise part: ROIs [batch, R, 4] pooled from the feature map -> the
@@ -111,11 +130,12 @@ class FasterRCNN(keras.Model):
         else:
             feature_map, logits, deltas, anchors = self.rpn_forward(images, training=training)
             proposals, _, num_proposals = self.proposal_layer(
-                logits, deltas, anchors, image_shape, use_training_counts=training)
-        class_logits, box_deltas = self.region_outputs(feature_map, proposals,
-                                                       training=training)
-        detections = postprocess_detections(class_logits, box_deltas, proposals,
-                                            num_proposals, image_shape, **self.detection_args)
+                logits, deltas, anchors, image_shape, use_training_counts=training
+            )
+        class_logits, box_deltas = self.region_outputs(feature_map, proposals, training=training)
+        detections = postprocess_detections(
+            class_logits, box_deltas, proposals, num_proposals, image_shape, **self.detection_args
+        )
         detections["proposals"] = proposals
         detections["num_proposals"] = num_proposals
         if recall_proposal_layer is not None:
@@ -126,9 +146,12 @@ class FasterRCNN(keras.Model):
 
     # -- Keras serialisation --------------------------------------------------
     def get_config(self):
-        config = {"name": self.name, "num_classes": self.num_classes,
-                  "detection_args": self.detection_args,
-                  "frozen_layers": list(self.frozen_layers)}
+        config = {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "detection_args": self.detection_args,
+            "frozen_layers": list(self.frozen_layers),
+        }
         for part in _PARTS:
             config[part] = keras.saving.serialize_keras_object(getattr(self, part))
         return config
@@ -136,8 +159,7 @@ class FasterRCNN(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        parts = {part: keras.saving.deserialize_keras_object(config.pop(part))
-                 for part in _PARTS}
+        parts = {part: keras.saving.deserialize_keras_object(config.pop(part)) for part in _PARTS}
         return cls(parts.pop("features"), **parts, **config)
 
     def get_build_config(self):
@@ -160,36 +182,50 @@ def build_model(config, precision=None):
     m, det = config.model, config.detection
     for key in ("anchor_scales", "anchor_ratios"):
         if getattr(m, key) == "auto":
-            raise ConfigError(f"config key 'model.{key}' is 'auto': fit it first "
-                              "(tf_frcnn.data.analysis.resolve_anchors; tf-frcnn train does)")
+            raise ConfigError(
+                f"config key 'model.{key}' is 'auto': fit it first "
+                "(tf_frcnn.data.analysis.resolve_anchors; tf-frcnn train does)"
+            )
     precision = config.train.mixed_precision if precision is None else precision
-    anchor_generator = AnchorGenerator(base_size=m.anchor_base_size, scales=m.anchor_scales,
-                                       ratios=m.anchor_ratios, stride=STRIDE)
+    anchor_generator = AnchorGenerator(
+        base_size=m.anchor_base_size, scales=m.anchor_scales, ratios=m.anchor_ratios, stride=STRIDE
+    )
     with policy_scope(precision):
-        backbone = build_backbone(m.backbone, m.weights, alpha=m.alpha,
-                                  tiny_channels=tuple(m.tiny_channels))
-        rpn_head = RPNHead(num_anchors=anchor_generator.num_anchors_per_location,
-                           channels=m.rpn_channels)
+        backbone = build_backbone(
+            m.backbone, m.weights, alpha=m.alpha, tiny_channels=tuple(m.tiny_channels)
+        )
+        rpn_head = RPNHead(
+            num_anchors=anchor_generator.num_anchors_per_location, channels=m.rpn_channels
+        )
         pool_size = m.pool_size or backbone.pool_size
-        detector_head = FastRCNNHead.for_backbone(backbone, m.num_classes, m.fc_units,
-                                                  m.dropout, pool_size)
+        detector_head = FastRCNNHead.for_backbone(
+            backbone, m.num_classes, m.fc_units, m.dropout, pool_size
+        )
     pooling = ROIPoolingBuiltin if config.train.jit_compile else ROIPooling
     rpn = config.rpn
     return FasterRCNN(
-        backbone.features, m.num_classes,
+        backbone.features,
+        m.num_classes,
         anchor_generator=anchor_generator,
         rpn_head=rpn_head,
-        proposal_layer=ProposalLayer(train_pre_nms=rpn.train_pre_nms,
-                                     train_post_nms=rpn.train_post_nms,
-                                     test_pre_nms=rpn.test_pre_nms,
-                                     test_post_nms=rpn.test_post_nms,
-                                     nms_iou=rpn.nms_iou, min_size=rpn.min_size),
+        proposal_layer=ProposalLayer(
+            train_pre_nms=rpn.train_pre_nms,
+            train_post_nms=rpn.train_post_nms,
+            test_pre_nms=rpn.test_pre_nms,
+            test_post_nms=rpn.test_post_nms,
+            nms_iou=rpn.nms_iou,
+            min_size=rpn.min_size,
+        ),
         roi_pooling=pooling(pool_size=pool_size, stride=backbone.stride),
         detector_head=detector_head,
-        detection_args=dict(box_stds=tuple(config.roi.box_stds), nms_iou=det.nms_iou,
-                            score_threshold=det.score_threshold,
-                            max_detections=det.max_detections),
-        frozen_layers=backbone.frozen_layers)
+        detection_args=dict(
+            box_stds=tuple(config.roi.box_stds),
+            nms_iou=det.nms_iou,
+            score_threshold=det.score_threshold,
+            max_detections=det.max_detections,
+        ),
+        frozen_layers=backbone.frozen_layers,
+    )
 
 
 def builtin_twin(model):
@@ -198,8 +234,13 @@ def builtin_twin(model):
     ``CropAndResize`` is no built-in op, and for XLA, which has no kernel for it."""
     pooling = model.roi_pooling
     return FasterRCNN(
-        model.features, model.num_classes, anchor_generator=model.anchor_generator,
-        rpn_head=model.rpn_head, proposal_layer=model.proposal_layer,
+        model.features,
+        model.num_classes,
+        anchor_generator=model.anchor_generator,
+        rpn_head=model.rpn_head,
+        proposal_layer=model.proposal_layer,
         roi_pooling=ROIPoolingBuiltin(pool_size=pooling.pool_size, stride=pooling.stride),
-        detector_head=model.detector_head, detection_args=model.detection_args,
-        frozen_layers=model.frozen_layers)
+        detector_head=model.detector_head,
+        detection_args=model.detection_args,
+        frozen_layers=model.frozen_layers,
+    )

@@ -25,8 +25,16 @@ class ProposalLayer(keras.layers.Layer):
     Proposals carry no gradient (approximate joint training, Sec. 3.2).
     """
 
-    def __init__(self, train_pre_nms=12000, train_post_nms=2000, test_pre_nms=6000,
-                 test_post_nms=300, nms_iou=0.7, min_size=16.0, **kwargs):
+    def __init__(
+        self,
+        train_pre_nms=12000,
+        train_post_nms=2000,
+        test_pre_nms=6000,
+        test_post_nms=300,
+        nms_iou=0.7,
+        min_size=16.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.train_pre_nms = train_pre_nms
         self.train_post_nms = train_post_nms
@@ -35,8 +43,7 @@ class ProposalLayer(keras.layers.Layer):
         self.nms_iou = nms_iou
         self.min_size = min_size
 
-    def call(self, objectness_logits, box_deltas, anchors, image_shape,
-             use_training_counts=False):
+    def call(self, objectness_logits, box_deltas, anchors, image_shape, use_training_counts=False):
         pre_nms = self.train_pre_nms if use_training_counts else self.test_pre_nms
         post_nms = self.train_post_nms if use_training_counts else self.test_post_nms
         scores = tf.stop_gradient(objectness_scores(objectness_logits))
@@ -58,8 +65,9 @@ class ProposalLayer(keras.layers.Layer):
         # Probabilities are >= 0: -1 marks the dropped boxes below the threshold.
         top_scores = tf.where(big_enough, top_scores, -1.0)
 
-        keep, valid = box_ops.batched_padded_nms(proposals, top_scores, post_nms, self.nms_iou,
-                                                 score_threshold=-0.5)
+        keep, valid = box_ops.batched_padded_nms(
+            proposals, top_scores, post_nms, self.nms_iou, score_threshold=-0.5
+        )
         is_valid = tf.range(post_nms)[tf.newaxis, :] < valid[:, tf.newaxis]
         proposals = tf.gather(proposals, keep, batch_dims=1)
         proposals = tf.where(is_valid[..., tf.newaxis], proposals, 0.0)
@@ -68,7 +76,12 @@ class ProposalLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(train_pre_nms=self.train_pre_nms, train_post_nms=self.train_post_nms,
-                      test_pre_nms=self.test_pre_nms, test_post_nms=self.test_post_nms,
-                      nms_iou=self.nms_iou, min_size=self.min_size)
+        config.update(
+            train_pre_nms=self.train_pre_nms,
+            train_post_nms=self.train_post_nms,
+            test_pre_nms=self.test_pre_nms,
+            test_post_nms=self.test_post_nms,
+            nms_iou=self.nms_iou,
+            min_size=self.min_size,
+        )
         return config

@@ -10,9 +10,21 @@ from tf_frcnn import matcher, sampling
 FILL_MODES = ("negatives", "zeros", "top_iou")
 
 
-def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
-                fg_fraction=0.25, fg_iou=0.5, bg_iou_low=0.1, bg_iou_high=0.5,
-                fill="negatives", box_stds=box_ops.DETECTOR_BOX_STDS, seed=None):
+def sample_rois(
+    proposals,
+    num_proposals,
+    gt_boxes,
+    gt_labels,
+    *,
+    num_rois=128,
+    fg_fraction=0.25,
+    fg_iou=0.5,
+    bg_iou_low=0.1,
+    bg_iou_high=0.5,
+    fill="negatives",
+    box_stds=box_ops.DETECTOR_BOX_STDS,
+    seed=None,
+):
     """Sample a fixed number of ROIs per image and their training targets.
 
     Candidates are the proposals plus the ground-truth boxes. Foreground: IoU
@@ -47,7 +59,7 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
     num_props = proposals.shape[1] if proposals.shape[1] is not None else tf.shape(proposals)[1]
     proposal_valid = tf.range(num_props)[tf.newaxis, :] < num_proposals[:, tf.newaxis]
     gt_valid = gt_labels > 0
-    candidates = tf.concat([proposals, gt_boxes], axis=1)                 # [B, P+M, 4]
+    candidates = tf.concat([proposals, gt_boxes], axis=1)  # [B, P+M, 4]
     candidate_valid = tf.concat([proposal_valid, gt_valid], axis=1)
     num_candidates = candidates.shape[1]
     if num_candidates is None or num_candidates < num_rois:
@@ -58,8 +70,9 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
 
     matches = matcher.match(candidates, candidate_valid, gt_boxes, gt_labels)
     max_iou = matches["max_iou"]
-    foreground, background = matcher.roi_labels(matches, candidate_valid, fg_iou, bg_iou_low,
-                                                bg_iou_high)
+    foreground, background = matcher.roi_labels(
+        matches, candidate_valid, fg_iou, bg_iou_low, bg_iou_high
+    )
     num_fg_max = int(round(num_rois * fg_fraction))
     foreground = sampling.subsample(foreground, num_fg_max, sampling.derive(seed, 0))
     num_fg = sampling.count(foreground)
@@ -71,8 +84,9 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
         bg_cap = tf.fill(tf.shape(num_fg), num_rois - num_fg_max)
     else:
         rest = candidate_valid & ~foreground & (max_iou > 0.0)
-        order = tf.argsort(tf.where(rest, max_iou, -2.0), axis=-1, direction="DESCENDING",
-                           stable=True)
+        order = tf.argsort(
+            tf.where(rest, max_iou, -2.0), axis=-1, direction="DESCENDING", stable=True
+        )
         rank = tf.argsort(order, axis=-1, stable=True)
         extra_fg = rest & (rank < (num_fg_max - num_fg)[:, tf.newaxis])
         bg_cap = tf.fill(tf.shape(num_fg), num_rois - num_fg_max)
@@ -89,13 +103,12 @@ def sample_rois(proposals, num_proposals, gt_boxes, gt_labels, *, num_rois=128,
     chosen = chosen_fg | chosen_bg
 
     rois = tf.where(chosen[..., tf.newaxis], tf.gather(candidates, index, batch_dims=1), 0.0)
-    labels = tf.where(chosen_fg, tf.gather(matches["labels"], index, batch_dims=1),
-                      tf.where(chosen_bg, 0, -1))
-    targets = box_ops.encode(tf.gather(matches["boxes"], index, batch_dims=1), rois,
-                             stds=box_stds)
+    labels = tf.where(
+        chosen_fg, tf.gather(matches["labels"], index, batch_dims=1), tf.where(chosen_bg, 0, -1)
+    )
+    targets = box_ops.encode(tf.gather(matches["boxes"], index, batch_dims=1), rois, stds=box_stds)
     targets = tf.where(chosen_fg[..., tf.newaxis], targets, 0.0)
-    return {"rois": tf.stop_gradient(rois), "labels": labels,
-            "targets": tf.stop_gradient(targets)}
+    return {"rois": tf.stop_gradient(rois), "labels": labels, "targets": tf.stop_gradient(targets)}
 
 
 def _feature_coordinates(rois, stride):
@@ -131,8 +144,9 @@ class ROIPooling(keras.layers.Layer):
         per_image = tf.shape(rois)[1]
         box_index = tf.repeat(tf.range(batch), per_image)
         crop = 2 * self.pool_size
-        crops = tf.image.crop_and_resize(feature_map, self._normalized_boxes(feature_map, rois),
-                                         box_index, [crop, crop])
+        crops = tf.image.crop_and_resize(
+            feature_map, self._normalized_boxes(feature_map, rois), box_index, [crop, crop]
+        )
         return tf.nn.max_pool2d(crops, 2, 2, "VALID")
 
     def get_config(self):
@@ -154,11 +168,11 @@ class ROIPoolingBuiltin(ROIPooling):
         channels = feature_map.shape[-1]
         per_image = tf.shape(rois)[1]
         crop = 2 * self.pool_size
-        boxes = self._normalized_boxes(feature_map, rois)                  # [N, 4]
-        steps = tf.range(crop, dtype=tf.float32) / float(crop - 1)         # [crop]
+        boxes = self._normalized_boxes(feature_map, rois)  # [N, 4]
+        steps = tf.range(crop, dtype=tf.float32) / float(crop - 1)  # [crop]
         h_1 = tf.cast(height - 1, tf.float32)
         w_1 = tf.cast(width - 1, tf.float32)
-        ys = (boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])) * h_1   # [N, crop]
+        ys = (boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])) * h_1  # [N, crop]
         xs = (boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])) * w_1
         y_inside = (ys >= 0.0) & (ys <= h_1)
         x_inside = (xs >= 0.0) & (xs <= w_1)
@@ -176,7 +190,7 @@ class ROIPoolingBuiltin(ROIPooling):
 
         def at(yi, xi):
             index = base + yi[:, :, tf.newaxis] * width + xi[:, tf.newaxis, :]
-            return tf.gather(flat, index)                                   # [N, crop, crop, C]
+            return tf.gather(flat, index)  # [N, crop, crop, C]
 
         dy = dy[:, :, tf.newaxis, tf.newaxis]
         dx = dx[:, tf.newaxis, :, tf.newaxis]

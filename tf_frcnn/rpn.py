@@ -27,12 +27,15 @@ class RPNHead(keras.layers.Layer):
         self.num_anchors = num_anchors
         self.channels = channels
         init = keras.initializers.RandomNormal(stddev=0.01)
-        self.conv = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
-                                        kernel_initializer=init, name="rpn_conv")
-        self.objectness = keras.layers.Conv2D(2 * num_anchors, 1, kernel_initializer=init,
-                                              name="rpn_objectness")
-        self.deltas = keras.layers.Conv2D(4 * num_anchors, 1, kernel_initializer=init,
-                                          name="rpn_deltas")
+        self.conv = keras.layers.Conv2D(
+            channels, 3, padding="same", activation="relu", kernel_initializer=init, name="rpn_conv"
+        )
+        self.objectness = keras.layers.Conv2D(
+            2 * num_anchors, 1, kernel_initializer=init, name="rpn_objectness"
+        )
+        self.deltas = keras.layers.Conv2D(
+            4 * num_anchors, 1, kernel_initializer=init, name="rpn_deltas"
+        )
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -59,9 +62,19 @@ def objectness_scores(objectness_logits):
     return tf.nn.softmax(objectness_logits, axis=-1)[..., 1]
 
 
-def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
-                   positive_iou=0.7, negative_iou=0.3, batch_size=256,
-                   positive_fraction=0.5, ignore_cross_boundary=True, seed=None):
+def anchor_targets(
+    anchors,
+    gt_boxes,
+    gt_labels,
+    image_shape,
+    *,
+    positive_iou=0.7,
+    negative_iou=0.3,
+    batch_size=256,
+    positive_fraction=0.5,
+    ignore_cross_boundary=True,
+    seed=None,
+):
     """Label and sample anchors for the RPN loss (Sec. 3.1.2 and 3.1.3).
 
     IoU > ``positive_iou`` with any ground truth -> positive; the anchor(s) with
@@ -84,9 +97,10 @@ def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
       targets: float32 [batch, A, 4] deltas (ty, tx, th, tw) of each anchor's
         best ground truth (meaningful where labels == 1).
     """
-    hw = tf.cast(image_shape, tf.float32)[:, tf.newaxis, :]       # [B, 1, 2]
-    inside = (tf.reduce_all(anchors[tf.newaxis, :, :2] >= 0.0, axis=-1)
-              & tf.reduce_all(anchors[tf.newaxis, :, 2:] <= hw, axis=-1))   # [B, A]
+    hw = tf.cast(image_shape, tf.float32)[:, tf.newaxis, :]  # [B, 1, 2]
+    inside = tf.reduce_all(anchors[tf.newaxis, :, :2] >= 0.0, axis=-1) & tf.reduce_all(
+        anchors[tf.newaxis, :, 2:] <= hw, axis=-1
+    )  # [B, A]
     if not ignore_cross_boundary:
         inside = tf.ones_like(inside)
     matches = matcher.match(anchors, inside, gt_boxes, gt_labels)
@@ -94,8 +108,9 @@ def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
 
     num_positive = int(batch_size * positive_fraction)
     positive = sampling.subsample(positive, num_positive, sampling.derive(seed, 0))
-    negative = sampling.subsample(negative, batch_size - sampling.count(positive),
-                                  sampling.derive(seed, 1))
+    negative = sampling.subsample(
+        negative, batch_size - sampling.count(positive), sampling.derive(seed, 1)
+    )
 
     labels = tf.where(positive, 1, tf.where(negative, 0, -1))
     targets = box_ops.encode(matches["boxes"], anchors[tf.newaxis])
@@ -103,8 +118,7 @@ def anchor_targets(anchors, gt_boxes, gt_labels, image_shape, *,
     return labels, targets
 
 
-def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations,
-             lambda_reg=10.0):
+def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations, lambda_reg=10.0):
     """The RPN's multi-task loss, Eq. (1) of the paper, averaged over the batch:
 
     L = 1/Ncls sum_i Lcls(p_i, p_i*) + lambda 1/Nreg sum_i p_i* Lreg(t_i, t_i*)
@@ -125,11 +139,11 @@ def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations,
     sampled = tf.cast(labels >= 0, tf.float32)
     positive = tf.cast(labels == 1, tf.float32)
     log_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.maximum(labels, 0), logits=objectness_logits)
+        labels=tf.maximum(labels, 0), logits=objectness_logits
+    )
     n_cls = tf.maximum(tf.reduce_sum(sampled, axis=-1), 1.0)
     cls = tf.reduce_sum(log_loss * sampled, axis=-1) / n_cls
     reg_per_anchor = tf.reduce_sum(box_ops.smooth_l1(box_deltas - targets), axis=-1)
     n_reg = tf.cast(num_locations, tf.float32)
     reg = tf.reduce_sum(reg_per_anchor * positive, axis=-1) / n_reg
-    return {"rpn_objectness": tf.reduce_mean(cls),
-            "rpn_box": lambda_reg * tf.reduce_mean(reg)}
+    return {"rpn_objectness": tf.reduce_mean(cls), "rpn_box": lambda_reg * tf.reduce_mean(reg)}

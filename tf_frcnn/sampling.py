@@ -17,10 +17,9 @@ def uniform(shape, seed=None, maxval=1.0):
     XLA-compiled step sampling what the plain one samples."""
     if seed is None:
         return tf.random.uniform(shape, maxval=maxval)
-    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None,
-                                       dtype=tf.uint32)
+    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32)
     top = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
-    return tf.cast(top, tf.float32) * (maxval * 2.0 ** -24)
+    return tf.cast(top, tf.float32) * (maxval * 2.0**-24)
 
 
 def derive(seed, index):

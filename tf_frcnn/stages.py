@@ -58,8 +58,7 @@ class Stage:
 SCHEDULES = {
     "alternating": (
         Stage("rpn1", ("backbone", "rpn"), initial_backbone=True),
-        Stage("detector2", ("backbone", "detector"), proposals_from="rpn1",
-              initial_backbone=True),
+        Stage("detector2", ("backbone", "detector"), proposals_from="rpn1", initial_backbone=True),
         Stage("rpn3", ("rpn",), like="rpn1"),
         Stage("detector4", ("detector",), like="detector2"),
     ),

@@ -41,8 +41,11 @@ class LowRankDense(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, rank=self.rank,
-                      activation=keras.activations.serialize(self.activation))
+        config.update(
+            units=self.units,
+            rank=self.rank,
+            activation=keras.activations.serialize(self.activation),
+        )
         return config
 
 
@@ -51,9 +54,11 @@ def truncate_dense(dense, rank):
     kernel = tf.convert_to_tensor(dense.kernel)
     inputs, units = kernel.shape
     if not 0 < rank < min(inputs, units):
-        raise ValueError(f"SVD rank {rank} for layer '{dense.name}' ({inputs} x {units}) must be "
-                         f"between 1 and {min(inputs, units) - 1}")
-    singular, left, right = tf.linalg.svd(kernel)          # kernel = left diag(s) right^T
+        raise ValueError(
+            f"SVD rank {rank} for layer '{dense.name}' ({inputs} x {units}) must be "
+            f"between 1 and {min(inputs, units) - 1}"
+        )
+    singular, left, right = tf.linalg.svd(kernel)  # kernel = left diag(s) right^T
     layer = LowRankDense(units, rank, activation=dense.activation, name=f"{dense.name}_svd")
     layer.build((None, inputs))
     layer.first.assign(left[:, :rank] * singular[:rank])
@@ -77,8 +82,10 @@ def truncate_head(model, ranks):
     """
     head = model.detector_head
     if len(ranks) != len(head.fcs):
-        raise ValueError(f"--svd-ranks gives {len(ranks)} ranks but the detector head has "
-                         f"{len(head.fcs)} fc layers ({', '.join(fc.name for fc in head.fcs)})")
+        raise ValueError(
+            f"--svd-ranks gives {len(ranks)} ranks but the detector head has "
+            f"{len(head.fcs)} fc layers ({', '.join(fc.name for fc in head.fcs)})"
+        )
     replaced = [truncate_dense(fc, rank) if rank else fc for fc, rank in zip(head.fcs, ranks)]
     with _unlocked(head) as tracker:
         for fc, rank in zip(head.fcs, ranks):

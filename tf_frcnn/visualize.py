@@ -27,8 +27,13 @@ STATUS_COLOURS = {
     "ignored": (150, 150, 150),
 }
 # Short tags after the class name of a detection drawn in an error colour.
-STATUS_TAGS = {"classification": "cls", "localisation": "loc", "both": "cls+loc",
-               "duplicate": "dup", "background": "bkg"}
+STATUS_TAGS = {
+    "classification": "cls",
+    "localisation": "loc",
+    "both": "cls+loc",
+    "duplicate": "dup",
+    "background": "bkg",
+}
 
 
 def display_scale(height, width, min_side=MIN_SIDE, max_side=None):
@@ -73,8 +78,12 @@ def _draw(image, boxes, classes, scores, mapping, colour):
     line, font_scale, text = _pen(image)
     classes = np.asarray(classes, np.int32).reshape(-1)
     drawn = keras.visualization.draw_bounding_boxes(
-        image[None], {"boxes": boxes[None], "labels": classes[None]},
-        bounding_box_format="yxyx", color=colour, line_thickness=line)
+        image[None],
+        {"boxes": boxes[None], "labels": classes[None]},
+        bounding_box_format="yxyx",
+        color=colour,
+        line_thickness=line,
+    )
     drawn = np.ascontiguousarray(drawn[0], np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     for i, (box, label) in enumerate(zip(boxes, classes)):
@@ -86,10 +95,12 @@ def _draw(image, boxes, classes, scores, mapping, colour):
         top = int(box[0]) - height - baseline - 4
         if top < 0:
             top = int(box[0]) + line
-        cv2.rectangle(drawn, (x, top), (x + width + 4, top + height + baseline + 4), (0, 0, 0),
-                      cv2.FILLED)
-        cv2.putText(drawn, caption, (x + 2, top + height + 2), font, font_scale, colour, text,
-                    cv2.LINE_AA)
+        cv2.rectangle(
+            drawn, (x, top), (x + width + 4, top + height + baseline + 4), (0, 0, 0), cv2.FILLED
+        )
+        cv2.putText(
+            drawn, caption, (x + 2, top + height + 2), font, font_scale, colour, text, cv2.LINE_AA
+        )
     return drawn
 
 
@@ -116,11 +127,15 @@ def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, 
     gt_boxes = np.asarray(groundtruth["boxes"], np.float32).reshape(-1, 4) * scale
     gt_labels = np.asarray(groundtruth["labels"])
     for status, colour, mapping in (
-            ("ignored", STATUS_COLOURS["ignored"], {}),
-            ("found", STATUS_COLOURS["groundtruth"], {}),
-            ("covered", STATUS_COLOURS["groundtruth"], {}),
-            ("missed", STATUS_COLOURS["missed"],
-             {label: f"missed {name}" for label, name in names.items()})):
+        ("ignored", STATUS_COLOURS["ignored"], {}),
+        ("found", STATUS_COLOURS["groundtruth"], {}),
+        ("covered", STATUS_COLOURS["groundtruth"], {}),
+        (
+            "missed",
+            STATUS_COLOURS["missed"],
+            {label: f"missed {name}" for label, name in names.items()},
+        ),
+    ):
         mine = gt_status == status
         canvas = _draw(canvas, gt_boxes[mine], gt_labels[mine], None, mapping, colour)
     det_status = np.asarray(detections["status"])
@@ -131,8 +146,14 @@ def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, 
             continue
         tag = STATUS_TAGS.get(status)
         mapping = {label: f"{name} {tag}" if tag else name for label, name in names.items()}
-        canvas = _draw(canvas, det_boxes[mine], np.asarray(detections["classes"])[mine],
-                       np.asarray(detections["scores"])[mine], mapping, colour)
+        canvas = _draw(
+            canvas,
+            det_boxes[mine],
+            np.asarray(detections["classes"])[mine],
+            np.asarray(detections["scores"])[mine],
+            mapping,
+            colour,
+        )
     return canvas
 
 
@@ -153,8 +174,17 @@ def draw_predictions(predictor, image, class_names, path, thresholds=None, score
     drawn_size = np.multiply(image.shape[:2], scale)
     boxes = to_absolute(np.asarray(out["detection_boxes"])[keep], drawn_size)
     mapping = {i + 1: name for i, name in enumerate(class_names)}
-    save_png(_draw(enlarge(image, scale), np.asarray(boxes), classes, scores, mapping,
-                   STATUS_COLOURS["true_positive"]), path)
+    save_png(
+        _draw(
+            enlarge(image, scale),
+            np.asarray(boxes),
+            classes,
+            scores,
+            mapping,
+            STATUS_COLOURS["true_positive"],
+        ),
+        path,
+    )
     return [(class_names[c - 1], round(float(s), 3)) for c, s in zip(classes, scores)]
 
 

@@ -161,24 +161,27 @@ class YoloWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self.layout = layout
         if names is not None:
-            (self.root / "data.yaml").write_text(
-                f"nc: {len(names)}\nnames: [{', '.join(names)}]\n")
+            (self.root / "data.yaml").write_text(f"nc: {len(names)}\nnames: [{', '.join(names)}]\n")
 
     def dirs(self, split):
         if self.layout == "roboflow":
             return self.root / split / "images", self.root / split / "labels"
         return self.root / "images" / split, self.root / "labels" / split
 
-    def add(self, split, stem, rows=(), kind="rgb", size=(40, 30), suffix=".jpg", label=True,
-            image=True):
+    def add(
+        self, split, stem, rows=(), kind="rgb", size=(40, 30), suffix=".jpg", label=True, image=True
+    ):
         """rows: label lines, each a string or a tuple (class, cx, cy, w, h); label=False
         writes no label file, image=False no image."""
         images, labels = self.dirs(split)
         (labels / stem).parent.mkdir(parents=True, exist_ok=True)
         if label:
-            (labels / f"{stem}.txt").write_text("".join(
-                (row if isinstance(row, str) else " ".join(str(v) for v in row)) + "\n"
-                for row in rows))
+            (labels / f"{stem}.txt").write_text(
+                "".join(
+                    (row if isinstance(row, str) else " ".join(str(v) for v in row)) + "\n"
+                    for row in rows
+                )
+            )
         if image:
             return write_image(images / f"{stem}{suffix}", kind, size)
         images.mkdir(parents=True, exist_ok=True)

@@ -28,14 +28,23 @@ def split_of(image_shapes, boxes_per_image, labels_per_image, names=("a", "b")):
     """A SplitBoxes from absolute [ymin, xmin, ymax, xmax] boxes per image."""
     boxes, labels, index = [], [], []
     for number, ((height, width), image_boxes, image_labels) in enumerate(
-            zip(image_shapes, boxes_per_image, labels_per_image)):
+        zip(image_shapes, boxes_per_image, labels_per_image)
+    ):
         image_boxes = np.asarray(image_boxes, np.float32).reshape(-1, 4)
         boxes.append(image_boxes / np.float32([height, width, height, width]))
         labels.append(np.asarray(image_labels, np.int64).reshape(-1))
         index.append(np.full(len(image_boxes), number))
-    return analysis.SplitBoxes("hand", "train", list(names), np.asarray(image_shapes),
-                               np.concatenate(boxes), np.concatenate(labels),
-                               np.concatenate(index), 0, {})
+    return analysis.SplitBoxes(
+        "hand",
+        "train",
+        list(names),
+        np.asarray(image_shapes),
+        np.concatenate(boxes),
+        np.concatenate(labels),
+        np.concatenate(index),
+        0,
+        {},
+    )
 
 
 def grid_squares(side=40, images=12, per_image=6, size=600, jitter=2.0, seed=0):
@@ -68,8 +77,7 @@ def mixed_boxes(count=300, seed=0):
 
 
 def config(**model):
-    values = {"model": {"backbone": "vgg16", **model}, "data": {"min_size": 600,
-                                                                "max_size": 1000}}
+    values = {"model": {"backbone": "vgg16", **model}, "data": {"min_size": 600, "max_size": 1000}}
     return config_from_dict(values)
 
 
@@ -85,15 +93,19 @@ def test_best_anchor_iou_is_the_max_over_the_anchor_generators_grid():
         for backbone, inside in (("vgg16", True), ("mobilenet", False), ("tiny", True)):
             rows, columns = feature_size(backbone, height), feature_size(backbone, width)
             anchors = AnchorGenerator(16, scales, ratios, 16)(
-                tf.zeros([1, rows, columns, 1])).numpy()
-            iou = box_ops.iou(tf.constant(anchors), tf.constant(boxes)).numpy()   # [A, 7]
+                tf.zeros([1, rows, columns, 1])
+            ).numpy()
+            iou = box_ops.iou(tf.constant(anchors), tf.constant(boxes)).numpy()  # [A, 7]
             if inside:
                 fits = np.all(anchors[:, :2] >= 0, 1) & np.all(anchors[:, 2:] <= [height, width], 1)
                 iou = np.where(fits[:, None], iou, 0.0)
             brute = iou.reshape(rows * columns, len(heights), 7).max(axis=0).T
             resized = anchor_fit.ResizedBoxes(
-                boxes, np.tile(np.float32([[height, width]]), (7, 1)),
-                np.tile([[rows, columns]], (7, 1)), np.ones(7, int))
+                boxes,
+                np.tile(np.float32([[height, width]]), (7, 1)),
+                np.tile([[rows, columns]], (7, 1)),
+                np.ones(7, int),
+            )
             fast = anchor_fit.best_anchor_iou(resized, heights, widths, 16, inside)
             np.testing.assert_allclose(fast, brute, atol=1e-5, err_msg=f"{trial} {backbone}")
 
@@ -101,20 +113,22 @@ def test_best_anchor_iou_is_the_max_over_the_anchor_generators_grid():
 def test_resized_shapes_agree_with_resize_image():
     shapes = [(375, 500), (500, 375), (333, 1000), (480, 640), (37, 91), (1000, 1000)]
     for min_size, max_size in ((600, 1000), (320, 512), (64, 64)):
-        expected = [tuple(resize_image(tf.zeros([h, w, 1]), min_size, max_size)[0].shape[:2])
-                    for h, w in shapes]
+        expected = [
+            tuple(resize_image(tf.zeros([h, w, 1]), min_size, max_size)[0].shape[:2])
+            for h, w in shapes
+        ]
         got = analysis.resized_shapes(shapes, min_size, max_size)
         assert [tuple(row) for row in got] == expected
 
 
 def test_40px_boxes_are_not_covered_by_the_paper_anchors_and_are_after_fitting():
     cfg = config()
-    cfg.data.flip = False   # a mirrored 600 px image puts the centres 8 px off the grid
+    cfg.data.flip = False  # a mirrored 600 px image puts the centres 8 px off the grid
     instances, _ = analysis.views(grid_squares(), cfg)
     heights, widths = anchor_fit.anchor_shapes(16, *PAPER)
     paper = anchor_fit.coverage(anchor_fit.best_anchor_iou(instances, heights, widths).max(1))
     assert paper["positive"] <= 0.05
-    assert paper["forced_below_negative"] >= 0.95    # 40 px vs 128 px: IoU 0.1
+    assert paper["forced_below_negative"] >= 0.95  # 40 px vs 128 px: IoU 0.1
 
     fitted = analysis.fit_config_anchors(cfg, instances)
     assert fitted.coverage >= 0.9
@@ -139,7 +153,8 @@ def test_fit_is_deterministic_and_independent_of_the_record_order():
     first = analysis.fit_config_anchors(cfg, instances)
     again = analysis.fit_config_anchors(cfg, instances)
     shuffled = analysis.fit_config_anchors(
-        cfg, instances.take(np.random.default_rng(1).permutation(len(instances.labels))))
+        cfg, instances.take(np.random.default_rng(1).permutation(len(instances.labels)))
+    )
     assert first == again == shuffled
     assert first.scales == sorted(first.scales) and len(set(first.scales)) == 3
 
@@ -149,9 +164,9 @@ def test_fit_beats_the_paper_anchors_and_its_score_is_the_summarys():
     for seed in range(3):
         instances, _ = analysis.views(mixed_boxes(seed=seed), cfg)
         paper = anchor_fit.fit_anchors(instances, scales=PAPER[0], ratios=PAPER[1])
-        assert (paper.scales, paper.ratios) == PAPER          # both fixed: only scored
+        assert (paper.scales, paper.ratios) == PAPER  # both fixed: only scored
         fitted = analysis.fit_config_anchors(cfg, instances)
-        assert fitted.score > paper.score + 0.05              # 20-300 px boxes, 128 px anchors
+        assert fitted.score > paper.score + 0.05  # 20-300 px boxes, 128 px anchors
         summary = analysis.anchor_set_summary(cfg, instances, fitted.scales, fitted.ratios)
         assert summary["score"] == pytest.approx(fitted.score)
         assert summary["coverage"] == pytest.approx(fitted.coverage)
@@ -173,32 +188,33 @@ def test_tiny_crowded_objects_get_size_and_max_boxes_recommendations(monkeypatch
     summary = analysis.analyze(cfg).summary
     assert summary["classes"]["a"]["under_two_cells"] == 1.0
     advice = {item["key"]: item["value"] for item in summary["recommendations"]}
-    assert advice["data.min_size"] == 960 and advice["data.max_size"] == 1600   # x 32 / 20
-    assert advice["rpn.min_size"] == 10.0       # half the 20 px side, under the default 16
+    assert advice["data.min_size"] == 960 and advice["data.max_size"] == 1600  # x 32 / 20
+    assert advice["rpn.min_size"] == 10.0  # half the 20 px side, under the default 16
     assert advice["data.max_boxes"] == 6
-    assert "model.anchor_scales" in advice      # 128-512 px anchors on 20 px boxes: no fit run
+    assert "model.anchor_scales" in advice  # 128-512 px anchors on 20 px boxes: no fit run
     assert advice["model.anchor_scales"] == "auto"
 
 
 def test_same_class_overlap_and_the_nms_threshold_it_implies():
     # 10 images with two same-class boxes at IoU 0.45 plus an other-class box at IoU 0.9;
     # 30 images with one box.
-    shift = 100 * (1 - 0.45) / (1 + 0.45)          # x offset of two 100 px squares at IoU 0.45
+    shift = 100 * (1 - 0.45) / (1 + 0.45)  # x offset of two 100 px squares at IoU 0.45
     pair = [[0, 0, 100, 100], [0, shift, 100, 100 + shift], [0, 0, 100, 95]]
-    split = split_of([(300, 300)] * 40, [pair] * 10 + [[[10, 10, 60, 60]]] * 30,
-                     [[1, 1, 2]] * 10 + [[1]] * 30)
+    split = split_of(
+        [(300, 300)] * 40, [pair] * 10 + [[[10, 10, 60, 60]]] * 30, [[1, 1, 2]] * 10 + [[1]] * 30
+    )
     overlap = analysis.same_class_overlap(split)
     pairs = split.labels == 1
-    np.testing.assert_allclose(overlap[: 30][pairs[:30]], 0.45, atol=1e-5)
-    assert np.all(overlap[split.labels == 2] == 0.0)   # the other class does not count
+    np.testing.assert_allclose(overlap[:30][pairs[:30]], 0.45, atol=1e-5)
+    assert np.all(overlap[split.labels == 2] == 0.0)  # the other class does not count
     assert np.all(overlap[30:] == 0.0)
 
     advice = analysis.nms_advice(overlap, configured=0.3)
-    assert advice["recommended"] == 0.5                  # smallest 0.05 step above 0.45
+    assert advice["recommended"] == 0.5  # smallest 0.05 step above 0.45
     assert advice["share_above_configured"] == pytest.approx(20 / 60)
     assert analysis.nms_advice(overlap[30:], configured=0.3)["recommended"] == 0.3
     crowded = analysis.nms_advice(np.full(10, 0.9), configured=0.3)
-    assert crowded["recommended"] == 0.7                 # capped
+    assert crowded["recommended"] == 0.7  # capped
 
 
 def test_analyze_a_voc_directory_counts_what_the_reader_repaired(voc, monkeypatch):
@@ -206,10 +222,12 @@ def test_analyze_a_voc_directory_counts_what_the_reader_repaired(voc, monkeypatc
     voc.add("b", [("dog", 1, 1, 700, 300), ("cat", 11, 11, 60, 60, 1)], size=(600, 400))
     voc.add("c", [], size=(600, 400))
     voc.split("train", ["a", "b", "c"])
-    cfg = config_from_dict({"model": {"num_classes": 2, "class_names": ["cat", "dog"],
-                                      "backbone": "mobilenet"},
-                            "data": {"source": "voc", "root": str(voc.root), "min_size": 600,
-                                     "max_size": 1000}})
+    cfg = config_from_dict(
+        {
+            "model": {"num_classes": 2, "class_names": ["cat", "dog"], "backbone": "mobilenet"},
+            "data": {"source": "voc", "root": str(voc.root), "min_size": 600, "max_size": 1000},
+        }
+    )
     result = analysis.analyze(cfg, fit=True)
     s = result.summary
     assert (s["images"], s["boxes"], s["images_without_boxes"]) == (3, 2, 1)
@@ -247,13 +265,16 @@ def auto_run(tmp_path_factory):
         values = yaml.safe_load(handle)
     values["model"]["anchor_scales"] = "auto"
     values["model"]["anchor_ratios"] = "auto"
-    values["train"].update(schedule="joint", checkpoint_every=2,
-                           stages={"joint": {"steps": 2, "learning_rate": 0.01}})
+    values["train"].update(
+        schedule="joint", checkpoint_every=2, stages={"joint": {"steps": 2, "learning_rate": 0.01}}
+    )
     path = base / "smoke_auto.yaml"
     path.write_text(yaml.safe_dump(values))
     model_dir, data_dir = str(base / "model"), str(base / "tfds")
-    assert main(["train", "--config", str(path), "--model-dir", model_dir,
-                 "--data-dir", data_dir]) == 0
+    assert (
+        main(["train", "--config", str(path), "--model-dir", model_dir, "--data-dir", data_dir])
+        == 0
+    )
     return str(path), model_dir, data_dir
 
 
@@ -265,20 +286,33 @@ def test_auto_anchors_are_fitted_into_the_model_dirs_config(auto_run):
     expected = analysis.resolve_anchors(cfg, log=told.append)
     assert len(told) == 1 and "anchors fitted to" in told[0]
     assert isinstance(expected.model.anchor_scales, list)
-    assert cfg.model.anchor_scales == "auto"            # the input is left alone
+    assert cfg.model.anchor_scales == "auto"  # the input is left alone
     recorded = load_config(os.path.join(model_dir, "config.yaml")).model
     assert recorded.anchor_scales == expected.model.anchor_scales
     assert recorded.anchor_ratios == expected.model.anchor_ratios
 
-    from tf_frcnn.training.schedule import load_trained_model   # what eval and export use
+    from tf_frcnn.training.schedule import load_trained_model  # what eval and export use
+
     model, _ = load_trained_model(model_dir)
     assert list(model.anchor_generator.scales) == recorded.anchor_scales
     assert list(model.anchor_generator.ratios) == recorded.anchor_ratios
 
-    assert main(["eval", "--config", path, "--model-dir", model_dir,
-                 "--data-dir", data_dir]) == 0
-    assert main(["train", "--config", path, "--model-dir", model_dir, "--data-dir", data_dir,
-                 "--resume"]) == 0
+    assert main(["eval", "--config", path, "--model-dir", model_dir, "--data-dir", data_dir]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                path,
+                "--model-dir",
+                model_dir,
+                "--data-dir",
+                data_dir,
+                "--resume",
+            ]
+        )
+        == 0
+    )
     resumed = analysis.resolve_anchors(cfg, model_dir=model_dir)
     assert resumed.model.anchor_scales == recorded.anchor_scales
 
@@ -301,11 +335,18 @@ def test_cli_bad_input_gives_one_line(voc, tmp_path, capsys):
     voc.add("a", [("cat", 1, 1, 20, 20)])
     voc.split("train", ["a"])
     path = tmp_path / "voc.yaml"
-    path.write_text(yaml.safe_dump({"model": {"num_classes": 1, "class_names": ["cat"]},
-                                    "data": {"source": "voc", "root": str(voc.root)}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"num_classes": 1, "class_names": ["cat"]},
+                "data": {"source": "voc", "root": str(voc.root)},
+            }
+        )
+    )
     for argv, needle in (
-            (["--split", "nosuch"], "nosuch.txt"),
-            (["--config", str(tmp_path / "missing.yaml")], "missing.yaml")):
+        (["--split", "nosuch"], "nosuch.txt"),
+        (["--config", str(tmp_path / "missing.yaml")], "missing.yaml"),
+    ):
         arguments = ["analyze", "--config", str(path), "--out", str(tmp_path / "o"), *argv]
         assert main(arguments) == 2
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]

@@ -29,9 +29,14 @@ def record(image_id, image, boxes, labels=None):
     """A record (normalised boxes); labels 1..N unless given."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     labels = np.arange(1, len(boxes) + 1) if labels is None else labels
-    return {"image": np.asarray(image, np.uint8), "boxes": boxes,
-            "labels": np.asarray(labels, np.int32), "image_id": image_id,
-            "difficult": np.zeros(len(boxes), bool), "iscrowd": np.zeros(len(boxes), bool)}
+    return {
+        "image": np.asarray(image, np.uint8),
+        "boxes": boxes,
+        "labels": np.asarray(labels, np.int32),
+        "image_id": image_id,
+        "difficult": np.zeros(len(boxes), bool),
+        "iscrowd": np.zeros(len(boxes), bool),
+    }
 
 
 def records_dataset(records):
@@ -43,8 +48,13 @@ COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255), 4: (255, 255, 0)}
 
 
 def fuzz(max_examples):
-    return settings(derandomize=True, database=None, deadline=None, max_examples=max_examples,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        derandomize=True,
+        database=None,
+        deadline=None,
+        max_examples=max_examples,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 @st.composite
@@ -69,30 +79,55 @@ def painted_record(draw, image_id):
 
 jitter_strategy = st.one_of(
     st.just({}),
-    st.fixed_dictionaries({"brightness": st.floats(0.0, 1.0), "contrast": st.floats(0.0, 1.0),
-                           "saturation": st.floats(0.0, 1.0), "hue": st.floats(0.0, 0.5)}))
-geometry_strategy = st.fixed_dictionaries({
-    "scales": st.one_of(st.none(), st.lists(st.sampled_from([16, 24, 32, 48]), min_size=1,
-                                            max_size=3, unique=True)),
-    "crop_probability": st.sampled_from([0.0, 0.5, 1.0]),
-    "min_crop": st.floats(0.5, 1.0),
-    "min_visible": st.floats(0.0, 1.0),
-})
+    st.fixed_dictionaries(
+        {
+            "brightness": st.floats(0.0, 1.0),
+            "contrast": st.floats(0.0, 1.0),
+            "saturation": st.floats(0.0, 1.0),
+            "hue": st.floats(0.0, 0.5),
+        }
+    ),
+)
+geometry_strategy = st.fixed_dictionaries(
+    {
+        "scales": st.one_of(
+            st.none(),
+            st.lists(st.sampled_from([16, 24, 32, 48]), min_size=1, max_size=3, unique=True),
+        ),
+        "crop_probability": st.sampled_from([0.0, 0.5, 1.0]),
+        "min_crop": st.floats(0.5, 1.0),
+        "min_visible": st.floats(0.0, 1.0),
+    }
+)
 
 
 def run(data, augmentation, seed, **kwargs):
-    options = dict(training=True, batch_size=len(data), min_size=32, max_size=64, max_boxes=5,
-                   seed=seed, shuffle_buffer=0, augment=augmentation)
+    options = dict(
+        training=True,
+        batch_size=len(data),
+        min_size=32,
+        max_size=64,
+        max_boxes=5,
+        seed=seed,
+        shuffle_buffer=0,
+        augment=augmentation,
+    )
     options.update(kwargs)
     return list(build_pipeline(records_dataset(data), **options).as_numpy_iterator())
 
 
 @fuzz(20)
-@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=3).flatmap(
-           lambda ids: st.tuples(*[painted_record(f"r{i}") for i in ids])),
-       geometry_strategy, jitter_strategy, st.integers(0, 2**31 - 1))
+@given(
+    st.lists(st.integers(0, 10**6), min_size=1, max_size=3).flatmap(
+        lambda ids: st.tuples(*[painted_record(f"r{i}") for i in ids])
+    ),
+    geometry_strategy,
+    jitter_strategy,
+    st.integers(0, 2**31 - 1),
+)
 def test_augmented_boxes_stay_valid_inside_the_image_and_on_their_pixels(
-        data, geometry, jitter, seed):
+    data, geometry, jitter, seed
+):
     (batch,) = run(list(data), AugmentConfig(**geometry, **jitter), seed)
     images = batch["images"]
     assert images.min() >= 0.0 and images.max() <= 255.0
@@ -119,32 +154,55 @@ def test_augmented_boxes_stay_valid_inside_the_image_and_on_their_pixels(
 def test_crop_objects_drops_mostly_hidden_boxes_and_clips_the_rest():
     # A 100x100 image seen through its top-left 50x50 quarter.
     objects = {
-        "boxes": tf.constant([[10, 10, 30, 30],      # inside: kept, rescaled to the window
-                              [40, 40, 80, 80],      # 100 of 1600 px visible: dropped
-                              [20, 30, 40, 70],      # half visible: kept, clipped
-                              [0, 49.5, 40, 50.5],   # half visible, 0.5 px wide: dropped
-                              [60, 60, 90, 90]],     # outside: dropped
-                             tf.float32) / 100.0,
+        "boxes": tf.constant(
+            [
+                [10, 10, 30, 30],  # inside: kept, rescaled to the window
+                [40, 40, 80, 80],  # 100 of 1600 px visible: dropped
+                [20, 30, 40, 70],  # half visible: kept, clipped
+                [0, 49.5, 40, 50.5],  # half visible, 0.5 px wide: dropped
+                [60, 60, 90, 90],
+            ],  # outside: dropped
+            tf.float32,
+        )
+        / 100.0,
         "labels": tf.constant([1, 2, 3, 4, 5]),
         "difficult": tf.constant([False, False, True, False, False]),
     }
-    kept = augment.crop_objects(objects, tf.constant([100, 100]), tf.constant([0, 0]),
-                                tf.constant([50, 50]), min_visible=0.45)
-    np.testing.assert_allclose(kept["boxes"], [[0.2, 0.2, 0.6, 0.6], [0.4, 0.6, 0.8, 1.0]],
-                               atol=1e-6)
+    kept = augment.crop_objects(
+        objects,
+        tf.constant([100, 100]),
+        tf.constant([0, 0]),
+        tf.constant([50, 50]),
+        min_visible=0.45,
+    )
+    np.testing.assert_allclose(
+        kept["boxes"], [[0.2, 0.2, 0.6, 0.6], [0.4, 0.6, 0.8, 1.0]], atol=1e-6
+    )
     np.testing.assert_array_equal(kept["labels"], [1, 3])
     np.testing.assert_array_equal(kept["difficult"], [False, True])
-    stricter = augment.crop_objects(objects, tf.constant([100, 100]), tf.constant([0, 0]),
-                                    tf.constant([50, 50]), min_visible=0.6)
+    stricter = augment.crop_objects(
+        objects,
+        tf.constant([100, 100]),
+        tf.constant([0, 0]),
+        tf.constant([50, 50]),
+        min_visible=0.6,
+    )
     np.testing.assert_array_equal(stricter["labels"], [1])
     # An offset window, (20, 40) + 40x60: the first box is outside, the second and fifth keep
     # half of their area, the 1 px wide fourth its half, the third 3/4.
-    shifted = augment.crop_objects(objects, tf.constant([100, 100]), tf.constant([20, 40]),
-                                   tf.constant([40, 60]), min_visible=0.4)
+    shifted = augment.crop_objects(
+        objects,
+        tf.constant([100, 100]),
+        tf.constant([20, 40]),
+        tf.constant([40, 60]),
+        min_visible=0.4,
+    )
     np.testing.assert_array_equal(shifted["labels"], [2, 3, 4])
     np.testing.assert_allclose(
-        shifted["boxes"], [[0.5, 0, 1, 40 / 60], [0, 0, 0.5, 0.5], [0, 9.5 / 60, 0.5, 10.5 / 60]],
-        atol=1e-6)
+        shifted["boxes"],
+        [[0.5, 0, 1, 40 / 60], [0, 0, 0.5, 0.5], [0, 9.5 / 60, 0.5, 10.5 / 60]],
+        atol=1e-6,
+    )
 
 
 def test_crop_window_keeps_min_crop_of_each_side_inside_the_image():
@@ -162,8 +220,13 @@ def test_crop_window_keeps_min_crop_of_each_side_inside_the_image():
 def test_crop_to_nothing_is_a_background_example():
     image = np.zeros((40, 40, 3), np.uint8)
     data = [record(f"r{i}", image, [[0.0, 0.0, 0.1, 0.1]]) for i in range(16)]
-    (batch,) = run(data, AugmentConfig(crop_probability=1.0, min_crop=0.5, min_visible=0.9), 0,
-                   min_size=40, max_size=40)
+    (batch,) = run(
+        data,
+        AugmentConfig(crop_probability=1.0, min_crop=0.5, min_visible=0.9),
+        0,
+        min_size=40,
+        max_size=40,
+    )
     emptied = ~batch["labels"].any(axis=1)
     assert emptied.any() and not batch["boxes"][emptied].any()
 
@@ -173,8 +236,7 @@ def test_multi_scale_draws_only_the_listed_sizes():
     (batch,) = run(data, AugmentConfig(scales=[16, 24, 40]), 1, max_size=100)
     assert set(batch["image_shape"][:, 0].tolist()) == {16, 24, 40}
     np.testing.assert_array_equal(batch["image_shape"][:, 0], batch["image_shape"][:, 1])
-    np.testing.assert_allclose(batch["boxes"][:, 0, 2], 0.8 * batch["image_shape"][:, 0],
-                               rtol=1e-5)
+    np.testing.assert_allclose(batch["boxes"][:, 0, 2], 0.8 * batch["image_shape"][:, 0], rtol=1e-5)
     # max_size still caps the longer side.
     wide = [record(f"w{i}", np.zeros((20, 60, 3)), [[0, 0, 1, 1]]) for i in range(8)]
     (batch,) = run(wide, AugmentConfig(scales=[16, 40]), 1, max_size=90)
@@ -183,8 +245,9 @@ def test_multi_scale_draws_only_the_listed_sizes():
 
 def test_jitter_off_is_bit_identical_to_no_augmentation():
     rng = np.random.default_rng(0)
-    data = [record(f"r{i}", rng.integers(0, 255, (20, 30, 3)), [[0.1, 0.2, 0.7, 0.9]])
-            for i in range(6)]
+    data = [
+        record(f"r{i}", rng.integers(0, 255, (20, 30, 3)), [[0.1, 0.2, 0.7, 0.9]]) for i in range(6)
+    ]
     reference = run(data, None, 4)
     for off in (AugmentConfig(), AugmentConfig(scales=None, crop_probability=0.0)):
         for got, want in zip(run(data, off, 4), reference):
@@ -196,17 +259,24 @@ def test_jitter_off_is_bit_identical_to_no_augmentation():
     assert not np.array_equal(jittered[0]["images"], reference[0]["images"])
     np.testing.assert_array_equal(jittered[0]["boxes"], reference[0]["boxes"])
     geometry = dict(scales=[16, 24], crop_probability=0.5, min_crop=0.5, min_visible=0.3)
-    for got, want in zip(run(data, AugmentConfig(**geometry, brightness=0.2, contrast=0.2,
-                                                 saturation=0.2, hue=0.2), 4),
-                         run(data, AugmentConfig(**geometry), 4)):
+    for got, want in zip(
+        run(
+            data,
+            AugmentConfig(**geometry, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2),
+            4,
+        ),
+        run(data, AugmentConfig(**geometry), 4),
+    ):
         for key in ("boxes", "labels", "image_shape"):
             np.testing.assert_array_equal(got[key], want[key])
 
 
 def test_color_jitter_ranges():
     flat = tf.fill([4, 4, 3], 100.0)
-    deltas = [float(augment.color_jitter(flat, tf.constant([i, 0]), brightness=0.1)[0, 0, 0])
-              - 100.0 for i in range(40)]
+    deltas = [
+        float(augment.color_jitter(flat, tf.constant([i, 0]), brightness=0.1)[0, 0, 0]) - 100.0
+        for i in range(40)
+    ]
     assert max(map(abs, deltas)) <= 25.5 + 1e-3 and np.std(deltas) > 5
     # Contrast scales the distance to the mean by a factor in [1 - c, 1 + c].
     halves = tf.concat([tf.fill([2, 4, 3], 50.0), tf.fill([2, 4, 3], 150.0)], 0)
@@ -229,23 +299,44 @@ def test_jitter_is_the_same_whether_the_image_is_enlarged_or_shrunk():
     (shrunk,) = run(data, jitter, 2, min_size=8, max_size=8)
     values = enlarged["images"][:, 0, 0, 0]
     assert np.std(values) > 1 and np.all(np.abs(values - 100) <= 0.2 * 255 + 1e-3)
-    np.testing.assert_allclose(enlarged["images"], np.broadcast_to(values[:, None, None, None],
-                                                                   (4, 32, 32, 3)), atol=1e-3)
+    np.testing.assert_allclose(
+        enlarged["images"], np.broadcast_to(values[:, None, None, None], (4, 32, 32, 3)), atol=1e-3
+    )
     # The resize rounds to whole pixel values: the jittered image before it, not after.
     np.testing.assert_allclose(shrunk["images"][:, 0, 0, 0], values, atol=0.5 + 1e-3)
 
 
 def test_same_seed_same_batches_different_seed_differs():
     rng = np.random.default_rng(1)
-    data = [record(f"r{i}", rng.integers(0, 255, (24, 32, 3)),
-                   [[0.1, 0.1, 0.6, 0.4], [0.3, 0.5, 0.9, 0.9]]) for i in range(8)]
-    on = AugmentConfig(scales=[16, 24, 32], crop_probability=0.5, min_crop=0.5,
-                       min_visible=0.5, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
+    data = [
+        record(
+            f"r{i}", rng.integers(0, 255, (24, 32, 3)), [[0.1, 0.1, 0.6, 0.4], [0.3, 0.5, 0.9, 0.9]]
+        )
+        for i in range(8)
+    ]
+    on = AugmentConfig(
+        scales=[16, 24, 32],
+        crop_probability=0.5,
+        min_crop=0.5,
+        min_visible=0.5,
+        brightness=0.2,
+        contrast=0.2,
+        saturation=0.2,
+        hue=0.05,
+    )
 
     def stream(seed):
-        pipeline = build_pipeline(records_dataset(data), training=True, batch_size=4,
-                                  min_size=24, max_size=48, max_boxes=2, seed=seed,
-                                  shuffle_buffer=8, augment=on)
+        pipeline = build_pipeline(
+            records_dataset(data),
+            training=True,
+            batch_size=4,
+            min_size=24,
+            max_size=48,
+            max_boxes=2,
+            seed=seed,
+            shuffle_buffer=8,
+            augment=on,
+        )
         return list(pipeline.repeat(2).as_numpy_iterator())
 
     first, again, other = stream(5), stream(5), stream(6)
@@ -254,19 +345,34 @@ def test_same_seed_same_batches_different_seed_differs():
             np.testing.assert_array_equal(a[key], b[key])
     assert any(not np.array_equal(a["boxes"], b["boxes"]) for a, b in zip(first, other))
     # Each epoch draws afresh.
-    assert not np.array_equal(np.sort(first[0]["images"].ravel()),
-                              np.sort(first[2]["images"].ravel()))
+    assert not np.array_equal(
+        np.sort(first[0]["images"].ravel()), np.sort(first[2]["images"].ravel())
+    )
 
 
 @pytest.fixture(scope="module")
 def synthetic_config(tmp_path_factory):
     values = {
-        "data": {"source": "synthetic", "data_dir": str(tmp_path_factory.mktemp("tfds")),
-                 "image_size": 64, "num_train": 8, "num_eval": 8, "min_size": 64,
-                 "max_size": 64, "pad_to": [64, 64], "batch_size": 2, "max_boxes": 8,
-                 "augment": {"scales": [32, 48, 64], "crop_probability": 0.5,
-                             "brightness": 0.2, "contrast": 0.2, "saturation": 0.2,
-                             "hue": 0.05}},
+        "data": {
+            "source": "synthetic",
+            "data_dir": str(tmp_path_factory.mktemp("tfds")),
+            "image_size": 64,
+            "num_train": 8,
+            "num_eval": 8,
+            "min_size": 64,
+            "max_size": 64,
+            "pad_to": [64, 64],
+            "batch_size": 2,
+            "max_boxes": 8,
+            "augment": {
+                "scales": [32, 48, 64],
+                "crop_probability": 0.5,
+                "brightness": 0.2,
+                "contrast": 0.2,
+                "saturation": 0.2,
+                "hue": 0.05,
+            },
+        },
         "model": {"num_classes": 4},
         "train": {"seed": 3},
     }
@@ -284,20 +390,43 @@ def test_resumed_stream_sees_the_uninterrupted_batches(synthetic_config):
 
 
 def test_eval_batches_are_never_augmented(synthetic_config):
-    plain = config_from_dict({"data": {**{k: getattr(synthetic_config.data, k) for k in (
-        "source", "data_dir", "image_size", "num_train", "num_eval", "min_size", "max_size",
-        "pad_to", "batch_size", "max_boxes")}}, "model": {"num_classes": 4}})
-    for got, want in zip(inputs.batches(synthetic_config, "test", training=False),
-                         inputs.batches(plain, "test", training=False)):
+    plain = config_from_dict(
+        {
+            "data": {
+                **{
+                    k: getattr(synthetic_config.data, k)
+                    for k in (
+                        "source",
+                        "data_dir",
+                        "image_size",
+                        "num_train",
+                        "num_eval",
+                        "min_size",
+                        "max_size",
+                        "pad_to",
+                        "batch_size",
+                        "max_boxes",
+                    )
+                }
+            },
+            "model": {"num_classes": 4},
+        }
+    )
+    for got, want in zip(
+        inputs.batches(synthetic_config, "test", training=False),
+        inputs.batches(plain, "test", training=False),
+    ):
         for key in want:
             np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
 
 
 def test_pad_to_must_hold_the_largest_scale():
     with pytest.raises(ConfigError, match=r"data\.pad_to.*data\.augment\.scales.*\[600, 600\]"):
-        config_from_dict({"data": {"pad_to": [512, 512], "max_size": 1000,
-                                   "augment": {"scales": [480, 600]}}})
+        config_from_dict(
+            {"data": {"pad_to": [512, 512], "max_size": 1000, "augment": {"scales": [480, 600]}}}
+        )
     # The longer-side cap bounds what a square image reaches.
-    config = config_from_dict({"data": {"pad_to": [512, 512], "max_size": 512,
-                                        "augment": {"scales": [480, 600]}}})
+    config = config_from_dict(
+        {"data": {"pad_to": [512, 512], "max_size": 512, "augment": {"scales": [480, 600]}}}
+    )
     assert config.data.augment.scales == [480, 600]

@@ -18,14 +18,14 @@ def read_all(path, image_dir, **kwargs):
 ROWS = [
     "a.jpg,0,0,20,15,dog",
     "sub/b.png,2,1,6,5,cat",
-    "empty.jpg,,,,,",           # keras-retinanet: an image without objects
-    "./a.jpg,10,6,40,30,cat",   # a's second box, not adjacent to its first
+    "empty.jpg,,,,,",  # keras-retinanet: an image without objects
+    "./a.jpg,10,6,40,30,cat",  # a's second box, not adjacent to its first
 ]
 
 
 @pytest.mark.parametrize("header", [None, "path,xmin,ymin,xmax,ymax,class"])
 def test_reads_rows_per_box_with_exact_counts(table, header):
-    table.image("a.jpg")                       # 40 x 30
+    table.image("a.jpg")  # 40 x 30
     table.image("sub/b.png", size=(20, 10))
     table.image("empty.jpg")
     path = table.table(([header] if header else []) + ROWS)
@@ -57,8 +57,13 @@ def test_record_spec_is_the_shared_one(table):
 def test_header_columns_are_found_by_name(table):
     # The TensorFlow object-detection CSV: extra width/height columns, another order.
     table.image("a.jpg")
-    path = table.table(["filename,width,height,class,xmin,ymin,xmax,ymax",
-                        "a.jpg,40,30,dog,0,0,20,15", "a.jpg,40,30,cat,10,6,40,30"])
+    path = table.table(
+        [
+            "filename,width,height,class,xmin,ymin,xmax,ymax",
+            "a.jpg,40,30,dog,0,0,20,15",
+            "a.jpg,40,30,cat,10,6,40,30",
+        ]
+    )
     ((record,), _) = read_all(path, table.image_dir)
     np.testing.assert_allclose(record["boxes"], [[0, 0, 0.5, 0.5], [0.2, 0.25, 1, 1]], rtol=1e-6)
     np.testing.assert_array_equal(record["labels"], [2, 1])
@@ -77,34 +82,40 @@ def test_given_class_names_set_the_labels_and_refuse_others(table):
 
 
 def test_bad_boxes_are_dropped_or_clipped_in_one_warning(table):
-    table.image("a.jpg")                       # 40 x 30
-    path = table.table([
-        "a.jpg,0,0,20,15,dog",      # fine
-        "a.jpg,20,5,10,15,dog",     # xmin > xmax: dropped
-        "a.jpg,5,5,5,15,dog",       # zero width: dropped
-        "a.jpg,30,20,60,45,cat",    # reaches outside: clipped to [20/30, 30/40, 1, 1]
-        "a.jpg,nan,1,9,9,cat",      # NaN: dropped
-    ])
+    table.image("a.jpg")  # 40 x 30
+    path = table.table(
+        [
+            "a.jpg,0,0,20,15,dog",  # fine
+            "a.jpg,20,5,10,15,dog",  # xmin > xmax: dropped
+            "a.jpg,5,5,5,15,dog",  # zero width: dropped
+            "a.jpg,30,20,60,45,cat",  # reaches outside: clipped to [20/30, 30/40, 1, 1]
+            "a.jpg,nan,1,9,9,cat",  # NaN: dropped
+        ]
+    )
     ((record,), warned) = read_all(path, table.image_dir)
-    np.testing.assert_allclose(record["boxes"], [[0, 0, 0.5, 0.5], [20 / 30, 0.75, 1, 1]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        record["boxes"], [[0, 0, 0.5, 0.5], [20 / 30, 0.75, 1, 1]], rtol=1e-6
+    )
     np.testing.assert_array_equal(record["labels"], [2, 1])
     assert len(warned) == 1 and "dropped 3 boxes" in warned[0] and "clipped 1 boxes" in warned[0]
 
 
-@pytest.mark.parametrize("line, match", [
-    ("a.jpg,0,zero,20,15,dog", r"boxes\.csv:2: 'zero' is not a number"),
-    ("a.jpg,0,0,20,15", r"boxes\.csv:2: expected path, xmin, ymin, xmax, ymax, class, got 5"),
-    ("a.jpg,0,0,20,15,dog,extra", r"boxes\.csv:2: .*got 7 fields"),
-    ("a.jpg,0,0,,15,dog", r"boxes\.csv:2: the box and class fields must all be filled"),
-    ("a.jpg,0,0,20,15,", r"boxes\.csv:2: the box and class fields must all be filled"),
-    ("missing.jpg,0,0,20,15,dog", r"boxes\.csv:2: image file not found: .*missing\.jpg"),
-    ("../outside.jpg,0,0,20,15,dog", r"boxes\.csv:2: path '\.\./outside\.jpg' points outside"),
-    (",0,0,20,15,dog", r"boxes\.csv:2: path '' is not a file name"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("a.jpg,0,zero,20,15,dog", r"boxes\.csv:2: 'zero' is not a number"),
+        ("a.jpg,0,0,20,15", r"boxes\.csv:2: expected path, xmin, ymin, xmax, ymax, class, got 5"),
+        ("a.jpg,0,0,20,15,dog,extra", r"boxes\.csv:2: .*got 7 fields"),
+        ("a.jpg,0,0,,15,dog", r"boxes\.csv:2: the box and class fields must all be filled"),
+        ("a.jpg,0,0,20,15,", r"boxes\.csv:2: the box and class fields must all be filled"),
+        ("missing.jpg,0,0,20,15,dog", r"boxes\.csv:2: image file not found: .*missing\.jpg"),
+        ("../outside.jpg,0,0,20,15,dog", r"boxes\.csv:2: path '\.\./outside\.jpg' points outside"),
+        (",0,0,20,15,dog", r"boxes\.csv:2: path '' is not a file name"),
+    ],
+)
 def test_bad_rows_are_errors_naming_file_and_line(table, line, match):
     table.image("a.jpg")
-    table.image("../outside.jpg")             # it exists: the refusal is not a "not found"
+    table.image("../outside.jpg")  # it exists: the refusal is not a "not found"
     path = table.table(["a.jpg,0,0,20,15,dog", line])
     with pytest.raises(DataError, match=match):
         csv_dataset(path, table.image_dir)
@@ -129,8 +140,14 @@ def test_empty_or_missing_table_is_an_error(table):
 
 def test_line_numbers_count_blank_and_multi_line_rows(table):
     table.image("a.jpg")
-    path = table.table(["", "path,xmin,ymin,xmax,ymax,class", '"a.jpg",0,0,20,15,"two\nlines"',
-                        "a.jpg,0,x,20,15,dog"])
+    path = table.table(
+        [
+            "",
+            "path,xmin,ymin,xmax,ymax,class",
+            '"a.jpg",0,0,20,15,"two\nlines"',
+            "a.jpg,0,x,20,15,dog",
+        ]
+    )
     with pytest.raises(DataError, match=r"boxes\.csv:5: 'x' is not a number"):
         csv_dataset(path, table.image_dir)
     bad = table.table(["", "file,xmin,ymin,xmax,ymax"], name="bad.csv")
@@ -141,8 +158,9 @@ def test_line_numbers_count_blank_and_multi_line_rows(table):
 def test_byte_order_mark_and_quoted_paths(table):
     table.image("a, b.jpg")
     path = table.root / "boxes.csv"
-    path.write_bytes('\ufeffpath,xmin,ymin,xmax,ymax,class\n"a, b.jpg",0,0,20,15,dog\n'
-                     .encode("utf-8"))
+    path.write_bytes(
+        '\ufeffpath,xmin,ymin,xmax,ymax,class\n"a, b.jpg",0,0,20,15,dog\n'.encode("utf-8")
+    )
     ((record,), _) = read_all(path, table.image_dir)
     assert record["image_id"] == b"a, b.jpg" and len(record["boxes"]) == 1
 
@@ -151,8 +169,14 @@ def test_corrupt_images_are_skipped_with_a_warning_or_strict_errors(table):
     table.image("good.jpg")
     table.image("corrupt.jpg", kind="corrupt")
     table.image("truncated.jpg", kind="truncated")
-    path = table.table(["good.jpg,0,0,20,15,dog", "corrupt.jpg,0,0,20,15,dog",
-                        "truncated.jpg,0,0,20,15,dog", "good.jpg,1,1,5,5,dog"])
+    path = table.table(
+        [
+            "good.jpg,0,0,20,15,dog",
+            "corrupt.jpg,0,0,20,15,dog",
+            "truncated.jpg,0,0,20,15,dog",
+            "good.jpg,1,1,5,5,dog",
+        ]
+    )
     result, warned = read_all(path, table.image_dir)
     assert [(r["image_id"], len(r["boxes"])) for r in result] == [(b"good.jpg", 2)]
     assert any("corrupt.jpg" in m for m in warned) and any("truncated.jpg" in m for m in warned)
@@ -177,7 +201,7 @@ def test_config_source_takes_the_training_table_for_train_split_else_the_eval_ta
 
     data["eval_annotations"] = str(evaluation)
     config = config_from_dict({"model": {"num_classes": 2}, "data": data})
-    for split in ("test", "valid"):     # eval_split or a named val_split: the eval table
+    for split in ("test", "valid"):  # eval_split or a named val_split: the eval table
         records, names = inputs.source(config, split)
         assert names == ["cat", "dog"]  # the training table's names, for both
         assert [list(r["labels"]) for r in records.as_numpy_iterator()] == [[2]]

@@ -132,8 +132,9 @@ def test_corrupt_and_truncated_images_are_skipped_with_a_warning(voc):
 
 def test_no_readable_image_is_an_error(voc):
     voc.add("bad", [("cat", 1, 1, 5, 5)], kind="corrupt")
-    with pytest.warns(DataWarning, match=r"bad\.jpg"), pytest.raises(
-        DataError, match="no readable images"
+    with (
+        pytest.warns(DataWarning, match=r"bad\.jpg"),
+        pytest.raises(DataError, match="no readable images"),
     ):
         voc_dataset(voc.root, voc.split("s", ["bad"]), class_names=["cat"])
 

@@ -28,7 +28,7 @@ def test_reads_both_layouts_with_exact_counts_and_backgrounds(yolo_writer, layou
     yolo = yolo_writer(layout=layout)
     yolo.add("train", "a", [(0, 0.5, 0.5, 0.5, 0.5), (1, 0.25, 0.75, 0.25, 0.5)])
     yolo.add("train", "b", ["1 0.125 0.25 0.25 0.5"], size=(20, 10), suffix=".png")
-    yolo.add("train", "empty", [])               # empty label file: a background image
+    yolo.add("train", "empty", [])  # empty label file: a background image
     yolo.add("train", "unlabelled", label=False)  # no label file: a background image too
     yolo.add("valid", "other", [(0, 0.5, 0.5, 0.2, 0.2)])
     (yolo.dirs("train")[0] / "notes.md").write_text("not an image")
@@ -69,31 +69,39 @@ def test_images_in_subfolders_keep_their_relative_path(yolo):
 
 
 def test_zero_size_dropped_and_outside_clipped_in_one_warning(yolo):
-    yolo.add("train", "a", [
-        (0, 0.5, 0.5, 0.5, 0.5),      # fine
-        (0, 0.5, 0.5, 0, 0.2),        # zero width: dropped
-        (1, 0.5, 0.5, 0.2, -0.2),     # negative height (inverted): dropped
-        (1, 0.9, 0.1, 0.4, 0.4),      # reaches past the right and top: clipped
-    ])
+    yolo.add(
+        "train",
+        "a",
+        [
+            (0, 0.5, 0.5, 0.5, 0.5),  # fine
+            (0, 0.5, 0.5, 0, 0.2),  # zero width: dropped
+            (1, 0.5, 0.5, 0.2, -0.2),  # negative height (inverted): dropped
+            (1, 0.9, 0.1, 0.4, 0.4),  # reaches past the right and top: clipped
+        ],
+    )
     yolo.add("train", "b", [(0, 1.5, 1.5, 0.2, 0.2)])  # entirely outside: dropped
     result, warned = read_all(yolo.root, "train")
     a, b = result
-    np.testing.assert_allclose(a["boxes"], [[0.25, 0.25, 0.75, 0.75], [0.0, 0.7, 0.3, 1.0]],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        a["boxes"], [[0.25, 0.25, 0.75, 0.75], [0.0, 0.7, 0.3, 1.0]], atol=1e-6
+    )
     np.testing.assert_array_equal(a["labels"], [1, 2])
     assert b["boxes"].shape == (0, 4)
     assert len(warned) == 1 and "dropped 3 boxes" in warned[0] and "clipped 1 boxes" in warned[0]
 
 
-@pytest.mark.parametrize("row, match", [
-    ("2 0.5 0.5 0.1 0.1", r"a\.txt:2: class index 2 is outside 0\.\.1"),
-    ("-1 0.5 0.5 0.1 0.1", r"a\.txt:2: class index -1 is outside"),
-    ("0.5 0.5 0.5 0.1 0.1", r"a\.txt:2: class index '0\.5' is not an integer"),
-    ("cat 0.5 0.5 0.1 0.1", r"a\.txt:2: 'cat' is not a number"),
-    ("0 0.5 0.5 0.1", r"a\.txt:2: expected 'class cx cy w h' \(5 numbers\), got 4 fields"),
-    ("0 0.1 0.1 0.2 0.1 0.2 0.2", r"a\.txt:2: .*got 7 fields"),
-    ("0 0.5 0.5 wide 0.1", r"a\.txt:2: 'wide' is not a number"),
-])
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ("2 0.5 0.5 0.1 0.1", r"a\.txt:2: class index 2 is outside 0\.\.1"),
+        ("-1 0.5 0.5 0.1 0.1", r"a\.txt:2: class index -1 is outside"),
+        ("0.5 0.5 0.5 0.1 0.1", r"a\.txt:2: class index '0\.5' is not an integer"),
+        ("cat 0.5 0.5 0.1 0.1", r"a\.txt:2: 'cat' is not a number"),
+        ("0 0.5 0.5 0.1", r"a\.txt:2: expected 'class cx cy w h' \(5 numbers\), got 4 fields"),
+        ("0 0.1 0.1 0.2 0.1 0.2 0.2", r"a\.txt:2: .*got 7 fields"),
+        ("0 0.5 0.5 wide 0.1", r"a\.txt:2: 'wide' is not a number"),
+    ],
+)
 def test_bad_rows_are_errors_naming_file_and_line(yolo, row, match):
     yolo.add("train", "a", ["0 0.5 0.5 0.2 0.2", row])
     with pytest.raises(DataError, match=match):
@@ -161,23 +169,29 @@ def test_corrupt_images_are_skipped_with_a_warning_or_strict_errors(yolo):
         yolo_dataset(yolo.root, "train", strict=True)
 
 
-@pytest.mark.parametrize("text, names", [
-    ("nc: 3\nnames: [fish, jellyfish, penguin]\n", ["fish", "jellyfish", "penguin"]),
-    ("names:\n  0: person\n  1: bicycle\n  2: car\n", ["person", "bicycle", "car"]),
-    ("names:\n  1: b\n  0: a\n", ["a", "b"]),
-    ("train: ../train/images\nnames:\n- 'a b'\n- c\n", ["a b", "c"]),
-])
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("nc: 3\nnames: [fish, jellyfish, penguin]\n", ["fish", "jellyfish", "penguin"]),
+        ("names:\n  0: person\n  1: bicycle\n  2: car\n", ["person", "bicycle", "car"]),
+        ("names:\n  1: b\n  0: a\n", ["a", "b"]),
+        ("train: ../train/images\nnames:\n- 'a b'\n- c\n", ["a b", "c"]),
+    ],
+)
 def test_class_names_from_data_yaml(tmp_path, text, names):
     (tmp_path / "data.yaml").write_text(text)
     assert yolo_class_names(tmp_path) == names
 
 
-@pytest.mark.parametrize("text, match", [
-    ("nc: 2\nnames: [a, b, c]\n", r"'nc' = 2 but 'names' lists 3 classes"),
-    ("names:\n  0: a\n  2: c\n", r"'names' keys \[0, 2\] are not 0\.\.1"),
-    ("nc: 2\n", r"has no 'names' list"),
-    ("names: [a, b\n", r"cannot parse .*data\.yaml"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("nc: 2\nnames: [a, b, c]\n", r"'nc' = 2 but 'names' lists 3 classes"),
+        ("names:\n  0: a\n  2: c\n", r"'names' keys \[0, 2\] are not 0\.\.1"),
+        ("nc: 2\n", r"has no 'names' list"),
+        ("names: [a, b\n", r"cannot parse .*data\.yaml"),
+    ],
+)
 def test_bad_data_yaml_is_an_error_naming_it(tmp_path, text, match):
     (tmp_path / "data.yaml").write_text(text)
     with pytest.raises(DataError, match=match):
@@ -195,15 +209,25 @@ def test_no_class_names_is_an_error_naming_what_was_looked_for(tmp_path):
         yolo_class_names(tmp_path)
 
 
-@pytest.mark.skipif(not AQUARIUM.is_dir(),
-                    reason=f"the aquarium dataset is not at {AQUARIUM} (it is not in the repo)")
+@pytest.mark.skipif(
+    not AQUARIUM.is_dir(),
+    reason=f"the aquarium dataset is not at {AQUARIUM} (it is not in the repo)",
+)
 def test_real_aquarium_train_split(monkeypatch):
     assert yolo_class_names(AQUARIUM) == [
-        "fish", "jellyfish", "penguin", "puffin", "shark", "starfish", "stingray"]
+        "fish",
+        "jellyfish",
+        "penguin",
+        "puffin",
+        "shark",
+        "starfish",
+        "stingray",
+    ]
     # The index is what is counted here (every image's header is still read); decoding
     # 448 photographs would take seconds and is covered by the fixture tests.
-    monkeypatch.setattr(records_module, "read_image_rgb",
-                        lambda path: np.zeros([1, 1, 3], np.uint8))
+    monkeypatch.setattr(
+        records_module, "read_image_rgb", lambda path: np.zeros([1, 1, 3], np.uint8)
+    )
     dataset = yolo_dataset(AQUARIUM, "train").map(lambda r: r["labels"])
     counts = [len(labels) for labels in dataset.as_numpy_iterator()]
     # ../shared/data/aquarium/README.md: 448 images, 3,324 boxes, one empty label file.
@@ -221,8 +245,12 @@ def test_config_source_reads_the_split_folders_and_data_yaml(yolo):
 
     yolo.add("train", "a", [(1, 0.5, 0.5, 0.5, 0.5)])
     yolo.add("valid", "v", [(0, 0.5, 0.5, 0.5, 0.5), (0, 0.5, 0.5, 0.2, 0.2)])
-    config = config_from_dict({"model": {"num_classes": 2}, "data": {
-        "source": "yolo", "root": str(yolo.root), "val_split": "valid"}})
+    config = config_from_dict(
+        {
+            "model": {"num_classes": 2},
+            "data": {"source": "yolo", "root": str(yolo.root), "val_split": "valid"},
+        }
+    )
     records_, names = inputs.source(config, "train")
     assert names == ["cat", "dog"]
     assert [len(r["labels"]) for r in records(records_)] == [1]

@@ -1,4 +1,6 @@
-"""COCO metrics through pycocotools, on hand-built cases. Boxes: absolute [ymin, xmin, ymax, xmax]."""
+"""COCO metrics through pycocotools, on hand-built cases.
+
+Boxes: absolute [ymin, xmin, ymax, xmax]."""
 
 import math
 
@@ -8,7 +10,7 @@ import pytest
 from tf_frcnn.evaluation import coco_metrics, yxyx_to_xywh
 from tf_frcnn.evaluation.coco import COCO_METRIC_NAMES
 
-# One small (< 32^2 px), one medium and one large (> 96^2 px) object, so every COCO metric is defined.
+# One small (< 32^2 px), one medium and one large (> 96^2 px) object: every COCO metric is defined.
 SMALL, MEDIUM, LARGE = [0, 0, 20, 20], [100, 100, 150, 160], [200, 200, 400, 380]
 GROUNDTRUTHS = [
     {"image_id": "a", "boxes": [SMALL, LARGE], "labels": [1, 2], "height": 500, "width": 500},
@@ -22,8 +24,12 @@ def test_yxyx_to_xywh():
 
 def test_perfect_detector_gives_one():
     dets = [
-        {"image_id": g["image_id"], "boxes": g["boxes"], "scores": [0.9] * len(g["labels"]),
-         "classes": g["labels"]}
+        {
+            "image_id": g["image_id"],
+            "boxes": g["boxes"],
+            "scores": [0.9] * len(g["labels"]),
+            "classes": g["labels"],
+        }
         for g in GROUNDTRUTHS
     ]
     metrics = coco_metrics(GROUNDTRUTHS, dets, num_classes=2)
@@ -50,14 +56,18 @@ def test_undefined_metrics_are_nan_and_classes_without_groundtruth_are_skipped()
 
 
 def test_duplicates_and_known_curve():
-    """Two objects; detections in score order: A, A again, B (exact copies, so every IoU threshold agrees).
+    """Two objects; detections in score order: A, A again, B (exact copies, so every IoU
+    threshold agrees).
 
-    Precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1. COCO interpolates at 101 recall points 0, 0.01, ..., 1:
-    precision 1 at the 51 points up to 0.5, 2/3 at the 50 above: AP = (51 + 50 * 2/3) / 101 = 253/303.
+    Precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1. COCO interpolates at 101 recall points 0, 0.01,
+    ..., 1: precision 1 at the 51 points up to 0.5, 2/3 at the 50 above:
+    AP = (51 + 50 * 2/3) / 101 = 253/303.
     """
     a, b = [0, 0, 40, 40], [0, 50, 40, 90]
     gts = [{"image_id": "img", "boxes": [a, b], "labels": [1, 1]}]
-    dets = [{"image_id": "img", "boxes": [a, a, b], "scores": [0.9, 0.8, 0.7], "classes": [1, 1, 1]}]
+    dets = [
+        {"image_id": "img", "boxes": [a, a, b], "scores": [0.9, 0.8, 0.7], "classes": [1, 1, 1]}
+    ]
     metrics = coco_metrics(gts, dets, num_classes=1)
     for name in ("AP", "AP50", "AP75"):
         assert metrics[name] == pytest.approx(253 / 303), name
@@ -86,8 +96,16 @@ def test_difficult_and_crowd_objects_are_ignored():
 
 def test_accepts_bytes_image_ids_and_images_without_objects():
     gts = [
-        {"image_id": b"a", "boxes": np.asarray([MEDIUM], np.float32), "labels": np.asarray([1], np.int32)},
-        {"image_id": b"empty", "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int32)},
+        {
+            "image_id": b"a",
+            "boxes": np.asarray([MEDIUM], np.float32),
+            "labels": np.asarray([1], np.int32),
+        },
+        {
+            "image_id": b"empty",
+            "boxes": np.zeros((0, 4), np.float32),
+            "labels": np.zeros((0,), np.int32),
+        },
     ]
     dets = [
         {"image_id": "a", "boxes": [MEDIUM], "scores": [0.9], "classes": [1]},

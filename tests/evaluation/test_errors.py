@@ -15,17 +15,13 @@ from tf_frcnn.evaluation.errors import (
     select_gallery,
 )
 from tf_frcnn.evaluation.sizes import COCO_BINS, ap_by_size, tercile_bins
-from tf_frcnn.evaluation.thresholds import (
-    apply_thresholds,
-    max_f1_thresholds,
-    read_thresholds,
-)
+from tf_frcnn.evaluation.thresholds import apply_thresholds, max_f1_thresholds, read_thresholds
 
-A = [0, 0, 10, 10]          # class 1, found by a true positive (score 0.8) in every case
-B = [0, 50, 10, 60]         # class 1, the object an error is about
-C = [50, 0, 60, 10]         # class 2, found by a true positive (score 0.5) in every case
-B_LOOSE = [0, 53, 10, 68]   # IoU 70/180 = 0.39 with B: between t_b = 0.1 and t_f = 0.5
-A_LOOSE = [0, 3, 10, 18]    # IoU 0.39 with A
+A = [0, 0, 10, 10]  # class 1, found by a true positive (score 0.8) in every case
+B = [0, 50, 10, 60]  # class 1, the object an error is about
+C = [50, 0, 60, 10]  # class 2, found by a true positive (score 0.5) in every case
+B_LOOSE = [0, 53, 10, 68]  # IoU 70/180 = 0.39 with B: between t_b = 0.1 and t_f = 0.5
+A_LOOSE = [0, 3, 10, 18]  # IoU 0.39 with A
 FAR = [200, 200, 210, 210]  # overlaps nothing
 
 
@@ -36,8 +32,14 @@ def scene(extra_boxes, extra_dets):
     labels = [1, 2] + [label for _, label in extra_boxes]
     dets = [(A, 1, 0.8), (C, 2, 0.5)] + list(extra_dets)
     gts = [{"image_id": "img", "boxes": boxes, "labels": labels}]
-    detections = [{"image_id": "img", "boxes": [d[0] for d in dets],
-                   "classes": [d[1] for d in dets], "scores": [d[2] for d in dets]}]
+    detections = [
+        {
+            "image_id": "img",
+            "boxes": [d[0] for d in dets],
+            "classes": [d[1] for d in dets],
+            "scores": [d[2] for d in dets],
+        }
+    ]
     return gts, detections
 
 
@@ -91,11 +93,12 @@ def test_one_fix_per_object_and_all_missed_class():
 
 def test_difficult_boxes_are_neither_found_nor_missed():
     gts = [{"image_id": "img", "boxes": [A, B], "labels": [1, 1], "difficult": [False, True]}]
-    dets = [{"image_id": "img", "boxes": [A, B, FAR], "classes": [1, 1, 1],
-             "scores": [0.9, 0.8, 0.7]}]
+    dets = [
+        {"image_id": "img", "boxes": [A, B, FAR], "classes": [1, 1, 1], "scores": [0.9, 0.8, 0.7]}
+    ]
     (image,) = classify_images(gts, dets, 1)
-    assert image["detection_status"].tolist() == [0, 1, 5]   # TP, ignored, background
-    assert image["groundtruth_status"].tolist() == [0, 1]    # found, ignored
+    assert image["detection_status"].tolist() == [0, 1, 5]  # TP, ignored, background
+    assert image["groundtruth_status"].tolist() == [0, 1]  # found, ignored
 
 
 def test_ap_now_equals_voc_map_on_random_scenes():
@@ -104,16 +107,27 @@ def test_ap_now_equals_voc_map_on_random_scenes():
     for i in range(12):
         n, k = rng.integers(0, 6), rng.integers(0, 12)
         corners = rng.uniform(0, 80, (n, 2))
-        gts.append({"image_id": str(i), "labels": rng.integers(1, 4, n),
-                    "boxes": np.hstack([corners, corners + rng.uniform(5, 30, (n, 2))]),
-                    "difficult": rng.random(n) < 0.15})
+        gts.append(
+            {
+                "image_id": str(i),
+                "labels": rng.integers(1, 4, n),
+                "boxes": np.hstack([corners, corners + rng.uniform(5, 30, (n, 2))]),
+                "difficult": rng.random(n) < 0.15,
+            }
+        )
         jitter = rng.uniform(0, 80, (k, 2))
-        dets.append({"image_id": str(i), "classes": rng.integers(1, 4, k),
-                     "scores": rng.random(k).round(1),
-                     "boxes": np.hstack([jitter, jitter + rng.uniform(5, 30, (k, 2))])})
+        dets.append(
+            {
+                "image_id": str(i),
+                "classes": rng.integers(1, 4, k),
+                "scores": rng.random(k).round(1),
+                "boxes": np.hstack([jitter, jitter + rng.uniform(5, 30, (k, 2))]),
+            }
+        )
         if n and k:
             dets[-1]["boxes"][: min(n, k)] = gts[-1]["boxes"][: min(n, k)] + rng.normal(
-                0, 2, (min(n, k), 4)).clip(-1, 1)
+                0, 2, (min(n, k), 4)
+            ).clip(-1, 1)
     result = error_analysis(gts, dets, 3)
     assert result["AP50"] == pytest.approx(voc_metrics(gts, dets, 3)["mAP_voc"])
     assert all(gain >= -1e-12 for gain in result["delta_AP50"].values())
@@ -124,16 +138,30 @@ def test_confusion_matrix_with_background():
     """a (1) found as 1, b (2) found as 1, d (2) missed, a background class-2 box, a box on a
     difficult object (not counted), and a second class-1 box on a (unmatched: background)."""
     a, b, d, hard = [0, 0, 10, 10], [0, 20, 10, 30], [0, 40, 10, 50], [0, 60, 10, 70]
-    gts = [{"image_id": "1", "boxes": [a, b, d, hard], "labels": [1, 2, 2, 1],
-            "difficult": [False, False, False, True]},
-           {"image_id": "2", "boxes": [], "labels": []}]
-    dets = [{"image_id": "1", "boxes": [a, [0, 1, 10, 11], b, hard, FAR],
-             "classes": [1, 1, 1, 2, 2], "scores": [0.9, 0.8, 0.7, 0.6, 0.5]},
-            {"image_id": "2", "boxes": [FAR], "classes": [1], "scores": [0.9]}]
+    gts = [
+        {
+            "image_id": "1",
+            "boxes": [a, b, d, hard],
+            "labels": [1, 2, 2, 1],
+            "difficult": [False, False, False, True],
+        },
+        {"image_id": "2", "boxes": [], "labels": []},
+    ]
+    dets = [
+        {
+            "image_id": "1",
+            "boxes": [a, [0, 1, 10, 11], b, hard, FAR],
+            "classes": [1, 1, 1, 2, 2],
+            "scores": [0.9, 0.8, 0.7, 0.6, 0.5],
+        },
+        {"image_id": "2", "boxes": [FAR], "classes": [1], "scores": [0.9]},
+    ]
     matrix = confusion_matrix(gts, dets, num_classes=2)
-    assert matrix.tolist() == [[1, 0, 0],    # true 1: detected as 1
-                               [1, 0, 1],    # true 2: detected as 1 once, missed once
-                               [2, 1, 0]]    # background: two class-1 and one class-2 boxes
+    assert matrix.tolist() == [
+        [1, 0, 0],  # true 1: detected as 1
+        [1, 0, 1],  # true 2: detected as 1 once, missed once
+        [2, 1, 0],
+    ]  # background: two class-1 and one class-2 boxes
 
 
 def test_max_f1_threshold_on_a_known_curve(tmp_path):
@@ -150,20 +178,25 @@ def test_max_f1_threshold_on_a_known_curve(tmp_path):
         return max_f1_thresholds(voc_metrics(gts, dets, 2))
 
     found = thresholds([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
-    assert found[1] == pytest.approx({"threshold": 0.6, "precision": 0.75, "recall": 0.6,
-                                      "f1": 2 / 3})
-    assert all(math.isnan(value) for value in found[2].values())   # no ground truth
+    assert found[1] == pytest.approx(
+        {"threshold": 0.6, "precision": 0.75, "recall": 0.6, "f1": 2 / 3}
+    )
+    assert all(math.isnan(value) for value in found[2].values())  # no ground truth
     tied = thresholds([0.9, 0.8, 0.7, 0.6, 0.6, 0.4])
-    assert tied[1] == pytest.approx({"threshold": 0.6, "precision": 0.6, "recall": 0.6,
-                                     "f1": 0.6})
+    assert tied[1] == pytest.approx({"threshold": 0.6, "precision": 0.6, "recall": 0.6, "f1": 0.6})
 
-    kept = apply_thresholds([{"image_id": "x", "boxes": [A, B, C], "scores": [0.7, 0.5, 0.3],
-                              "classes": [1, 1, 2]}], {1: 0.6, 2: None}, default=0.2)
+    kept = apply_thresholds(
+        [{"image_id": "x", "boxes": [A, B, C], "scores": [0.7, 0.5, 0.3], "classes": [1, 1, 2]}],
+        {1: 0.6, 2: None},
+        default=0.2,
+    )
     assert kept[0]["scores"].tolist() == [0.7, 0.3]
 
     path = tmp_path / "metrics.json"
-    path.write_text('{"thresholds": {"1": {"name": "cat", "threshold": 0.6}, '
-                    '"2": {"name": "dog", "threshold": null}}}')
+    path.write_text(
+        '{"thresholds": {"1": {"name": "cat", "threshold": 0.6}, '
+        '"2": {"name": "dog", "threshold": null}}}'
+    )
     assert read_thresholds(path, ["cat", "dog"]) == {1: 0.6, 2: None}
     with pytest.raises(ValueError, match="metrics.json.*classes"):
         read_thresholds(path, ["cat", "owl"])
@@ -180,11 +213,18 @@ def test_size_terciles_and_ap_by_size():
     boxes = [[0, 20 * i, s, 20 * i + s] for i, s in enumerate(sides)]
     gts = [{"image_id": "img", "boxes": boxes, "labels": [1] * 6}]
     found = [boxes[0], boxes[1], boxes[4], boxes[5]]
-    dets = [{"image_id": "img", "boxes": [[300, 300, 310, 310]] + found,
-             "scores": [0.9, 0.8, 0.7, 0.6, 0.5], "classes": [1] * 5}]
+    dets = [
+        {
+            "image_id": "img",
+            "boxes": [[300, 300, 310, 310]] + found,
+            "scores": [0.9, 0.8, 0.7, 0.6, 0.5],
+            "classes": [1] * 5,
+        }
+    ]
     bins = tercile_bins(gts)
     assert [edge for _, low, high in bins for edge in (low, high)] == pytest.approx(
-        [0, 12, 12, 32, 32, math.inf])
+        [0, 12, 12, 32, 32, math.inf]
+    )
     result = ap_by_size(gts, dets, 1, bins)
     assert [r["num_gt"] for r in result] == [2, 2, 2]
     assert [r["AP50"] for r in result] == pytest.approx([1.0, 0.0, 2 / 3])
@@ -195,9 +235,11 @@ def test_size_terciles_and_ap_by_size():
 
 def test_gallery_takes_the_worst_and_the_best():
     gts = [{"image_id": str(i), "boxes": [A, C], "labels": [1, 2]} for i in range(4)]
-    dets = [{"image_id": "0", "boxes": [A, C], "classes": [1, 2], "scores": [0.9, 0.9]},
-            {"image_id": "1", "boxes": [FAR, FAR], "classes": [1, 1], "scores": [0.9, 0.8]},
-            {"image_id": "2", "boxes": [A], "classes": [1], "scores": [0.9]}]
+    dets = [
+        {"image_id": "0", "boxes": [A, C], "classes": [1, 2], "scores": [0.9, 0.9]},
+        {"image_id": "1", "boxes": [FAR, FAR], "classes": [1, 1], "scores": [0.9, 0.8]},
+        {"image_id": "2", "boxes": [A], "classes": [1], "scores": [0.9]},
+    ]
     worst, best = select_gallery(classify_images(gts, dets, 2), worst=2, best=1)
-    assert worst == ["1", "3"]   # 2 FPs + 2 missed; then 2 missed
+    assert worst == ["1", "3"]  # 2 FPs + 2 missed; then 2 missed
     assert best == ["0"]

@@ -25,12 +25,26 @@ def random_case(seed, num_images=6, num_classes=3):
         size = rng.uniform(20, 150, (n, 2))
         boxes = np.concatenate([corner, corner + size], axis=1)
         labels = rng.integers(1, num_classes + 1, n)
-        gts.append({"image_id": f"img{i}", "boxes": boxes, "labels": labels, "height": 480, "width": 480,
-                    "difficult": rng.random(n) < 0.2})
+        gts.append(
+            {
+                "image_id": f"img{i}",
+                "boxes": boxes,
+                "labels": labels,
+                "height": 480,
+                "width": 480,
+                "difficult": rng.random(n) < 0.2,
+            }
+        )
         noisy = np.concatenate([boxes + rng.normal(0, 8, boxes.shape), boxes[:1] + 40])
         noisy[:, 2:] = np.maximum(noisy[:, 2:], noisy[:, :2] + 1)
-        dets.append({"image_id": f"img{i}", "boxes": noisy, "scores": rng.random(n + 1),
-                     "classes": np.concatenate([labels, rng.integers(1, num_classes + 1, 1)])})
+        dets.append(
+            {
+                "image_id": f"img{i}",
+                "boxes": noisy,
+                "scores": rng.random(n + 1),
+                "classes": np.concatenate([labels, rng.integers(1, num_classes + 1, 1)]),
+            }
+        )
         proposals.append({"image_id": f"img{i}", "boxes": np.concatenate([noisy, boxes])})
     return gts, dets, proposals
 
@@ -81,10 +95,13 @@ def test_rejects_repeated_and_unknown_images():
 def test_unpad_groundtruths_drops_padding_and_scales_normalised_boxes():
     batch = {
         "image_id": np.asarray([b"a", b"b"]),
-        "boxes": np.asarray([
-            [[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0, 0, 0, 0]],
-            [[0.5, 0.5, 1.0, 1.0], [0, 0, 0, 0], [0, 0, 0, 0]],
-        ], np.float32),
+        "boxes": np.asarray(
+            [
+                [[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0, 0, 0, 0]],
+                [[0.5, 0.5, 1.0, 1.0], [0, 0, 0, 0], [0, 0, 0, 0]],
+            ],
+            np.float32,
+        ),
         "labels": np.asarray([[2, 1, 0], [3, 0, 0]], np.int32),
         "difficult": np.asarray([[False, True, False], [False, False, False]]),
         "height": np.asarray([100, 200]),
@@ -92,7 +109,9 @@ def test_unpad_groundtruths_drops_padding_and_scales_normalised_boxes():
     }
     records = unpad_groundtruths(batch, normalized=True)
     assert [r["image_id"] for r in records] == ["a", "b"]
-    np.testing.assert_allclose(records[0]["boxes"], [[10, 40, 50, 120], [0, 0, 100, 200]], rtol=1e-6)
+    np.testing.assert_allclose(
+        records[0]["boxes"], [[10, 40, 50, 120], [0, 0, 100, 200]], rtol=1e-6
+    )
     np.testing.assert_array_equal(records[0]["labels"], [2, 1])
     np.testing.assert_array_equal(records[0]["difficult"], [False, True])
     np.testing.assert_allclose(records[1]["boxes"], [[100, 200, 200, 400]])
@@ -106,8 +125,15 @@ def test_unpad_detections_and_proposals_keep_the_first_n():
     boxes = np.asarray([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]] * 2, np.float32)
     scores = np.asarray([[0.9, 0.0], [0.8, 0.7]], np.float32)
     classes = np.asarray([[1, 0], [2, 1]], np.int32)
-    records = unpad_detections(boxes, scores, classes, [1, 2], ["a", "b"], image_sizes=[[10, 20], [100, 100]],
-                               normalized=True)
+    records = unpad_detections(
+        boxes,
+        scores,
+        classes,
+        [1, 2],
+        ["a", "b"],
+        image_sizes=[[10, 20], [100, 100]],
+        normalized=True,
+    )
     np.testing.assert_allclose(records[0]["boxes"], [[0, 0, 5, 10]])
     np.testing.assert_array_equal(records[1]["classes"], [2, 1])
     np.testing.assert_allclose(records[1]["scores"], [0.8, 0.7], rtol=1e-6)

@@ -14,9 +14,17 @@ from tf_frcnn.cli import main
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
 # Root in a container, no display, no network: nothing may be fetched or started in the background.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--window-size=1280,2000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,2000",
+)
 
 
 def _missing():
@@ -62,14 +70,17 @@ def smoke_report(smoke_run, tmp_path_factory):
     model_dir, tfds_dir = smoke_run
     copy = tmp_path_factory.mktemp("report") / "smoke"
     shutil.copytree(model_dir, copy)
-    rows = {"rpn1": [{"step": 4, "recall@300": 0.41}, {"step": 8, "recall@300": 0.62}],
-            "detector2": [{"step": 4, "mAP50": 0.05, "AP": 0.01, "AP50": 0.04},
-                          {"step": 8, "mAP50": 0.12, "AP": 0.03, "AP50": 0.11}]}
+    rows = {
+        "rpn1": [{"step": 4, "recall@300": 0.41}, {"step": 8, "recall@300": 0.62}],
+        "detector2": [
+            {"step": 4, "mAP50": 0.05, "AP": 0.01, "AP50": 0.04},
+            {"step": 8, "mAP50": 0.12, "AP": 0.03, "AP50": 0.11},
+        ],
+    }
     for stage, lines in rows.items():
         text = "".join(json.dumps(row) + "\n" for row in lines)
         (copy / "logs" / f"{stage}.val.jsonl").write_text(text + '{"step": 12, "AP')
-    assert main(["eval", "--config", SMOKE, "--model-dir", str(copy),
-                 "--data-dir", tfds_dir]) == 0
+    assert main(["eval", "--config", SMOKE, "--model-dir", str(copy), "--data-dir", tfds_dir]) == 0
     return copy
 
 
@@ -80,27 +91,40 @@ def test_report_opens_in_chromium(browser, smoke_report):
     metrics = json.loads((smoke_report / "metrics.json").read_text())
     assert (smoke_report / "validation_curves.png").exists()
     browser.get((smoke_report / "report.html").as_uri())
-    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
-        "return document.readyState === 'complete' && "
-        "Array.from(document.images).every(image => image.complete)"))
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script(
+            "return document.readyState === 'complete' && "
+            "Array.from(document.images).every(image => image.complete)"
+        )
+    )
 
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
     images = browser.execute_script(
-        "return Array.from(document.images).map(image => [image.alt, image.naturalWidth])")
+        "return Array.from(document.images).map(image => [image.alt, image.naturalWidth])"
+    )
     assert len(images) >= 4 and all(width > 0 for _, width in images), images
     resources = browser.execute_script(
-        "return performance.getEntriesByType('resource').map(entry => entry.name)")
+        "return performance.getEntriesByType('resource').map(entry => entry.name)"
+    )
     assert all(name.startswith(("data:", "file:")) for name in resources), resources
 
     for key in ("AP", "AP50", "mAP_voc"):
         shown = browser.find_element(By.CSS_SELECTOR, f'[data-metric="{key}"]').text
         assert shown == f"{metrics[key]:.3f}", (key, shown, metrics[key])
     headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
-    for title in ("Error breakdown", "Confusion matrix", "Score thresholds (maximum F1)",
-                  "AP50 by object size", "Gallery", "Validation during training",
-                  "RPN recall (paper Fig. 4)", "Training loss per stage"):
+    for title in (
+        "Error breakdown",
+        "Confusion matrix",
+        "Score thresholds (maximum F1)",
+        "AP50 by object size",
+        "Gallery",
+        "Validation during training",
+        "RPN recall (paper Fig. 4)",
+        "Training loss per stage",
+    ):
         assert title in headings, headings
     rows = browser.find_elements(By.CSS_SELECTOR, "#score-thresholds-maximum-f1 tbody tr")
     assert [row.find_element(By.TAG_NAME, "th").text for row in rows] == [
-        entry["name"] for entry in metrics["thresholds"].values()]
+        entry["name"] for entry in metrics["thresholds"].values()
+    ]

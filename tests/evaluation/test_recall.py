@@ -1,4 +1,6 @@
-"""RPN recall (the paper's Fig. 4) on hand-built proposals. Boxes: absolute [ymin, xmin, ymax, xmax]."""
+"""RPN recall (the paper's Fig. 4) on hand-built proposals.
+
+Boxes: absolute [ymin, xmin, ymax, xmax]."""
 
 import math
 
@@ -10,8 +12,12 @@ from tf_frcnn.evaluation import recall_key, rpn_recall
 OBJECTS = [[0, 20 * i, 10, 20 * i + 10] for i in range(4)]
 DIFFICULT = [50, 50, 60, 60]
 GROUNDTRUTHS = [
-    {"image_id": "img", "boxes": OBJECTS + [DIFFICULT], "labels": [1, 1, 2, 2, 1],
-     "difficult": [False, False, False, False, True]},
+    {
+        "image_id": "img",
+        "boxes": OBJECTS + [DIFFICULT],
+        "labels": [1, 1, 2, 2, 1],
+        "difficult": [False, False, False, False, True],
+    }
 ]
 # In objectness order: object 0 exactly, object 1 at IoU 0.6 (60 / 100 px), a box on nothing,
 # object 2 exactly. Object 3 and the difficult one are never covered.
@@ -24,7 +30,9 @@ def test_recall_key():
 
 
 def test_top_n_truncation_and_iou_threshold():
-    result = rpn_recall(GROUNDTRUTHS, [{"image_id": "img", "boxes": PROPOSALS}], num_proposals=(1, 2, 4))
+    result = rpn_recall(
+        GROUNDTRUTHS, [{"image_id": "img", "boxes": PROPOSALS}], num_proposals=(1, 2, 4)
+    )
     assert result == {
         "recall@1": pytest.approx(1 / 4),  # object 0
         "recall@2": pytest.approx(2 / 4),  # objects 0, 1

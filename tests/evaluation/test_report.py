@@ -20,9 +20,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def evaluated():
-    """Class 1 ("cat") is found once: AP 1. Class 2 ("dog") has two objects and, in score order, a hit,
-    a false positive (box c on the wrong image) and a hit: AP07 28/33, so mAP_voc07 = (1 + 28/33) / 2
-    = 0.924. Proposals cover a and c but not b: recall 2/3. Class 3 ("owl") has no ground truth."""
+    """Class 1 ("cat") is found once: AP 1. Class 2 ("dog") has two objects and, in score order, a
+    hit, a false positive (box c on the wrong image) and a hit: AP07 28/33, so mAP_voc07 =
+    (1 + 28/33) / 2 = 0.924. Proposals cover a and c but not b: recall 2/3. Class 3 ("owl") has no
+    ground truth."""
     a, b, c = [0, 0, 40, 40], [0, 50, 40, 90], [100, 100, 180, 150]
     gts = [
         {"image_id": "1", "boxes": [a, b], "labels": [1, 2], "height": 200, "width": 200},
@@ -49,14 +50,18 @@ def test_format_table_lists_metrics_and_classes(evaluated):
     assert lines[0].split() == ["metric", "value"]
     assert any(line.split() == ["mAP_voc07", "0.924"] for line in lines)
     assert any(line.split()[:2] == ["recall@300", "0.667"] for line in lines)
-    assert any(line.split()[:2] == ["owl", "0"] and "n/a" in line for line in lines)  # no ground truth
+    assert any(
+        line.split()[:2] == ["owl", "0"] and "n/a" in line for line in lines
+    )  # no ground truth
 
 
 def test_metrics_json_is_valid_strict_json(evaluated, tmp_path):
     metrics = evaluated.result()
     assert math.isnan(metrics["APs"])
     path = write_metrics_json(metrics, tmp_path / "model" / "metrics.json")
-    loaded = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    loaded = json.loads(
+        path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON")
+    )
     for key in ("AP", "AP50", "AP75", "mAP_voc07", "recall@300"):
         assert isinstance(loaded[key], float)
     assert loaded["APs"] is None
@@ -65,7 +70,9 @@ def test_metrics_json_is_valid_strict_json(evaluated, tmp_path):
 
 
 def test_plots_write_png_files(evaluated, tmp_path):
-    pr_path = plot_pr_curves(evaluated.voc_result(), evaluated.class_names, tmp_path / "pr_curves.png")
+    pr_path = plot_pr_curves(
+        evaluated.voc_result(), evaluated.class_names, tmp_path / "pr_curves.png"
+    )
     history = {
         "1_rpn": [(0, 1.2), (10, 0.8), (20, 0.5)],
         "2_fast_rcnn": [(0, 2.0), (10, 1.1)],
@@ -79,7 +86,9 @@ def test_plots_write_png_files(evaluated, tmp_path):
 
 def test_write_report_embeds_the_table_and_images(evaluated, tmp_path):
     plots = tmp_path / "plots"
-    images = {"Precision-recall curves": plot_pr_curves(evaluated.voc_result(), None, plots / "pr.png")}
+    images = {
+        "Precision-recall curves": plot_pr_curves(evaluated.voc_result(), None, plots / "pr.png")
+    }
     path = write_report(tmp_path, evaluated.result(), images)
     assert path == tmp_path / "report.md"
     text = path.read_text()
@@ -102,15 +111,31 @@ def test_markdown_and_html_show_the_same_analysis(evaluated, tmp_path):
     assert metrics["errors"]["counts"]["background"] == 1
     sections = analysis_sections(metrics)
     assert [title for title, *_ in sections] == [
-        "AP50 by object size", "Error breakdown", "Errors per class",
-        "Score thresholds (maximum F1)", "Confusion matrix"]
-    figure = plot_pr_curves(evaluated.voc_result(), evaluated.class_names, tmp_path / "pr.png",
-                            metrics["thresholds"])
+        "AP50 by object size",
+        "Error breakdown",
+        "Errors per class",
+        "Score thresholds (maximum F1)",
+        "Confusion matrix",
+    ]
+    figure = plot_pr_curves(
+        evaluated.voc_result(), evaluated.class_names, tmp_path / "pr.png", metrics["thresholds"]
+    )
     markdown = write_report(tmp_path, metrics, {"PR": figure}).read_text()
-    page = write_html_report(tmp_path, metrics, {"PR": figure}, [
-        {"group": "Most errors", "title": "1", "caption": "1 error",
-         "image": np.zeros((64, 96, 3), np.uint8)}], {"background": (255, 0, 0)}).read_text()
-    for _, _, headers, rows in sections:
+    page = write_html_report(
+        tmp_path,
+        metrics,
+        {"PR": figure},
+        [
+            {
+                "group": "Most errors",
+                "title": "1",
+                "caption": "1 error",
+                "image": np.zeros((64, 96, 3), np.uint8),
+            }
+        ],
+        {"background": (255, 0, 0)},
+    ).read_text()
+    for _, _, _headers, rows in sections:
         for row in rows:
             assert "| " + " | ".join(row) + " |" in markdown
             for cell in row:

@@ -1,4 +1,6 @@
-"""VOC AP against hand-computed precision-recall curves. Boxes: absolute [ymin, xmin, ymax, xmax]."""
+"""VOC AP against hand-computed precision-recall curves.
+
+Boxes: absolute [ymin, xmin, ymax, xmax]."""
 
 import math
 
@@ -76,8 +78,12 @@ def test_perfect_detector_gives_one():
         {"image_id": "c", "boxes": np.zeros((0, 4)), "labels": []},
     ]
     dets = [
-        {"image_id": g["image_id"], "boxes": g["boxes"], "scores": np.linspace(0.9, 0.5, len(g["labels"])),
-         "classes": g["labels"]}
+        {
+            "image_id": g["image_id"],
+            "boxes": g["boxes"],
+            "scores": np.linspace(0.9, 0.5, len(g["labels"])),
+            "classes": g["labels"],
+        }
         for g in gts
     ]
     result = voc_metrics(gts, dets, num_classes=2)
@@ -94,7 +100,9 @@ def test_duplicate_detections_are_false_positives():
     """
     a, b = [0, 0, 10, 10], [0, 50, 10, 60]
     gts = [{"image_id": "img", "boxes": [a, b], "labels": [1, 1]}]
-    dets = [{"image_id": "img", "boxes": [a, a, b], "scores": [0.9, 0.8, 0.7], "classes": [1, 1, 1]}]
+    dets = [
+        {"image_id": "img", "boxes": [a, a, b], "scores": [0.9, 0.8, 0.7], "classes": [1, 1, 1]}
+    ]
     result = voc_metrics(gts, dets, num_classes=1)
     np.testing.assert_allclose(result["precision"][1], [1.0, 0.5, 2 / 3])
     assert result["mAP_voc"] == pytest.approx(5 / 6)
@@ -103,10 +111,19 @@ def test_duplicate_detections_are_false_positives():
 
 def test_difficult_objects_are_neither_missed_nor_false_positives():
     normal, difficult = [0, 0, 10, 10], [0, 50, 10, 60]
-    gts = [{"image_id": "img", "boxes": [normal, difficult], "labels": [1, 1], "difficult": [False, True]}]
+    gts = [
+        {
+            "image_id": "img",
+            "boxes": [normal, difficult],
+            "labels": [1, 1],
+            "difficult": [False, True],
+        }
+    ]
     missed = [{"image_id": "img", "boxes": [normal], "scores": [0.9], "classes": [1]}]
     # The detection on the difficult object scores highest: as a false positive it would halve AP.
-    found = [{"image_id": "img", "boxes": [difficult, normal], "scores": [0.95, 0.9], "classes": [1, 1]}]
+    found = [
+        {"image_id": "img", "boxes": [difficult, normal], "scores": [0.95, 0.9], "classes": [1, 1]}
+    ]
     for dets in (missed, found):
         result = voc_metrics(gts, dets, num_classes=1)
         assert result["num_gt"][1] == 1
@@ -154,4 +171,6 @@ def test_rejects_bad_input():
     with pytest.raises(ValueError, match="ymax >= ymin"):
         voc_metrics([{**gts[0], "boxes": [[10, 0, 0, 10]]}], [], num_classes=1)
     with pytest.raises(ValueError, match="no ground truth"):
-        voc_metrics(gts, [{"image_id": "other", "boxes": [], "scores": [], "classes": []}], num_classes=1)
+        voc_metrics(
+            gts, [{"image_id": "other", "boxes": [], "scores": [], "classes": []}], num_classes=1
+        )

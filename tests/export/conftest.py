@@ -16,7 +16,7 @@ from tf_frcnn.export import export_saved_model, export_tflite
 from tf_frcnn.rpn import RPNHead
 from tf_frcnn.training import Objective, StageModel
 
-SIZE = 128                 # the scene's side, and the exports' min_size
+SIZE = 128  # the scene's side, and the exports' min_size
 MAX_SIZE = 256
 CLASS_NAMES = ("square", "bar")
 # The scene's objects: absolute [ymin, xmin, ymax, xmax] in the 128 x 128 layout, 1-based labels.
@@ -62,8 +62,11 @@ def assert_finds_scene(boxes, classes, scores, truth_boxes=None, min_iou=0.5):
     ``min_iou`` with its normalised box (``truth_boxes``, default ``scene_truth()``)."""
     truth_boxes = scene_truth() if truth_boxes is None else truth_boxes
     for truth, label in zip(truth_boxes, LABELS):
-        matches = [normalised_iou(box, truth) for box, cls, score in zip(boxes, classes, scores)
-                   if cls == label and score > 0.5]
+        matches = [
+            normalised_iou(box, truth)
+            for box, cls, score in zip(boxes, classes, scores)
+            if cls == label and score > 0.5
+        ]
         assert matches and max(matches) >= min_iou, (label, boxes[:4], classes[:4], scores[:4])
 
 
@@ -72,8 +75,13 @@ def kit():
     """The scene's constants and helpers, for the test modules (conftest is not importable
     under --import-mode=importlib)."""
     return types.SimpleNamespace(
-        SIZE=SIZE, MAX_SIZE=MAX_SIZE, CLASS_NAMES=CLASS_NAMES, draw_scene=draw_scene,
-        scene_truth=scene_truth, assert_finds_scene=assert_finds_scene)
+        SIZE=SIZE,
+        MAX_SIZE=MAX_SIZE,
+        CLASS_NAMES=CLASS_NAMES,
+        draw_scene=draw_scene,
+        scene_truth=scene_truth,
+        assert_finds_scene=assert_finds_scene,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -84,15 +92,21 @@ def scene():
 @pytest.fixture(scope="session")
 def trained_model(scene):
     keras.utils.set_random_seed(0)
-    batch = {"images": tf.constant(scene[None], tf.float32),
-             "image_shape": tf.constant([[SIZE, SIZE]]),
-             "boxes": tf.constant(BOXES[None]), "labels": tf.constant(LABELS[None])}
-    model = FasterRCNN(build_backbone("tiny").features, num_classes=len(CLASS_NAMES),
-                       anchor_generator=AnchorGenerator(scales=(2, 4, 8)),
-                       rpn_head=RPNHead(num_anchors=9, channels=64),
-                       proposal_layer=ProposalLayer(train_pre_nms=300, train_post_nms=64,
-                                                    test_pre_nms=200, test_post_nms=32,
-                                                    min_size=4.0))
+    batch = {
+        "images": tf.constant(scene[None], tf.float32),
+        "image_shape": tf.constant([[SIZE, SIZE]]),
+        "boxes": tf.constant(BOXES[None]),
+        "labels": tf.constant(LABELS[None]),
+    }
+    model = FasterRCNN(
+        build_backbone("tiny").features,
+        num_classes=len(CLASS_NAMES),
+        anchor_generator=AnchorGenerator(scales=(2, 4, 8)),
+        rpn_head=RPNHead(num_anchors=9, channels=64),
+        proposal_layer=ProposalLayer(
+            train_pre_nms=300, train_post_nms=64, test_pre_nms=200, test_post_nms=32, min_size=4.0
+        ),
+    )
     model({"images": batch["images"], "image_shape": batch["image_shape"]})
     joint = StageModel(model, "joint", Objective(roi_sampler_args={"num_rois": 32}, seed=0))
     joint.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -124,5 +138,6 @@ def loaded(saved_model_dir):
 @pytest.fixture(scope="session")
 def tflite_path(trained_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("tflite") / "shapes.tflite"
-    return export_tflite(trained_model, path, height=SIZE, width=SIZE, min_size=SIZE,
-                         max_size=MAX_SIZE)
+    return export_tflite(
+        trained_model, path, height=SIZE, width=SIZE, min_size=SIZE, max_size=MAX_SIZE
+    )

@@ -14,11 +14,14 @@ def test_frozen_inference_matches_the_model_and_reads_no_variable(trained_model,
     out = frozen(images, image_shape)
     assert set(out) == set(expected)
     for name, value in expected.items():
-        np.testing.assert_allclose(out[name].numpy(), value.numpy(), rtol=1e-5, atol=1e-4,
-                                   err_msg=name)
-    kit.assert_finds_scene(out["detection_boxes"][0].numpy() / kit.SIZE,
-                           out["detection_classes"][0].numpy(),
-                           out["detection_scores"][0].numpy())
+        np.testing.assert_allclose(
+            out[name].numpy(), value.numpy(), rtol=1e-5, atol=1e-4, err_msg=name
+        )
+    kit.assert_finds_scene(
+        out["detection_boxes"][0].numpy() / kit.SIZE,
+        out["detection_classes"][0].numpy(),
+        out["detection_scores"][0].numpy(),
+    )
     ops = {op.type for op in frozen.graph.get_operations()}
     functions = [f for f in frozen.graph.as_graph_def().library.function]
     ops |= {node.op for f in functions for node in f.node_def}
@@ -34,7 +37,7 @@ def test_freeze_keeps_the_output_structure():
         return {"scaled": x * variable, "total": tf.reduce_sum(x * variable)}
 
     frozen = freeze(f.get_concrete_function())
-    variable.assign([10.0, 10.0])        # frozen: the weights at freezing time stay
+    variable.assign([10.0, 10.0])  # frozen: the weights at freezing time stay
     out = frozen(tf.constant([1.0, 1.0]))
     np.testing.assert_allclose(out["scaled"].numpy(), [2.0, 3.0])
     assert float(out["total"]) == 5.0

@@ -16,16 +16,28 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_frcnn.export import (DOCKER_COMMAND, OUTPUT_NAMES, PREDICT_URL, REST_EXAMPLES,
-                             SERVING_BYTES, SERVING_DEFAULT, export_saved_model, load_predictor,
-                             read_labels, resolve_saved_model, rest_body)
+from tf_frcnn.export import (
+    DOCKER_COMMAND,
+    OUTPUT_NAMES,
+    PREDICT_URL,
+    REST_EXAMPLES,
+    SERVING_BYTES,
+    SERVING_DEFAULT,
+    export_saved_model,
+    load_predictor,
+    read_labels,
+    resolve_saved_model,
+    rest_body,
+)
 from tf_frcnn.export.serving import MODEL_NAME
 from tf_frcnn.training.state import write_labels
 
-OUTPUT_SPECS = {"detection_boxes": ([None, 100, 4], tf.float32),
-                "detection_scores": ([None, 100], tf.float32),
-                "detection_classes": ([None, 100], tf.int32),
-                "num_detections": ([None], tf.int32)}
+OUTPUT_SPECS = {
+    "detection_boxes": ([None, 100, 4], tf.float32),
+    "detection_scores": ([None, 100], tf.float32),
+    "detection_classes": ([None, 100], tf.int32),
+    "num_detections": ([None], tf.int32),
+}
 
 
 def numpy(outputs):
@@ -37,8 +49,11 @@ def encode_png(image):
 
 
 def clean_env(tmp_path):
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-            "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
 
 
 # -- layout ----------------------------------------------------------------------------------
@@ -71,17 +86,19 @@ def test_weights_are_stored_once(trained_model, saved_model_dir):
 
 def test_export_refuses_existing_version_and_wrong_labels(trained_model, saved_model_base, kit):
     with pytest.raises(FileExistsError, match="exists already"):
-        export_saved_model(trained_model, saved_model_base, kit.CLASS_NAMES, min_size=128,
-                           max_size=256, version=4)
+        export_saved_model(
+            trained_model, saved_model_base, kit.CLASS_NAMES, min_size=128, max_size=256, version=4
+        )
     with pytest.raises(ValueError, match="1 class names for a model of 2 classes"):
-        export_saved_model(trained_model, saved_model_base, ["square"], min_size=128,
-                           max_size=256)
+        export_saved_model(trained_model, saved_model_base, ["square"], min_size=128, max_size=256)
     assert not any(p.name.startswith(".export") for p in saved_model_base.iterdir())
 
 
 # -- signatures ------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, shape, dtype", [(SERVING_DEFAULT, [None, None, None, 3], tf.uint8),
-                                                 (SERVING_BYTES, [None], tf.string)])
+@pytest.mark.parametrize(
+    "name, shape, dtype",
+    [(SERVING_DEFAULT, [None, None, None, 3], tf.uint8), (SERVING_BYTES, [None], tf.string)],
+)
 def test_signature_specs(loaded, name, shape, dtype):
     signature = loaded.signatures[name]
     _, inputs = signature.structured_input_signature
@@ -100,15 +117,18 @@ def test_serving_default_matches_the_model(trained_model, loaded, scene, kit):
     direct = trained_model({"images": tf.constant(scene[None], tf.float32)})
     count = int(out["num_detections"][0])
     assert count >= 2 and count == int(direct["num_detections"][0])
-    np.testing.assert_allclose(out["detection_boxes"][0, :count],
-                               direct["detection_boxes"].numpy()[0, :count] / kit.SIZE, atol=1e-4)
-    np.testing.assert_allclose(out["detection_scores"][0], direct["detection_scores"][0],
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        out["detection_boxes"][0, :count],
+        direct["detection_boxes"].numpy()[0, :count] / kit.SIZE,
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(out["detection_scores"][0], direct["detection_scores"][0], atol=1e-4)
     np.testing.assert_array_equal(out["detection_classes"][0], direct["detection_classes"][0])
     assert (out["detection_classes"][0, count:] == 0).all()
     assert (out["detection_boxes"][0, count:] == 0).all()
-    kit.assert_finds_scene(out["detection_boxes"][0], out["detection_classes"][0],
-                       out["detection_scores"][0])
+    kit.assert_finds_scene(
+        out["detection_boxes"][0], out["detection_classes"][0], out["detection_scores"][0]
+    )
 
 
 @pytest.mark.parametrize("side, width", [(96, 96), (64, 96), (200, 400)])
@@ -121,8 +141,12 @@ def test_serving_default_resizes_and_normalises_to_the_original(loaded, kit, sid
     np.testing.assert_array_equal(out["num_detections"][0], out["num_detections"][1])
     boxes = out["detection_boxes"]
     assert boxes.min() >= 0.0 and boxes.max() <= 1.0
-    kit.assert_finds_scene(boxes[0], out["detection_classes"][0], out["detection_scores"][0],
-                       kit.scene_truth(side, width))
+    kit.assert_finds_scene(
+        boxes[0],
+        out["detection_classes"][0],
+        out["detection_scores"][0],
+        kit.scene_truth(side, width),
+    )
 
 
 def test_serving_bytes_takes_jpeg_and_png_of_different_sizes(loaded, scene, kit):
@@ -131,8 +155,12 @@ def test_serving_bytes_takes_jpeg_and_png_of_different_sizes(loaded, scene, kit)
     out = numpy(loaded.signatures[SERVING_BYTES](images=tf.constant(images)))
     assert out["detection_boxes"].shape == (2, 100, 4)
     for index, truth in enumerate([kit.scene_truth(), kit.scene_truth(96, 144)]):
-        kit.assert_finds_scene(out["detection_boxes"][index], out["detection_classes"][index],
-                           out["detection_scores"][index], truth)
+        kit.assert_finds_scene(
+            out["detection_boxes"][index],
+            out["detection_classes"][index],
+            out["detection_scores"][index],
+            truth,
+        )
     # One image alone: nothing padded, so exactly what serving_default gives.
     alone = numpy(loaded.signatures[SERVING_BYTES](images=tf.constant(images[:1])))
     uint8 = numpy(loaded.signatures[SERVING_DEFAULT](images=tf.constant(scene[None])))
@@ -141,11 +169,14 @@ def test_serving_bytes_takes_jpeg_and_png_of_different_sizes(loaded, scene, kit)
 
 
 # -- bad input -------------------------------------------------------------------------------
-@pytest.mark.parametrize("images, message", [
-    (tf.zeros([1, 8, 8, 3], tf.float32), "uint8"),
-    (tf.zeros([8, 8, 3], tf.uint8), "not compatible"),
-    (tf.zeros([1, 8, 8, 4], tf.uint8), "not compatible"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (tf.zeros([1, 8, 8, 3], tf.float32), "uint8"),
+        (tf.zeros([8, 8, 3], tf.uint8), "not compatible"),
+        (tf.zeros([1, 8, 8, 4], tf.uint8), "not compatible"),
+    ],
+)
 def test_serving_default_rejects_wrong_dtype_and_rank(loaded, images, message):
     with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match=message):
         loaded.signatures[SERVING_DEFAULT](images=images)
@@ -153,8 +184,10 @@ def test_serving_default_rejects_wrong_dtype_and_rank(loaded, images, message):
 
 def test_serving_bytes_rejects_undecodable_strings(loaded, scene):
     serve = loaded.signatures[SERVING_BYTES]
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"could not decode the image\(s\) at batch index\] \[1\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"could not decode the image\(s\) at batch index\] \[1\]",
+    ):
         serve(images=tf.constant([encode_png(scene), b"not an image"]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="uint8|string"):
         serve(images=tf.constant(scene[None]))
@@ -183,16 +216,22 @@ def test_loads_and_runs_with_tensorflow_alone(saved_model_dir, scene, kit, tmp_p
         print(json.dumps({{name: value.numpy().tolist() for name, value in out.items()}}))
         print(json.dumps({{name: value.numpy().tolist() for name, value in out_bytes.items()}}))
     """)
-    result = subprocess.run([sys.executable, "-S", "-I", "-c", script, str(copy),
-                             str(tmp_path / "scene.npy")], cwd=tmp_path, env=clean_env(tmp_path),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-S", "-I", "-c", script, str(copy), str(tmp_path / "scene.npy")],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     for line in lines[-2:]:
         out = {name: np.array(value) for name, value in json.loads(line).items()}
         assert out["num_detections"][0] >= 2
-        kit.assert_finds_scene(out["detection_boxes"][0], out["detection_classes"][0],
-                           out["detection_scores"][0])
+        kit.assert_finds_scene(
+            out["detection_boxes"][0], out["detection_classes"][0], out["detection_scores"][0]
+        )
 
 
 def saved_model_cli():
@@ -204,8 +243,13 @@ def saved_model_cli():
 
 def test_saved_model_cli_shows_both_signatures_and_runs_npy(saved_model_dir, scene, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    show = subprocess.run(saved_model_cli() + ["show", "--dir", str(saved_model_dir), "--all"],
-                          capture_output=True, text=True, timeout=120, env=env)
+    show = subprocess.run(
+        saved_model_cli() + ["show", "--dir", str(saved_model_dir), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert show.returncode == 0, show.stderr[-3000:]
     for name in (SERVING_DEFAULT, SERVING_BYTES):
         assert f"signature_def['{name}']" in show.stdout
@@ -214,10 +258,26 @@ def test_saved_model_cli_shows_both_signatures_and_runs_npy(saved_model_dir, sce
         assert f"outputs['{output}']" in show.stdout
 
     np.save(tmp_path / "x.npy", scene[None])
-    run = subprocess.run(saved_model_cli() + [
-        "run", "--dir", str(saved_model_dir), "--tag_set", "serve",
-        "--signature_def", SERVING_DEFAULT, "--inputs", f"images={tmp_path / 'x.npy'}",
-        "--outdir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env)
+    run = subprocess.run(
+        saved_model_cli()
+        + [
+            "run",
+            "--dir",
+            str(saved_model_dir),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            SERVING_DEFAULT,
+            "--inputs",
+            f"images={tmp_path / 'x.npy'}",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert np.load(tmp_path / "out" / "detection_boxes.npy").shape == (1, 100, 4)
     assert np.load(tmp_path / "out" / "num_detections.npy")[0] >= 2
@@ -277,8 +337,12 @@ def test_rest_body_builds_requests_for_both_signatures(loaded, scene, kit):
     assert tensors["images"].shape == (2, 128, 128, 3)
     signature, tensors = rest_to_tensors(rest_body([encode_png(scene)], SERVING_BYTES), loaded)
     assert signature.name == loaded.signatures[SERVING_BYTES].name
-    kit.assert_finds_scene(*(signature(**tensors)[key][0].numpy() for key in
-                         ("detection_boxes", "detection_classes", "detection_scores")))
+    kit.assert_finds_scene(
+        *(
+            signature(**tensors)[key][0].numpy()
+            for key in ("detection_boxes", "detection_classes", "detection_scores")
+        )
+    )
     with pytest.raises(ValueError, match="unknown signature"):
         rest_body([scene], "predict")
 
@@ -287,8 +351,11 @@ def test_readme_shows_the_checked_requests():
     """The README's serving section is REST_EXAMPLES, DOCKER_COMMAND and PREDICT_URL verbatim,
     so what the tests above check is what users read."""
     readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [text for text in (DOCKER_COMMAND, PREDICT_URL, *REST_EXAMPLES.values())
-               if text not in readme]
+    missing = [
+        text
+        for text in (DOCKER_COMMAND, PREDICT_URL, *REST_EXAMPLES.values())
+        if text not in readme
+    ]
     assert not missing, f"README.md lacks these serving examples verbatim: {missing}"
 
 
@@ -300,8 +367,9 @@ def test_docker_command_serves_the_base_directory():
 
 
 # -- load_predictor --------------------------------------------------------------------------
-def test_load_predictor_from_base_or_version_dir(saved_model_base, saved_model_dir, loaded,
-                                                 scene, kit):
+def test_load_predictor_from_base_or_version_dir(
+    saved_model_base, saved_model_dir, loaded, scene, kit
+):
     expected = numpy(loaded.signatures[SERVING_DEFAULT](images=tf.constant(scene[None])))
     count = int(expected["num_detections"][0])
     for path in (saved_model_base, saved_model_dir):
@@ -311,10 +379,12 @@ def test_load_predictor_from_base_or_version_dir(saved_model_base, saved_model_d
         out = predictor(scene)
         assert out["num_detections"] == count
         assert out["detection_boxes"].shape == (count, 4)
-        np.testing.assert_allclose(out["detection_boxes"], expected["detection_boxes"][0, :count],
-                                   atol=1e-6)
-        np.testing.assert_array_equal(out["detection_classes"],
-                                      expected["detection_classes"][0, :count])
+        np.testing.assert_allclose(
+            out["detection_boxes"], expected["detection_boxes"][0, :count], atol=1e-6
+        )
+        np.testing.assert_array_equal(
+            out["detection_classes"], expected["detection_classes"][0, :count]
+        )
     with pytest.raises(ValueError, match="uint8"):
         predictor(scene.astype(np.float32))
     with pytest.raises(FileNotFoundError):

@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_frcnn.export import (OUTPUT_NAMES, SERVING_DEFAULT, export_tflite, export_tflite_variants,
-                             load_predictor)
+from tf_frcnn.export import (
+    OUTPUT_NAMES,
+    SERVING_DEFAULT,
+    export_tflite,
+    export_tflite_variants,
+    load_predictor,
+)
 
 Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
 
@@ -30,9 +35,15 @@ def run_tflite(path, image):
 
 @pytest.fixture(scope="session")
 def variants(trained_model, tmp_path_factory, kit):
-    return export_tflite_variants(trained_model, tmp_path_factory.mktemp("variants"),
-                                  height=kit.SIZE, width=kit.SIZE, min_size=kit.SIZE,
-                                  max_size=kit.MAX_SIZE, name="shapes")
+    return export_tflite_variants(
+        trained_model,
+        tmp_path_factory.mktemp("variants"),
+        height=kit.SIZE,
+        width=kit.SIZE,
+        min_size=kit.SIZE,
+        max_size=kit.MAX_SIZE,
+        name="shapes",
+    )
 
 
 def test_only_builtin_ops_and_no_loops(tflite_path):
@@ -54,15 +65,19 @@ def test_keeps_the_serving_default_signature(tflite_path, kit):
     images = runner.get_input_details()["images"]
     assert list(images["shape"]) == [1, kit.SIZE, kit.SIZE, 3] and images["dtype"] == np.uint8
     outputs = runner.get_output_details()
-    expected = {"detection_boxes": ([1, 100, 4], np.float32),
-                "detection_scores": ([1, 100], np.float32),
-                "detection_classes": ([1, 100], np.int32), "num_detections": ([1], np.int32)}
+    expected = {
+        "detection_boxes": ([1, 100, 4], np.float32),
+        "detection_scores": ([1, 100], np.float32),
+        "detection_classes": ([1, 100], np.int32),
+        "num_detections": ([1], np.int32),
+    }
     for name, (shape, dtype) in expected.items():
         assert list(outputs[name]["shape"]) == shape and outputs[name]["dtype"] == dtype, name
 
 
-def test_agrees_with_the_saved_model_run_without_tensorflow(tflite_path, loaded, scene, kit,
-                                                            tmp_path):
+def test_agrees_with_the_saved_model_run_without_tensorflow(
+    tflite_path, loaded, scene, kit, tmp_path
+):
     """The .tflite runs in a fresh interpreter process that never imports TensorFlow; its
     detections match the SavedModel's on the same image."""
     np.save(tmp_path / "scene.npy", scene)
@@ -76,14 +91,25 @@ def test_agrees_with_the_saved_model_run_without_tensorflow(tflite_path, loaded,
         assert not [name for name in sys.modules if name.split(".")[0] == "tensorflow"]
         print(json.dumps({{name: value.tolist() for name, value in out.items()}}))
     """)
-    result = subprocess.run([sys.executable, "-S", "-I", "-c", script, str(tflite_path),
-                             str(tmp_path / "scene.npy")], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-S", "-I", "-c", script, str(tflite_path), str(tmp_path / "scene.npy")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    lite = {name: np.array(value) for name, value in
-            json.loads(result.stdout.strip().splitlines()[-1]).items()}
-    saved = {name: value.numpy() for name, value in
-             loaded.signatures[SERVING_DEFAULT](images=tf.constant(scene[None])).items()}
+    lite = {
+        name: np.array(value)
+        for name, value in json.loads(result.stdout.strip().splitlines()[-1]).items()
+    }
+    saved = {
+        name: value.numpy()
+        for name, value in loaded.signatures[SERVING_DEFAULT](
+            images=tf.constant(scene[None])
+        ).items()
+    }
 
     count = int(saved["num_detections"][0])
     assert count >= 1
@@ -91,8 +117,9 @@ def test_agrees_with_the_saved_model_run_without_tensorflow(tflite_path, loaded,
     np.testing.assert_array_equal(lite["detection_classes"], saved["detection_classes"])
     np.testing.assert_allclose(lite["detection_boxes"], saved["detection_boxes"], atol=1e-3)
     np.testing.assert_allclose(lite["detection_scores"], saved["detection_scores"], atol=1e-3)
-    kit.assert_finds_scene(lite["detection_boxes"][0], lite["detection_classes"][0],
-                           lite["detection_scores"][0])
+    kit.assert_finds_scene(
+        lite["detection_boxes"][0], lite["detection_classes"][0], lite["detection_scores"][0]
+    )
 
 
 def test_quantized_variants_are_smaller_and_still_detect(variants, tflite_path, scene, kit):
@@ -100,9 +127,14 @@ def test_quantized_variants_are_smaller_and_still_detect(variants, tflite_path, 
     sizes = {name: variant["bytes"] for name, variant in variants.items()}
     for name, variant in variants.items():
         assert variant["path"].stat().st_size == variant["bytes"]
-        assert variant["path"].name == {"float32": "shapes.tflite",
-                                        "float16": "shapes_float16.tflite",
-                                        "dynamic_int8": "shapes_dynamic_int8.tflite"}[name]
+        assert (
+            variant["path"].name
+            == {
+                "float32": "shapes.tflite",
+                "float16": "shapes_float16.tflite",
+                "dynamic_int8": "shapes_dynamic_int8.tflite",
+            }[name]
+        )
     assert abs(sizes["float32"] - tflite_path.stat().st_size) < 1024
     assert sizes["float16"] < 0.6 * sizes["float32"]
     assert sizes["dynamic_int8"] < 0.35 * sizes["float32"]
@@ -110,28 +142,46 @@ def test_quantized_variants_are_smaller_and_still_detect(variants, tflite_path, 
         path = variants[name]["path"]
         assert not {op for op in op_names(path) if op.startswith("Flex") or op == "CUSTOM"}
         out = run_tflite(path, scene)
-        kit.assert_finds_scene(out["detection_boxes"][0], out["detection_classes"][0],
-                               out["detection_scores"][0])
+        kit.assert_finds_scene(
+            out["detection_boxes"][0], out["detection_classes"][0], out["detection_scores"][0]
+        )
 
 
 def test_int8_variant_runs_the_networks_in_int8_and_the_boxes_in_float(
-        trained_model, tflite_path, scene, kit, tmp_path):
+    trained_model, tflite_path, scene, kit, tmp_path
+):
     """Convolutions, fc layers and ROI pooling's blend in int8, in two blocks; proposals,
     NMS and the outputs in float32; and, unlike full-integer int8, it still finds the scene,
     with boxes and scores close to the float model's."""
     rng = np.random.default_rng(0)
     # Calibration: the scene and noisy copies of it (what a few training images would give).
     calibration = [scene[np.newaxis]] + [
-        np.clip(scene.astype(int) + rng.integers(-20, 21, scene.shape), 0, 255)
-        .astype(np.uint8)[np.newaxis] for _ in range(7)]
-    path = export_tflite(trained_model, tmp_path / "int8.tflite", height=kit.SIZE,
-                         width=kit.SIZE, min_size=kit.SIZE, max_size=kit.MAX_SIZE,
-                         quantization="int8", representative_images=calibration)
+        np.clip(scene.astype(int) + rng.integers(-20, 21, scene.shape), 0, 255).astype(np.uint8)[
+            np.newaxis
+        ]
+        for _ in range(7)
+    ]
+    path = export_tflite(
+        trained_model,
+        tmp_path / "int8.tflite",
+        height=kit.SIZE,
+        width=kit.SIZE,
+        min_size=kit.SIZE,
+        max_size=kit.MAX_SIZE,
+        quantization="int8",
+        representative_images=calibration,
+    )
     assert not {op for op in op_names(path) if op.startswith("Flex") or op == "CUSTOM"}
     interpreter = Interpreter(model_path=str(path))
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    ops = [(op["op_name"], [tensors[i]["dtype"] for i in op["inputs"] if i >= 0],
-            [tensors[i]["dtype"] for i in op["outputs"]]) for op in interpreter._get_ops_details()]
+    ops = [
+        (
+            op["op_name"],
+            [tensors[i]["dtype"] for i in op["inputs"] if i >= 0],
+            [tensors[i]["dtype"] for i in op["outputs"]],
+        )
+        for op in interpreter._get_ops_details()
+    ]
     kinds = {name for name, _, _ in ops}
     assert {"CONV_2D", "FULLY_CONNECTED", "NON_MAX_SUPPRESSION_V4"} <= kinds, kinds
     for name, inputs, outputs in ops:
@@ -148,17 +198,35 @@ def test_int8_variant_runs_the_networks_in_int8_and_the_boxes_in_float(
     for key, value in reference.items():
         assert out[key].shape == value.shape and out[key].dtype == value.dtype, key
     assert out["detection_boxes"].dtype == np.float32
-    kit.assert_finds_scene(out["detection_boxes"][0], out["detection_classes"][0],
-                           out["detection_scores"][0], min_iou=0.7)
+    kit.assert_finds_scene(
+        out["detection_boxes"][0],
+        out["detection_classes"][0],
+        out["detection_scores"][0],
+        min_iou=0.7,
+    )
     with pytest.raises(ValueError, match="representative_images"):
-        export_tflite(trained_model, tmp_path / "x.tflite", height=kit.SIZE, width=kit.SIZE,
-                      min_size=kit.SIZE, max_size=kit.MAX_SIZE, quantization="int8")
+        export_tflite(
+            trained_model,
+            tmp_path / "x.tflite",
+            height=kit.SIZE,
+            width=kit.SIZE,
+            min_size=kit.SIZE,
+            max_size=kit.MAX_SIZE,
+            quantization="int8",
+        )
 
 
 def test_rejects_unknown_quantization(trained_model, tmp_path):
     with pytest.raises(ValueError, match="quantization must be one of"):
-        export_tflite(trained_model, tmp_path / "m.tflite", height=64, width=64, min_size=64,
-                      max_size=64, quantization="int4")
+        export_tflite(
+            trained_model,
+            tmp_path / "m.tflite",
+            height=64,
+            width=64,
+            min_size=64,
+            max_size=64,
+            quantization="int4",
+        )
     assert not (tmp_path / "m.tflite").exists()
 
 
@@ -176,8 +244,12 @@ def test_load_predictor_runs_tflite_and_fits_other_sizes(tflite_path, scene, kit
     for side, height in ((256, 256), (128, 120)):
         out = predictor(kit.draw_scene(side, height=height))
         assert out["detection_boxes"].min() >= 0.0 and out["detection_boxes"].max() <= 1.0
-        kit.assert_finds_scene(out["detection_boxes"], out["detection_classes"],
-                               out["detection_scores"], kit.scene_truth(side, height=height))
+        kit.assert_finds_scene(
+            out["detection_boxes"],
+            out["detection_classes"],
+            out["detection_scores"],
+            kit.scene_truth(side, height=height),
+        )
 
 
 def test_labels_beside_the_tflite_file(tflite_path, kit):

@@ -14,8 +14,14 @@ from tf_frcnn.data import build_pipeline, voc_dataset
 from tf_frcnn.export import export_saved_model
 from tf_frcnn.export.saved_model import SERVING_BYTES, SERVING_DEFAULT
 from tf_frcnn.export.tflite import calibration_inputs, export_tflite_variants
-from tf_frcnn.export.verify import (KERAS, VERIFY_JSON, VERIFY_TABLE, VerifyError,
-                                    _batch_mismatch, verify_export)
+from tf_frcnn.export.verify import (
+    KERAS,
+    VERIFY_JSON,
+    VERIFY_TABLE,
+    VerifyError,
+    _batch_mismatch,
+    verify_export,
+)
 
 SMOKE = "configs/smoke.yaml"
 # (side, width, height) of draw_scene: the scene at its size, widened, lengthened, enlarged.
@@ -38,10 +44,12 @@ def voc_root(tmp_path_factory, kit):
             f"<object><name>{kit.CLASS_NAMES[label - 1]}</name><difficult>0</difficult>"
             f"<bndbox><xmin>{x0 * w}</xmin><ymin>{y0 * h}</ymin><xmax>{x1 * w}</xmax>"
             f"<ymax>{y1 * h}</ymax></bndbox></object>"
-            for (y0, x0, y1, x1), label in zip(kit.scene_truth(side, width, height), (1, 2)))
+            for (y0, x0, y1, x1), label in zip(kit.scene_truth(side, width, height), (1, 2))
+        )
         (root / "Annotations" / f"{image_id}.xml").write_text(
             f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
-            f"{objects}</annotation>")
+            f"{objects}</annotation>"
+        )
         ids.append(image_id)
     for split in ("train", "val"):
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
@@ -62,9 +70,14 @@ def config(voc_root, kit):
 @pytest.fixture(scope="module")
 def export_dir(trained_model, config, tmp_path_factory, kit):
     d = config.data
-    return export_saved_model(trained_model, tmp_path_factory.mktemp("verify") / "scenes",
-                              kit.CLASS_NAMES, min_size=d.min_size, max_size=d.max_size,
-                              pad_to=d.pad_to)
+    return export_saved_model(
+        trained_model,
+        tmp_path_factory.mktemp("verify") / "scenes",
+        kit.CLASS_NAMES,
+        min_size=d.min_size,
+        max_size=d.max_size,
+        pad_to=d.pad_to,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,25 +86,37 @@ def tflite_files(trained_model, config, export_dir, voc_root):
     rule = (d.min_size, d.max_size)
     images = [np.asarray(Image.open(path)) for path in sorted(voc_root.glob("JPEGImages/*"))]
     written = export_tflite_variants(
-        trained_model, export_dir, height=PAD, width=PAD, min_size=d.min_size,
-        max_size=d.max_size, canvas=True, variants=["float32", "int8"],
-        representative_images=calibration_inputs(images, PAD, PAD, rule))
+        trained_model,
+        export_dir,
+        height=PAD,
+        width=PAD,
+        min_size=d.min_size,
+        max_size=d.max_size,
+        canvas=True,
+        variants=["float32", "int8"],
+        representative_images=calibration_inputs(images, PAD, PAD, rule),
+    )
     return {name: entry for name, entry in written.items()}
 
 
-def test_verify_passes_and_writes_its_report(trained_model, config, export_dir, tflite_files,
-                                             kit):
+def test_verify_passes_and_writes_its_report(trained_model, config, export_dir, tflite_files, kit):
     tflite = [(name, entry["path"], entry["resize"]) for name, entry in tflite_files.items()]
     # 4 images of a tiny model whose training is not bit-reproducible on CPU: in some fixture
     # trainings the TFLite files' detections that reach the image border differ from the Keras
     # model's (AP -0.13 for float32 in one, -0.033 for int8 in another; see the README), so the
     # TFLite rows get a wide tolerance here; the SavedModel is held to 1e-3 below.
-    report = verify_export(trained_model, config, list(kit.CLASS_NAMES), export_dir, tflite,
-                           tolerance=0.2)
+    report = verify_export(
+        trained_model, config, list(kit.CLASS_NAMES), export_dir, tflite, tolerance=0.2
+    )
     assert report["ok"] and report["images"] == len(SCENES) and report["tolerance"] == 0.2
     rows = {row["artifact"]: row for row in report["artifacts"]}
-    assert list(rows) == [KERAS, f"SavedModel {SERVING_DEFAULT}", f"SavedModel {SERVING_BYTES}",
-                          "TFLite float32", "TFLite int8"]
+    assert list(rows) == [
+        KERAS,
+        f"SavedModel {SERVING_DEFAULT}",
+        f"SavedModel {SERVING_BYTES}",
+        "TFLite float32",
+        "TFLite int8",
+    ]
     keras = rows[KERAS]
     # The fixture model finds most of its scenes (a real comparison, not one of empty outputs);
     # its brief training is not bit-reproducible, AP50 0.63 to 1.0 seen across trainings.
@@ -108,8 +133,7 @@ def test_verify_passes_and_writes_its_report(trained_model, config, export_dir, 
     assert table.count("\n") == 2 + len(rows) and "| TFLite int8 | model_int8.tflite |" in table
 
 
-def test_a_broken_artifact_fails_naming_it(trained_model, config, export_dir, tflite_files,
-                                           kit):
+def test_a_broken_artifact_fails_naming_it(trained_model, config, export_dir, tflite_files, kit):
     """The float32 file fed images at a third of the model's scale (the wrong preprocessing)."""
     path = tflite_files["float32"]["path"]
     tflite = [("float32", path, (kit.SIZE, kit.MAX_SIZE)), ("broken", path, (40, 80))]
@@ -131,7 +155,8 @@ def test_batch_of_n_equals_n_single_calls(loaded_scenes, voc_root):
     def depends_on_the_batch(images):
         outputs = dict(serve(images=images))
         outputs["detection_scores"] = outputs["detection_scores"] * (
-            1.0 - 0.01 * tf.cast(tf.shape(images)[0] - 1, tf.float32))
+            1.0 - 0.01 * tf.cast(tf.shape(images)[0] - 1, tf.float32)
+        )
         return outputs
 
     message = _batch_mismatch(depends_on_the_batch, np.array(files, dtype=object))
@@ -143,29 +168,42 @@ def loaded_scenes(export_dir):
     return tf.saved_model.load(str(export_dir))
 
 
-def test_serving_bytes_detects_what_the_eval_pipeline_does(trained_model, config, loaded_scenes,
-                                                           voc_root, kit):
+def test_serving_bytes_detects_what_the_eval_pipeline_does(
+    trained_model, config, loaded_scenes, voc_root, kit
+):
     """Per image, the signature's detections on the JPEG file equal the Keras model's on the
     eval pipeline's batch (Pillow decoding, resize, padding to pad_to). With TensorFlow's
     default JPEG decoder (fast IDCT, pixels up to 10 levels off Pillow's) the boxes move by
     5e-4, five times the tolerance; without the padding the export's AP moves too."""
     d = config.data
-    batches = build_pipeline(voc_dataset(voc_root, "val", class_names=list(kit.CLASS_NAMES)),
-                             training=False, batch_size=1, min_size=d.min_size,
-                             max_size=d.max_size, pad_to=d.pad_to)
+    batches = build_pipeline(
+        voc_dataset(voc_root, "val", class_names=list(kit.CLASS_NAMES)),
+        training=False,
+        batch_size=1,
+        min_size=d.min_size,
+        max_size=d.max_size,
+        pad_to=d.pad_to,
+    )
     compared = 0
     for batch in batches:
         image_id = batch["image_id"][0].numpy().decode()
         data = (voc_root / "JPEGImages" / f"{image_id}.jpg").read_bytes()
         served = loaded_scenes.signatures[SERVING_BYTES](images=tf.constant([data]))
-        eval_out = trained_model.infer({"images": batch["images"],
-                                        "image_shape": batch["image_shape"]})
+        eval_out = trained_model.infer(
+            {"images": batch["images"], "image_shape": batch["image_shape"]}
+        )
         count = int(eval_out["num_detections"][0])
         assert count >= 2 and int(served["num_detections"][0]) == count
         size = tf.cast(tf.tile(batch["image_shape"], [1, 2]), tf.float32)[:, None]
-        np.testing.assert_allclose(served["detection_boxes"][0, :count],
-                                   (eval_out["detection_boxes"] / size)[0, :count], atol=1e-4)
-        np.testing.assert_allclose(served["detection_scores"][0, :count],
-                                   eval_out["detection_scores"][0, :count], atol=1e-4)
+        np.testing.assert_allclose(
+            served["detection_boxes"][0, :count],
+            (eval_out["detection_boxes"] / size)[0, :count],
+            atol=1e-4,
+        )
+        np.testing.assert_allclose(
+            served["detection_scores"][0, :count],
+            eval_out["detection_scores"][0, :count],
+            atol=1e-4,
+        )
         compared += 1
     assert compared == len(SCENES)

@@ -14,8 +14,9 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Hypothesis caches what it reads from the code under test in .hypothesis/; keep it out of
 # the working tree (the examples are derandomized, nothing else is stored).
-os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
-                      os.path.join(tempfile.gettempdir(), "tf_frcnn-hypothesis"))
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "tf_frcnn-hypothesis")
+)
 
 # Kill points of the test, (checkpointed steps over the schedule, delay in seconds); the
 # smoke config has 4 stages of 8 steps with a checkpoint every 4:
@@ -29,7 +30,8 @@ TEST_KILL_POINTS = ((4, 0.0), (12, 0.0), (24, 0.0))
 
 def load_harness():
     spec = importlib.util.spec_from_file_location(
-        "fault_injection", os.path.join(HERE, "fault_injection.py"))
+        "fault_injection", os.path.join(HERE, "fault_injection.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -58,8 +60,11 @@ def smoke_runs(harness, smoke_data_dir, tmp_path_factory):
     reference, killed = str(base / "reference"), str(base / "killed")
     status = {}
     # The two runs overlap: the reference's compute fills the killed run's start-ups.
-    thread = threading.Thread(target=lambda: status.update(
-        code=harness.run_uninterrupted(reference, smoke_data_dir, timeout_s=400)))
+    thread = threading.Thread(
+        target=lambda: status.update(
+            code=harness.run_uninterrupted(reference, smoke_data_dir, timeout_s=400)
+        )
+    )
     thread.start()
     history = harness.run_with_kills(killed, smoke_data_dir, TEST_KILL_POINTS, timeout_s=400)
     thread.join()

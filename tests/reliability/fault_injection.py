@@ -28,6 +28,7 @@ POLL_S = 0.02
 def stage_steps(config_path=SMOKE):
     """{stage: steps} of a config's alternating schedule."""
     from tf_frcnn import load_config
+
     config = load_config(config_path)
     return {stage: config.train.stages[stage].steps for stage in STAGES}
 
@@ -63,8 +64,18 @@ def position(state):
 
 
 def train_command(model_dir, data_dir, config_path=SMOKE, resume=False):
-    command = [sys.executable, "-m", "tf_frcnn.cli", "train", "--config", config_path,
-               "--model-dir", model_dir, "--data-dir", data_dir]
+    command = [
+        sys.executable,
+        "-m",
+        "tf_frcnn.cli",
+        "train",
+        "--config",
+        config_path,
+        "--model-dir",
+        model_dir,
+        "--data-dir",
+        data_dir,
+    ]
     return command + (["--resume"] if resume else [])
 
 
@@ -81,12 +92,17 @@ def _env(deterministic):
     return env
 
 
-def start_training(model_dir, data_dir, log_file, config_path=SMOKE, resume=False,
-                   deterministic=True):
+def start_training(
+    model_dir, data_dir, log_file, config_path=SMOKE, resume=False, deterministic=True
+):
     log = open(log_file, "ab")
-    process = subprocess.Popen(train_command(model_dir, data_dir, config_path, resume),
-                               cwd=ROOT, env=_env(deterministic), stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        train_command(model_dir, data_dir, config_path, resume),
+        cwd=ROOT,
+        env=_env(deterministic),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     process.log = log
     return process
 
@@ -105,20 +121,22 @@ def finish(process, timeout_s):
 
 def log_path(model_dir):
     """The training log of ``model_dir``, kept beside it (all its processes append)."""
-    return os.path.join(os.path.dirname(os.path.abspath(model_dir)),
-                        os.path.basename(model_dir) + ".log")
+    return os.path.join(
+        os.path.dirname(os.path.abspath(model_dir)), os.path.basename(model_dir) + ".log"
+    )
 
 
-def run_uninterrupted(model_dir, data_dir, config_path=SMOKE, timeout_s=600,
-                      deterministic=True):
+def run_uninterrupted(model_dir, data_dir, config_path=SMOKE, timeout_s=600, deterministic=True):
     """Train to the end in one process; returns its exit status."""
-    process = start_training(model_dir, data_dir, log_path(model_dir), config_path,
-                             deterministic=deterministic)
+    process = start_training(
+        model_dir, data_dir, log_path(model_dir), config_path, deterministic=deterministic
+    )
     return finish(process, timeout_s)
 
 
-def run_with_kills(model_dir, data_dir, kill_points, config_path=SMOKE, timeout_s=600,
-                   deterministic=True):
+def run_with_kills(
+    model_dir, data_dir, kill_points, config_path=SMOKE, timeout_s=600, deterministic=True
+):
     """Train, SIGKILLing the run at each of ``kill_points`` and resuming after each.
 
     Returns a list of dicts, one per process: ``level`` and ``delay_s`` of its kill point
@@ -132,8 +150,14 @@ def run_with_kills(model_dir, data_dir, kill_points, config_path=SMOKE, timeout_
     for index, point in enumerate(list(kill_points) + [None]):
         started = time.monotonic()
         start = progress(read_state(model_dir), steps)
-        process = start_training(model_dir, data_dir, log_path(model_dir), config_path,
-                                 resume=index > 0, deterministic=deterministic)
+        process = start_training(
+            model_dir,
+            data_dir,
+            log_path(model_dir),
+            config_path,
+            resume=index > 0,
+            deterministic=deterministic,
+        )
         killed = False
         if point is not None:
             level, delay_s = point
@@ -147,11 +171,18 @@ def run_with_kills(model_dir, data_dir, kill_points, config_path=SMOKE, timeout_
                 time.sleep(POLL_S)
         returncode = finish(process, max(1.0, deadline - time.monotonic()))
         state = read_state(model_dir)
-        history.append({"level": None if point is None else point[0],
-                        "delay_s": None if point is None else point[1],
-                        "start": start, "end": progress(state, steps), "at": position(state),
-                        "killed": killed, "returncode": returncode,
-                        "seconds": time.monotonic() - started})
+        history.append(
+            {
+                "level": None if point is None else point[0],
+                "delay_s": None if point is None else point[1],
+                "start": start,
+                "end": progress(state, steps),
+                "at": position(state),
+                "killed": killed,
+                "returncode": returncode,
+                "seconds": time.monotonic() - started,
+            }
+        )
     return history
 
 
@@ -159,8 +190,11 @@ def read_weights(path):
     """{dataset path: array} of every tensor in a Keras ``.weights.h5`` file."""
     tensors = {}
     with h5py.File(path, "r") as handle:
-        handle.visititems(lambda name, item: tensors.__setitem__(name, item[()])
-                          if isinstance(item, h5py.Dataset) else None)
+        handle.visititems(
+            lambda name, item: (
+                tensors.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+            )
+        )
     return tensors
 
 
@@ -169,8 +203,14 @@ def compare_weights(path_a, path_b):
     a, b = read_weights(path_a), read_weights(path_b)
     if a.keys() != b.keys():
         return False, float("inf"), len(a)
-    worst = max((float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
-                 if a[k].size else 0.0) for k in a)
+    worst = max(
+        (
+            float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
+            if a[k].size
+            else 0.0
+        )
+        for k in a
+    )
     identical = all(a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a)
     return identical, worst, len(a)
 
@@ -179,6 +219,7 @@ def loss_history(model_dir):
     """{stage: [(step, loss)]} from the run's ``losses.jsonl`` files (a step repeated
     after a kill counts once, its later value)."""
     from tf_frcnn.training.loop import read_history
+
     log_dir = os.path.join(model_dir, "logs")
     return {stage: read_history(log_dir, stage) for stage in STAGES}
 
@@ -187,6 +228,7 @@ def generate_data(data_dir, config_path=SMOKE):
     """Generate the smoke config's synthetic dataset once, before any subprocess runs."""
     from tf_frcnn import load_config
     from tf_frcnn.training import inputs
+
     config = load_config(config_path)
     config.data.data_dir = data_dir
     for split in (config.data.train_split, config.data.eval_split):

@@ -42,7 +42,12 @@ class Env:
     """What a check gets: a tmp dir, pytest's capsys and monkeypatch, and lazy fixtures."""
 
     def __init__(self, request, tmp_path, capsys, monkeypatch):
-        self.request, self.tmp, self.capsys, self.monkeypatch = request, tmp_path, capsys, monkeypatch
+        self.request, self.tmp, self.capsys, self.monkeypatch = (
+            request,
+            tmp_path,
+            capsys,
+            monkeypatch,
+        )
 
     def fixture(self, name):
         return self.request.getfixturevalue(name)
@@ -70,8 +75,9 @@ class Env:
         config): a one-line error and nothing trained. Unless ``reaches_trainer``, the
         error must come before the trainer is even called."""
         if isinstance(config, dict):
-            config = yaml.safe_dump(_merged(yaml.safe_load(pathlib.Path(SMOKE).read_text()),
-                                            config))
+            config = yaml.safe_dump(
+                _merged(yaml.safe_load(pathlib.Path(SMOKE).read_text()), config)
+            )
         path = self.write("bad.yaml", config)
         if not reaches_trainer:
             import tf_frcnn.training
@@ -81,8 +87,15 @@ class Env:
 
             self.monkeypatch.setattr(tf_frcnn.training, "train", train)
         model_dir = self.tmp / "model"
-        argv = ["train", "--config", path, "--model-dir", str(model_dir),
-                "--data-dir", data_dir or str(self.tmp / "tfds")]
+        argv = [
+            "train",
+            "--config",
+            path,
+            "--model-dir",
+            str(model_dir),
+            "--data-dir",
+            data_dir or str(self.tmp / "tfds"),
+        ]
         line = self.cli_error(argv, *needles)
         assert not (model_dir / "state.json").exists()
         return line
@@ -90,7 +103,7 @@ class Env:
 
 def _merged(base, override):
     for key, value in override.items():
-        base[key] = (_merged(base.get(key) or {}, value) if isinstance(value, dict) else value)
+        base[key] = _merged(base.get(key) or {}, value) if isinstance(value, dict) else value
     return base
 
 
@@ -108,16 +121,22 @@ def voc_dir(root, ids=("a",), xml=None):
     (root / "Annotations").mkdir(exist_ok=True)
     for image_id in ids:
         jpeg(root / "JPEGImages" / f"{image_id}.jpg")
-        (root / "Annotations" / f"{image_id}.xml").write_text(xml if xml is not None else (
-            "<annotation><size><width>40</width><height>30</height></size><object><name>cat"
-            "</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>20</ymax>"
-            "</bndbox></object></annotation>"))
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            xml
+            if xml is not None
+            else (
+                "<annotation><size><width>40</width><height>30</height></size><object><name>cat"
+                "</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>20</ymax>"
+                "</bndbox></object></annotation>"
+            )
+        )
     return root
 
 
 def voc_split(root, name, ids):
     (pathlib.Path(root) / "ImageSets" / "Main" / f"{name}.txt").write_text(
-        "".join(f"{i}\n" for i in ids))
+        "".join(f"{i}\n" for i in ids)
+    )
     return name
 
 
@@ -125,8 +144,11 @@ def coco_files(tmp, images, annotations=()):
     image_dir = tmp / "coco" / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     jpeg(image_dir / "ok.jpg")
-    content = {"images": list(images), "annotations": list(annotations),
-               "categories": [{"id": 1, "name": "cat"}]}
+    content = {
+        "images": list(images),
+        "annotations": list(annotations),
+        "categories": [{"id": 1, "name": "cat"}],
+    }
     path = tmp / "coco" / "instances.json"
     path.write_text(json.dumps(content))
     return path, image_dir
@@ -169,8 +191,9 @@ def unknown_choice(env):
 
 def yaml_python_tag(env):
     pwned = env.tmp / "pwned"
-    env.train_error(f'model: !!python/object/apply:os.system ["touch {pwned}"]\n',
-                    "invalid YAML", "bad.yaml")
+    env.train_error(
+        f'model: !!python/object/apply:os.system ["touch {pwned}"]\n', "invalid YAML", "bad.yaml"
+    )
     assert not pwned.exists()
 
 
@@ -179,15 +202,22 @@ def yaml_not_a_mapping(env):
 
 
 def num_classes_mismatch(env):
-    env.train_error({"model": {"num_classes": 3}}, "model.num_classes", "4 classes",
-                    data_dir=env.fixture("smoke_data_dir"), reaches_trainer=True)
+    env.train_error(
+        {"model": {"num_classes": 3}},
+        "model.num_classes",
+        "4 classes",
+        data_dir=env.fixture("smoke_data_dir"),
+        reaches_trainer=True,
+    )
 
 
 # -- checks: model directories ---------------------------------------------------------------
 def model_dir_is_a_file(env):
     model_dir = env.write("model", "not a directory")
-    env.cli_error(["train", "--config", SMOKE, "--model-dir", model_dir],
-                  f"model dir {model_dir} is not writable")
+    env.cli_error(
+        ["train", "--config", SMOKE, "--model-dir", model_dir],
+        f"model dir {model_dir} is not writable",
+    )
 
 
 def model_dir_unwritable(env):
@@ -200,8 +230,10 @@ def model_dir_unwritable(env):
         # chmod does not stop root: a path under a regular file cannot be written by anyone.
         model_dir = os.path.join(env.write("plainfile", "x"), "model")
     try:
-        env.cli_error(["train", "--config", SMOKE, "--model-dir", model_dir],
-                      f"model dir {model_dir} is not writable")
+        env.cli_error(
+            ["train", "--config", SMOKE, "--model-dir", model_dir],
+            f"model dir {model_dir} is not writable",
+        )
     finally:
         if os.geteuid() != 0:
             parent.chmod(0o700)
@@ -215,34 +247,63 @@ def disk_full(env):
 
     env.monkeypatch.setattr(state, "atomic_write_text", full)
     model_dir = str(env.tmp / "model")
-    env.cli_error(["train", "--config", SMOKE, "--model-dir", model_dir,
-                   "--data-dir", str(env.tmp / "tfds")], "No space left on device", model_dir)
+    env.cli_error(
+        ["train", "--config", SMOKE, "--model-dir", model_dir, "--data-dir", str(env.tmp / "tfds")],
+        "No space left on device",
+        model_dir,
+    )
 
 
 def damaged_state(env):
     model_dir = env.tmp / "model"
     model_dir.mkdir()
     (model_dir / "state.json").write_text('{"schedule": "alternat')
-    env.cli_error(["train", "--config", SMOKE, "--model-dir", str(model_dir),
-                   "--data-dir", str(env.tmp / "tfds"), "--resume"],
-                  str(model_dir / "state.json"), "damaged")
+    env.cli_error(
+        [
+            "train",
+            "--config",
+            SMOKE,
+            "--model-dir",
+            str(model_dir),
+            "--data-dir",
+            str(env.tmp / "tfds"),
+            "--resume",
+        ],
+        str(model_dir / "state.json"),
+        "damaged",
+    )
 
 
 def finished_without_final_weights(env):
     model_dir = env.fixture("trained_dir")
     os.remove(model_dir / "final.weights.h5")
-    assert main(["train", "--config", SMOKE, "--model-dir", str(model_dir),
-                 "--data-dir", env.fixture("smoke_data_dir"), "--resume"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                SMOKE,
+                "--model-dir",
+                str(model_dir),
+                "--data-dir",
+                env.fixture("smoke_data_dir"),
+                "--resume",
+            ]
+        )
+        == 0
+    )
     assert (model_dir / "final.weights.h5").exists()
 
 
 def torn_loss_log(env):
     from tf_frcnn.training.loop import read_history
+
     log_dir = env.tmp / "logs"
     log_dir.mkdir()
     (log_dir / "rpn1.losses.jsonl").write_text(
-        '{"step": 1, "loss": 2.0}\n{"step": 2, "lo'        # killed in the middle of a flush
-        '{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.0}\n')   # the resumed run's rows
+        '{"step": 1, "loss": 2.0}\n{"step": 2, "lo'  # killed in the middle of a flush
+        '{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.0}\n'
+    )  # the resumed run's rows
     assert read_history(str(log_dir), "rpn1") == [(1, 2.0), (2, 1.5), (3, 1.0)]
 
 
@@ -250,16 +311,26 @@ def torn_loss_log(env):
 def voc_id_climbing_out(env):
     root = voc_dir(env.tmp / "VOC")
     split = voc_split(root, "evil", ["a", "../../etc/passwd"])
-    data_error(lambda: voc_dataset(root, split, class_names=["cat"]),
-               "'../../etc/passwd'", "'evil'", "outside")
+    data_error(
+        lambda: voc_dataset(root, split, class_names=["cat"]),
+        "'../../etc/passwd'",
+        "'evil'",
+        "outside",
+    )
 
 
 def voc_id_climbing_out_cli(env):
     root = voc_dir(env.tmp / "VOC")
     voc_split(root, "evil", ["../JPEGImages/a"])
-    env.train_error({"model": {"num_classes": 1, "class_names": ["cat"]},
-                     "data": {"source": "voc", "root": str(root), "train_split": "evil"}},
-                    "'../JPEGImages/a'", "outside", reaches_trainer=True)
+    env.train_error(
+        {
+            "model": {"num_classes": 1, "class_names": ["cat"]},
+            "data": {"source": "voc", "root": str(root), "train_split": "evil"},
+        },
+        "'../JPEGImages/a'",
+        "outside",
+        reaches_trainer=True,
+    )
 
 
 def voc_absolute_id(env):
@@ -271,9 +342,8 @@ def voc_absolute_id(env):
 
 def coco_file_name_climbing_out(env):
     path, image_dir = coco_files(env.tmp, [{"id": 1, "file_name": "../outside.jpg"}])
-    jpeg(image_dir.parent / "outside.jpg")     # it exists: the refusal is not a "not found"
-    data_error(lambda: coco_dataset(path, image_dir), "'../outside.jpg'", "image id 1",
-               "outside")
+    jpeg(image_dir.parent / "outside.jpg")  # it exists: the refusal is not a "not found"
+    data_error(lambda: coco_dataset(path, image_dir), "'../outside.jpg'", "image id 1", "outside")
 
 
 def coco_absolute_file_name(env):
@@ -294,30 +364,42 @@ def coco_invalid_json(env):
 
 def coco_malformed_bbox(env):
     path, image_dir = coco_files(
-        env.tmp, [{"id": 1, "file_name": "ok.jpg"}],
-        [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}])
+        env.tmp,
+        [{"id": 1, "file_name": "ok.jpg"}],
+        [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}],
+    )
     data_error(lambda: coco_dataset(path, image_dir), "annotation 5", "bbox [1, 2, 3]")
 
 
 def voc_empty_xml(env):
     root = voc_dir(env.tmp / "VOC", xml="")
-    data_error(lambda: voc_dataset(root, voc_split(root, "s", ["a"]), class_names=["cat"]),
-               "cannot parse VOC annotation", "a.xml")
+    data_error(
+        lambda: voc_dataset(root, voc_split(root, "s", ["a"]), class_names=["cat"]),
+        "cannot parse VOC annotation",
+        "a.xml",
+    )
 
 
 def voc_non_numeric_coordinate(env):
-    xml = ("<annotation><object><name>cat</name><bndbox><xmin>2</xmin><ymin>two</ymin>"
-           "<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>")
+    xml = (
+        "<annotation><object><name>cat</name><bndbox><xmin>2</xmin><ymin>two</ymin>"
+        "<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
     root = voc_dir(env.tmp / "VOC", xml=xml)
-    data_error(lambda: voc_dataset(root, voc_split(root, "s", ["a"]), class_names=["cat"]),
-               "a.xml", "'two' is not a number")
+    data_error(
+        lambda: voc_dataset(root, voc_split(root, "s", ["a"]), class_names=["cat"]),
+        "a.xml",
+        "'two' is not a number",
+    )
 
 
 def voc_nan_coordinate(env):
-    xml = ("<annotation><size><width>40</width><height>30</height></size>"
-           "<object><name>cat</name><bndbox><xmin>nan</xmin><ymin>2</ymin><xmax>9</xmax>"
-           "<ymax>9</ymax></bndbox></object><object><name>cat</name><bndbox><xmin>2</xmin>"
-           "<ymin>2</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>")
+    xml = (
+        "<annotation><size><width>40</width><height>30</height></size>"
+        "<object><name>cat</name><bndbox><xmin>nan</xmin><ymin>2</ymin><xmax>9</xmax>"
+        "<ymax>9</ymax></bndbox></object><object><name>cat</name><bndbox><xmin>2</xmin>"
+        "<ymin>2</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
     root = voc_dir(env.tmp / "VOC", xml=xml)
     with pytest.warns(DataWarning, match=r"voc_dataset\(.*dropped 1 boxes"):
         dataset = voc_dataset(root, voc_split(root, "s", ["a"]), class_names=["cat"])
@@ -338,9 +420,15 @@ def yolo_dir(root, rows):
 
 def yolo_class_out_of_range_cli(env):
     root = yolo_dir(env.tmp / "yolo", ["0 0.5 0.5 0.2 0.2", "1 0.5 0.5 0.2 0.2"])
-    env.train_error({"model": {"num_classes": 1, "class_names": None},
-                     "data": {"source": "yolo", "root": str(root)}},
-                    "a.txt:2", "class index 1 is outside 0..0", reaches_trainer=True)
+    env.train_error(
+        {
+            "model": {"num_classes": 1, "class_names": None},
+            "data": {"source": "yolo", "root": str(root)},
+        },
+        "a.txt:2",
+        "class index 1 is outside 0..0",
+        reaches_trainer=True,
+    )
 
 
 def csv_eval_class_unknown_to_training(env):
@@ -348,24 +436,42 @@ def csv_eval_class_unknown_to_training(env):
     jpeg(images / "a.jpg")
     train = env.write("train.csv", "a.jpg,1,1,20,20,cat\n")
     test = env.write("test.csv", "a.jpg,1,1,20,20,cat\na.jpg,2,2,9,9,dog\n")
-    config = env.write("csv.yaml", yaml.safe_dump(_merged(
-        yaml.safe_load(pathlib.Path(SMOKE).read_text()),
-        {"model": {"num_classes": 1, "class_names": None},
-         "data": {"source": "csv", "root": str(images), "annotations": train,
-                  "eval_annotations": test}})))
+    config = env.write(
+        "csv.yaml",
+        yaml.safe_dump(
+            _merged(
+                yaml.safe_load(pathlib.Path(SMOKE).read_text()),
+                {
+                    "model": {"num_classes": 1, "class_names": None},
+                    "data": {
+                        "source": "csv",
+                        "root": str(images),
+                        "annotations": train,
+                        "eval_annotations": test,
+                    },
+                },
+            )
+        ),
+    )
     from tf_frcnn.config import load_config
     from tf_frcnn.training import inputs
 
     records, names = inputs.source(load_config(config), "train")
     assert names == ["cat"] and len(list(records.as_numpy_iterator())) == 1
-    data_error(lambda: inputs.source(load_config(config), "test"),
-               "test.csv:2", "unknown class 'dog'")
+    data_error(
+        lambda: inputs.source(load_config(config), "test"), "test.csv:2", "unknown class 'dog'"
+    )
 
 
 def csv_without_annotations_cli(env):
-    env.train_error({"model": {"num_classes": 1, "class_names": ["cat"]},
-                     "data": {"source": "csv", "root": str(env.tmp)}},
-                    "'data.annotations' must be set", reaches_trainer=True)
+    env.train_error(
+        {
+            "model": {"num_classes": 1, "class_names": ["cat"]},
+            "data": {"source": "csv", "root": str(env.tmp)},
+        },
+        "'data.annotations' must be set",
+        reaches_trainer=True,
+    )
 
 
 # -- checks: command line and predict -------------------------------------------------------
@@ -373,24 +479,36 @@ def predict_on_a_training_dir(env):
     model_dir = env.tmp / "run"
     model_dir.mkdir()
     jpeg(env.tmp / "x.jpg")
-    env.cli_error(["predict", "--model", str(model_dir), str(env.tmp / "x.jpg"),
-                   "--out", str(env.tmp / "preds")], str(model_dir), "saved_model.pb")
+    env.cli_error(
+        [
+            "predict",
+            "--model",
+            str(model_dir),
+            str(env.tmp / "x.jpg"),
+            "--out",
+            str(env.tmp / "preds"),
+        ],
+        str(model_dir),
+        "saved_model.pb",
+    )
 
 
 def predict_out_is_a_file(env):
     import tf_frcnn.export as export
 
     def predictor(image):
-        return {"num_detections": 0, "detection_boxes": np.zeros([0, 4], np.float32),
-                "detection_classes": np.zeros([0], np.int32),
-                "detection_scores": np.zeros([0], np.float32)}
+        return {
+            "num_detections": 0,
+            "detection_boxes": np.zeros([0, 4], np.float32),
+            "detection_classes": np.zeros([0], np.int32),
+            "detection_scores": np.zeros([0], np.float32),
+        }
 
     env.monkeypatch.setattr(export, "load_predictor", lambda path: predictor)
     env.monkeypatch.setattr(export, "read_labels", lambda path: ["cat"])
     out = env.write("preds", "a file where the output directory should be")
     jpeg(env.tmp / "x.jpg")
-    env.cli_error(["predict", "--model", str(env.tmp), str(env.tmp / "x.jpg"), "--out", out],
-                  out)
+    env.cli_error(["predict", "--model", str(env.tmp), str(env.tmp / "x.jpg"), "--out", out], out)
 
 
 def export_out_under_a_file(env):
@@ -400,176 +518,453 @@ def export_out_under_a_file(env):
 
 
 # -- the table --------------------------------------------------------------------------------
-GAP_CONFIG = ("config.py `_validate`: check every size and count is > 0 (rpn.min_size >= 0, "
-              "model.anchor_base_size, anchor_scales, anchor_ratios, data.image_size, pad_to, "
-              "train.checkpoint_every, ...)")
-GAP_OSERROR = ("cli.py `main`: catch OSError after FileNotFoundError and print "
-               "`error: {strerror}: {filename}` (exit 2)")
+GAP_CONFIG = (
+    "config.py `_validate`: check every size and count is > 0 (rpn.min_size >= 0, "
+    "model.anchor_base_size, anchor_scales, anchor_ratios, data.image_size, pad_to, "
+    "train.checkpoint_every, ...)"
+)
+GAP_OSERROR = (
+    "cli.py `main`: catch OSError after FileNotFoundError and print "
+    "`error: {strerror}: {filename}` (exit 2)"
+)
 
 CORPUS = [
     # configs
-    Case("unknown config key", "config", "`model: {anchor_sizes: [1, 2]}`",
-         "error naming `model.anchor_sizes` and the file", "tests/test_cli.py::test_unknown_config_key"),
-    Case("IoU threshold outside [0, 1]", "config", "`rpn: {positive_iou: 1.5}`",
-         "error naming `rpn.positive_iou`", "tests/test_cli.py::test_out_of_range_config_value"),
-    Case("fg fraction > 1", "config", "`roi: {fg_fraction: 1.5}`",
-         "error naming `roi.fg_fraction` and the file, before training", fg_fraction_above_one),
-    Case("negative image size", "config", "`data: {min_size: -600}`",
-         "error naming `data.min_size`, before training", negative_image_size),
-    Case("negative proposal size", "config", "`rpn: {min_size: -16}`",
-         "error naming `rpn.min_size`, before training", negative_proposal_min_size),
-    Case("negative anchor size", "config", "`model: {anchor_base_size: -16}`",
-         "error naming `model.anchor_base_size`, before training", negative_anchor_size),
-    Case("value of the wrong type", "config", "`data: {batch_size: two}`",
-         "error naming `data.batch_size`, before training", wrong_value_type),
-    Case("unknown choice", "config", "`data: {source: imagenet}`",
-         "error naming `data.source`, before training", unknown_choice),
-    Case("invalid YAML", "config", "`model: [unclosed`", "error: invalid YAML, line and column",
-         "tests/test_cli.py::test_invalid_yaml"),
-    Case("YAML with a Python object tag", "config",
-         "`model: !!python/object/apply:os.system [...]`",
-         "error: invalid YAML (safe loader); the command never runs", yaml_python_tag),
-    Case("top level not a mapping", "config", "`- model`", "error naming the file",
-         yaml_not_a_mapping),
-    Case("missing config file", "config", "`--config nope.yaml`", "error naming the path",
-         "tests/test_cli.py::test_missing_config_file"),
-    Case("num_classes disagrees with the dataset", "config", "smoke config, `num_classes: 3`",
-         "error naming `model.num_classes`, before training", num_classes_mismatch),
+    Case(
+        "unknown config key",
+        "config",
+        "`model: {anchor_sizes: [1, 2]}`",
+        "error naming `model.anchor_sizes` and the file",
+        "tests/test_cli.py::test_unknown_config_key",
+    ),
+    Case(
+        "IoU threshold outside [0, 1]",
+        "config",
+        "`rpn: {positive_iou: 1.5}`",
+        "error naming `rpn.positive_iou`",
+        "tests/test_cli.py::test_out_of_range_config_value",
+    ),
+    Case(
+        "fg fraction > 1",
+        "config",
+        "`roi: {fg_fraction: 1.5}`",
+        "error naming `roi.fg_fraction` and the file, before training",
+        fg_fraction_above_one,
+    ),
+    Case(
+        "negative image size",
+        "config",
+        "`data: {min_size: -600}`",
+        "error naming `data.min_size`, before training",
+        negative_image_size,
+    ),
+    Case(
+        "negative proposal size",
+        "config",
+        "`rpn: {min_size: -16}`",
+        "error naming `rpn.min_size`, before training",
+        negative_proposal_min_size,
+    ),
+    Case(
+        "negative anchor size",
+        "config",
+        "`model: {anchor_base_size: -16}`",
+        "error naming `model.anchor_base_size`, before training",
+        negative_anchor_size,
+    ),
+    Case(
+        "value of the wrong type",
+        "config",
+        "`data: {batch_size: two}`",
+        "error naming `data.batch_size`, before training",
+        wrong_value_type,
+    ),
+    Case(
+        "unknown choice",
+        "config",
+        "`data: {source: imagenet}`",
+        "error naming `data.source`, before training",
+        unknown_choice,
+    ),
+    Case(
+        "invalid YAML",
+        "config",
+        "`model: [unclosed`",
+        "error: invalid YAML, line and column",
+        "tests/test_cli.py::test_invalid_yaml",
+    ),
+    Case(
+        "YAML with a Python object tag",
+        "config",
+        "`model: !!python/object/apply:os.system [...]`",
+        "error: invalid YAML (safe loader); the command never runs",
+        yaml_python_tag,
+    ),
+    Case(
+        "top level not a mapping",
+        "config",
+        "`- model`",
+        "error naming the file",
+        yaml_not_a_mapping,
+    ),
+    Case(
+        "missing config file",
+        "config",
+        "`--config nope.yaml`",
+        "error naming the path",
+        "tests/test_cli.py::test_missing_config_file",
+    ),
+    Case(
+        "num_classes disagrees with the dataset",
+        "config",
+        "smoke config, `num_classes: 3`",
+        "error naming `model.num_classes`, before training",
+        num_classes_mismatch,
+    ),
     # model directories
-    Case("model dir is a file", "model dir", "`--model-dir` names a regular file",
-         "error: model dir ... is not writable", model_dir_is_a_file),
-    Case("unwritable model dir", "model dir",
-         "read-only dir (non-root) or a path under a regular file (root)",
-         "error: model dir ... is not writable, before training", model_dir_unwritable),
-    Case("disk full", "model dir", "ENOSPC on the first write into the model dir",
-         "error: No space left on device, naming the file", disk_full),
-    Case("damaged state.json", "model dir", "`--resume` with a truncated state.json",
-         "error naming state.json: restore it or train afresh", damaged_state),
-    Case("killed after the last stage, before final.weights.h5", "model dir",
-         "finished state.json, no final.weights.h5, `--resume`",
-         "resume writes final.weights.h5 from the last stage", finished_without_final_weights),
-    Case("killed while appending losses.jsonl", "model dir",
-         "a torn row (a flush over 8 KB is several writes)",
-         "the torn row is skipped; the resumed run's rows win", torn_loss_log),
-    Case("SIGKILL at any moment of training", "training", "kills in 3 stages, then --resume",
-         "finishes all four stages; final weights bit-identical to an uninterrupted run",
-         "tests/reliability/test_fault_injection.py::"
-         "test_final_weights_equal_the_uninterrupted_run_bit_for_bit"),
-    Case("NaN loss", "training", "NaN images from step 5",
-         "error naming stage and step; last good checkpoint kept",
-         "tests/training/test_failures.py::"
-         "test_nan_in_a_run_names_stage_and_step_and_keeps_last_checkpoint"),
+    Case(
+        "model dir is a file",
+        "model dir",
+        "`--model-dir` names a regular file",
+        "error: model dir ... is not writable",
+        model_dir_is_a_file,
+    ),
+    Case(
+        "unwritable model dir",
+        "model dir",
+        "read-only dir (non-root) or a path under a regular file (root)",
+        "error: model dir ... is not writable, before training",
+        model_dir_unwritable,
+    ),
+    Case(
+        "disk full",
+        "model dir",
+        "ENOSPC on the first write into the model dir",
+        "error: No space left on device, naming the file",
+        disk_full,
+    ),
+    Case(
+        "damaged state.json",
+        "model dir",
+        "`--resume` with a truncated state.json",
+        "error naming state.json: restore it or train afresh",
+        damaged_state,
+    ),
+    Case(
+        "killed after the last stage, before final.weights.h5",
+        "model dir",
+        "finished state.json, no final.weights.h5, `--resume`",
+        "resume writes final.weights.h5 from the last stage",
+        finished_without_final_weights,
+    ),
+    Case(
+        "killed while appending losses.jsonl",
+        "model dir",
+        "a torn row (a flush over 8 KB is several writes)",
+        "the torn row is skipped; the resumed run's rows win",
+        torn_loss_log,
+    ),
+    Case(
+        "SIGKILL at any moment of training",
+        "training",
+        "kills in 3 stages, then --resume",
+        "finishes all four stages; final weights bit-identical to an uninterrupted run",
+        "tests/reliability/test_fault_injection.py::"
+        "test_final_weights_equal_the_uninterrupted_run_bit_for_bit",
+    ),
+    Case(
+        "NaN loss",
+        "training",
+        "NaN images from step 5",
+        "error naming stage and step; last good checkpoint kept",
+        "tests/training/test_failures.py::"
+        "test_nan_in_a_run_names_stage_and_step_and_keeps_last_checkpoint",
+    ),
     # datasets
-    Case("VOC id climbing out of the root", "dataset", "split lists `../../etc/passwd`",
-         "error naming the id and split: refused", voc_id_climbing_out),
-    Case("VOC id climbing out, via tf-frcnn train", "dataset", "split lists `../JPEGImages/a`",
-         "one-line error naming the id, before training", voc_id_climbing_out_cli),
-    Case("VOC absolute id", "dataset", "split lists `/abs/path/Annotations/b`",
-         "error naming the id: refused", voc_absolute_id),
-    Case("COCO file_name climbing out", "dataset", "`file_name: ../outside.jpg` (which exists)",
-         "error naming file_name and image id: refused", coco_file_name_climbing_out),
-    Case("COCO absolute file_name", "dataset", "`file_name: /abs/x.jpg`",
-         "error naming file_name and image id: refused", coco_absolute_file_name),
-    Case("COCO image without file_name", "dataset", "`{id: 3}`",
-         "error naming image id 3", coco_missing_file_name),
-    Case("COCO invalid JSON", "dataset", "`{\"images\": [`", "error naming the file",
-         coco_invalid_json),
-    Case("COCO malformed bbox", "dataset", "`bbox: [1, 2, 3]`",
-         "error naming the annotation id and bbox", coco_malformed_bbox),
-    Case("COCO unknown category", "dataset", "`category_id: 99`",
-         "error naming the category id",
-         "tests/data/test_coco.py::test_undeclared_category_or_image_and_missing_files_are_errors"),
-    Case("VOC unknown class", "dataset", "`<name>unicorn</name>`",
-         "error naming the class and file",
-         "tests/data/test_voc.py::test_missing_files_and_unknown_class_are_errors_naming_them"),
-    Case("VOC missing annotation", "dataset", "id without Annotations/{id}.xml",
-         "error naming the file",
-         "tests/data/test_voc.py::test_missing_files_and_unknown_class_are_errors_naming_them"),
-    Case("zero-size XML", "dataset", "empty Annotations/a.xml",
-         "error naming the file: cannot parse", voc_empty_xml),
-    Case("non-numeric coordinate", "dataset", "`<ymin>two</ymin>`",
-         "error naming the file and value", voc_non_numeric_coordinate),
-    Case("NaN coordinate", "dataset", "`<xmin>nan</xmin>`",
-         "skip: box dropped, one DataWarning naming the dataset", voc_nan_coordinate),
-    Case("box outside the image, xmin > xmax", "dataset", "boxes past the border, inverted",
-         "skip: clipped or dropped, one DataWarning with counts",
-         "tests/data/test_voc.py::test_bad_boxes_are_clipped_or_dropped_with_one_warning"),
-    Case("truncated or corrupt JPEG", "dataset", "half a JPEG; text named .jpg",
-         "skip with a DataWarning naming the file (strict: error)",
-         "tests/data/test_voc.py::test_corrupt_and_truncated_images_are_skipped_with_a_warning"),
-    Case("empty split", "dataset", "empty ImageSets/Main/s.txt",
-         "error naming the split file", "tests/data/test_voc.py::test_empty_or_missing_split_is_an_error"),
-    Case("YOLO empty label file", "dataset", "empty labels/a.txt",
-         "valid: a background image (no objects)",
-         "tests/data/test_yolo.py::test_reads_both_layouts_with_exact_counts_and_backgrounds"),
-    Case("YOLO image without a label file", "dataset", "images/a.jpg, no labels/a.txt",
-         "background image (the Ultralytics convention), counted in one DataWarning",
-         "tests/data/test_yolo.py::test_reads_both_layouts_with_exact_counts_and_backgrounds"),
-    Case("YOLO class index out of range", "dataset", "`1 0.5 0.5 0.2 0.2` with 1 class name",
-         "error naming the label file and line", "tests/data/test_yolo.py::"
-         "test_bad_rows_are_errors_naming_file_and_line"),
-    Case("YOLO class index out of range, via tf-frcnn train", "dataset",
-         "data.yaml names 1 class, a row of class 1", "one-line error naming `a.txt:2`",
-         yolo_class_out_of_range_cli),
-    Case("YOLO malformed row", "dataset", "`0 0.5 0.5 0.1`, `cat 0.5 ...`, a polygon row",
-         "error naming the label file and line", "tests/data/test_yolo.py::"
-         "test_bad_rows_are_errors_naming_file_and_line"),
-    Case("YOLO zero-size or outside box", "dataset", "`w = 0`, `cx = 0.9, w = 0.4`",
-         "skip: dropped or clipped, one DataWarning with counts", "tests/data/test_yolo.py::"
-         "test_zero_size_dropped_and_outside_clipped_in_one_warning"),
-    Case("YOLO missing image", "dataset", "labels/gone.txt without images/gone.*",
-         "error naming the label file and the image looked for",
-         "tests/data/test_yolo.py::test_label_without_image_names_the_missing_image"),
-    Case("YOLO split or data.yaml broken", "dataset",
-         "no train/images, no labels/, `nc` disagreeing with `names`",
-         "error naming the directory or data.yaml", "tests/data/test_yolo.py::"
-         "test_missing_split_labels_dir_or_images_are_errors"),
-    Case("CSV unknown class", "dataset", "eval table names `dog`, the training table only `cat`",
-         "error naming the table, line and class", csv_eval_class_unknown_to_training),
-    Case("CSV non-numeric coordinate or malformed row", "dataset",
-         "`a.jpg,0,zero,20,15,dog`, 5 fields, a partly empty row",
-         "error naming the table and line", "tests/data/test_csv.py::"
-         "test_bad_rows_are_errors_naming_file_and_line"),
-    Case("CSV xmin > xmax, zero-size or outside box", "dataset", "`a.jpg,20,5,10,15,dog`",
-         "skip: dropped or clipped, one DataWarning with counts", "tests/data/test_csv.py::"
-         "test_bad_boxes_are_dropped_or_clipped_in_one_warning"),
-    Case("CSV missing image or path climbing out", "dataset",
-         "`missing.jpg,...`, `../outside.jpg,...`", "error naming the table, line and path",
-         "tests/data/test_csv.py::test_bad_rows_are_errors_naming_file_and_line"),
-    Case("CSV empty split", "dataset", "no rows, or only the header",
-         "error naming the table",
-         "tests/data/test_csv.py::test_empty_or_missing_table_is_an_error"),
-    Case("CSV source without its table", "config", "`data: {source: csv}`, no `annotations`",
-         "one-line error naming `data.annotations`", csv_without_annotations_cli),
+    Case(
+        "VOC id climbing out of the root",
+        "dataset",
+        "split lists `../../etc/passwd`",
+        "error naming the id and split: refused",
+        voc_id_climbing_out,
+    ),
+    Case(
+        "VOC id climbing out, via tf-frcnn train",
+        "dataset",
+        "split lists `../JPEGImages/a`",
+        "one-line error naming the id, before training",
+        voc_id_climbing_out_cli,
+    ),
+    Case(
+        "VOC absolute id",
+        "dataset",
+        "split lists `/abs/path/Annotations/b`",
+        "error naming the id: refused",
+        voc_absolute_id,
+    ),
+    Case(
+        "COCO file_name climbing out",
+        "dataset",
+        "`file_name: ../outside.jpg` (which exists)",
+        "error naming file_name and image id: refused",
+        coco_file_name_climbing_out,
+    ),
+    Case(
+        "COCO absolute file_name",
+        "dataset",
+        "`file_name: /abs/x.jpg`",
+        "error naming file_name and image id: refused",
+        coco_absolute_file_name,
+    ),
+    Case(
+        "COCO image without file_name",
+        "dataset",
+        "`{id: 3}`",
+        "error naming image id 3",
+        coco_missing_file_name,
+    ),
+    Case(
+        "COCO invalid JSON", "dataset", '`{"images": [`', "error naming the file", coco_invalid_json
+    ),
+    Case(
+        "COCO malformed bbox",
+        "dataset",
+        "`bbox: [1, 2, 3]`",
+        "error naming the annotation id and bbox",
+        coco_malformed_bbox,
+    ),
+    Case(
+        "COCO unknown category",
+        "dataset",
+        "`category_id: 99`",
+        "error naming the category id",
+        "tests/data/test_coco.py::test_undeclared_category_or_image_and_missing_files_are_errors",
+    ),
+    Case(
+        "VOC unknown class",
+        "dataset",
+        "`<name>unicorn</name>`",
+        "error naming the class and file",
+        "tests/data/test_voc.py::test_missing_files_and_unknown_class_are_errors_naming_them",
+    ),
+    Case(
+        "VOC missing annotation",
+        "dataset",
+        "id without Annotations/{id}.xml",
+        "error naming the file",
+        "tests/data/test_voc.py::test_missing_files_and_unknown_class_are_errors_naming_them",
+    ),
+    Case(
+        "zero-size XML",
+        "dataset",
+        "empty Annotations/a.xml",
+        "error naming the file: cannot parse",
+        voc_empty_xml,
+    ),
+    Case(
+        "non-numeric coordinate",
+        "dataset",
+        "`<ymin>two</ymin>`",
+        "error naming the file and value",
+        voc_non_numeric_coordinate,
+    ),
+    Case(
+        "NaN coordinate",
+        "dataset",
+        "`<xmin>nan</xmin>`",
+        "skip: box dropped, one DataWarning naming the dataset",
+        voc_nan_coordinate,
+    ),
+    Case(
+        "box outside the image, xmin > xmax",
+        "dataset",
+        "boxes past the border, inverted",
+        "skip: clipped or dropped, one DataWarning with counts",
+        "tests/data/test_voc.py::test_bad_boxes_are_clipped_or_dropped_with_one_warning",
+    ),
+    Case(
+        "truncated or corrupt JPEG",
+        "dataset",
+        "half a JPEG; text named .jpg",
+        "skip with a DataWarning naming the file (strict: error)",
+        "tests/data/test_voc.py::test_corrupt_and_truncated_images_are_skipped_with_a_warning",
+    ),
+    Case(
+        "empty split",
+        "dataset",
+        "empty ImageSets/Main/s.txt",
+        "error naming the split file",
+        "tests/data/test_voc.py::test_empty_or_missing_split_is_an_error",
+    ),
+    Case(
+        "YOLO empty label file",
+        "dataset",
+        "empty labels/a.txt",
+        "valid: a background image (no objects)",
+        "tests/data/test_yolo.py::test_reads_both_layouts_with_exact_counts_and_backgrounds",
+    ),
+    Case(
+        "YOLO image without a label file",
+        "dataset",
+        "images/a.jpg, no labels/a.txt",
+        "background image (the Ultralytics convention), counted in one DataWarning",
+        "tests/data/test_yolo.py::test_reads_both_layouts_with_exact_counts_and_backgrounds",
+    ),
+    Case(
+        "YOLO class index out of range",
+        "dataset",
+        "`1 0.5 0.5 0.2 0.2` with 1 class name",
+        "error naming the label file and line",
+        "tests/data/test_yolo.py::test_bad_rows_are_errors_naming_file_and_line",
+    ),
+    Case(
+        "YOLO class index out of range, via tf-frcnn train",
+        "dataset",
+        "data.yaml names 1 class, a row of class 1",
+        "one-line error naming `a.txt:2`",
+        yolo_class_out_of_range_cli,
+    ),
+    Case(
+        "YOLO malformed row",
+        "dataset",
+        "`0 0.5 0.5 0.1`, `cat 0.5 ...`, a polygon row",
+        "error naming the label file and line",
+        "tests/data/test_yolo.py::test_bad_rows_are_errors_naming_file_and_line",
+    ),
+    Case(
+        "YOLO zero-size or outside box",
+        "dataset",
+        "`w = 0`, `cx = 0.9, w = 0.4`",
+        "skip: dropped or clipped, one DataWarning with counts",
+        "tests/data/test_yolo.py::test_zero_size_dropped_and_outside_clipped_in_one_warning",
+    ),
+    Case(
+        "YOLO missing image",
+        "dataset",
+        "labels/gone.txt without images/gone.*",
+        "error naming the label file and the image looked for",
+        "tests/data/test_yolo.py::test_label_without_image_names_the_missing_image",
+    ),
+    Case(
+        "YOLO split or data.yaml broken",
+        "dataset",
+        "no train/images, no labels/, `nc` disagreeing with `names`",
+        "error naming the directory or data.yaml",
+        "tests/data/test_yolo.py::test_missing_split_labels_dir_or_images_are_errors",
+    ),
+    Case(
+        "CSV unknown class",
+        "dataset",
+        "eval table names `dog`, the training table only `cat`",
+        "error naming the table, line and class",
+        csv_eval_class_unknown_to_training,
+    ),
+    Case(
+        "CSV non-numeric coordinate or malformed row",
+        "dataset",
+        "`a.jpg,0,zero,20,15,dog`, 5 fields, a partly empty row",
+        "error naming the table and line",
+        "tests/data/test_csv.py::test_bad_rows_are_errors_naming_file_and_line",
+    ),
+    Case(
+        "CSV xmin > xmax, zero-size or outside box",
+        "dataset",
+        "`a.jpg,20,5,10,15,dog`",
+        "skip: dropped or clipped, one DataWarning with counts",
+        "tests/data/test_csv.py::test_bad_boxes_are_dropped_or_clipped_in_one_warning",
+    ),
+    Case(
+        "CSV missing image or path climbing out",
+        "dataset",
+        "`missing.jpg,...`, `../outside.jpg,...`",
+        "error naming the table, line and path",
+        "tests/data/test_csv.py::test_bad_rows_are_errors_naming_file_and_line",
+    ),
+    Case(
+        "CSV empty split",
+        "dataset",
+        "no rows, or only the header",
+        "error naming the table",
+        "tests/data/test_csv.py::test_empty_or_missing_table_is_an_error",
+    ),
+    Case(
+        "CSV source without its table",
+        "config",
+        "`data: {source: csv}`, no `annotations`",
+        "one-line error naming `data.annotations`",
+        csv_without_annotations_cli,
+    ),
     # command line, predict, export, serving
-    Case("eval on an untrained dir", "CLI", "`tf-frcnn eval` on an empty dir",
-         "error naming final.weights.h5", "tests/test_cli.py::test_eval_without_training"),
-    Case("predict on a corrupt image", "predict", "`corrupt.jpg` (not a JPEG)",
-         "error naming the file", "tests/test_cli.py::test_train_eval_export_predict"),
-    Case("predict on a missing image", "predict", "`missing.png`", "error naming the file",
-         "tests/test_cli.py::test_train_eval_export_predict"),
-    Case("predict with a training dir as --model", "predict", "`--model runs/x` (no export)",
-         "error naming the path: no saved_model.pb", predict_on_a_training_dir),
-    Case("predict --out is a file", "predict", "`--out` names a regular file",
-         "error naming the path", predict_out_is_a_file),
-    Case("export --out under a file", "CLI", "`--out plainfile/saved_models/x`",
-         "error naming the path", export_out_under_a_file),
-    Case("wrong dtype at serving_default", "serving", "float32 images", "InvalidArgument: uint8",
-         "tests/export/test_saved_model.py::test_serving_default_rejects_wrong_dtype_and_rank"),
-    Case("wrong rank at serving_default", "serving", "[8, 8, 3] or 4 channels",
-         "InvalidArgument: not compatible",
-         "tests/export/test_saved_model.py::test_serving_default_rejects_wrong_dtype_and_rank"),
-    Case("undecodable bytes at serving_bytes", "serving", "`b\"not an image\"` at index 1",
-         "InvalidArgument naming the batch index",
-         "tests/export/test_saved_model.py::test_serving_bytes_rejects_undecodable_strings"),
+    Case(
+        "eval on an untrained dir",
+        "CLI",
+        "`tf-frcnn eval` on an empty dir",
+        "error naming final.weights.h5",
+        "tests/test_cli.py::test_eval_without_training",
+    ),
+    Case(
+        "predict on a corrupt image",
+        "predict",
+        "`corrupt.jpg` (not a JPEG)",
+        "error naming the file",
+        "tests/test_cli.py::test_train_eval_export_predict",
+    ),
+    Case(
+        "predict on a missing image",
+        "predict",
+        "`missing.png`",
+        "error naming the file",
+        "tests/test_cli.py::test_train_eval_export_predict",
+    ),
+    Case(
+        "predict with a training dir as --model",
+        "predict",
+        "`--model runs/x` (no export)",
+        "error naming the path: no saved_model.pb",
+        predict_on_a_training_dir,
+    ),
+    Case(
+        "predict --out is a file",
+        "predict",
+        "`--out` names a regular file",
+        "error naming the path",
+        predict_out_is_a_file,
+    ),
+    Case(
+        "export --out under a file",
+        "CLI",
+        "`--out plainfile/saved_models/x`",
+        "error naming the path",
+        export_out_under_a_file,
+    ),
+    Case(
+        "wrong dtype at serving_default",
+        "serving",
+        "float32 images",
+        "InvalidArgument: uint8",
+        "tests/export/test_saved_model.py::test_serving_default_rejects_wrong_dtype_and_rank",
+    ),
+    Case(
+        "wrong rank at serving_default",
+        "serving",
+        "[8, 8, 3] or 4 channels",
+        "InvalidArgument: not compatible",
+        "tests/export/test_saved_model.py::test_serving_default_rejects_wrong_dtype_and_rank",
+    ),
+    Case(
+        "undecodable bytes at serving_bytes",
+        "serving",
+        '`b"not an image"` at index 1',
+        "InvalidArgument naming the batch index",
+        "tests/export/test_saved_model.py::test_serving_bytes_rejects_undecodable_strings",
+    ),
 ]
 
 
 def _test_exists(reference):
     path, name = reference.split("::")
     tree = ast.parse((ROOT / path).read_text())
-    return any(isinstance(node, ast.FunctionDef) and node.name == name
-               for node in ast.walk(tree))
+    return any(isinstance(node, ast.FunctionDef) and node.name == name for node in ast.walk(tree))
 
 
 def _param(case):
@@ -579,8 +974,15 @@ def _param(case):
 
 def test_corpus_has_at_least_20_kinds_over_every_surface():
     assert len({case.kind for case in CORPUS}) == len(CORPUS) >= 20
-    assert {case.surface for case in CORPUS} >= {"config", "model dir", "dataset", "CLI",
-                                                  "serving", "predict", "training"}
+    assert {case.surface for case in CORPUS} >= {
+        "config",
+        "model dir",
+        "dataset",
+        "CLI",
+        "serving",
+        "predict",
+        "training",
+    }
 
 
 @pytest.mark.parametrize("case", [_param(case) for case in CORPUS])

@@ -44,13 +44,15 @@ def test_resumed_run_finishes_all_four_stages(smoke_runs):
 def test_final_weights_equal_the_uninterrupted_run_bit_for_bit(smoke_runs, harness):
     reference, killed_dir, _ = smoke_runs
     identical, worst, count = harness.compare_weights(
-        os.path.join(reference, "final.weights.h5"), os.path.join(killed_dir, "final.weights.h5"))
+        os.path.join(reference, "final.weights.h5"), os.path.join(killed_dir, "final.weights.h5")
+    )
     assert count > 20
     assert identical, f"max |difference| {worst}"
     for stage in STAGES:
         assert harness.compare_weights(
             os.path.join(reference, "stages", stage, "final.weights.h5"),
-            os.path.join(killed_dir, "stages", stage, "final.weights.h5"))[0], stage
+            os.path.join(killed_dir, "stages", stage, "final.weights.h5"),
+        )[0], stage
 
 
 def test_every_step_saw_the_same_loss(smoke_runs, harness):
@@ -69,7 +71,7 @@ def test_interrupted_text_write_keeps_the_old_file(tmp_path, monkeypatch):
     atomic_write_text(str(path), "old\n")
 
     def killed(*args):
-        raise KeyboardInterrupt   # the process dies between writing and renaming
+        raise KeyboardInterrupt  # the process dies between writing and renaming
 
     monkeypatch.setattr(os, "replace", killed)
     try:
@@ -82,6 +84,7 @@ def test_interrupted_text_write_keeps_the_old_file(tmp_path, monkeypatch):
 
 def test_interrupted_weights_write_keeps_the_old_file(tmp_path, monkeypatch):
     import keras
+
     layer = keras.layers.Dense(2)
     model = keras.Sequential([keras.Input((3,)), layer])
     path = str(tmp_path / "final.weights.h5")

@@ -12,13 +12,24 @@ import pytest
 from tf_frcnn.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SOURCES = sorted(p for folder in ("tf_frcnn", "tests", "benchmarks")
-                 for p in (ROOT / folder).rglob("*.py"))
-PICKLERS = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve",
-            "marshal"}
-UNSAFE_YAML = {"load", "load_all", "full_load", "full_load_all", "unsafe_load",
-               "unsafe_load_all", "Loader", "FullLoader", "UnsafeLoader", "CLoader",
-               "CFullLoader", "CUnsafeLoader"}
+SOURCES = sorted(
+    p for folder in ("tf_frcnn", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")
+)
+PICKLERS = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
+UNSAFE_YAML = {
+    "load",
+    "load_all",
+    "full_load",
+    "full_load_all",
+    "unsafe_load",
+    "unsafe_load_all",
+    "Loader",
+    "FullLoader",
+    "UnsafeLoader",
+    "CLoader",
+    "CFullLoader",
+    "CUnsafeLoader",
+}
 
 
 def _trees():
@@ -30,12 +41,19 @@ def test_yaml_is_only_read_with_the_safe_loader():
     offences = []
     for path, tree in _trees():
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id == "yaml" and node.attr in UNSAFE_YAML):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "yaml"
+                and node.attr in UNSAFE_YAML
+            ):
                 offences.append(f"{path}:{node.lineno} yaml.{node.attr}")
             if isinstance(node, ast.ImportFrom) and node.module == "yaml":
-                offences += [f"{path}:{node.lineno} from yaml import {a.name}"
-                             for a in node.names if a.name in UNSAFE_YAML]
+                offences += [
+                    f"{path}:{node.lineno} from yaml import {a.name}"
+                    for a in node.names
+                    if a.name in UNSAFE_YAML
+                ]
     assert not offences
 
 
@@ -44,15 +62,19 @@ def test_nothing_is_pickled_or_unpickled():
     for path, tree in _trees():
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                offences += [f"{path}:{node.lineno} import {a.name}" for a in node.names
-                             if a.name.split(".")[0] in PICKLERS]
+                offences += [
+                    f"{path}:{node.lineno} import {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[0] in PICKLERS
+                ]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 if node.module.split(".")[0] in PICKLERS:
                     offences.append(f"{path}:{node.lineno} from {node.module}")
             elif isinstance(node, ast.keyword):
                 # np.load(allow_pickle=True), keras.saving.load_model(safe_mode=False)
                 if (node.arg == "allow_pickle" and not _is_false(node.value)) or (
-                        node.arg == "safe_mode" and _is_false(node.value)):
+                    node.arg == "safe_mode" and _is_false(node.value)
+                ):
                     offences.append(f"{path}:{node.value.lineno} {node.arg}=")
     assert not offences
 
@@ -64,6 +86,7 @@ def _is_false(node):
 def test_a_config_cannot_run_code(tmp_path, capsys):
     """The safe loader refuses Python tags (the corpus checks the CLI's one-line error)."""
     from tf_frcnn import ConfigError, load_config
+
     marker = tmp_path / "ran"
     path = tmp_path / "evil.yaml"
     path.write_text(f'model: !!python/object/apply:os.system ["touch {marker}"]\n')
@@ -73,8 +96,10 @@ def test_a_config_cannot_run_code(tmp_path, capsys):
 
 
 def _snapshot(folder):
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in pathlib.Path(folder).rglob("*")}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in pathlib.Path(folder).rglob("*")
+    }
 
 
 def test_export_writes_only_under_its_output_dir(trained_dir, tmp_path, monkeypatch):
@@ -93,14 +118,20 @@ def test_export_writes_only_under_its_output_dir(trained_dir, tmp_path, monkeypa
     assert list(work.iterdir()) == []
     # Autograph keeps the Python source of each function it converts in the temp dir until
     # the process exits; the TFLite converter's temporary SavedModel is gone already.
-    assert [p.name for p in scratch.iterdir()
-            if not p.name.startswith("__autograph_generated_file")] == []
-    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
-                     and not p.is_relative_to(trained_dir) and not p.is_relative_to(scratch))
-    assert written and all(name.startswith(os.path.join("exports", "smoke", "1", ""))
-                           for name in written), written
-    assert {"saved_model.pb", "labels.txt", "model.tflite"} <= {os.path.basename(n)
-                                                               for n in written}
+    assert [
+        p.name for p in scratch.iterdir() if not p.name.startswith("__autograph_generated_file")
+    ] == []
+    written = sorted(
+        str(p.relative_to(tmp_path))
+        for p in tmp_path.rglob("*")
+        if p.is_file() and not p.is_relative_to(trained_dir) and not p.is_relative_to(scratch)
+    )
+    assert written and all(
+        name.startswith(os.path.join("exports", "smoke", "1", "")) for name in written
+    ), written
+    assert {"saved_model.pb", "labels.txt", "model.tflite"} <= {
+        os.path.basename(n) for n in written
+    }
 
 
 def test_training_writes_its_files_only_through_the_atomic_helpers():
@@ -123,8 +154,9 @@ def test_training_writes_its_files_only_through_the_atomic_helpers():
                 if name == "save" and getattr(node.func.value, "id", "") == "state":
                     continue
                 offences.append(f"{path.name}:{node.lineno} {name}")
-            if name == "open" and any(isinstance(a, ast.Constant) and "w" in str(a.value)
-                                      for a in node.args[1:2]):
+            if name == "open" and any(
+                isinstance(a, ast.Constant) and "w" in str(a.value) for a in node.args[1:2]
+            ):
                 offences.append(f"{path.name}:{node.lineno} open(.., 'w')")
     assert not offences
 
@@ -136,6 +168,7 @@ def test_a_killed_run_leaves_only_complete_files(smoke_runs):
 
     import h5py
     import tensorflow as tf
+
     killed = pathlib.Path(smoke_runs[1])
     json.loads((killed / "state.json").read_text())
     for weights in killed.rglob("*.weights.h5"):

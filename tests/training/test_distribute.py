@@ -48,8 +48,9 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tfds_dir):
         trainer.run()
         print("replicas", trainer.strategy.num_replicas_in_sync)
     """)
-    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2" in result.stdout
     assert _finished(model_dir) == ["rpn1", "detector2", "rpn3", "detector4"]
@@ -72,13 +73,31 @@ def test_multiworker_smoke_through_the_cli(tmp_path, tfds_dir):
     processes = []
     for index in range(2):
         env = _env()
-        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
-                                       "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "tf_frcnn.cli", "train", "--config", SMOKE,
-             "--model-dir", str(model_dir), "--strategy", "multiworker",
-             "--data-dir", tfds_dir],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tf_frcnn.cli",
+                    "train",
+                    "--config",
+                    SMOKE,
+                    "--model-dir",
+                    str(model_dir),
+                    "--strategy",
+                    "multiworker",
+                    "--data-dir",
+                    tfds_dir,
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [process.communicate(timeout=600) for process in processes]
     for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]

@@ -6,8 +6,14 @@ import pytest
 import tensorflow as tf
 
 from tf_frcnn.model import build_model
-from tf_frcnn.training import (Objective, StageLoop, Trainer, TrainingDiverged, inputs,
-                               make_optimizer)
+from tf_frcnn.training import (
+    Objective,
+    StageLoop,
+    Trainer,
+    TrainingDiverged,
+    inputs,
+    make_optimizer,
+)
 from tf_frcnn.training.schedule import stage_config
 
 
@@ -15,9 +21,13 @@ def test_nan_loss_stops_and_no_nan_reaches_the_weights(smoke_config):
     batch = next(iter(inputs.batches(smoke_config, "train", training=True, batch_size=2)))
     model = build_model(smoke_config)
     model(batch)
-    loop = StageLoop.for_stage(model, "joint", Objective.from_config(smoke_config),
-                               make_optimizer(smoke_config.train, stage_config(smoke_config, "x")),
-                               tf.distribute.get_strategy())
+    loop = StageLoop.for_stage(
+        model,
+        "joint",
+        Objective.from_config(smoke_config),
+        make_optimizer(smoke_config.train, stage_config(smoke_config, "x")),
+        tf.distribute.get_strategy(),
+    )
     loop.step(batch)
     poisoned = dict(batch, images=batch["images"] * np.nan)
     with pytest.raises(TrainingDiverged):
@@ -25,8 +35,9 @@ def test_nan_loss_stops_and_no_nan_reaches_the_weights(smoke_config):
     assert all(np.all(np.isfinite(np.array(w))) for w in model.weights)
 
 
-def test_nan_in_a_run_names_stage_and_step_and_keeps_last_checkpoint(smoke_config, tmp_path,
-                                                                      monkeypatch):
+def test_nan_in_a_run_names_stage_and_step_and_keeps_last_checkpoint(
+    smoke_config, tmp_path, monkeypatch
+):
     smoke_config.train.stages["rpn1"].steps = 6
     smoke_config.train.checkpoint_every = 2
     real = inputs.training_batches
@@ -37,6 +48,7 @@ def test_nan_in_a_run_names_stage_and_step_and_keeps_last_checkpoint(smoke_confi
         def poison(index, batch):
             scale = tf.where(index >= 4 - start_step, np.float32(np.nan), np.float32(1.0))
             return dict(batch, images=batch["images"] * scale)
+
         return clean.enumerate().map(poison)
 
     monkeypatch.setattr(inputs, "training_batches", poisoned)
@@ -54,12 +66,13 @@ def test_resume_continues_the_unfinished_stage(smoke_config, tmp_path, monkeypat
     """A run stopped in stage 2 resumes there, from its last checkpoint's step."""
     smoke_config.train.checkpoint_every = 2
     from tf_frcnn.training import loop as loop_module
+
     real_step = loop_module.StageLoop.step
     calls = {"n": 0}
 
     def dying_step(self, batch):
         calls["n"] += 1
-        if calls["n"] == 8 + 3:   # the 3rd step of stage 2 (stage 1 has 8)
+        if calls["n"] == 8 + 3:  # the 3rd step of stage 2 (stage 1 has 8)
             raise KeyboardInterrupt
         return real_step(self, batch)
 
@@ -93,18 +106,25 @@ def test_loss_scaling_overflow_is_skipped_not_fatal(smoke_config):
     gradients overflow is skipped by the scaler, which halves its scale; the run goes on
     and the weights stay as they were."""
     import keras
+
     batch = next(iter(inputs.batches(smoke_config, "train", training=True, batch_size=2)))
     model = build_model(smoke_config)
     model(batch)
     inner = make_optimizer(smoke_config.train, stage_config(smoke_config, "x"))
-    optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0 ** 120)
-    loop = StageLoop.for_stage(model, "joint", Objective.from_config(smoke_config), optimizer,
-                               tf.distribute.get_strategy(), clip_norm=10.0)
+    optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0**120)
+    loop = StageLoop.for_stage(
+        model,
+        "joint",
+        Objective.from_config(smoke_config),
+        optimizer,
+        tf.distribute.get_strategy(),
+        clip_norm=10.0,
+    )
     before = [w.numpy() for w in model.trainable_weights]
     losses = loop.step(batch)
     assert np.isfinite(losses["loss"])
-    assert float(optimizer.dynamic_scale) == 2.0 ** 119
+    assert float(optimizer.dynamic_scale) == 2.0**119
     assert all(np.array_equal(w.numpy(), b) for w, b in zip(model.trainable_weights, before))
-    optimizer.dynamic_scale.assign(2.0 ** 10)      # a sane scale: the next step trains
+    optimizer.dynamic_scale.assign(2.0**10)  # a sane scale: the next step trains
     loop.step(batch)
     assert not all(np.array_equal(w.numpy(), b) for w, b in zip(model.trainable_weights, before))

@@ -23,9 +23,13 @@ def test_fit_and_custom_loop_give_the_same_loss(smoke_config, stage):
     stage_model = StageModel(fitted, stage, objective)
     stage_model.compile(optimizer=make_optimizer(smoke_config.train, settings))
     history = stage_model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
-    loop = StageLoop.for_stage(looped, stage, objective,
-                               make_optimizer(smoke_config.train, settings),
-                               tf.distribute.get_strategy())
+    loop = StageLoop.for_stage(
+        looped,
+        stage,
+        objective,
+        make_optimizer(smoke_config.train, settings),
+        tf.distribute.get_strategy(),
+    )
     losses = loop.step(batch)
     np.testing.assert_allclose(history.history["loss"][0], losses["loss"], rtol=1e-5)
     for name in ("rpn_objectness", "rpn_box"):
@@ -39,10 +43,13 @@ def test_fit_with_standard_callbacks_per_stage(smoke_config, tmp_path):
     model(next(iter(batches)))
     rpn = StageModel(model, "rpn1", Objective.from_config(smoke_config))
     rpn.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    callbacks = [keras.callbacks.ModelCheckpoint(str(tmp_path / "rpn.weights.h5"),
-                                                 save_weights_only=True, monitor="loss"),
-                 keras.callbacks.TensorBoard(str(tmp_path / "tb")),
-                 keras.callbacks.EarlyStopping(monitor="loss", patience=5)]
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            str(tmp_path / "rpn.weights.h5"), save_weights_only=True, monitor="loss"
+        ),
+        keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+        keras.callbacks.EarlyStopping(monitor="loss", patience=5),
+    ]
     history = rpn.fit(batches, epochs=2, verbose=0, callbacks=callbacks)
     assert len(history.history["loss"]) == 2
     assert set(history.history) >= {"loss", "rpn_objectness", "rpn_box"}

@@ -23,9 +23,9 @@ def _ids(dataset):
 
 def test_epochs_to_steps():
     assert inputs.epoch_steps(1, 16, 2) == 8
-    assert inputs.epoch_steps(2.5, 10, 4) == 7        # 6.25 -> 7
-    assert inputs.epoch_steps(0.1, 30, 1) == 3        # not 4 from 3.0000000000000004
-    assert inputs.epoch_steps(0.01, 10, 8) == 1       # at least one step
+    assert inputs.epoch_steps(2.5, 10, 4) == 7  # 6.25 -> 7
+    assert inputs.epoch_steps(0.1, 30, 1) == 3  # not 4 from 3.0000000000000004
+    assert inputs.epoch_steps(0.01, 10, 8) == 1  # at least one step
 
 
 def test_held_out_fraction_is_stable_and_about_right():
@@ -63,8 +63,10 @@ def test_hold_out_is_disjoint_from_training_and_epochs_count_the_rest(smoke_conf
 
 def test_fit_keeps_the_proportions_and_fills_the_time():
     base = {"a": 100, "b": 300}
-    costs = {"a": StageCost(overhead_s=5, step_s=0.1, validation_s=1.0),
-             "b": StageCost(overhead_s=10, step_s=0.2, validation_s=2.0)}
+    costs = {
+        "a": StageCost(overhead_s=5, step_s=0.1, validation_s=1.0),
+        "b": StageCost(overhead_s=10, step_s=0.2, validation_s=2.0),
+    }
     k, steps = fit_steps(base, costs, seconds=200, eval_every=50)
     # fixed 5 + 1 + 10 + 2 = 18 s; per unit 100 * (0.1 + 0.02) + 300 * (0.2 + 0.04) = 84
     assert k == pytest.approx((200 - 18) / 84)
@@ -78,13 +80,14 @@ def test_fit_keeps_the_proportions_and_fills_the_time():
 
 
 def test_time_budget_refits_from_what_it_measures():
-    budget = TimeBudget(deadline=100.0, base_steps={"rpn1": 10, "detector2": 10},
-                        like={}, eval_every=None)
+    budget = TimeBudget(
+        deadline=100.0, base_steps={"rpn1": 10, "detector2": 10}, like={}, eval_every=None
+    )
     budget.stage_begins(0.0)
-    assert budget.observe("rpn1", 1, now=2.0) is None          # nothing measured yet
+    assert budget.observe("rpn1", 1, now=2.0) is None  # nothing measured yet
     for step in range(2, 4):
         assert budget.observe("rpn1", step, now=2.0 + (step - 1)) is None
-    steps = budget.observe("rpn1", 4, now=5.0)                   # 1 s per step, 1 s set-up
+    steps = budget.observe("rpn1", 4, now=5.0)  # 1 s per step, 1 s set-up
     # detector2 unmeasured: twice rpn1's set-up, its step time: 100 - 5 = 95 s
     # hold 2 + k * 20 + ... -> k = (95 + 4 - 2) / 20.
     assert budget.scale == pytest.approx((95 + 4 * 1.0 - 2.0) / 20)
@@ -94,8 +97,22 @@ def test_time_budget_refits_from_what_it_measures():
 def test_minutes_fits_the_smoke_schedule_into_its_budget(tmp_path, tfds_dir):
     model_dir = str(tmp_path / "timed")
     begin = time.perf_counter()
-    assert main(["train", "--config", SMOKE, "--model-dir", model_dir, "--data-dir", tfds_dir,
-                 "--minutes", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                SMOKE,
+                "--model-dir",
+                model_dir,
+                "--data-dir",
+                tfds_dir,
+                "--minutes",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     took = time.perf_counter() - begin
     assert took < 0.5 * 60 + 8, took
     with open(os.path.join(model_dir, "state.json")) as handle:
@@ -114,8 +131,23 @@ def test_minutes_fits_the_smoke_schedule_into_its_budget(tmp_path, tfds_dir):
     state.update(finished_stages=["rpn1", "detector2"], current_stage="rpn3", step=0)
     with open(os.path.join(model_dir, "state.json"), "w") as handle:
         json.dump(state, handle)
-    assert main(["train", "--config", SMOKE, "--model-dir", model_dir, "--data-dir", tfds_dir,
-                 "--minutes", "5", "--resume"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                SMOKE,
+                "--model-dir",
+                model_dir,
+                "--data-dir",
+                tfds_dir,
+                "--minutes",
+                "5",
+                "--resume",
+            ]
+        )
+        == 0
+    )
     with open(os.path.join(model_dir, "state.json")) as handle:
         resumed = json.load(handle)
     assert resumed["finished_stages"] == ["rpn1", "detector2", "rpn3", "detector4"]

@@ -13,20 +13,25 @@ RNG = np.random.default_rng(0)
 
 
 def _variables():
-    return [keras.Variable(RNG.normal(size=(3, 3, 2, 4)).astype("float32"), name="kernel"),
-            keras.Variable(RNG.normal(size=(4,)).astype("float32"), name="bias")]
+    return [
+        keras.Variable(RNG.normal(size=(3, 3, 2, 4)).astype("float32"), name="kernel"),
+        keras.Variable(RNG.normal(size=(4,)).astype("float32"), name="bias"),
+    ]
 
 
 def _gradients(step):
     rng = np.random.default_rng(step)
-    return [tf.constant(rng.normal(size=(3, 3, 2, 4)).astype("float32")),
-            tf.constant(rng.normal(size=(4,)).astype("float32"))]
+    return [
+        tf.constant(rng.normal(size=(3, 3, 2, 4)).astype("float32")),
+        tf.constant(rng.normal(size=(4,)).astype("float32")),
+    ]
 
 
 def _run(optimizer, variables, gradients_per_step):
     @tf.function
     def apply(gradients):
         optimizer.apply_gradients(zip(gradients, variables))
+
     for gradients in gradients_per_step:
         apply(gradients)
     return [v.numpy() for v in variables]
@@ -64,11 +69,12 @@ def test_fused_sgd_equals_keras_sgd_on_the_l2_gradient(momentum):
     got = _run(SGD(rate, momentum=momentum, l2=l2), ours, steps)
     reference = keras.optimizers.SGD(rate, momentum=momentum)
     for gradients in steps:
-        reference.apply_gradients([(gradients[0] + l2 * theirs[0], theirs[0]),
-                                   (gradients[1], theirs[1])])
+        reference.apply_gradients(
+            [(gradients[0] + l2 * theirs[0], theirs[0]), (gradients[1], theirs[1])]
+        )
     for g, r in zip(got, theirs):
         np.testing.assert_allclose(g, r.numpy(), rtol=1e-5, atol=1e-6)
-    assert np.abs(got[0] - start).max() > 1e-2    # and the weights did move
+    assert np.abs(got[0] - start).max() > 1e-2  # and the weights did move
 
 
 def test_adam_adds_the_l2_term_too():
@@ -80,14 +86,18 @@ def test_adam_adds_the_l2_term_too():
     got = _run(Adam(0.01, l2=l2), ours, steps)
     reference = keras.optimizers.Adam(0.01)
     for gradients in steps:
-        reference.apply_gradients([(gradients[0] + l2 * theirs[0], theirs[0]),
-                                   (gradients[1], theirs[1])])
+        reference.apply_gradients(
+            [(gradients[0] + l2 * theirs[0], theirs[0]), (gradients[1], theirs[1])]
+        )
     for g, r in zip(got, theirs):
         np.testing.assert_allclose(g, r.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda: SGD(0.1, momentum=0.9, l2=0.01),
-                                  lambda: Adam(0.1, l2=0.01)], ids=["sgd", "adam"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: SGD(0.1, momentum=0.9, l2=0.01), lambda: Adam(0.1, l2=0.01)],
+    ids=["sgd", "adam"],
+)
 def test_a_non_finite_gradient_leaves_its_variable_and_slots_alone(make):
     optimizer = make()
     variables = _variables()
@@ -98,10 +108,11 @@ def test_a_non_finite_gradient_leaves_its_variable_and_slots_alone(make):
     poisoned[0] = tf.tensor_scatter_nd_update(poisoned[0], [[0, 0, 0, 0]], [np.inf])
     after = _run(optimizer, variables, [poisoned])
     np.testing.assert_array_equal(after[0], before[0])
-    assert not np.allclose(after[1], before[1])      # the finite one still steps
+    assert not np.allclose(after[1], before[1])  # the finite one still steps
     assert all(np.all(np.isfinite(s.numpy())) for s in optimizer.variables)
-    kernel_slots = [(s.numpy(), b) for s, b in zip(optimizer.variables, slots_before)
-                    if s.shape == (3, 3, 2, 4)]
+    kernel_slots = [
+        (s.numpy(), b) for s, b in zip(optimizer.variables, slots_before) if s.shape == (3, 3, 2, 4)
+    ]
     assert kernel_slots and all(np.array_equal(s, b) for s, b in kernel_slots)
 
 

@@ -17,6 +17,7 @@ def test_smoke_model_trains_all_four_stages_under_a_policy(smoke_config, precisi
     stage with the same anchor and ROI samples (those of step 0); by 10-35% here. The
     Trainer's own plumbing is float32's (tests/training/test_schedule.py)."""
     import keras
+
     keras.utils.set_random_seed(0)
     smoke_config.train.mixed_precision = precision
     batch = next(iter(inputs.batches(smoke_config, "train", training=True, batch_size=2)))
@@ -29,19 +30,25 @@ def test_smoke_model_trains_all_four_stages_under_a_policy(smoke_config, precisi
     for stage in SCHEDULES["alternating"]:
         before = float(objective(model, batch, stage, training=False, step=step0)["loss"])
         settings = stage_config(smoke_config, stage.name)
-        loop = StageLoop.for_stage(model, stage, objective,
-                                   make_optimizer(smoke_config.train, settings),
-                                   tf.distribute.get_strategy())
+        loop = StageLoop.for_stage(
+            model,
+            stage,
+            objective,
+            make_optimizer(smoke_config.train, settings),
+            tf.distribute.get_strategy(),
+        )
         losses = [loop.step(batch)["loss"] for _ in range(settings.steps)]
         after = float(objective(model, batch, stage, training=False, step=step0)["loss"])
         assert len(losses) == 8 and np.all(np.isfinite(losses)), (stage, losses)
         assert after < 0.95 * before, (precision, stage, before, after, losses)
 
 
-@pytest.mark.parametrize("precision, scaled", [(False, False), ("bfloat16", False),
-                                               ("float16", True)])
+@pytest.mark.parametrize(
+    "precision, scaled", [(False, False), ("bfloat16", False), ("float16", True)]
+)
 def test_float16_scales_the_loss_on_any_device(smoke_config, precision, scaled):
     import keras
+
     smoke_config.train.mixed_precision = precision
     optimizer = make_optimizer(smoke_config.train, stage_config(smoke_config, "rpn1"))
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == scaled
@@ -60,15 +67,22 @@ def test_xla_step_equals_the_plain_step_and_traces_once(smoke_config):
             weights = model.get_weights()
         model.set_weights(weights)
         loop = StageLoop.for_stage(
-            model, "joint", Objective.from_config(smoke_config),
+            model,
+            "joint",
+            Objective.from_config(smoke_config),
             make_optimizer(smoke_config.train, stage_config(smoke_config, "x")),
-            tf.distribute.get_strategy(), jit_compile=jit)
+            tf.distribute.get_strategy(),
+            jit_compile=jit,
+        )
         losses[jit] = [loop.step(batch) for _ in range(3)]
         assert loop.trace_count == 1
     assert type(model.roi_pooling).__name__ == "ROIPoolingBuiltin"
     for plain, compiled in zip(losses[False], losses[True]):
         for name, value in plain.items():
-            assert compiled[name] == pytest.approx(value, rel=1e-4, abs=1e-5), (name, plain,
-                                                                              compiled)
+            assert compiled[name] == pytest.approx(value, rel=1e-4, abs=1e-5), (
+                name,
+                plain,
+                compiled,
+            )
     # Three steps of training moved the loss: the comparison is of trained steps.
     assert losses[True][0]["loss"] != losses[True][2]["loss"]

@@ -19,11 +19,13 @@ def test_cell_labels_smallest_box_wins_and_padding_is_ignored():
     boxes = tf.constant([[[0.0, 0.0, 64.0, 64.0], [16.0, 16.0, 48.0, 48.0], [0, 0, 0, 0]]])
     labels = tf.constant([[1, 2, 0]])
     target = cell_labels(boxes, labels, (5, 5), 16, image_shape=tf.constant([[64, 48]]))
-    expected = [[1, 1, 1, -1, -1],
-                [1, 2, 2, -1, -1],
-                [1, 2, 2, -1, -1],
-                [1, 1, 1, -1, -1],
-                [-1, -1, -1, -1, -1]]
+    expected = [
+        [1, 1, 1, -1, -1],
+        [1, 2, 2, -1, -1],
+        [1, 2, 2, -1, -1],
+        [1, 1, 1, -1, -1],
+        [-1, -1, -1, -1, -1],
+    ]
     np.testing.assert_array_equal(target.numpy()[0], expected)
 
 
@@ -34,6 +36,7 @@ def test_cell_labels_background_only_image():
 
 def test_pretrainer_loss_falls_on_one_batch(smoke_config):
     from tf_frcnn.training import StageLoop, inputs, make_optimizer
+
     model = build_model(smoke_config)
     pretrainer = BackbonePretrainer(model.features, smoke_config.model.num_classes, 16)
     pretrainer(tf.zeros([1, 64, 64, 3]))
@@ -42,8 +45,12 @@ def test_pretrainer_loss_falls_on_one_batch(smoke_config):
     # Without L2: once Adam fits the batch, the L2 term alone drives its
     # normalised steps and the loss wanders back up.
     smoke_config.train.weight_decay = 0.0
-    loop = StageLoop(pretrainer.compute_losses, pretrainer, make_optimizer(
-        smoke_config.train, StageConfig(learning_rate=3e-3)), tf.distribute.get_strategy())
+    loop = StageLoop(
+        pretrainer.compute_losses,
+        pretrainer,
+        make_optimizer(smoke_config.train, StageConfig(learning_rate=3e-3)),
+        tf.distribute.get_strategy(),
+    )
     losses = [loop.step(batch)["pretrain_class"] for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]
     # The classifier is on top of the detector's own feature model.
@@ -58,7 +65,7 @@ def test_pretrain_stage_makes_the_initial_backbone(smoke_config, tmp_path):
         state = json.load(handle)
     assert state["finished_stages"] == ["pretrain", "rpn1", "detector2", "rpn3", "detector4"]
     # The initial backbone is the pretrained one, not the seeded initialisation.
-    keras.utils.set_random_seed(smoke_config.train.seed)   # as Trainer builds it
+    keras.utils.set_random_seed(smoke_config.train.seed)  # as Trainer builds it
     fresh = build_model(smoke_config)
     fresh(tf.zeros([1, 64, 64, 3]))
     seeded = [np.array(w) for w in fresh.features.weights]
@@ -73,8 +80,14 @@ def test_pretrain_stage_makes_the_initial_backbone(smoke_config, tmp_path):
 
 
 def test_pretrain_stage_name_is_accepted_and_others_are_not():
-    config = config_from_dict({"train": {"schedule": "joint", "stages": {
-        "pretrain": {"steps": 10}, "joint": {"steps": 10}}}})
+    config = config_from_dict(
+        {
+            "train": {
+                "schedule": "joint",
+                "stages": {"pretrain": {"steps": 10}, "joint": {"steps": 10}},
+            }
+        }
+    )
     assert config.train.stages["pretrain"].steps == 10
     with pytest.raises(ConfigError, match="train.stages.pretraining"):
         config_from_dict({"train": {"stages": {"pretraining": {"steps": 10}}}})

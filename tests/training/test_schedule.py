@@ -28,22 +28,28 @@ class RecordingTrainer(Trainer):
 
     def _train_stage(self, stage, state, resuming):
         model = self.model
-        self.start[stage] = {"backbone": _weights(model.features),
-                             "rpn": _weights(model.rpn_head),
-                             "detector": _weights(model.detector_head)}
+        self.start[stage] = {
+            "backbone": _weights(model.features),
+            "rpn": _weights(model.rpn_head),
+            "detector": _weights(model.detector_head),
+        }
         if self.proposer is not None:
             self.proposer_weights[stage] = {
                 "backbone": _weights(self.proposer.features),
-                "rpn": _weights(self.proposer.rpn_head)}
+                "rpn": _weights(self.proposer.rpn_head),
+            }
         super()._train_stage(stage, state, resuming)
-        self.end[stage] = {"backbone": _weights(model.features),
-                           "rpn": _weights(model.rpn_head),
-                           "detector": _weights(model.detector_head)}
+        self.end[stage] = {
+            "backbone": _weights(model.features),
+            "rpn": _weights(model.rpn_head),
+            "detector": _weights(model.detector_head),
+        }
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, tfds_dir):
     from tf_frcnn import load_config
+
     here = os.path.dirname(os.path.abspath(__file__))
     config = load_config(os.path.join(here, "..", "..", "configs", "smoke.yaml"))
     config.data.data_dir = tfds_dir
@@ -69,8 +75,8 @@ def test_all_four_stages_finish_and_state_is_recorded(smoke_run):
 def test_stage2_restarts_from_the_initial_backbone(smoke_run):
     trainer, _, _ = smoke_run
     initial = trainer.start["rpn1"]["backbone"]
-    assert not _same(trainer.end["rpn1"]["backbone"], initial)      # stage 1 trained it
-    assert _same(trainer.start["detector2"]["backbone"], initial)   # stage 2 starts over
+    assert not _same(trainer.end["rpn1"]["backbone"], initial)  # stage 1 trained it
+    assert _same(trainer.start["detector2"]["backbone"], initial)  # stage 2 starts over
 
 
 def test_stage2_proposals_come_from_stage1_network(smoke_run):
@@ -111,25 +117,34 @@ def _fixed_batch(config):
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_loss_of_a_small_batch_falls_in_every_stage(smoke_config, stage):
     import keras
+
     keras.utils.set_random_seed(0)
     model = build_model(smoke_config)
     batch = _fixed_batch(smoke_config)
     model(batch)
     settings = stage_config(smoke_config, "rpn1")
     settings.learning_rate = 0.02
-    loop = StageLoop.for_stage(model, stage, Objective.from_config(smoke_config),
-                               make_optimizer(smoke_config.train, settings),
-                               tf.distribute.get_strategy())
+    loop = StageLoop.for_stage(
+        model,
+        stage,
+        Objective.from_config(smoke_config),
+        make_optimizer(smoke_config.train, settings),
+        tf.distribute.get_strategy(),
+    )
     losses = [loop.step(batch)["loss"] for _ in range(25)]
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), (stage, losses)
-    assert loop.trace_count == 1   # the step traced once for 25 calls
+    assert loop.trace_count == 1  # the step traced once for 25 calls
 
 
 def test_alternating_schedule_matches_the_paper():
     stages = SCHEDULES["alternating"]
     assert [stage.name for stage in stages] == ["rpn1", "detector2", "rpn3", "detector4"]
     assert [stage.trains for stage in stages] == [
-        ("backbone", "rpn"), ("backbone", "detector"), ("rpn",), ("detector",)]
+        ("backbone", "rpn"),
+        ("backbone", "detector"),
+        ("rpn",),
+        ("detector",),
+    ]
     # Stage 2 detects on stage 1's proposals; stages 1 and 2 both start from the
     # initial (ImageNet) backbone, 3 and 4 from the stage before.
     assert [stage.proposals_from for stage in stages] == [None, "rpn1", None, None]

@@ -30,10 +30,14 @@ def _rows(model_dir, stage):
 
 def _weights_file(path):
     import h5py
+
     values = []
     with h5py.File(path, "r") as handle:
-        handle.visititems(lambda name, item: values.append((name, np.array(item)))
-                          if isinstance(item, h5py.Dataset) else None)
+        handle.visititems(
+            lambda name, item: (
+                values.append((name, np.array(item))) if isinstance(item, h5py.Dataset) else None
+            )
+        )
     return dict(values)
 
 
@@ -62,16 +66,20 @@ def smoke_validated(tmp_path_factory):
 
 
 def test_every_stage_logs_its_validation_rows(smoke_validated):
-    keys = {"rpn1": {"step", "recall@300"}, "rpn3": {"step", "recall@300"},
-            "detector2": {"step", "mAP50", "AP", "AP50"},
-            "detector4": {"step", "mAP50", "AP", "AP50"}}
+    keys = {
+        "rpn1": {"step", "recall@300"},
+        "rpn3": {"step", "recall@300"},
+        "detector2": {"step", "mAP50", "AP", "AP50"},
+        "detector4": {"step", "mAP50", "AP", "AP50"},
+    }
     for stage, expected in keys.items():
         rows = _rows(smoke_validated, stage)
         assert [row["step"] for row in rows] == [2, 4]
         for row in rows:
             assert set(row) == expected
-            assert all(isinstance(row[k], float) and 0.0 <= row[k] <= 1.0
-                       for k in expected - {"step"})
+            assert all(
+                isinstance(row[k], float) and 0.0 <= row[k] <= 1.0 for k in expected - {"step"}
+            )
     # The RPN of the smoke model finds some objects, which recall@300 must see.
     assert max(row["recall@300"] for row in _rows(smoke_validated, "rpn1")) > 0.0
     events = os.listdir(os.path.join(smoke_validated, "logs", "detector4"))
@@ -89,14 +97,19 @@ def test_best_of_the_final_stage_is_recorded(smoke_validated):
 
 # -- scripted validations: the values are chosen, the weights are real -----------------
 
+
 def _joint_config(tmp_path, steps=12, patience=None):
     tfds_dir = str(tmp_path / "tfds")
     with open(SMOKE) as handle:
         values = yaml.safe_load(handle)
     values["data"].update(val_split="validation", data_dir=tfds_dir, num_eval=2)
-    values["train"].update(schedule="joint", eval_every=3, patience=patience,
-                           checkpoint_every=100,
-                           stages={"joint": {"steps": steps, "learning_rate": 0.01}})
+    values["train"].update(
+        schedule="joint",
+        eval_every=3,
+        patience=patience,
+        checkpoint_every=100,
+        stages={"joint": {"steps": steps, "learning_rate": 0.01}},
+    )
     return config_from_dict(values)
 
 
@@ -121,8 +134,7 @@ def scripted(monkeypatch):
     return script
 
 
-def test_best_weights_are_the_best_steps_and_weights_chooses_the_file(tmp_path, scripted,
-                                                                       capsys):
+def test_best_weights_are_the_best_steps_and_weights_chooses_the_file(tmp_path, scripted, capsys):
     scripted["values"] = {3: 0.2, 6: 0.6, 9: 0.4, 12: 0.5}
     config = _joint_config(tmp_path)
     model_dir = str(tmp_path / "model")
@@ -130,24 +142,38 @@ def test_best_weights_are_the_best_steps_and_weights_chooses_the_file(tmp_path, 
     trainer.run()
     assert _state(model_dir)["best"] == {"stage": "joint", "step": 6, "mAP50": 0.6}
     best = scripted["seen"][6]
-    assert _same_weights(trainer.model, scripted["seen"][12])   # final = last step's
+    assert _same_weights(trainer.model, scripted["seen"][12])  # final = last step's
     assert not _same_weights(trainer.model, best)
 
     assert _same_weights(load_trained_model(model_dir, weights="best")[0], best)
-    assert _same_weights(load_trained_model(model_dir)[0], best)          # default: best
+    assert _same_weights(load_trained_model(model_dir)[0], best)  # default: best
     final = load_trained_model(model_dir, weights="final")[0]
     assert _same_weights(final, scripted["seen"][12])
 
     config_path = tmp_path / "joint.yaml"
     config_path.write_text(yaml.safe_dump(config.to_dict()))
-    assert main(["eval", "--config", str(config_path), "--model-dir", model_dir,
-                 "--weights", "final"]) == 0
+    assert (
+        main(["eval", "--config", str(config_path), "--model-dir", model_dir, "--weights", "final"])
+        == 0
+    )
     assert "(final)" in capsys.readouterr().out
     with open(os.path.join(model_dir, "metrics.json")) as handle:
         assert json.load(handle)["weights"] == "final"
     os.remove(os.path.join(model_dir, BEST_WEIGHTS))
-    assert main(["export", "--model-dir", model_dir, "--out", str(tmp_path / "saved"),
-                 "--weights", "best"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--model-dir",
+                model_dir,
+                "--out",
+                str(tmp_path / "saved"),
+                "--weights",
+                "best",
+            ]
+        )
+        == 2
+    )
     assert "no best.weights.h5" in capsys.readouterr().err
 
 
@@ -169,8 +195,12 @@ def test_best_and_patience_survive_a_kill_and_resume(tmp_path, scripted, monkeyp
     with pytest.raises(KeyboardInterrupt):
         Trainer(config, model_dir, progress=False).run()
     state = _state(model_dir)
-    assert state["validation"]["joint"] == {"best": 0.6, "best_step": 3, "since_best": 1,
-                                            "last_step": 6}
+    assert state["validation"]["joint"] == {
+        "best": 0.6,
+        "best_step": 3,
+        "since_best": 1,
+        "last_step": 6,
+    }
     assert os.path.exists(os.path.join(model_dir, "stages", "joint", "ckpt-9.index"))
     best_before = _weights_file(os.path.join(model_dir, BEST_WEIGHTS))
     first_seen = scripted["seen"].pop(9)
@@ -182,9 +212,13 @@ def test_best_and_patience_survive_a_kill_and_resume(tmp_path, scripted, monkeyp
     state = _state(model_dir)
     assert state["finished_stages"] == ["joint"]
     assert state["best"] == {"stage": "joint", "step": 3, "mAP50": 0.6}
-    assert state["validation"]["joint"] == {"best": 0.6, "best_step": 3, "since_best": 2,
-                                            "last_step": 9}
-    assert int(resumed.loops["joint"].optimizer.iterations.numpy()) == 9   # stopped early
+    assert state["validation"]["joint"] == {
+        "best": 0.6,
+        "best_step": 3,
+        "since_best": 2,
+        "last_step": 9,
+    }
+    assert int(resumed.loops["joint"].optimizer.iterations.numpy()) == 9  # stopped early
     assert [row["step"] for row in _rows(model_dir, "joint")] == [3, 6, 9]
     assert _same_files(_weights_file(os.path.join(model_dir, BEST_WEIGHTS)), best_before)
     assert _same_weights(load_trained_model(model_dir, weights="best")[0], scripted["seen"][3])

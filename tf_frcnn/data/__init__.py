@@ -9,12 +9,7 @@ padded batches with absolute pixel boxes for the detector.
 from tf_frcnn.data.catalog import tfds_class_names, tfds_dataset, tfds_to_record
 from tf_frcnn.data.coco import coco_class_names, coco_dataset
 from tf_frcnn.data.csv_table import csv_class_names, csv_dataset
-from tf_frcnn.data.pipeline import (
-    build_pipeline,
-    flip_boxes_left_right,
-    resize_image,
-    resize_scale,
-)
+from tf_frcnn.data.pipeline import build_pipeline, flip_boxes_left_right, resize_image, resize_scale
 from tf_frcnn.data.records import DataError, DataWarning, read_image_rgb
 from tf_frcnn.data.synthetic import (
     SYNTHETIC_CLASS_NAMES,

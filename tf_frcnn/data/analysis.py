@@ -50,13 +50,12 @@ import numpy as np
 from tf_frcnn.backbones import STRIDE, feature_size
 from tf_frcnn.config import ConfigError, ModelConfig
 from tf_frcnn.data import anchor_fit
-from tf_frcnn.data.records import (BoxRepairWarning, DataWarning, captured_examples,
-                                   check_images)
+from tf_frcnn.data.records import BoxRepairWarning, DataWarning, captured_examples, check_images
 
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
-FIT_GAIN = 0.02          # gain in the fit's objective that makes the fit a recommendation
-LOW_COVERAGE = 0.8       # below this, a configured set without a fit gets a hint
-TINY_SHARE = 0.1         # share of boxes under two cells that asks for larger images
+FIT_GAIN = 0.02  # gain in the fit's objective that makes the fit a recommendation
+LOW_COVERAGE = 0.8  # below this, a configured set without a fit gets a hint
+TINY_SHARE = 0.1  # share of boxes under two cells that asks for larger images
 OVERLAP_PERCENTILE = 99  # same-class overlap percentile the NMS threshold must exceed
 NMS_RANGE = (0.3, 0.7)
 
@@ -77,8 +76,8 @@ class SplitBoxes:
     boxes: np.ndarray
     labels: np.ndarray
     image_index: np.ndarray
-    excluded: int                  # difficult / crowd objects, dropped as training drops them
-    reader: dict                   # what the reader repaired or skipped, from its warnings
+    excluded: int  # difficult / crowd objects, dropped as training drops them
+    reader: dict  # what the reader repaired or skipped, from its warnings
 
 
 @dataclasses.dataclass
@@ -86,12 +85,12 @@ class Analysis:
     """`summary` is what analysis.json holds; the arrays feed the histograms."""
 
     summary: dict
-    sides: dict                    # class name ("all" too) -> float [n] box sides, resized px
-    ratios: dict                   # class name -> float [n] height / width
-    best_iou: dict                 # class name -> float [n] best IoU, configured anchors
-    best_iou_fitted: dict | None   # the same for the fitted anchors, when fitted
-    anchor_sides: dict             # "configured" / "fitted" -> anchor sides in px
-    anchor_ratios: dict            # "configured" / "fitted" -> anchor ratios
+    sides: dict  # class name ("all" too) -> float [n] box sides, resized px
+    ratios: dict  # class name -> float [n] height / width
+    best_iou: dict  # class name -> float [n] best IoU, configured anchors
+    best_iou_fitted: dict | None  # the same for the fitted anchors, when fitted
+    anchor_sides: dict  # "configured" / "fitted" -> anchor sides in px
+    anchor_ratios: dict  # "configured" / "fitted" -> anchor ratios
 
 
 def resized_shapes(shapes, min_size, max_size):
@@ -108,8 +107,9 @@ def resized_shapes(shapes, min_size, max_size):
 
 
 def _from_examples(examples):
-    sizes = check_images([example.image_path for example in examples], strict=False,
-                         source="analysis")
+    sizes = check_images(
+        [example.image_path for example in examples], strict=False, source="analysis"
+    )
     for example, size in zip(examples, sizes):
         if size is not None:
             keep = ~(example.difficult | example.iscrowd)
@@ -121,9 +121,12 @@ def _from_records(records):
 
     def sizes_and_objects(record):
         keep = ~(record["difficult"] | record["iscrowd"])
-        return (tf.shape(record["image"])[:2], tf.boolean_mask(record["boxes"], keep),
-                tf.boolean_mask(record["labels"], keep),
-                tf.reduce_sum(tf.cast(~keep, tf.int32)))
+        return (
+            tf.shape(record["image"])[:2],
+            tf.boolean_mask(record["boxes"], keep),
+            tf.boolean_mask(record["labels"], keep),
+            tf.reduce_sum(tf.cast(~keep, tf.int32)),
+        )
 
     stream = records.map(sizes_and_objects, num_parallel_calls=tf.data.AUTOTUNE)
     return (tuple(item) for item in stream.as_numpy_iterator())
@@ -163,9 +166,17 @@ def read_split(config, split=None) -> SplitBoxes:
         "skipped_images": sum("skipping" in message for message in messages),
         "warnings": messages,
     }
-    return SplitBoxes(config.data.source, split, list(names), np.asarray(shapes, np.int64),
-                      np.concatenate(boxes), np.concatenate(labels), np.concatenate(index),
-                      excluded, reader)
+    return SplitBoxes(
+        config.data.source,
+        split,
+        list(names),
+        np.asarray(shapes, np.int64),
+        np.concatenate(boxes),
+        np.concatenate(labels),
+        np.concatenate(index),
+        excluded,
+        reader,
+    )
 
 
 def resize_sides(config) -> list:
@@ -187,8 +198,13 @@ def views(split: SplitBoxes, config, *, flip=None):
         resized = resized_shapes(split.image_shapes, side, config.data.max_size)
         shape = resized[split.image_index].astype(np.float32)
         boxes = split.boxes * np.concatenate([shape, shape], axis=1)
-        cells = np.stack([feature_size(config.model.backbone, resized[:, 0]),
-                          feature_size(config.model.backbone, resized[:, 1])], axis=1)
+        cells = np.stack(
+            [
+                feature_size(config.model.backbone, resized[:, 0]),
+                feature_size(config.model.backbone, resized[:, 1]),
+            ],
+            axis=1,
+        )
         cells = cells[split.image_index]
         parts.append(anchor_fit.ResizedBoxes(boxes, shape, cells, split.labels))
         if flip:
@@ -196,10 +212,14 @@ def views(split: SplitBoxes, config, *, flip=None):
             width = shape[:, 1]
             flipped = np.stack([ymin, width - xmax, ymax, width - xmin], axis=1)
             parts.append(anchor_fit.ResizedBoxes(flipped, shape, cells, split.labels))
-        for flipped_view in ((False, True) if flip else (False,)):
+        for flipped_view in (False, True) if flip else (False,):
             mirrored.append(np.full(len(split.labels), flipped_view))
-    joined = anchor_fit.ResizedBoxes(*(np.concatenate([getattr(p, f.name) for p in parts])
-                                       for f in dataclasses.fields(anchor_fit.ResizedBoxes)))
+    joined = anchor_fit.ResizedBoxes(
+        *(
+            np.concatenate([getattr(p, f.name) for p in parts])
+            for f in dataclasses.fields(anchor_fit.ResizedBoxes)
+        )
+    )
     return joined, np.concatenate(mirrored)
 
 
@@ -245,10 +265,12 @@ def nms_advice(overlap, configured):
     q = float(np.percentile(overlap, OVERLAP_PERCENTILE)) if overlap.size else 0.0
     above = np.floor(q * 20 + 1e-9) / 20 + 0.05
     recommended = float(round(min(max(above, NMS_RANGE[0]), NMS_RANGE[1]), 2))
-    return {"configured": float(configured), "recommended": recommended,
-            f"overlap_p{OVERLAP_PERCENTILE}": q,
-            "share_above_configured": float(np.mean(overlap > configured)) if overlap.size
-            else 0.0}
+    return {
+        "configured": float(configured),
+        "recommended": recommended,
+        f"overlap_p{OVERLAP_PERCENTILE}": q,
+        "share_above_configured": float(np.mean(overlap > configured)) if overlap.size else 0.0,
+    }
 
 
 def _percentiles(values):
@@ -277,17 +299,25 @@ def fit_config_anchors(config, boxes: anchor_fit.ResizedBoxes) -> anchor_fit.Anc
         auto_scales = auto_ratios = True
     scales, ratios = _configured_anchors(config)
     return anchor_fit.fit_anchors(
-        boxes, base_size=m.anchor_base_size, num_scales=m.num_anchor_scales,
-        num_ratios=m.num_anchor_ratios, stride=STRIDE, positive_iou=config.rpn.positive_iou,
-        negative_iou=config.rpn.negative_iou, inside_only=config.rpn.ignore_cross_boundary,
+        boxes,
+        base_size=m.anchor_base_size,
+        num_scales=m.num_anchor_scales,
+        num_ratios=m.num_anchor_ratios,
+        stride=STRIDE,
+        positive_iou=config.rpn.positive_iou,
+        negative_iou=config.rpn.negative_iou,
+        inside_only=config.rpn.ignore_cross_boundary,
         start=(scales, ratios),
-        scales=None if auto_scales else scales, ratios=None if auto_ratios else ratios)
+        scales=None if auto_scales else scales,
+        ratios=None if auto_ratios else ratios,
+    )
 
 
 def _best_iou(config, boxes, scales, ratios):
     heights, widths = anchor_fit.anchor_shapes(config.model.anchor_base_size, scales, ratios)
-    table = anchor_fit.best_anchor_iou(boxes, heights, widths, STRIDE,
-                                       config.rpn.ignore_cross_boundary)
+    table = anchor_fit.best_anchor_iou(
+        boxes, heights, widths, STRIDE, config.rpn.ignore_cross_boundary
+    )
     return table.max(axis=1)
 
 
@@ -301,19 +331,26 @@ def anchor_set_summary(config, boxes, scales, ratios, best=None):
     """
     rpn = config.rpn
     best = _best_iou(config, boxes, scales, ratios) if best is None else best
-    per_class = [anchor_fit.coverage(best[boxes.labels == label], rpn.positive_iou,
-                                     rpn.negative_iou) for label in np.unique(boxes.labels)]
+    per_class = [
+        anchor_fit.coverage(best[boxes.labels == label], rpn.positive_iou, rpn.negative_iou)
+        for label in np.unique(boxes.labels)
+    ]
 
     def mean(key):
         return float(np.mean([entry[key] for entry in per_class])) if per_class else float("nan")
 
     coverage, below = mean("positive"), mean("forced_below_negative")
-    return {"scales": [float(s) for s in scales], "ratios": [float(r) for r in ratios],
-            "sides": [config.model.anchor_base_size * float(s) for s in scales],
-            "coverage": coverage, "below_negative": below,
-            "score": (coverage + 1.0 - below) / 2.0,
-            "coverage_all_boxes": float(np.mean(best > rpn.positive_iou)) if len(best)
-            else float("nan")}
+    return {
+        "scales": [float(s) for s in scales],
+        "ratios": [float(r) for r in ratios],
+        "sides": [config.model.anchor_base_size * float(s) for s in scales],
+        "coverage": coverage,
+        "below_negative": below,
+        "score": (coverage + 1.0 - below) / 2.0,
+        "coverage_all_boxes": float(np.mean(best > rpn.positive_iou))
+        if len(best)
+        else float("nan"),
+    }
 
 
 def analyze(config, split=None, fit=False) -> Analysis:
@@ -335,8 +372,7 @@ def analyze(config, split=None, fit=False) -> Analysis:
     scales, anchor_ratios = _configured_anchors(config)
     best = _best_iou(config, instances, scales, anchor_ratios)
     fitted = fit_config_anchors(config, instances) if fit and len(instances.labels) else None
-    best_fitted = (_best_iou(config, instances, fitted.scales, fitted.ratios)
-                   if fitted else None)
+    best_fitted = _best_iou(config, instances, fitted.scales, fitted.ratios) if fitted else None
     overlap = same_class_overlap(split_boxes)
     nms = nms_advice(overlap, config.detection.nms_iou)
 
@@ -346,19 +382,25 @@ def analyze(config, split=None, fit=False) -> Analysis:
     per_class, arrays = {}, {"sides": {}, "ratios": {}, "best": {}, "fitted": {}}
     groups = [(name, label) for label, name in enumerate(names, start=1)] + [("all", None)]
     for name, label in groups:
-        box_mask = np.ones(len(split_boxes.labels), bool) if label is None else (
-            split_boxes.labels == label)
-        view_mask = np.ones(len(instances.labels), bool) if label is None else (
-            instances.labels == label)
-        upright_mask = np.ones(len(upright_labels), bool) if label is None else (
-            upright_labels == label)
+        box_mask = (
+            np.ones(len(split_boxes.labels), bool)
+            if label is None
+            else (split_boxes.labels == label)
+        )
+        view_mask = (
+            np.ones(len(instances.labels), bool) if label is None else (instances.labels == label)
+        )
+        upright_mask = (
+            np.ones(len(upright_labels), bool) if label is None else (upright_labels == label)
+        )
         entry = {
             "boxes": int(np.sum(box_mask)),
             "images": int(len(np.unique(split_boxes.image_index[box_mask]))),
             "side": _percentiles(sides[upright_mask]),
             "aspect_ratio": _percentiles(ratios[upright_mask]),
-            "under_two_cells": (float(np.mean(sides[upright_mask] < 2 * STRIDE))
-                                if np.any(upright_mask) else None),
+            "under_two_cells": (
+                float(np.mean(sides[upright_mask] < 2 * STRIDE)) if np.any(upright_mask) else None
+            ),
             "coverage": coverage_of(best, view_mask),
             "same_class_overlap": _percentiles(overlap[box_mask]),
         }
@@ -372,15 +414,24 @@ def analyze(config, split=None, fit=False) -> Analysis:
             arrays["fitted"][name] = best_fitted[view_mask]
 
     counts = np.bincount(split_boxes.image_index, minlength=len(split_boxes.image_shapes))
-    anchors = {"base_size": m.anchor_base_size, "stride": STRIDE,
-               "configured": anchor_set_summary(config, instances, scales, anchor_ratios, best)}
+    anchors = {
+        "base_size": m.anchor_base_size,
+        "stride": STRIDE,
+        "configured": anchor_set_summary(config, instances, scales, anchor_ratios, best),
+    }
     if fitted:
-        anchors["fitted"] = anchor_set_summary(config, instances, fitted.scales, fitted.ratios,
-                                               best_fitted)
+        anchors["fitted"] = anchor_set_summary(
+            config, instances, fitted.scales, fitted.ratios, best_fitted
+        )
     summary = {
-        "source": split_boxes.source, "split": split_boxes.split,
-        "resize": {"min_size": config.data.min_size, "max_size": config.data.max_size,
-                   "shorter_sides": resize_sides(config), "flip_views": bool(config.data.flip)},
+        "source": split_boxes.source,
+        "split": split_boxes.split,
+        "resize": {
+            "min_size": config.data.min_size,
+            "max_size": config.data.max_size,
+            "shorter_sides": resize_sides(config),
+            "flip_views": bool(config.data.flip),
+        },
         "images": int(len(split_boxes.image_shapes)),
         "images_without_boxes": int(np.sum(counts == 0)),
         "boxes": int(len(split_boxes.labels)),
@@ -388,7 +439,8 @@ def analyze(config, split=None, fit=False) -> Analysis:
         "images_over_max_boxes": int(np.sum(counts > config.data.max_boxes)),
         "max_boxes_in_an_image": int(counts.max()) if counts.size else 0,
         "reader": split_boxes.reader,
-        "positive_iou": rpn.positive_iou, "negative_iou": rpn.negative_iou,
+        "positive_iou": rpn.positive_iou,
+        "negative_iou": rpn.negative_iou,
         "anchors": anchors,
         "nms": nms,
         "classes": per_class,
@@ -396,12 +448,18 @@ def analyze(config, split=None, fit=False) -> Analysis:
     summary["recommendations"] = recommendations(config, summary, sides, shorter)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     return Analysis(
-        summary=summary, sides=arrays["sides"], ratios=arrays["ratios"],
-        best_iou=arrays["best"], best_iou_fitted=arrays["fitted"] if fitted else None,
-        anchor_sides={key: value["sides"] for key, value in anchors.items()
-                      if isinstance(value, dict)},
-        anchor_ratios={key: value["ratios"] for key, value in anchors.items()
-                       if isinstance(value, dict)})
+        summary=summary,
+        sides=arrays["sides"],
+        ratios=arrays["ratios"],
+        best_iou=arrays["best"],
+        best_iou_fitted=arrays["fitted"] if fitted else None,
+        anchor_sides={
+            key: value["sides"] for key, value in anchors.items() if isinstance(value, dict)
+        },
+        anchor_ratios={
+            key: value["ratios"] for key, value in anchors.items() if isinstance(value, dict)
+        },
+    )
 
 
 def _round_up(value, multiple=32):
@@ -421,63 +479,107 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
     configured = anchors["configured"]
     if "fitted" in anchors:
         fitted = anchors["fitted"]
-        if (fitted["score"] >= configured["score"] + FIT_GAIN
-                or config.model.anchor_scales == "auto"
-                or config.model.anchor_ratios == "auto"):
-            out.append({"key": "model.anchor_scales", "value": fitted["scales"],
-                        "reason": f"{_sides_text(configured)} -> fitted: "
-                        f"{_fit_text(configured, fitted, summary['positive_iou'])}"})
-            out.append({"key": "model.anchor_ratios", "value": fitted["ratios"],
-                        "reason": "fitted with the scales (or set both to auto)"})
+        if (
+            fitted["score"] >= configured["score"] + FIT_GAIN
+            or config.model.anchor_scales == "auto"
+            or config.model.anchor_ratios == "auto"
+        ):
+            out.append(
+                {
+                    "key": "model.anchor_scales",
+                    "value": fitted["scales"],
+                    "reason": f"{_sides_text(configured)} -> fitted: "
+                    f"{_fit_text(configured, fitted, summary['positive_iou'])}",
+                }
+            )
+            out.append(
+                {
+                    "key": "model.anchor_ratios",
+                    "value": fitted["ratios"],
+                    "reason": "fitted with the scales (or set both to auto)",
+                }
+            )
     elif configured["coverage"] < LOW_COVERAGE:
-        out.append({"key": "model.anchor_scales", "value": "auto",
-                    "reason": f"only {configured['coverage']:.2f} of the boxes (class mean) "
-                    f"have an anchor with IoU > {summary['positive_iou']}; run with "
-                    "--fit-anchors to see a fitted set"})
+        out.append(
+            {
+                "key": "model.anchor_scales",
+                "value": "auto",
+                "reason": f"only {configured['coverage']:.2f} of the boxes (class mean) "
+                f"have an anchor with IoU > {summary['positive_iou']}; run with "
+                "--fit-anchors to see a fitted set",
+            }
+        )
     if len(sides):
         side_p10 = float(np.percentile(sides, 10))
         tiny = everything["under_two_cells"]
         resize = None
         if tiny > TINY_SHARE and side_p10 > 0:
-            resize = (2 * STRIDE / side_p10,
-                      f"{tiny:.0%} of the boxes are under two feature cells ({2 * STRIDE} px) "
-                      f"after the resize (10th percentile side {side_p10:.0f} px); larger "
-                      "images give them anchors that overlap")
+            resize = (
+                2 * STRIDE / side_p10,
+                f"{tiny:.0%} of the boxes are under two feature cells ({2 * STRIDE} px) "
+                f"after the resize (10th percentile side {side_p10:.0f} px); larger "
+                "images give them anchors that overlap",
+            )
         elif side_p10 > 16 * STRIDE:
-            resize = (8 * STRIDE / side_p10,
-                      f"objects are large (10th percentile side {side_p10:.0f} px after the "
-                      f"resize): smaller images train faster and keep them above "
-                      f"{8 * STRIDE} px")
+            resize = (
+                8 * STRIDE / side_p10,
+                f"objects are large (10th percentile side {side_p10:.0f} px after the "
+                f"resize): smaller images train faster and keep them above "
+                f"{8 * STRIDE} px",
+            )
         if resize is not None:
             factor, reason = resize
-            out.append({"key": "data.min_size", "value": _round_up(d.min_size * factor),
-                        "reason": reason})
-            out.append({"key": "data.max_size", "value": _round_up(d.max_size * factor),
-                        "reason": "scaled with data.min_size"})
+            out.append(
+                {"key": "data.min_size", "value": _round_up(d.min_size * factor), "reason": reason}
+            )
+            out.append(
+                {
+                    "key": "data.max_size",
+                    "value": _round_up(d.max_size * factor),
+                    "reason": "scaled with data.min_size",
+                }
+            )
         if len(shorter_sides):
             limit = float(np.floor(np.percentile(shorter_sides, 1) / 2 + 1e-3))
             if config.rpn.min_size > limit:
-                out.append({"key": "rpn.min_size", "value": limit,
-                            "reason": f"proposals under {config.rpn.min_size:g} px are dropped "
-                            f"but 1% of the boxes have a side under {2 * limit + 2:.0f} px"})
+                out.append(
+                    {
+                        "key": "rpn.min_size",
+                        "value": limit,
+                        "reason": f"proposals under {config.rpn.min_size:g} px are dropped "
+                        f"but 1% of the boxes have a side under {2 * limit + 2:.0f} px",
+                    }
+                )
     nms = summary["nms"]
     if nms["configured"] < nms["recommended"]:
-        out.append({"key": "detection.nms_iou", "value": nms["recommended"],
-                    "reason": f"{nms['share_above_configured']:.1%} of the boxes overlap "
-                    f"another of their class by IoU > {nms['configured']:g} and can be "
-                    f"suppressed; the 99th percentile overlap is "
-                    f"{nms[f'overlap_p{OVERLAP_PERCENTILE}']:.2f}"})
+        out.append(
+            {
+                "key": "detection.nms_iou",
+                "value": nms["recommended"],
+                "reason": f"{nms['share_above_configured']:.1%} of the boxes overlap "
+                f"another of their class by IoU > {nms['configured']:g} and can be "
+                f"suppressed; the 99th percentile overlap is "
+                f"{nms[f'overlap_p{OVERLAP_PERCENTILE}']:.2f}",
+            }
+        )
     if summary["images_over_max_boxes"]:
-        out.append({"key": "data.max_boxes", "value": summary["max_boxes_in_an_image"],
-                    "reason": f"{summary['images_over_max_boxes']} images have more objects "
-                    f"than data.max_boxes = {d.max_boxes}; training keeps the first ones"})
+        out.append(
+            {
+                "key": "data.max_boxes",
+                "value": summary["max_boxes_in_an_image"],
+                "reason": f"{summary['images_over_max_boxes']} images have more objects "
+                f"than data.max_boxes = {d.max_boxes}; training keeps the first ones",
+            }
+        )
     return out
 
 
 def _fit_text(before, after, positive_iou):
-    return (f"boxes with an anchor of IoU > {positive_iou:g} {before['coverage']:.2f} -> "
-            f"{after['coverage']:.2f}, boxes whose best is a would-be negative "
-            f"{before['below_negative']:.2f} -> {after['below_negative']:.2f} (class means)")
+    return (
+        f"boxes with an anchor of IoU > {positive_iou:g} {before['coverage']:.2f} -> "
+        f"{after['coverage']:.2f}, boxes whose best is a would-be negative "
+        f"{before['below_negative']:.2f} -> {after['below_negative']:.2f} (class means)"
+    )
 
 
 def _sides_text(anchors):
@@ -511,23 +613,29 @@ def resolve_anchors(config, model_dir=None, log=None):
         recorded = read_config(model_dir).model
         for key in ("anchor_scales", "anchor_ratios"):
             if getattr(recorded, key) == "auto":
-                raise ConfigError(f"{os.path.join(model_dir, CONFIG_FILE)}: model.{key} is "
-                                  "'auto', not the fitted numbers; train the model dir afresh")
+                raise ConfigError(
+                    f"{os.path.join(model_dir, CONFIG_FILE)}: model.{key} is "
+                    "'auto', not the fitted numbers; train the model dir afresh"
+                )
             setattr(resolved.model, key, list(getattr(recorded, key)))
         return resolved
     split = read_split(config)
     instances, _ = views(split, config)
     if not len(instances.labels):
-        raise ConfigError(f"model.anchor_scales/anchor_ratios 'auto': the training split "
-                          f"{split.split!r} has no boxes to fit anchors to")
+        raise ConfigError(
+            f"model.anchor_scales/anchor_ratios 'auto': the training split "
+            f"{split.split!r} has no boxes to fit anchors to"
+        )
     fitted = fit_config_anchors(config, instances)
     before = anchor_set_summary(config, instances, *_configured_anchors(config))
     after = anchor_set_summary(config, instances, fitted.scales, fitted.ratios)
     resolved.model.anchor_scales = fitted.scales
     resolved.model.anchor_ratios = fitted.ratios
     if log:
-        log(f"anchors fitted to {len(split.labels)} training boxes: scales {fitted.scales} x "
+        log(
+            f"anchors fitted to {len(split.labels)} training boxes: scales {fitted.scales} x "
             f"ratios {fitted.ratios} ({_sides_text(after)}); before the fit "
             f"({_sides_text(before)}) -> after: "
-            f"{_fit_text(before, after, config.rpn.positive_iou)}")
+            f"{_fit_text(before, after, config.rpn.positive_iou)}"
+        )
     return resolved

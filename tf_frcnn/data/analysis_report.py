@@ -15,7 +15,7 @@ import numpy as np
 
 from tf_frcnn.evaluation.report import write_metrics_json
 
-MAX_PANELS = 12          # "all" and the classes with the most boxes
+MAX_PANELS = 12  # "all" and the classes with the most boxes
 PLOTS = ("box_sides.png", "aspect_ratios.png", "best_anchor_iou.png")
 
 
@@ -54,45 +54,73 @@ def format_analysis(summary) -> str:
     ]
     fitted = "fitted" in s["anchors"]
     pos, neg = s["positive_iou"], s["negative_iou"]
-    headers = ["class", "boxes", "images", "side p5/50/95", "h/w p5/50/95", "<2 cells",
-               f">{pos:g}", f"{neg:g}-{pos:g}", f"<{neg:g}"]
+    headers = [
+        "class",
+        "boxes",
+        "images",
+        "side p5/50/95",
+        "h/w p5/50/95",
+        "<2 cells",
+        f">{pos:g}",
+        f"{neg:g}-{pos:g}",
+        f"<{neg:g}",
+    ]
     if fitted:
         headers += [f"fit >{pos:g}", f"fit <{neg:g}"]
     headers.append("overlap p99")
     rows = []
     for name, entry in s["classes"].items():
         coverage = entry["coverage"]
-        row = [name, str(entry["boxes"]), str(entry["images"]), _spread(entry["side"], 0),
-               _spread(entry["aspect_ratio"], 2), _share(entry["under_two_cells"]),
-               _share(coverage["positive"]), _share(coverage["forced_best"]),
-               _share(coverage["forced_below_negative"])]
+        row = [
+            name,
+            str(entry["boxes"]),
+            str(entry["images"]),
+            _spread(entry["side"], 0),
+            _spread(entry["aspect_ratio"], 2),
+            _share(entry["under_two_cells"]),
+            _share(coverage["positive"]),
+            _share(coverage["forced_best"]),
+            _share(coverage["forced_below_negative"]),
+        ]
         if fitted:
-            row += [_share(entry["coverage_fitted"]["positive"]),
-                    _share(entry["coverage_fitted"]["forced_below_negative"])]
+            row += [
+                _share(entry["coverage_fitted"]["positive"]),
+                _share(entry["coverage_fitted"]["forced_below_negative"]),
+            ]
         overlap = entry["same_class_overlap"]
         row.append(_number(overlap["p99"], 2) if overlap else "-")
         rows.append(row)
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
     for row in [headers] + rows:
-        lines.append("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                               for i, (cell, width) in enumerate(zip(row, widths))))
-    lines.append(f"(>{pos:g}: boxes with a positive anchor by IoU; {neg:g}-{pos:g}: only the "
-                 f"forced best anchor; <{neg:g}: the forced best would be a negative; "
-                 f"<2 cells: side under {2 * s['anchors']['stride']} px)")
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths))
+            )
+        )
+    lines.append(
+        f"(>{pos:g}: boxes with a positive anchor by IoU; {neg:g}-{pos:g}: only the "
+        f"forced best anchor; <{neg:g}: the forced best would be a negative; "
+        f"<2 cells: side under {2 * s['anchors']['stride']} px)"
+    )
     lines.append("")
     for key in ("configured", "fitted"):
         if key in s["anchors"]:
             a = s["anchors"][key]
             sides = "/".join(f"{side:.4g}" for side in a["sides"])
-            lines.append(f"anchors {key}: scales {a['scales']} x ratios {a['ratios']} "
-                         f"({sides} px): >{pos:g} {a['coverage']:.3f}, <{neg:g} "
-                         f"{a['below_negative']:.3f}, fit objective {a['score']:.3f} (class "
-                         f"means); >{pos:g} {a['coverage_all_boxes']:.3f} of all boxes")
+            lines.append(
+                f"anchors {key}: scales {a['scales']} x ratios {a['ratios']} "
+                f"({sides} px): >{pos:g} {a['coverage']:.3f}, <{neg:g} "
+                f"{a['below_negative']:.3f}, fit objective {a['score']:.3f} (class "
+                f"means); >{pos:g} {a['coverage_all_boxes']:.3f} of all boxes"
+            )
     nms = s["nms"]
-    lines.append(f"detection NMS: configured {nms['configured']:g}, implied "
-                 f"{nms['recommended']:g} (99th percentile same-class overlap "
-                 f"{nms['overlap_p99']:.2f}; {nms['share_above_configured']:.1%} of the boxes "
-                 "overlap one of their class above the configured value)")
+    lines.append(
+        f"detection NMS: configured {nms['configured']:g}, implied "
+        f"{nms['recommended']:g} (99th percentile same-class overlap "
+        f"{nms['overlap_p99']:.2f}; {nms['share_above_configured']:.1%} of the boxes "
+        "overlap one of their class above the configured value)"
+    )
     lines.append("")
     if s["recommendations"]:
         lines.append("recommendations:")
@@ -105,12 +133,12 @@ def format_analysis(summary) -> str:
 
 
 def _panels(analysis):
-    """"all" and the classes with the most boxes; just the class when there is one."""
+    """ "all" and the classes with the most boxes; just the class when there is one."""
     names = [name for name in analysis.sides if name != "all"]
     if len(names) == 1:
         return names
     names.sort(key=lambda name: -len(analysis.sides[name]))
-    return ["all"] + names[:MAX_PANELS - 1]
+    return ["all"] + names[: MAX_PANELS - 1]
 
 
 def _title(analysis, name):
@@ -138,9 +166,11 @@ def _histogram(axes, values, edges, title, ratio_labels=False):
     axes.hist(values, bins=edges, color="tab:blue", alpha=0.75)
     axes.set_xscale("log")
     powers = range(math.floor(math.log2(edges[0])), math.ceil(math.log2(edges[-1])) + 1)
-    ticks = [2.0 ** p for p in powers if edges[0] <= 2.0 ** p <= edges[-1]]
-    labels = [(f"1/{2 ** -p:g}" if p < 0 else f"{2 ** p:g}") if ratio_labels else f"{t:g}"
-              for p, t in zip((round(math.log2(t)) for t in ticks), ticks)]
+    ticks = [2.0**p for p in powers if edges[0] <= 2.0**p <= edges[-1]]
+    labels = [
+        (f"1/{2**-p:g}" if p < 0 else f"{2**p:g}") if ratio_labels else f"{t:g}"
+        for p, t in zip((round(math.log2(t)) for t in ticks), ticks)
+    ]
     axes.set_xticks(ticks, labels)
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_title(title, fontsize="medium")
@@ -149,13 +179,15 @@ def _histogram(axes, values, edges, title, ratio_labels=False):
 
 def _mark(axes, values, color, style, label):
     for index, value in enumerate(values):
-        axes.axvline(value, color=color, linestyle=style, linewidth=1.3,
-                     label=label if index == 0 else None)
+        axes.axvline(
+            value, color=color, linestyle=style, linewidth=1.3, label=label if index == 0 else None
+        )
 
 
 def _log_edges(arrays, low_floor):
-    values = np.concatenate([a for a in arrays if len(a)]) if any(len(a) for a in arrays) \
-        else np.ones(1)
+    values = (
+        np.concatenate([a for a in arrays if len(a)]) if any(len(a) for a in arrays) else np.ones(1)
+    )
     low = max(float(values.min()) / 1.2, low_floor)
     high = max(float(values.max()) * 1.2, low * 2)
     return np.geomspace(low, high, 40)
@@ -167,8 +199,9 @@ def _save(figure, path):
     return path
 
 
-def _plot_with_anchors(analysis, path, values, marks, edges, noun, xlabel, title, *,
-                       ratio_labels=False, shade=None):
+def _plot_with_anchors(
+    analysis, path, values, marks, edges, noun, xlabel, title, *, ratio_labels=False, shade=None
+):
     """Log histograms of ``values`` ({panel: array}) per panel with ``marks`` ({"configured",
     "fitted" (optional): values}) drawn as lines and ``shade`` ((low, high, label)) shaded."""
     panels = _panels(analysis)
@@ -177,7 +210,7 @@ def _plot_with_anchors(analysis, path, values, marks, edges, noun, xlabel, title
         _histogram(axes, values[name], edges, _title(analysis, name), ratio_labels)
         if shade:
             axes.axvspan(shade[0], shade[1], color="tab:orange", alpha=0.12, label=shade[2])
-        if "fitted" in marks:   # first, so a configured line on the same value shows
+        if "fitted" in marks:  # first, so a configured line on the same value shows
             _mark(axes, marks["fitted"], "tab:green", "-", f"fitted {noun}")
         _mark(axes, marks["configured"], "tab:red", "--", f"configured {noun}")
         axes.set_xlabel(xlabel, fontsize="small")
@@ -191,21 +224,38 @@ def plot_box_sides(analysis, path):
     (configured dashed red, fitted green), the two-cell limit shaded."""
     anchors = analysis.anchor_sides
     stride = analysis.summary["anchors"]["stride"]
-    edges = _log_edges([analysis.sides["all"], np.asarray(sum(anchors.values(), [])),
-                        np.asarray([1.5 * stride])], 1.0)
-    return _plot_with_anchors(analysis, path, analysis.sides, anchors, edges, "anchors",
-                              "box side sqrt(h*w), px",
-                              "Box sides after the resize, with the anchor sides",
-                              shade=(edges[0], 2 * stride, f"< {2 * stride} px (2 cells)"))
+    edges = _log_edges(
+        [analysis.sides["all"], np.asarray(sum(anchors.values(), [])), np.asarray([1.5 * stride])],
+        1.0,
+    )
+    return _plot_with_anchors(
+        analysis,
+        path,
+        analysis.sides,
+        anchors,
+        edges,
+        "anchors",
+        "box side sqrt(h*w), px",
+        "Box sides after the resize, with the anchor sides",
+        shade=(edges[0], 2 * stride, f"< {2 * stride} px (2 cells)"),
+    )
 
 
 def plot_aspect_ratios(analysis, path):
     """Histogram of box aspect ratios (height / width) per class, anchor ratios marked."""
     ratios = analysis.anchor_ratios
     edges = _log_edges([analysis.ratios["all"], np.asarray(sum(ratios.values(), []))], 1e-2)
-    return _plot_with_anchors(analysis, path, analysis.ratios, ratios, edges, "ratios",
-                              "aspect ratio h/w", "Box aspect ratios, with the anchor ratios",
-                              ratio_labels=True)
+    return _plot_with_anchors(
+        analysis,
+        path,
+        analysis.ratios,
+        ratios,
+        edges,
+        "ratios",
+        "aspect ratio h/w",
+        "Box aspect ratios, with the anchor ratios",
+        ratio_labels=True,
+    )
 
 
 def plot_best_iou(analysis, path):
@@ -216,11 +266,17 @@ def plot_best_iou(analysis, path):
     edges = np.linspace(0.0, 1.0, 41)
     summary = analysis.summary
     for axes, name in zip(axes_list, panels):
-        axes.hist(analysis.best_iou[name], bins=edges, color="tab:red", alpha=0.5,
-                  label="configured")
+        axes.hist(
+            analysis.best_iou[name], bins=edges, color="tab:red", alpha=0.5, label="configured"
+        )
         if analysis.best_iou_fitted is not None:
-            axes.hist(analysis.best_iou_fitted[name], bins=edges, color="tab:green", alpha=0.5,
-                      label="fitted")
+            axes.hist(
+                analysis.best_iou_fitted[name],
+                bins=edges,
+                color="tab:green",
+                alpha=0.5,
+                label="fitted",
+            )
         for threshold in (summary["negative_iou"], summary["positive_iou"]):
             axes.axvline(threshold, color="black", linestyle=":", linewidth=1)
         axes.set_title(f"{name} ({len(analysis.best_iou[name])} box views)", fontsize="medium")

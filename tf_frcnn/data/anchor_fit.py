@@ -70,9 +70,10 @@ class ResizedBoxes:
     cells: np.ndarray
     labels: np.ndarray
 
-    def take(self, index) -> "ResizedBoxes":
-        return ResizedBoxes(self.boxes[index], self.image_shapes[index], self.cells[index],
-                            self.labels[index])
+    def take(self, index) -> ResizedBoxes:
+        return ResizedBoxes(
+            self.boxes[index], self.image_shapes[index], self.cells[index], self.labels[index]
+        )
 
 
 @dataclasses.dataclass
@@ -82,9 +83,9 @@ class AnchorFit:
 
     scales: list
     ratios: list
-    score: float          # the objective (module docstring)
-    coverage: float       # share of boxes with best IoU > positive_iou
-    mean_iou: float       # mean best IoU
+    score: float  # the objective (module docstring)
+    coverage: float  # share of boxes with best IoU > positive_iou
+    mean_iou: float  # mean best IoU
 
 
 def anchor_shapes(base_size, scales, ratios):
@@ -110,8 +111,9 @@ def _axis_overlap(low, high, length, cells, extent, stride, inside_only):
     nearest = np.round((low + high)[:, np.newaxis] / (2.0 * stride) - 0.5)
     nearest = np.minimum(np.maximum(nearest, first), last)
     centre = (nearest + 0.5) * stride
-    overlap = (np.minimum(high[:, np.newaxis], centre + half)
-               - np.maximum(low[:, np.newaxis], centre - half))
+    overlap = np.minimum(high[:, np.newaxis], centre + half) - np.maximum(
+        low[:, np.newaxis], centre - half
+    )
     return np.maximum(overlap, 0.0), allowed
 
 
@@ -135,10 +137,12 @@ def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only
         b = boxes.boxes[part].astype(np.float64)
         shape = boxes.image_shapes[part].astype(np.float64)
         cells = boxes.cells[part].astype(np.float64)
-        dy, ok_y = _axis_overlap(b[:, 0], b[:, 2], shape[:, 0], cells[:, 0], heights, stride,
-                                 inside_only)
-        dx, ok_x = _axis_overlap(b[:, 1], b[:, 3], shape[:, 1], cells[:, 1], widths, stride,
-                                 inside_only)
+        dy, ok_y = _axis_overlap(
+            b[:, 0], b[:, 2], shape[:, 0], cells[:, 0], heights, stride, inside_only
+        )
+        dx, ok_x = _axis_overlap(
+            b[:, 1], b[:, 3], shape[:, 1], cells[:, 1], widths, stride, inside_only
+        )
         inter = dy * dx
         area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, np.newaxis]
         iou = inter / np.maximum(area + (heights * widths)[np.newaxis] - inter, 1e-12)
@@ -158,12 +162,20 @@ def coverage(best_iou, positive_iou=0.7, negative_iou=0.3) -> dict:
     best = np.asarray(best_iou, np.float64)
     if best.size == 0:
         nan = float("nan")
-        return {"positive": nan, "forced_best": nan, "forced_below_negative": nan,
-                "mean_best_iou": nan}
+        return {
+            "positive": nan,
+            "forced_best": nan,
+            "forced_below_negative": nan,
+            "mean_best_iou": nan,
+        }
     positive = float(np.mean(best > positive_iou))
     below = float(np.mean(best < negative_iou))
-    return {"positive": positive, "forced_best": 1.0 - positive - below,
-            "forced_below_negative": below, "mean_best_iou": float(np.mean(best))}
+    return {
+        "positive": positive,
+        "forced_best": 1.0 - positive - below,
+        "forced_below_negative": below,
+        "mean_best_iou": float(np.mean(best)),
+    }
 
 
 def _geometric_grid(low, high, steps_per_octave):
@@ -228,18 +240,16 @@ class _Objective:
         if axis in fixed_axis:
             return None
         members = list(scale_index if axis == "scale" else ratio_index)
-        others = members[:slot] + members[slot + 1:]
+        others = members[:slot] + members[slot + 1 :]
         if axis == "scale":
-            rest = (self.best_of(ratio_index, others) if others
-                    else np.zeros(len(self.table)))
-            candidates = self.table[:, ratio_index, :].max(axis=1)       # [N, scales]
+            rest = self.best_of(ratio_index, others) if others else np.zeros(len(self.table))
+            candidates = self.table[:, ratio_index, :].max(axis=1)  # [N, scales]
         else:
-            rest = (self.best_of(others, scale_index) if others
-                    else np.zeros(len(self.table)))
-            candidates = self.table[:, :, scale_index].max(axis=2)       # [N, ratios]
+            rest = self.best_of(others, scale_index) if others else np.zeros(len(self.table))
+            candidates = self.table[:, :, scale_index].max(axis=2)  # [N, ratios]
         best = np.maximum(rest[:, np.newaxis], candidates.astype(np.float64))
         value, mean_iou = self.score(best)
-        order = np.lexsort((-mean_iou, -value))         # best first; ties: lowest index
+        order = np.lexsort((-mean_iou, -value))  # best first; ties: lowest index
         for index in order:
             if index in others:
                 continue
@@ -261,15 +271,25 @@ def _canonical(boxes: ResizedBoxes) -> ResizedBoxes:
     order = np.lexsort(keys.T[::-1])
     boxes = boxes.take(order)
     if len(order) > MAX_FIT_BOXES:
-        sample = np.sort(np.random.default_rng(0).choice(len(order), MAX_FIT_BOXES,
-                                                         replace=False))
+        sample = np.sort(np.random.default_rng(0).choice(len(order), MAX_FIT_BOXES, replace=False))
         boxes = boxes.take(sample)
     return boxes
 
 
-def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3, stride=16,
-                positive_iou=0.7, negative_iou=0.3, inside_only=True, start=None, scales=None,
-                ratios=None) -> AnchorFit:
+def fit_anchors(
+    boxes: ResizedBoxes,
+    *,
+    base_size=16,
+    num_scales=3,
+    num_ratios=3,
+    stride=16,
+    positive_iou=0.7,
+    negative_iou=0.3,
+    inside_only=True,
+    start=None,
+    scales=None,
+    ratios=None,
+) -> AnchorFit:
     """Scales x ratios that maximise the objective on `boxes` (see the module docstring).
 
     Args:
@@ -293,13 +313,24 @@ def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3
     width = np.maximum(b[:, 3] - b[:, 1], 1e-3)
     side, ratio = np.sqrt(height * width), height / width
     longest = float(np.max(boxes.image_shapes))
-    scale_grid = (np.asarray(sorted(scales), np.float64) if scales is not None else
-                  _geometric_grid(max(np.percentile(side, 0.5) / 1.25, 4.0) / base_size,
-                                  min(np.percentile(side, 99.5) * 1.25, 2 * longest) / base_size,
-                                  8))
-    ratio_grid = (np.asarray(sorted(ratios), np.float64) if ratios is not None else
-                  _geometric_grid(max(np.percentile(ratio, 0.5) / 1.19, 1 / 16),
-                                  min(np.percentile(ratio, 99.5) * 1.19, 16.0), 4))
+    scale_grid = (
+        np.asarray(sorted(scales), np.float64)
+        if scales is not None
+        else _geometric_grid(
+            max(np.percentile(side, 0.5) / 1.25, 4.0) / base_size,
+            min(np.percentile(side, 99.5) * 1.25, 2 * longest) / base_size,
+            8,
+        )
+    )
+    ratio_grid = (
+        np.asarray(sorted(ratios), np.float64)
+        if ratios is not None
+        else _geometric_grid(
+            max(np.percentile(ratio, 0.5) / 1.19, 1 / 16),
+            min(np.percentile(ratio, 99.5) * 1.19, 16.0),
+            4,
+        )
+    )
     fixed = {"scale"} if scales is not None else set()
     fixed |= {"ratio"} if ratios is not None else set()
     num_scales = len(scale_grid) if scales is not None else min(num_scales, len(scale_grid))
@@ -307,7 +338,8 @@ def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3
 
     heights, widths = anchor_shapes(base_size, scale_grid, ratio_grid)
     table = best_anchor_iou(boxes, heights, widths, stride, inside_only).reshape(
-        len(boxes.labels), len(ratio_grid), len(scale_grid))
+        len(boxes.labels), len(ratio_grid), len(scale_grid)
+    )
     objective = _Objective(table, boxes.labels, positive_iou, negative_iou)
 
     def quantiles(values, count, spread):
@@ -315,15 +347,25 @@ def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3
         levels = 0.5 + spread * (np.arange(count) - (count - 1) / 2) / max(count, 1)
         return np.exp(np.percentile(np.log(values), 100 * np.clip(levels, 0.0, 1.0)))
 
-    starts = [(_snap(quantiles(ratio, num_ratios, spread), ratio_grid, num_ratios),
-               _snap(quantiles(side / base_size, num_scales, spread), scale_grid, num_scales))
-              for spread in START_SPREADS]
+    starts = [
+        (
+            _snap(quantiles(ratio, num_ratios, spread), ratio_grid, num_ratios),
+            _snap(quantiles(side / base_size, num_scales, spread), scale_grid, num_scales),
+        )
+        for spread in START_SPREADS
+    ]
     if start is not None and len(start[0]) >= num_scales and len(start[1]) >= num_ratios:
-        starts.append((_snap(start[1], ratio_grid, num_ratios),
-                       _snap(start[0], scale_grid, num_scales)))
+        starts.append(
+            (_snap(start[1], ratio_grid, num_ratios), _snap(start[0], scale_grid, num_scales))
+        )
     if "scale" in fixed or "ratio" in fixed:
-        starts = [(list(range(num_ratios)) if "ratio" in fixed else r,
-                   list(range(num_scales)) if "scale" in fixed else s) for r, s in starts]
+        starts = [
+            (
+                list(range(num_ratios)) if "ratio" in fixed else r,
+                list(range(num_scales)) if "scale" in fixed else s,
+            )
+            for r, s in starts
+        ]
 
     results = []
     for ratio_index, scale_index in starts:
@@ -333,8 +375,9 @@ def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3
             improved = False
             for axis, count in (("scale", num_scales), ("ratio", num_ratios)):
                 for slot in range(count):
-                    step = objective.improve_slot(ratio_index, scale_index, axis, slot, score,
-                                                  fixed)
+                    step = objective.improve_slot(
+                        ratio_index, scale_index, axis, slot, score, fixed
+                    )
                     if step is not None:
                         (ratio_index, scale_index), score = step
                         improved = True
@@ -344,7 +387,10 @@ def fit_anchors(boxes: ResizedBoxes, *, base_size=16, num_scales=3, num_ratios=3
         if _better(result[0], score):
             score, ratio_index, scale_index = result
     best = objective.best_of(ratio_index, scale_index)[:, np.newaxis]
-    return AnchorFit(scales=[float(scale_grid[i]) for i in scale_index],
-                     ratios=[float(ratio_grid[i]) for i in ratio_index], score=score[0],
-                     coverage=float(objective.class_mean(best > positive_iou)[0]),
-                     mean_iou=score[1])
+    return AnchorFit(
+        scales=[float(scale_grid[i]) for i in scale_index],
+        ratios=[float(ratio_grid[i]) for i in ratio_index],
+        score=score[0],
+        coverage=float(objective.class_mean(best > positive_iou)[0]),
+        mean_iou=score[1],
+    )

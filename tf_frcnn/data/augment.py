@@ -79,8 +79,7 @@ def crop_objects(objects, image_shape, offset, size, min_visible: float):
     return kept
 
 
-def random_crop(image, objects, seed, *, probability: float, min_crop: float,
-                min_visible: float):
+def random_crop(image, objects, seed, *, probability: float, min_crop: float, min_visible: float):
     """With `probability`, crops `image` to a `crop_window` and its objects with
     `crop_objects`; otherwise returns both unchanged.
 
@@ -126,12 +125,14 @@ def color_jitter(image, seed, *, brightness=0.0, contrast=0.0, saturation=0.0, h
         pixels = tf.image.stateless_random_brightness(pixels, brightness, seeds[0])
         pixels = tf.clip_by_value(pixels, 0.0, 1.0)
     if contrast:
-        pixels = tf.image.stateless_random_contrast(pixels, 1.0 - contrast, 1.0 + contrast,
-                                                    seeds[1])
+        pixels = tf.image.stateless_random_contrast(
+            pixels, 1.0 - contrast, 1.0 + contrast, seeds[1]
+        )
         pixels = tf.clip_by_value(pixels, 0.0, 1.0)
     if saturation:
-        pixels = tf.image.stateless_random_saturation(pixels, 1.0 - saturation,
-                                                      1.0 + saturation, seeds[2])
+        pixels = tf.image.stateless_random_saturation(
+            pixels, 1.0 - saturation, 1.0 + saturation, seeds[2]
+        )
         pixels = tf.clip_by_value(pixels, 0.0, 1.0)
     if hue:
         pixels = tf.image.stateless_random_hue(pixels, hue, seeds[3])

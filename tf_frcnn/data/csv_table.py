@@ -47,8 +47,7 @@ def _columns(header: list[str], where: str) -> list[int]:
         found = [index for index, name in enumerate(names) if name in wanted]
         if len(found) != 1:
             raise DataError(
-                f"{where}: the header {header} needs exactly one column named "
-                f"{' or '.join(wanted)}"
+                f"{where}: the header {header} needs exactly one column named {' or '.join(wanted)}"
             )
         indices.append(found[0])
     return indices

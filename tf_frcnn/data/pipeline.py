@@ -130,8 +130,10 @@ def build_pipeline(
     drop_remainder = training if drop_remainder is None else drop_remainder
     scales = list(augment.scales or []) if augment is not None else []
     crop_probability = augment.crop_probability if augment is not None else 0.0
-    jitter = {key: getattr(augment, key) if augment is not None else 0.0
-              for key in ("brightness", "contrast", "saturation", "hue")}
+    jitter = {
+        key: getattr(augment, key) if augment is not None else 0.0
+        for key in ("brightness", "contrast", "saturation", "hue")
+    }
     jittering = any(jitter.values())
     warned = []
 
@@ -142,6 +144,7 @@ def build_pipeline(
                 f"image {image_id.decode()} has {count} objects, more than max_boxes={max_boxes}; "
                 "keeping the first ones (further images with too many objects are not reported)",
                 DataWarning,
+                stacklevel=2,
             )
         return np.bool_(True)
 
@@ -160,8 +163,13 @@ def build_pipeline(
         image = record["image"]
         if crop_probability:
             image, objects = aug.random_crop(
-                image, objects, tf.stack([random_value, 1]), probability=crop_probability,
-                min_crop=augment.min_crop, min_visible=augment.min_visible)
+                image,
+                objects,
+                tf.stack([random_value, 1]),
+                probability=crop_probability,
+                min_crop=augment.min_crop,
+                min_visible=augment.min_visible,
+            )
         shorter = aug.draw_scale(scales, tf.stack([random_value, 2])) if scales else min_size
         if jittering:
             # Colour jitter is pointwise (contrast uses the mean), so it is applied at the
@@ -169,8 +177,9 @@ def build_pipeline(
             jitter_seed = tf.stack([random_value, 3])
             enlarging = resize_scale(tf.shape(image)[:2], shorter, max_size) > 1.0
             image = tf.cast(image, tf.float32)
-            image = tf.cond(enlarging, lambda: aug.color_jitter(image, jitter_seed, **jitter),
-                            lambda: image)
+            image = tf.cond(
+                enlarging, lambda: aug.color_jitter(image, jitter_seed, **jitter), lambda: image
+            )
         image, scale = resize_image(image, shorter, max_size)
         image_shape = tf.shape(image)[:2]
         size = tf.cast(image_shape, tf.float32)
@@ -183,8 +192,9 @@ def build_pipeline(
             image = tf.cond(flipped, lambda: tf.image.flip_left_right(image), lambda: image)
             boxes = tf.cond(flipped, lambda: flip_boxes_left_right(boxes, size[1]), lambda: boxes)
         if jittering:
-            image = tf.cond(enlarging, lambda: image,
-                            lambda: aug.color_jitter(image, jitter_seed, **jitter))
+            image = tf.cond(
+                enlarging, lambda: image, lambda: aug.color_jitter(image, jitter_seed, **jitter)
+            )
 
         count = tf.shape(boxes)[0]
         reported = tf.cond(

@@ -79,9 +79,10 @@ def path_inside(directory, relative, what: str) -> str:
     if not isinstance(relative, str) or not relative:
         raise DataError(f"{what} is not a file name")
     base = os.path.abspath(directory)
-    if os.path.isabs(relative) or os.path.commonpath(
-        [base, os.path.abspath(os.path.join(base, relative))]
-    ) != base:
+    if (
+        os.path.isabs(relative)
+        or os.path.commonpath([base, os.path.abspath(os.path.join(base, relative))]) != base
+    ):
         raise DataError(f"{what} points outside {os.fspath(directory)}; refused")
     return os.path.join(os.fspath(directory), relative)
 
@@ -148,7 +149,7 @@ def check_images(paths, *, strict: bool, source: str) -> list[tuple[int, int] | 
         except DataError as error:
             if strict:
                 raise
-            warnings.warn(f"{source}: skipping {error}", DataWarning)
+            warnings.warn(f"{source}: skipping {error}", DataWarning, stacklevel=2)
             return None
 
     # Pillow releases the GIL while reading and decoding, so threads overlap the I/O.
@@ -197,8 +198,9 @@ class BoxAudit:
                 f"{self.source}: dropped {self.dropped} boxes that were inverted, zero-area or "
                 f"outside the image, and clipped {self.clipped} boxes to the image"
             )
-            warnings.warn(BoxRepairWarning(message, self.dropped, self.clipped),
-                          stacklevel=stacklevel)
+            warnings.warn(
+                BoxRepairWarning(message, self.dropped, self.clipped), stacklevel=stacklevel
+            )
 
 
 def make_example(image_path, image_id, boxes, labels, difficult=None, iscrowd=None) -> Example:
@@ -299,7 +301,7 @@ def examples_to_dataset(examples: list[Example], *, strict: bool, source: str) -
         except DataError as error:
             if strict:
                 raise
-            warnings.warn(f"{source}: skipping {error}", DataWarning)
+            warnings.warn(f"{source}: skipping {error}", DataWarning, stacklevel=2)
             return np.zeros((1, 1, 3), np.uint8), np.bool_(False)
 
     def to_record(entry):

@@ -89,8 +89,10 @@ def _split_dirs(root: pathlib.Path, split: str) -> tuple[pathlib.Path, pathlib.P
     """(images dir, labels dir) of `split`, in the Roboflow or the Ultralytics layout."""
     if not split or os.path.isabs(split) or ".." in pathlib.PurePath(split).parts:
         raise DataError(f"YOLO split name {split!r} must be a folder name inside {root}")
-    layouts = ((root / split / "images", root / split / "labels"),
-               (root / "images" / split, root / "labels" / split))
+    layouts = (
+        (root / split / "images", root / split / "labels"),
+        (root / "images" / split, root / "labels" / split),
+    )
     for images, labels in layouts:
         if images.is_dir():
             if not labels.is_dir():

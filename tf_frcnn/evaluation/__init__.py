@@ -6,7 +6,12 @@ padded batches. Needs NumPy and pycocotools only; plots need matplotlib.
 """
 
 from tf_frcnn.evaluation.coco import coco_metrics, yxyx_to_xywh
-from tf_frcnn.evaluation.evaluator import Evaluator, unpad_detections, unpad_groundtruths, unpad_proposals
+from tf_frcnn.evaluation.evaluator import (
+    Evaluator,
+    unpad_detections,
+    unpad_groundtruths,
+    unpad_proposals,
+)
 from tf_frcnn.evaluation.recall import recall_key, rpn_recall
 from tf_frcnn.evaluation.report import (
     class_name,

@@ -1,13 +1,15 @@
 """Per-image records shared by the metrics: checking, conversion to NumPy, and box IoU.
 
 Every box in this package is absolute pixel [ymin, xmin, ymax, xmax] in the ORIGINAL image, in
-continuous coordinates: a box from xmin=10 to xmax=20 is 10 pixels wide (no "+1" as in the VOC devkit).
+continuous coordinates: a box from xmin=10 to xmax=20 is 10 pixels wide (no "+1" as in the VOC
+devkit).
 
-Records are plain dicts, one per image; any array-like (lists, NumPy arrays, eager `tf.Tensor`s) is
-accepted and converted with `np.asarray`:
+Records are plain dicts, one per image; any array-like (lists, NumPy arrays, eager `tf.Tensor`s)
+is accepted and converted with `np.asarray`:
 
-- ground truth: {"image_id": str, "boxes": [N, 4], "labels": int [N] (1-based), "difficult": bool [N]
-  (optional), "iscrowd": bool [N] (optional), "height": int, "width": int (optional, metadata only)}
+- ground truth: {"image_id": str, "boxes": [N, 4], "labels": int [N] (1-based), "difficult":
+  bool [N] (optional), "iscrowd": bool [N] (optional), "height": int, "width": int (optional,
+  metadata only)}
 - detections:   {"image_id": str, "boxes": [K, 4], "scores": [K], "classes": int [K] (1-based)}
 - proposals:    {"image_id": str, "boxes": [P, 4] sorted by objectness, descending,
   "scores": [P] (optional; when given, the boxes are sorted by it)}
@@ -19,7 +21,7 @@ import numpy as np
 
 
 def image_id_to_str(image_id) -> str:
-    """Returns an image id as `str`; accepts str, bytes (what `tf.string` tensors hold) and numbers."""
+    """Returns an image id as `str`; accepts str, bytes (what `tf.string` tensors hold), numbers."""
     value = np.asarray(image_id)
     if value.ndim != 0:
         raise ValueError(f"image_id must be a scalar, got shape {value.shape}")
@@ -63,13 +65,14 @@ def _labelled_boxes(record: dict, label_key: str, num_classes: int | None, what:
     if labels.size and labels.min() < 1:
         raise ValueError(f"{what}: {label_key} must be 1-based class ids (0 is background/padding)")
     if num_classes is not None and labels.size and labels.max() > num_classes:
-        raise ValueError(f"{what}: {label_key} has class {labels.max()} but num_classes is "
-                         f"{num_classes}")
+        raise ValueError(
+            f"{what}: {label_key} has class {labels.max()} but num_classes is {num_classes}"
+        )
     return image_id, boxes, labels, what
 
 
 def as_groundtruth(record: dict, num_classes: int | None = None) -> dict:
-    """Checks one ground-truth record and returns it with NumPy arrays (float64 boxes, int64 labels)."""
+    """Checks one ground-truth record; returns it as NumPy arrays (float64 boxes, int64 labels)."""
     image_id, boxes, labels, what = _labelled_boxes(record, "labels", num_classes, "ground truth")
     n = boxes.shape[0]
     return {
@@ -84,7 +87,8 @@ def as_groundtruth(record: dict, num_classes: int | None = None) -> dict:
 
 
 def as_detections(record: dict, num_classes: int | None = None) -> dict:
-    """Checks one detection record and returns it with NumPy arrays (float64 boxes/scores, int64 classes)."""
+    """Checks one detection record; returns it as NumPy arrays (float64 boxes/scores, int64
+    classes)."""
     image_id, boxes, classes, what = _labelled_boxes(record, "classes", num_classes, "detections")
     scores = _vector(record["scores"], boxes.shape[0], np.float64, f"{what}: scores")
     if not np.all(np.isfinite(scores)):

@@ -1,19 +1,21 @@
 """COCO-style detection metrics through pycocotools' `COCOeval`, built in memory.
 
-Boxes are absolute pixel [ymin, xmin, ymax, xmax] in the original image; they are converted here to
-COCO's [x, y, width, height]. Category ids are our 1-based labels, image ids are mapped to integers.
+Boxes are absolute pixel [ymin, xmin, ymax, xmax] in the original image; they are converted here
+to COCO's [x, y, width, height]. Category ids are our 1-based labels, image ids are mapped to
+integers.
 
-Ignored ground truth: pycocotools ignores exactly the boxes with `iscrowd=1` (its `_prepare` overwrites
-any "ignore" field with the crowd flag), so VOC `difficult` boxes are passed as crowd boxes. A missed
-difficult box then costs nothing and a detection matched to it is neither a true nor a false positive,
-as in the VOC devkit. The one difference is COCO's crowd overlap: intersection over the DETECTION's
-area, not IoU, so a detection lying inside a difficult box is ignored whatever its size.
+Ignored ground truth: pycocotools ignores exactly the boxes with `iscrowd=1` (its `_prepare`
+overwrites any "ignore" field with the crowd flag), so VOC `difficult` boxes are passed as crowd
+boxes. A missed difficult box then costs nothing and a detection matched to it is neither a true
+nor a false positive, as in the VOC devkit. The one difference is COCO's crowd overlap:
+intersection over the DETECTION's area, not IoU, so a detection lying inside a difficult box is
+ignored whatever its size.
 
 As in COCO, only the 100 highest-scoring detections of each image count (`maxDets`), and AP is
 interpolated at 101 recall points, so a perfect detector scores 1.0 up to float round-off.
 
-Metrics that COCO leaves undefined (it reports -1: no ground truth in that area range, or in any class)
-are returned as NaN rather than as a number in [0, 1].
+Metrics that COCO leaves undefined (it reports -1: no ground truth in that area range, or in any
+class) are returned as NaN rather than as a number in [0, 1].
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tf_frcnn.evaluation._records import as_detections, as_groundtruth, check_unique_ids, index_by_image
+from tf_frcnn.evaluation._records import (
+    as_detections,
+    as_groundtruth,
+    check_unique_ids,
+    index_by_image,
+)
 
 # The order of `COCOeval.stats` after `summarize()`.
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -49,8 +56,12 @@ def _coco_from_dataset(dataset: dict) -> COCO:
 def _build_coco_objects(groundtruths, detections, num_classes):
     image_ids = {record["image_id"]: i + 1 for i, record in enumerate(groundtruths)}
     images = [
-        {"id": image_ids[g["image_id"]], "file_name": g["image_id"], "height": g["height"],
-         "width": g["width"]}
+        {
+            "id": image_ids[g["image_id"]],
+            "file_name": g["image_id"],
+            "height": g["height"],
+            "width": g["width"],
+        }
         for g in groundtruths
     ]
     categories = [{"id": label, "name": str(label)} for label in range(1, num_classes + 1)]
@@ -62,17 +73,37 @@ def _build_coco_objects(groundtruths, detections, num_classes):
         for record in records:
             boxes = yxyx_to_xywh(record["boxes"]).tolist()
             for box, label, extra in zip(boxes, record[label_key].tolist(), extras(record)):
-                rows.append({"id": len(rows) + 1, "image_id": image_ids[record["image_id"]],
-                             "category_id": label, "bbox": box, "area": box[2] * box[3], **extra})
+                rows.append(
+                    {
+                        "id": len(rows) + 1,
+                        "image_id": image_ids[record["image_id"]],
+                        "category_id": label,
+                        "bbox": box,
+                        "area": box[2] * box[3],
+                        **extra,
+                    }
+                )
         return rows
 
-    gt_annotations = annotations(groundtruths, "labels", lambda g: (
-        {"iscrowd": int(ignored)} for ignored in (g["iscrowd"] | g["difficult"]).tolist()))
-    dt_annotations = annotations(detections, "classes", lambda d: (
-        {"score": score, "iscrowd": 0} for score in d["scores"].tolist()))
+    gt_annotations = annotations(
+        groundtruths,
+        "labels",
+        lambda g: (
+            {"iscrowd": int(ignored)} for ignored in (g["iscrowd"] | g["difficult"]).tolist()
+        ),
+    )
+    dt_annotations = annotations(
+        detections,
+        "classes",
+        lambda d: ({"score": score, "iscrowd": 0} for score in d["scores"].tolist()),
+    )
     # Built directly rather than with `COCO.loadRes`, which fails on an empty result list.
-    coco_gt = _coco_from_dataset({"images": images, "categories": categories, "annotations": gt_annotations})
-    coco_dt = _coco_from_dataset({"images": images, "categories": categories, "annotations": dt_annotations})
+    coco_gt = _coco_from_dataset(
+        {"images": images, "categories": categories, "annotations": gt_annotations}
+    )
+    coco_dt = _coco_from_dataset(
+        {"images": images, "categories": categories, "annotations": dt_annotations}
+    )
     return coco_gt, coco_dt
 
 
@@ -81,19 +112,23 @@ def _undefined_to_nan(value: float) -> float:
 
 
 def coco_metrics(groundtruths: list[dict], detections: list[dict], num_classes: int) -> dict:
-    """COCO AP/AR of `detections` against `groundtruths` (see the module docstring for ignored boxes).
+    """COCO AP/AR of `detections` against `groundtruths` (the module docstring says which boxes
+    are ignored).
 
     Args:
-      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax, xmax],
-        "labels": int [N] 1-based, "difficult": bool [N] (optional), "iscrowd": bool [N] (optional),
-        "height", "width"}. Every evaluated image must be listed, also those without objects.
-      detections: one dict per image, {"image_id", "boxes": [K, 4] absolute [ymin, xmin, ymax, xmax],
-        "scores": [K], "classes": int [K] 1-based}; an image without a dict has no detections.
+      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax,
+        xmax], "labels": int [N] 1-based, "difficult": bool [N] (optional), "iscrowd": bool [N]
+        (optional), "height", "width"}. Every evaluated image must be listed, also those without
+        objects.
+      detections: one dict per image, {"image_id", "boxes": [K, 4] absolute [ymin, xmin, ymax,
+        xmax], "scores": [K], "classes": int [K] 1-based}; an image without a dict has no
+        detections.
       num_classes: number of object classes, background excluded; labels are 1..num_classes.
 
     Returns:
-      {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"}: floats in [0, 1], or NaN
-      where undefined; and "per_class": {label: {"AP", "AP50"}} (NaN for classes without ground truth).
+      {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"}: floats in [0, 1], or
+      NaN where undefined; and "per_class": {label: {"AP", "AP50"}} (NaN for classes without
+      ground truth).
       No detections at all gives zeros wherever there is ground truth.
     """
     groundtruths = [as_groundtruth(g, num_classes) for g in groundtruths]
@@ -113,8 +148,11 @@ def coco_metrics(groundtruths: list[dict], detections: list[dict], num_classes: 
         evaluator.accumulate()
         evaluator.summarize()
 
-    metrics = {name: _undefined_to_nan(value) for name, value in zip(COCO_METRIC_NAMES, evaluator.stats)}
-    # precision: [iou thresholds, recall thresholds, classes, area ranges (0 = all), max dets (-1 = 100)]
+    metrics = {
+        name: _undefined_to_nan(value) for name, value in zip(COCO_METRIC_NAMES, evaluator.stats)
+    }
+    # precision: [iou thresholds, recall thresholds, classes, area ranges (0 = all),
+    # max dets (-1 = 100)]
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
     per_class = {}
     for k, label in enumerate(evaluator.params.catIds):

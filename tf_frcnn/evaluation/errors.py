@@ -61,7 +61,9 @@ def _status(name: str) -> int:
 
 
 def classify_image(
-    groundtruth: dict, detections: dict | None, iou_threshold: float = 0.5,
+    groundtruth: dict,
+    detections: dict | None,
+    iou_threshold: float = 0.5,
     background_iou: float = 0.1,
 ) -> dict:
     """Judges one image's detections and boxes (see the module docstring).
@@ -137,8 +139,12 @@ def classify_image(
             fixed[k] = covered[box] = True
     gt_status = np.where(taken, FOUND, np.where(covered, COVERED, MISSED))
     gt_status = np.where(ignored, GT_IGNORED, gt_status).astype(np.int64)
-    return {"detection_status": status, "target": target, "fixed": fixed,
-            "groundtruth_status": gt_status}
+    return {
+        "detection_status": status,
+        "target": target,
+        "fixed": fixed,
+        "groundtruth_status": gt_status,
+    }
 
 
 def _checked(groundtruths, detections, num_classes):
@@ -149,8 +155,11 @@ def _checked(groundtruths, detections, num_classes):
 
 
 def classify_images(
-    groundtruths: list[dict], detections: list[dict], num_classes: int,
-    iou_threshold: float = 0.5, background_iou: float = 0.1,
+    groundtruths: list[dict],
+    detections: list[dict],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+    background_iou: float = 0.1,
 ) -> list[dict]:
     """`classify_image` of every image, in the ground truth's order; each result also carries the
     image's "image_id" and its checked "groundtruth" and "detections" records (None without
@@ -179,8 +188,11 @@ def _mean_ap(scores, classes, true_positive, num_gt, num_classes, reference):
 
 
 def error_analysis(
-    groundtruths: list[dict], detections: list[dict], num_classes: int,
-    iou_threshold: float = 0.5, background_iou: float = 0.1,
+    groundtruths: list[dict],
+    detections: list[dict],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+    background_iou: float = 0.1,
 ) -> dict:
     """TIDE-style error counts and the AP each type costs (see the module docstring).
 
@@ -196,10 +208,14 @@ def error_analysis(
        "per_class": {label: {"AP50": float, "counts": {type: int}, "delta_AP50": {type: float}}};
        false positives count in their detected class, missed objects in their own}
     """
-    images = classify_images(groundtruths, detections, num_classes, iou_threshold,
-                             background_iou)
-    empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool),
-             np.zeros(0, np.int64))
+    images = classify_images(groundtruths, detections, num_classes, iou_threshold, background_iou)
+    empty = (
+        np.zeros(0),
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        np.zeros(0, bool),
+        np.zeros(0, np.int64),
+    )
     parts, labels, gt_status = [], [], []
     for image in images:
         g, d = image["groundtruth"], image["detections"]
@@ -210,20 +226,24 @@ def error_analysis(
         target = image["target"]
         fixed_class = d["classes"].copy()
         fixed_class[target >= 0] = g["labels"][target[target >= 0]]
-        parts.append((d["scores"], d["classes"], image["detection_status"], image["fixed"],
-                      fixed_class))
+        parts.append(
+            (d["scores"], d["classes"], image["detection_status"], image["fixed"], fixed_class)
+        )
     scores, classes, status, fixed, fixed_class = (
-        np.concatenate(column) for column in zip(*(parts or [empty])))
+        np.concatenate(column) for column in zip(*(parts or [empty]))
+    )
     labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
     gt_status = np.concatenate(gt_status) if gt_status else np.zeros(0, np.int64)
 
     kept = status != IGNORED
     scores, classes, status = scores[kept], classes[kept], status[kept]
     fixed, fixed_class = fixed[kept], fixed_class[kept]
-    num_gt = {c: int(np.sum((labels == c) & (gt_status != GT_IGNORED)))
-              for c in range(1, num_classes + 1)}
-    missed = {c: int(np.sum((labels == c) & (gt_status == MISSED)))
-              for c in range(1, num_classes + 1)}
+    num_gt = {
+        c: int(np.sum((labels == c) & (gt_status != GT_IGNORED))) for c in range(1, num_classes + 1)
+    }
+    missed = {
+        c: int(np.sum((labels == c) & (gt_status == MISSED))) for c in range(1, num_classes + 1)
+    }
     true_positive = status == TRUE_POSITIVE
     base, base_per_class = _mean_ap(scores, classes, true_positive, num_gt, num_classes, num_gt)
 
@@ -231,15 +251,21 @@ def error_analysis(
     for kind in ERROR_TYPES:
         if kind == "missed":
             fixed_num_gt = {c: num_gt[c] - missed[c] for c in num_gt}
-            ap, per_class = _mean_ap(scores, classes, true_positive, fixed_num_gt, num_classes,
-                                     num_gt)
+            ap, per_class = _mean_ap(
+                scores, classes, true_positive, fixed_num_gt, num_classes, num_gt
+            )
         else:
             mine = status == _status(kind)
             keep = ~mine | fixed
             new_classes = np.where(mine & fixed, fixed_class, classes)
-            ap, per_class = _mean_ap(scores[keep], new_classes[keep],
-                                     (true_positive | (mine & fixed))[keep], num_gt,
-                                     num_classes, num_gt)
+            ap, per_class = _mean_ap(
+                scores[keep],
+                new_classes[keep],
+                (true_positive | (mine & fixed))[keep],
+                num_gt,
+                num_classes,
+                num_gt,
+            )
         delta[kind] = ap - base
         delta_per_class[kind] = {c: per_class[c] - base_per_class[c] for c in per_class}
 
@@ -249,23 +275,25 @@ def error_analysis(
         return int(np.sum((status == _status(kind)) & (classes == c)))
 
     per_class = {
-        c: {"AP50": base_per_class[c],
+        c: {
+            "AP50": base_per_class[c],
             "counts": {kind: count(kind, c) for kind in ERROR_TYPES},
-            "delta_AP50": {kind: delta_per_class[kind][c] for kind in ERROR_TYPES}}
+            "delta_AP50": {kind: delta_per_class[kind][c] for kind in ERROR_TYPES},
+        }
         for c in range(1, num_classes + 1)
     }
     return {
         "AP50": base,
-        "counts": {kind: sum(per_class[c]["counts"][kind] for c in per_class)
-                   for kind in ERROR_TYPES},
+        "counts": {
+            kind: sum(per_class[c]["counts"][kind] for c in per_class) for kind in ERROR_TYPES
+        },
         "delta_AP50": delta,
         "per_class": per_class,
     }
 
 
 def confusion_matrix(
-    groundtruths: list[dict], detections: list[dict], num_classes: int,
-    iou_threshold: float = 0.5,
+    groundtruths: list[dict], detections: list[dict], num_classes: int, iou_threshold: float = 0.5
 ) -> np.ndarray:
     """Counts of (true class, detected class) pairs, with background as the last row and column.
 
@@ -307,8 +335,10 @@ def confusion_matrix(
 def image_error_counts(images: list[dict]) -> list[int]:
     """Errors of each image of `classify_images`, counted as `error_analysis` counts them: its
     false positives plus its missed objects."""
-    return [int(np.sum(image["detection_status"] >= 2)
-                + np.sum(image["groundtruth_status"] == MISSED)) for image in images]
+    return [
+        int(np.sum(image["detection_status"] >= 2) + np.sum(image["groundtruth_status"] == MISSED))
+        for image in images
+    ]
 
 
 def select_gallery(images: list[dict], worst: int = 8, best: int = 4) -> tuple[list, list]:
@@ -319,9 +349,9 @@ def select_gallery(images: list[dict], worst: int = 8, best: int = 4) -> tuple[l
     found = [int(np.sum(image["groundtruth_status"] == FOUND)) for image in images]
     boxes = [int(image["groundtruth_status"].size) for image in images]
     indices = range(len(images))
-    worst_ones = sorted((i for i in indices if errors[i] > 0),
-                        key=lambda i: (-errors[i], -boxes[i], i))[:worst]
+    worst_ones = sorted(
+        (i for i in indices if errors[i] > 0), key=lambda i: (-errors[i], -boxes[i], i)
+    )[:worst]
     rest = [i for i in indices if i not in set(worst_ones) and boxes[i] > 0]
     best_ones = sorted(rest, key=lambda i: (errors[i], -found[i], i))[:best]
-    return ([images[i]["image_id"] for i in worst_ones],
-            [images[i]["image_id"] for i in best_ones])
+    return ([images[i]["image_id"] for i in worst_ones], [images[i]["image_id"] for i in best_ones])

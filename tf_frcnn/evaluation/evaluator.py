@@ -39,7 +39,8 @@ def _image_sizes(image_sizes, batch_size: int, normalized: bool):
     if image_sizes is None:
         if normalized:
             raise ValueError(
-                "normalized boxes need image_sizes [batch, 2] (height, width) of the original images"
+                "normalized boxes need image_sizes [batch, 2] (height, width) "
+                "of the original images"
             )
         return None
     return np.asarray(image_sizes, np.float64).reshape(batch_size, -1)[:, :2]
@@ -51,10 +52,10 @@ def unpad_groundtruths(batch: Mapping, normalized: bool = False) -> list[dict]:
     Args:
       batch: {"image_id": [B] str/bytes, "boxes": float [B, M, 4] [ymin, xmin, ymax, xmax],
         "labels": int [B, M] 1-based with 0 marking padding, "difficult": bool [B, M] (optional),
-        "iscrowd": bool [B, M] (optional), "height": int [B], "width": int [B] (original image size;
-        required when `normalized`)}. Tensors are accepted.
-      normalized: True if the boxes are normalised to [0, 1]; they are then scaled to absolute pixels
-        of the original image with "height" and "width".
+        "iscrowd": bool [B, M] (optional), "height": int [B], "width": int [B] (original image
+        size; required when `normalized`)}. Tensors are accepted.
+      normalized: True if the boxes are normalised to [0, 1]; they are then scaled to absolute
+        pixels of the original image with "height" and "width".
 
     Returns:
       B ground-truth records {"image_id", "boxes": [N, 4] absolute, "labels", "height", "width",
@@ -68,7 +69,9 @@ def unpad_groundtruths(batch: Mapping, normalized: bool = False) -> list[dict]:
         heights = np.asarray(batch["height"]).reshape(-1)
         widths = np.asarray(batch["width"]).reshape(-1)
     elif normalized:
-        raise ValueError("normalized boxes need the batch's 'height' and 'width' of the original images")
+        raise ValueError(
+            "normalized boxes need the batch's 'height' and 'width' of the original images"
+        )
     else:
         heights = widths = np.zeros(batch_size, np.int64)
     flags = {key: np.asarray(batch[key], bool) for key in ("difficult", "iscrowd") if key in batch}
@@ -92,13 +95,7 @@ def unpad_groundtruths(batch: Mapping, normalized: bool = False) -> list[dict]:
 
 
 def unpad_detections(
-    boxes,
-    scores,
-    classes,
-    num_detections,
-    image_ids,
-    image_sizes=None,
-    normalized: bool = False,
+    boxes, scores, classes, num_detections, image_ids, image_sizes=None, normalized: bool = False
 ) -> list[dict]:
     """Splits the model's padded detections into one record per image.
 
@@ -240,7 +237,9 @@ class Evaluator:
         for what, records in (("detections", detections), ("proposals", proposals)):
             for record in records:
                 if record["image_id"] not in known:
-                    raise ValueError(f"{what} for image {record['image_id']!r}, which has no ground truth")
+                    raise ValueError(
+                        f"{what} for image {record['image_id']!r}, which has no ground truth"
+                    )
         self._with_proposals = with_proposals
         self._image_ids = known
         self._groundtruths += groundtruths
@@ -262,7 +261,8 @@ class Evaluator:
         Returns:
           {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100" (COCO),
            "mAP_voc07", "mAP_voc" (VOC at `iou_threshold`),
-           "recall@100", "recall@300", "recall@1000", "recall@300_iou0.7", ... (only with proposals),
+           "recall@100", "recall@300", "recall@1000", "recall@300_iou0.7", ...
+           (only with proposals),
            "num_images": int,
            "per_class": {label: {"name", "num_gt", "AP", "AP50", "AP_voc07", "AP_voc"}}}
         """
@@ -274,7 +274,10 @@ class Evaluator:
         if self._with_proposals:
             metrics.update(
                 rpn_recall(
-                    self._groundtruths, self._proposals, self.num_proposals, self.recall_iou_thresholds
+                    self._groundtruths,
+                    self._proposals,
+                    self.num_proposals,
+                    self.recall_iou_thresholds,
                 )
             )
         metrics["num_images"] = self.num_images
@@ -299,31 +302,46 @@ class Evaluator:
     def analysis(self, default_threshold: float = 0.5) -> dict:
         """Where the detector fails, JSON-ready (NaN where undefined):
 
-          {"thresholds": {label: {"name", "threshold", "precision", "recall", "f1"}} (max F1,
-             `thresholds.max_f1_thresholds`),
-           "errors": `errors.error_analysis` at `iou_threshold` (all detections), with "name" in
-             each "per_class" entry,
-           "AP50_by_size": {"terciles": [...], "coco": [...]} (`sizes.ap_by_size` over the set's
-             own size terciles and COCO's small/medium/large),
-           "confusion_matrix": {"classes": names then "background", "matrix": [[int]] (rows: true
-             class, columns: detected class), "default_threshold": float} over the detections at
-             the max-F1 thresholds (`default_threshold` for a class without one)}
+        {"thresholds": {label: {"name", "threshold", "precision", "recall", "f1"}} (max F1,
+           `thresholds.max_f1_thresholds`),
+         "errors": `errors.error_analysis` at `iou_threshold` (all detections), with "name" in
+           each "per_class" entry,
+         "AP50_by_size": {"terciles": [...], "coco": [...]} (`sizes.ap_by_size` over the set's
+           own size terciles and COCO's small/medium/large),
+         "confusion_matrix": {"classes": names then "background", "matrix": [[int]] (rows: true
+           class, columns: detected class), "default_threshold": float} over the detections at
+           the max-F1 thresholds (`default_threshold` for a class without one)}
         """
         name = lambda label: class_name(self.class_names, label)  # noqa: E731
-        thresholds = {label: {"name": name(label), **entry}
-                      for label, entry in max_f1_thresholds(self.voc_result()).items()}
-        errors = error_analysis(self._groundtruths, self._detections, self.num_classes,
-                                self.iou_threshold)
-        errors["per_class"] = {label: {"name": name(label), **entry}
-                               for label, entry in errors["per_class"].items()}
-        kept = self.operating_point({label: e["threshold"] for label, e in thresholds.items()},
-                                    default_threshold)
+        thresholds = {
+            label: {"name": name(label), **entry}
+            for label, entry in max_f1_thresholds(self.voc_result()).items()
+        }
+        errors = error_analysis(
+            self._groundtruths, self._detections, self.num_classes, self.iou_threshold
+        )
+        errors["per_class"] = {
+            label: {"name": name(label), **entry} for label, entry in errors["per_class"].items()
+        }
+        kept = self.operating_point(
+            {label: e["threshold"] for label, e in thresholds.items()}, default_threshold
+        )
         matrix = confusion_matrix(self._groundtruths, kept, self.num_classes, self.iou_threshold)
         sizes = {
-            "terciles": ap_by_size(self._groundtruths, self._detections, self.num_classes,
-                                   tercile_bins(self._groundtruths), self.iou_threshold),
-            "coco": ap_by_size(self._groundtruths, self._detections, self.num_classes,
-                               COCO_BINS, self.iou_threshold),
+            "terciles": ap_by_size(
+                self._groundtruths,
+                self._detections,
+                self.num_classes,
+                tercile_bins(self._groundtruths),
+                self.iou_threshold,
+            ),
+            "coco": ap_by_size(
+                self._groundtruths,
+                self._detections,
+                self.num_classes,
+                COCO_BINS,
+                self.iou_threshold,
+            ),
         }
         return {
             "thresholds": thresholds,

@@ -66,15 +66,19 @@ def _text(value) -> str:
     return html.escape(str(value))
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], metric_ids=None,
-           heat: bool = False) -> str:
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], metric_ids=None, heat: bool = False
+) -> str:
     """An HTML table; cells that look like numbers are right-aligned. `metric_ids`: the
     data-metric attribute of each row's last cell. `heat` (a confusion matrix): shade counts by
     value, green on the diagonal, red off it."""
     numbers = [float(cell) for row in rows for cell in row[1:] if _is_number(cell)]
     top = max(numbers, default=0.0) or 1.0
-    parts = ["<table><thead><tr>", "".join(f"<th>{_text(h)}</th>" for h in headers),
-             "</tr></thead><tbody>"]
+    parts = [
+        "<table><thead><tr>",
+        "".join(f"<th>{_text(h)}</th>" for h in headers),
+        "</tr></thead><tbody>",
+    ]
     for i, row in enumerate(rows):
         cells = [f"<th>{_text(row[0])}</th>"]
         for j, cell in enumerate(row[1:], start=1):
@@ -83,8 +87,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], metric_ids=Non
                 attributes += f' data-metric="{_text(metric_ids[i])}"'
             if heat and _is_number(cell) and float(cell) > 0:
                 colour = "92, 184, 92" if j - 1 == i else "217, 83, 79"
-                attributes += (f' style="background: rgba({colour}, '
-                               f'{0.12 + 0.6 * float(cell) / top:.2f})"')
+                attributes += (
+                    f' style="background: rgba({colour}, {0.12 + 0.6 * float(cell) / top:.2f})"'
+                )
             cells.append(f"<td{attributes}>{_text(cell)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")
@@ -118,20 +123,30 @@ def _error_bars(metrics: Mapping) -> str:
     rows = []
     for kind, gain in gains.items():
         width = 0 if not top or gain is None or not math.isfinite(gain) else 300 * gain / top
-        rows.append(f'<tr><th>{_text(kind)}</th><td><span class="bar" '
-                    f'style="width: {width:.0f}px"></span></td></tr>')
+        rows.append(
+            f'<tr><th>{_text(kind)}</th><td><span class="bar" '
+            f'style="width: {width:.0f}px"></span></td></tr>'
+        )
     return "<table><tbody>" + "".join(rows) + "</tbody></table>"
 
 
 def _legend(colours: Mapping[str, tuple]) -> str:
-    spans = [f'<span><i class="swatch" style="background: rgb{tuple(colour)}"></i>'
-             f"{_text(name.replace('_', ' '))}</span>" for name, colour in colours.items()]
+    spans = [
+        f'<span><i class="swatch" style="background: rgb{tuple(colour)}"></i>'
+        f"{_text(name.replace('_', ' '))}</span>"
+        for name, colour in colours.items()
+    ]
     return '<p class="legend">' + "".join(spans) + "</p>"
 
 
-def write_html_report(model_dir, metrics: Mapping, figures: Mapping[str, str],
-                      gallery: Sequence[Mapping] = (), legend: Mapping[str, tuple] | None = None,
-                      suffix: str = "") -> Path:
+def write_html_report(
+    model_dir,
+    metrics: Mapping,
+    figures: Mapping[str, str],
+    gallery: Sequence[Mapping] = (),
+    legend: Mapping[str, tuple] | None = None,
+    suffix: str = "",
+) -> Path:
     """Writes `model_dir/report{suffix}.html`.
 
     Args:
@@ -151,10 +166,19 @@ def write_html_report(model_dir, metrics: Mapping, figures: Mapping[str, str],
         split = f" of split '{_text(metrics['split'])}'" if "split" in metrics else ""
         body.append(f"<p>Evaluated on {_text(metrics['num_images'])} images{split}.</p>")
     tables = metric_tables(metrics)
-    sections = [("Metrics", _table(*tables[0], metric_ids=[row[0] for row in tables[0][1]])
-                 + "<ul>" + "".join(f"<li><code>{_text(k)}</code>: {_text(v)}</li>"
-                                    for k, v in METRIC_DESCRIPTIONS.items() if k in metrics)
-                 + "</ul>")]
+    sections = [
+        (
+            "Metrics",
+            _table(*tables[0], metric_ids=[row[0] for row in tables[0][1]])
+            + "<ul>"
+            + "".join(
+                f"<li><code>{_text(k)}</code>: {_text(v)}</li>"
+                for k, v in METRIC_DESCRIPTIONS.items()
+                if k in metrics
+            )
+            + "</ul>",
+        )
+    ]
     if len(tables) > 1:
         sections.append(("Per class", _table(*tables[1])))
     for title, text, headers, rows in analysis_sections(metrics):
@@ -169,13 +193,16 @@ def write_html_report(model_dir, metrics: Mapping, figures: Mapping[str, str],
             groups.setdefault(entry["group"], []).append(
                 f'<figure><img src="{jpeg_uri(entry["image"])}" alt="{_text(entry["title"])}">'
                 f"<figcaption><b>{_text(entry['title'])}</b>: {_text(entry['caption'])}"
-                "</figcaption></figure>")
-        content = ('<p class="note">Ground truth and the detections kept at the max-F1 '
-                   "thresholds, judged as in the error breakdown: each detection coloured by its "
-                   "type, objects no detection finds in the missed colour.</p>"
-                   + _legend(legend or {})) + "".join(
-            f"<h3>{_text(group)}</h3><div class=\"gallery\">{''.join(items)}</div>"
-            for group, items in groups.items())
+                "</figcaption></figure>"
+            )
+        content = (
+            '<p class="note">Ground truth and the detections kept at the max-F1 '
+            "thresholds, judged as in the error breakdown: each detection coloured by its "
+            "type, objects no detection finds in the missed colour.</p>" + _legend(legend or {})
+        ) + "".join(
+            f'<h3>{_text(group)}</h3><div class="gallery">{"".join(items)}</div>'
+            for group, items in groups.items()
+        )
         sections.append(("Gallery", content))
     for title, path in figures.items():
         uri = data_uri(Path(path).read_bytes(), "image/png")
@@ -184,9 +211,11 @@ def write_html_report(model_dir, metrics: Mapping, figures: Mapping[str, str],
     nav = " ".join(f'<a href="#{_anchor(title)}">{_text(title)}</a>' for title, _ in sections)
     body.append(f"<nav>{nav}</nav>")
     body += [_section(_anchor(title), title, content) for title, content in sections]
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<title>Evaluation report</title>"
-            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Evaluation report</title>"
+        f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     path = model_dir / f"report{suffix}.html"
     write_text_atomic(path, page)
     return path
@@ -211,11 +240,14 @@ def write_prediction_index(directory, entries: Sequence[Mapping], model: str = "
         figures.append(
             f'<figure><img src="{_text(entry["picture"])}" alt="{_text(entry["source"])}">'
             f"<figcaption><b>{_text(entry['source'])}</b>: {len(entry['detections'])} "
-            f"detections{': ' + found if found else ''}</figcaption></figure>")
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>Predictions</title><style>{_STYLE}</style></head><body>\n"
-            f"<h1>Predictions</h1><p>Model: <code>{_text(model)}</code></p>\n"
-            f'<div class="gallery">{"".join(figures)}</div>\n</body></html>\n')
+            f"detections{': ' + found if found else ''}</figcaption></figure>"
+        )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Predictions</title><style>{_STYLE}</style></head><body>\n"
+        f"<h1>Predictions</h1><p>Model: <code>{_text(model)}</code></p>\n"
+        f'<div class="gallery">{"".join(figures)}</div>\n</body></html>\n'
+    )
     path = Path(directory) / "index.html"
     write_text_atomic(path, page)
     return path

@@ -1,8 +1,9 @@
 """Recall of RPN proposals (the paper's Fig. 4): how many objects the top-N proposals cover.
 
-A ground-truth box counts as recalled at (N, t) when at least one of its image's N highest-scoring
-proposals overlaps it with IoU >= t. Class labels play no part. Difficult and crowd boxes are left out,
-as in the mAP. Boxes are absolute pixel [ymin, xmin, ymax, xmax] in the original image.
+A ground-truth box counts as recalled at (N, t) when at least one of its image's N
+highest-scoring proposals overlaps it with IoU >= t. Class labels play no part. Difficult and crowd
+boxes are left out, as in the mAP. Boxes are absolute pixel [ymin, xmin, ymax, xmax] in the
+original image.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tf_frcnn.evaluation._records import (
 
 
 def recall_key(num_proposals: int, iou_threshold: float) -> str:
-    """The metric's name: "recall@300" at IoU 0.5 (the headline number), "recall@300_iou0.7" otherwise."""
+    """The metric's name: "recall@300" at IoU 0.5 (the headline one), else "recall@300_iou0.7"."""
     if np.isclose(iou_threshold, 0.5):
         return f"recall@{num_proposals}"
     return f"recall@{num_proposals}_iou{iou_threshold:g}"
@@ -34,8 +35,9 @@ def rpn_recall(
     """Fraction of (non-difficult, non-crowd) ground-truth boxes covered by the top-N proposals.
 
     Args:
-      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax, xmax],
-        "labels": int [N], "difficult": bool [N] (optional), "iscrowd": bool [N] (optional)}.
+      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax,
+        xmax], "labels": int [N], "difficult": bool [N] (optional), "iscrowd": bool [N]
+        (optional)}.
       proposals: one dict per image, {"image_id", "boxes": [P, 4] absolute [ymin, xmin, ymax, xmax]
         sorted by objectness, descending; "scores": [P] (optional, sorts the boxes when given)}.
         An image without a dict has no proposals; an image with P < N proposals uses all P.

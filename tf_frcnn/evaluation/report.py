@@ -53,7 +53,8 @@ def _cell(value) -> str:
 
 
 def metric_tables(metrics: Mapping) -> list[tuple[list[str], list[list[str]]]]:
-    """The summary table (every scalar metric, in the dict's order) and, when present, the per-class one."""
+    """The summary table (every scalar metric, in the dict's order) and, when present, the
+    per-class one."""
     summary = [
         [str(key), _cell(value)]
         for key, value in metrics.items()
@@ -64,7 +65,8 @@ def metric_tables(metrics: Mapping) -> list[tuple[list[str], list[list[str]]]]:
     if per_class:
         columns = [key for key in next(iter(per_class.values())) if key != "name"]
         rows = [
-            [str(entry.get("name", label))] + [_cell(entry.get(column, float("nan"))) for column in columns]
+            [str(entry.get("name", label))]
+            + [_cell(entry.get(column, float("nan"))) for column in columns]
             for label, entry in per_class.items()
         ]
         tables.append((["class"] + columns, rows))
@@ -97,77 +99,138 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
     sections = []
     sizes = metrics.get("AP50_by_size")
     if sizes:
-        coco_ap = {"small": metrics.get("APs"), "medium": metrics.get("APm"),
-                   "large": metrics.get("APl")}
-        rows = [[f"{entry['name']} (this set)", f"{_side(entry['low'])} - {_side(entry['high'])}",
-                 _cell(entry["num_gt"]), _cell(entry["AP50"]), ""]
-                for entry in sizes["terciles"]]
-        rows += [[f"COCO {entry['name']}", f"{_side(entry['low'])} - {_side(entry['high'])}",
-                  _cell(entry["num_gt"]), _cell(entry["AP50"]),
-                  _cell(coco_ap.get(entry["name"], float("nan")))]
-                 for entry in sizes["coco"]]
-        sections.append((
-            "AP50 by object size",
-            "Bins by the square root of the box area in original-image pixels: thirds of this "
-            "set's objects, then COCO's small / medium / large. AP50: VOC all-point AP at IoU 0.5 "
-            "with objects outside the bin ignored; COCO AP: pycocotools' APs/APm/APl.",
-            ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"], rows))
+        coco_ap = {
+            "small": metrics.get("APs"),
+            "medium": metrics.get("APm"),
+            "large": metrics.get("APl"),
+        }
+        rows = [
+            [
+                f"{entry['name']} (this set)",
+                f"{_side(entry['low'])} - {_side(entry['high'])}",
+                _cell(entry["num_gt"]),
+                _cell(entry["AP50"]),
+                "",
+            ]
+            for entry in sizes["terciles"]
+        ]
+        rows += [
+            [
+                f"COCO {entry['name']}",
+                f"{_side(entry['low'])} - {_side(entry['high'])}",
+                _cell(entry["num_gt"]),
+                _cell(entry["AP50"]),
+                _cell(coco_ap.get(entry["name"], float("nan"))),
+            ]
+            for entry in sizes["coco"]
+        ]
+        sections.append(
+            (
+                "AP50 by object size",
+                "Bins by the square root of the box area in original-image pixels: thirds of "
+                "this set's objects, then COCO's small / medium / large. AP50: VOC all-point AP "
+                "at IoU 0.5 with objects outside the bin ignored; COCO AP: pycocotools' "
+                "APs/APm/APl.",
+                ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"],
+                rows,
+            )
+        )
     errors = metrics.get("errors")
     if errors:
-        rows = [[kind, _cell(errors["counts"][kind]), _gain(errors["delta_AP50"][kind]),
-                 ERROR_DESCRIPTIONS[kind]] for kind in ERROR_DESCRIPTIONS]
-        sections.append((
-            "Error breakdown",
-            f"Every false positive and missed object typed as in TIDE (Bolya et al., ECCV 2020). "
-            f"AP50 now {_cell(errors['AP50'])}; 'AP50 if fixed' is the mAP gained by fixing "
-            "all errors of that type alone (TIDE's oracle).",
-            ["type", "count", "AP50 if fixed", "meaning"], rows))
-        rows = [[str(entry["name"]), _cell(entry["AP50"])]
-                + [f"{entry['counts'][kind]} ({_gain(entry['delta_AP50'][kind])})"
-                   for kind in ERROR_DESCRIPTIONS]
-                for entry in errors["per_class"].values()]
-        sections.append((
-            "Errors per class",
-            "Count of each error type (AP50 gained by fixing it); false positives count in their "
-            "detected class, missed objects in their own.",
-            ["class", "AP50"] + list(ERROR_DESCRIPTIONS), rows))
+        rows = [
+            [
+                kind,
+                _cell(errors["counts"][kind]),
+                _gain(errors["delta_AP50"][kind]),
+                ERROR_DESCRIPTIONS[kind],
+            ]
+            for kind in ERROR_DESCRIPTIONS
+        ]
+        sections.append(
+            (
+                "Error breakdown",
+                "Every false positive and missed object typed as in TIDE (Bolya et al., "
+                f"ECCV 2020). AP50 now {_cell(errors['AP50'])}; 'AP50 if fixed' is the mAP "
+                "gained by fixing all errors of that type alone (TIDE's oracle).",
+                ["type", "count", "AP50 if fixed", "meaning"],
+                rows,
+            )
+        )
+        rows = [
+            [str(entry["name"]), _cell(entry["AP50"])]
+            + [
+                f"{entry['counts'][kind]} ({_gain(entry['delta_AP50'][kind])})"
+                for kind in ERROR_DESCRIPTIONS
+            ]
+            for entry in errors["per_class"].values()
+        ]
+        sections.append(
+            (
+                "Errors per class",
+                "Count of each error type (AP50 gained by fixing it); false positives count in "
+                "their detected class, missed objects in their own.",
+                ["class", "AP50"] + list(ERROR_DESCRIPTIONS),
+                rows,
+            )
+        )
     thresholds = metrics.get("thresholds")
     if thresholds:
-        rows = [[str(entry["name"]), _cell(entry["threshold"]), _cell(entry["precision"]),
-                 _cell(entry["recall"]), _cell(entry["f1"])] for entry in thresholds.values()]
-        sections.append((
-            "Score thresholds (maximum F1)",
-            "Per class, the score threshold where F1 of the precision-recall curve (IoU 0.5) "
-            "peaks; `tf-frcnn predict --thresholds metrics.json` applies them.",
-            ["class", "threshold", "precision", "recall", "F1"], rows))
+        rows = [
+            [
+                str(entry["name"]),
+                _cell(entry["threshold"]),
+                _cell(entry["precision"]),
+                _cell(entry["recall"]),
+                _cell(entry["f1"]),
+            ]
+            for entry in thresholds.values()
+        ]
+        sections.append(
+            (
+                "Score thresholds (maximum F1)",
+                "Per class, the score threshold where F1 of the precision-recall curve (IoU 0.5) "
+                "peaks; `tf-frcnn predict --thresholds metrics.json` applies them.",
+                ["class", "threshold", "precision", "recall", "F1"],
+                rows,
+            )
+        )
     confusion = metrics.get("confusion_matrix")
     if confusion:
         names = [str(name) for name in confusion["classes"]]
-        rows = [[name] + [_cell(count) for count in row]
-                for name, row in zip(names, confusion["matrix"])]
-        sections.append((
-            "Confusion matrix",
-            "Rows: true class, columns: detected class; detections at the max-F1 thresholds "
-            f"(score {confusion['default_threshold']:g} for a class without one), matched "
-            "greedily by IoU >= 0.5 whatever the class. Background row: detections on no "
-            "object; background column: objects no detection matches.",
-            ["true \\ detected"] + names, rows))
+        rows = [
+            [name] + [_cell(count) for count in row]
+            for name, row in zip(names, confusion["matrix"])
+        ]
+        sections.append(
+            (
+                "Confusion matrix",
+                "Rows: true class, columns: detected class; detections at the max-F1 thresholds "
+                f"(score {confusion['default_threshold']:g} for a class without one), matched "
+                "greedily by IoU >= 0.5 whatever the class. Background row: detections on no "
+                "object; background column: objects no detection matches.",
+                ["true \\ detected"] + names,
+                rows,
+            )
+        )
     return sections
 
 
 def format_table(metrics: Mapping) -> str:
-    """Plain-text tables of `metrics` (as returned by `Evaluator.result`): one row per scalar metric,
-    then one row per class if "per_class" is present. Numbers have 3 decimals; NaN shows as "n/a"."""
+    """Plain-text tables of `metrics` (as returned by `Evaluator.result`): one row per scalar
+    metric, then one row per class if "per_class" is present. Numbers have 3 decimals; NaN shows
+    as "n/a"."""
     blocks = []
     for headers, rows in metric_tables(metrics):
         widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
 
-        def line(cells):
+        def line(cells, widths=widths):
             first = cells[0].ljust(widths[0])
             rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])]
             return "  ".join([first] + rest).rstrip()
 
-        blocks.append("\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]))
+        blocks.append(
+            "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+        )
     return "\n\n".join(blocks)
 
 
@@ -250,15 +313,22 @@ def plot_pr_curves(voc_result: Mapping, class_names, path, thresholds=None) -> P
         name = class_name(class_names, label)
         ap, ap07 = voc_result["per_class_AP"][label], voc_result["per_class_AP_voc07"][label]
         axes.plot(
-            voc_result["recall"][label], voc_result["precision"][label], color=color,
+            voc_result["recall"][label],
+            voc_result["precision"][label],
+            color=color,
             label=f"{name}: AP {ap:.3f}, AP07 {ap07:.3f}",
         )
         point = (thresholds or {}).get(label)
         if point and not math.isnan(point["threshold"]):
             axes.plot(point["recall"], point["precision"], "o", color=color)
-            axes.annotate(f"{point['threshold']:.2f}", (point["recall"], point["precision"]),
-                          textcoords="offset points", xytext=(4, 4), fontsize="x-small",
-                          color=color)
+            axes.annotate(
+                f"{point['threshold']:.2f}",
+                (point["recall"], point["precision"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize="x-small",
+                color=color,
+            )
     axes.set_xlim(0.0, 1.0)
     axes.set_ylim(0.0, 1.05)
     axes.set_xlabel("recall")
@@ -324,8 +394,15 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
         steps = [float(step) for step, _ in points]
         losses = [float(loss) for _, loss in points]
         if steps:
-            axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="raw",
-                      marker="." if len(steps) < 30 else None)
+            axes.plot(
+                steps,
+                losses,
+                color="tab:blue",
+                alpha=0.25,
+                linewidth=0.8,
+                label="raw",
+                marker="." if len(steps) < 30 else None,
+            )
             axes.plot(steps, smooth(losses), color="tab:blue", linewidth=1.6, label="smoothed")
             # A fixed corner: "best" tests every position against thousands of points.
             axes.legend(fontsize="small", loc="upper right")
@@ -345,8 +422,9 @@ RECALL_CURVE_PROPOSALS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000)
 RECALL_CURVE_IOUS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
 
 
-def plot_rpn_recall(groundtruths: list[dict], proposals: list[dict], path,
-                    num_proposals=(100, 300, 1000)) -> Path:
+def plot_rpn_recall(
+    groundtruths: list[dict], proposals: list[dict], path, num_proposals=(100, 300, 1000)
+) -> Path:
     """Draws RPN recall (`recall.rpn_recall`) into a PNG: against the number of proposals at IoU
     0.5 and 0.7, and against the IoU for `num_proposals` (the Faster R-CNN paper's Fig. 4).
 
@@ -365,8 +443,9 @@ def plot_rpn_recall(groundtruths: list[dict], proposals: list[dict], path,
     figure = _new_figure(12, 4)
     by_count = figure.add_subplot(1, 2, 1)
     for iou, style in ((0.5, "o-"), (0.7, "s--")):
-        by_count.plot(counts, [recall[recall_key(n, iou)] for n in counts], style,
-                      label=f"IoU {iou:g}")
+        by_count.plot(
+            counts, [recall[recall_key(n, iou)] for n in counts], style, label=f"IoU {iou:g}"
+        )
     by_count.set_xscale("log")
     # Plain tick labels: the log axis' default 10^k labels go through mathtext, slow to lay out.
     by_count.set_xticks(counts, [str(n) for n in counts], fontsize="small")
@@ -406,8 +485,11 @@ def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Pa
         axes = figure.add_subplot(rows_count, columns, i + 1)
         keys = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "step"]
         for key in keys:
-            points = [(row["step"], row[key]) for row in rows
-                      if isinstance(row.get(key), (int, float)) and row.get("step") is not None]
+            points = [
+                (row["step"], row[key])
+                for row in rows
+                if isinstance(row.get(key), (int, float)) and row.get("step") is not None
+            ]
             axes.plot([p[0] for p in points], [p[1] for p in points], "o-", label=key)
         axes.set_title(str(stage))
         axes.set_xlabel("step")
@@ -418,8 +500,9 @@ def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Pa
     return _save(figure, path)
 
 
-def write_report(model_dir, metrics: Mapping, images: Mapping[str, str | os.PathLike],
-                 suffix: str = "") -> Path:
+def write_report(
+    model_dir, metrics: Mapping, images: Mapping[str, str | os.PathLike], suffix: str = ""
+) -> Path:
     """Writes `model_dir/report{suffix}.md`: the metrics tables, what they mean, and the PNGs.
 
     Args:

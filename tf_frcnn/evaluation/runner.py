@@ -4,11 +4,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_frcnn.evaluation.evaluator import (Evaluator, unpad_detections, unpad_groundtruths,
-                                           unpad_proposals)
+from tf_frcnn.evaluation.evaluator import (
+    Evaluator,
+    unpad_detections,
+    unpad_groundtruths,
+    unpad_proposals,
+)
 from tf_frcnn.proposals import ProposalLayer
 
 RECALL_PROPOSALS = (100, 300, 1000)
+_MOST_PROPOSALS = max(RECALL_PROPOSALS)
 
 
 def batch_groundtruths(batch):
@@ -17,22 +22,30 @@ def batch_groundtruths(batch):
     ``unpad_groundtruths``)."""
     scale = batch["scale"].numpy()[:, None, None]
     sizes = batch["original_shape"].numpy()
-    return unpad_groundtruths({"image_id": batch["image_id"].numpy(),
-                               "boxes": batch["boxes"].numpy() / scale,
-                               "labels": batch["labels"].numpy(),
-                               "difficult": batch["difficult"].numpy(),
-                               "iscrowd": batch["iscrowd"].numpy(),
-                               "height": sizes[:, 0], "width": sizes[:, 1]})
+    return unpad_groundtruths(
+        {
+            "image_id": batch["image_id"].numpy(),
+            "boxes": batch["boxes"].numpy() / scale,
+            "labels": batch["labels"].numpy(),
+            "difficult": batch["difficult"].numpy(),
+            "iscrowd": batch["iscrowd"].numpy(),
+            "height": sizes[:, 0],
+            "width": sizes[:, 1],
+        }
+    )
 
 
-def recall_layer(layer, num_proposals=max(RECALL_PROPOSALS)):
+def recall_layer(layer, num_proposals=_MOST_PROPOSALS):
     """A ``ProposalLayer`` like ``layer`` at test time that keeps ``num_proposals``
     boxes out of at least 1,000 candidates: the top 300 of its output are those
     of eval's recall@300 whatever ``num_proposals`` >= 300 is (greedy NMS keeps
     the same prefix)."""
-    return ProposalLayer(test_pre_nms=max(layer.test_pre_nms, max(RECALL_PROPOSALS)),
-                         test_post_nms=num_proposals, nms_iou=layer.nms_iou,
-                         min_size=layer.min_size)
+    return ProposalLayer(
+        test_pre_nms=max(layer.test_pre_nms, _MOST_PROPOSALS),
+        test_post_nms=num_proposals,
+        nms_iou=layer.nms_iou,
+        min_size=layer.min_size,
+    )
 
 
 def inference_function(model, proposal_source=None):
@@ -43,8 +56,12 @@ def inference_function(model, proposal_source=None):
 
     @tf.function(reduce_retracing=True)
     def predict(images, image_shape):
-        return model.infer({"images": images, "image_shape": image_shape},
-                           recall_proposal_layer=recall, proposal_source=proposal_source)
+        return model.infer(
+            {"images": images, "image_shape": image_shape},
+            recall_proposal_layer=recall,
+            proposal_source=proposal_source,
+        )
+
     return predict
 
 
@@ -70,19 +87,33 @@ def evaluate(model, class_names, batches, *, progress=True, predict=None):
         ids = batch["image_id"].numpy()
         evaluator.update(
             batch_groundtruths(batch),
-            unpad_detections(out["detection_boxes"].numpy() / scale,
-                             out["detection_scores"].numpy(),
-                             out["detection_classes"].numpy(), out["num_detections"].numpy(),
-                             ids),
-            unpad_proposals(out["recall_proposals"].numpy() / scale,
-                            out["num_recall_proposals"].numpy(), ids)
-            if "recall_proposals" in out else None)
+            unpad_detections(
+                out["detection_boxes"].numpy() / scale,
+                out["detection_scores"].numpy(),
+                out["detection_classes"].numpy(),
+                out["num_detections"].numpy(),
+                ids,
+            ),
+            unpad_proposals(
+                out["recall_proposals"].numpy() / scale, out["num_recall_proposals"].numpy(), ids
+            )
+            if "recall_proposals" in out
+            else None,
+        )
         bar.update(index + 1)
     return evaluator.result(), evaluator
 
 
-__all__ = ["DEFAULT_THRESHOLD", "RECALL_PROPOSALS", "batch_groundtruths", "evaluate",
-           "evaluate_model_dir", "inference_function", "recall_layer", "write_outputs"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "RECALL_PROPOSALS",
+    "batch_groundtruths",
+    "evaluate",
+    "evaluate_model_dir",
+    "inference_function",
+    "recall_layer",
+    "write_outputs",
+]
 
 # The score threshold of a class without a max-F1 threshold (no true positive), for the confusion
 # matrix and the gallery; the same as ``tf-frcnn predict --score-threshold``'s default.
@@ -102,8 +133,7 @@ def evaluate_model_dir(config, model, model_dir, split=None, suffix="", extra=No
     return write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix, extra)
 
 
-def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix="",
-                  extra=None):
+def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix="", extra=None):
     """Writes what ``tf-frcnn eval`` leaves in ``model_dir`` for ``evaluate``'s results on
     ``split``: ``metrics.json`` (with the error analysis of ``Evaluator.analysis``),
     ``pr_curves.png``, ``loss_curves.png``, ``rpn_recall.png`` (with proposals),
@@ -113,12 +143,17 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
     import os
 
     from tf_frcnn.evaluation.html_report import write_html_report
-    from tf_frcnn.evaluation.report import (plot_loss_curves, plot_pr_curves, plot_rpn_recall,
-                                            plot_validation_curves, write_metrics_json,
-                                            write_report)
+    from tf_frcnn.evaluation.report import (
+        plot_loss_curves,
+        plot_pr_curves,
+        plot_rpn_recall,
+        plot_validation_curves,
+        write_metrics_json,
+        write_report,
+    )
+    from tf_frcnn.stages import stage_names
     from tf_frcnn.training.loop import read_history
     from tf_frcnn.training.validation import read_validation
-    from tf_frcnn.stages import stage_names
     from tf_frcnn.visualize import STATUS_COLOURS
 
     metrics["split"] = split
@@ -129,22 +164,27 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
     def path(name):
         return os.path.join(model_dir, f"{name}{suffix}.png")
 
-    images = {"Precision-recall per class (VOC, IoU 0.5)": plot_pr_curves(
-        evaluator.voc_result(), class_names, path("pr_curves"), metrics["thresholds"])}
+    images = {
+        "Precision-recall per class (VOC, IoU 0.5)": plot_pr_curves(
+            evaluator.voc_result(), class_names, path("pr_curves"), metrics["thresholds"]
+        )
+    }
     log_dir = os.path.join(model_dir, "logs")
     stages = stage_names(config)
     history = {stage: rows for stage in stages if (rows := read_history(log_dir, stage))}
     if history:
         images["Training loss per stage"] = plot_loss_curves(
-            history, os.path.join(model_dir, "loss_curves.png"))
+            history, os.path.join(model_dir, "loss_curves.png")
+        )
     if evaluator.proposals:
         images["RPN recall (paper Fig. 4)"] = plot_rpn_recall(
-            evaluator.groundtruths, evaluator.proposals, path("rpn_recall"), RECALL_PROPOSALS)
-    validation = {stage: rows for stage in stages
-                  if (rows := read_validation(log_dir, stage))}
+            evaluator.groundtruths, evaluator.proposals, path("rpn_recall"), RECALL_PROPOSALS
+        )
+    validation = {stage: rows for stage in stages if (rows := read_validation(log_dir, stage))}
     if validation:
         images["Validation during training"] = plot_validation_curves(
-            validation, os.path.join(model_dir, "validation_curves.png"))
+            validation, os.path.join(model_dir, "validation_curves.png")
+        )
     report = write_report(model_dir, metrics, images, suffix=suffix)
     gallery = _gallery(config, split, evaluator, metrics["thresholds"], class_names)
     write_html_report(model_dir, metrics, images, gallery, STATUS_COLOURS, suffix=suffix)
@@ -156,27 +196,40 @@ def _gallery(config, split, evaluator, thresholds, class_names):
     without; only those images are read again from the split."""
     from collections import Counter
 
-    from tf_frcnn.evaluation.errors import (DETECTION_STATUS, ERROR_TYPES, GROUNDTRUTH_STATUS,
-                                            classify_images, image_error_counts,
-                                            select_gallery)
+    from tf_frcnn.evaluation.errors import (
+        DETECTION_STATUS,
+        ERROR_TYPES,
+        GROUNDTRUTH_STATUS,
+        classify_images,
+        image_error_counts,
+        select_gallery,
+    )
     from tf_frcnn.training import inputs
     from tf_frcnn.visualize import draw_errors
 
     limits = {label: entry["threshold"] for label, entry in thresholds.items()}
-    judged = classify_images(evaluator.groundtruths,
-                             evaluator.operating_point(limits, DEFAULT_THRESHOLD),
-                             len(class_names), evaluator.iou_threshold)
+    judged = classify_images(
+        evaluator.groundtruths,
+        evaluator.operating_point(limits, DEFAULT_THRESHOLD),
+        len(class_names),
+        evaluator.iou_threshold,
+    )
     worst, best = select_gallery(judged, GALLERY_WORST, GALLERY_BEST)
-    wanted = {image_id: group for group, ids in (("Most errors", worst), ("Best", best))
-              for image_id in ids}
+    wanted = {
+        image_id: group
+        for group, ids in (("Most errors", worst), ("Best", best))
+        for image_id in ids
+    }
     pictures = {}
     records, _ = inputs.source(config, split)
     for record in records:
         image_id = record["image_id"].numpy().decode("utf-8")
         if image_id in wanted:
             pictures[image_id] = record["image"].numpy()
-    by_id = {image["image_id"]: (image, errors)
-             for image, errors in zip(judged, image_error_counts(judged))}
+    by_id = {
+        image["image_id"]: (image, errors)
+        for image, errors in zip(judged, image_error_counts(judged))
+    }
     gallery = []
     for image_id, group in wanted.items():
         if image_id not in pictures:
@@ -187,16 +240,22 @@ def _gallery(config, split, evaluator, thresholds, class_names):
         gt_status = [GROUNDTRUTH_STATUS[s] for s in image["groundtruth_status"]]
         kinds = Counter(s for s in status + gt_status if s in ERROR_TYPES)
         counted = len(gt_status) - gt_status.count("ignored")
-        caption = (f"{errors} errors ({', '.join(f'{n} {kind}' for kind, n in kinds.items())}); "
-                   if errors else "no error; ")
+        caption = (
+            f"{errors} errors ({', '.join(f'{n} {kind}' for kind, n in kinds.items())}); "
+            if errors
+            else "no error; "
+        )
         caption += f"{gt_status.count('found')} of {counted} objects found"
         drawn = draw_errors(
             pictures[image_id],
-            {"boxes": g["boxes"], "labels": g["labels"],
-             "status": gt_status},
-            {"boxes": d["boxes"] if d else np.zeros((0, 4)),
-             "classes": d["classes"] if d else [], "scores": d["scores"] if d else [],
-             "status": status},
-            class_names)
+            {"boxes": g["boxes"], "labels": g["labels"], "status": gt_status},
+            {
+                "boxes": d["boxes"] if d else np.zeros((0, 4)),
+                "classes": d["classes"] if d else [],
+                "scores": d["scores"] if d else [],
+                "status": status,
+            },
+            class_names,
+        )
         gallery.append({"group": group, "title": image_id, "caption": caption, "image": drawn})
     return gallery

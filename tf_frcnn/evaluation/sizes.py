@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_frcnn.evaluation.errors import TRUE_POSITIVE, IGNORED, GT_IGNORED, classify_images
+from tf_frcnn.evaluation.errors import GT_IGNORED, IGNORED, TRUE_POSITIVE, classify_images
 from tf_frcnn.evaluation.voc import mean_over_defined, precision_recall_by_class
 
 COCO_BINS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, np.inf))
@@ -26,19 +26,33 @@ def box_areas(boxes) -> np.ndarray:
 def tercile_bins(groundtruths: list[dict]) -> tuple:
     """Three (name, low, high) area bins holding a third of the counted (not difficult, not crowd)
     boxes each: edges at the 1/3 and 2/3 quantiles of their areas; () without boxes."""
-    areas = [box_areas(g["boxes"])[~(np.asarray(g.get("difficult", False), bool)
-                                     | np.asarray(g.get("iscrowd", False), bool))]
-             for g in groundtruths]
+    areas = [
+        box_areas(g["boxes"])[
+            ~(
+                np.asarray(g.get("difficult", False), bool)
+                | np.asarray(g.get("iscrowd", False), bool)
+            )
+        ]
+        for g in groundtruths
+    ]
     areas = np.concatenate(areas) if areas else np.zeros(0)
     if not areas.size:
         return ()
     low, high = np.quantile(areas, [1 / 3, 2 / 3])
-    return (("lower third", 0.0, float(low)), ("middle third", float(low), float(high)),
-            ("upper third", float(high), np.inf))
+    return (
+        ("lower third", 0.0, float(low)),
+        ("middle third", float(low), float(high)),
+        ("upper third", float(high), np.inf),
+    )
 
 
-def ap_by_size(groundtruths: list[dict], detections: list[dict], num_classes: int, bins,
-               iou_threshold: float = 0.5) -> list[dict]:
+def ap_by_size(
+    groundtruths: list[dict],
+    detections: list[dict],
+    num_classes: int,
+    bins,
+    iou_threshold: float = 0.5,
+) -> list[dict]:
     """AP at `iou_threshold` of each area bin (see the module docstring).
 
     Args:
@@ -55,8 +69,9 @@ def ap_by_size(groundtruths: list[dict], detections: list[dict], num_classes: in
         for g in groundtruths:
             areas = box_areas(g["boxes"])
             outside = (areas < low) | (areas >= high)
-            restricted.append({**g, "iscrowd": np.asarray(g.get("iscrowd", np.zeros(len(areas))),
-                                                          bool) | outside})
+            restricted.append(
+                {**g, "iscrowd": np.asarray(g.get("iscrowd", np.zeros(len(areas))), bool) | outside}
+            )
         images = classify_images(restricted, detections, num_classes, iou_threshold)
         scores, classes, true_positive, labels = [], [], [], []
         for image in images:
@@ -77,8 +92,16 @@ def ap_by_size(groundtruths: list[dict], detections: list[dict], num_classes: in
             np.concatenate(scores) if scores else np.zeros(0),
             np.concatenate(classes) if classes else np.zeros(0, np.int64),
             np.concatenate(true_positive) if true_positive else np.zeros(0, bool),
-            num_gt, num_classes)
-        results.append({"name": name, "low": float(low), "high": float(high),
-                        "num_gt": int(labels.size),
-                        "AP50": mean_over_defined({c: v["AP"] for c, v in curves.items()})})
+            num_gt,
+            num_classes,
+        )
+        results.append(
+            {
+                "name": name,
+                "low": float(low),
+                "high": float(high),
+                "num_gt": int(labels.size),
+                "AP50": mean_over_defined({c: v["AP"] for c, v in curves.items()}),
+            }
+        )
     return results

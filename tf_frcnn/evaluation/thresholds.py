@@ -33,13 +33,16 @@ def max_f1_thresholds(voc_result: Mapping) -> dict:
         entry = dict.fromkeys(("threshold", "precision", "recall", "f1"), float("nan"))
         if voc_result["num_gt"][label] and scores.size:
             total = precision + recall
-            f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total),
-                           where=total > 0)
+            f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
             cuts = np.flatnonzero(np.append(scores[1:] < scores[:-1], True))
             best = cuts[np.argmax(f1[cuts])]
             if f1[best] > 0:
-                entry = {"threshold": float(scores[best]), "precision": float(precision[best]),
-                         "recall": float(recall[best]), "f1": float(f1[best])}
+                entry = {
+                    "threshold": float(scores[best]),
+                    "precision": float(precision[best]),
+                    "recall": float(recall[best]),
+                    "f1": float(f1[best]),
+                }
         result[label] = entry
     return result
 
@@ -66,9 +69,14 @@ def apply_thresholds(detections: list[dict], thresholds: Mapping, default: float
     kept = []
     for record in detections:
         keep = keep_mask(record["scores"], record["classes"], thresholds, default)
-        kept.append({**record, "boxes": np.asarray(record["boxes"]).reshape(-1, 4)[keep],
-                     "scores": np.asarray(record["scores"])[keep],
-                     "classes": np.asarray(record["classes"])[keep]})
+        kept.append(
+            {
+                **record,
+                "boxes": np.asarray(record["boxes"]).reshape(-1, 4)[keep],
+                "scores": np.asarray(record["scores"])[keep],
+                "classes": np.asarray(record["classes"])[keep],
+            }
+        )
     return kept
 
 
@@ -90,6 +98,8 @@ def read_thresholds(path, class_names: Sequence[str]) -> dict:
     names = {int(label): entry.get("name") for label, entry in entries.items()}
     expected = {label: name for label, name in enumerate(class_names, start=1)}
     if names != expected:
-        raise ValueError(f"{path}: 'thresholds' are for classes {sorted(names.items())}, "
-                         f"the model has {sorted(expected.items())}")
+        raise ValueError(
+            f"{path}: 'thresholds' are for classes {sorted(names.items())}, "
+            f"the model has {sorted(expected.items())}"
+        )
     return {int(label): entry.get("threshold") for label, entry in entries.items()}

@@ -2,19 +2,22 @@
 
 Follows the VOC devkit (VOCevaldet.m; VOCap in the VOC2010+ devkits):
 
-- Per class, detections of all images are sorted by score (descending; ties keep input order: image
-  order, then position in the image) and each takes the ground-truth box of that class it overlaps
-  most. IoU >= `iou_threshold` (0.5 in VOC) on a box not taken yet is a true positive; on a box already
-  taken, a false positive (duplicates count against the detector); below the threshold, a false positive.
+- Per class, detections of all images are sorted by score (descending; ties keep input order:
+  image order, then position in the image) and each takes the ground-truth box of that class it
+  overlaps most. IoU >= `iou_threshold` (0.5 in VOC) on a box not taken yet is a true positive; on
+  a box already taken, a false positive (duplicates count against the detector); below the
+  threshold, a false positive.
 - Difficult boxes are excluded: they do not count in the number of positives, and a detection whose
   best box is difficult is neither a true nor a false positive. Crowd boxes (`iscrowd`) are treated
   the same way (VOC has none; COCO ignores them too).
-- Classes without any non-difficult ground truth have an undefined AP (NaN) and are left out of the mean.
+- Classes without any non-difficult ground truth have an undefined AP (NaN) and are left out of the
+  mean.
 
 Two deliberate differences:
 
 - Boxes are absolute pixel [ymin, xmin, ymax, xmax] in continuous coordinates, and IoU is computed
-  without the devkit's "+1" pixel (it treats integer corners as inclusive pixel indices; ours are float).
+  without the devkit's "+1" pixel (it treats integer corners as inclusive pixel indices; ours are
+  float).
 - The 11 recall points of VOC07 are the exact tenths. The common Python port (py-faster-rcnn's
   voc_eval.py) takes np.arange(0, 1.1, 0.1), where a recall of exactly 0.3 misses the point
   0.30000000000000004; here it counts, as the definition says.
@@ -43,10 +46,10 @@ def voc_ap(recall, precision, use_07_metric: bool = False) -> float:
     Args:
       recall: float [D], cumulative recall after each detection in score order (non-decreasing).
       precision: float [D], cumulative precision after each detection.
-      use_07_metric: True for VOC2007's 11-point interpolated AP: the mean over t in {0, 0.1, ..., 1}
-        of the best precision at any recall >= t (0 where recall never reaches t). False for the
-        VOC2010+ AP: the area under the curve after making precision monotonically non-increasing
-        (each point takes the best precision at any higher recall).
+      use_07_metric: True for VOC2007's 11-point interpolated AP: the mean over t in
+        {0, 0.1, ..., 1} of the best precision at any recall >= t (0 where recall never reaches t).
+        False for the VOC2010+ AP: the area under the curve after making precision monotonically
+        non-increasing (each point takes the best precision at any higher recall).
 
     Returns:
       AP in [0, 1]; 0.0 for an empty curve.
@@ -58,7 +61,10 @@ def voc_ap(recall, precision, use_07_metric: bool = False) -> float:
     if recall.size == 0:
         return 0.0
     if use_07_metric:
-        best = [precision[recall >= t].max() if np.any(recall >= t) else 0.0 for t in _VOC07_RECALL_POINTS]
+        best = [
+            precision[recall >= t].max() if np.any(recall >= t) else 0.0
+            for t in _VOC07_RECALL_POINTS
+        ]
         return float(np.mean(best))
     recall = np.concatenate([[0.0], recall, [1.0]])
     precision = np.concatenate([[0.0], precision, [0.0]])
@@ -111,11 +117,11 @@ def mean_over_defined(per_class: dict) -> float:
 
 
 def _best_overlaps(groundtruths, detections_by_image, iou_threshold):
-    """Matches every detection to the same-class ground-truth box of its image that it overlaps most.
+    """Matches every detection to the same-class ground-truth box of its image it overlaps most.
 
     Returns arrays over the detections concatenated in (image, position) order: scores, classes,
-    the best box (an index into all images' boxes concatenated), whether the IoU reaches the threshold
-    (a hit), and whether that hit is on an ignored (difficult or crowd) box.
+    the best box (an index into all images' boxes concatenated), whether the IoU reaches the
+    threshold (a hit), and whether that hit is on an ignored (difficult or crowd) box.
     """
     scores, classes, best_box, best_iou = [], [], [], []
     offset = 0
@@ -149,27 +155,26 @@ def _best_overlaps(groundtruths, detections_by_image, iou_threshold):
 
 
 def voc_metrics(
-    groundtruths: list[dict],
-    detections: list[dict],
-    num_classes: int,
-    iou_threshold: float = 0.5,
+    groundtruths: list[dict], detections: list[dict], num_classes: int, iou_threshold: float = 0.5
 ) -> dict:
     """VOC07 (11-point) and VOC2010+ (all-point) mAP, per-class AP and precision-recall curves.
 
     Args:
-      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax, xmax],
-        "labels": int [N] 1-based, "difficult": bool [N] (optional), "iscrowd": bool [N] (optional)}.
-        Every evaluated image must be listed, also those without objects.
-      detections: one dict per image, {"image_id", "boxes": [K, 4] absolute [ymin, xmin, ymax, xmax],
-        "scores": [K], "classes": int [K] 1-based}; an image without a dict has no detections.
+      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax,
+        xmax], "labels": int [N] 1-based, "difficult": bool [N] (optional), "iscrowd": bool [N]
+        (optional)}. Every evaluated image must be listed, also those without objects.
+      detections: one dict per image, {"image_id", "boxes": [K, 4] absolute [ymin, xmin, ymax,
+        xmax], "scores": [K], "classes": int [K] 1-based}; an image without a dict has no
+        detections.
       num_classes: number of object classes, background excluded; labels are 1..num_classes.
       iou_threshold: the overlap a true positive needs (VOC: 0.5).
 
     Returns:
       {"mAP_voc07": float, "mAP_voc": float (NaN if no class has ground truth),
-       "per_class_AP_voc07": {label: float}, "per_class_AP": {label: float} (all-point; NaN without
-       ground truth), "precision": {label: float [D]}, "recall": {label: float [D]} (the curve over the
-       class's D counted detections in score order; recall is NaN without ground truth),
+       "per_class_AP_voc07": {label: float}, "per_class_AP": {label: float} (all-point; NaN
+       without ground truth), "precision": {label: float [D]}, "recall": {label: float [D]} (the
+       curve over the class's D counted detections in score order; recall is NaN without ground
+       truth),
        "scores": {label: float [D]}, "num_gt": {label: int} (non-difficult boxes),
        "iou_threshold": float}
     """

@@ -20,6 +20,7 @@ xmax] relative to the original image, ``detection_scores`` float32 [batch, 100],
 [batch].
 """
 
+from tf_frcnn.export.frozen import freeze, frozen_inference
 from tf_frcnn.export.saved_model import (
     OUTPUT_NAMES,
     SERVING_BYTES,
@@ -37,15 +38,30 @@ from tf_frcnn.export.serving import (
     resolve_saved_model,
     rest_body,
 )
-from tf_frcnn.export.frozen import freeze, frozen_inference
 from tf_frcnn.export.tflite import calibration_inputs, export_tflite, export_tflite_variants
 from tf_frcnn.export.verify import VerifyError, verify_export
 from tf_frcnn.training.state import LABELS_FILE
 
 __all__ = [
-    "DOCKER_COMMAND", "DetectionModule", "LABELS_FILE", "OUTPUT_NAMES", "PREDICT_URL",
-    "Predictor", "REST_EXAMPLES", "SERVING_BYTES", "SERVING_DEFAULT", "VerifyError",
-    "calibration_inputs", "export_saved_model", "export_tflite", "export_tflite_variants",
-    "freeze", "frozen_inference", "load_predictor", "read_labels", "resolve_saved_model",
-    "rest_body", "verify_export",
+    "DOCKER_COMMAND",
+    "DetectionModule",
+    "LABELS_FILE",
+    "OUTPUT_NAMES",
+    "PREDICT_URL",
+    "Predictor",
+    "REST_EXAMPLES",
+    "SERVING_BYTES",
+    "SERVING_DEFAULT",
+    "VerifyError",
+    "calibration_inputs",
+    "export_saved_model",
+    "export_tflite",
+    "export_tflite_variants",
+    "freeze",
+    "frozen_inference",
+    "load_predictor",
+    "read_labels",
+    "resolve_saved_model",
+    "rest_body",
+    "verify_export",
 ]

@@ -10,6 +10,7 @@ inference only.
 from __future__ import annotations
 
 import tensorflow as tf
+
 # No public TF2 API freezes a concrete function; the TFLite converter itself uses this one.
 from tensorflow.python.framework import convert_to_constants
 
@@ -22,8 +23,9 @@ def freeze(concrete, jit_compile=False):
     with ``jit_compile`` the frozen graph is compiled by XLA (once, for its fixed shapes)."""
     frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
 
-    @tf.function(input_signature=concrete.structured_input_signature[0],
-                 jit_compile=jit_compile or None)
+    @tf.function(
+        input_signature=concrete.structured_input_signature[0], jit_compile=jit_compile or None
+    )
     def frozen_call(*args):
         return tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(*args))
 
@@ -43,9 +45,12 @@ def frozen_inference(model, height, width, batch_size=1, jit_compile=False):
     if jit_compile:
         model = builtin_twin(model)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([batch_size, height, width, 3], tf.float32, name="images"),
-        tf.TensorSpec([batch_size, 2], tf.int32, name="image_shape")])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([batch_size, height, width, 3], tf.float32, name="images"),
+            tf.TensorSpec([batch_size, 2], tf.int32, name="image_shape"),
+        ]
+    )
     def infer(images, image_shape):
         return model.infer({"images": images, "image_shape": image_shape})
 

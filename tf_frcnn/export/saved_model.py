@@ -95,12 +95,14 @@ class DetectionModule:
         if self.pad_to is None:
             return images
         shape = tf.shape(images)
-        return tf.image.pad_to_bounding_box(images, 0, 0, tf.maximum(shape[1], self.pad_to[0]),
-                                            tf.maximum(shape[2], self.pad_to[1]))
+        return tf.image.pad_to_bounding_box(
+            images, 0, 0, tf.maximum(shape[1], self.pad_to[0]), tf.maximum(shape[2], self.pad_to[1])
+        )
 
     def _detect(self, images, image_shape):
-        detections = self.model({"images": self._pad(images), "image_shape": image_shape},
-                                training=False)
+        detections = self.model(
+            {"images": self._pad(images), "image_shape": image_shape}, training=False
+        )
         return detection_outputs(detections, image_shape)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
@@ -117,24 +119,41 @@ class DetectionModule:
         """string [batch] encoded images -> detections (sizes may differ within the batch)."""
         images = _checked(images, [None])
         known = tf.reduce_any(
-            tf.stack([tf.equal(tf.strings.substr(images, 0, len(magic)), magic)
-                      for magic in _IMAGE_SIGNATURES]), axis=0)
-        check = tf.debugging.Assert(tf.reduce_all(known), [
-            "serving_bytes could not decode the image(s) at batch index", tf.where(~known)[:, 0],
-            ": not a JPEG, PNG, GIF or BMP file"])
+            tf.stack(
+                [
+                    tf.equal(tf.strings.substr(images, 0, len(magic)), magic)
+                    for magic in _IMAGE_SIGNATURES
+                ]
+            ),
+            axis=0,
+        )
+        check = tf.debugging.Assert(
+            tf.reduce_all(known),
+            [
+                "serving_bytes could not decode the image(s) at batch index",
+                tf.where(~known)[:, 0],
+                ": not a JPEG, PNG, GIF or BMP file",
+            ],
+        )
 
         def decode_and_resize(data):
             image = tf.cond(
                 tf.equal(tf.strings.substr(data, 0, 3), _IMAGE_SIGNATURES[0]),
                 lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-                lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+                lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+            )
             resized, _ = resize_image(image, self.min_size, self.max_size)
             return tf.RaggedTensor.from_tensor(resized, ragged_rank=1), tf.shape(resized)[:2]
 
         with tf.control_dependencies([check]):
-            ragged, image_shape = tf.map_fn(decode_and_resize, images, fn_output_signature=(
-                tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
-                tf.TensorSpec([2], tf.int32)))
+            ragged, image_shape = tf.map_fn(
+                decode_and_resize,
+                images,
+                fn_output_signature=(
+                    tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
+                    tf.TensorSpec([2], tf.int32),
+                ),
+            )
         return self._detect(ragged.to_tensor(), image_shape)
 
     def archive(self):
@@ -163,8 +182,9 @@ def next_version(out_base):
     return max(version_dirs(out_base), default=0) + 1
 
 
-def export_saved_model(model, out_base, class_names, *, min_size, max_size, pad_to=None,
-                       version=None):
+def export_saved_model(
+    model, out_base, class_names, *, min_size, max_size, pad_to=None, version=None
+):
     """Write ``model`` as a SavedModel into ``out_base/<version>/`` for TF Serving.
 
     Args:
@@ -189,8 +209,9 @@ def export_saved_model(model, out_base, class_names, *, min_size, max_size, pad_
     """
     class_names = [str(name) for name in class_names]
     if len(class_names) != model.num_classes:
-        raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} "
-                         "classes")
+        raise ValueError(
+            f"{len(class_names)} class names for a model of {model.num_classes} classes"
+        )
     if any("\n" in name or not name.strip() for name in class_names):
         raise ValueError("class names must be non-empty single lines")
     base = pathlib.Path(out_base)

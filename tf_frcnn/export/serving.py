@@ -31,13 +31,16 @@ PREDICT_URL = f"http://localhost:8501/v1/models/{MODEL_NAME}:predict"
 
 # The README's request bodies, one per signature: a 2 x 2 RGB image (red, green / blue, white)
 # as uint8 values, and the same image as a base64 PNG.
-_EXAMPLE_PNG_B64 = ("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVQI12P4z8DA8J+BkYHh////"
-                    "DAAe9gT9SMYJHwAAAABJRU5ErkJggg==")
+_EXAMPLE_PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVQI12P4z8DA8J+BkYHh////"
+    "DAAe9gT9SMYJHwAAAABJRU5ErkJggg=="
+)
 _EXAMPLE_PIXELS = [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]]
 REST_EXAMPLES = {
     SERVING_DEFAULT: json.dumps({"instances": [{INPUT_NAME: _EXAMPLE_PIXELS}]}),
     SERVING_BYTES: json.dumps(
-        {"signature_name": SERVING_BYTES, "instances": [{INPUT_NAME: {"b64": _EXAMPLE_PNG_B64}}]}),
+        {"signature_name": SERVING_BYTES, "instances": [{INPUT_NAME: {"b64": _EXAMPLE_PNG_B64}}]}
+    ),
 }
 
 
@@ -52,11 +55,14 @@ def rest_body(images, signature_name=SERVING_DEFAULT):
     if signature_name == SERVING_DEFAULT:
         instances = [{INPUT_NAME: np.asarray(image, np.uint8).tolist()} for image in images]
     elif signature_name == SERVING_BYTES:
-        instances = [{INPUT_NAME: {"b64": base64.b64encode(data).decode("ascii")}}
-                     for data in images]
+        instances = [
+            {INPUT_NAME: {"b64": base64.b64encode(data).decode("ascii")}} for data in images
+        ]
     else:
-        raise ValueError(f"unknown signature {signature_name!r}; expected {SERVING_DEFAULT!r} "
-                         f"or {SERVING_BYTES!r}")
+        raise ValueError(
+            f"unknown signature {signature_name!r}; expected {SERVING_DEFAULT!r} "
+            f"or {SERVING_BYTES!r}"
+        )
     body = {"instances": instances}
     if signature_name != SERVING_DEFAULT:
         body = {"signature_name": signature_name, **body}
@@ -76,11 +82,15 @@ def resolve_saved_model(path):
     path = pathlib.Path(path)
     if (path / "saved_model.pb").is_file():
         return path
-    versions = {number: version for number, version in version_dirs(path).items()
-                if (version / "saved_model.pb").is_file()}
+    versions = {
+        number: version
+        for number, version in version_dirs(path).items()
+        if (version / "saved_model.pb").is_file()
+    }
     if not versions:
-        raise FileNotFoundError(f"{path}: no saved_model.pb, and no numbered version directory "
-                                "holding one")
+        raise FileNotFoundError(
+            f"{path}: no saved_model.pb, and no numbered version directory holding one"
+        )
     return versions[max(versions)]
 
 
@@ -134,14 +144,18 @@ class Predictor:
         """
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"expected a uint8 [height, width, 3] RGB image, got {image.dtype} "
-                             f"{list(image.shape)}")
+            raise ValueError(
+                f"expected a uint8 [height, width, 3] RGB image, got {image.dtype} "
+                f"{list(image.shape)}"
+            )
         outputs = self._run(image)
         count = int(outputs["num_detections"])
-        return {"detection_boxes": outputs["detection_boxes"][:count].astype(np.float32),
-                "detection_scores": outputs["detection_scores"][:count].astype(np.float32),
-                "detection_classes": outputs["detection_classes"][:count].astype(np.int32),
-                "num_detections": count}
+        return {
+            "detection_boxes": outputs["detection_boxes"][:count].astype(np.float32),
+            "detection_scores": outputs["detection_scores"][:count].astype(np.float32),
+            "detection_classes": outputs["detection_classes"][:count].astype(np.int32),
+            "num_detections": count,
+        }
 
 
 def _saved_model_runner(version_dir):
@@ -164,10 +178,10 @@ def _tflite_interpreter(path, num_threads, xnnpack=True):
 
         Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
     # AUTO applies the default XNNPACK delegate; the other keeps the reference kernels.
-    resolver = (OpResolverType.AUTO if xnnpack
-                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    return Interpreter(model_path=str(path), num_threads=num_threads,
-                       experimental_op_resolver_type=resolver)
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return Interpreter(
+        model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=resolver
+    )
 
 
 def _rule_size(height, width, min_size, max_size):
@@ -185,14 +199,20 @@ def _resize_bilinear(image, size):
     antialiasing: ``tf.image.resize(..., "bilinear", antialias=False)``, rounded to uint8.
     Written here because the TFLite predictor runs without TensorFlow, and Pillow's bilinear
     filter widens its support when shrinking (antialiasing), which the model never saw."""
+
     def taps(inside, outside):
         where = (np.arange(outside, dtype=np.float32) + 0.5) * np.float32(inside / outside) - 0.5
         low = np.floor(where)
-        return (np.clip(low, 0, inside - 1).astype(int),
-                np.clip(low + 1, 0, inside - 1).astype(int), (where - low).astype(np.float32))
+        return (
+            np.clip(low, 0, inside - 1).astype(int),
+            np.clip(low + 1, 0, inside - 1).astype(int),
+            (where - low).astype(np.float32),
+        )
 
-    (top, bottom, y_lerp), (left, right, x_lerp) = (taps(image.shape[0], size[0]),
-                                                    taps(image.shape[1], size[1]))
+    (top, bottom, y_lerp), (left, right, x_lerp) = (
+        taps(image.shape[0], size[0]),
+        taps(image.shape[1], size[1]),
+    )
     pixels = image.astype(np.float32)
     x_lerp = x_lerp[np.newaxis, :, np.newaxis]
     upper = pixels[top][:, left] + (pixels[top][:, right] - pixels[top][:, left]) * x_lerp
@@ -217,8 +237,9 @@ def _letterbox(image, height, width, resize=None):
         if ruled[0] <= height and ruled[1] <= width:
             fitted = ruled
     canvas = np.zeros([height, width, 3], np.uint8)
-    canvas[:fitted[0], :fitted[1]] = image if fitted == (h, w) else _resize_bilinear(image,
-                                                                                      fitted)
+    canvas[: fitted[0], : fitted[1]] = (
+        image if fitted == (h, w) else _resize_bilinear(image, fitted)
+    )
     return canvas, fitted
 
 
@@ -232,8 +253,9 @@ def _tflite_runner(path, num_threads, xnnpack=True, resize=None):
 
     def run_canvas(image):
         canvas, fitted = _letterbox(image, height, width, resize)
-        outputs = serve(**{INPUT_NAME: canvas[np.newaxis],
-                           CANVAS_IMAGE_SHAPE: np.array([fitted], np.int32)})
+        outputs = serve(
+            **{INPUT_NAME: canvas[np.newaxis], CANVAS_IMAGE_SHAPE: np.array([fitted], np.int32)}
+        )
         # Boxes come normalised to the valid part, i.e. relative to the image.
         return {name: outputs[name][0] for name in OUTPUT_NAMES}
 
@@ -252,12 +274,15 @@ def _tflite_runner(path, num_threads, xnnpack=True, resize=None):
         boxes = np.clip(outputs["detection_boxes"] * stretch, 0.0, 1.0)
         count = int(outputs["num_detections"])
         # Drop detections that lie wholly in the padding, keeping the order.
-        visible = np.flatnonzero((boxes[:count, 2] > boxes[:count, 0])
-                                 & (boxes[:count, 3] > boxes[:count, 1]))
-        return {"detection_boxes": boxes[visible],
-                "detection_scores": outputs["detection_scores"][visible],
-                "detection_classes": outputs["detection_classes"][visible],
-                "num_detections": len(visible)}
+        visible = np.flatnonzero(
+            (boxes[:count, 2] > boxes[:count, 0]) & (boxes[:count, 3] > boxes[:count, 1])
+        )
+        return {
+            "detection_boxes": boxes[visible],
+            "detection_scores": outputs["detection_scores"][visible],
+            "detection_classes": outputs["detection_classes"][visible],
+            "num_detections": len(visible),
+        }
 
     return run
 

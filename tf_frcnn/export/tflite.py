@@ -34,20 +34,22 @@ import re
 
 import numpy as np
 import tensorflow as tf
+
 # The flatbuffer schema's op codes, to name the ops of a calibrated model.
 from tensorflow.lite.python import schema_py_generated as _schema
 
+from tf_frcnn.config import ConfigError
 from tf_frcnn.data.pipeline import resize_image
 from tf_frcnn.export.frozen import freeze
 from tf_frcnn.export.saved_model import INPUT_NAME, detection_outputs
-from tf_frcnn.config import ConfigError
 from tf_frcnn.export.serving import CANVAS_IMAGE_SHAPE as IMAGE_SHAPE
 from tf_frcnn.export.serving import _letterbox
 from tf_frcnn.model import builtin_twin
 from tf_frcnn.precision import compute_dtype
 
-_BUILTIN_NAMES = {value: name for name, value in vars(_schema.BuiltinOperator).items()
-                  if not name.startswith("_")}
+_BUILTIN_NAMES = {
+    value: name for name, value in vars(_schema.BuiltinOperator).items() if not name.startswith("_")
+}
 # Ops that move or blend feature values; under ``feature_scopes`` they run in int8 when an
 # input comes from an int8 op (ROI pooling's gathers and bilinear blend of the feature map).
 _FEATURE_OPS = {"GATHER", "SUB", "MUL", "ADD", "RESHAPE", "REDUCE_MAX"}
@@ -68,19 +70,23 @@ class TFLiteModule:
         self.min_size = int(min_size)
         self.max_size = None if max_size is None else int(max_size)
         # Static sizes keep every shape in the converted graph static.
-        resized, _ = resize_image(tf.zeros([1, height, width, 1], tf.uint8), self.min_size,
-                                  self.max_size)
+        resized, _ = resize_image(
+            tf.zeros([1, height, width, 1], tf.uint8), self.min_size, self.max_size
+        )
         self.resized_shape = tuple(resized.shape[1:3])
         images = tf.TensorSpec([1, height, width, 3], tf.uint8, name=INPUT_NAME)
         if canvas:
-            self.serve = tf.function(self._serve_canvas, input_signature=[
-                images, tf.TensorSpec([1, 2], tf.int32, name=IMAGE_SHAPE)])
+            self.serve = tf.function(
+                self._serve_canvas,
+                input_signature=[images, tf.TensorSpec([1, 2], tf.int32, name=IMAGE_SHAPE)],
+            )
         else:
             self.serve = tf.function(self._serve, input_signature=[images])
 
     def _serve_canvas(self, images, image_shape):
-        detections = self.model({"images": tf.cast(images, tf.float32),
-                                 "image_shape": image_shape}, training=False)
+        detections = self.model(
+            {"images": tf.cast(images, tf.float32), "image_shape": image_shape}, training=False
+        )
         return detection_outputs(detections, image_shape)
 
     def _serve(self, images):
@@ -112,7 +118,8 @@ def _check_float32(model):
         raise ConfigError(
             f"TFLite export: the model computes in {dtype} (detection.mixed_precision); "
             "export it from a float32 model (detection.mixed_precision: false) and use the "
-            "float16 TFLite variant for half-size weights")
+            "float16 TFLite variant for half-size weights"
+        )
 
 
 def int8_scopes(model):
@@ -120,8 +127,10 @@ def int8_scopes(model):
     ``builtin_twin``): (networks: the backbone's feature network, the RPN head's convs and the
     Fast R-CNN head's fc layers; feature scopes: ROI pooling, whose gathers and bilinear blend
     of feature values follow the int8 feature map, its sampling coordinates staying float)."""
-    return ((model.features.name, model.rpn_head.name, model.detector_head.name),
-            (model.roi_pooling.name,))
+    return (
+        (model.features.name, model.rpn_head.name, model.detector_head.name),
+        (model.roi_pooling.name,),
+    )
 
 
 def _converter(signature):
@@ -167,7 +176,8 @@ def _networks_int8(signature, representative_images, scopes, feature_scopes=()):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     images = list(representative_images)
     converter.representative_dataset = lambda: (
-        item if isinstance(item, dict) else [item] for item in images)
+        item if isinstance(item, dict) else [item] for item in images
+    )
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
     calibrated = flatbuffer_utils.convert_bytearray_to_object(bytearray(converter.convert()))
     graph = calibrated.subgraphs[0]
@@ -175,9 +185,10 @@ def _networks_int8(signature, representative_images, scopes, feature_scopes=()):
     for number, op in enumerate(graph.operators):
         names = [graph.tensors[index].name.decode() for index in op.outputs]
         if all(_in_scopes(name, scopes) for name in names) or (
-                _op_name(calibrated, op) in _FEATURE_OPS
-                and all(_in_scopes(name, feature_scopes) for name in names)
-                and any(index in int8_tensors for index in op.inputs)):
+            _op_name(calibrated, op) in _FEATURE_OPS
+            and all(_in_scopes(name, feature_scopes) for name in names)
+            and any(index in int8_tensors for index in op.inputs)
+        ):
             int8_ops.add(number)
             int8_tensors.update(op.outputs)
     int8_inputs = {index for number in int8_ops for index in graph.operators[number].inputs}
@@ -197,8 +208,10 @@ def _networks_int8(signature, representative_images, scopes, feature_scopes=()):
         raise ValueError(f"no op of the graph lies in the network scopes {scopes}")
     return lite_convert.mlir_quantize(
         bytes(flatbuffer_utils.convert_object_to_bytearray(calibrated)),
-        fully_quantize=False, denylisted_ops=sorted(float_types - int8_types),
-        denylisted_nodes=float_nodes)
+        fully_quantize=False,
+        denylisted_ops=sorted(float_types - int8_types),
+        denylisted_nodes=float_nodes,
+    )
 
 
 def convert(signature, quantization=None, representative_images=None, scopes=None):
@@ -231,8 +244,18 @@ def convert(signature, quantization=None, representative_images=None, scopes=Non
     return converter.convert()
 
 
-def export_tflite(model, path, *, height, width, min_size, max_size, quantization=None,
-                  representative_images=None, canvas=False):
+def export_tflite(
+    model,
+    path,
+    *,
+    height,
+    width,
+    min_size,
+    max_size,
+    quantization=None,
+    representative_images=None,
+    canvas=False,
+):
     """Convert ``model`` to a built-in-only ``.tflite`` file for [1, height, width, 3] images.
 
     Args:
@@ -257,10 +280,12 @@ def export_tflite(model, path, *, height, width, min_size, max_size, quantizatio
     """
     _check_quantization(quantization)
     _check_float32(model)
-    module = TFLiteModule(model, height=height, width=width, min_size=min_size,
-                          max_size=max_size, canvas=canvas)
-    flatbuffer = convert(frozen_signature(module), quantization, representative_images,
-                         int8_scopes(module.model))
+    module = TFLiteModule(
+        model, height=height, width=width, min_size=min_size, max_size=max_size, canvas=canvas
+    )
+    flatbuffer = convert(
+        frozen_signature(module), quantization, representative_images, int8_scopes(module.model)
+    )
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
@@ -284,9 +309,19 @@ def calibration_inputs(images, height, width, resize=None):
     return inputs
 
 
-def export_tflite_variants(model, out_dir, *, height, width, min_size, max_size,
-                           name="model", representative_images=None, canvas=False,
-                           variants=None):
+def export_tflite_variants(
+    model,
+    out_dir,
+    *,
+    height,
+    width,
+    min_size,
+    max_size,
+    name="model",
+    representative_images=None,
+    canvas=False,
+    variants=None,
+):
     """The float32, float16, dynamic-range int8 and (with ``representative_images``) int8
     ``.tflite`` files of ``model``.
 
@@ -315,8 +350,9 @@ def export_tflite_variants(model, out_dir, *, height, width, min_size, max_size,
     unknown = sorted(set(variants) - set(wanted))
     if unknown:
         raise ValueError(f"unknown TFLite variant(s) {unknown}; expected some of {list(wanted)}")
-    module = TFLiteModule(model, height=height, width=width, min_size=min_size,
-                          max_size=max_size, canvas=canvas)
+    module = TFLiteModule(
+        model, height=height, width=width, min_size=min_size, max_size=max_size, canvas=canvas
+    )
     signature = frozen_signature(module)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -325,8 +361,12 @@ def export_tflite_variants(model, out_dir, *, height, width, min_size, max_size,
         quantization = wanted[variant]
         suffix = "" if quantization is None else f"_{quantization}"
         path = out_dir / f"{name}{suffix}.tflite"
-        path.write_bytes(convert(signature, quantization, representative_images,
-                                 int8_scopes(module.model)))
-        written[variant] = {"path": path, "bytes": os.path.getsize(path),
-                            "resize": (min_size, max_size) if canvas else None}
+        path.write_bytes(
+            convert(signature, quantization, representative_images, int8_scopes(module.model))
+        )
+        written[variant] = {
+            "path": path,
+            "bytes": os.path.getsize(path),
+            "resize": (min_size, max_size) if canvas else None,
+        }
     return written

@@ -73,20 +73,37 @@ def _metrics(samples, outputs, class_names):
     for record, out in zip(samples, outputs):
         height, width = size = record["image"].shape[:2]
         evaluator.update(
-            [{"image_id": record["image_id"], "boxes": to_absolute(record["boxes"], size),
-              "labels": record["labels"], "difficult": record.get("difficult"),
-              "iscrowd": record.get("iscrowd"), "height": height, "width": width}],
-            [{"image_id": record["image_id"], "boxes": to_absolute(out["detection_boxes"], size),
-              "scores": out["detection_scores"], "classes": out["detection_classes"]}])
+            [
+                {
+                    "image_id": record["image_id"],
+                    "boxes": to_absolute(record["boxes"], size),
+                    "labels": record["labels"],
+                    "difficult": record.get("difficult"),
+                    "iscrowd": record.get("iscrowd"),
+                    "height": height,
+                    "width": width,
+                }
+            ],
+            [
+                {
+                    "image_id": record["image_id"],
+                    "boxes": to_absolute(out["detection_boxes"], size),
+                    "scores": out["detection_scores"],
+                    "classes": out["detection_classes"],
+                }
+            ],
+        )
     return evaluator.result()
 
 
 def _trim(outputs, index):
     count = int(outputs["num_detections"][index])
-    return {"detection_boxes": np.asarray(outputs["detection_boxes"][index][:count]),
-            "detection_scores": np.asarray(outputs["detection_scores"][index][:count]),
-            "detection_classes": np.asarray(outputs["detection_classes"][index][:count]),
-            "num_detections": count}
+    return {
+        "detection_boxes": np.asarray(outputs["detection_boxes"][index][:count]),
+        "detection_scores": np.asarray(outputs["detection_scores"][index][:count]),
+        "detection_classes": np.asarray(outputs["detection_classes"][index][:count]),
+        "num_detections": count,
+    }
 
 
 def _run_all(predict, inputs_):
@@ -104,6 +121,7 @@ def _signature_predictor(signature, wrap):
     def predict(item):
         outputs = signature(**{INPUT_NAME: tf.constant(wrap(item))})
         return _trim({name: outputs[name].numpy() for name in OUTPUT_NAMES}, 0)
+
     return predict
 
 
@@ -113,13 +131,16 @@ def _batch_mismatch(signature, batch):
     together = signature(**{INPUT_NAME: tf.constant(batch)})
     together = {name: together[name].numpy() for name in OUTPUT_NAMES}
     for index in range(len(batch)):
-        alone = signature(**{INPUT_NAME: tf.constant(batch[index:index + 1])})
+        alone = signature(**{INPUT_NAME: tf.constant(batch[index : index + 1])})
         alone = _trim({name: alone[name].numpy() for name in OUTPUT_NAMES}, 0)
         joint = _trim(together, index)
         if joint["num_detections"] != alone["num_detections"] or not np.array_equal(
-                joint["detection_classes"], alone["detection_classes"]):
-            return (f"image {index} of the batch: {joint['num_detections']} detections, "
-                    f"{alone['num_detections']} alone")
+            joint["detection_classes"], alone["detection_classes"]
+        ):
+            return (
+                f"image {index} of the batch: {joint['num_detections']} detections, "
+                f"{alone['num_detections']} alone"
+            )
         for key in ("detection_boxes", "detection_scores"):
             gap = float(np.max(np.abs(joint[key] - alone[key]), initial=0.0))
             if gap > BATCH_ATOL:
@@ -149,29 +170,53 @@ def _size_bytes(path):
 def _row(name, path, metrics, reference, ms, size, tolerance, problem=None):
     change = metrics["AP"] - reference["AP"]
     if problem is None and change < -tolerance:
-        problem = (f"AP {metrics['AP']:.4f} is {-change:.4f} below the Keras model's "
-                   f"{reference['AP']:.4f} (tolerance {tolerance})")
-    return {"artifact": name, "path": str(path), "bytes": size, "ms_per_image": round(ms, 2),
-            "AP": round(metrics["AP"], 4), "AP50": round(metrics["AP50"], 4),
-            "AP_change": round(change, 4), "ok": problem is None, "problem": problem}
+        problem = (
+            f"AP {metrics['AP']:.4f} is {-change:.4f} below the Keras model's "
+            f"{reference['AP']:.4f} (tolerance {tolerance})"
+        )
+    return {
+        "artifact": name,
+        "path": str(path),
+        "bytes": size,
+        "ms_per_image": round(ms, 2),
+        "AP": round(metrics["AP"], 4),
+        "AP50": round(metrics["AP50"], 4),
+        "AP_change": round(change, 4),
+        "ok": problem is None,
+        "problem": problem,
+    }
 
 
 def format_table(report):
     """The Markdown table of a ``verify_export`` report."""
-    lines = ["| artifact | file | size | ms/image | AP | AP50 | AP change | check |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| artifact | file | size | ms/image | AP | AP50 | AP change | check |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in report["artifacts"]:
         size = "" if row["bytes"] is None else f"{row['bytes'] / 1e6:.1f} MB"
         check = "ok" if row["ok"] else f"FAIL: {row['problem']}"
         change = "" if row["artifact"] == KERAS else f"{row['AP_change']:+.4f}"
-        lines.append(f"| {row['artifact']} | {pathlib.Path(row['path']).name} | {size} | "
-                     f"{row['ms_per_image']:.1f} | {row['AP']:.4f} | {row['AP50']:.4f} | "
-                     f"{change} | {check} |")
+        lines.append(
+            f"| {row['artifact']} | {pathlib.Path(row['path']).name} | {size} | "
+            f"{row['ms_per_image']:.1f} | {row['AP']:.4f} | {row['AP50']:.4f} | "
+            f"{change} | {check} |"
+        )
     return "\n".join(lines)
 
 
-def verify_export(model, config, class_names, version_dir, tflite=(), *, num_images=None,
-                  tolerance=0.005, threads=2, split=None):
+def verify_export(
+    model,
+    config,
+    class_names,
+    version_dir,
+    tflite=(),
+    *,
+    num_images=None,
+    tolerance=0.005,
+    threads=2,
+    split=None,
+):
     """Run every artifact of an export over the eval split and compare it with ``model``.
 
     Args:
@@ -215,28 +260,64 @@ def verify_export(model, config, class_names, version_dir, tflite=(), *, num_ima
     encoded = [record["bytes"] for record in samples]
     count = min(BATCH_SIZE, len(samples))
     for name, signature, items, wrap, batch in (
-            (SERVING_DEFAULT, loaded.signatures[SERVING_DEFAULT], images,
-             lambda image: image[np.newaxis], _common_crop(images[:count])),
-            (SERVING_BYTES, loaded.signatures[SERVING_BYTES], encoded,
-             lambda data: [data], np.array(encoded[:count], dtype=object))):
+        (
+            SERVING_DEFAULT,
+            loaded.signatures[SERVING_DEFAULT],
+            images,
+            lambda image: image[np.newaxis],
+            _common_crop(images[:count]),
+        ),
+        (
+            SERVING_BYTES,
+            loaded.signatures[SERVING_BYTES],
+            encoded,
+            lambda data: [data],
+            np.array(encoded[:count], dtype=object),
+        ),
+    ):
         outputs, ms = _run_all(_signature_predictor(signature, wrap), items)
         problem = _batch_mismatch(signature, batch) if count > 1 else None
         if problem:
             problem = f"a batch of {count} differs from {count} single calls: {problem}"
-        rows.append(_row(f"SavedModel {name}", version_dir, _metrics(samples, outputs,
-                                                                      class_names),
-                         reference, ms, size, tolerance, problem))
+        rows.append(
+            _row(
+                f"SavedModel {name}",
+                version_dir,
+                _metrics(samples, outputs, class_names),
+                reference,
+                ms,
+                size,
+                tolerance,
+                problem,
+            )
+        )
     for name, path, resize in tflite:
         predictor = load_predictor(path, num_threads=threads, resize=resize)
         outputs, ms = _run_all(predictor, images)
-        rows.append(_row(f"TFLite {name}", path, _metrics(samples, outputs, class_names),
-                         reference, ms, _size_bytes(path), tolerance))
-    report = {"split": split, "images": len(samples), "tolerance": tolerance,
-              "tflite_threads": threads, "artifacts": rows, "ok": all(r["ok"] for r in rows)}
+        rows.append(
+            _row(
+                f"TFLite {name}",
+                path,
+                _metrics(samples, outputs, class_names),
+                reference,
+                ms,
+                _size_bytes(path),
+                tolerance,
+            )
+        )
+    report = {
+        "split": split,
+        "images": len(samples),
+        "tolerance": tolerance,
+        "tflite_threads": threads,
+        "artifacts": rows,
+        "ok": all(r["ok"] for r in rows),
+    }
     (version_dir / VERIFY_JSON).write_text(json.dumps(report, indent=2) + "\n")
     (version_dir / VERIFY_TABLE).write_text(format_table(report) + "\n")
     failed = [row for row in rows if not row["ok"]]
     if failed:
-        raise VerifyError("; ".join(f"{row['artifact']} ({row['path']}): {row['problem']}"
-                                    for row in failed))
+        raise VerifyError(
+            "; ".join(f"{row['artifact']} ({row['path']}): {row['problem']}" for row in failed)
+        )
     return report

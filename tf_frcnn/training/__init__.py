@@ -9,6 +9,16 @@ from tf_frcnn.training.optimizers import make_optimizer
 from tf_frcnn.training.schedule import Trainer, load_trained_model, train
 from tf_frcnn.training.step import StageModel, set_trainable, train_step
 
-__all__ = ["Objective", "StageLoop", "StageModel", "Trainer", "TrainingDiverged",
-           "load_trained_model", "make_optimizer", "make_strategy", "set_trainable", "train",
-           "train_step"]
+__all__ = [
+    "Objective",
+    "StageLoop",
+    "StageModel",
+    "Trainer",
+    "TrainingDiverged",
+    "load_trained_model",
+    "make_optimizer",
+    "make_strategy",
+    "set_trainable",
+    "train",
+    "train_step",
+]

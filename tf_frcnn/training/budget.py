@@ -28,6 +28,7 @@ CALIBRATION_STEPS = 3
 class StageCost:
     """Costs of one stage in seconds: once (set-up, tracing, the previous stage's
     saves), per training step and per validation."""
+
     overhead_s: float
     step_s: float
     validation_s: float = 0.0
@@ -53,13 +54,18 @@ def fit_steps(base_steps, costs, seconds, eval_every=None, done=None):
     def per_step(stage):
         return costs[stage].step_s + costs[stage].validation_s / every
 
-    fixed = sum((0.0 if stage in done else costs[stage].overhead_s)
-                + (costs[stage].validation_s if eval_every else 0.0) for stage in base_steps)
+    fixed = sum(
+        (0.0 if stage in done else costs[stage].overhead_s)
+        + (costs[stage].validation_s if eval_every else 0.0)
+        for stage in base_steps
+    )
     spent = sum(steps * per_step(stage) for stage, steps in done.items())
     per_unit = sum(base * per_step(stage) for stage, base in base_steps.items())
     k = max(0.0, (seconds + spent - fixed) / per_unit)
-    return k, {stage: max(1, done.get(stage, 0), math.floor(k * base))
-               for stage, base in base_steps.items()}
+    return k, {
+        stage: max(1, done.get(stage, 0), math.floor(k * base))
+        for stage, base in base_steps.items()
+    }
 
 
 def _doubling(ratio):
@@ -99,6 +105,7 @@ class TimeBudget:
         step (its saves and last validation) counts as this stage's set-up."""
         self._gap = now - self._last_step_end if self._last_step_end is not None else 0.0
         self._begin = now
+
     def observe(self, stage, step, now, validation_s=0.0, validations=0):
         """Called after each training step of ``stage`` (``validation_s``: seconds
         its ``validations`` so far took). Returns {stage: steps} for this stage
@@ -109,26 +116,36 @@ class TimeBudget:
             self._first_step_end = now
             known = self._estimate(stage)
             if known is not None:
-                self.costs[stage] = StageCost(self._overhead_s - known.step_s, known.step_s,
-                                              known.validation_s)
+                self.costs[stage] = StageCost(
+                    self._overhead_s - known.step_s, known.step_s, known.validation_s
+                )
                 fit = True
-        elif step - 1 >= CALIBRATION_STEPS and (_doubling((step - 1) / CALIBRATION_STEPS)
-                                                or validations > self._validations):
+        elif step - 1 >= CALIBRATION_STEPS and (
+            _doubling((step - 1) / CALIBRATION_STEPS) or validations > self._validations
+        ):
             step_s = (now - self._first_step_end - validation_s) / (step - 1)
             guess = self._estimate(stage)
             self.costs[stage] = StageCost(
-                self._overhead_s - step_s, step_s,
-                validation_s / validations if validations else
-                (guess.validation_s if guess else 0.0))
+                self._overhead_s - step_s,
+                step_s,
+                validation_s / validations
+                if validations
+                else (guess.validation_s if guess else 0.0),
+            )
             fit = True
         self._validations = validations
         self._last_step_end = now
         if not fit:
             return None
-        remaining = list(self.base_steps)[list(self.base_steps).index(stage):]
+        remaining = list(self.base_steps)[list(self.base_steps).index(stage) :]
         costs = {s: self.costs.get(s) or self._estimate(s) for s in remaining}
-        self.scale, steps = fit_steps({s: self.base_steps[s] for s in remaining}, costs,
-                                      self.deadline - now, self.eval_every, done={stage: step})
+        self.scale, steps = fit_steps(
+            {s: self.base_steps[s] for s in remaining},
+            costs,
+            self.deadline - now,
+            self.eval_every,
+            done={stage: step},
+        )
         self.fits += 1
         return steps
 
@@ -140,8 +157,11 @@ class TimeBudget:
         if not self.costs:
             return None
         measured = self.costs.values()
-        return StageCost(2 * max(c.overhead_s for c in measured), max(c.step_s for c in measured),
-                         max(c.validation_s for c in measured))
+        return StageCost(
+            2 * max(c.overhead_s for c in measured),
+            max(c.step_s for c in measured),
+            max(c.validation_s for c in measured),
+        )
 
 
 __all__ = ["CALIBRATION_STEPS", "StageCost", "TimeBudget", "fit_steps", "scale_decay_steps"]

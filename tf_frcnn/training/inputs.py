@@ -17,9 +17,14 @@ def source(config, split):
     d = config.data
     names = config.model.class_names
     if d.source == "synthetic":
-        records = data.synthetic_dataset(split, data_dir=d.data_dir, image_size=d.image_size,
-                                         num_train=d.num_train, num_validation=d.num_eval,
-                                         num_test=d.num_eval)
+        records = data.synthetic_dataset(
+            split,
+            data_dir=d.data_dir,
+            image_size=d.image_size,
+            num_train=d.num_train,
+            num_validation=d.num_eval,
+            num_test=d.num_eval,
+        )
         names = names or list(data.SYNTHETIC_CLASS_NAMES)
     elif d.source == "voc":
         names = names or list(data.VOC_CLASS_NAMES)
@@ -44,16 +49,19 @@ def source(config, split):
         records = data.tfds_dataset(d.root, split, data_dir=d.data_dir)
         names = names or data.tfds_class_names(d.root, data_dir=d.data_dir)
     else:
-        raise ValueError(f"config key 'data.source' = {d.source!r} must be one of "
-                         "synthetic, voc, coco, tfds, yolo, csv")
+        raise ValueError(
+            f"config key 'data.source' = {d.source!r} must be one of "
+            "synthetic, voc, coco, tfds, yolo, csv"
+        )
     return records, list(names)
 
 
 def _required(data_config, key):
     value = getattr(data_config, key)
     if not value:
-        raise ConfigError(f"config key 'data.{key}' must be set for data.source "
-                          f"{data_config.source!r}")
+        raise ConfigError(
+            f"config key 'data.{key}' must be set for data.source {data_config.source!r}"
+        )
     return value
 
 
@@ -107,8 +115,11 @@ def num_images(config, split):
     count = int(records.cardinality())
     if count >= 0:
         return count
-    return int(records.map(lambda record: record["image_id"]).reduce(
-        tf.constant(0, tf.int64), lambda total, _: total + 1))
+    return int(
+        records.map(lambda record: record["image_id"]).reduce(
+            tf.constant(0, tf.int64), lambda total, _: total + 1
+        )
+    )
 
 
 def epoch_steps(epochs, images, batch_size):
@@ -124,12 +135,19 @@ def batches(config, split, training, batch_size=None, seed=None):
     d = config.data
     records, _ = split_records(config, split)
     return data.build_pipeline(
-        records, training=training, batch_size=batch_size or d.batch_size,
-        min_size=d.min_size, max_size=d.max_size,
-        pad_to=tuple(d.pad_to) if d.pad_to else None, max_boxes=d.max_boxes,
-        flip=d.flip and training, seed=config.train.seed if seed is None else seed,
-        drop_difficult=training, drop_crowd=training,
-        augment=d.augment if training else None)
+        records,
+        training=training,
+        batch_size=batch_size or d.batch_size,
+        min_size=d.min_size,
+        max_size=d.max_size,
+        pad_to=tuple(d.pad_to) if d.pad_to else None,
+        max_boxes=d.max_boxes,
+        flip=d.flip and training,
+        seed=config.train.seed if seed is None else seed,
+        drop_difficult=training,
+        drop_crowd=training,
+        augment=d.augment if training else None,
+    )
 
 
 def training_batches(config, split, batch_size, start_step=0):
@@ -140,8 +158,6 @@ def training_batches(config, split, batch_size, start_step=0):
     options = tf.data.Options()
     # Workers split every global batch between them (the records come from a
     # few files, too few to shard by file).
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     stream = stream.with_options(options)
     return stream.skip(start_step) if start_step else stream
-

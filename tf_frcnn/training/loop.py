@@ -39,8 +39,7 @@ class StageLoop:
     once per input signature (``trace_count`` counts the traces). ``model`` must be
     built."""
 
-    def __init__(self, losses_of, model, optimizer, strategy, *, clip_norm=None,
-                 jit_compile=False):
+    def __init__(self, losses_of, model, optimizer, strategy, *, clip_norm=None, jit_compile=False):
         self.losses_of = losses_of
         self.model = model
         self.optimizer = optimizer
@@ -51,29 +50,44 @@ class StageLoop:
         # Optimizer slots made now, not inside the first trace, keep it to one trace.
         with strategy.scope():
             optimizer.build(model.trainable_variables)
-        self._step = tf.function(self._distributed_step, jit_compile=jit_compile or None,
-                                 reduce_retracing=True)
+        self._step = tf.function(
+            self._distributed_step, jit_compile=jit_compile or None, reduce_retracing=True
+        )
 
     @classmethod
-    def for_stage(cls, model, stage, objective, optimizer, strategy, *, proposal_source=None,
-                  **kwargs):
+    def for_stage(
+        cls, model, stage, objective, optimizer, strategy, *, proposal_source=None, **kwargs
+    ):
         """The loop of ``stage`` (a ``Stage`` or its name) of a ``FasterRCNN``: makes its
         parts trainable and runs ``objective``'s losses."""
         stage = get_stage(stage) if isinstance(stage, str) else stage
         set_trainable(model, stage)
-        return cls(stage_losses(model, stage, objective, proposal_source), model, optimizer,
-                   strategy, **kwargs)
+        return cls(
+            stage_losses(model, stage, objective, proposal_source),
+            model,
+            optimizer,
+            strategy,
+            **kwargs,
+        )
 
     def _replica_step(self, batch):
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        return train_step(self.losses_of, self.model, self.optimizer, batch,
-                          clip_norm=self.clip_norm, replicas=replicas)
+        return train_step(
+            self.losses_of,
+            self.model,
+            self.optimizer,
+            batch,
+            clip_norm=self.clip_norm,
+            replicas=replicas,
+        )
 
     def _distributed_step(self, batch):
         self.trace_count += 1
         per_replica = self.strategy.run(self._replica_step, args=(batch,))
-        return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
-                for name, value in per_replica.items()}
+        return {
+            name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            for name, value in per_replica.items()
+        }
 
     def step(self, batch):
         """One training step; returns the replica-mean losses as Python floats.
@@ -84,8 +98,11 @@ class StageLoop:
         checkpoint."""
         if self.jit_compile:
             # XLA takes no string tensors (the batch's image ids); the step reads none.
-            batch = {name: value for name, value in batch.items()
-                     if self.strategy.experimental_local_results(value)[0].dtype != tf.string}
+            batch = {
+                name: value
+                for name, value in batch.items()
+                if self.strategy.experimental_local_results(value)[0].dtype != tf.string
+            }
         values = {name: float(value) for name, value in self._step(batch).items()}
         finite = values.pop("gradients_finite") == 1.0
         if not finite or not all(math.isfinite(v) for v in values.values()):
@@ -93,9 +110,23 @@ class StageLoop:
         return values
 
 
-def run_stage(stage, loop, batches, *, steps, start_step, checkpoint, manager, state,
-              log_dir, checkpoint_every, progress=True, validation=None, on_best=None,
-              observe=None):
+def run_stage(
+    stage,
+    loop,
+    batches,
+    *,
+    steps,
+    start_step,
+    checkpoint,
+    manager,
+    state,
+    log_dir,
+    checkpoint_every,
+    progress=True,
+    validation=None,
+    on_best=None,
+    observe=None,
+):
     """Train ``steps`` steps of ``stage`` from ``start_step``, checkpointing every
     ``checkpoint_every`` steps and at the end; ``state`` records the step of
     each checkpoint. Losses go to TensorBoard and to ``losses.jsonl``.
@@ -112,8 +143,9 @@ def run_stage(stage, loop, batches, *, steps, start_step, checkpoint, manager, s
     writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
     history_path = os.path.join(log_dir, f"{stage}.losses.jsonl")
     shown = [f"val_{validation.metric}"] if validation is not None else None
-    bar = keras.utils.Progbar(steps, stateful_metrics=shown, verbose=1 if progress else 0,
-                              unit_name="step")
+    bar = keras.utils.Progbar(
+        steps, stateful_metrics=shown, verbose=1 if progress else 0, unit_name="step"
+    )
     bar.update(start_step)
     pending = []
 
@@ -151,7 +183,8 @@ def run_stage(stage, loop, batches, *, steps, start_step, checkpoint, manager, s
             raise TrainingDiverged(
                 f"non-finite loss or gradient in stage '{stage}' at step {step + 1} "
                 f"({error.args[0]}); stopped, the last good checkpoint (step {state.step}) "
-                "is kept") from None
+                "is kept"
+            ) from None
         step += 1
         if observe is not None:
             steps = observe(step) or steps
@@ -167,10 +200,12 @@ def run_stage(stage, loop, batches, *, steps, start_step, checkpoint, manager, s
             if validation.stopped:
                 bar.update(step, values=values, finalize=True)
                 if progress:
-                    print(f"stage {stage}: no better {validation.metric} in "
-                          f"{validation.patience} validations (best "
-                          f"{validation.record['best']:.4f} at step "
-                          f"{validation.record['best_step']}); stopped at step {step}")
+                    print(
+                        f"stage {stage}: no better {validation.metric} in "
+                        f"{validation.patience} validations (best "
+                        f"{validation.record['best']:.4f} at step "
+                        f"{validation.record['best_step']}); stopped at step {step}"
+                    )
                 break
         elif step % checkpoint_every == 0 or step == steps:
             checkpoint_at(step)
@@ -201,5 +236,11 @@ def read_history(log_dir, stage):
     return sorted({row["step"]: row["loss"] for row in rows}.items())
 
 
-__all__ = ["STRATEGIES", "StageLoop", "TrainingDiverged", "make_strategy", "read_history",
-           "run_stage"]
+__all__ = [
+    "STRATEGIES",
+    "StageLoop",
+    "TrainingDiverged",
+    "make_strategy",
+    "read_history",
+    "run_stage",
+]

@@ -15,8 +15,11 @@ DETECTOR_LOSSES = ("detector_class", "detector_box")
 
 def loss_names(stage):
     """The loss terms ``Objective`` returns for ``stage``, "loss" (their sum) first."""
-    return (("loss",) + (RPN_LOSSES if stage.trains_rpn else ())
-            + (DETECTOR_LOSSES if stage.trains_detector else ()))
+    return (
+        ("loss",)
+        + (RPN_LOSSES if stage.trains_rpn else ())
+        + (DETECTOR_LOSSES if stage.trains_detector else ())
+    )
 
 
 class Objective:
@@ -30,8 +33,7 @@ class Objective:
         step), so the same step of a resumed run samples the same.
     """
 
-    def __init__(self, anchor_target_args=None, rpn_lambda=10.0, roi_sampler_args=None,
-                 seed=None):
+    def __init__(self, anchor_target_args=None, rpn_lambda=10.0, roi_sampler_args=None, seed=None):
         self.anchor_target_args = dict(anchor_target_args or {})
         self.rpn_lambda = rpn_lambda
         self.roi_sampler_args = dict(roi_sampler_args or {})
@@ -41,19 +43,27 @@ class Objective:
     def from_config(cls, config):
         rpn, roi = config.rpn, config.roi
         return cls(
-            anchor_target_args=dict(positive_iou=rpn.positive_iou,
-                                    negative_iou=rpn.negative_iou, batch_size=rpn.batch_size,
-                                    positive_fraction=rpn.positive_fraction,
-                                    ignore_cross_boundary=rpn.ignore_cross_boundary),
+            anchor_target_args=dict(
+                positive_iou=rpn.positive_iou,
+                negative_iou=rpn.negative_iou,
+                batch_size=rpn.batch_size,
+                positive_fraction=rpn.positive_fraction,
+                ignore_cross_boundary=rpn.ignore_cross_boundary,
+            ),
             rpn_lambda=rpn.lambda_reg,
-            roi_sampler_args=dict(num_rois=roi.num_rois, fg_fraction=roi.fg_fraction,
-                                  fg_iou=roi.fg_iou, bg_iou_low=roi.bg_iou_low,
-                                  bg_iou_high=roi.bg_iou_high, fill=roi.fill,
-                                  box_stds=tuple(roi.box_stds)),
-            seed=config.train.seed)
+            roi_sampler_args=dict(
+                num_rois=roi.num_rois,
+                fg_fraction=roi.fg_fraction,
+                fg_iou=roi.fg_iou,
+                bg_iou_low=roi.bg_iou_low,
+                bg_iou_high=roi.bg_iou_high,
+                fill=roi.fill,
+                box_stds=tuple(roi.box_stds),
+            ),
+            seed=config.train.seed,
+        )
 
-    def __call__(self, model, batch, stage, *, step=None, proposal_source=None,
-                 training=True):
+    def __call__(self, model, batch, stage, *, step=None, proposal_source=None, training=True):
         """The loss terms of ``stage`` on a batch of the input pipeline (dict with
         "images", "image_shape", "boxes" absolute [batch, M, 4], "labels" int32
         [batch, M], 0 = padding): a dict of scalars named by ``loss_names``, "loss"
@@ -73,23 +83,37 @@ class Objective:
         else:
             feature_map, logits, deltas, anchors = model.rpn_forward(images, training=training)
         if stage.trains_rpn:
-            labels, targets = anchor_targets(anchors, gt_boxes, gt_labels, image_shape,
-                                             seed=sampling.derive(seed, 0),
-                                             **self.anchor_target_args)
+            labels, targets = anchor_targets(
+                anchors,
+                gt_boxes,
+                gt_labels,
+                image_shape,
+                seed=sampling.derive(seed, 0),
+                **self.anchor_target_args,
+            )
             num_locations = tf.shape(feature_map)[1] * tf.shape(feature_map)[2]
-            losses.update(rpn_loss(logits, deltas, labels, targets, num_locations,
-                                   lambda_reg=self.rpn_lambda))
+            losses.update(
+                rpn_loss(logits, deltas, labels, targets, num_locations, lambda_reg=self.rpn_lambda)
+            )
         if stage.trains_detector:
             if proposal_source is not None:
                 proposals, _, num_proposals = proposal_source(images, image_shape)
             else:
                 proposals, _, num_proposals = model.proposal_layer(
-                    logits, deltas, anchors, image_shape, use_training_counts=True)
-            sampled = sample_rois(tf.stop_gradient(proposals), num_proposals, gt_boxes,
-                                  gt_labels, seed=sampling.derive(seed, 1),
-                                  **self.roi_sampler_args)
-            class_logits, box_deltas = model.region_outputs(feature_map, sampled["rois"],
-                                                            training=training)
-            losses.update(fast_rcnn_loss(class_logits, box_deltas, sampled["labels"],
-                                         sampled["targets"]))
+                    logits, deltas, anchors, image_shape, use_training_counts=True
+                )
+            sampled = sample_rois(
+                tf.stop_gradient(proposals),
+                num_proposals,
+                gt_boxes,
+                gt_labels,
+                seed=sampling.derive(seed, 1),
+                **self.roi_sampler_args,
+            )
+            class_logits, box_deltas = model.region_outputs(
+                feature_map, sampled["rois"], training=training
+            )
+            losses.update(
+                fast_rcnn_loss(class_logits, box_deltas, sampled["labels"], sampled["targets"])
+            )
         return {"loss": tf.add_n(list(losses.values())), **losses}

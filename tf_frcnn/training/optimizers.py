@@ -35,6 +35,7 @@ class _GuardedL2:
         def update():
             self._update_with_l2(gradient, variable, learning_rate, decay)
             return tf.constant(True)
+
         # One read of the gradient: a NaN or Inf in it makes the sum non-finite.
         tf.cond(tf.math.is_finite(tf.reduce_sum(gradient)), update, lambda: tf.constant(False))
 
@@ -77,10 +78,13 @@ class SGD(_GuardedL2, keras.optimizers.SGD):
         momentum = tf.constant(self.momentum, variable.dtype)
         if decay:
             tf.raw_ops.ResourceApplyGradientDescent(
-                var=slot, alpha=learning_rate * (decay / self.momentum),
-                delta=tf.convert_to_tensor(variable))
-        tf.raw_ops.ResourceApplyKerasMomentum(var=_handle(variable), accum=slot,
-                                              lr=learning_rate, grad=gradient, momentum=momentum)
+                var=slot,
+                alpha=learning_rate * (decay / self.momentum),
+                delta=tf.convert_to_tensor(variable),
+            )
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=_handle(variable), accum=slot, lr=learning_rate, grad=gradient, momentum=momentum
+        )
 
 
 class Adam(_GuardedL2, keras.optimizers.Adam):
@@ -101,9 +105,12 @@ def make_optimizer(train_config, stage_config, boundaries=None):
     tf.Variables holding them, which the schedule reads at every step)."""
     if boundaries is None:
         boundaries = [int(step) for step in stage_config.decay_steps]
-    rates = [stage_config.learning_rate * 0.1 ** i for i in range(len(boundaries) + 1)]
-    rate = (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, rates)
-            if boundaries else stage_config.learning_rate)
+    rates = [stage_config.learning_rate * 0.1**i for i in range(len(boundaries) + 1)]
+    rate = (
+        keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, rates)
+        if boundaries
+        else stage_config.learning_rate
+    )
     name = train_config.optimizer
     if name not in OPTIMIZERS:
         raise ValueError(f"config key 'train.optimizer' = {name!r} must be sgd, adam or adamw")

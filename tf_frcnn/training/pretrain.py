@@ -41,18 +41,22 @@ def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):
     boxes = tf.cast(boxes, tf.float32)
     cy, cx = cell_centres(h, stride), cell_centres(w, stride)
     ymin, xmin, ymax, xmax = [boxes[..., i, tf.newaxis, tf.newaxis] for i in range(4)]
-    inside = ((cy[:, tf.newaxis] >= ymin) & (cy[:, tf.newaxis] < ymax)
-              & (cx[tf.newaxis, :] >= xmin) & (cx[tf.newaxis, :] < xmax)
-              & (labels > 0)[..., tf.newaxis, tf.newaxis])                # [batch, M, h, w]
+    inside = (
+        (cy[:, tf.newaxis] >= ymin)
+        & (cy[:, tf.newaxis] < ymax)
+        & (cx[tf.newaxis, :] >= xmin)
+        & (cx[tf.newaxis, :] < xmax)
+        & (labels > 0)[..., tf.newaxis, tf.newaxis]
+    )  # [batch, M, h, w]
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
     masked_area = tf.where(inside, area[..., tf.newaxis, tf.newaxis], float("inf"))
-    smallest = tf.argmin(masked_area, axis=1, output_type=tf.int32)       # [batch, h, w]
-    target = tf.where(tf.reduce_any(inside, axis=1),
-                      tf.gather(labels, smallest, batch_dims=1), 0)
+    smallest = tf.argmin(masked_area, axis=1, output_type=tf.int32)  # [batch, h, w]
+    target = tf.where(tf.reduce_any(inside, axis=1), tf.gather(labels, smallest, batch_dims=1), 0)
     if image_shape is not None:
         image_shape = tf.cast(image_shape, tf.float32)
-        valid = ((cy[tf.newaxis, :, tf.newaxis] < image_shape[:, 0, tf.newaxis, tf.newaxis])
-                 & (cx[tf.newaxis, tf.newaxis, :] < image_shape[:, 1, tf.newaxis, tf.newaxis]))
+        valid = (cy[tf.newaxis, :, tf.newaxis] < image_shape[:, 0, tf.newaxis, tf.newaxis]) & (
+            cx[tf.newaxis, tf.newaxis, :] < image_shape[:, 1, tf.newaxis, tf.newaxis]
+        )
         target = tf.where(valid, target, -1)
     return tf.cast(target, tf.int32)
 
@@ -74,10 +78,16 @@ class BackbonePretrainer(keras.Model):
     def compute_losses(self, batch, step=None, training=True):
         logits = self(tf.cast(batch["images"], tf.float32), training=training)
         shape = tf.shape(logits)
-        target = cell_labels(batch["boxes"], batch["labels"], (shape[1], shape[2]),
-                             self.stride, batch.get("image_shape"))
+        target = cell_labels(
+            batch["boxes"],
+            batch["labels"],
+            (shape[1], shape[2]),
+            self.stride,
+            batch.get("image_shape"),
+        )
         valid = tf.cast(target >= 0, tf.float32)
         cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.maximum(target, 0), logits=logits)
+            labels=tf.maximum(target, 0), logits=logits
+        )
         loss = tf.reduce_sum(cross_entropy * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
         return {"pretrain_class": loss, "loss": loss}

@@ -18,19 +18,30 @@ from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
 from tf_frcnn.training.objective import Objective
 from tf_frcnn.training.optimizers import make_optimizer
 from tf_frcnn.training.pretrain import BackbonePretrainer
+from tf_frcnn.training.state import (
+    BEST_WEIGHTS,
+    FINAL_WEIGHTS,
+    INITIAL_BACKBONE,
+    KERAS_MODEL,
+    RunState,
+    save_weights_atomic,
+    write_config,
+    write_labels,
+)
 from tf_frcnn.training.step import set_trainable, stage_losses
-from tf_frcnn.training.state import (BEST_WEIGHTS, FINAL_WEIGHTS, INITIAL_BACKBONE, KERAS_MODEL,
-                                     RunState,
-                                     save_weights_atomic, write_config, write_labels)
 from tf_frcnn.training.validation import StageValidator, ValidationSchedule, fresh_record
+
 
 def _is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     task_type = resolver.task_type
-    return task_type == "chief" or (task_type == "worker" and resolver.task_id == 0
-                                    and "chief" not in resolver.cluster_spec().as_dict())
+    return task_type == "chief" or (
+        task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
 
 
 def stage_config(config, stage):
@@ -52,8 +63,7 @@ class Trainer:
     ``train.eval_every`` every stage validates (``training.validation``) and
     the final stage keeps its best weights in ``best.weights.h5``."""
 
-    def __init__(self, config, model_dir, *, strategy=None, progress=True,
-                 checkpoint_every=None):
+    def __init__(self, config, model_dir, *, strategy=None, progress=True, checkpoint_every=None):
         self.config = config
         self.model_dir = model_dir
         self.progress = progress
@@ -104,6 +114,7 @@ class Trainer:
 
         def propose_for_validation(images, image_shape):
             return proposer.propose(images, image_shape)
+
         return proposer, propose, propose_for_validation
 
     def _validator(self, stage):
@@ -111,10 +122,18 @@ class Trainer:
         if self._validation_batches is None:
             _, class_names = inputs.source(self.config, self.config.data.train_split)
             self._validation_batches = (
-                inputs.batches(self.config, inputs.VALIDATION, training=False), class_names)
+                inputs.batches(self.config, inputs.VALIDATION, training=False),
+                class_names,
+            )
         batches, class_names = self._validation_batches
-        return StageValidator(self.model, self.config, stage, class_names, batches,
-                              proposal_source=self._validation_source)
+        return StageValidator(
+            self.model,
+            self.config,
+            stage,
+            class_names,
+            batches,
+            proposal_source=self._validation_source,
+        )
 
     # -- training length --------------------------------------------------------
     def _resolve_lengths(self, stages):
@@ -128,8 +147,10 @@ class Trainer:
                 if images is None:
                     images = inputs.num_images(self.config, self.config.data.train_split)
                 steps = inputs.epoch_steps(settings.epochs, images, self._batch_size(settings))
-            lengths[stage] = {"steps": int(steps),
-                              "decay_steps": [int(d) for d in settings.decay_steps]}
+            lengths[stage] = {
+                "steps": int(steps),
+                "decay_steps": [int(d) for d in settings.decay_steps],
+            }
         return lengths
 
     def _batch_size(self, settings):
@@ -161,7 +182,8 @@ class Trainer:
             if len(class_names) != self.config.model.num_classes:
                 raise ConfigError(
                     f"the dataset has {len(class_names)} classes but config key "
-                    f"'model.num_classes' = {self.config.model.num_classes}")
+                    f"'model.num_classes' = {self.config.model.num_classes}"
+                )
             write_labels(self.model_dir, class_names)
         self.model = self._build()
         if not state.stage_steps:
@@ -174,8 +196,7 @@ class Trainer:
             save_weights_atomic(self.model.features, initial)
 
         schedule = [stage.name for stage in self.schedule]
-        begun = state.current_stage in schedule or any(s in state.finished_stages
-                                                       for s in schedule)
+        begun = state.current_stage in schedule or any(s in state.finished_stages for s in schedule)
         # Resolved once, when the schedule begins; a resumed run keeps them.
         if self.config.train.minutes and not begun:
             self._budget = self._begin_budget(state, schedule, started)
@@ -198,50 +219,59 @@ class Trainer:
         """A ``budget.TimeBudget`` for the whole schedule, ending ``train.minutes``
         after ``started`` (when ``run`` began)."""
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            raise ConfigError("config key 'train.minutes' (--minutes) needs the default or "
-                              "mirrored strategy: workers timing themselves could fit "
-                              "different schedules")
+            raise ConfigError(
+                "config key 'train.minutes' (--minutes) needs the default or "
+                "mirrored strategy: workers timing themselves could fit "
+                "different schedules"
+            )
         minutes = self.config.train.minutes
         base = {s: state.stage_steps[s]["steps"] for s in schedule}
-        state.budget = {"minutes": minutes, "base_steps": base,
-                        "base_decay_steps": {s: state.stage_steps[s]["decay_steps"]
-                                             for s in schedule},
-                        "scale": None, "fits": 0, "measured": {}}
+        state.budget = {
+            "minutes": minutes,
+            "base_steps": base,
+            "base_decay_steps": {s: state.stage_steps[s]["decay_steps"] for s in schedule},
+            "scale": None,
+            "fits": 0,
+            "measured": {},
+        }
         like = {s: STAGES[s].like for s in schedule if STAGES[s].like}
-        return budget.TimeBudget(started + 60 * minutes, base, like,
-                                 self.config.train.eval_every)
+        return budget.TimeBudget(started + 60 * minutes, base, like, self.config.train.eval_every)
 
     def _apply_fit(self, state, steps, boundaries):
         """Writes a fit of the time budget into ``state`` ({stage: steps}) and moves
         the current stage's decay ``boundaries`` (tf.Variables) with it."""
         first = state.budget["fits"] == 0
         for stage, count in steps.items():
-            decay = budget.scale_decay_steps(state.budget["base_decay_steps"][stage],
-                                             state.budget["base_steps"][stage], count)
+            decay = budget.scale_decay_steps(
+                state.budget["base_decay_steps"][stage], state.budget["base_steps"][stage], count
+            )
             state.stage_steps[stage] = {"steps": count, "decay_steps": decay}
-        for variable, value in zip(boundaries, state.stage_steps[next(iter(steps))][
-                "decay_steps"]):
+        for variable, value in zip(boundaries, state.stage_steps[next(iter(steps))]["decay_steps"]):
             variable.assign(value)
-        state.budget.update(scale=self._budget.scale, fits=self._budget.fits,
-                            measured={s: dataclasses.asdict(c)
-                                      for s, c in self._budget.costs.items()})
+        state.budget.update(
+            scale=self._budget.scale,
+            fits=self._budget.fits,
+            measured={s: dataclasses.asdict(c) for s, c in self._budget.costs.items()},
+        )
         state.save()
         if self.progress and first:
-            print(f"time budget {self.config.train.minutes:g} min: "
-                  f"{', '.join(f'{s} {n}' for s, n in steps.items())} steps "
-                  f"(x{self._budget.scale:.3g} the config's; refitted as it goes)")
+            print(
+                f"time budget {self.config.train.minutes:g} min: "
+                f"{', '.join(f'{s} {n}' for s, n in steps.items())} steps "
+                f"(x{self._budget.scale:.3g} the config's; refitted as it goes)"
+            )
 
     def _pretrain(self, state):
         """The "pretrain" stage (see ``training.pretrain``): its backbone is the
         run's initial backbone."""
         with self.strategy.scope():
-            pretrainer = BackbonePretrainer(self.model.features, self.config.model.num_classes,
-                                            STRIDE)
+            pretrainer = BackbonePretrainer(
+                self.model.features, self.config.model.num_classes, STRIDE
+            )
             pretrainer(self._dummy_inputs()["images"])
         resuming = state.current_stage == PRETRAIN and state.step > 0
         self._train_stage(PRETRAIN, state, resuming, pretrainer=pretrainer)
-        save_weights_atomic(self.model.features,
-                            os.path.join(self.model_dir, INITIAL_BACKBONE))
+        save_weights_atomic(self.model.features, os.path.join(self.model_dir, INITIAL_BACKBONE))
         state.finished_stages.append(PRETRAIN)
         state.current_stage, state.step = None, 0
         state.save()
@@ -260,29 +290,44 @@ class Trainer:
         self.proposer = self._proposal_source = self._validation_source = None
         if stage.proposals_from:
             self.proposer, self._proposal_source, self._validation_source = self._proposer(
-                stage.proposals_from)
+                stage.proposals_from
+            )
 
     def _train_stage(self, stage, state, resuming, pretrainer=None):
         validating = pretrainer is None and self.config.train.eval_every
         model = pretrainer or self.model
-        losses_of = pretrainer.compute_losses if pretrainer else stage_losses(
-            model, STAGES[stage], self.objective, self._proposal_source)
+        losses_of = (
+            pretrainer.compute_losses
+            if pretrainer
+            else stage_losses(model, STAGES[stage], self.objective, self._proposal_source)
+        )
         length = state.stage_steps[stage]
-        settings = dataclasses.replace(stage_config(self.config, stage), steps=length["steps"],
-                                       decay_steps=length["decay_steps"])
+        settings = dataclasses.replace(
+            stage_config(self.config, stage),
+            steps=length["steps"],
+            decay_steps=length["decay_steps"],
+        )
         timed = self._budget is not None and stage in self._budget.base_steps
         with self.strategy.scope():
             # Under a time budget the stage's length, and so its decay steps, change
             # as it trains: the step reads them from variables.
-            boundaries = ([tf.Variable(d, dtype=tf.int64, trainable=False)
-                           for d in settings.decay_steps] if timed else None)
+            boundaries = (
+                [tf.Variable(d, dtype=tf.int64, trainable=False) for d in settings.decay_steps]
+                if timed
+                else None
+            )
             optimizer = make_optimizer(self.config.train, settings, boundaries=boundaries)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         directory = os.path.join(self.model_dir, "stages", stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
-        loop = StageLoop(losses_of, model, optimizer, self.strategy,
-                         clip_norm=self.config.train.clip_norm,
-                         jit_compile=self.config.train.jit_compile)
+        loop = StageLoop(
+            losses_of,
+            model,
+            optimizer,
+            self.strategy,
+            clip_norm=self.config.train.clip_norm,
+            jit_compile=self.config.train.jit_compile,
+        )
         self.loops[stage] = loop
         start = 0
         if resuming and manager.latest_checkpoint:
@@ -297,36 +342,65 @@ class Trainer:
             if not start:
                 state.validation[stage] = fresh_record()
             validation = ValidationSchedule(
-                self._validator(STAGES[stage]), stage, self.config.train.eval_every,
-                self.config.train.patience, self.log_dir,
-                state.validation.setdefault(stage, fresh_record()))
+                self._validator(STAGES[stage]),
+                stage,
+                self.config.train.eval_every,
+                self.config.train.patience,
+                self.log_dir,
+                state.validation.setdefault(stage, fresh_record()),
+            )
             if final:
+
                 def on_best(row):
                     save_weights_atomic(model, os.path.join(self.model_dir, BEST_WEIGHTS))
-                    state.best = {"stage": stage, "step": row["step"],
-                                  validation.metric: row[validation.metric]}
+                    state.best = {
+                        "stage": stage,
+                        "step": row["step"],
+                        validation.metric: row[validation.metric],
+                    }
+
         state.save()
-        batches = inputs.training_batches(self.config, self.config.data.train_split,
-                                          self._batch_size(settings), start_step=start)
+        batches = inputs.training_batches(
+            self.config, self.config.data.train_split, self._batch_size(settings), start_step=start
+        )
         observe = None
         if timed:
+
             def observe(step):
                 steps = self._budget.observe(
-                    stage, step, time.perf_counter(),
+                    stage,
+                    step,
+                    time.perf_counter(),
                     validation.seconds if validation else 0.0,
-                    validation.count if validation else 0)
+                    validation.count if validation else 0,
+                )
                 if steps is not None:
                     self._apply_fit(state, steps, boundaries)
                     return steps[stage]
                 return None
+
         if self.progress:
-            print(f"stage {stage} ({settings.steps} steps"
-                  f"{', fitted to the time budget as it goes' if timed else ''}, "
-                  f"lr {settings.learning_rate})")
-        run_stage(stage, loop, batches, steps=settings.steps, start_step=start,
-                  checkpoint=checkpoint, manager=manager, state=state, log_dir=self.log_dir,
-                  checkpoint_every=self.checkpoint_every, progress=self.progress,
-                  validation=validation, on_best=on_best, observe=observe)
+            print(
+                f"stage {stage} ({settings.steps} steps"
+                f"{', fitted to the time budget as it goes' if timed else ''}, "
+                f"lr {settings.learning_rate})"
+            )
+        run_stage(
+            stage,
+            loop,
+            batches,
+            steps=settings.steps,
+            start_step=start,
+            checkpoint=checkpoint,
+            manager=manager,
+            state=state,
+            log_dir=self.log_dir,
+            checkpoint_every=self.checkpoint_every,
+            progress=self.progress,
+            validation=validation,
+            on_best=on_best,
+            observe=observe,
+        )
 
     def _forget_best(self, state):
         """A final stage starting afresh drops an earlier run's best weights."""
@@ -366,21 +440,26 @@ def load_trained_model(model_dir, svd_ranks=None, weights=None, precision=None):
     "float16", "bfloat16"; None: the config's ``detection.mixed_precision``) is the
     network's dtype policy (a ``model.keras`` file keeps the one it was saved with)."""
     from tf_frcnn.training.state import read_config
+
     config = read_config(model_dir)
     name, path = trained_weights(model_dir, weights)
     if not os.path.exists(path):
         raise FileNotFoundError(2, "no such weights file", path)
     if name == "keras":
         if precision is not None:
-            raise ValueError(f"{path} keeps the precision it was saved with; "
-                             "load a weights file to choose another")
+            raise ValueError(
+                f"{path} keeps the precision it was saved with; "
+                "load a weights file to choose another"
+            )
         model = keras.models.load_model(path)
     else:
-        model = build_model(config, precision=config.detection.mixed_precision
-                            if precision is None else precision)
+        model = build_model(
+            config, precision=config.detection.mixed_precision if precision is None else precision
+        )
         model({"images": tf.zeros([1, 64, 64, 3])})
         model.load_weights(path)
     if svd_ranks:
         from tf_frcnn.svd import truncate_head
+
         truncate_head(model, svd_ranks)
     return model, config

@@ -79,15 +79,18 @@ class RunState:
             state.finished_stages = list(values["finished_stages"])
             state.current_stage = values.get("current_stage")
             state.step = int(values.get("step", 0))
-            state.stage_steps = {stage: {"steps": int(v["steps"]),
-                                         "decay_steps": [int(d) for d in v["decay_steps"]]}
-                                 for stage, v in values.get("stage_steps", {}).items()}
+            state.stage_steps = {
+                stage: {"steps": int(v["steps"]), "decay_steps": [int(d) for d in v["decay_steps"]]}
+                for stage, v in values.get("stage_steps", {}).items()
+            }
             state.budget = values.get("budget")
             state.validation = dict(values.get("validation", {}))
             state.best = values.get("best")
         except (ValueError, KeyError, TypeError) as error:
-            raise ConfigError(f"{path} is damaged ({type(error).__name__}: {error}); restore "
-                              "it, or train the model dir afresh without --resume") from None
+            raise ConfigError(
+                f"{path} is damaged ({type(error).__name__}: {error}); restore "
+                "it, or train the model dir afresh without --resume"
+            ) from None
         return state
 
     @property
@@ -95,12 +98,24 @@ class RunState:
         return self.finished_stages == self.stages
 
     def save(self):
-        atomic_write_text(self.path, json.dumps({
-            "schedule": self.schedule, "stages": self.stages,
-            "finished_stages": self.finished_stages,
-            "current_stage": self.current_stage, "step": self.step,
-            "stage_steps": self.stage_steps, "budget": self.budget,
-            "validation": self.validation, "best": self.best}, indent=2) + "\n")
+        atomic_write_text(
+            self.path,
+            json.dumps(
+                {
+                    "schedule": self.schedule,
+                    "stages": self.stages,
+                    "finished_stages": self.finished_stages,
+                    "current_stage": self.current_stage,
+                    "step": self.step,
+                    "stage_steps": self.stage_steps,
+                    "budget": self.budget,
+                    "validation": self.validation,
+                    "best": self.best,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
 
 
 def write_config(model_dir, config):
@@ -108,18 +123,18 @@ def write_config(model_dir, config):
     for stage in values["train"]["stages"].values():
         # A stage's length is its steps or its epochs: the other key stays out.
         stage.pop("steps" if stage["epochs"] is not None else "epochs")
-    atomic_write_text(os.path.join(model_dir, CONFIG_FILE),
-                      yaml.safe_dump(values, sort_keys=False))
+    atomic_write_text(os.path.join(model_dir, CONFIG_FILE), yaml.safe_dump(values, sort_keys=False))
 
 
 def read_config(model_dir):
     from tf_frcnn.config import load_config
+
     return load_config(os.path.join(model_dir, CONFIG_FILE))
 
 
 def write_labels(directory, class_names):
     """``labels.txt`` of a model dir or an export: line i names label i (1-based); read it with
     ``tf_frcnn.export.read_labels``."""
-    atomic_write_text(os.path.join(directory, LABELS_FILE),
-                      "".join(f"{name}\n" for name in class_names))
-
+    atomic_write_text(
+        os.path.join(directory, LABELS_FILE), "".join(f"{name}\n" for name in class_names)
+    )

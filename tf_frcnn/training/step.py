@@ -46,8 +46,9 @@ def train_step(losses_of, model, optimizer, batch, *, clip_norm=None, replicas=1
     # One read of each gradient: a NaN or Inf anywhere makes the sum non-finite (so does a
     # sum beyond float32's range, divergence too).
     total = tf.add_n([tf.reduce_sum(g) for g in gradients])
-    losses["gradients_finite"] = tf.cast(tf.logical_or(scaled, tf.math.is_finite(total)),
-                                         tf.float32)
+    losses["gradients_finite"] = tf.cast(
+        tf.logical_or(scaled, tf.math.is_finite(total)), tf.float32
+    )
     # Updates start once every gradient exists, so the backward pass no longer reads a
     # weight: updating one it still reads would copy it first (TF's copy-on-write).
     with tf.control_dependencies([total]):
@@ -58,9 +59,12 @@ def train_step(losses_of, model, optimizer, batch, *, clip_norm=None, replicas=1
 
 def stage_losses(model, stage, objective, proposal_source=None):
     """``losses_of(batch, step, training=True)`` of ``model`` in ``stage``."""
+
     def losses_of(batch, step, training=True):
-        return objective(model, batch, stage, step=step, proposal_source=proposal_source,
-                         training=training)
+        return objective(
+            model, batch, stage, step=step, proposal_source=proposal_source, training=training
+        )
+
     return losses_of
 
 
@@ -77,14 +81,14 @@ class StageModel(keras.Model):
       clip_norm: global-norm gradient clipping, as ``train.clip_norm``.
     """
 
-    def __init__(self, model, stage, objective=None, *, proposal_source=None, clip_norm=None,
-                 **kwargs):
+    def __init__(
+        self, model, stage, objective=None, *, proposal_source=None, clip_norm=None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.detector = model
         self.stage = get_stage(stage) if isinstance(stage, str) else stage
         self.clip_norm = clip_norm
-        self.losses_of = stage_losses(model, self.stage, objective or Objective(),
-                                      proposal_source)
+        self.losses_of = stage_losses(model, self.stage, objective or Objective(), proposal_source)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in loss_names(self.stage)}
         set_trainable(model, self.stage)
         self.built = True
@@ -97,8 +101,7 @@ class StageModel(keras.Model):
         return self.detector(inputs, training=training)
 
     def train_step(self, data):
-        losses = train_step(self.losses_of, self, self.optimizer, data,
-                            clip_norm=self.clip_norm)
+        losses = train_step(self.losses_of, self, self.optimizer, data, clip_norm=self.clip_norm)
         losses.pop("gradients_finite")
         return self._track(losses)
 

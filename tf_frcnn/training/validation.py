@@ -14,8 +14,12 @@ import tensorflow as tf
 
 from tf_frcnn.evaluation.evaluator import unpad_proposals
 from tf_frcnn.evaluation.recall import rpn_recall
-from tf_frcnn.evaluation.runner import (batch_groundtruths, evaluate, inference_function,
-                                        recall_layer)
+from tf_frcnn.evaluation.runner import (
+    batch_groundtruths,
+    evaluate,
+    inference_function,
+    recall_layer,
+)
 from tf_frcnn.stages import RPN_METRIC
 from tf_frcnn.training.state import atomic_write_text
 
@@ -44,6 +48,7 @@ class StageValidator:
                 _, logits, deltas, anchors = model.rpn_forward(images, training=False)
                 proposals, _, count = layer(logits, deltas, anchors, image_shape)
                 return proposals, count
+
             self._predict = propose
         else:
             self._predict = inference_function(model, proposal_source)
@@ -52,8 +57,9 @@ class StageValidator:
         """{"recall@300": float} or {"mAP50", "AP", "AP50": float}."""
         if self.metric == RPN_METRIC:
             return self._recall()
-        metrics, evaluator = evaluate(self.model, self.class_names, self.batches,
-                                      progress=False, predict=self._predict)
+        metrics, evaluator = evaluate(
+            self.model, self.class_names, self.batches, progress=False, predict=self._predict
+        )
         self._check(evaluator.num_images)
         return {"mAP50": metrics["mAP_voc"], "AP": metrics["AP"], "AP50": metrics["AP50"]}
 
@@ -63,16 +69,22 @@ class StageValidator:
             boxes, count = self._predict(batch["images"], batch["image_shape"])
             scale = batch["scale"].numpy()[:, None, None]
             groundtruths += batch_groundtruths(batch)
-            proposals += unpad_proposals(boxes.numpy() / scale, count.numpy(),
-                                         batch["image_id"].numpy())
+            proposals += unpad_proposals(
+                boxes.numpy() / scale, count.numpy(), batch["image_id"].numpy()
+            )
         self._check(len(groundtruths))
-        return {RPN_METRIC: rpn_recall(groundtruths, proposals, num_proposals=(RECALL_AT,),
-                                       iou_thresholds=(0.5,))[RPN_METRIC]}
+        return {
+            RPN_METRIC: rpn_recall(
+                groundtruths, proposals, num_proposals=(RECALL_AT,), iou_thresholds=(0.5,)
+            )[RPN_METRIC]
+        }
 
     def _check(self, count):
         if not count:
-            raise ValueError(f"the validation split (config key 'data.val_split' = "
-                             f"{self.config.data.val_split!r}) has no images")
+            raise ValueError(
+                f"the validation split (config key 'data.val_split' = "
+                f"{self.config.data.val_split!r}) has no images"
+            )
 
 
 def fresh_record():
@@ -163,5 +175,11 @@ def keep_rows(log_dir, stage, last_step):
         atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-__all__ = ["RPN_METRIC", "StageValidator", "ValidationSchedule",
-           "fresh_record", "log_path", "read_validation"]
+__all__ = [
+    "RPN_METRIC",
+    "StageValidator",
+    "ValidationSchedule",
+    "fresh_record",
+    "log_path",
+    "read_validation",
+]
