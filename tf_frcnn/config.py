@@ -7,6 +7,7 @@ Unknown keys are an error that names the key.
 
 import copy
 import dataclasses
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -232,7 +233,7 @@ def _check_types(section, prefix):
         kind = f.type.__name__ if isinstance(f.type, type) else str(f.type).replace("typing.", "")
         if value is None:
             # "object" fields (a list or "auto", a name or a fraction) check their own values.
-            if not kind.startswith("Optional") and kind != "object":
+            if "None" not in kind and kind != "object":
                 raise ConfigError(f"config key '{key}' must not be null")
             continue
         if "bool" in kind:
@@ -479,3 +480,12 @@ def load_config(path):
     if values is not None and not isinstance(values, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return config_from_dict(values, source=path)
+
+
+def kwargs_for(function, section, **extra):
+    """The fields of config ``section`` that name parameters of ``function`` (a function or
+    a class), as its keyword arguments, plus ``extra``: config keys are named after the
+    arguments they become (``rpn.nms_iou`` is ``ProposalLayer(nms_iou=...)``)."""
+    parameters = inspect.signature(function).parameters
+    fields = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    return {**{name: value for name, value in fields.items() if name in parameters}, **extra}

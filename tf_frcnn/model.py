@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tf_frcnn.anchors import AnchorGenerator
 from tf_frcnn.backbones import STRIDE, build_backbone
-from tf_frcnn.config import ConfigError
+from tf_frcnn.config import ConfigError, kwargs_for
 from tf_frcnn.head import FastRCNNHead, postprocess_detections
 from tf_frcnn.precision import policy_scope
 from tf_frcnn.proposals import ProposalLayer
@@ -179,7 +179,7 @@ def build_model(config, precision=None):
     is the dtype policy of the backbone and the two heads (see ``tf_frcnn.precision``);
     the other parts stay float32. With ``train.jit_compile`` the ROIs are pooled by
     ``ROIPoolingBuiltin``: XLA has no kernel for ``crop_and_resize``."""
-    m, det = config.model, config.detection
+    m = config.model
     for key in ("anchor_scales", "anchor_ratios"):
         if getattr(m, key) == "auto":
             raise ConfigError(
@@ -202,27 +202,16 @@ def build_model(config, precision=None):
             backbone, m.num_classes, m.fc_units, m.dropout, pool_size
         )
     pooling = ROIPoolingBuiltin if config.train.jit_compile else ROIPooling
-    rpn = config.rpn
     return FasterRCNN(
         backbone.features,
         m.num_classes,
         anchor_generator=anchor_generator,
         rpn_head=rpn_head,
-        proposal_layer=ProposalLayer(
-            train_pre_nms=rpn.train_pre_nms,
-            train_post_nms=rpn.train_post_nms,
-            test_pre_nms=rpn.test_pre_nms,
-            test_post_nms=rpn.test_post_nms,
-            nms_iou=rpn.nms_iou,
-            min_size=rpn.min_size,
-        ),
+        proposal_layer=ProposalLayer(**kwargs_for(ProposalLayer, config.rpn)),
         roi_pooling=pooling(pool_size=pool_size, stride=backbone.stride),
         detector_head=detector_head,
-        detection_args=dict(
-            box_stds=tuple(config.roi.box_stds),
-            nms_iou=det.nms_iou,
-            score_threshold=det.score_threshold,
-            max_detections=det.max_detections,
+        detection_args=kwargs_for(
+            postprocess_detections, config.detection, box_stds=tuple(config.roi.box_stds)
         ),
         frozen_layers=backbone.frozen_layers,
     )

@@ -5,6 +5,7 @@ stage computes, and on whose proposals, comes from its ``tf_frcnn.stages.Stage``
 import tensorflow as tf
 
 from tf_frcnn import sampling
+from tf_frcnn.config import kwargs_for
 from tf_frcnn.head import fast_rcnn_loss
 from tf_frcnn.roi import sample_rois
 from tf_frcnn.rpn import anchor_targets, rpn_loss
@@ -41,25 +42,10 @@ class Objective:
 
     @classmethod
     def from_config(cls, config):
-        rpn, roi = config.rpn, config.roi
         return cls(
-            anchor_target_args=dict(
-                positive_iou=rpn.positive_iou,
-                negative_iou=rpn.negative_iou,
-                batch_size=rpn.batch_size,
-                positive_fraction=rpn.positive_fraction,
-                ignore_cross_boundary=rpn.ignore_cross_boundary,
-            ),
-            rpn_lambda=rpn.lambda_reg,
-            roi_sampler_args=dict(
-                num_rois=roi.num_rois,
-                fg_fraction=roi.fg_fraction,
-                fg_iou=roi.fg_iou,
-                bg_iou_low=roi.bg_iou_low,
-                bg_iou_high=roi.bg_iou_high,
-                fill=roi.fill,
-                box_stds=tuple(roi.box_stds),
-            ),
+            anchor_target_args=kwargs_for(anchor_targets, config.rpn),
+            rpn_lambda=config.rpn.lambda_reg,
+            roi_sampler_args=kwargs_for(sample_rois, config.roi),
             seed=config.train.seed,
         )
 
