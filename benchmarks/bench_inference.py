@@ -259,7 +259,7 @@ def main():
     floor, conv_floor, matmul_floor, conv_rate, matmul_rate = _kernel_floor(graph, args.runs)
     del graph
     backbone_network = split["backbone"] + (
-        split["region_fc"] if model.backbone.name == "vgg16" else 0.0
+        split["region_fc"] if config.model.backbone == "vgg16" else 0.0
     )
     result = {
         "ours": "tf_frcnn",

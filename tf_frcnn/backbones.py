@@ -142,10 +142,15 @@ class Backbone:
     fc_weights: list | None = None
 
     def set_trainable(self, trainable: bool) -> None:
-        """Make the shared conv layers trainable (or not), keeping `frozen_layers` frozen."""
-        self.features.trainable = trainable
-        for layer_name in self.frozen_layers:
-            self.features.get_layer(layer_name).trainable = False
+        set_trainable(self.features, trainable, self.frozen_layers)
+
+
+def set_trainable(features, trainable, frozen_layers):
+    """Make a feature network trainable (or not), keeping its `frozen_layers` frozen: Keras
+    propagates `trainable = True` to every sub-layer."""
+    features.trainable = trainable
+    for layer_name in frozen_layers:
+        features.get_layer(layer_name).trainable = False
 
 
 def build_backbone(

@@ -6,6 +6,7 @@ in-place update live here."""
 import keras
 import tensorflow as tf
 
+from tf_frcnn import backbones
 from tf_frcnn.stages import get_stage
 from tf_frcnn.training.objective import Objective, loss_names
 
@@ -13,9 +14,7 @@ from tf_frcnn.training.objective import Objective, loss_names
 def set_trainable(model, stage):
     """Make trainable exactly the parts of ``model`` (a ``FasterRCNN``) that ``stage``
     trains; the model's ``frozen_layers`` stay frozen whatever it trains."""
-    model.features.trainable = "backbone" in stage.trains
-    for name in model.frozen_layers:
-        model.features.get_layer(name).trainable = False
+    backbones.set_trainable(model.features, "backbone" in stage.trains, model.frozen_layers)
     model.rpn_head.trainable = stage.trains_rpn
     model.detector_head.trainable = stage.trains_detector
 
