@@ -25,10 +25,9 @@ import csv
 import os
 import pathlib
 
-import numpy as np
 import tensorflow as tf
 
-from tf_frcnn.data.records import DataError, annotated_dataset, parse_float, path_inside
+from tf_frcnn.data.records import Annotation, DataError, annotated_dataset, parse_float, path_inside
 
 COORDINATES = ("xmin", "ymin", "xmax", "ymax")
 PATH_COLUMNS = ("path", "filename", "file", "image")
@@ -158,7 +157,7 @@ def csv_dataset(csv_path, image_dir, class_names=None, strict: bool = False) -> 
         objects_of[image_id][2].append(label_of[row.class_name])
 
     annotations = [
-        (image_path, image_id, np.reshape(boxes, (-1, 4)), labels)
+        Annotation(image_path, image_id, boxes, labels)
         for image_id, (image_path, boxes, labels) in objects_of.items()
     ]
     return annotated_dataset(annotations, strict=strict, source=source)

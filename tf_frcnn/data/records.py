@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import threading
+import typing
 import warnings
 
 import numpy as np
@@ -203,44 +204,74 @@ class BoxAudit:
             )
 
 
-def make_example(image_path, image_id, boxes, labels, difficult=None, iscrowd=None) -> Example:
-    """An `Example` with the flags defaulting to False and the record dtypes."""
-    count = len(boxes)
-    return Example(
-        image_path=os.fspath(image_path),
-        image_id=str(image_id),
-        boxes=np.asarray(boxes, np.float32).reshape(count, 4),
-        labels=np.asarray(labels, np.int32).reshape(count),
-        difficult=np.zeros(count, bool) if difficult is None else np.asarray(difficult, bool),
-        iscrowd=np.zeros(count, bool) if iscrowd is None else np.asarray(iscrowd, bool),
-    )
+class Annotation(typing.NamedTuple):
+    """One image as a reader indexed it, before `annotated_dataset` checks it.
+
+    boxes: float [N, 4] [ymin, xmin, ymax, xmax], absolute pixels (normalised for YOLO);
+    labels: int [N] 1-based; flags: {"difficult" / "iscrowd": bool [N]}, False where absent;
+    size: the annotation's (height, width), or None / zeros to take it from the image file.
+    """
+
+    image_path: str
+    image_id: str
+    boxes: np.ndarray
+    labels: list
+    flags: dict = {}
+    size: tuple | None = None
 
 
 def annotated_dataset(
-    annotations, *, strict: bool, source: str, normalised: bool = False
+    annotations: list[Annotation],
+    *,
+    strict: bool,
+    source: str,
+    normalised: bool = False,
+    size_mismatch: str | None = None,
 ) -> tf.data.Dataset:
-    """Records of images whose boxes carry no per-box flags (difficult and iscrowd False).
+    """Records of indexed images: the path every on-disk reader takes.
 
-    The path every reader without flags takes: check the image files (`check_images`),
-    clip or drop the boxes (`BoxAudit`, one warning), decode lazily (`examples_to_dataset`).
+    Checks the image files (`check_images`), clips or drops the boxes (`BoxAudit`, one
+    warning) and decodes lazily (`examples_to_dataset`), in the order of `annotations`.
 
     Args:
-      annotations: list of (image_path, image_id, boxes float [N, 4] [ymin, xmin, ymax, xmax],
-        labels int [N] 1-based), in the order the records come out.
       normalised: the boxes are already normalised by the image size (YOLO); otherwise they
-        are absolute pixels, divided by the size read from the file.
+        are divided by the annotation's size, or the file's.
+      size_mismatch: when given, one `DataWarning` "{source}: " + this text, formatted with
+        `count` and `first` (an image id), for annotations whose size differs from the file.
     Raises:
       DataError when no image is left to read, or (strict) naming an unreadable image.
     """
-    file_sizes = check_images([path for path, *_ in annotations], strict=strict, source=source)
+    paths = [annotation.image_path for annotation in annotations]
+    file_sizes = check_images(paths, strict=strict, source=source)
     audit = BoxAudit(source)
-    examples = []
-    for (path, image_id, boxes, labels), file_size in zip(annotations, file_sizes):
+    examples, mismatched = [], []
+    for annotation, file_size in zip(annotations, file_sizes):
         if file_size is None:
             continue
-        boxes, keep = audit.clean(boxes, *((1.0, 1.0) if normalised else file_size))
-        examples.append(make_example(path, image_id, boxes, np.asarray(labels, np.int32)[keep]))
+        size = annotation.size
+        if normalised:
+            size = (1.0, 1.0)
+        elif size is None or min(size) <= 0:
+            size = file_size
+        elif tuple(size) != tuple(file_size):
+            mismatched.append(annotation.image_id)
+        boxes, keep = audit.clean(annotation.boxes, *size)
+        flags = {key: np.asarray(value, bool)[keep] for key, value in annotation.flags.items()}
+        count = len(boxes)
+        examples.append(
+            Example(
+                image_path=os.fspath(annotation.image_path),
+                image_id=str(annotation.image_id),
+                boxes=boxes,
+                labels=np.asarray(annotation.labels, np.int32).reshape(-1)[keep],
+                difficult=flags.get("difficult", np.zeros(count, bool)),
+                iscrowd=flags.get("iscrowd", np.zeros(count, bool)),
+            )
+        )
     audit.warn(stacklevel=4)  # past this helper and the reader, at the reader's caller
+    if size_mismatch and mismatched:
+        message = size_mismatch.format(count=len(mismatched), first=mismatched[0])
+        warnings.warn(f"{source}: {message}", DataWarning, stacklevel=3)
     return examples_to_dataset(examples, strict=strict, source=source)
 
 

@@ -24,11 +24,10 @@ import os
 import pathlib
 import warnings
 
-import numpy as np
 import tensorflow as tf
 import yaml
 
-from tf_frcnn.data.records import DataError, DataWarning, annotated_dataset, parse_float
+from tf_frcnn.data.records import Annotation, DataError, DataWarning, annotated_dataset, parse_float
 
 # The image suffixes Pillow reads among those Ultralytics lists; other files are ignored.
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -201,7 +200,7 @@ def yolo_dataset(root, split: str, class_names=None, strict: bool = False) -> tf
         else:
             boxes, labels = [], []
             unlabelled.append(label_path)
-        annotations.append((image_path, stem, np.reshape(boxes, (-1, 4)), labels))
+        annotations.append(Annotation(image_path, stem, boxes, labels))
     if unlabelled:
         warnings.warn(
             f"{source}: {len(unlabelled)} images have no label file and are read as "
