@@ -89,8 +89,6 @@ class Analysis:
     ratios: dict  # class name -> float [n] height / width
     best_iou: dict  # class name -> float [n] best IoU, configured anchors
     best_iou_fitted: dict | None  # the same for the fitted anchors, when fitted
-    anchor_sides: dict  # "configured" / "fitted" -> anchor sides in px
-    anchor_ratios: dict  # "configured" / "fitted" -> anchor ratios
 
 
 def resized_shapes(shapes, min_size, max_size):
@@ -198,22 +196,12 @@ def views(split: SplitBoxes, config, *, flip=None):
         resized = resized_shapes(split.image_shapes, side, config.data.max_size)
         shape = resized[split.image_index].astype(np.float32)
         boxes = split.boxes * np.concatenate([shape, shape], axis=1)
-        cells = np.stack(
-            [
-                feature_size(config.model.backbone, resized[:, 0]),
-                feature_size(config.model.backbone, resized[:, 1]),
-            ],
-            axis=1,
-        )
-        cells = cells[split.image_index]
-        parts.append(anchor_fit.ResizedBoxes(boxes, shape, cells, split.labels))
-        if flip:
-            ymin, xmin, ymax, xmax = boxes.T
-            width = shape[:, 1]
-            flipped = np.stack([ymin, width - xmax, ymax, width - xmin], axis=1)
-            parts.append(anchor_fit.ResizedBoxes(flipped, shape, cells, split.labels))
-        for flipped_view in (False, True) if flip else (False,):
-            mirrored.append(np.full(len(split.labels), flipped_view))
+        cells = feature_size(config.model.backbone, resized)[split.image_index]
+        ymin, xmin, ymax, xmax = boxes.T
+        flipped = np.stack([ymin, shape[:, 1] - xmax, ymax, shape[:, 1] - xmin], axis=1)
+        for view, is_mirrored in ((boxes, False), (flipped, True))[: 2 if flip else 1]:
+            parts.append(anchor_fit.ResizedBoxes(view, shape, cells, split.labels))
+            mirrored.append(np.full(len(split.labels), is_mirrored))
     joined = anchor_fit.ResizedBoxes(
         *(
             np.concatenate([getattr(p, f.name) for p in parts])
@@ -376,42 +364,34 @@ def analyze(config, split=None, fit=False) -> Analysis:
     overlap = same_class_overlap(split_boxes)
     nms = nms_advice(overlap, config.detection.nms_iou)
 
-    def coverage_of(values, mask):
-        return anchor_fit.coverage(values[mask], rpn.positive_iou, rpn.negative_iou)
+    def members(labels, label):
+        return np.ones(len(labels), bool) if label is None else labels == label
 
-    per_class, arrays = {}, {"sides": {}, "ratios": {}, "best": {}, "fitted": {}}
+    per_class, sides_of, ratios_of, best_of, fitted_of = {}, {}, {}, {}, {}
     groups = [(name, label) for label, name in enumerate(names, start=1)] + [("all", None)]
     for name, label in groups:
-        box_mask = (
-            np.ones(len(split_boxes.labels), bool)
-            if label is None
-            else (split_boxes.labels == label)
-        )
-        view_mask = (
-            np.ones(len(instances.labels), bool) if label is None else (instances.labels == label)
-        )
-        upright_mask = (
-            np.ones(len(upright_labels), bool) if label is None else (upright_labels == label)
-        )
+        box_mask = members(split_boxes.labels, label)
+        view_mask = members(instances.labels, label)
+        sides_of[name] = sides[members(upright_labels, label)]
+        ratios_of[name] = ratios[members(upright_labels, label)]
+        best_of[name] = best[view_mask]
         entry = {
             "boxes": int(np.sum(box_mask)),
             "images": int(len(np.unique(split_boxes.image_index[box_mask]))),
-            "side": _percentiles(sides[upright_mask]),
-            "aspect_ratio": _percentiles(ratios[upright_mask]),
+            "side": _percentiles(sides_of[name]),
+            "aspect_ratio": _percentiles(ratios_of[name]),
             "under_two_cells": (
-                float(np.mean(sides[upright_mask] < 2 * STRIDE)) if np.any(upright_mask) else None
+                float(np.mean(sides_of[name] < 2 * STRIDE)) if len(sides_of[name]) else None
             ),
-            "coverage": coverage_of(best, view_mask),
+            "coverage": anchor_fit.coverage(best_of[name], rpn.positive_iou, rpn.negative_iou),
             "same_class_overlap": _percentiles(overlap[box_mask]),
         }
         if fitted:
-            entry["coverage_fitted"] = coverage_of(best_fitted, view_mask)
+            fitted_of[name] = best_fitted[view_mask]
+            entry["coverage_fitted"] = anchor_fit.coverage(
+                fitted_of[name], rpn.positive_iou, rpn.negative_iou
+            )
         per_class[name] = entry
-        arrays["sides"][name] = sides[upright_mask]
-        arrays["ratios"][name] = ratios[upright_mask]
-        arrays["best"][name] = best[view_mask]
-        if fitted:
-            arrays["fitted"][name] = best_fitted[view_mask]
 
     counts = np.bincount(split_boxes.image_index, minlength=len(split_boxes.image_shapes))
     anchors = {
@@ -447,19 +427,7 @@ def analyze(config, split=None, fit=False) -> Analysis:
     }
     summary["recommendations"] = recommendations(config, summary, sides, shorter)
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    return Analysis(
-        summary=summary,
-        sides=arrays["sides"],
-        ratios=arrays["ratios"],
-        best_iou=arrays["best"],
-        best_iou_fitted=arrays["fitted"] if fitted else None,
-        anchor_sides={
-            key: value["sides"] for key, value in anchors.items() if isinstance(value, dict)
-        },
-        anchor_ratios={
-            key: value["ratios"] for key, value in anchors.items() if isinstance(value, dict)
-        },
-    )
+    return Analysis(summary, sides_of, ratios_of, best_of, fitted_of if fitted else None)
 
 
 def _round_up(value, multiple=32):
@@ -474,8 +442,11 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
     after the resize.
     """
     out = []
+
+    def advise(key, value, reason):
+        out.append({"key": key, "value": value, "reason": reason})
+
     anchors, d = summary["anchors"], config.data
-    everything = summary["classes"]["all"]
     configured = anchors["configured"]
     if "fitted" in anchors:
         fitted = anchors["fitted"]
@@ -484,92 +455,71 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
             or config.model.anchor_scales == "auto"
             or config.model.anchor_ratios == "auto"
         ):
-            out.append(
-                {
-                    "key": "model.anchor_scales",
-                    "value": fitted["scales"],
-                    "reason": f"{_sides_text(configured)} -> fitted: "
-                    f"{_fit_text(configured, fitted, summary['positive_iou'])}",
-                }
+            fit_text = _fit_text(configured, fitted, summary["positive_iou"])
+            advise(
+                "model.anchor_scales",
+                fitted["scales"],
+                f"{_sides_text(configured)} -> fitted: {fit_text}",
             )
-            out.append(
-                {
-                    "key": "model.anchor_ratios",
-                    "value": fitted["ratios"],
-                    "reason": "fitted with the scales (or set both to auto)",
-                }
+            advise(
+                "model.anchor_ratios",
+                fitted["ratios"],
+                "fitted with the scales (or set both to auto)",
             )
     elif configured["coverage"] < LOW_COVERAGE:
-        out.append(
-            {
-                "key": "model.anchor_scales",
-                "value": "auto",
-                "reason": f"only {configured['coverage']:.2f} of the boxes (class mean) "
-                f"have an anchor with IoU > {summary['positive_iou']}; run with "
-                "--fit-anchors to see a fitted set",
-            }
+        advise(
+            "model.anchor_scales",
+            "auto",
+            f"only {configured['coverage']:.2f} of the boxes (class mean) "
+            f"have an anchor with IoU > {summary['positive_iou']}; run with "
+            "--fit-anchors to see a fitted set",
         )
     if len(sides):
         side_p10 = float(np.percentile(sides, 10))
-        tiny = everything["under_two_cells"]
-        resize = None
+        tiny = summary["classes"]["all"]["under_two_cells"]
+        factor = None
         if tiny > TINY_SHARE and side_p10 > 0:
-            resize = (
-                2 * STRIDE / side_p10,
+            factor = 2 * STRIDE / side_p10
+            reason = (
                 f"{tiny:.0%} of the boxes are under two feature cells ({2 * STRIDE} px) "
                 f"after the resize (10th percentile side {side_p10:.0f} px); larger "
-                "images give them anchors that overlap",
+                "images give them anchors that overlap"
             )
         elif side_p10 > 16 * STRIDE:
-            resize = (
-                8 * STRIDE / side_p10,
+            factor = 8 * STRIDE / side_p10
+            reason = (
                 f"objects are large (10th percentile side {side_p10:.0f} px after the "
                 f"resize): smaller images train faster and keep them above "
-                f"{8 * STRIDE} px",
+                f"{8 * STRIDE} px"
             )
-        if resize is not None:
-            factor, reason = resize
-            out.append(
-                {"key": "data.min_size", "value": _round_up(d.min_size * factor), "reason": reason}
-            )
-            out.append(
-                {
-                    "key": "data.max_size",
-                    "value": _round_up(d.max_size * factor),
-                    "reason": "scaled with data.min_size",
-                }
-            )
+        if factor is not None:
+            advise("data.min_size", _round_up(d.min_size * factor), reason)
+            advise("data.max_size", _round_up(d.max_size * factor), "scaled with data.min_size")
         if len(shorter_sides):
             limit = float(np.floor(np.percentile(shorter_sides, 1) / 2 + 1e-3))
             if config.rpn.min_size > limit:
-                out.append(
-                    {
-                        "key": "rpn.min_size",
-                        "value": limit,
-                        "reason": f"proposals under {config.rpn.min_size:g} px are dropped "
-                        f"but 1% of the boxes have a side under {2 * limit + 2:.0f} px",
-                    }
+                advise(
+                    "rpn.min_size",
+                    limit,
+                    f"proposals under {config.rpn.min_size:g} px are dropped "
+                    f"but 1% of the boxes have a side under {2 * limit + 2:.0f} px",
                 )
     nms = summary["nms"]
     if nms["configured"] < nms["recommended"]:
-        out.append(
-            {
-                "key": "detection.nms_iou",
-                "value": nms["recommended"],
-                "reason": f"{nms['share_above_configured']:.1%} of the boxes overlap "
-                f"another of their class by IoU > {nms['configured']:g} and can be "
-                f"suppressed; the 99th percentile overlap is "
-                f"{nms[f'overlap_p{OVERLAP_PERCENTILE}']:.2f}",
-            }
+        advise(
+            "detection.nms_iou",
+            nms["recommended"],
+            f"{nms['share_above_configured']:.1%} of the boxes overlap "
+            f"another of their class by IoU > {nms['configured']:g} and can be "
+            f"suppressed; the 99th percentile overlap is "
+            f"{nms[f'overlap_p{OVERLAP_PERCENTILE}']:.2f}",
         )
     if summary["images_over_max_boxes"]:
-        out.append(
-            {
-                "key": "data.max_boxes",
-                "value": summary["max_boxes_in_an_image"],
-                "reason": f"{summary['images_over_max_boxes']} images have more objects "
-                f"than data.max_boxes = {d.max_boxes}; training keeps the first ones",
-            }
+        advise(
+            "data.max_boxes",
+            summary["max_boxes_in_an_image"],
+            f"{summary['images_over_max_boxes']} images have more objects "
+            f"than data.max_boxes = {d.max_boxes}; training keeps the first ones",
         )
     return out
 

@@ -193,6 +193,12 @@ def _log_edges(arrays, low_floor):
     return np.geomspace(low, high, 40)
 
 
+def _anchor_sets(analysis, key):
+    """{"configured", "fitted" (when fitted): the anchor sets' `key` ("sides" or "ratios")}."""
+    anchors = analysis.summary["anchors"]
+    return {name: anchors[name][key] for name in ("configured", "fitted") if name in anchors}
+
+
 def _save(figure, path):
     figure.tight_layout()
     figure.savefig(path, format="png", bbox_inches="tight")
@@ -222,7 +228,7 @@ def _plot_with_anchors(
 def plot_box_sides(analysis, path):
     """Histogram of box sides (sqrt(h * w), resized pixels) per class, anchor sides marked
     (configured dashed red, fitted green), the two-cell limit shaded."""
-    anchors = analysis.anchor_sides
+    anchors = _anchor_sets(analysis, "sides")
     stride = analysis.summary["anchors"]["stride"]
     edges = _log_edges(
         [analysis.sides["all"], np.asarray(sum(anchors.values(), [])), np.asarray([1.5 * stride])],
@@ -243,7 +249,7 @@ def plot_box_sides(analysis, path):
 
 def plot_aspect_ratios(analysis, path):
     """Histogram of box aspect ratios (height / width) per class, anchor ratios marked."""
-    ratios = analysis.anchor_ratios
+    ratios = _anchor_sets(analysis, "ratios")
     edges = _log_edges([analysis.ratios["all"], np.asarray(sum(ratios.values(), []))], 1e-2)
     return _plot_with_anchors(
         analysis,
