@@ -1,9 +1,5 @@
-"""Data sources and the input pipeline.
-
-Every source yields the same record dict (see `records`): "image" uint8 [H, W, 3] RGB,
-"boxes" float32 [N, 4] normalised [ymin, xmin, ymax, xmax], "labels" int32 [N] 1-based,
-"image_id" string, "difficult" and "iscrowd" bool [N]. `build_pipeline` turns records into
-padded batches with absolute pixel boxes for the detector.
+"""Data sources and the input pipeline: every source yields the record dict of `records`;
+`build_pipeline` turns records into padded batches with absolute pixel boxes for the detector.
 """
 
 from tf_frcnn.data.catalog import tfds_class_names, tfds_dataset, tfds_to_record

@@ -1,40 +1,31 @@
 """What a dataset looks like to the detector: box statistics after the resize, anchor coverage,
 same-class overlap, and the settings they imply (`tf-frcnn analyze`, `anchor_scales: auto`).
 
-Reading. The training split is read through the readers training uses (`inputs.source`),
-with the same class names, the same dropped objects (VOC difficult, COCO crowd) and the same
-resize rule (`pipeline.resize_image`: shorter side data.min_size, longer at most data.max_size).
-The VOC, COCO, YOLO and CSV readers index a split before decoding, so their examples are taken
-as indexed (`records.captured_examples`) and no pixel is decoded (sizes come from the image
-headers); the synthetic and TFDS sources are read as decoded records. With
-data.augment.scales, every box is counted once at each of those shorter sides and at
-data.min_size (what evaluation uses); with data.flip, the anchor coverage counts each view once
-unflipped and once mirrored (the grid offset differs). The random crop's zoom is not modelled.
-With a fractional data.val_split the whole training split is read (held-out images included).
+Reading. The training split goes through the readers training uses (`inputs.source`): same
+class names, same dropped objects (VOC difficult, COCO crowd), same resize rule
+(`pipeline.resize_image`). The on-disk readers' examples are taken as indexed
+(`records.captured_examples`), so no pixel is decoded; synthetic and TFDS records are decoded.
+Every box counts once per shorter side (data.min_size and data.augment.scales), and with
+data.flip also mirrored for the anchor coverage (the grid offset differs). The random crop is
+not modelled; a fractional data.val_split reads the whole training split.
 
-Statistics. Box side = sqrt(height * width) and aspect ratio = height / width, in pixels of the
-resized image, as percentiles per class. Anchor coverage: see `tf_frcnn.data.anchor_fit`.
-"Under two cells": side < 2 * stride, too small for the stride-16 grid to place a well
-overlapping anchor (the stride warning). Same-class overlap: for each box the highest IoU it has
-with another box of its class in its image (0 when it has none).
+Statistics, in pixels of the resized image: box side sqrt(height * width) and aspect ratio
+height / width as percentiles per class; anchor coverage (`anchor_fit`); "under two cells":
+side < 2 * stride, too small for the grid to place a well overlapping anchor; same-class
+overlap: each box's highest IoU with another box of its class in its image (0 when none).
 
 Recommendations (each with the numbers behind it):
-- anchors: the fitted set when it raises the fit's objective (`anchor_fit`) by at least 0.02,
-  or, when no fit was run and the class-mean share of boxes with best IoU > rpn.positive_iou is
-  below 0.8, a hint to run one.
-- data.min_size / data.max_size: when more than 10% of the boxes are under two cells, both
-  scaled so that the 10th-percentile side reaches 2 * stride (rounded up to a multiple of 32);
-  when the 10th-percentile side exceeds 16 cells, both scaled down so it is 8 cells (faster, and
-  the objects stay large).
-- rpn.min_size: proposals shorter than it are dropped; at most half the 1st-percentile shorter
-  box side.
-- detection.nms_iou: NMS removes a detection whose IoU with a better one of its class exceeds
-  the threshold, so two true objects overlapping by u both survive only if u <= threshold. The
-  advice is the smallest multiple of 0.05 strictly above the 99th percentile of the same-class
-  overlap, within [0.3 (the paper's), 0.7]; it is recommended when the configured value is
-  below it.
-- data.max_boxes: raised to the largest number of objects in an image when some image has more
-  (training keeps only the first max_boxes).
+- anchors: the fitted set when it raises the fit's objective by at least FIT_GAIN; without a
+  fit, a hint to run one when the class-mean coverage is below LOW_COVERAGE.
+- data.min_size / max_size: when over TINY_SHARE of the boxes are under two cells, scaled so
+  the 10th-percentile side reaches 2 * stride; when that side exceeds 16 cells, scaled so it
+  is 8 cells (faster, objects stay large). Rounded up to a multiple of 32.
+- rpn.min_size: at most half the 1st-percentile shorter box side (smaller proposals are dropped).
+- detection.nms_iou: two true objects overlapping by u both survive NMS only if u <= threshold;
+  the advice is the smallest multiple of 0.05 above the 99th percentile same-class overlap,
+  within NMS_RANGE (0.3 is the paper's), recommended when the configured value is below it.
+- data.max_boxes: the most objects in an image, when some image has more (training keeps the
+  first max_boxes).
 """
 
 from __future__ import annotations

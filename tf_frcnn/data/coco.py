@@ -53,11 +53,8 @@ def coco_dataset(annotation_json, image_dir, strict: bool = False) -> tf.data.Da
       strict: decode every image now and raise on the first bad one, instead of skipping
         corrupt or truncated images with a warning.
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based (see `coco_class_names`),
-      "image_id": string (the COCO image id, e.g. "139"), "difficult": bool [N] (all False),
-      "iscrowd": bool [N]}, in the file's image order. Images without annotations are kept
-      as background-only records.
+      records in the file's image order, images without annotations included; "image_id" is
+      the COCO image id ("139"), labels follow `coco_class_names`, "difficult" is all False.
     Raises:
       DataError naming the file, image or category: missing annotation or image file,
       an annotation whose category or image id is not declared or whose bbox is not four

@@ -117,10 +117,8 @@ def csv_dataset(csv_path, image_dir, class_names=None, strict: bool = False) -> 
       strict: decode every image now and raise on the first bad one, instead of skipping
         corrupt or truncated images with a warning.
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string (the path as
-      written, normalised: "./a.jpg" is "a.jpg"), "difficult", "iscrowd": bool [N] (all
-      False)}, one record per distinct image, in the order of their first row.
+      one record per distinct image, in the order of their first row; "image_id" is the path
+      as written, normalised ("./a.jpg" is "a.jpg"); "difficult" and "iscrowd" are all False.
     Bad input:
       a zero-size or inverted box (xmin >= xmax or ymin >= ymax) is dropped and a box reaching
       outside the image clipped, counted in one DataWarning; a corrupt image is skipped with

@@ -66,14 +66,12 @@ class Example:
 
 
 def path_inside(directory, relative, what: str) -> str:
-    """``directory / relative``, refusing a name that leads outside ``directory``.
+    """``directory / relative``, refusing an absolute name or one climbing out with ``..``.
 
-    Dataset files name their images and annotations; an absolute name or one climbing out
-    with ``..`` (``../../etc/passwd``) must not make the reader open files elsewhere. The
-    check is on the path as written, so symlinks inside the dataset still work.
+    The check is on the path as written, so symlinks inside the dataset still work.
 
     Args:
-      what: the entry as the error should name it, e.g. "file_name '../x.jpg' of image id 7".
+      what: the entry as the error names it, e.g. "file_name '../x.jpg' of image id 7".
     Raises:
       DataError naming the entry when ``relative`` is not a string or leaves ``directory``.
     """
@@ -102,10 +100,9 @@ def parse_float(text, where: str) -> float:
 def read_image_rgb(path) -> np.ndarray:
     """Decodes any image file Pillow reads into uint8 [H, W, 3] RGB.
 
-    Grayscale, palette (with or without transparency), RGBA and CMYK files are converted;
-    an alpha channel is dropped, not composited, as `tf.io.decode_image(channels=3)` does,
-    so training and the exported `serving_bytes` signature see the same pixels. EXIF
-    orientation is not applied (annotations refer to the stored pixels).
+    An alpha channel is dropped, not composited, as `tf.io.decode_image(channels=3)` does, so
+    training and the exported `serving_bytes` signature see the same pixels. EXIF orientation
+    is not applied (annotations refer to the stored pixels).
 
     Raises:
       DataError naming the file when it cannot be opened or is truncated.
@@ -135,12 +132,11 @@ def read_image_size(path) -> tuple[int, int]:
 
 
 def check_images(paths, *, strict: bool, source: str) -> list[tuple[int, int] | None]:
-    """Size of every image, or None for one that must be skipped.
+    """(height, width) of every image, or None for one that must be skipped.
 
-    Non-strict: only the header is read (cheap); an unreadable file is skipped with a
-    `DataWarning` naming it, and a file that is truncated further in is skipped when the
-    pipeline decodes it. Strict: every image is fully decoded now, so the first bad file
-    raises a `DataError` naming it before training starts.
+    Non-strict: only the header is read; an unreadable file is skipped with a `DataWarning`
+    naming it (a body truncated further in is skipped when the pipeline decodes it). Strict:
+    every image is decoded now, so the first bad file raises a `DataError` before training.
     """
     probe = (lambda p: read_image_rgb(p).shape[:2]) if strict else read_image_size
 
@@ -171,16 +167,14 @@ class BoxAudit:
     def clean(
         self, boxes: np.ndarray, height: float, width: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Normalises absolute boxes and drops the ones that are empty inside the image.
+        """Normalises and clips absolute boxes, dropping those empty inside the image.
 
         Args:
-          boxes: float [N, 4] absolute [ymin, xmin, ymax, xmax] in pixels of an image of
-            `height` x `width`.
+          boxes: float [N, 4] absolute pixel [ymin, xmin, ymax, xmax] of a `height` x `width`
+            image.
         Returns:
           (boxes float32 [M, 4] normalised [ymin, xmin, ymax, xmax] clipped to [0, 1],
-           keep bool [N], the rows of the input that survived).
-          A box with ymin >= ymax or xmin >= xmax (inverted or zero area), before or after
-          clipping, is dropped; a box reaching outside the image is clipped.
+           keep bool [N]: the rows kept, those with ymin < ymax and xmin < xmax after clipping).
         """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         normalised = boxes / np.array([height, width, height, width], dtype=np.float64)
@@ -282,10 +276,8 @@ _capture = threading.local()
 def captured_examples():
     """Collects, in this thread, the `Example` lists the readers hand to `examples_to_dataset`.
 
-    Every on-disk reader indexes its split in Python before any pixel is decoded; code that
-    needs only the boxes and the image files (`tf_frcnn.data.analysis`) reads a split through
-    the very readers training uses and takes the examples from here. Yields the list the
-    captured lists are appended to.
+    So code that needs only the boxes and image files (`tf_frcnn.data.analysis`) reads a split
+    through the readers training uses, without decoding a pixel. Yields the list of lists.
     """
     captured = []
     previous = getattr(_capture, "lists", None)

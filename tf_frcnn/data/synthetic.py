@@ -277,10 +277,8 @@ def synthetic_dataset(split: str, data_dir=None, **size_options) -> tf.data.Data
       data_dir: TFDS data dir for the cache; None means ~/tensorflow_datasets.
       **size_options: image_size, num_train, num_validation, num_test, seed (`shapes_config`).
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based into SYNTHETIC_CLASS_NAMES,
-      "image_id": string ("train_00012"), "difficult": bool [N], "iscrowd": bool [N] (all False)},
-      in a fixed order.
+      records in a fixed order; labels index SYNTHETIC_CLASS_NAMES, "image_id" is like
+      "train_00012", "difficult" and "iscrowd" are all False.
     """
     dataset = synthetic_builder(data_dir, **size_options).as_dataset(
         split=split, shuffle_files=False

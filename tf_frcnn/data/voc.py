@@ -103,9 +103,7 @@ def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.
       strict: decode every image now and raise on the first bad one, instead of skipping
         corrupt or truncated images with a warning.
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string (the VOC id),
-      "difficult": bool [N], "iscrowd": bool [N] (all False)}, in split-file order.
+      records in split-file order; "image_id" is the VOC id, "iscrowd" all False.
     Raises:
       DataError naming the file, class or id: missing split, annotation or image file, an
       unknown class name, an empty split, an id that leads outside `root` (absolute or

@@ -145,10 +145,8 @@ def yolo_dataset(root, split: str, class_names=None, strict: bool = False) -> tf
       strict: decode every image now and raise on the first bad one, instead of skipping
         corrupt or truncated images with a warning.
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string (the image's
-      path under images/ without its suffix), "difficult", "iscrowd": bool [N] (all False)},
-      in sorted path order.
+      records in sorted path order; "image_id" is the image's path under images/ without its
+      suffix; "difficult" and "iscrowd" are all False.
     Bad input:
       - an empty label file is a background image (no objects);
       - an image without a label file is a background image too (Ultralytics reads images
