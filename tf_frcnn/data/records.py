@@ -10,11 +10,9 @@ dataset all yield exactly this dict, so the input pipeline never branches on the
      "difficult":  bool    [N]        VOC "difficult" flag, False for other sources,
      "iscrowd":    bool    [N]        COCO "iscrowd" flag, False for other sources}
 
-N may be 0: an image without objects is a valid, background-only example.
-
-The on-disk readers index the annotations in Python first (parsing, box clipping, file
-checks with Pillow) and decode the pixels lazily inside `tf.data`, also with Pillow, so that
-a broken image is reported by its file name instead of surfacing as a bare decoder error.
+N may be 0: an image without objects is a background-only example. The on-disk readers
+index the annotations in Python and decode the pixels lazily in `tf.data` with Pillow, so a
+broken image is reported by its file name, not as a bare decoder error.
 """
 
 from __future__ import annotations

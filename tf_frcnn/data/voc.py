@@ -3,16 +3,11 @@
 Layout: Annotations/{id}.xml, JPEGImages/{id}.jpg, ImageSets/Main/{split}.txt; the image
 path is built from the id, never from the XML's <filename>.
 
-Box convention. VOC pixel coordinates are 1-based: the top-left pixel is (1, 1). Like the
-reference Faster R-CNN code (py-faster-rcnn), 1 is subtracted from all four coordinates to
-get 0-based pixel positions, which are then divided by the image size:
-
-    ymin_n = (ymin - 1) / H,  xmin_n = (xmin - 1) / W,
-    ymax_n = (ymax - 1) / H,  xmax_n = (xmax - 1) / W
-
-so a box with xmin == xmax has zero width and is dropped. H and W come from the XML
-`<size>`, or from the image file when `<size>` is missing or 0; a `<size>` that disagrees
-with the file is still used (the annotator's frame) and reported in one warning.
+Box convention. VOC pixel coordinates are 1-based; like py-faster-rcnn, 1 is subtracted from
+all four to get 0-based positions, then divided by the image size: ymin_n = (ymin - 1) / H,
+xmin_n = (xmin - 1) / W, and so on, so a box with xmin == xmax has zero width and is dropped.
+H and W come from the XML `<size>`, or from the image file when `<size>` is missing or 0; a
+`<size>` that disagrees with the file is still used (the annotator's frame), with a warning.
 """
 
 from __future__ import annotations
