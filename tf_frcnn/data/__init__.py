@@ -5,12 +5,10 @@
 from tf_frcnn.data.catalog import tfds_class_names, tfds_dataset, tfds_to_record
 from tf_frcnn.data.coco import coco_class_names, coco_dataset
 from tf_frcnn.data.csv_table import csv_class_names, csv_dataset
-from tf_frcnn.data.pipeline import build_pipeline, flip_boxes_left_right, resize_image, resize_scale
+from tf_frcnn.data.pipeline import build_pipeline, flip_boxes_left_right, resize_image
 from tf_frcnn.data.records import DataError, DataWarning, read_image_rgb
 from tf_frcnn.data.synthetic import (
     SYNTHETIC_CLASS_NAMES,
-    FrcnnShapes,
-    ShapesConfig,
     draw_scene,
     shapes_config,
     synthetic_builder,
@@ -24,8 +22,6 @@ __all__ = [
     "VOC_CLASS_NAMES",
     "DataError",
     "DataWarning",
-    "FrcnnShapes",
-    "ShapesConfig",
     "build_pipeline",
     "coco_class_names",
     "coco_dataset",
@@ -36,7 +32,6 @@ __all__ = [
     "flip_boxes_left_right",
     "read_image_rgb",
     "resize_image",
-    "resize_scale",
     "shapes_config",
     "synthetic_builder",
     "synthetic_dataset",
