@@ -1,20 +1,14 @@
-"""Data sources and the input pipeline.
-
-Every source yields the same record dict (see `records`): "image" uint8 [H, W, 3] RGB,
-"boxes" float32 [N, 4] normalised [ymin, xmin, ymax, xmax], "labels" int32 [N] 1-based,
-"image_id" string, "difficult" and "iscrowd" bool [N]. `build_pipeline` turns records into
-padded batches with absolute pixel boxes for the detector.
+"""Data sources and the input pipeline: every source yields the record dict of `records`;
+`build_pipeline` turns records into padded batches with absolute pixel boxes for the detector.
 """
 
 from tf_frcnn.data.catalog import tfds_class_names, tfds_dataset, tfds_to_record
 from tf_frcnn.data.coco import coco_class_names, coco_dataset
 from tf_frcnn.data.csv_table import csv_class_names, csv_dataset
-from tf_frcnn.data.pipeline import build_pipeline, flip_boxes_left_right, resize_image, resize_scale
+from tf_frcnn.data.pipeline import build_pipeline, flip_boxes_left_right, resize_image
 from tf_frcnn.data.records import DataError, DataWarning, read_image_rgb
 from tf_frcnn.data.synthetic import (
     SYNTHETIC_CLASS_NAMES,
-    FrcnnShapes,
-    ShapesConfig,
     draw_scene,
     shapes_config,
     synthetic_builder,
@@ -28,8 +22,6 @@ __all__ = [
     "VOC_CLASS_NAMES",
     "DataError",
     "DataWarning",
-    "FrcnnShapes",
-    "ShapesConfig",
     "build_pipeline",
     "coco_class_names",
     "coco_dataset",
@@ -40,7 +32,6 @@ __all__ = [
     "flip_boxes_left_right",
     "read_image_rgb",
     "resize_image",
-    "resize_scale",
     "shapes_config",
     "synthetic_builder",
     "synthetic_dataset",

@@ -1,40 +1,31 @@
 """What a dataset looks like to the detector: box statistics after the resize, anchor coverage,
 same-class overlap, and the settings they imply (`tf-frcnn analyze`, `anchor_scales: auto`).
 
-Reading. The training split is read through the readers training uses (`inputs.source`),
-with the same class names, the same dropped objects (VOC difficult, COCO crowd) and the same
-resize rule (`pipeline.resize_image`: shorter side data.min_size, longer at most data.max_size).
-The VOC, COCO, YOLO and CSV readers index a split before decoding, so their examples are taken
-as indexed (`records.captured_examples`) and no pixel is decoded (sizes come from the image
-headers); the synthetic and TFDS sources are read as decoded records. With
-data.augment.scales, every box is counted once at each of those shorter sides and at
-data.min_size (what evaluation uses); with data.flip, the anchor coverage counts each view once
-unflipped and once mirrored (the grid offset differs). The random crop's zoom is not modelled.
-With a fractional data.val_split the whole training split is read (held-out images included).
+Reading. The training split goes through the readers training uses (`inputs.source`): same
+class names, same dropped objects (VOC difficult, COCO crowd), same resize rule
+(`pipeline.resize_image`). The on-disk readers' examples are taken as indexed
+(`records.captured_examples`), so no pixel is decoded; synthetic and TFDS records are decoded.
+Every box counts once per shorter side (data.min_size and data.augment.scales), and with
+data.flip also mirrored for the anchor coverage (the grid offset differs). The random crop is
+not modelled; a fractional data.val_split reads the whole training split.
 
-Statistics. Box side = sqrt(height * width) and aspect ratio = height / width, in pixels of the
-resized image, as percentiles per class. Anchor coverage: see `tf_frcnn.data.anchor_fit`.
-"Under two cells": side < 2 * stride, too small for the stride-16 grid to place a well
-overlapping anchor (the stride warning). Same-class overlap: for each box the highest IoU it has
-with another box of its class in its image (0 when it has none).
+Statistics, in pixels of the resized image: box side sqrt(height * width) and aspect ratio
+height / width as percentiles per class; anchor coverage (`anchor_fit`); "under two cells":
+side < 2 * stride, too small for the grid to place a well overlapping anchor; same-class
+overlap: each box's highest IoU with another box of its class in its image (0 when none).
 
 Recommendations (each with the numbers behind it):
-- anchors: the fitted set when it raises the fit's objective (`anchor_fit`) by at least 0.02,
-  or, when no fit was run and the class-mean share of boxes with best IoU > rpn.positive_iou is
-  below 0.8, a hint to run one.
-- data.min_size / data.max_size: when more than 10% of the boxes are under two cells, both
-  scaled so that the 10th-percentile side reaches 2 * stride (rounded up to a multiple of 32);
-  when the 10th-percentile side exceeds 16 cells, both scaled down so it is 8 cells (faster, and
-  the objects stay large).
-- rpn.min_size: proposals shorter than it are dropped; at most half the 1st-percentile shorter
-  box side.
-- detection.nms_iou: NMS removes a detection whose IoU with a better one of its class exceeds
-  the threshold, so two true objects overlapping by u both survive only if u <= threshold. The
-  advice is the smallest multiple of 0.05 strictly above the 99th percentile of the same-class
-  overlap, within [0.3 (the paper's), 0.7]; it is recommended when the configured value is
-  below it.
-- data.max_boxes: raised to the largest number of objects in an image when some image has more
-  (training keeps only the first max_boxes).
+- anchors: the fitted set when it raises the fit's objective by at least FIT_GAIN; without a
+  fit, a hint to run one when the class-mean coverage is below LOW_COVERAGE.
+- data.min_size / max_size: when over TINY_SHARE of the boxes are under two cells, scaled so
+  the 10th-percentile side reaches 2 * stride; when that side exceeds 16 cells, scaled so it
+  is 8 cells (faster, objects stay large). Rounded up to a multiple of 32.
+- rpn.min_size: at most half the 1st-percentile shorter box side (smaller proposals are dropped).
+- detection.nms_iou: two true objects overlapping by u both survive NMS only if u <= threshold;
+  the advice is the smallest multiple of 0.05 above the 99th percentile same-class overlap,
+  within NMS_RANGE (0.3 is the paper's), recommended when the configured value is below it.
+- data.max_boxes: the most objects in an image, when some image has more (training keeps the
+  first max_boxes).
 """
 
 from __future__ import annotations
@@ -89,8 +80,6 @@ class Analysis:
     ratios: dict  # class name -> float [n] height / width
     best_iou: dict  # class name -> float [n] best IoU, configured anchors
     best_iou_fitted: dict | None  # the same for the fitted anchors, when fitted
-    anchor_sides: dict  # "configured" / "fitted" -> anchor sides in px
-    anchor_ratios: dict  # "configured" / "fitted" -> anchor ratios
 
 
 def resized_shapes(shapes, min_size, max_size):
@@ -198,22 +187,12 @@ def views(split: SplitBoxes, config, *, flip=None):
         resized = resized_shapes(split.image_shapes, side, config.data.max_size)
         shape = resized[split.image_index].astype(np.float32)
         boxes = split.boxes * np.concatenate([shape, shape], axis=1)
-        cells = np.stack(
-            [
-                feature_size(config.model.backbone, resized[:, 0]),
-                feature_size(config.model.backbone, resized[:, 1]),
-            ],
-            axis=1,
-        )
-        cells = cells[split.image_index]
-        parts.append(anchor_fit.ResizedBoxes(boxes, shape, cells, split.labels))
-        if flip:
-            ymin, xmin, ymax, xmax = boxes.T
-            width = shape[:, 1]
-            flipped = np.stack([ymin, width - xmax, ymax, width - xmin], axis=1)
-            parts.append(anchor_fit.ResizedBoxes(flipped, shape, cells, split.labels))
-        for flipped_view in (False, True) if flip else (False,):
-            mirrored.append(np.full(len(split.labels), flipped_view))
+        cells = feature_size(config.model.backbone, resized)[split.image_index]
+        ymin, xmin, ymax, xmax = boxes.T
+        flipped = np.stack([ymin, shape[:, 1] - xmax, ymax, shape[:, 1] - xmin], axis=1)
+        for view, is_mirrored in ((boxes, False), (flipped, True))[: 2 if flip else 1]:
+            parts.append(anchor_fit.ResizedBoxes(view, shape, cells, split.labels))
+            mirrored.append(np.full(len(split.labels), is_mirrored))
     joined = anchor_fit.ResizedBoxes(
         *(
             np.concatenate([getattr(p, f.name) for p in parts])
@@ -376,42 +355,34 @@ def analyze(config, split=None, fit=False) -> Analysis:
     overlap = same_class_overlap(split_boxes)
     nms = nms_advice(overlap, config.detection.nms_iou)
 
-    def coverage_of(values, mask):
-        return anchor_fit.coverage(values[mask], rpn.positive_iou, rpn.negative_iou)
+    def members(labels, label):
+        return np.ones(len(labels), bool) if label is None else labels == label
 
-    per_class, arrays = {}, {"sides": {}, "ratios": {}, "best": {}, "fitted": {}}
+    per_class, sides_of, ratios_of, best_of, fitted_of = {}, {}, {}, {}, {}
     groups = [(name, label) for label, name in enumerate(names, start=1)] + [("all", None)]
     for name, label in groups:
-        box_mask = (
-            np.ones(len(split_boxes.labels), bool)
-            if label is None
-            else (split_boxes.labels == label)
-        )
-        view_mask = (
-            np.ones(len(instances.labels), bool) if label is None else (instances.labels == label)
-        )
-        upright_mask = (
-            np.ones(len(upright_labels), bool) if label is None else (upright_labels == label)
-        )
+        box_mask = members(split_boxes.labels, label)
+        view_mask = members(instances.labels, label)
+        sides_of[name] = sides[members(upright_labels, label)]
+        ratios_of[name] = ratios[members(upright_labels, label)]
+        best_of[name] = best[view_mask]
         entry = {
             "boxes": int(np.sum(box_mask)),
             "images": int(len(np.unique(split_boxes.image_index[box_mask]))),
-            "side": _percentiles(sides[upright_mask]),
-            "aspect_ratio": _percentiles(ratios[upright_mask]),
+            "side": _percentiles(sides_of[name]),
+            "aspect_ratio": _percentiles(ratios_of[name]),
             "under_two_cells": (
-                float(np.mean(sides[upright_mask] < 2 * STRIDE)) if np.any(upright_mask) else None
+                float(np.mean(sides_of[name] < 2 * STRIDE)) if len(sides_of[name]) else None
             ),
-            "coverage": coverage_of(best, view_mask),
+            "coverage": anchor_fit.coverage(best_of[name], rpn.positive_iou, rpn.negative_iou),
             "same_class_overlap": _percentiles(overlap[box_mask]),
         }
         if fitted:
-            entry["coverage_fitted"] = coverage_of(best_fitted, view_mask)
+            fitted_of[name] = best_fitted[view_mask]
+            entry["coverage_fitted"] = anchor_fit.coverage(
+                fitted_of[name], rpn.positive_iou, rpn.negative_iou
+            )
         per_class[name] = entry
-        arrays["sides"][name] = sides[upright_mask]
-        arrays["ratios"][name] = ratios[upright_mask]
-        arrays["best"][name] = best[view_mask]
-        if fitted:
-            arrays["fitted"][name] = best_fitted[view_mask]
 
     counts = np.bincount(split_boxes.image_index, minlength=len(split_boxes.image_shapes))
     anchors = {
@@ -447,19 +418,7 @@ def analyze(config, split=None, fit=False) -> Analysis:
     }
     summary["recommendations"] = recommendations(config, summary, sides, shorter)
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    return Analysis(
-        summary=summary,
-        sides=arrays["sides"],
-        ratios=arrays["ratios"],
-        best_iou=arrays["best"],
-        best_iou_fitted=arrays["fitted"] if fitted else None,
-        anchor_sides={
-            key: value["sides"] for key, value in anchors.items() if isinstance(value, dict)
-        },
-        anchor_ratios={
-            key: value["ratios"] for key, value in anchors.items() if isinstance(value, dict)
-        },
-    )
+    return Analysis(summary, sides_of, ratios_of, best_of, fitted_of if fitted else None)
 
 
 def _round_up(value, multiple=32):
@@ -474,8 +433,11 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
     after the resize.
     """
     out = []
+
+    def advise(key, value, reason):
+        out.append({"key": key, "value": value, "reason": reason})
+
     anchors, d = summary["anchors"], config.data
-    everything = summary["classes"]["all"]
     configured = anchors["configured"]
     if "fitted" in anchors:
         fitted = anchors["fitted"]
@@ -484,92 +446,71 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
             or config.model.anchor_scales == "auto"
             or config.model.anchor_ratios == "auto"
         ):
-            out.append(
-                {
-                    "key": "model.anchor_scales",
-                    "value": fitted["scales"],
-                    "reason": f"{_sides_text(configured)} -> fitted: "
-                    f"{_fit_text(configured, fitted, summary['positive_iou'])}",
-                }
+            fit_text = _fit_text(configured, fitted, summary["positive_iou"])
+            advise(
+                "model.anchor_scales",
+                fitted["scales"],
+                f"{_sides_text(configured)} -> fitted: {fit_text}",
             )
-            out.append(
-                {
-                    "key": "model.anchor_ratios",
-                    "value": fitted["ratios"],
-                    "reason": "fitted with the scales (or set both to auto)",
-                }
+            advise(
+                "model.anchor_ratios",
+                fitted["ratios"],
+                "fitted with the scales (or set both to auto)",
             )
     elif configured["coverage"] < LOW_COVERAGE:
-        out.append(
-            {
-                "key": "model.anchor_scales",
-                "value": "auto",
-                "reason": f"only {configured['coverage']:.2f} of the boxes (class mean) "
-                f"have an anchor with IoU > {summary['positive_iou']}; run with "
-                "--fit-anchors to see a fitted set",
-            }
+        advise(
+            "model.anchor_scales",
+            "auto",
+            f"only {configured['coverage']:.2f} of the boxes (class mean) "
+            f"have an anchor with IoU > {summary['positive_iou']}; run with "
+            "--fit-anchors to see a fitted set",
         )
     if len(sides):
         side_p10 = float(np.percentile(sides, 10))
-        tiny = everything["under_two_cells"]
-        resize = None
+        tiny = summary["classes"]["all"]["under_two_cells"]
+        factor = None
         if tiny > TINY_SHARE and side_p10 > 0:
-            resize = (
-                2 * STRIDE / side_p10,
+            factor = 2 * STRIDE / side_p10
+            reason = (
                 f"{tiny:.0%} of the boxes are under two feature cells ({2 * STRIDE} px) "
                 f"after the resize (10th percentile side {side_p10:.0f} px); larger "
-                "images give them anchors that overlap",
+                "images give them anchors that overlap"
             )
         elif side_p10 > 16 * STRIDE:
-            resize = (
-                8 * STRIDE / side_p10,
+            factor = 8 * STRIDE / side_p10
+            reason = (
                 f"objects are large (10th percentile side {side_p10:.0f} px after the "
                 f"resize): smaller images train faster and keep them above "
-                f"{8 * STRIDE} px",
+                f"{8 * STRIDE} px"
             )
-        if resize is not None:
-            factor, reason = resize
-            out.append(
-                {"key": "data.min_size", "value": _round_up(d.min_size * factor), "reason": reason}
-            )
-            out.append(
-                {
-                    "key": "data.max_size",
-                    "value": _round_up(d.max_size * factor),
-                    "reason": "scaled with data.min_size",
-                }
-            )
+        if factor is not None:
+            advise("data.min_size", _round_up(d.min_size * factor), reason)
+            advise("data.max_size", _round_up(d.max_size * factor), "scaled with data.min_size")
         if len(shorter_sides):
             limit = float(np.floor(np.percentile(shorter_sides, 1) / 2 + 1e-3))
             if config.rpn.min_size > limit:
-                out.append(
-                    {
-                        "key": "rpn.min_size",
-                        "value": limit,
-                        "reason": f"proposals under {config.rpn.min_size:g} px are dropped "
-                        f"but 1% of the boxes have a side under {2 * limit + 2:.0f} px",
-                    }
+                advise(
+                    "rpn.min_size",
+                    limit,
+                    f"proposals under {config.rpn.min_size:g} px are dropped "
+                    f"but 1% of the boxes have a side under {2 * limit + 2:.0f} px",
                 )
     nms = summary["nms"]
     if nms["configured"] < nms["recommended"]:
-        out.append(
-            {
-                "key": "detection.nms_iou",
-                "value": nms["recommended"],
-                "reason": f"{nms['share_above_configured']:.1%} of the boxes overlap "
-                f"another of their class by IoU > {nms['configured']:g} and can be "
-                f"suppressed; the 99th percentile overlap is "
-                f"{nms[f'overlap_p{OVERLAP_PERCENTILE}']:.2f}",
-            }
+        advise(
+            "detection.nms_iou",
+            nms["recommended"],
+            f"{nms['share_above_configured']:.1%} of the boxes overlap "
+            f"another of their class by IoU > {nms['configured']:g} and can be "
+            f"suppressed; the 99th percentile overlap is "
+            f"{nms[f'overlap_p{OVERLAP_PERCENTILE}']:.2f}",
         )
     if summary["images_over_max_boxes"]:
-        out.append(
-            {
-                "key": "data.max_boxes",
-                "value": summary["max_boxes_in_an_image"],
-                "reason": f"{summary['images_over_max_boxes']} images have more objects "
-                f"than data.max_boxes = {d.max_boxes}; training keeps the first ones",
-            }
+        advise(
+            "data.max_boxes",
+            summary["max_boxes_in_an_image"],
+            f"{summary['images_over_max_boxes']} images have more objects "
+            f"than data.max_boxes = {d.max_boxes}; training keeps the first ones",
         )
     return out
 

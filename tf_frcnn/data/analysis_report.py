@@ -141,10 +141,6 @@ def _panels(analysis):
     return ["all"] + names[: MAX_PANELS - 1]
 
 
-def _title(analysis, name):
-    return f"{name} ({analysis.summary['classes'][name]['boxes']} boxes)"
-
-
 def _grid_figure(count):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -166,12 +162,9 @@ def _histogram(axes, values, edges, title, ratio_labels=False):
     axes.hist(values, bins=edges, color="tab:blue", alpha=0.75)
     axes.set_xscale("log")
     powers = range(math.floor(math.log2(edges[0])), math.ceil(math.log2(edges[-1])) + 1)
-    ticks = [2.0**p for p in powers if edges[0] <= 2.0**p <= edges[-1]]
-    labels = [
-        (f"1/{2**-p:g}" if p < 0 else f"{2**p:g}") if ratio_labels else f"{t:g}"
-        for p, t in zip((round(math.log2(t)) for t in ticks), ticks)
-    ]
-    axes.set_xticks(ticks, labels)
+    powers = [p for p in powers if edges[0] <= 2.0**p <= edges[-1]]
+    labels = [f"1/{2**-p:g}" if ratio_labels and p < 0 else f"{2.0**p:g}" for p in powers]
+    axes.set_xticks([2.0**p for p in powers], labels)
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_title(title, fontsize="medium")
     axes.tick_params(labelsize="small")
@@ -199,17 +192,21 @@ def _save(figure, path):
     return path
 
 
-def _plot_with_anchors(
-    analysis, path, values, marks, edges, noun, xlabel, title, *, ratio_labels=False, shade=None
-):
-    """Log histograms of ``values`` ({panel: array}) per panel with ``marks`` ({"configured",
-    "fitted" (optional): values}) drawn as lines and ``shade`` ((low, high, label)) shaded."""
+def _plot_with_anchors(analysis, path, key, noun, xlabel, title, *, floor, extra=(), shade=None):
+    """Log histograms of the boxes' `key` ("sides" or "ratios") per panel, the anchor sets'
+    `key` marked (configured dashed red, fitted green) and, with `shade` ((high, label)), the
+    range below `high` shaded; `extra` values widen the x range."""
+    anchors = analysis.summary["anchors"]
+    marks = {name: anchors[name][key] for name in ("configured", "fitted") if name in anchors}
+    values = getattr(analysis, key)
+    edges = _log_edges([values["all"], np.asarray(sum(marks.values(), list(extra)))], floor)
     panels = _panels(analysis)
     figure, axes_list = _grid_figure(len(panels))
     for axes, name in zip(axes_list, panels):
-        _histogram(axes, values[name], edges, _title(analysis, name), ratio_labels)
+        title_of = f"{name} ({analysis.summary['classes'][name]['boxes']} boxes)"
+        _histogram(axes, values[name], edges, title_of, ratio_labels=key == "ratios")
         if shade:
-            axes.axvspan(shade[0], shade[1], color="tab:orange", alpha=0.12, label=shade[2])
+            axes.axvspan(edges[0], shade[0], color="tab:orange", alpha=0.12, label=shade[1])
         if "fitted" in marks:  # first, so a configured line on the same value shows
             _mark(axes, marks["fitted"], "tab:green", "-", f"fitted {noun}")
         _mark(axes, marks["configured"], "tab:red", "--", f"configured {noun}")
@@ -220,41 +217,32 @@ def _plot_with_anchors(
 
 
 def plot_box_sides(analysis, path):
-    """Histogram of box sides (sqrt(h * w), resized pixels) per class, anchor sides marked
-    (configured dashed red, fitted green), the two-cell limit shaded."""
-    anchors = analysis.anchor_sides
+    """Box sides (sqrt(h * w), resized pixels) per class with the anchor sides, the two-cell
+    limit shaded."""
     stride = analysis.summary["anchors"]["stride"]
-    edges = _log_edges(
-        [analysis.sides["all"], np.asarray(sum(anchors.values(), [])), np.asarray([1.5 * stride])],
-        1.0,
-    )
     return _plot_with_anchors(
         analysis,
         path,
-        analysis.sides,
-        anchors,
-        edges,
+        "sides",
         "anchors",
         "box side sqrt(h*w), px",
         "Box sides after the resize, with the anchor sides",
-        shade=(edges[0], 2 * stride, f"< {2 * stride} px (2 cells)"),
+        floor=1.0,
+        extra=[1.5 * stride],
+        shade=(2 * stride, f"< {2 * stride} px (2 cells)"),
     )
 
 
 def plot_aspect_ratios(analysis, path):
-    """Histogram of box aspect ratios (height / width) per class, anchor ratios marked."""
-    ratios = analysis.anchor_ratios
-    edges = _log_edges([analysis.ratios["all"], np.asarray(sum(ratios.values(), []))], 1e-2)
+    """Box aspect ratios (height / width) per class with the anchor ratios."""
     return _plot_with_anchors(
         analysis,
         path,
-        analysis.ratios,
-        ratios,
-        edges,
+        "ratios",
         "ratios",
         "aspect ratio h/w",
         "Box aspect ratios, with the anchor ratios",
-        ratio_labels=True,
+        floor=1e-2,
     )
 
 

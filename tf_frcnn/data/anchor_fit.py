@@ -1,37 +1,30 @@
 """Anchors against ground-truth boxes: the best IoU each box gets from the anchors laid on its
 image's grid, and a fit of scales x ratios that gives the boxes well-overlapping anchors.
 
-What "best anchor IoU" means here (exact, not an approximation). The anchors of an image are
-the ones `AnchorGenerator` lays on the backbone's feature map of the resized image: centres
-((i + 0.5) * stride, (j + 0.5) * stride) for every cell (i, j), and at each centre the shapes of
-`anchors.base_anchors` (side base_size * scale, height / width = ratio, area kept). With
-`ignore_cross_boundary` (the paper's default, `rpn.anchor_targets`) an anchor reaching outside
-the image is never labelled, so it is left out here too. For a box and one anchor shape, the
-overlap along each axis only shrinks as the anchor centre moves away from the box centre, and the
-allowed centres form a range of rows times a range of columns; so the best anchor of that shape
-is the one at the allowed row and the allowed column nearest to the box centre, found in closed
-form per axis. The grid is the one of the resized image itself (`backbones.feature_size`);
-padding (data.pad_to, or a batch's larger image) adds cells beyond it, which can only matter for
+Best anchor IoU (exact). The anchors are those `AnchorGenerator` lays on the feature map of the
+resized image (`backbones.feature_size`): centres ((i + 0.5) * stride, (j + 0.5) * stride), at
+each the shapes of `anchors.base_anchors`; with `ignore_cross_boundary` an anchor reaching
+outside the image is never labelled, so it is left out. Along each axis the overlap only shrinks
+as the centre moves away from the box centre, and the allowed centres are a range of rows times
+a range of columns, so the best anchor of a shape sits at the allowed row and column nearest the
+box centre: closed form per axis. Padding adds cells beyond the grid, which can only matter for
 a box at the bottom/right edge when cross-boundary anchors are allowed.
 
-Buckets (as `rpn.anchor_targets` labels them): best IoU > positive_iou: the box has a positive
-anchor by the IoU rule; [negative_iou, positive_iou]: only its best anchor is positive (the
-forced-best rule), the others near it are ignored; < negative_iou: the forced positive would
-otherwise be a negative.
+Buckets (as `rpn.anchor_targets` labels them): best IoU > positive_iou: a positive anchor by
+IoU; [negative_iou, positive_iou]: only the forced-best anchor is positive; < negative_iou: the
+forced positive would otherwise be a negative.
 
-The fit. Candidate scales are 2^(j/8) (anchor sides 9% apart, the paper's 8/16/32 among them) and
-candidate ratios 2^(j/4) (0.5, 1, 2 among them), over the range the boxes need. The table of
-best IoUs of every box with every candidate shape is computed once; a coordinate search then
-changes one scale or one ratio of the set at a time, keeping a change only when it raises the
-objective, until no single change does. Four starts: three sets of quantiles of the boxes' log
-sides and log ratios, and the configured anchors; the best result is kept. No randomness: the
-result depends only on the set of boxes (they are sorted first, so not on their order).
+The fit. Candidate scales 2^(j/8) and ratios 2^(j/4) (the paper's 8/16/32 and 0.5/1/2 among
+them) over the range the boxes need; the best IoU of every box with every candidate shape is
+computed once, then a coordinate search changes one scale or ratio at a time while that raises
+the objective. Starts: three sets of quantiles of the boxes' log sides and ratios, and the
+configured anchors; the best result is kept. Deterministic: the boxes are sorted first.
 
-The objective, per box: 1 when its best IoU is > positive_iou (a positive anchor by IoU), 1/2
-when it is at least negative_iou (its forced-best positive is not a would-be negative), else 0;
-averaged per class, then over classes (they weigh equally, as in mAP); ties are broken by the
-mean best IoU. Coverage alone (> positive_iou) would give up objects too small for any anchor
-on the stride-16 grid to exceed it and leave them forced positives below negative_iou.
+The objective, per box: 1 when its best IoU is > positive_iou, 1/2 when at least negative_iou
+(its forced-best positive is not a would-be negative), else 0; averaged per class, then over
+classes (they weigh equally, as in mAP); ties broken by the mean best IoU. Coverage alone would
+give up objects too small for any anchor on the grid to exceed positive_iou and leave them
+forced positives below negative_iou.
 
 Boxes: absolute pixel [ymin, xmin, ymax, xmax] of the resized image.
 """
@@ -161,13 +154,9 @@ def coverage(best_iou, positive_iou=0.7, negative_iou=0.3) -> dict:
     """
     best = np.asarray(best_iou, np.float64)
     if best.size == 0:
-        nan = float("nan")
-        return {
-            "positive": nan,
-            "forced_best": nan,
-            "forced_below_negative": nan,
-            "mean_best_iou": nan,
-        }
+        return dict.fromkeys(
+            ("positive", "forced_best", "forced_below_negative", "mean_best_iou"), float("nan")
+        )
     positive = float(np.mean(best > positive_iou))
     below = float(np.mean(best < negative_iou))
     return {
@@ -358,14 +347,7 @@ def fit_anchors(
         starts.append(
             (_snap(start[1], ratio_grid, num_ratios), _snap(start[0], scale_grid, num_scales))
         )
-    if "scale" in fixed or "ratio" in fixed:
-        starts = [
-            (
-                list(range(num_ratios)) if "ratio" in fixed else r,
-                list(range(num_scales)) if "scale" in fixed else s,
-            )
-            for r, s in starts
-        ]
+    # A fixed axis has as many members as grid values, so every start snaps to all of them.
 
     results = []
     for ratio_index, scale_index in starts:

@@ -2,17 +2,14 @@
 
 Every random choice is a stateless draw keyed by a `seed` int [2] that the pipeline derives
 from the example's value in a seeded `tf.data.Dataset.random` stream, so a batch depends only
-on (seed, position in the stream): not on the order parallel `map` calls finish, and a resumed
-stream that skips to step k sees the batches an uninterrupted one saw.
+on (seed, position in the stream), not on the order parallel `map` calls finish.
 
-Keras' random preprocessing layers (RandomCrop, RandomZoom, RandomBrightness, ...) are not used:
-they accept only an int seed or a stateful `SeedGenerator` (`keras.random` rejects a per-example
-seed tensor), and that generator advances in whatever order a parallel map runs (two runs of
-RandomBrightness(seed=1) under an 8-way parallel map differed on 80 of 200 images); their crop
-is also a fixed output size, not a crop by side fraction that drops boxes by visible area.
+Keras' random preprocessing layers are not used: they take only an int seed or a stateful
+`SeedGenerator`, which advances in whatever order a parallel map runs; their crop is also a
+fixed output size, not a crop by side fraction that drops boxes by visible area.
 
-Conventions: images are [H, W, 3] RGB; boxes normalised [ymin, xmin, ymax, xmax] of the image
-they come with (the record's convention), as `objects["boxes"]`.
+Conventions: images are [H, W, 3] RGB; `objects["boxes"]` normalised [ymin, xmin, ymax, xmax]
+of the image they come with (the record's convention).
 """
 
 from __future__ import annotations

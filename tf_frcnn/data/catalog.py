@@ -74,10 +74,6 @@ def tfds_dataset(name: str, split: str, data_dir=None) -> tf.data.Dataset:
       name: TFDS name with config, e.g. "voc/2007" or "coco/2017".
       split: TFDS split expression, e.g. "train+validation" or "test".
       data_dir: TFDS data directory; None means TFDS's default (~/tensorflow_datasets).
-    Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string,
-      "difficult": bool [N], "iscrowd": bool [N]}.
     Raises:
       DataError when the dataset is unknown or not prepared in `data_dir`.
     """

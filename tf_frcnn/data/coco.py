@@ -17,14 +17,7 @@ import pathlib
 
 import tensorflow as tf
 
-from tf_frcnn.data.records import (
-    BoxAudit,
-    DataError,
-    check_images,
-    examples_to_dataset,
-    make_example,
-    path_inside,
-)
+from tf_frcnn.data.records import Annotation, DataError, annotated_dataset, path_inside
 
 
 def _load(annotation_json) -> dict:
@@ -60,11 +53,8 @@ def coco_dataset(annotation_json, image_dir, strict: bool = False) -> tf.data.Da
       strict: decode every image now and raise on the first bad one, instead of skipping
         corrupt or truncated images with a warning.
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based (see `coco_class_names`),
-      "image_id": string (the COCO image id, e.g. "139"), "difficult": bool [N] (all False),
-      "iscrowd": bool [N]}, in the file's image order. Images without annotations are kept
-      as background-only records.
+      records in the file's image order, images without annotations included; "image_id" is
+      the COCO image id ("139"), labels follow `coco_class_names`, "difficult" is all False.
     Raises:
       DataError naming the file, image or category: missing annotation or image file,
       an annotation whose category or image id is not declared or whose bbox is not four
@@ -106,39 +96,17 @@ def coco_dataset(annotation_json, image_dir, strict: bool = False) -> tf.data.Da
             )
         annotations_of[annotation["image_id"]].append(annotation)
 
-    paths = []
+    entries = []
     for image in images:
         name = image.get("file_name")
         what = f"file_name {name!r} of image id {image['id']}"
         path = pathlib.Path(path_inside(image_dir, name, what))
         if not path.is_file():
             raise DataError(f"COCO image file not found: {path} (image id {image['id']})")
-        paths.append(path)
-
-    file_sizes = check_images(paths, strict=strict, source=source)
-    audit = BoxAudit(source)
-    examples = []
-    for image, path, file_size in zip(images, paths, file_sizes):
-        if file_size is None:
-            continue
-        height, width = image.get("height") or 0, image.get("width") or 0
-        if height <= 0 or width <= 0:
-            height, width = file_size
-        annotations = annotations_of[image["id"]]
-        yxyx = [
-            [y, x, y + h, x + w]
-            for x, y, w, h in (annotation["bbox"] for annotation in annotations)
-        ]
-        boxes, keep = audit.clean(yxyx, height, width)
-        kept = [annotation for annotation, kept in zip(annotations, keep) if kept]
-        examples.append(
-            make_example(
-                path,
-                image["id"],
-                boxes,
-                [label_of[annotation["category_id"]] for annotation in kept],
-                iscrowd=[bool(annotation.get("iscrowd", 0)) for annotation in kept],
-            )
-        )
-    audit.warn()
-    return examples_to_dataset(examples, strict=strict, source=source)
+        objects = annotations_of[image["id"]]
+        boxes = [[y, x, y + h, x + w] for x, y, w, h in (entry["bbox"] for entry in objects)]
+        labels = [label_of[entry["category_id"]] for entry in objects]
+        iscrowd = [bool(entry.get("iscrowd", 0)) for entry in objects]
+        size = (image.get("height") or 0, image.get("width") or 0)
+        entries.append(Annotation(path, image["id"], boxes, labels, {"iscrowd": iscrowd}, size))
+    return annotated_dataset(entries, strict=strict, source=source)

@@ -5,17 +5,13 @@ the box corners in absolute, continuous 0-based pixels, and the class name. An i
 several objects has several rows (they need not be adjacent); a row whose five box and class
 fields are all empty (``path,,,,,``) lists an image without objects.
 
-Header. The first row may be a header; it is recognised by naming a coordinate column
-(``xmin``...). With a header the columns are found by name, in any order and beside other
-columns (``filename,width,height,class,xmin,ymin,xmax,ymax``, the TensorFlow object-detection
-CSV, reads too): the path column is ``path``, ``filename``, ``file`` or ``image``, the class
-column ``class``, ``label`` or ``name``. Without a header the six columns are positional.
+Header. A first row naming a coordinate column (``xmin``...) is a header: the columns are
+then found by name, in any order and beside others (so the TensorFlow object-detection CSV,
+``filename,width,height,class,xmin,ymin,xmax,ymax``, reads too): PATH_COLUMNS, COORDINATES,
+CLASS_COLUMNS. Without a header the six columns are positional.
 
 Box convention. The record box is [ymin / H, xmin / W, ymax / H, xmax / W], with H and W
 read from the image file.
-
-Labels. The class names are the model's when given (``model.class_names``), else the
-distinct names of the table, sorted (`csv_class_names`); name i is label i + 1.
 """
 
 from __future__ import annotations
@@ -25,17 +21,15 @@ import csv
 import os
 import pathlib
 
-import numpy as np
 import tensorflow as tf
 
-from tf_frcnn.data.records import DataError, annotated_dataset, parse_float, path_inside
+from tf_frcnn.data.records import Annotation, DataError, annotated_dataset, parse_float, path_inside
 
 COORDINATES = ("xmin", "ymin", "xmax", "ymax")
 PATH_COLUMNS = ("path", "filename", "file", "image")
 CLASS_COLUMNS = ("class", "label", "name")
 
-# One row of the table: (line number, image path as written, [xmin, ymin, xmax, ymax] or
-# None for an image without objects, class name or None).
+# corners: [xmin, ymin, xmax, ymax]; corners and class_name are None for an image without objects.
 Row = collections.namedtuple("Row", "line path corners class_name")
 
 
@@ -118,14 +112,8 @@ def csv_dataset(csv_path, image_dir, class_names=None, strict: bool = False) -> 
       strict: decode every image now and raise on the first bad one, instead of skipping
         corrupt or truncated images with a warning.
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string (the path as
-      written, normalised: "./a.jpg" is "a.jpg"), "difficult", "iscrowd": bool [N] (all
-      False)}, one record per distinct image, in the order of their first row.
-    Bad input:
-      a zero-size or inverted box (xmin >= xmax or ymin >= ymax) is dropped and a box reaching
-      outside the image clipped, counted in one DataWarning; a corrupt image is skipped with
-      a DataWarning naming it (strict: DataError).
+      one record per distinct image, in the order of their first row; "image_id" is the path
+      as written, normalised ("./a.jpg" is "a.jpg"); "difficult" and "iscrowd" are all False.
     Raises:
       DataError naming the file and line: a missing or empty table, a row that is not six
       fields, a non-numeric coordinate, a partly empty row, a class not in `class_names`,
@@ -158,7 +146,7 @@ def csv_dataset(csv_path, image_dir, class_names=None, strict: bool = False) -> 
         objects_of[image_id][2].append(label_of[row.class_name])
 
     annotations = [
-        (image_path, image_id, np.reshape(boxes, (-1, 4)), labels)
+        Annotation(image_path, image_id, boxes, labels)
         for image_id, (image_path, boxes, labels) in objects_of.items()
     ]
     return annotated_dataset(annotations, strict=strict, source=source)

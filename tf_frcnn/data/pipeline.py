@@ -22,11 +22,9 @@ from tf_frcnn.data.records import DataWarning
 def resize_image(image, min_size: int, max_size: int | None = None):
     """Resizes so the shorter side is `min_size` and the longer at most `max_size`, keeping aspect.
 
-    The paper's setting is min_size=600, max_size=1000. Pure TensorFlow with dynamic shapes,
-    so the export code can call it inside a `tf.function` on images of any size. Bilinear
-    without antialiasing, like the reference code's cv2.resize, which also keeps the op a
-    TFLite built-in (antialiased resize lowers to a Flex op). `keras.layers.Resizing` is not
-    used because it resizes to one fixed size; this rule derives the size from each image.
+    Dynamic shapes, so export can call it in a `tf.function` on any size (`keras.layers.Resizing`
+    resizes to one fixed size). Bilinear without antialiasing, like the reference code's
+    cv2.resize, which also keeps the op a TFLite built-in (antialiased resize is a Flex op).
 
     Args:
       image: [H, W, C] or [batch, H, W, C], pixel values in 0..255, any real dtype (not
@@ -45,9 +43,8 @@ def resize_image(image, min_size: int, max_size: int | None = None):
     resized = tf.image.resize(
         tf.cast(image, tf.float32), new_size, method="bilinear", antialias=False
     )
-    # Whole pixel values, as in the uint8 image a TFLite canvas file is given after the same
-    # resize on the host: the detector then sees the same pixels in training, eval, the
-    # SavedModel and TFLite (a +-0.5 difference moved a raccoon model's AP by 0.02).
+    # Whole pixel values, as in the uint8 canvas a TFLite model is given after the same resize
+    # on the host, so training, eval, the SavedModel and TFLite see the same pixels.
     return tf.round(resized), scale
 
 
@@ -86,18 +83,14 @@ def build_pipeline(
 ) -> tf.data.Dataset:
     """Batches of detector inputs from a dataset of records (see `tf_frcnn.data.records`).
 
-    Per example: optionally drop difficult / crowd objects, randomly crop (`augment`), resize
-    with `resize_image` (the shorter side drawn from `augment.scales` when given), flip
-    horizontally with probability 1/2 (when `flip`), jitter colours (`augment`), keep at most
-    `max_boxes` objects (the first ones; a `DataWarning` is issued once per pipeline) and pad
-    them to `max_boxes` rows.
-    Images are then padded at the bottom/right with zeros: to `pad_to` when given (a static
-    shape, so a training graph traces once), otherwise to the largest image of the batch.
-    The pipeline does not repeat; call `.repeat()` on the result for several epochs.
+    Per example: drop difficult / crowd objects (optional), crop, resize (`resize_image`, the
+    shorter side drawn from `augment.scales` when given), flip with probability 1/2, jitter
+    colours, keep the first `max_boxes` objects (one `DataWarning` per pipeline when there are
+    more) padded to `max_boxes` rows. Images are zero-padded bottom/right to `pad_to` (a static
+    shape, so a training graph traces once), else to the batch's largest. Does not repeat.
 
     Args:
-      dataset: records: {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-        [ymin, xmin, ymax, xmax], "labels": int32 [N], "image_id", "difficult", "iscrowd"}.
+      dataset: records (`tf_frcnn.data.records`).
       training: shuffles (buffer `shuffle_buffer`), flips by default and drops the last
         incomplete batch by default.
       batch_size: examples per batch.
@@ -108,10 +101,8 @@ def build_pipeline(
       seed: makes shuffling and flips reproducible; None draws fresh randomness.
       drop_difficult, drop_crowd: remove VOC difficult / COCO crowd objects.
       drop_remainder: drop a last incomplete batch; defaults to `training`.
-      augment: None, or the training augmentation (`tf_frcnn.config.AugmentConfig`: `scales`,
-        `crop_probability`, `min_crop`, `min_visible`, `brightness`, `contrast`,
-        `saturation`, `hue`; see `tf_frcnn.data.augment`), seeded like the flips. Its
-        zeros / None turn a step off; all off is the same as None.
+      augment: None, or a `tf_frcnn.config.AugmentConfig` (`tf_frcnn.data.augment`), seeded
+        like the flips; its zeros / None turn a step off.
     Returns:
       tf.data.Dataset of {
         "images":         float32 [B, Hp, Wp, 3] RGB in 0..255, zero padding bottom/right,

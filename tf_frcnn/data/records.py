@@ -10,11 +10,9 @@ dataset all yield exactly this dict, so the input pipeline never branches on the
      "difficult":  bool    [N]        VOC "difficult" flag, False for other sources,
      "iscrowd":    bool    [N]        COCO "iscrowd" flag, False for other sources}
 
-N may be 0: an image without objects is a valid, background-only example.
-
-The on-disk readers index the annotations in Python first (parsing, box clipping, file
-checks with Pillow) and decode the pixels lazily inside `tf.data`, also with Pillow, so that
-a broken image is reported by its file name instead of surfacing as a bare decoder error.
+N may be 0: an image without objects is a background-only example. The on-disk readers
+index the annotations in Python and decode the pixels lazily in `tf.data` with Pillow, so a
+broken image is reported by its file name, not as a bare decoder error.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ import contextlib
 import dataclasses
 import os
 import threading
+import typing
 import warnings
 
 import numpy as np
@@ -65,14 +64,12 @@ class Example:
 
 
 def path_inside(directory, relative, what: str) -> str:
-    """``directory / relative``, refusing a name that leads outside ``directory``.
+    """``directory / relative``, refusing an absolute name or one climbing out with ``..``.
 
-    Dataset files name their images and annotations; an absolute name or one climbing out
-    with ``..`` (``../../etc/passwd``) must not make the reader open files elsewhere. The
-    check is on the path as written, so symlinks inside the dataset still work.
+    The check is on the path as written, so symlinks inside the dataset still work.
 
     Args:
-      what: the entry as the error should name it, e.g. "file_name '../x.jpg' of image id 7".
+      what: the entry as the error names it, e.g. "file_name '../x.jpg' of image id 7".
     Raises:
       DataError naming the entry when ``relative`` is not a string or leaves ``directory``.
     """
@@ -101,10 +98,9 @@ def parse_float(text, where: str) -> float:
 def read_image_rgb(path) -> np.ndarray:
     """Decodes any image file Pillow reads into uint8 [H, W, 3] RGB.
 
-    Grayscale, palette (with or without transparency), RGBA and CMYK files are converted;
-    an alpha channel is dropped, not composited, as `tf.io.decode_image(channels=3)` does,
-    so training and the exported `serving_bytes` signature see the same pixels. EXIF
-    orientation is not applied (annotations refer to the stored pixels).
+    An alpha channel is dropped, not composited, as `tf.io.decode_image(channels=3)` does, so
+    training and the exported `serving_bytes` signature see the same pixels. EXIF orientation
+    is not applied (annotations refer to the stored pixels).
 
     Raises:
       DataError naming the file when it cannot be opened or is truncated.
@@ -134,12 +130,11 @@ def read_image_size(path) -> tuple[int, int]:
 
 
 def check_images(paths, *, strict: bool, source: str) -> list[tuple[int, int] | None]:
-    """Size of every image, or None for one that must be skipped.
+    """(height, width) of every image, or None for one that must be skipped.
 
-    Non-strict: only the header is read (cheap); an unreadable file is skipped with a
-    `DataWarning` naming it, and a file that is truncated further in is skipped when the
-    pipeline decodes it. Strict: every image is fully decoded now, so the first bad file
-    raises a `DataError` naming it before training starts.
+    Non-strict: only the header is read; an unreadable file is skipped with a `DataWarning`
+    naming it (a body truncated further in is skipped when the pipeline decodes it). Strict:
+    every image is decoded now, so the first bad file raises a `DataError` before training.
     """
     probe = (lambda p: read_image_rgb(p).shape[:2]) if strict else read_image_size
 
@@ -170,16 +165,14 @@ class BoxAudit:
     def clean(
         self, boxes: np.ndarray, height: float, width: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Normalises absolute boxes and drops the ones that are empty inside the image.
+        """Normalises and clips absolute boxes, dropping those empty inside the image.
 
         Args:
-          boxes: float [N, 4] absolute [ymin, xmin, ymax, xmax] in pixels of an image of
-            `height` x `width`.
+          boxes: float [N, 4] absolute pixel [ymin, xmin, ymax, xmax] of a `height` x `width`
+            image.
         Returns:
           (boxes float32 [M, 4] normalised [ymin, xmin, ymax, xmax] clipped to [0, 1],
-           keep bool [N], the rows of the input that survived).
-          A box with ymin >= ymax or xmin >= xmax (inverted or zero area), before or after
-          clipping, is dropped; a box reaching outside the image is clipped.
+           keep bool [N]: the rows kept, those with ymin < ymax and xmin < xmax after clipping).
         """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         normalised = boxes / np.array([height, width, height, width], dtype=np.float64)
@@ -203,44 +196,74 @@ class BoxAudit:
             )
 
 
-def make_example(image_path, image_id, boxes, labels, difficult=None, iscrowd=None) -> Example:
-    """An `Example` with the flags defaulting to False and the record dtypes."""
-    count = len(boxes)
-    return Example(
-        image_path=os.fspath(image_path),
-        image_id=str(image_id),
-        boxes=np.asarray(boxes, np.float32).reshape(count, 4),
-        labels=np.asarray(labels, np.int32).reshape(count),
-        difficult=np.zeros(count, bool) if difficult is None else np.asarray(difficult, bool),
-        iscrowd=np.zeros(count, bool) if iscrowd is None else np.asarray(iscrowd, bool),
-    )
+class Annotation(typing.NamedTuple):
+    """One image as a reader indexed it, before `annotated_dataset` checks it.
+
+    boxes: float [N, 4] [ymin, xmin, ymax, xmax], absolute pixels (normalised for YOLO);
+    labels: int [N] 1-based; flags: {"difficult" / "iscrowd": bool [N]}, False where absent;
+    size: the annotation's (height, width), or None / zeros to take it from the image file.
+    """
+
+    image_path: str
+    image_id: str
+    boxes: np.ndarray
+    labels: list
+    flags: dict = {}
+    size: tuple | None = None
 
 
 def annotated_dataset(
-    annotations, *, strict: bool, source: str, normalised: bool = False
+    annotations: list[Annotation],
+    *,
+    strict: bool,
+    source: str,
+    normalised: bool = False,
+    size_mismatch: str | None = None,
 ) -> tf.data.Dataset:
-    """Records of images whose boxes carry no per-box flags (difficult and iscrowd False).
+    """Records of indexed images: the path every on-disk reader takes.
 
-    The path every reader without flags takes: check the image files (`check_images`),
-    clip or drop the boxes (`BoxAudit`, one warning), decode lazily (`examples_to_dataset`).
+    Checks the image files (`check_images`), clips or drops the boxes (`BoxAudit`, one
+    warning) and decodes lazily (`examples_to_dataset`), in the order of `annotations`.
 
     Args:
-      annotations: list of (image_path, image_id, boxes float [N, 4] [ymin, xmin, ymax, xmax],
-        labels int [N] 1-based), in the order the records come out.
       normalised: the boxes are already normalised by the image size (YOLO); otherwise they
-        are absolute pixels, divided by the size read from the file.
+        are divided by the annotation's size, or the file's.
+      size_mismatch: when given, one `DataWarning` "{source}: " + this text, formatted with
+        `count` and `first` (an image id), for annotations whose size differs from the file.
     Raises:
       DataError when no image is left to read, or (strict) naming an unreadable image.
     """
-    file_sizes = check_images([path for path, *_ in annotations], strict=strict, source=source)
+    paths = [annotation.image_path for annotation in annotations]
+    file_sizes = check_images(paths, strict=strict, source=source)
     audit = BoxAudit(source)
-    examples = []
-    for (path, image_id, boxes, labels), file_size in zip(annotations, file_sizes):
+    examples, mismatched = [], []
+    for annotation, file_size in zip(annotations, file_sizes):
         if file_size is None:
             continue
-        boxes, keep = audit.clean(boxes, *((1.0, 1.0) if normalised else file_size))
-        examples.append(make_example(path, image_id, boxes, np.asarray(labels, np.int32)[keep]))
+        size = annotation.size
+        if normalised:
+            size = (1.0, 1.0)
+        elif size is None or min(size) <= 0:
+            size = file_size
+        elif tuple(size) != tuple(file_size):
+            mismatched.append(annotation.image_id)
+        boxes, keep = audit.clean(annotation.boxes, *size)
+        flags = {key: np.asarray(value, bool)[keep] for key, value in annotation.flags.items()}
+        count = len(boxes)
+        examples.append(
+            Example(
+                image_path=os.fspath(annotation.image_path),
+                image_id=str(annotation.image_id),
+                boxes=boxes,
+                labels=np.asarray(annotation.labels, np.int32).reshape(-1)[keep],
+                difficult=flags.get("difficult", np.zeros(count, bool)),
+                iscrowd=flags.get("iscrowd", np.zeros(count, bool)),
+            )
+        )
     audit.warn(stacklevel=4)  # past this helper and the reader, at the reader's caller
+    if size_mismatch and mismatched:
+        message = size_mismatch.format(count=len(mismatched), first=mismatched[0])
+        warnings.warn(f"{source}: {message}", DataWarning, stacklevel=3)
     return examples_to_dataset(examples, strict=strict, source=source)
 
 
@@ -251,10 +274,8 @@ _capture = threading.local()
 def captured_examples():
     """Collects, in this thread, the `Example` lists the readers hand to `examples_to_dataset`.
 
-    Every on-disk reader indexes its split in Python before any pixel is decoded; code that
-    needs only the boxes and the image files (`tf_frcnn.data.analysis`) reads a split through
-    the very readers training uses and takes the examples from here. Yields the list the
-    captured lists are appended to.
+    So code that needs only the boxes and image files (`tf_frcnn.data.analysis`) reads a split
+    through the readers training uses, without decoding a pixel. Yields the list of lists.
     """
     captured = []
     previous = getattr(_capture, "lists", None)

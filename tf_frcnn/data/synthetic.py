@@ -9,14 +9,9 @@ hide more than half of an earlier object's box is rejected, so every labelled ob
 recognisable. Boxes are the full extent of the drawn shape.
 
 Generation is deterministic: image i of a split is drawn from `numpy.random.default_rng((seed,
-split_index, i))`, whatever order TFDS asks for it. The dataset is generated once per config
-and cached in the TFDS data dir (default ~/tensorflow_datasets) under
-frcnn_shapes/<config name>/<version>/; TFDS shows a progress bar while generating.
-
-The features use TFDS's detection layout (like `voc`), so `tfds_to_record` maps them:
-  image           uint8 [H, W, 3], PNG-encoded (lossless)
-  image/filename  "train_00012.png"
-  objects/bbox    normalised [ymin, xmin, ymax, xmax];  objects/label  0-based ClassLabel
+split_index, i))`, whatever order TFDS asks for it. Each config is generated once and cached in
+the TFDS data dir under frcnn_shapes/<config name>/<version>/. The features use TFDS's
+detection layout (PNG images, "image/filename" "train_00012.png"), read by `tfds_to_record`.
 """
 
 from __future__ import annotations
@@ -71,10 +66,7 @@ def shapes_config(
 ) -> ShapesConfig:
     """A `ShapesConfig`; its name encodes the options so each size is cached apart.
 
-    Args:
-      image_size: int (square) or (height, width), in pixels, at least 16.
-      num_train, num_validation, num_test: images per split.
-      seed: base seed of the generator.
+    image_size: int (square) or (height, width), in pixels, at least 16.
     """
     height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
     options = dict(
@@ -277,10 +269,8 @@ def synthetic_dataset(split: str, data_dir=None, **size_options) -> tf.data.Data
       data_dir: TFDS data dir for the cache; None means ~/tensorflow_datasets.
       **size_options: image_size, num_train, num_validation, num_test, seed (`shapes_config`).
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based into SYNTHETIC_CLASS_NAMES,
-      "image_id": string ("train_00012"), "difficult": bool [N], "iscrowd": bool [N] (all False)},
-      in a fixed order.
+      records in a fixed order; labels index SYNTHETIC_CLASS_NAMES, "image_id" is like
+      "train_00012", "difficult" and "iscrowd" are all False.
     """
     dataset = synthetic_builder(data_dir, **size_options).as_dataset(
         split=split, shuffle_files=False

@@ -3,37 +3,22 @@
 Layout: Annotations/{id}.xml, JPEGImages/{id}.jpg, ImageSets/Main/{split}.txt; the image
 path is built from the id, never from the XML's <filename>.
 
-Box convention. VOC pixel coordinates are 1-based: the top-left pixel is (1, 1). Like the
-reference Faster R-CNN code (py-faster-rcnn), 1 is subtracted from all four coordinates to
-get 0-based pixel positions, which are then divided by the image size:
-
-    ymin_n = (ymin - 1) / H,  xmin_n = (xmin - 1) / W,
-    ymax_n = (ymax - 1) / H,  xmax_n = (xmax - 1) / W
-
-so a box with xmin == xmax has zero width and is dropped. H and W come from the XML
-`<size>`, or from the image file when `<size>` is missing or 0; a `<size>` that disagrees
-with the file is still used (the annotator's frame) and reported in one warning.
+Box convention. VOC pixel coordinates are 1-based; like py-faster-rcnn, 1 is subtracted from
+all four to get 0-based positions, then divided by the image size: ymin_n = (ymin - 1) / H,
+xmin_n = (xmin - 1) / W, and so on, so a box with xmin == xmax has zero width and is dropped.
+H and W come from the XML `<size>`, or from the image file when `<size>` is missing or 0; a
+`<size>` that disagrees with the file is still used (the annotator's frame), with a warning.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import warnings
 import xml.etree.ElementTree as ElementTree
 
 import tensorflow as tf
 
-from tf_frcnn.data.records import (
-    BoxAudit,
-    DataError,
-    DataWarning,
-    check_images,
-    examples_to_dataset,
-    make_example,
-    parse_float,
-    path_inside,
-)
+from tf_frcnn.data.records import Annotation, DataError, annotated_dataset, parse_float, path_inside
 
 # fmt: off
 VOC_CLASS_NAMES = (
@@ -113,9 +98,7 @@ def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.
       strict: decode every image now and raise on the first bad one, instead of skipping
         corrupt or truncated images with a warning.
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string (the VOC id),
-      "difficult": bool [N], "iscrowd": bool [N] (all False)}, in split-file order.
+      records in split-file order; "image_id" is the VOC id, "iscrowd" all False.
     Raises:
       DataError naming the file, class or id: missing split, annotation or image file, an
       unknown class name, an empty split, an id that leads outside `root` (absolute or
@@ -139,38 +122,18 @@ def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.
         image_path = _file_of(root, "JPEGImages", image_id, ".jpg", split)
         if not image_path.is_file():
             raise DataError(f"VOC image file not found: {image_path} (listed in split {split!r})")
-        entries.append((image_id, image_path, size, objects))
+        # 1-based VOC corners to 0-based pixel positions (module docstring).
+        boxes = [[y0 - 1, x0 - 1, y1 - 1, x1 - 1] for _, (x0, y0, x1, y1), _ in objects]
+        labels = [label_of[name] for name, _, _ in objects]
+        difficult = [flag for _, _, flag in objects]
+        entries.append(
+            Annotation(image_path, image_id, boxes, labels, {"difficult": difficult}, size)
+        )
 
-    file_sizes = check_images([path for _, path, _, _ in entries], strict=strict, source=source)
-    audit = BoxAudit(source)
-    mismatched = []
-    examples = []
-    for (image_id, image_path, size, objects), file_size in zip(entries, file_sizes):
-        if file_size is None:
-            continue
-        if size[0] <= 0 or size[1] <= 0:
-            size = file_size
-        elif tuple(size) != tuple(file_size):
-            mismatched.append(image_id)
-        zero_based = [
-            [ymin - 1, xmin - 1, ymax - 1, xmax - 1] for _, (xmin, ymin, xmax, ymax), _ in objects
-        ]
-        boxes, keep = audit.clean(zero_based, *size)
-        examples.append(
-            make_example(
-                image_path,
-                image_id,
-                boxes,
-                [label_of[name] for (name, _, _), kept in zip(objects, keep) if kept],
-                difficult=[difficult for (_, _, difficult), kept in zip(objects, keep) if kept],
-            )
-        )
-    audit.warn()
-    if mismatched:
-        warnings.warn(
-            f"{source}: {len(mismatched)} annotations give a <size> that differs from the "
-            f"image file (first: {mismatched[0]}); their boxes are normalised by <size>",
-            DataWarning,
-            stacklevel=2,
-        )
-    return examples_to_dataset(examples, strict=strict, source=source)
+    return annotated_dataset(
+        entries,
+        strict=strict,
+        source=source,
+        size_mismatch="{count} annotations give a <size> that differs from the image file "
+        "(first: {first}); their boxes are normalised by <size>",
+    )

@@ -1,21 +1,15 @@
 """YOLO txt datasets, as Ultralytics and Roboflow export them.
 
-Layout. A split is an images/ directory and a labels/ directory beside it, in either of the
-two common arrangements:
+Layout. A split is an images/ directory and a labels/ directory beside it, arranged as:
 
     ROOT/SPLIT/images/*.jpg   ROOT/SPLIT/labels/*.txt     (Roboflow export: train/ valid/ test/)
     ROOT/images/SPLIT/*.jpg   ROOT/labels/SPLIT/*.txt     (Ultralytics)
 
 The label file of ``images/a/b.jpg`` is ``labels/a/b.txt`` (same relative path and stem).
 
-Box convention. Each row of a label file is ``class cx cy w h``: a 0-based class index and
-the box centre and size divided by the image width (cx, w) and height (cy, h). The record
-box is [cy - h/2, cx - w/2, cy + h/2, cx + w/2], already normalised, so the image size is
-not needed; class index i becomes label i + 1.
-
-Class names come from ROOT/data.yaml (``names:`` a list or an {index: name} mapping, ``nc:``
-checked against it) or, when there is none, from a names file with one name per line
-(ROOT/classes.txt or ROOT/obj.names).
+Box convention. A label row is ``class cx cy w h``: a 0-based class index (label i + 1) and
+the box centre and size divided by the image width (cx, w) and height (cy, h). The record box
+is [cy - h/2, cx - w/2, cy + h/2, cx + w/2], already normalised.
 """
 
 from __future__ import annotations
@@ -24,11 +18,10 @@ import os
 import pathlib
 import warnings
 
-import numpy as np
 import tensorflow as tf
 import yaml
 
-from tf_frcnn.data.records import DataError, DataWarning, annotated_dataset, parse_float
+from tf_frcnn.data.records import Annotation, DataError, DataWarning, annotated_dataset, parse_float
 
 # The image suffixes Pillow reads among those Ultralytics lists; other files are ignored.
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -58,8 +51,8 @@ def _names_from_yaml(path: pathlib.Path) -> list[str]:
 def yolo_class_names(root) -> list[str]:
     """Class names of a YOLO dataset; the name of label i + 1 (YOLO class i) is names[i].
 
-    Read from ROOT/data.yaml (or data.yml), else from ROOT/classes.txt or ROOT/obj.names,
-    the first that exists.
+    Read from ROOT/data.yaml or data.yml (``names:`` a list or an {index: name} mapping, ``nc:``
+    checked against it), else from ROOT/classes.txt or ROOT/obj.names (one name a line).
     Raises:
       DataError naming the file when it cannot be parsed, or naming the files looked for
       when none exists.
@@ -142,21 +135,13 @@ def yolo_dataset(root, split: str, class_names=None, strict: bool = False) -> tf
       root: dataset directory (holding data.yaml and the split folders, see the module doc).
       split: split folder name, e.g. "train", "valid" (Roboflow) or "val" (Ultralytics).
       class_names: label i + 1 is class_names[i]; defaults to `yolo_class_names(root)`.
-        Only its length matters here: it bounds the class indices.
       strict: decode every image now and raise on the first bad one, instead of skipping
         corrupt or truncated images with a warning.
     Returns:
-      tf.data.Dataset of {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] normalised
-      [ymin, xmin, ymax, xmax], "labels": int32 [N] 1-based, "image_id": string (the image's
-      path under images/ without its suffix), "difficult", "iscrowd": bool [N] (all False)},
-      in sorted path order.
-    Bad input:
-      - an empty label file is a background image (no objects);
-      - an image without a label file is a background image too (Ultralytics reads images
-        without labels as backgrounds), reported in one DataWarning with the count;
-      - a zero-size or inverted box is dropped, a box reaching outside the image clipped,
-        all counted in one DataWarning; a corrupt image is skipped with a DataWarning
-        naming it (strict: DataError);
+      records in sorted path order; "image_id" is the image's path under images/ without its
+      suffix; "difficult" and "iscrowd" are all False.
+    Bad input: an empty label file is a background image, and so is an image without one (as
+      in Ultralytics; one DataWarning with the count). Boxes are repaired as `BoxAudit` does.
     Raises:
       DataError naming the file (and line): a split or labels directory not found, no
       images in the split, a row that is not five numbers, a class index that is not an
@@ -201,7 +186,7 @@ def yolo_dataset(root, split: str, class_names=None, strict: bool = False) -> tf
         else:
             boxes, labels = [], []
             unlabelled.append(label_path)
-        annotations.append((image_path, stem, np.reshape(boxes, (-1, 4)), labels))
+        annotations.append(Annotation(image_path, stem, boxes, labels))
     if unlabelled:
         warnings.warn(
             f"{source}: {len(unlabelled)} images have no label file and are read as "
