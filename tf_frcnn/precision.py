@@ -18,20 +18,15 @@ import keras
 POLICIES = {False: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
-def policy_name(precision):
-    """The Keras dtype policy name of ``precision`` (False, "float16" or "bfloat16")."""
-    if precision not in POLICIES:
-        raise ValueError(f"precision {precision!r}: expected False, 'float16' or 'bfloat16'")
-    return POLICIES[precision]
-
-
 @contextlib.contextmanager
 def policy_scope(precision):
     """Layers created inside take ``precision``'s policy (Keras reads the global policy when a
     layer is constructed; Keras Applications take no dtype argument, so the backbone can only
     be given one this way). The previous global policy is restored on exit."""
+    if precision not in POLICIES:
+        raise ValueError(f"precision {precision!r}: expected False, 'float16' or 'bfloat16'")
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy_name(precision))
+    keras.config.set_dtype_policy(POLICIES[precision])
     try:
         yield
     finally:
