@@ -333,13 +333,8 @@ def _load_model(model_dir, svd_ranks=None, weights=None):
     described = weights
     best = RunState.load(model_dir).best if weights == "best" else None
     if best:
-        described += (
-            " ("
-            + ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items()
-            )
-            + ")"
-        )
+        values = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items())
+        described += f" ({', '.join(values)})"
     try:
         return (*load_trained_model(model_dir, svd_ranks, weights), described)
     except ValueError as error:

@@ -57,10 +57,10 @@ class ModelConfig:
 
 @dataclass
 class RPNConfig:
-    positive_iou: float = _fraction(0.7)
-    negative_iou: float = _fraction(0.3)
-    batch_size: int = _positive(256)
-    positive_fraction: float = _fraction(0.5)
+    positive_iou: float = _fraction(0.7)  # an anchor at IoU >= this with a box is positive
+    negative_iou: float = _fraction(0.3)  # below this with every box, negative
+    batch_size: int = _positive(256)  # anchors sampled per image
+    positive_fraction: float = _fraction(0.5)  # of them positive at most
     ignore_cross_boundary: bool = True
     lambda_reg: float = 10.0
     train_pre_nms: int = _positive(12000)
@@ -73,10 +73,10 @@ class RPNConfig:
 
 @dataclass
 class ROIConfig:
-    num_rois: int = _positive(128)
-    fg_fraction: float = _fraction(0.25)
-    fg_iou: float = _fraction(0.5)
-    bg_iou_low: float = _fraction(0.1)
+    num_rois: int = _positive(128)  # proposals sampled per image for the detector
+    fg_fraction: float = _fraction(0.25)  # of them foreground at most
+    fg_iou: float = _fraction(0.5)  # foreground: IoU >= this with a box
+    bg_iou_low: float = _fraction(0.1)  # background: best IoU in [bg_iou_low, bg_iou_high)
     bg_iou_high: float = _fraction(0.5)
     fill: str = "negatives"  # negatives | zeros | top_iou
     box_stds: list = _positive(factory=lambda: list(DETECTOR_BOX_STDS))

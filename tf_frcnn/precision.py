@@ -1,14 +1,9 @@
 """Numeric precision of the network: Keras' mixed dtype policies.
 
-Under "float16" or "bfloat16" the network layers (backbone, RPN head, detector head) are
-built with Keras' ``mixed_float16`` / ``mixed_bfloat16`` policy: they compute in the half
-type and keep their variables in float32. The heads cast their outputs back to float32, and
-everything between and after them (anchors, box encoding and decoding, proposals, ROI
-coordinates and pooling, sampling, NMS, the losses) is built under float32, so only the
-convolutions and fc layers run in half precision.
-
-``precision`` values are those of the config keys ``train.mixed_precision`` and
-``detection.mixed_precision``: False (float32), "float16" or "bfloat16".
+``precision`` (config keys ``train.mixed_precision``, ``detection.mixed_precision``): False
+(float32), "float16" or "bfloat16". Under a half type the backbone and heads compute in it
+with float32 variables and cast their outputs back; anchors, boxes, proposals, ROI pooling,
+sampling, NMS and the losses stay float32, so only the convolutions and fc layers run in half.
 """
 
 import contextlib

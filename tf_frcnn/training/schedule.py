@@ -35,18 +35,6 @@ from tf_frcnn.training.step import set_trainable, stage_losses
 from tf_frcnn.training.validation import StageValidator, ValidationSchedule, fresh_record
 
 
-def _is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    task_type = resolver.task_type
-    return task_type == "chief" or (
-        task_type == "worker"
-        and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict()
-    )
-
-
 def stage_config(config, stage):
     return config.train.stages.get(stage, StageConfig())
 
@@ -74,20 +62,19 @@ class Trainer:
     ``train.minutes`` (``training.budget``). With ``train.eval_every`` every stage
     validates and the final stage keeps its best weights in ``best.weights.h5``."""
 
-    def __init__(self, config, model_dir, *, strategy=None, progress=True, checkpoint_every=None):
+    def __init__(self, config, model_dir, *, strategy=None, progress=True):
         self.config = config
         self.model_dir = model_dir
         self.progress = progress
-        self.checkpoint_every = checkpoint_every or config.train.checkpoint_every
         if config.train.deterministic:
             # Some CPU kernels (crop_and_resize's gradient) sum across threads in
             # no fixed order; bit-exact resume needs them deterministic.
             tf.config.experimental.enable_op_determinism()
         self.strategy = make_strategy(strategy or config.train.strategy)
         self.schedule = SCHEDULES[config.train.schedule]
-        if not _is_chief(self.strategy):
+        if not self.strategy.extended.should_checkpoint:
             # Every worker saves (saving is collective under multi-worker
-            # training) but only the chief writes the model directory.
+            # training) but only the chief (or worker 0) writes the model directory.
             task = self.strategy.cluster_resolver.task_id
             self.model_dir = model_dir = os.path.join(model_dir, "workers", f"worker-{task}")
         self.log_dir = os.path.join(model_dir, "logs")
@@ -380,7 +367,7 @@ class Trainer:
             manager=manager,
             state=state,
             log_dir=self.log_dir,
-            checkpoint_every=self.checkpoint_every,
+            checkpoint_every=self.config.train.checkpoint_every,
             progress=self.progress,
             validation=validation,
             on_best=on_best,
