@@ -196,13 +196,7 @@ def main():
     def outputs_and_post(hidden, proposals, num_proposals, shape):
         class_logits, box_deltas = head.logits_and_deltas(hidden)
         return postprocess_detections(
-            class_logits,
-            box_deltas,
-            proposals,
-            num_proposals,
-            shape,
-            box_stds=model.roi_sampler_args.get("box_stds"),
-            **model.detection_args,
+            class_logits, box_deltas, proposals, num_proposals, shape, **model.detection_args
         )
 
     def full(x, shape):

@@ -81,14 +81,16 @@ def _parser():
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name, help_text):
-        return sub.add_parser(
+    def command(name, help_text, run):
+        command_parser = sub.add_parser(
             name,
             help=help_text,
             description=help_text,
             epilog=EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        command_parser.set_defaults(run=run)
+        return command_parser
 
     def config_options(command_parser):
         command_parser.add_argument("--config", required=True, help="YAML config (see configs/)")
@@ -108,7 +110,7 @@ def _parser():
             f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}",
         )
 
-    train = command("train", "Train a model directory with the config's schedule.")
+    train = command("train", "Train a model directory with the config's schedule.", cmd_train)
     config_options(train)
     train.add_argument(
         "--model-dir", help="where checkpoints and state.json go (default: runs/<config name>)"
@@ -136,6 +138,7 @@ def _parser():
         "eval",
         "Evaluate a trained model; writes metrics.json, report.md and "
         "report.html (error analysis, per-class thresholds, gallery).",
+        cmd_eval,
     )
     config_options(evaluate)
     trained_model_options(evaluate, "; writes metrics_svd.json and report_svd.md")
@@ -145,6 +148,7 @@ def _parser():
         "export",
         "Export a trained model as a TF Serving SavedModel "
         "(and a built-in-only TFLite model), or as one .keras file.",
+        cmd_export,
     )
     trained_model_options(export)
     export.add_argument(
@@ -191,7 +195,7 @@ def _parser():
     )
     export.add_argument("--images", type=int, metavar="N", help="--verify: first N images only")
 
-    predict = command("predict", "Draw detections of an exported model on images.")
+    predict = command("predict", "Draw detections of an exported model on images.", cmd_predict)
     predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--out", required=True, help="directory for the PNGs")
@@ -213,7 +217,9 @@ def _parser():
         help="also write OUT/index.html, a page of the drawn predictions",
     )
 
-    demo = command("demo", "Generate the synthetic data, train, evaluate, export, predict.")
+    demo = command(
+        "demo", "Generate the synthetic data, train, evaluate, export, predict.", cmd_demo
+    )
     demo.add_argument("--config", default=None, help="default: configs/shapes.yaml")
     demo.add_argument("--model-dir", default="runs/demo")
     demo.add_argument("--data-dir", default=None, help="TFDS data dir (default: runs/tfds)")
@@ -222,6 +228,7 @@ def _parser():
         "analyze",
         "Analyse the training split: box sizes after the resize, "
         "anchor coverage, same-class overlap, and the settings they imply.",
+        cmd_analyze,
     )
     config_options(analyze)
     analyze.add_argument(
@@ -246,6 +253,10 @@ def _config(path, data_dir=None):
     return config
 
 
+def _config_name(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
 def cmd_train(args):
     from tf_frcnn.training import train
 
@@ -254,9 +265,7 @@ def cmd_train(args):
         if args.minutes <= 0:
             raise UserError(f"--minutes {args.minutes:g} must be > 0")
         config.train.minutes = args.minutes
-    model_dir = args.model_dir or os.path.join(
-        "runs", os.path.splitext(os.path.basename(args.config))[0]
-    )
+    model_dir = args.model_dir or os.path.join("runs", _config_name(args.config))
     _check_writable(model_dir)
     start = time.perf_counter()
     train(config, model_dir, resume=args.resume, strategy=args.strategy)
@@ -324,13 +333,8 @@ def _load_model(model_dir, svd_ranks=None, weights=None):
     described = weights
     best = RunState.load(model_dir).best if weights == "best" else None
     if best:
-        described += (
-            " ("
-            + ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items()
-            )
-            + ")"
-        )
+        values = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items())
+        described += f" ({', '.join(values)})"
     try:
         return (*load_trained_model(model_dir, svd_ranks, weights), described)
     except ValueError as error:
@@ -479,25 +483,13 @@ def cmd_analyze(args):
     from tf_frcnn.data.analysis_report import format_analysis, write_analysis
 
     config = _config(args.config, args.data_dir)
-    out = args.out or os.path.join(
-        "runs", "analysis", os.path.splitext(os.path.basename(args.config))[0]
-    )
+    out = args.out or os.path.join("runs", "analysis", _config_name(args.config))
     _check_writable(out, "output dir")
     result = analyze(config, split=args.split, fit=args.fit_anchors)
     print(format_analysis(result.summary))
     paths = write_analysis(result, out)
     print(f"wrote {', '.join(str(path) for path in paths)}")
     return result.summary
-
-
-COMMANDS = {
-    "train": cmd_train,
-    "eval": cmd_eval,
-    "export": cmd_export,
-    "predict": cmd_predict,
-    "demo": cmd_demo,
-    "analyze": cmd_analyze,
-}
 
 
 def main(argv=None):
@@ -508,27 +500,19 @@ def main(argv=None):
     from tf_frcnn.training import TrainingDiverged
 
     try:
-        COMMANDS[args.command](args)
+        args.run(args)
+        return 0
     except (UserError, ConfigError, DataError, TrainingDiverged) as error:
         message = " ".join(str(error).split())
-        print(f"tf-frcnn {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except FileNotFoundError as error:
-        print(
-            f"tf-frcnn {args.command}: error: file not found: {error.filename or error}",
-            file=sys.stderr,
-        )
-        return 2
+        message = f"file not found: {error.filename or error}"
     except OSError as error:
-        print(
-            f"tf-frcnn {args.command}: error: {error.strerror or error}: {error.filename}",
-            file=sys.stderr,
-        )
-        return 2
+        message = f"{error.strerror or error}: {error.filename}"
     except KeyboardInterrupt:
         print(f"tf-frcnn {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    print(f"tf-frcnn {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

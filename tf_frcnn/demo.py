@@ -20,7 +20,7 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
     from tf_frcnn.evaluation import format_table
     from tf_frcnn.evaluation.runner import evaluate_model_dir
     from tf_frcnn.export import export_saved_model, export_tflite, load_predictor, read_labels
-    from tf_frcnn.training import Trainer, inputs
+    from tf_frcnn.training import Trainer, inputs, load_trained_model
     from tf_frcnn.visualize import draw_predictions
 
     start = time.perf_counter()
@@ -47,11 +47,8 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
         "a finished one is reused)",
     )
     train_start = time.perf_counter()
-    trainer = Trainer(config, model_dir)
-    trainer.run(resume=True)
+    Trainer(config, model_dir).run(resume=True)
     train_seconds = time.perf_counter() - train_start
-    from tf_frcnn.training.schedule import load_trained_model
-
     model, _ = load_trained_model(model_dir)
 
     _step(3, f"evaluation on the '{d.eval_split}' split")

@@ -1,14 +1,9 @@
 """Numeric precision of the network: Keras' mixed dtype policies.
 
-Under "float16" or "bfloat16" the network layers (backbone, RPN head, detector head) are
-built with Keras' ``mixed_float16`` / ``mixed_bfloat16`` policy: they compute in the half
-type and keep their variables in float32. The heads cast their outputs back to float32, and
-everything between and after them (anchors, box encoding and decoding, proposals, ROI
-coordinates and pooling, sampling, NMS, the losses) is built under float32, so only the
-convolutions and fc layers run in half precision.
-
-``precision`` values are those of the config keys ``train.mixed_precision`` and
-``detection.mixed_precision``: False (float32), "float16" or "bfloat16".
+``precision`` (config keys ``train.mixed_precision``, ``detection.mixed_precision``): False
+(float32), "float16" or "bfloat16". Under a half type the backbone and heads compute in it
+with float32 variables and cast their outputs back; anchors, boxes, proposals, ROI pooling,
+sampling, NMS and the losses stay float32, so only the convolutions and fc layers run in half.
 """
 
 import contextlib
@@ -18,20 +13,15 @@ import keras
 POLICIES = {False: "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
-def policy_name(precision):
-    """The Keras dtype policy name of ``precision`` (False, "float16" or "bfloat16")."""
-    if precision not in POLICIES:
-        raise ValueError(f"precision {precision!r}: expected False, 'float16' or 'bfloat16'")
-    return POLICIES[precision]
-
-
 @contextlib.contextmanager
 def policy_scope(precision):
     """Layers created inside take ``precision``'s policy (Keras reads the global policy when a
     layer is constructed; Keras Applications take no dtype argument, so the backbone can only
     be given one this way). The previous global policy is restored on exit."""
+    if precision not in POLICIES:
+        raise ValueError(f"precision {precision!r}: expected False, 'float16' or 'bfloat16'")
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy_name(precision))
+    keras.config.set_dtype_policy(POLICIES[precision])
     try:
         yield
     finally:

@@ -122,7 +122,7 @@ def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, 
     height, width = np.asarray(image).shape[:2]
     scale = display_scale(height, width, min_side, max_side)
     canvas = enlarge(image, scale)
-    names = {i + 1: name for i, name in enumerate(class_names)}
+    names = dict(enumerate(class_names, start=1))
     gt_status = np.asarray(groundtruth["status"])
     gt_boxes = np.asarray(groundtruth["boxes"], np.float32).reshape(-1, 4) * scale
     gt_labels = np.asarray(groundtruth["labels"])
@@ -173,22 +173,9 @@ def draw_predictions(predictor, image, class_names, path, thresholds=None, score
     scale = display_scale(*image.shape[:2])
     drawn_size = np.multiply(image.shape[:2], scale)
     boxes = to_absolute(np.asarray(out["detection_boxes"])[keep], drawn_size)
-    mapping = {i + 1: name for i, name in enumerate(class_names)}
-    save_png(
-        _draw(
-            enlarge(image, scale),
-            np.asarray(boxes),
-            classes,
-            scores,
-            mapping,
-            STATUS_COLOURS["true_positive"],
-        ),
-        path,
-    )
-    return [(class_names[c - 1], round(float(s), 3)) for c, s in zip(classes, scores)]
-
-
-def save_png(image, path):
+    names = dict(enumerate(class_names, start=1))
+    colour = STATUS_COLOURS["true_positive"]
+    drawn = _draw(enlarge(image, scale), boxes, classes, scores, names, colour)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(np.asarray(image, np.uint8)).save(path)
-    return path
+    Image.fromarray(drawn).save(path)
+    return [(class_names[c - 1], round(float(s), 3)) for c, s in zip(classes, scores)]

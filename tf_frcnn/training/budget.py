@@ -1,21 +1,14 @@
 """Fitting a training schedule into a wall-clock budget (``train.minutes``,
 ``tf-frcnn train --minutes``), measured as training goes.
 
-Every stage keeps the proportion of steps the config gives it: the stages not
-yet finished train floor(k * base) steps for one factor k, the largest whose
-predicted time fits the time left. The prediction uses what this run measured
-on this machine: each stage's set-up (data, proposer, tracing, the previous
-stage's saves), its time per step (checkpoints included) and per validation.
-A stage is measured after its first step (its set-up), after its first
-``CALIBRATION_STEPS`` + 1 steps (real training steps: its rate), again each
-time its step count doubles (so checkpoints and drift enter the rate) and
-after each of its validations, and every measurement fits k again. A stage
-not measured yet is assumed to cost what its like (rpn3 like rpn1, detector4
-like detector2) cost, else twice the largest set-up and the slowest step
-measured so far (a detector's step traces and runs longer than an RPN's). So
-the final stage's length comes from its own rate and the run ends on time
-unless the stages' set-up alone exceeds the budget; the proportions hold as
-far as those assumptions did."""
+The stages not yet finished train floor(k * base) steps, for the largest k whose predicted
+time fits the time left, so each keeps its proportion of the config's steps. The prediction
+uses this run's measurements: each stage's set-up, time per step (checkpoints included) and
+per validation, taken after its first step, after ``CALIBRATION_STEPS`` + 1 steps, each time
+its step count doubles (so checkpoints and drift enter the rate) and after each validation;
+each fits k again. A stage not measured yet costs what its ``Stage.like`` did, else twice the
+largest set-up and the slowest step so far (a detector's step is slower than an RPN's), so
+the final stage's length comes from its own rate."""
 
 import dataclasses
 import math
@@ -162,6 +155,3 @@ class TimeBudget:
             max(c.step_s for c in measured),
             max(c.validation_s for c in measured),
         )
-
-
-__all__ = ["CALIBRATION_STEPS", "StageCost", "TimeBudget", "fit_steps", "scale_decay_steps"]

@@ -45,14 +45,9 @@ def source(config, split):
         names = names or data.csv_class_names(_required(d, "annotations"))
         image_dir = d.eval_root if evaluating and d.eval_root else _required(d, "root")
         records = data.csv_dataset(annotations, image_dir, class_names=names)
-    elif d.source == "tfds":
+    else:  # tfds; config validation allows config.DATA_SOURCES only
         records = data.tfds_dataset(d.root, split, data_dir=d.data_dir)
         names = names or data.tfds_class_names(d.root, data_dir=d.data_dir)
-    else:
-        raise ValueError(
-            f"config key 'data.source' = {d.source!r} must be one of "
-            "synthetic, voc, coco, tfds, yolo, csv"
-        )
     return records, list(names)
 
 
@@ -81,13 +76,10 @@ def held_out(image_ids, fraction):
 
 
 def split_records(config, split):
-    """The records of ``split`` as training and validation see them, and the
-    class names (see ``source``).
-
-    With ``data.val_split`` a fraction, the training split loses the images
-    ``held_out`` and ``VALIDATION`` is exactly those; with it a split name,
-    ``VALIDATION`` is that split. ``VALIDATION`` keeps the first
-    ``train.val_images`` images when that is set."""
+    """``source`` of ``split`` with the hold-out applied: with ``data.val_split`` a
+    fraction, the training split loses the images ``held_out`` and ``VALIDATION`` is
+    those; with it a split name, ``VALIDATION`` is that split, cut to
+    ``train.val_images`` where set."""
     d = config.data
     fraction = None if isinstance(d.val_split, str) or d.val_split is None else d.val_split
     if split == VALIDATION:

@@ -1,7 +1,5 @@
-"""One training stage: a ``tf.function`` step under ``tf.distribute``,
-checkpoints, TensorBoard scalars, and the stop on a non-finite loss or
-gradient (the optimizers, ``tf_frcnn.training.optimizers``, keep it out of the
-weights)."""
+"""One training stage: a ``tf.function`` step under ``tf.distribute``, checkpoints,
+TensorBoard scalars, and the stop on a non-finite loss or gradient."""
 
 import json
 import math
@@ -11,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from tf_frcnn.stages import get_stage
+from tf_frcnn.training.state import read_step_rows
 from tf_frcnn.training.step import set_trainable, stage_losses, train_step
 
 
@@ -18,26 +17,24 @@ class TrainingDiverged(RuntimeError):
     """A loss or gradient became NaN or Inf; the last good checkpoint is kept."""
 
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+# MultiWorkerMirroredStrategy reads the cluster from ``TF_CONFIG``.
+STRATEGIES = {
+    "default": tf.distribute.get_strategy,
+    "mirrored": tf.distribute.MirroredStrategy,
+    "multiworker": tf.distribute.MultiWorkerMirroredStrategy,
+}
 
 
 def make_strategy(name):
-    """``tf.distribute`` strategy by name, one of ``STRATEGIES``
-    (MultiWorkerMirroredStrategy reads the cluster from ``TF_CONFIG``)."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    """The ``tf.distribute`` strategy called ``name``, one of ``STRATEGIES``."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]()
 
 
 class StageLoop:
-    """Runs ``training.step.train_step`` of ``losses_of(batch, step)`` on ``model``'s
-    trainable variables for a number of steps. The step is one ``tf.function`` traced
-    once per input signature (``trace_count`` counts the traces). ``model`` must be
-    built."""
+    """``training.step.train_step`` of ``losses_of(batch, step)`` on a built ``model``'s
+    trainable variables, as one ``tf.function`` (``trace_count`` counts its traces)."""
 
     def __init__(self, losses_of, model, optimizer, strategy, *, clip_norm=None, jit_compile=False):
         self.losses_of = losses_of
@@ -90,12 +87,9 @@ class StageLoop:
         }
 
     def step(self, batch):
-        """One training step; returns the replica-mean losses as Python floats.
-
-        Raises ``TrainingDiverged`` on a non-finite loss or gradient; the
-        optimizer has left each variable with a non-finite gradient as it was,
-        so no NaN reaches the weights, and the caller keeps the last good
-        checkpoint."""
+        """One training step; returns the replica-mean losses as Python floats. Raises
+        ``TrainingDiverged`` on a non-finite loss or gradient (the optimizer has left
+        the weights as they were)."""
         if self.jit_compile:
             # XLA takes no string tensors (the batch's image ids); the step reads none.
             batch = {
@@ -117,7 +111,6 @@ def run_stage(
     *,
     steps,
     start_step,
-    checkpoint,
     manager,
     state,
     log_dir,
@@ -127,19 +120,15 @@ def run_stage(
     on_best=None,
     observe=None,
 ):
-    """Train ``steps`` steps of ``stage`` from ``start_step``, checkpointing every
-    ``checkpoint_every`` steps and at the end; ``state`` records the step of
-    each checkpoint. Losses go to TensorBoard and to ``losses.jsonl``.
+    """Train ``stage`` from ``start_step`` to ``steps``, checkpointing every
+    ``checkpoint_every`` steps and at the end (``state`` records the step); losses go
+    to TensorBoard and ``{stage}.losses.jsonl``. Returns the last step trained.
 
-    ``validation`` (a ``training.validation.ValidationSchedule``) validates at
-    its steps: the values go to the progress line, TensorBoard ("val/...") and
-    ``{stage}.val.jsonl``; each validated step is checkpointed first, then
-    ``on_best(row)`` runs on a best value and ``state`` is saved, so a kill at
-    any point resumes with the record of the checkpoint it restores (a resumed
-    stage whose checkpoint was validated but not recorded validates it again).
-    The stage stops early once the schedule's patience runs out. ``observe(step)``
-    runs after each step and may return a new length for the stage (a time
-    budget's fit, never below the step reached). Returns the last step trained."""
+    ``validation`` (a ``training.validation.ValidationSchedule``) validates at its steps
+    and may stop the stage early. A validated step is checkpointed first, then
+    ``on_best(row)`` runs on a best value and ``state`` is saved, so a kill at any point
+    resumes with the record of the checkpoint it restores. ``observe(step)`` runs after
+    each step and may return a new length (a time budget's fit)."""
     writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
     history_path = os.path.join(log_dir, f"{stage}.losses.jsonl")
     shown = [f"val_{validation.metric}"] if validation is not None else None
@@ -217,30 +206,5 @@ def run_stage(
 
 def read_history(log_dir, stage):
     """[(step, loss)] of a stage from its ``losses.jsonl``."""
-    path = os.path.join(log_dir, f"{stage}.losses.jsonl")
-    if not os.path.exists(path):
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            # A kill mid-append leaves a torn row, which the resumed run's first
-            # row continues on the same line: keep the last complete row of it.
-            for start in (0, line.rfind('{"step"')):
-                try:
-                    rows.append(json.loads(line[start:]))
-                    break
-                except json.JSONDecodeError:
-                    continue
-    # A run killed between writing losses and its checkpoint repeats those
-    # steps on resume: the later row of a step wins.
-    return sorted({row["step"]: row["loss"] for row in rows}.items())
-
-
-__all__ = [
-    "STRATEGIES",
-    "StageLoop",
-    "TrainingDiverged",
-    "make_strategy",
-    "read_history",
-    "run_stage",
-]
+    rows = read_step_rows(os.path.join(log_dir, f"{stage}.losses.jsonl"))
+    return [(row["step"], row["loss"]) for row in rows]

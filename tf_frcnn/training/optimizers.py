@@ -1,12 +1,8 @@
-"""The optimizers of a training stage: the paper's SGD with momentum and L2
-weight decay (updated in place by TF's fused kernels), Adam and AdamW.
+"""The optimizers of a training stage: the paper's SGD with momentum, Adam and AdamW.
 
-Every optimizer here adds the L2 term ``l2 * w`` to the gradient of each
-weight (not to biases or normalisation parameters), after any clipping, as
-Caffe's solver did (clip, regularise, then the momentum update), and leaves a
-variable alone when its gradient is not finite: no NaN or Inf reaches a weight
-or a slot. The training loop sees the step's non-finite loss or gradient and
-stops (``tf_frcnn.training.loop.TrainingDiverged``)."""
+Each adds the L2 term ``l2 * w`` to the gradient of each weight (not biases or
+normalisation parameters) after any clipping, as Caffe's solver did, and leaves a variable
+alone when its gradient is not finite, so no NaN or Inf reaches a weight or a slot."""
 
 import keras
 import tensorflow as tf
@@ -62,13 +58,10 @@ class SGD(_GuardedL2, keras.optimizers.SGD):
         m <- m - lr * decay / momentum * w      (ResourceApplyGradientDescent)
         m <- momentum * m - lr * g; w <- w + m  (ResourceApplyKerasMomentum)
 
-    which is m <- momentum * m - lr * (g + decay * w); w <- w + m. Keras' own
-    update, an L2 term and a NaN guard as separate ops pass over every tensor
-    about six times into fresh buffers; this runs two passes, in place
-    (``benchmarks/bench_optimizer.py`` times both).
-    Under ``tf.distribute`` Keras calls ``update_step`` inside the strategy's
-    ``extended.update``, where a variable's handle is that of the replica being
-    updated."""
+    which is m <- momentum * m - lr * (g + decay * w); w <- w + m, in two passes in
+    place where Keras' update, an L2 term and a guard as separate ops make several
+    (``benchmarks/bench_optimizer.py``). Under ``tf.distribute`` a variable's handle
+    is that of the replica being updated."""
 
     def _update_with_l2(self, gradient, variable, learning_rate, decay):
         if self.momentum == 0 or self.nesterov:
@@ -121,6 +114,3 @@ def make_optimizer(train_config, stage_config, boundaries=None):
         # float32's exponent range and needs no scaling.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
-__all__ = ["Adam", "AdamW", "SGD", "decays", "make_optimizer"]

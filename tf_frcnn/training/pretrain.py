@@ -1,24 +1,16 @@
-"""The optional "pretrain" stage: supervised pre-training of a backbone that
-has no pretrained weights.
+"""The optional "pretrain" stage (``train.stages.pretrain``): supervised pre-training of a
+backbone without pretrained weights, standing in for the paper's ImageNet model.
 
-The paper starts steps 1 and 2 from an ImageNet model; a backbone trained from
-scratch (the demo's ``tiny``) has none, and this stage stands in for it: each
-cell of the stride-16 feature map is labelled with the class of the smallest
-ground-truth box containing the cell's centre (background where none does), and
-a 1x1 conv classifier on the feature map learns it with softmax cross-entropy.
-The classifier is thrown away; the backbone's weights become the run's initial
-backbone (``initial_backbone.weights.h5``) that steps 1 and 2 both start from.
-
-Configured as ``train.stages.pretrain`` (steps, learning_rate, decay_steps,
-batch_size); absent by default.
+Each cell of the stride-16 feature map is labelled with the class of the smallest
+ground-truth box containing its centre, and a 1x1 conv classifier learns it with softmax
+cross-entropy. The classifier is thrown away; the backbone becomes the run's initial
+backbone (``initial_backbone.weights.h5``) that steps 1 and 2 start from.
 """
 
 import keras
 import tensorflow as tf
 
 from tf_frcnn.anchors import cell_centres
-
-PRETRAIN = "pretrain"
 
 
 def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):

@@ -1,7 +1,9 @@
 """The training schedules: the paper's 4-step alternating training (Sec. 3.2)
 and approximate joint training, with checkpoints per stage and resume."""
 
+import contextlib
 import dataclasses
+import functools
 import os
 import time
 
@@ -24,24 +26,13 @@ from tf_frcnn.training.state import (
     INITIAL_BACKBONE,
     KERAS_MODEL,
     RunState,
+    read_config,
     save_weights_atomic,
     write_config,
     write_labels,
 )
 from tf_frcnn.training.step import set_trainable, stage_losses
 from tf_frcnn.training.validation import StageValidator, ValidationSchedule, fresh_record
-
-
-def _is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    task_type = resolver.task_type
-    return task_type == "chief" or (
-        task_type == "worker"
-        and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict()
-    )
 
 
 def stage_config(config, stage):
@@ -52,88 +43,58 @@ def _stage_weights(model_dir, stage):
     return os.path.join(model_dir, "stages", stage, FINAL_WEIGHTS)
 
 
+def _built(model):
+    """``model`` (a ``FasterRCNN``) after one call on a dummy image, so its weights exist."""
+    model({"images": tf.zeros([1, 64, 64, 3]), "image_shape": tf.constant([[64, 64]])})
+    return model
+
+
+def _resuming(state, stage):
+    return state.current_stage == stage and state.step > 0
+
+
 class Trainer:
-    """Trains a model directory through its schedule; ``resume`` continues a
-    killed run from its last checkpoint and is a no-op on a finished run.
+    """Trains a model directory through its schedule; ``resume`` continues a killed run
+    from its last checkpoint and is a no-op on a finished run.
 
-    A stage trains the steps ``state.json`` resolved for it when the run began
-    (``stage_steps``): its ``steps``, or ``epochs`` passes over the training
-    split, or, under ``train.minutes``, the share of the budget that
-    ``_fit_budget`` gives it; a resumed run keeps them. With
-    ``train.eval_every`` every stage validates (``training.validation``) and
-    the final stage keeps its best weights in ``best.weights.h5``."""
+    A stage trains the steps ``state.json`` resolved for it when the run began: its
+    ``steps``, ``epochs`` passes over the training split, or its share of
+    ``train.minutes`` (``training.budget``). With ``train.eval_every`` every stage
+    validates and the final stage keeps its best weights in ``best.weights.h5``."""
 
-    def __init__(self, config, model_dir, *, strategy=None, progress=True, checkpoint_every=None):
+    def __init__(self, config, model_dir, *, strategy=None, progress=True):
         self.config = config
         self.model_dir = model_dir
         self.progress = progress
-        self.checkpoint_every = checkpoint_every or config.train.checkpoint_every
         if config.train.deterministic:
             # Some CPU kernels (crop_and_resize's gradient) sum across threads in
             # no fixed order; bit-exact resume needs them deterministic.
             tf.config.experimental.enable_op_determinism()
         self.strategy = make_strategy(strategy or config.train.strategy)
         self.schedule = SCHEDULES[config.train.schedule]
-        if not _is_chief(self.strategy):
+        if not self.strategy.extended.should_checkpoint:
             # Every worker saves (saving is collective under multi-worker
-            # training) but only the chief writes the model directory.
+            # training) but only the chief (or worker 0) writes the model directory.
             task = self.strategy.cluster_resolver.task_id
             self.model_dir = model_dir = os.path.join(model_dir, "workers", f"worker-{task}")
         self.log_dir = os.path.join(model_dir, "logs")
         self.model = None
         self.objective = Objective.from_config(config)
         self.loops = {}
-        self.proposer = self._proposal_source = self._validation_source = None
-        self._validation_batches = None
+        # The network, frozen, whose proposals the current stage trains on (``proposals_from``).
+        self.proposer = None
         self._budget = None
 
-    # -- set-up -----------------------------------------------------------------
     def _build(self):
         keras.utils.set_random_seed(self.config.train.seed)
         with self.strategy.scope():
-            model = build_model(self.config)
-            model(self._dummy_inputs())
-        return model
+            return _built(build_model(self.config))
 
-    def _dummy_inputs(self):
-        side = 64
-        return {"images": tf.zeros([1, side, side, 3]), "image_shape": tf.constant([[side, side]])}
-
-    def _proposer(self, source):
-        """Stage ``source``'s network, frozen: the proposal source of a stage that
-        trains on its proposals (training counts; its test-time proposals are those the
-        stage validates on). Returns (network, propose, propose_for_validation)."""
-        with self.strategy.scope():
-            proposer = build_model(self.config)
-            proposer(self._dummy_inputs())
-        proposer.load_weights(_stage_weights(self.model_dir, source))
-        proposer.trainable = False
-
-        def propose(images, image_shape):
-            return proposer.propose(images, image_shape, training_counts=True)
-
-        def propose_for_validation(images, image_shape):
-            return proposer.propose(images, image_shape)
-
-        return proposer, propose, propose_for_validation
-
-    def _validator(self, stage):
-        """A ``StageValidator`` of the model in ``stage`` (a ``Stage``)."""
-        if self._validation_batches is None:
-            _, class_names = inputs.source(self.config, self.config.data.train_split)
-            self._validation_batches = (
-                inputs.batches(self.config, inputs.VALIDATION, training=False),
-                class_names,
-            )
-        batches, class_names = self._validation_batches
-        return StageValidator(
-            self.model,
-            self.config,
-            stage,
-            class_names,
-            batches,
-            proposal_source=self._validation_source,
-        )
+    @functools.cached_property
+    def _validation_data(self):
+        """(eval batches of ``inputs.VALIDATION``, class names), made once per run."""
+        _, class_names = inputs.source(self.config, self.config.data.train_split)
+        return inputs.batches(self.config, inputs.VALIDATION, training=False), class_names
 
     # -- training length --------------------------------------------------------
     def _resolve_lengths(self, stages):
@@ -191,7 +152,14 @@ class Trainer:
             state.save()
         initial = os.path.join(self.model_dir, INITIAL_BACKBONE)
         if PRETRAIN in stages and PRETRAIN not in state.finished_stages:
-            self._pretrain(state)
+            with self.strategy.scope():
+                pretrainer = BackbonePretrainer(
+                    self.model.features, self.config.model.num_classes, STRIDE
+                )
+                pretrainer(tf.zeros([1, 64, 64, 3]))
+            self._train_stage(PRETRAIN, state, _resuming(state, PRETRAIN), pretrainer=pretrainer)
+            # Its backbone is the run's initial backbone.
+            self._finish(state, PRETRAIN, self.model.features, initial)
         if not os.path.exists(initial):
             save_weights_atomic(self.model.features, initial)
 
@@ -203,15 +171,12 @@ class Trainer:
         for index, stage in enumerate(self.schedule):
             if stage.name in state.finished_stages:
                 continue
-            resuming = state.current_stage == stage.name and state.step > 0
+            resuming = _resuming(state, stage.name)
             if self._budget is not None:
                 self._budget.stage_begins(time.perf_counter())
             self._prepare_stage(index, stage, fresh=not resuming)
             self._train_stage(stage.name, state, resuming)
-            save_weights_atomic(self.model, _stage_weights(self.model_dir, stage.name))
-            state.finished_stages.append(stage.name)
-            state.current_stage, state.step = None, 0
-            state.save()
+            self._finish(state, stage.name, self.model, _stage_weights(self.model_dir, stage.name))
         save_weights_atomic(self.model, os.path.join(self.model_dir, FINAL_WEIGHTS))
         return state
 
@@ -261,18 +226,10 @@ class Trainer:
                 f"(x{self._budget.scale:.3g} the config's; refitted as it goes)"
             )
 
-    def _pretrain(self, state):
-        """The "pretrain" stage (see ``training.pretrain``): its backbone is the
-        run's initial backbone."""
-        with self.strategy.scope():
-            pretrainer = BackbonePretrainer(
-                self.model.features, self.config.model.num_classes, STRIDE
-            )
-            pretrainer(self._dummy_inputs()["images"])
-        resuming = state.current_stage == PRETRAIN and state.step > 0
-        self._train_stage(PRETRAIN, state, resuming, pretrainer=pretrainer)
-        save_weights_atomic(self.model.features, os.path.join(self.model_dir, INITIAL_BACKBONE))
-        state.finished_stages.append(PRETRAIN)
+    def _finish(self, state, stage, layer, path):
+        """Saves ``layer``'s weights, the result of ``stage``, and records it finished."""
+        save_weights_atomic(layer, path)
+        state.finished_stages.append(stage)
         state.current_stage, state.step = None, 0
         state.save()
 
@@ -287,20 +244,24 @@ class Trainer:
             # initialisation itself), also after a resume.
             model.features.load_weights(os.path.join(self.model_dir, INITIAL_BACKBONE))
         set_trainable(model, stage)
-        self.proposer = self._proposal_source = self._validation_source = None
+        self.proposer = None
         if stage.proposals_from:
-            self.proposer, self._proposal_source, self._validation_source = self._proposer(
-                stage.proposals_from
-            )
+            with self.strategy.scope():
+                self.proposer = _built(build_model(self.config))
+            self.proposer.load_weights(_stage_weights(self.model_dir, stage.proposals_from))
+            self.proposer.trainable = False
 
     def _train_stage(self, stage, state, resuming, pretrainer=None):
         validating = pretrainer is None and self.config.train.eval_every
         model = pretrainer or self.model
-        losses_of = (
-            pretrainer.compute_losses
-            if pretrainer
-            else stage_losses(model, STAGES[stage], self.objective, self._proposal_source)
-        )
+        if pretrainer:
+            losses_of = pretrainer.compute_losses
+        else:
+            # The proposer's training counts for training, its test-time ones for validation.
+            train_source = None
+            if self.proposer is not None:
+                train_source = functools.partial(self.proposer.propose, training_counts=True)
+            losses_of = stage_losses(model, STAGES[stage], self.objective, train_source)
         length = state.stage_steps[stage]
         settings = dataclasses.replace(
             stage_config(self.config, stage),
@@ -336,18 +297,30 @@ class Trainer:
         state.current_stage, state.step = stage, start
         final = stage == self.schedule[-1].name
         if final and not start:
-            self._forget_best(state)
+            # A final stage starting afresh drops an earlier run's best weights.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.model_dir, BEST_WEIGHTS))
+            state.best = None
         validation = on_best = None
         if validating:
-            if not start:
+            if not start or stage not in state.validation:
                 state.validation[stage] = fresh_record()
+            batches, class_names = self._validation_data
+            validator = StageValidator(
+                self.model,
+                self.config,
+                STAGES[stage],
+                class_names,
+                batches,
+                proposal_source=None if self.proposer is None else self.proposer.propose,
+            )
             validation = ValidationSchedule(
-                self._validator(STAGES[stage]),
+                validator,
                 stage,
                 self.config.train.eval_every,
                 self.config.train.patience,
                 self.log_dir,
-                state.validation.setdefault(stage, fresh_record()),
+                state.validation[stage],
             )
             if final:
 
@@ -391,23 +364,15 @@ class Trainer:
             batches,
             steps=settings.steps,
             start_step=start,
-            checkpoint=checkpoint,
             manager=manager,
             state=state,
             log_dir=self.log_dir,
-            checkpoint_every=self.checkpoint_every,
+            checkpoint_every=self.config.train.checkpoint_every,
             progress=self.progress,
             validation=validation,
             on_best=on_best,
             observe=observe,
         )
-
-    def _forget_best(self, state):
-        """A final stage starting afresh drops an earlier run's best weights."""
-        path = os.path.join(self.model_dir, BEST_WEIGHTS)
-        if os.path.exists(path):
-            os.remove(path)
-        state.best = None
 
 
 def train(config, model_dir, *, resume=False, strategy=None, progress=True):
@@ -439,8 +404,6 @@ def load_trained_model(model_dir, svd_ranks=None, weights=None, precision=None):
     truncates the head's fc layers (see ``tf_frcnn.svd``); ``precision`` (False,
     "float16", "bfloat16"; None: the config's ``detection.mixed_precision``) is the
     network's dtype policy (a ``model.keras`` file keeps the one it was saved with)."""
-    from tf_frcnn.training.state import read_config
-
     config = read_config(model_dir)
     name, path = trained_weights(model_dir, weights)
     if not os.path.exists(path):
@@ -453,10 +416,12 @@ def load_trained_model(model_dir, svd_ranks=None, weights=None, precision=None):
             )
         model = keras.models.load_model(path)
     else:
-        model = build_model(
-            config, precision=config.detection.mixed_precision if precision is None else precision
+        model = _built(
+            build_model(
+                config,
+                precision=config.detection.mixed_precision if precision is None else precision,
+            )
         )
-        model({"images": tf.zeros([1, 64, 64, 3])})
         model.load_weights(path)
     if svd_ranks:
         from tf_frcnn.svd import truncate_head

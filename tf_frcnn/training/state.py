@@ -2,6 +2,7 @@
 weights files, all written atomically (write a temporary file, then rename) so
 a kill at any moment leaves the last good state."""
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -45,27 +46,25 @@ def save_weights_atomic(layer, path):
     os.replace(tmp, path)
 
 
+@dataclasses.dataclass
 class RunState:
-    """What ``state.json`` records: the schedule, the finished stages (names,
-    in order), the current stage and its last checkpointed step; the resolved
-    length of each stage (``stage_steps``: {stage: {"steps", "decay_steps"}},
-    from ``steps``, ``epochs`` or the ``--minutes`` budget, whose measurements
-    are in ``budget``); each stage's validation record (``validation``, see
-    ``training.validation.fresh_record``) and the best validation of the final
-    stage (``best``: {"stage", "step", "mAP50"}, the step of
-    ``best.weights.h5``)."""
+    """What ``state.json`` records: the schedule, the finished stages (names, in order), the
+    current stage and its last checkpointed step; each stage's resolved length
+    (``stage_steps``: {stage: {"steps", "decay_steps"}}, from ``steps``, ``epochs`` or the
+    ``--minutes`` budget, whose measurements are in ``budget``); each stage's validation
+    record (``training.validation.fresh_record``) and the final stage's best validation
+    (``best``: {"stage", "step", "mAP50"}, the step of ``best.weights.h5``)."""
 
-    def __init__(self, model_dir, schedule, stages):
-        self.path = os.path.join(model_dir, STATE_FILE)
-        self.schedule = schedule
-        self.stages = list(stages)
-        self.finished_stages = []
-        self.current_stage = None
-        self.step = 0
-        self.stage_steps = {}
-        self.budget = None
-        self.validation = {}
-        self.best = None
+    model_dir: str
+    schedule: str
+    stages: list
+    finished_stages: list = dataclasses.field(default_factory=list)
+    current_stage: str | None = None
+    step: int = 0
+    stage_steps: dict = dataclasses.field(default_factory=dict)
+    budget: dict | None = None
+    validation: dict = dataclasses.field(default_factory=dict)
+    best: dict | None = None
 
     @classmethod
     def load(cls, model_dir):
@@ -75,47 +74,60 @@ class RunState:
         try:
             with open(path, encoding="utf-8") as handle:
                 values = json.load(handle)
-            state = cls(model_dir, values["schedule"], values["stages"])
-            state.finished_stages = list(values["finished_stages"])
-            state.current_stage = values.get("current_stage")
-            state.step = int(values.get("step", 0))
-            state.stage_steps = {
-                stage: {"steps": int(v["steps"]), "decay_steps": [int(d) for d in v["decay_steps"]]}
-                for stage, v in values.get("stage_steps", {}).items()
-            }
-            state.budget = values.get("budget")
-            state.validation = dict(values.get("validation", {}))
-            state.best = values.get("best")
+            return cls(
+                model_dir,
+                values["schedule"],
+                values["stages"],
+                finished_stages=list(values["finished_stages"]),
+                current_stage=values.get("current_stage"),
+                step=int(values.get("step", 0)),
+                stage_steps={
+                    stage: {
+                        "steps": int(v["steps"]),
+                        "decay_steps": [int(d) for d in v["decay_steps"]],
+                    }
+                    for stage, v in values.get("stage_steps", {}).items()
+                },
+                budget=values.get("budget"),
+                validation=dict(values.get("validation", {})),
+                best=values.get("best"),
+            )
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(
                 f"{path} is damaged ({type(error).__name__}: {error}); restore "
                 "it, or train the model dir afresh without --resume"
             ) from None
-        return state
 
     @property
     def done(self):
         return self.finished_stages == self.stages
 
     def save(self):
-        atomic_write_text(
-            self.path,
-            json.dumps(
-                {
-                    "schedule": self.schedule,
-                    "stages": self.stages,
-                    "finished_stages": self.finished_stages,
-                    "current_stage": self.current_stage,
-                    "step": self.step,
-                    "stage_steps": self.stage_steps,
-                    "budget": self.budget,
-                    "validation": self.validation,
-                    "best": self.best,
-                },
-                indent=2,
-            )
-            + "\n",
-        )
+        values = dataclasses.asdict(self)
+        del values["model_dir"]
+        path = os.path.join(self.model_dir, STATE_FILE)
+        atomic_write_text(path, json.dumps(values, indent=2) + "\n")
+
+
+def read_step_rows(path):
+    """The JSON rows of a log of ``path`` ({"step", ...} per line), by step: the later row
+    of a step wins (a run killed between logging and its checkpoint repeats those steps on
+    resume); [] without the file."""
+    if not os.path.exists(path):
+        return []
+    rows = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            # A kill mid-append leaves a torn row, which the resumed run's first row may
+            # continue on the same line: keep the last complete row of it.
+            for start in (0, line.rfind('{"step"')):
+                try:
+                    row = json.loads(line[start:])
+                    rows[row["step"]] = row
+                    break
+                except json.JSONDecodeError:
+                    continue
+    return [rows[step] for step in sorted(rows)]
 
 
 def write_config(model_dir, config):

@@ -1,9 +1,7 @@
-"""Validation during training: every ``train.eval_every`` steps a stage measures
-the model on ``data.val_split`` (``inputs.VALIDATION``): RPN recall@300 at IoU
-0.5 in the RPN stages, VOC all-point mAP50 and COCO AP in the detector stages
-and joint training. Rows go to ``logs/{stage}.val.jsonl``; the best value,
-the patience count and the last validated step live in ``state.json``, so a
-resumed stage continues the same validation schedule."""
+"""Validation during training: every ``train.eval_every`` steps a stage measures the model
+on ``data.val_split``: RPN recall@300 at IoU 0.5, or VOC mAP50 and COCO AP once it trains
+the detector. Rows go to ``logs/{stage}.val.jsonl``; the record (best, patience count, last
+validated step) lives in ``state.json``, so a resumed stage continues the same schedule."""
 
 import json
 import math
@@ -21,7 +19,7 @@ from tf_frcnn.evaluation.runner import (
     recall_layer,
 )
 from tf_frcnn.stages import RPN_METRIC
-from tf_frcnn.training.state import atomic_write_text
+from tf_frcnn.training.state import atomic_write_text, read_step_rows
 
 RECALL_AT = 300
 
@@ -151,20 +149,8 @@ def log_path(log_dir, stage):
 
 
 def read_validation(log_dir, stage):
-    """The validation rows of a stage, by step (a later row of a step wins; a
-    torn last row is left out)."""
-    path = log_path(log_dir, stage)
-    if not os.path.exists(path):
-        return []
-    rows = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows[row["step"]] = row
-    return [rows[step] for step in sorted(rows)]
+    """The validation rows of a stage, by step (see ``state.read_step_rows``)."""
+    return read_step_rows(log_path(log_dir, stage))
 
 
 def keep_rows(log_dir, stage, last_step):
@@ -173,13 +159,3 @@ def keep_rows(log_dir, stage, last_step):
     if os.path.exists(path):
         rows = [row for row in read_validation(log_dir, stage) if row["step"] <= last_step]
         atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
-
-
-__all__ = [
-    "RPN_METRIC",
-    "StageValidator",
-    "ValidationSchedule",
-    "fresh_record",
-    "log_path",
-    "read_validation",
-]
