@@ -27,12 +27,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tf_frcnn.evaluation._records import (
-    as_detections,
-    as_groundtruth,
-    check_unique_ids,
-    index_by_image,
-)
+from tf_frcnn.evaluation._records import checked_records
 
 # The order of `COCOeval.stats` after `summarize()`.
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -131,9 +126,7 @@ def coco_metrics(groundtruths: list[dict], detections: list[dict], num_classes: 
       ground truth).
       No detections at all gives zeros wherever there is ground truth.
     """
-    groundtruths = [as_groundtruth(g, num_classes) for g in groundtruths]
-    detections = [as_detections(d, num_classes) for d in detections]
-    index_by_image(detections, check_unique_ids(groundtruths), "detections")
+    groundtruths, detections_by_image = checked_records(groundtruths, detections, num_classes)
     labels = range(1, num_classes + 1)
     if not groundtruths:
         nan = float("nan")
@@ -142,7 +135,9 @@ def coco_metrics(groundtruths: list[dict], detections: list[dict], num_classes: 
 
     # pycocotools prints progress on stdout; a library must not.
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt, coco_dt = _build_coco_objects(groundtruths, detections, num_classes)
+        coco_gt, coco_dt = _build_coco_objects(
+            groundtruths, list(detections_by_image.values()), num_classes
+        )
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.evaluate()
         evaluator.accumulate()

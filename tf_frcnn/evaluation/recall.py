@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_frcnn.evaluation._records import (
-    as_groundtruth,
-    as_proposals,
-    box_iou,
-    check_unique_ids,
-    index_by_image,
-)
+from tf_frcnn.evaluation._records import as_groundtruth, as_proposals, box_iou, index_by_image
 
 
 def recall_key(num_proposals: int, iou_threshold: float) -> str:
@@ -50,7 +44,7 @@ def rpn_recall(
     """
     groundtruths = [as_groundtruth(g) for g in groundtruths]
     proposals = [as_proposals(p) for p in proposals]
-    proposals_by_image = index_by_image(proposals, check_unique_ids(groundtruths), "proposals")
+    proposals_by_image = index_by_image(proposals, groundtruths, "proposals")
     num_proposals = [int(n) for n in num_proposals]
     thresholds = np.asarray(iou_thresholds, np.float64)
     most = max(num_proposals, default=0)

@@ -27,13 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_frcnn.evaluation._records import (
-    as_detections,
-    as_groundtruth,
-    box_iou,
-    check_unique_ids,
-    index_by_image,
-)
+from tf_frcnn.evaluation._records import box_iou, checked_records, concat
 
 # Exactly the tenths 0.0, 0.1, ..., 1.0: a recall of 3/10 must reach the 0.3 point, which
 # 0.1 * 3 = 0.30000000000000004 (np.arange(0, 1.1, 0.1)) would miss.
@@ -143,9 +137,6 @@ def _best_overlaps(groundtruths, detections_by_image, iou_threshold):
             best_iou.append(overlap)
         offset += num_boxes
 
-    def concat(parts, dtype):
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-
     best_box = concat(best_box, np.int64)
     hit = concat(best_iou, np.float64) >= iou_threshold
     gt_ignored = concat([g["difficult"] | g["iscrowd"] for g in groundtruths], bool)
@@ -178,14 +169,13 @@ def voc_metrics(
        "scores": {label: float [D]}, "num_gt": {label: int} (non-difficult boxes),
        "iou_threshold": float}
     """
-    groundtruths = [as_groundtruth(g, num_classes) for g in groundtruths]
-    detections = [as_detections(d, num_classes) for d in detections]
-    detections_by_image = index_by_image(detections, check_unique_ids(groundtruths), "detections")
+    groundtruths, detections_by_image = checked_records(groundtruths, detections, num_classes)
     scores, classes, best_box, hit, hit_ignored = _best_overlaps(
         groundtruths, detections_by_image, iou_threshold
     )
-    counted = [g["labels"][~(g["difficult"] | g["iscrowd"])] for g in groundtruths]
-    counted_labels = np.concatenate(counted) if counted else np.zeros(0, np.int64)
+    counted_labels = concat(
+        [g["labels"][~(g["difficult"] | g["iscrowd"])] for g in groundtruths], np.int64
+    )
     num_gt = {label: int(np.sum(counted_labels == label)) for label in range(1, num_classes + 1)}
 
     # A detection whose best box is ignored does not enter the curve at all.
