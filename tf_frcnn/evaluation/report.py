@@ -104,26 +104,13 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             "medium": metrics.get("APm"),
             "large": metrics.get("APl"),
         }
-        rows = [
-            [
-                f"{entry['name']} (this set)",
-                f"{_side(entry['low'])} - {_side(entry['high'])}",
-                _cell(entry["num_gt"]),
-                _cell(entry["AP50"]),
-                "",
-            ]
-            for entry in sizes["terciles"]
-        ]
-        rows += [
-            [
-                f"COCO {entry['name']}",
-                f"{_side(entry['low'])} - {_side(entry['high'])}",
-                _cell(entry["num_gt"]),
-                _cell(entry["AP50"]),
-                _cell(coco_ap.get(entry["name"], float("nan"))),
-            ]
-            for entry in sizes["coco"]
-        ]
+
+        def size_row(name, entry, coco):
+            bounds = f"{_side(entry['low'])} - {_side(entry['high'])}"
+            return [name, bounds, _cell(entry["num_gt"]), _cell(entry["AP50"]), coco]
+
+        rows = [size_row(f"{e['name']} (this set)", e, "") for e in sizes["terciles"]]
+        rows += [size_row(f"COCO {e['name']}", e, _cell(coco_ap[e["name"]])) for e in sizes["coco"]]
         sections.append(
             (
                 "AP50 by object size",
@@ -175,14 +162,9 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
         )
     thresholds = metrics.get("thresholds")
     if thresholds:
+        columns = ("threshold", "precision", "recall", "f1")
         rows = [
-            [
-                str(entry["name"]),
-                _cell(entry["threshold"]),
-                _cell(entry["precision"]),
-                _cell(entry["recall"]),
-                _cell(entry["f1"]),
-            ]
+            [str(entry["name"])] + [_cell(entry[column]) for column in columns]
             for entry in thresholds.values()
         ]
         sections.append(
@@ -367,10 +349,24 @@ def smooth(values: Sequence[float], weight: float | None = None) -> np.ndarray:
     return smoothed
 
 
-def _panels(count: int, width: float, height: float):
-    columns = min(max(count, 1), 2)
-    rows = max(math.ceil(count / columns), 1)
-    return _new_figure(width * columns, height * rows), rows, columns
+def _plot_per_stage(history: Mapping, path, title: str, empty: str, draw) -> Path:
+    """One panel per stage of `history` ({stage: points}), each drawn by `draw(axes, points)`;
+    `empty` says what is missing when there is no stage."""
+    stages = list(history.items())
+    columns = min(max(len(stages), 1), 2)
+    rows = max(math.ceil(len(stages) / columns), 1)
+    figure = _new_figure(6 * columns, 3.5 * rows)
+    if not stages:
+        figure.add_subplot().text(0.5, 0.5, empty, ha="center", va="center")
+    for i, (stage, points) in enumerate(stages):
+        axes = figure.add_subplot(rows, columns, i + 1)
+        draw(axes, points)
+        axes.set_title(str(stage))
+        axes.set_xlabel("step")
+        axes.grid(True, alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
 
 
 def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
@@ -385,12 +381,8 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
     Returns:
       The path.
     """
-    stages = list(history.items())
-    figure, rows, columns = _panels(len(stages), 6, 3.5)
-    if not stages:
-        figure.add_subplot().text(0.5, 0.5, "no training history", ha="center", va="center")
-    for i, (stage, points) in enumerate(stages):
-        axes = figure.add_subplot(rows, columns, i + 1)
+
+    def draw(axes, points):
         steps = [float(step) for step, _ in points]
         losses = [float(loss) for _, loss in points]
         if steps:
@@ -408,13 +400,9 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
             axes.legend(fontsize="small", loc="upper right")
         else:
             axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-        axes.set_title(str(stage))
-        axes.set_xlabel("step")
         axes.set_ylabel("loss")
-        axes.grid(True, alpha=0.3)
-    figure.suptitle("Training loss per stage")
-    figure.tight_layout()
-    return _save(figure, path)
+
+    return _plot_per_stage(history, path, "Training loss per stage", "no training history", draw)
 
 
 # N of the recall-against-proposals curve, and IoU values of the recall-against-IoU curve.
@@ -477,12 +465,8 @@ def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Pa
     Returns:
       The path.
     """
-    stages = [(stage, rows) for stage, rows in history.items() if rows]
-    figure, rows_count, columns = _panels(len(stages), 6, 3.5)
-    if not stages:
-        figure.add_subplot().text(0.5, 0.5, "no validation history", ha="center", va="center")
-    for i, (stage, rows) in enumerate(stages):
-        axes = figure.add_subplot(rows_count, columns, i + 1)
+
+    def draw(axes, rows):
         keys = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "step"]
         for key in keys:
             points = [
@@ -491,13 +475,12 @@ def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Pa
                 if isinstance(row.get(key), (int, float)) and row.get("step") is not None
             ]
             axes.plot([p[0] for p in points], [p[1] for p in points], "o-", label=key)
-        axes.set_title(str(stage))
-        axes.set_xlabel("step")
-        axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
-    figure.suptitle("Validation during training")
-    figure.tight_layout()
-    return _save(figure, path)
+
+    stages = {stage: rows for stage, rows in history.items() if rows}
+    return _plot_per_stage(
+        stages, path, "Validation during training", "no validation history", draw
+    )
 
 
 def write_report(
