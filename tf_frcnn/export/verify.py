@@ -12,6 +12,7 @@ pixels, absolute [ymin, xmin, ymax, xmax].
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -117,22 +118,22 @@ def _run_all(predict, inputs_):
     return outputs, 1000.0 * statistics.median(times)
 
 
-def _signature_predictor(signature, wrap):
-    def predict(item):
-        outputs = signature(**{INPUT_NAME: tf.constant(wrap(item))})
-        return _trim({name: outputs[name].numpy() for name in OUTPUT_NAMES}, 0)
+def _call(signature, batch):
+    outputs = signature(**{INPUT_NAME: tf.constant(batch)})
+    return {name: outputs[name].numpy() for name in OUTPUT_NAMES}
 
-    return predict
+
+def _call_one(signature, item):
+    """The detections of one image (or encoded file), trimmed to ``num_detections``."""
+    return _trim(_call(signature, [item]), 0)
 
 
 def _batch_mismatch(signature, batch):
     """The largest difference between a batched call and single calls (None when equal
     within ``BATCH_ATOL`` and with the same detections), as a message."""
-    together = signature(**{INPUT_NAME: tf.constant(batch)})
-    together = {name: together[name].numpy() for name in OUTPUT_NAMES}
+    together = _call(signature, batch)
     for index in range(len(batch)):
-        alone = signature(**{INPUT_NAME: tf.constant(batch[index : index + 1])})
-        alone = _trim({name: alone[name].numpy() for name in OUTPUT_NAMES}, 0)
+        alone = _call_one(signature, batch[index])
         joint = _trim(together, index)
         if joint["num_detections"] != alone["num_detections"] or not np.array_equal(
             joint["detection_classes"], alone["detection_classes"]
@@ -259,23 +260,12 @@ def verify_export(
     images = [record["image"] for record in samples]
     encoded = [record["bytes"] for record in samples]
     count = min(BATCH_SIZE, len(samples))
-    for name, signature, items, wrap, batch in (
-        (
-            SERVING_DEFAULT,
-            loaded.signatures[SERVING_DEFAULT],
-            images,
-            lambda image: image[np.newaxis],
-            _common_crop(images[:count]),
-        ),
-        (
-            SERVING_BYTES,
-            loaded.signatures[SERVING_BYTES],
-            encoded,
-            lambda data: [data],
-            np.array(encoded[:count], dtype=object),
-        ),
+    for name, items, batch in (
+        (SERVING_DEFAULT, images, _common_crop(images[:count])),
+        (SERVING_BYTES, encoded, np.array(encoded[:count], dtype=object)),
     ):
-        outputs, ms = _run_all(_signature_predictor(signature, wrap), items)
+        signature = loaded.signatures[name]
+        outputs, ms = _run_all(functools.partial(_call_one, signature), items)
         problem = _batch_mismatch(signature, batch) if count > 1 else None
         if problem:
             problem = f"a batch of {count} differs from {count} single calls: {problem}"
