@@ -34,7 +34,14 @@ from __future__ import annotations
 import numpy as np
 
 from tf_frcnn.evaluation._records import box_iou, checked_records, concat
-from tf_frcnn.evaluation.voc import mean_over_defined, precision_recall_by_class
+from tf_frcnn.evaluation.voc import (
+    FALSE_POSITIVE,
+    IGNORED,
+    TRUE_POSITIVE,
+    match_image,
+    mean_over_defined,
+    precision_recall_by_class,
+)
 
 # The false-positive types, in the order they are tested, then the object type.
 FALSE_POSITIVE_TYPES = ("localisation", "classification", "duplicate", "background", "both")
@@ -42,7 +49,6 @@ ERROR_TYPES = ("classification", "localisation", "both", "duplicate", "backgroun
 
 # Status of a detection in `classify_image`: a true positive, ignored, or one of the false-positive
 # types (FALSE_POSITIVE_TYPES[i] is status i + 2).
-TRUE_POSITIVE, IGNORED = 0, 1
 DETECTION_STATUS = ("true_positive", "ignored") + FALSE_POSITIVE_TYPES
 # Status of a ground-truth box: found (taken by a true positive), ignored (difficult or crowd),
 # missed, or covered (not found, but the target of a localisation or classification error).
@@ -71,35 +77,19 @@ def classify_image(
        the highest-scoring one on a box not taken: TIDE's fix makes it a true positive),
        "groundtruth_status": int [N] (index into GROUNDTRUTH_STATUS)}
     """
-    gt_boxes, labels = groundtruth["boxes"], groundtruth["labels"]
-    ignored = groundtruth["difficult"] | groundtruth["iscrowd"]
     if detections is None:
-        boxes, scores, classes = np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
-    else:
-        boxes, scores, classes = detections["boxes"], detections["scores"], detections["classes"]
-    num_dets, num_gt = boxes.shape[0], gt_boxes.shape[0]
-    iou = box_iou(boxes, gt_boxes)
-    same = classes[:, None] == labels[None, :]
-    order = np.argsort(-scores, kind="stable")
-
-    status = np.full(num_dets, -1, np.int64)
-    taken = np.zeros(num_gt, bool)
-    if num_gt:
-        same_iou = np.where(same, iou, -1.0)
-        best = np.argmax(same_iou, axis=1)
-        best_iou = same_iou[np.arange(num_dets), best]
-        for k in order[best_iou[order] >= iou_threshold]:
-            if ignored[best[k]]:
-                status[k] = IGNORED
-            elif not taken[best[k]]:
-                status[k] = TRUE_POSITIVE
-                taken[best[k]] = True
+        detections = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
+    iou, status, taken = match_image(groundtruth, detections, iou_threshold)
+    ignored = groundtruth["difficult"] | groundtruth["iscrowd"]
+    same = detections["classes"][:, None] == groundtruth["labels"][None, :]
+    num_dets, num_gt = iou.shape
+    order = np.argsort(-detections["scores"], kind="stable")
 
     counted_iou = np.where(ignored[None, :], 0.0, iou)
     own = np.where(same, counted_iou, 0.0)
     other = np.where(same, 0.0, counted_iou)
     target = np.full(num_dets, -1, np.int64)
-    false_positive = status < 0
+    false_positive = status == FALSE_POSITIVE
     if not np.any(~ignored):
         status[false_positive] = DETECTION_STATUS.index("background")
     else:

@@ -89,14 +89,20 @@ class Predictor:
                 f"expected a uint8 [height, width, 3] RGB image, got {image.dtype} "
                 f"{list(image.shape)}"
             )
-        outputs = self._run(image)
-        count = int(outputs["num_detections"])
-        return {
-            "detection_boxes": outputs["detection_boxes"][:count].astype(np.float32),
-            "detection_scores": outputs["detection_scores"][:count].astype(np.float32),
-            "detection_classes": outputs["detection_classes"][:count].astype(np.int32),
-            "num_detections": count,
-        }
+        return trim_detections(self._run(image))
+
+
+def trim_detections(outputs):
+    """One image's outputs (numpy) trimmed to its ``num_detections`` N: "detection_boxes"
+    float32 [N, 4], "detection_scores" float32 [N], "detection_classes" int32 [N],
+    "num_detections" int N."""
+    count = int(outputs["num_detections"])
+    return {
+        "detection_boxes": np.asarray(outputs["detection_boxes"][:count], np.float32),
+        "detection_scores": np.asarray(outputs["detection_scores"][:count], np.float32),
+        "detection_classes": np.asarray(outputs["detection_classes"][:count], np.int32),
+        "num_detections": count,
+    }
 
 
 def _saved_model_runner(version_dir):
@@ -150,10 +156,8 @@ def _resize_bilinear(image, size):
             (where - low).astype(np.float32),
         )
 
-    (top, bottom, y_lerp), (left, right, x_lerp) = (
-        taps(image.shape[0], size[0]),
-        taps(image.shape[1], size[1]),
-    )
+    top, bottom, y_lerp = taps(image.shape[0], size[0])
+    left, right, x_lerp = taps(image.shape[1], size[1])
     pixels = image.astype(np.float32)
     x_lerp = x_lerp[np.newaxis, :, np.newaxis]
     upper = pixels[top][:, left] + (pixels[top][:, right] - pixels[top][:, left]) * x_lerp

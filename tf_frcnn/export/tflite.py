@@ -22,7 +22,6 @@ The "int8" variant runs the networks in int8 and the box arithmetic in float32 (
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 
@@ -246,8 +245,8 @@ def export_tflite(
       min_size, max_size: the resize rule, as for the SavedModel.
       quantization: None, "float16", "dynamic_int8" or "int8" (see ``convert``).
       representative_images: calibration images for "int8" (see ``convert``).
-      canvas: the input is the image resized by the rule and padded (see
-        ``export_tflite_variants``); False: the graph resizes its input by the rule.
+      canvas: the input is the image resized by the rule and padded, with a second input
+        ``image_shape`` (see the module docstring); False: the graph resizes its input.
 
     Returns:
       pathlib.Path of the written file.
@@ -271,7 +270,7 @@ def export_tflite(
 def calibration_inputs(images, height, width, resize=None):
     """Inputs of a ``.tflite`` model made from uint8 images [h, w, 3] as ``load_predictor``
     prepares them, for calibration: uint8 [1, height, width, 3] each, or with ``resize`` (a
-    canvas model, see ``export_tflite_variants``) {"images": canvas, "image_shape": int32
+    canvas model, see the module docstring) {"images": canvas, "image_shape": int32
     [1, 2]} dicts."""
     inputs = []
     for image in images:
@@ -305,13 +304,8 @@ def export_tflite_variants(
     (and ``<name>_int8.tflite``); the graph is traced once for all.
 
     Args:
-      model, height, width, min_size, max_size: as for ``export_tflite``.
+      model, height, width, min_size, max_size, canvas: as for ``export_tflite``.
       representative_images: calibration inputs of the "int8" file (``calibration_inputs``).
-      canvas: the files take images already resized by the model's rule (``min_size``,
-        ``max_size``) and zero-padded at the bottom/right into [height, width], as the eval
-        pipeline pads to ``data.pad_to`` (``load_predictor(path, resize=(min_size,
-        max_size))`` does it); the graph does not resize. False: the graph resizes its
-        [height, width] input by the rule (for datasets of one image size).
       variants: the subset of "float32", "float16", "dynamic_int8", "int8" to write (default:
         all, "int8" only with ``representative_images``).
 
@@ -337,7 +331,7 @@ def export_tflite_variants(
         path.write_bytes(convert(signature, quantization, representative_images, scopes))
         written[variant] = {
             "path": path,
-            "bytes": os.path.getsize(path),
+            "bytes": path.stat().st_size,
             "resize": (min_size, max_size) if canvas else None,
         }
     return written

@@ -27,7 +27,7 @@ from tf_frcnn.boxes import to_absolute
 from tf_frcnn.evaluation import Evaluator
 from tf_frcnn.evaluation.runner import evaluate
 from tf_frcnn.export.saved_model import INPUT_NAME, OUTPUT_NAMES, SERVING_BYTES, SERVING_DEFAULT
-from tf_frcnn.export.serving import load_predictor
+from tf_frcnn.export.serving import load_predictor, trim_detections
 from tf_frcnn.training import inputs
 
 VERIFY_JSON = "verify.json"
@@ -73,38 +73,22 @@ def _metrics(samples, outputs, class_names):
     evaluator = Evaluator(len(class_names), class_names)
     for record, out in zip(samples, outputs):
         height, width = size = record["image"].shape[:2]
-        evaluator.update(
-            [
-                {
-                    "image_id": record["image_id"],
-                    "boxes": to_absolute(record["boxes"], size),
-                    "labels": record["labels"],
-                    "difficult": record.get("difficult"),
-                    "iscrowd": record.get("iscrowd"),
-                    "height": height,
-                    "width": width,
-                }
-            ],
-            [
-                {
-                    "image_id": record["image_id"],
-                    "boxes": to_absolute(out["detection_boxes"], size),
-                    "scores": out["detection_scores"],
-                    "classes": out["detection_classes"],
-                }
-            ],
-        )
+        groundtruth = {
+            key: record.get(key) for key in ("image_id", "labels", "difficult", "iscrowd")
+        }
+        groundtruth.update(boxes=to_absolute(record["boxes"], size), height=height, width=width)
+        detections = {
+            "image_id": record["image_id"],
+            "boxes": to_absolute(out["detection_boxes"], size),
+            "scores": out["detection_scores"],
+            "classes": out["detection_classes"],
+        }
+        evaluator.update([groundtruth], [detections])
     return evaluator.result()
 
 
 def _trim(outputs, index):
-    count = int(outputs["num_detections"][index])
-    return {
-        "detection_boxes": np.asarray(outputs["detection_boxes"][index][:count]),
-        "detection_scores": np.asarray(outputs["detection_scores"][index][:count]),
-        "detection_classes": np.asarray(outputs["detection_classes"][index][:count]),
-        "num_detections": count,
-    }
+    return trim_detections({name: value[index] for name, value in outputs.items()})
 
 
 def _run_all(predict, inputs_):
