@@ -29,12 +29,9 @@ def rpn_recall(
     """Fraction of (non-difficult, non-crowd) ground-truth boxes covered by the top-N proposals.
 
     Args:
-      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax,
-        xmax], "labels": int [N], "difficult": bool [N] (optional), "iscrowd": bool [N]
-        (optional)}.
-      proposals: one dict per image, {"image_id", "boxes": [P, 4] absolute [ymin, xmin, ymax, xmax]
-        sorted by objectness, descending; "scores": [P] (optional, sorts the boxes when given)}.
-        An image without a dict has no proposals; an image with P < N proposals uses all P.
+      groundtruths: one ground-truth record per image (`tf_frcnn.evaluation._records`).
+      proposals: proposal records; an image without one has no proposals, one with P < N
+        proposals uses all P.
       num_proposals: the N values.
       iou_thresholds: the t values.
 

@@ -147,12 +147,9 @@ def voc_metrics(
     """VOC07 (11-point) and VOC2010+ (all-point) mAP, per-class AP and precision-recall curves.
 
     Args:
-      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax,
-        xmax], "labels": int [N] 1-based, "difficult": bool [N] (optional), "iscrowd": bool [N]
-        (optional)}. Every evaluated image must be listed, also those without objects.
-      detections: one dict per image, {"image_id", "boxes": [K, 4] absolute [ymin, xmin, ymax,
-        xmax], "scores": [K], "classes": int [K] 1-based}; an image without a dict has no
-        detections.
+      groundtruths: one ground-truth record per image (`tf_frcnn.evaluation._records`), also for
+        images without objects.
+      detections: detection records; an image without one has no detections.
       num_classes: number of object classes, background excluded; labels are 1..num_classes.
       iou_threshold: the overlap a true positive needs (VOC: 0.5).
 
