@@ -97,6 +97,10 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
     metrics: [(title, one-line explanation, headers, rows of cells)], in report order. Sections
     whose key is absent are left out. report.md and report.html both render exactly these."""
     sections = []
+
+    def add(title, text, headers, rows):
+        sections.append((title, text, headers, rows))
+
     sizes = metrics.get("AP50_by_size")
     if sizes:
         coco_ap = {
@@ -111,16 +115,14 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
 
         rows = [size_row(f"{e['name']} (this set)", e, "") for e in sizes["terciles"]]
         rows += [size_row(f"COCO {e['name']}", e, _cell(coco_ap[e["name"]])) for e in sizes["coco"]]
-        sections.append(
-            (
-                "AP50 by object size",
-                "Bins by the square root of the box area in original-image pixels: thirds of "
-                "this set's objects, then COCO's small / medium / large. AP50: VOC all-point AP "
-                "at IoU 0.5 with objects outside the bin ignored; COCO AP: pycocotools' "
-                "APs/APm/APl.",
-                ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"],
-                rows,
-            )
+        add(
+            "AP50 by object size",
+            "Bins by the square root of the box area in original-image pixels: thirds of "
+            "this set's objects, then COCO's small / medium / large. AP50: VOC all-point AP "
+            "at IoU 0.5 with objects outside the bin ignored; COCO AP: pycocotools' "
+            "APs/APm/APl.",
+            ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"],
+            rows,
         )
     errors = metrics.get("errors")
     if errors:
@@ -133,15 +135,13 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             ]
             for kind in ERROR_DESCRIPTIONS
         ]
-        sections.append(
-            (
-                "Error breakdown",
-                "Every false positive and missed object typed as in TIDE (Bolya et al., "
-                f"ECCV 2020). AP50 now {_cell(errors['AP50'])}; 'AP50 if fixed' is the mAP "
-                "gained by fixing all errors of that type alone (TIDE's oracle).",
-                ["type", "count", "AP50 if fixed", "meaning"],
-                rows,
-            )
+        add(
+            "Error breakdown",
+            "Every false positive and missed object typed as in TIDE (Bolya et al., "
+            f"ECCV 2020). AP50 now {_cell(errors['AP50'])}; 'AP50 if fixed' is the mAP "
+            "gained by fixing all errors of that type alone (TIDE's oracle).",
+            ["type", "count", "AP50 if fixed", "meaning"],
+            rows,
         )
         rows = [
             [str(entry["name"]), _cell(entry["AP50"])]
@@ -151,14 +151,12 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             ]
             for entry in errors["per_class"].values()
         ]
-        sections.append(
-            (
-                "Errors per class",
-                "Count of each error type (AP50 gained by fixing it); false positives count in "
-                "their detected class, missed objects in their own.",
-                ["class", "AP50"] + list(ERROR_DESCRIPTIONS),
-                rows,
-            )
+        add(
+            "Errors per class",
+            "Count of each error type (AP50 gained by fixing it); false positives count in "
+            "their detected class, missed objects in their own.",
+            ["class", "AP50"] + list(ERROR_DESCRIPTIONS),
+            rows,
         )
     thresholds = metrics.get("thresholds")
     if thresholds:
@@ -167,14 +165,12 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             [str(entry["name"])] + [_cell(entry[column]) for column in columns]
             for entry in thresholds.values()
         ]
-        sections.append(
-            (
-                "Score thresholds (maximum F1)",
-                "Per class, the score threshold where F1 of the precision-recall curve (IoU 0.5) "
-                "peaks; `tf-frcnn predict --thresholds metrics.json` applies them.",
-                ["class", "threshold", "precision", "recall", "F1"],
-                rows,
-            )
+        add(
+            "Score thresholds (maximum F1)",
+            "Per class, the score threshold where F1 of the precision-recall curve (IoU 0.5) "
+            "peaks; `tf-frcnn predict --thresholds metrics.json` applies them.",
+            ["class", "threshold", "precision", "recall", "F1"],
+            rows,
         )
     confusion = metrics.get("confusion_matrix")
     if confusion:
@@ -183,16 +179,14 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             [name] + [_cell(count) for count in row]
             for name, row in zip(names, confusion["matrix"])
         ]
-        sections.append(
-            (
-                "Confusion matrix",
-                "Rows: true class, columns: detected class; detections at the max-F1 thresholds "
-                f"(score {confusion['default_threshold']:g} for a class without one), matched "
-                "greedily by IoU >= 0.5 whatever the class. Background row: detections on no "
-                "object; background column: objects no detection matches.",
-                ["true \\ detected"] + names,
-                rows,
-            )
+        add(
+            "Confusion matrix",
+            "Rows: true class, columns: detected class; detections at the max-F1 thresholds "
+            f"(score {confusion['default_threshold']:g} for a class without one), matched "
+            "greedily by IoU >= 0.5 whatever the class. Background row: detections on no "
+            "object; background column: objects no detection matches.",
+            ["true \\ detected"] + names,
+            rows,
         )
     return sections
 
