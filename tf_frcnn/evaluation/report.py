@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -229,16 +228,12 @@ def _json_ready(value):
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Writes a temporary file beside `path`, then renames it: readers never see a partial file."""
+    """`training.state.atomic_write_text` (readers never see a partial file), creating the
+    parent directories first."""
+    from tf_frcnn.training.state import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_metrics_json(metrics: Mapping, path) -> Path:

@@ -108,8 +108,10 @@ def _call(signature, batch):
 
 
 def _call_one(signature, item):
-    """The detections of one image (or encoded file), trimmed to ``num_detections``."""
-    return _trim(_call(signature, [item]), 0)
+    """The detections of one image (uint8 [H, W, 3]) or encoded file (bytes), trimmed to
+    ``num_detections``."""
+    batch = item[np.newaxis] if isinstance(item, np.ndarray) else [item]
+    return _trim(_call(signature, batch), 0)
 
 
 def _batch_mismatch(signature, batch):
