@@ -168,19 +168,12 @@ def _fixed_classes(image):
     return classes
 
 
-def error_analysis(
-    groundtruths: list[dict],
-    detections: list[dict],
-    num_classes: int,
-    iou_threshold: float = 0.5,
-    background_iou: float = 0.1,
-) -> dict:
+def error_analysis(images: list[dict], num_classes: int) -> dict:
     """TIDE-style error counts and the AP each type costs (see the module docstring).
 
     Args:
-      groundtruths, detections: per-image records as for `voc_metrics`; absolute boxes.
+      images: the judged images of `classify_images` (at t_f and t_b).
       num_classes: labels are 1..num_classes.
-      iou_threshold: t_f; background_iou: t_b.
 
     Returns:
       {"AP50": mAP now (VOC all-point at t_f),
@@ -189,7 +182,6 @@ def error_analysis(
        "per_class": {label: {"AP50": float, "counts": {type: int}, "delta_AP50": {type: float}}};
        false positives count in their detected class, missed objects in their own}
     """
-    images = classify_images(groundtruths, detections, num_classes, iou_threshold, background_iou)
     judged = [image for image in images if image["detections"] is not None]
     status = concat([image["detection_status"] for image in judged], np.int64)
     kept = status != IGNORED

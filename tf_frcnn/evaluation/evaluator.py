@@ -18,7 +18,7 @@ from tf_frcnn.evaluation._records import (
     image_id_to_str,
 )
 from tf_frcnn.evaluation.coco import COCO_METRIC_NAMES, coco_metrics
-from tf_frcnn.evaluation.errors import confusion_matrix, error_analysis
+from tf_frcnn.evaluation.errors import classify_images, confusion_matrix, error_analysis
 from tf_frcnn.evaluation.recall import rpn_recall
 from tf_frcnn.evaluation.report import class_name
 from tf_frcnn.evaluation.sizes import COCO_BINS, ap_by_size, tercile_bins
@@ -261,9 +261,10 @@ class Evaluator:
             label: {"name": name(label), **entry}
             for label, entry in max_f1_thresholds(self.voc_result()).items()
         }
-        errors = error_analysis(
+        judged = classify_images(
             self._groundtruths, self._detections, self.num_classes, self.iou_threshold
         )
+        errors = error_analysis(judged, self.num_classes)
         errors["per_class"] = {
             label: {"name": name(label), **entry} for label, entry in errors["per_class"].items()
         }

@@ -91,14 +91,34 @@ def _gain(value) -> str:
     return "n/a" if value is None or math.isnan(value) else f"+{max(float(value), 0.0):.3f}"
 
 
+# The explanation under each analysis table; {fields} are filled in from the metrics.
+SECTION_NOTES = {
+    "AP50 by object size": "Bins by the square root of the box area in original-image pixels: "
+    "thirds of this set's objects, then COCO's small / medium / large. AP50: VOC all-point AP at "
+    "IoU 0.5 with objects outside the bin ignored; COCO AP: pycocotools' APs/APm/APl.",
+    "Error breakdown": "Every false positive and missed object typed as in TIDE (Bolya et al., "
+    "ECCV 2020). AP50 now {ap50}; 'AP50 if fixed' is the mAP gained by fixing all errors of that "
+    "type alone (TIDE's oracle).",
+    "Errors per class": "Count of each error type (AP50 gained by fixing it); false positives "
+    "count in their detected class, missed objects in their own.",
+    "Score thresholds (maximum F1)": "Per class, the score threshold where F1 of the "
+    "precision-recall curve (IoU 0.5) peaks; `tf-frcnn predict --thresholds metrics.json` "
+    "applies them.",
+    "Confusion matrix": "Rows: true class, columns: detected class; detections at the max-F1 "
+    "thresholds (score {threshold:g} for a class without one), matched greedily by IoU >= 0.5 "
+    "whatever the class. Background row: detections on no object; background column: objects "
+    "no detection matches.",
+}
+
+
 def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """The error-analysis tables of the reports, from the keys `Evaluator.analysis` adds to the
     metrics: [(title, one-line explanation, headers, rows of cells)], in report order. Sections
     whose key is absent are left out. report.md and report.html both render exactly these."""
     sections = []
 
-    def add(title, text, headers, rows):
-        sections.append((title, text, headers, rows))
+    def add(title, headers, rows, **values):
+        sections.append((title, SECTION_NOTES[title].format(**values), headers, rows))
 
     sizes = metrics.get("AP50_by_size")
     if sizes:
@@ -114,15 +134,7 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
 
         rows = [size_row(f"{e['name']} (this set)", e, "") for e in sizes["terciles"]]
         rows += [size_row(f"COCO {e['name']}", e, _cell(coco_ap[e["name"]])) for e in sizes["coco"]]
-        add(
-            "AP50 by object size",
-            "Bins by the square root of the box area in original-image pixels: thirds of "
-            "this set's objects, then COCO's small / medium / large. AP50: VOC all-point AP "
-            "at IoU 0.5 with objects outside the bin ignored; COCO AP: pycocotools' "
-            "APs/APm/APl.",
-            ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"],
-            rows,
-        )
+        add("AP50 by object size", ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"], rows)
     errors = metrics.get("errors")
     if errors:
         rows = [
@@ -136,11 +148,9 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
         ]
         add(
             "Error breakdown",
-            "Every false positive and missed object typed as in TIDE (Bolya et al., "
-            f"ECCV 2020). AP50 now {_cell(errors['AP50'])}; 'AP50 if fixed' is the mAP "
-            "gained by fixing all errors of that type alone (TIDE's oracle).",
             ["type", "count", "AP50 if fixed", "meaning"],
             rows,
+            ap50=_cell(errors["AP50"]),
         )
         rows = [
             [str(entry["name"]), _cell(entry["AP50"])]
@@ -150,13 +160,7 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             ]
             for entry in errors["per_class"].values()
         ]
-        add(
-            "Errors per class",
-            "Count of each error type (AP50 gained by fixing it); false positives count in "
-            "their detected class, missed objects in their own.",
-            ["class", "AP50"] + list(ERROR_DESCRIPTIONS),
-            rows,
-        )
+        add("Errors per class", ["class", "AP50"] + list(ERROR_DESCRIPTIONS), rows)
     thresholds = metrics.get("thresholds")
     if thresholds:
         columns = ("threshold", "precision", "recall", "f1")
@@ -166,8 +170,6 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
         ]
         add(
             "Score thresholds (maximum F1)",
-            "Per class, the score threshold where F1 of the precision-recall curve (IoU 0.5) "
-            "peaks; `tf-frcnn predict --thresholds metrics.json` applies them.",
             ["class", "threshold", "precision", "recall", "F1"],
             rows,
         )
@@ -180,12 +182,9 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
         ]
         add(
             "Confusion matrix",
-            "Rows: true class, columns: detected class; detections at the max-F1 thresholds "
-            f"(score {confusion['default_threshold']:g} for a class without one), matched "
-            "greedily by IoU >= 0.5 whatever the class. Background row: detections on no "
-            "object; background column: objects no detection matches.",
             ["true \\ detected"] + names,
             rows,
+            threshold=confusion["default_threshold"],
         )
     return sections
 
