@@ -65,7 +65,7 @@ CASES = {
 @pytest.mark.parametrize("kind", ERROR_TYPES)
 def test_each_error_type_and_its_ap_gain(kind):
     (gts, dets), ap_now, ap_fixed = CASES[kind]
-    result = error_analysis(gts, dets, num_classes=2)
+    result = error_analysis(classify_images(gts, dets, 2), num_classes=2)
     assert result["counts"] == {other: int(other == kind) for other in ERROR_TYPES}
     assert result["AP50"] == pytest.approx(ap_now)
     assert result["AP50"] == pytest.approx(voc_metrics(gts, dets, 2)["mAP_voc"])
@@ -82,7 +82,7 @@ def test_one_fix_per_object_and_all_missed_class():
     2 objects: AP 1/3 * 1/2; fixed: TP, TP: 1. Class 3's only object is missed: AP 0, and 1
     once fixed (no positive left)."""
     gts, dets = scene([(B, 1), (FAR, 3)], [(B_LOOSE, 1, 0.9), ([0, 54, 10, 66], 1, 0.85)])
-    result = error_analysis(gts, dets, num_classes=3)
+    result = error_analysis(classify_images(gts, dets, 3), num_classes=3)
     assert result["counts"]["localisation"] == 2 and result["counts"]["missed"] == 1
     now = (1 / 6 + 1 + 0) / 3
     assert result["AP50"] == pytest.approx(now)
@@ -128,7 +128,7 @@ def test_ap_now_equals_voc_map_on_random_scenes():
             dets[-1]["boxes"][: min(n, k)] = gts[-1]["boxes"][: min(n, k)] + rng.normal(
                 0, 2, (min(n, k), 4)
             ).clip(-1, 1)
-    result = error_analysis(gts, dets, 3)
+    result = error_analysis(classify_images(gts, dets, 3), 3)
     assert result["AP50"] == pytest.approx(voc_metrics(gts, dets, 3)["mAP_voc"])
     assert all(gain >= -1e-12 for gain in result["delta_AP50"].values())
     assert sum(result["counts"].values()) > 10

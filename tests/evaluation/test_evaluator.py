@@ -92,13 +92,13 @@ def test_rejects_repeated_and_unknown_images():
     assert evaluator.num_images == 0
 
 
-def test_unpad_groundtruths_drops_padding_and_scales_normalised_boxes():
+def test_unpad_groundtruths_drops_padding():
     batch = {
         "image_id": np.asarray([b"a", b"b"]),
         "boxes": np.asarray(
             [
-                [[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0, 0, 0, 0]],
-                [[0.5, 0.5, 1.0, 1.0], [0, 0, 0, 0], [0, 0, 0, 0]],
+                [[10, 40, 50, 120], [0, 0, 100, 200], [0, 0, 0, 0]],
+                [[100, 200, 200, 400], [0, 0, 0, 0], [0, 0, 0, 0]],
             ],
             np.float32,
         ),
@@ -107,41 +107,23 @@ def test_unpad_groundtruths_drops_padding_and_scales_normalised_boxes():
         "height": np.asarray([100, 200]),
         "width": np.asarray([200, 400]),
     }
-    records = unpad_groundtruths(batch, normalized=True)
+    records = unpad_groundtruths(batch)
     assert [r["image_id"] for r in records] == ["a", "b"]
-    np.testing.assert_allclose(
-        records[0]["boxes"], [[10, 40, 50, 120], [0, 0, 100, 200]], rtol=1e-6
-    )
+    np.testing.assert_allclose(records[0]["boxes"], [[10, 40, 50, 120], [0, 0, 100, 200]])
     np.testing.assert_array_equal(records[0]["labels"], [2, 1])
     np.testing.assert_array_equal(records[0]["difficult"], [False, True])
     np.testing.assert_allclose(records[1]["boxes"], [[100, 200, 200, 400]])
     assert records[1]["height"] == 200
-
-    with pytest.raises(ValueError, match="height"):
-        unpad_groundtruths({k: v for k, v in batch.items() if k != "height"}, normalized=True)
 
 
 def test_unpad_detections_and_proposals_keep_the_first_n():
     boxes = np.asarray([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]] * 2, np.float32)
     scores = np.asarray([[0.9, 0.0], [0.8, 0.7]], np.float32)
     classes = np.asarray([[1, 0], [2, 1]], np.int32)
-    records = unpad_detections(
-        boxes,
-        scores,
-        classes,
-        [1, 2],
-        ["a", "b"],
-        image_sizes=[[10, 20], [100, 100]],
-        normalized=True,
-    )
-    np.testing.assert_allclose(records[0]["boxes"], [[0, 0, 5, 10]])
+    records = unpad_detections(boxes * 10, scores, classes, [1, 2], ["a", "b"])
+    np.testing.assert_allclose(records[0]["boxes"], [[0, 0, 5, 5]])
     np.testing.assert_array_equal(records[1]["classes"], [2, 1])
     np.testing.assert_allclose(records[1]["scores"], [0.8, 0.7], rtol=1e-6)
-
-    absolute = unpad_detections(boxes * 10, scores, classes, [1, 2], ["a", "b"])
-    np.testing.assert_allclose(absolute[0]["boxes"], [[0, 0, 5, 5]])
-    with pytest.raises(ValueError, match="image_sizes"):
-        unpad_detections(boxes, scores, classes, [1, 2], ["a", "b"], normalized=True)
 
     proposals = unpad_proposals(boxes * 100, [2, 0], ["a", "b"])
     assert proposals[0]["boxes"].shape == (2, 4) and proposals[1]["boxes"].shape == (0, 4)

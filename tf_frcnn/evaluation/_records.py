@@ -106,8 +106,19 @@ def as_proposals(record: dict) -> dict:
     return {"image_id": image_id, "boxes": boxes}
 
 
-def index_by_image(records: list[dict], known_ids: dict[str, int], what: str) -> dict[str, dict]:
-    """Maps image id -> record; every id must be one of `known_ids` (the ground-truth images)."""
+def check_unique_ids(groundtruths: list[dict]) -> set[str]:
+    """The image ids of `groundtruths`; an id given twice is an error."""
+    ids = set()
+    for record in groundtruths:
+        if record["image_id"] in ids:
+            raise ValueError(f"ground truth for image {record['image_id']!r} given twice")
+        ids.add(record["image_id"])
+    return ids
+
+
+def index_by_image(records: list[dict], groundtruths: list[dict], what: str) -> dict[str, dict]:
+    """Maps image id -> record; every id must be one of the `groundtruths`' images."""
+    known_ids = check_unique_ids(groundtruths)
     indexed = {}
     for record in records:
         if record["image_id"] not in known_ids:
@@ -118,14 +129,22 @@ def index_by_image(records: list[dict], known_ids: dict[str, int], what: str) ->
     return indexed
 
 
-def check_unique_ids(groundtruths: list[dict]) -> dict[str, int]:
-    """Returns image id -> position in `groundtruths`; an id given twice is an error."""
-    positions = {}
-    for position, record in enumerate(groundtruths):
-        if record["image_id"] in positions:
-            raise ValueError(f"ground truth for image {record['image_id']!r} given twice")
-        positions[record["image_id"]] = position
-    return positions
+def checked_records(groundtruths: list[dict], detections: list[dict], num_classes: int):
+    """(checked ground-truth records, {image id: checked detection record})."""
+    groundtruths = [as_groundtruth(g, num_classes) for g in groundtruths]
+    detections = [as_detections(d, num_classes) for d in detections]
+    return groundtruths, index_by_image(detections, groundtruths, "detections")
+
+
+def concat(parts: list, dtype) -> np.ndarray:
+    """`np.concatenate(parts)` as `dtype`; an empty [0] array without parts."""
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def box_areas(boxes) -> np.ndarray:
+    """float [N]: areas of boxes [N, 4] [ymin, xmin, ymax, xmax]."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
@@ -140,7 +159,5 @@ def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     bottom_right = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
     size = np.clip(bottom_right - top_left, 0.0, None)
     intersection = size[..., 0] * size[..., 1]
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    union = area1[:, None] + area2[None, :] - intersection
+    union = box_areas(boxes1)[:, None] + box_areas(boxes2)[None, :] - intersection
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)

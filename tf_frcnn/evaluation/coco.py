@@ -27,12 +27,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tf_frcnn.evaluation._records import (
-    as_detections,
-    as_groundtruth,
-    check_unique_ids,
-    index_by_image,
-)
+from tf_frcnn.evaluation._records import checked_records
 
 # The order of `COCOeval.stats` after `summarize()`.
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -107,8 +102,10 @@ def _build_coco_objects(groundtruths, detections, num_classes):
     return coco_gt, coco_dt
 
 
-def _undefined_to_nan(value: float) -> float:
-    return float("nan") if value < 0 else float(value)
+def _mean_defined(values: np.ndarray) -> float:
+    """Mean of the values COCO defines (it writes -1 where there is nothing); NaN if none is."""
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else float("nan")
 
 
 def coco_metrics(groundtruths: list[dict], detections: list[dict], num_classes: int) -> dict:
@@ -116,13 +113,7 @@ def coco_metrics(groundtruths: list[dict], detections: list[dict], num_classes: 
     are ignored).
 
     Args:
-      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax,
-        xmax], "labels": int [N] 1-based, "difficult": bool [N] (optional), "iscrowd": bool [N]
-        (optional), "height", "width"}. Every evaluated image must be listed, also those without
-        objects.
-      detections: one dict per image, {"image_id", "boxes": [K, 4] absolute [ymin, xmin, ymax,
-        xmax], "scores": [K], "classes": int [K] 1-based}; an image without a dict has no
-        detections.
+      groundtruths, detections: per-image records as for `voc_metrics`.
       num_classes: number of object classes, background excluded; labels are 1..num_classes.
 
     Returns:
@@ -131,9 +122,7 @@ def coco_metrics(groundtruths: list[dict], detections: list[dict], num_classes: 
       ground truth).
       No detections at all gives zeros wherever there is ground truth.
     """
-    groundtruths = [as_groundtruth(g, num_classes) for g in groundtruths]
-    detections = [as_detections(d, num_classes) for d in detections]
-    index_by_image(detections, check_unique_ids(groundtruths), "detections")
+    groundtruths, detections_by_image = checked_records(groundtruths, detections, num_classes)
     labels = range(1, num_classes + 1)
     if not groundtruths:
         nan = float("nan")
@@ -142,26 +131,27 @@ def coco_metrics(groundtruths: list[dict], detections: list[dict], num_classes: 
 
     # pycocotools prints progress on stdout; a library must not.
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt, coco_dt = _build_coco_objects(groundtruths, detections, num_classes)
+        coco_gt, coco_dt = _build_coco_objects(
+            groundtruths, list(detections_by_image.values()), num_classes
+        )
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
 
     metrics = {
-        name: _undefined_to_nan(value) for name, value in zip(COCO_METRIC_NAMES, evaluator.stats)
+        name: float(value) if value >= 0 else float("nan")
+        for name, value in zip(COCO_METRIC_NAMES, evaluator.stats)
     }
     # precision: [iou thresholds, recall thresholds, classes, area ranges (0 = all),
     # max dets (-1 = 100)]
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
-    per_class = {}
-    for k, label in enumerate(evaluator.params.catIds):
-        values = precision[:, :, k]
-        defined = values[values > -1]
-        at_50 = values[0][values[0] > -1]
-        per_class[int(label)] = {
-            "AP": float(defined.mean()) if defined.size else float("nan"),
-            "AP50": float(at_50.mean()) if at_50.size else float("nan"),
+    per_class = {
+        int(label): {
+            "AP": _mean_defined(precision[:, :, k]),
+            "AP50": _mean_defined(precision[0, :, k]),
         }
+        for k, label in enumerate(evaluator.params.catIds)
+    }
     metrics["per_class"] = per_class
     return metrics

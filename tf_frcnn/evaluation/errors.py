@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_frcnn.evaluation._records import (
-    as_detections,
-    as_groundtruth,
-    box_iou,
-    check_unique_ids,
-    index_by_image,
+from tf_frcnn.evaluation._records import box_iou, checked_records, concat
+from tf_frcnn.evaluation.voc import (
+    FALSE_POSITIVE,
+    IGNORED,
+    TRUE_POSITIVE,
+    match_image,
+    mean_over_defined,
+    precision_recall_by_class,
 )
-from tf_frcnn.evaluation.voc import mean_over_defined, precision_recall_by_class
 
 # The false-positive types, in the order they are tested, then the object type.
 FALSE_POSITIVE_TYPES = ("localisation", "classification", "duplicate", "background", "both")
@@ -48,16 +49,11 @@ ERROR_TYPES = ("classification", "localisation", "both", "duplicate", "backgroun
 
 # Status of a detection in `classify_image`: a true positive, ignored, or one of the false-positive
 # types (FALSE_POSITIVE_TYPES[i] is status i + 2).
-TRUE_POSITIVE, IGNORED = 0, 1
 DETECTION_STATUS = ("true_positive", "ignored") + FALSE_POSITIVE_TYPES
 # Status of a ground-truth box: found (taken by a true positive), ignored (difficult or crowd),
 # missed, or covered (not found, but the target of a localisation or classification error).
 FOUND, GT_IGNORED, MISSED, COVERED = 0, 1, 2, 3
 GROUNDTRUTH_STATUS = ("found", "ignored", "missed", "covered")
-
-
-def _status(name: str) -> int:
-    return DETECTION_STATUS.index(name)
 
 
 def classify_image(
@@ -81,37 +77,21 @@ def classify_image(
        the highest-scoring one on a box not taken: TIDE's fix makes it a true positive),
        "groundtruth_status": int [N] (index into GROUNDTRUTH_STATUS)}
     """
-    gt_boxes, labels = groundtruth["boxes"], groundtruth["labels"]
-    ignored = groundtruth["difficult"] | groundtruth["iscrowd"]
     if detections is None:
-        boxes, scores, classes = np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
-    else:
-        boxes, scores, classes = detections["boxes"], detections["scores"], detections["classes"]
-    num_dets, num_gt = boxes.shape[0], gt_boxes.shape[0]
-    iou = box_iou(boxes, gt_boxes)
-    same = classes[:, None] == labels[None, :]
-    order = np.argsort(-scores, kind="stable")
-
-    status = np.full(num_dets, -1, np.int64)
-    taken = np.zeros(num_gt, bool)
-    if num_gt:
-        same_iou = np.where(same, iou, -1.0)
-        best = np.argmax(same_iou, axis=1)
-        best_iou = same_iou[np.arange(num_dets), best]
-        for k in order[best_iou[order] >= iou_threshold]:
-            if ignored[best[k]]:
-                status[k] = IGNORED
-            elif not taken[best[k]]:
-                status[k] = TRUE_POSITIVE
-                taken[best[k]] = True
+        detections = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
+    iou, status, taken = match_image(groundtruth, detections, iou_threshold)
+    ignored = groundtruth["difficult"] | groundtruth["iscrowd"]
+    same = detections["classes"][:, None] == groundtruth["labels"][None, :]
+    num_dets, num_gt = iou.shape
+    order = np.argsort(-detections["scores"], kind="stable")
 
     counted_iou = np.where(ignored[None, :], 0.0, iou)
     own = np.where(same, counted_iou, 0.0)
     other = np.where(same, 0.0, counted_iou)
     target = np.full(num_dets, -1, np.int64)
-    false_positive = status < 0
+    false_positive = status == FALSE_POSITIVE
     if not np.any(~ignored):
-        status[false_positive] = _status("background")
+        status[false_positive] = DETECTION_STATUS.index("background")
     else:
         rows = np.arange(num_dets)
         own_best, other_best = np.argmax(own, axis=1), np.argmax(other, axis=1)
@@ -125,7 +105,7 @@ def classify_image(
         )
         for name, applies, points_at in tests:
             mine = false_positive & applies
-            status[mine] = _status(name)
+            status[mine] = DETECTION_STATUS.index(name)
             if points_at is not None:
                 target[mine] = points_at[mine]
             false_positive &= ~applies
@@ -147,13 +127,6 @@ def classify_image(
     }
 
 
-def _checked(groundtruths, detections, num_classes):
-    groundtruths = [as_groundtruth(g, num_classes) for g in groundtruths]
-    detections = [as_detections(d, num_classes) for d in detections]
-    by_image = index_by_image(detections, check_unique_ids(groundtruths), "detections")
-    return groundtruths, by_image
-
-
 def classify_images(
     groundtruths: list[dict],
     detections: list[dict],
@@ -164,7 +137,7 @@ def classify_images(
     """`classify_image` of every image, in the ground truth's order; each result also carries the
     image's "image_id" and its checked "groundtruth" and "detections" records (None without
     detections)."""
-    groundtruths, by_image = _checked(groundtruths, detections, num_classes)
+    groundtruths, by_image = checked_records(groundtruths, detections, num_classes)
     results = []
     for g in groundtruths:
         d = by_image.get(g["image_id"])
@@ -174,32 +147,33 @@ def classify_images(
     return results
 
 
-def _mean_ap(scores, classes, true_positive, num_gt, num_classes, reference):
+def _mean_ap(scores, classes, true_positive, num_gt, reference):
     """mAP over the classes of `reference` (those with positives now), and each class's AP; a class
     whose positives were all fixed away has AP 1."""
-    curves = precision_recall_by_class(scores, classes, true_positive, num_gt, num_classes)
+    curves = precision_recall_by_class(scores, classes, true_positive, num_gt, len(reference))
     per_class = {}
-    for label in range(1, num_classes + 1):
-        if not reference.get(label):
+    for label in reference:
+        if not reference[label]:
             per_class[label] = float("nan")
         else:
             per_class[label] = curves[label]["AP"] if num_gt[label] else 1.0
     return mean_over_defined(per_class), per_class
 
 
-def error_analysis(
-    groundtruths: list[dict],
-    detections: list[dict],
-    num_classes: int,
-    iou_threshold: float = 0.5,
-    background_iou: float = 0.1,
-) -> dict:
+def _fixed_classes(image):
+    """The classes of an image's detections once TIDE's fix gives each localisation or
+    classification error the class of the box it points at."""
+    target, classes = image["target"], image["detections"]["classes"].copy()
+    classes[target >= 0] = image["groundtruth"]["labels"][target[target >= 0]]
+    return classes
+
+
+def error_analysis(images: list[dict], num_classes: int) -> dict:
     """TIDE-style error counts and the AP each type costs (see the module docstring).
 
     Args:
-      groundtruths, detections: per-image records as for `voc_metrics`; absolute boxes.
+      images: the judged images of `classify_images` (at t_f and t_b).
       num_classes: labels are 1..num_classes.
-      iou_threshold: t_f; background_iou: t_b.
 
     Returns:
       {"AP50": mAP now (VOC all-point at t_f),
@@ -208,85 +182,53 @@ def error_analysis(
        "per_class": {label: {"AP50": float, "counts": {type: int}, "delta_AP50": {type: float}}};
        false positives count in their detected class, missed objects in their own}
     """
-    images = classify_images(groundtruths, detections, num_classes, iou_threshold, background_iou)
-    empty = (
-        np.zeros(0),
-        np.zeros(0, np.int64),
-        np.zeros(0, np.int64),
-        np.zeros(0, bool),
-        np.zeros(0, np.int64),
-    )
-    parts, labels, gt_status = [], [], []
-    for image in images:
-        g, d = image["groundtruth"], image["detections"]
-        labels.append(g["labels"])
-        gt_status.append(image["groundtruth_status"])
-        if d is None:
-            continue
-        target = image["target"]
-        fixed_class = d["classes"].copy()
-        fixed_class[target >= 0] = g["labels"][target[target >= 0]]
-        parts.append(
-            (d["scores"], d["classes"], image["detection_status"], image["fixed"], fixed_class)
-        )
-    scores, classes, status, fixed, fixed_class = (
-        np.concatenate(column) for column in zip(*(parts or [empty]))
-    )
-    labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-    gt_status = np.concatenate(gt_status) if gt_status else np.zeros(0, np.int64)
-
+    judged = [image for image in images if image["detections"] is not None]
+    status = concat([image["detection_status"] for image in judged], np.int64)
     kept = status != IGNORED
-    scores, classes, status = scores[kept], classes[kept], status[kept]
-    fixed, fixed_class = fixed[kept], fixed_class[kept]
-    num_gt = {
-        c: int(np.sum((labels == c) & (gt_status != GT_IGNORED))) for c in range(1, num_classes + 1)
-    }
-    missed = {
-        c: int(np.sum((labels == c) & (gt_status == MISSED))) for c in range(1, num_classes + 1)
-    }
+    status = status[kept]
+    scores = concat([image["detections"]["scores"] for image in judged], np.float64)[kept]
+    classes = concat([image["detections"]["classes"] for image in judged], np.int64)[kept]
+    fixed = concat([image["fixed"] for image in judged], bool)[kept]
+    fixed_class = concat([_fixed_classes(image) for image in judged], np.int64)[kept]
+    labels = concat([image["groundtruth"]["labels"] for image in images], np.int64)
+    gt_status = concat([image["groundtruth_status"] for image in images], np.int64)
+    label_range = range(1, num_classes + 1)
+    num_gt = {c: int(np.sum((labels == c) & (gt_status != GT_IGNORED))) for c in label_range}
+    missed = {c: int(np.sum((labels == c) & (gt_status == MISSED))) for c in label_range}
     true_positive = status == TRUE_POSITIVE
-    base, base_per_class = _mean_ap(scores, classes, true_positive, num_gt, num_classes, num_gt)
+    base, base_per_class = _mean_ap(scores, classes, true_positive, num_gt, num_gt)
 
-    delta, delta_per_class = {}, {}
+    counts, delta, delta_per_class = {}, {}, {}
     for kind in ERROR_TYPES:
         if kind == "missed":
+            counts[kind] = missed
             fixed_num_gt = {c: num_gt[c] - missed[c] for c in num_gt}
-            ap, per_class = _mean_ap(
-                scores, classes, true_positive, fixed_num_gt, num_classes, num_gt
-            )
+            ap, per_class = _mean_ap(scores, classes, true_positive, fixed_num_gt, num_gt)
         else:
-            mine = status == _status(kind)
+            mine = status == DETECTION_STATUS.index(kind)
+            counts[kind] = {c: int(np.sum(mine & (classes == c))) for c in label_range}
             keep = ~mine | fixed
-            new_classes = np.where(mine & fixed, fixed_class, classes)
             ap, per_class = _mean_ap(
                 scores[keep],
-                new_classes[keep],
+                np.where(mine & fixed, fixed_class, classes)[keep],
                 (true_positive | (mine & fixed))[keep],
                 num_gt,
-                num_classes,
                 num_gt,
             )
         delta[kind] = ap - base
         delta_per_class[kind] = {c: per_class[c] - base_per_class[c] for c in per_class}
 
-    def count(kind, c):
-        if kind == "missed":
-            return missed[c]
-        return int(np.sum((status == _status(kind)) & (classes == c)))
-
     per_class = {
         c: {
             "AP50": base_per_class[c],
-            "counts": {kind: count(kind, c) for kind in ERROR_TYPES},
+            "counts": {kind: counts[kind][c] for kind in ERROR_TYPES},
             "delta_AP50": {kind: delta_per_class[kind][c] for kind in ERROR_TYPES},
         }
-        for c in range(1, num_classes + 1)
+        for c in label_range
     }
     return {
         "AP50": base,
-        "counts": {
-            kind: sum(per_class[c]["counts"][kind] for c in per_class) for kind in ERROR_TYPES
-        },
+        "counts": {kind: sum(counts[kind].values()) for kind in ERROR_TYPES},
         "delta_AP50": delta,
         "per_class": per_class,
     }
@@ -308,13 +250,13 @@ def confusion_matrix(
       int64 [C + 1, C + 1]: rows are the true class (then background), columns the detected class
       (then background); [C, C] is 0.
     """
-    groundtruths, by_image = _checked(groundtruths, detections, num_classes)
+    groundtruths, by_image = checked_records(groundtruths, detections, num_classes)
     matrix = np.zeros((num_classes + 1, num_classes + 1), np.int64)
     for g in groundtruths:
-        d = by_image.get(g["image_id"])
+        d = by_image.get(g["image_id"], {"boxes": np.zeros((0, 4)), "classes": np.zeros(0, int)})
         ignored = g["difficult"] | g["iscrowd"]
-        classes = d["classes"] if d is not None else np.zeros(0, np.int64)
-        iou = box_iou(d["boxes"] if d is not None else np.zeros((0, 4)), g["boxes"])
+        classes = d["classes"]
+        iou = box_iou(d["boxes"], g["boxes"])
         det_used = np.zeros(classes.size, bool)
         gt_used = np.zeros(g["labels"].size, bool)
         pairs = np.argwhere(iou >= iou_threshold)

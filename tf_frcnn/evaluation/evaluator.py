@@ -1,10 +1,7 @@
 """`Evaluator`: accumulates ground truth, detections and proposals batch by batch, then reports
 COCO AP, VOC mAP and RPN recall together. Also turns the model's padded batch outputs into the
-per-image records the metrics take.
-
-Boxes in the records are absolute pixel [ymin, xmin, ymax, xmax] in the ORIGINAL image. Batches from
-the input pipeline and the exported model carry normalised boxes; `unpad_*(..., normalized=True)`
-scales them by each image's (height, width).
+per-image records the metrics take, boxes absolute pixel [ymin, xmin, ymax, xmax] in the ORIGINAL
+image.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from tf_frcnn.evaluation._records import (
     image_id_to_str,
 )
 from tf_frcnn.evaluation.coco import COCO_METRIC_NAMES, coco_metrics
-from tf_frcnn.evaluation.errors import confusion_matrix, error_analysis
+from tf_frcnn.evaluation.errors import classify_images, confusion_matrix, error_analysis
 from tf_frcnn.evaluation.recall import rpn_recall
 from tf_frcnn.evaluation.report import class_name
 from tf_frcnn.evaluation.sizes import COCO_BINS, ap_by_size, tercile_bins
@@ -29,89 +26,49 @@ from tf_frcnn.evaluation.thresholds import apply_thresholds, max_f1_thresholds
 from tf_frcnn.evaluation.voc import voc_metrics
 
 
-# NumPy, not `tf_frcnn.boxes.to_absolute`: the metrics run in float64 on small per-image arrays,
-# where a TensorFlow op per image would cost more than the multiplication.
-def _to_absolute(boxes: np.ndarray, height, width) -> np.ndarray:
-    return boxes * np.asarray([height, width, height, width], np.float64)
-
-
-def _image_sizes(image_sizes, batch_size: int, normalized: bool):
-    if image_sizes is None:
-        if normalized:
-            raise ValueError(
-                "normalized boxes need image_sizes [batch, 2] (height, width) "
-                "of the original images"
-            )
-        return None
-    return np.asarray(image_sizes, np.float64).reshape(batch_size, -1)[:, :2]
-
-
-def unpad_groundtruths(batch: Mapping, normalized: bool = False) -> list[dict]:
+def unpad_groundtruths(batch: Mapping) -> list[dict]:
     """Splits a padded ground-truth batch into one record per image.
 
     Args:
-      batch: {"image_id": [B] str/bytes, "boxes": float [B, M, 4] [ymin, xmin, ymax, xmax],
-        "labels": int [B, M] 1-based with 0 marking padding, "difficult": bool [B, M] (optional),
-        "iscrowd": bool [B, M] (optional), "height": int [B], "width": int [B] (original image
-        size; required when `normalized`)}. Tensors are accepted.
-      normalized: True if the boxes are normalised to [0, 1]; they are then scaled to absolute
-        pixels of the original image with "height" and "width".
+      batch: {"image_id": [B] str/bytes, "boxes": float [B, M, 4] absolute [ymin, xmin, ymax,
+        xmax], "labels": int [B, M] 1-based with 0 marking padding, "difficult": bool [B, M]
+        (optional), "iscrowd": bool [B, M] (optional), "height": int [B], "width": int [B]
+        (original image size)}. Tensors are accepted.
 
     Returns:
-      B ground-truth records {"image_id", "boxes": [N, 4] absolute, "labels", "height", "width",
-      and "difficult"/"iscrowd" where the batch has them}, padding removed.
+      B ground-truth records {"image_id", "boxes": [N, 4], "labels", "height", "width", and
+      "difficult"/"iscrowd" where the batch has them}, padding removed.
     """
-    labels = np.asarray(batch["labels"])
-    boxes = np.asarray(batch["boxes"], np.float64).reshape(labels.shape + (4,))
-    image_ids = np.asarray(batch["image_id"]).reshape(-1)
-    batch_size = labels.shape[0]
-    if "height" in batch and "width" in batch:
-        heights = np.asarray(batch["height"]).reshape(-1)
-        widths = np.asarray(batch["width"]).reshape(-1)
-    elif normalized:
-        raise ValueError(
-            "normalized boxes need the batch's 'height' and 'width' of the original images"
-        )
-    else:
-        heights = widths = np.zeros(batch_size, np.int64)
-    flags = {key: np.asarray(batch[key], bool) for key in ("difficult", "iscrowd") if key in batch}
-
+    batch = {key: np.asarray(value) for key, value in batch.items()}
     records = []
-    for i in range(batch_size):
-        keep = labels[i] > 0
-        image_boxes = boxes[i][keep]
-        if normalized:
-            image_boxes = _to_absolute(image_boxes, heights[i], widths[i])
+    for i, labels in enumerate(batch["labels"]):
+        keep = labels > 0
         record = {
-            "image_id": image_id_to_str(image_ids[i]),
-            "boxes": image_boxes,
-            "labels": labels[i][keep].astype(np.int64),
-            "height": int(heights[i]),
-            "width": int(widths[i]),
+            key: batch[key][i][keep]
+            for key in ("boxes", "labels", "difficult", "iscrowd")
+            if key in batch
         }
-        record.update({key: value[i][keep] for key, value in flags.items()})
+        record["image_id"] = image_id_to_str(batch["image_id"][i])
+        record["height"] = int(batch["height"][i])
+        record["width"] = int(batch["width"][i])
         records.append(record)
     return records
 
 
-def unpad_detections(
-    boxes, scores, classes, num_detections, image_ids, image_sizes=None, normalized: bool = False
-) -> list[dict]:
+def unpad_detections(boxes, scores, classes, num_detections, image_ids) -> list[dict]:
     """Splits the model's padded detections into one record per image.
 
     Args:
-      boxes: float [B, K, 4] [ymin, xmin, ymax, xmax] (`detection_boxes`).
+      boxes: float [B, K, 4] absolute [ymin, xmin, ymax, xmax] (`detection_boxes`).
       scores: float [B, K] (`detection_scores`).
       classes: int [B, K], 1-based (`detection_classes`).
       num_detections: int [B]; entries past it are padding.
       image_ids: [B] str/bytes.
-      image_sizes: [B, 2] (height, width) of the original images; required when `normalized`.
-      normalized: True if the boxes are normalised to [0, 1] (the exported model's output).
 
     Returns:
-      B detection records {"image_id", "boxes": [n, 4] absolute, "scores": [n], "classes": [n]}.
+      B detection records {"image_id", "boxes": [n, 4], "scores": [n], "classes": [n]}.
     """
-    records = unpad_proposals(boxes, num_detections, image_ids, image_sizes, normalized)
+    records = unpad_proposals(boxes, num_detections, image_ids)
     scores = np.asarray(scores, np.float64)
     classes = np.asarray(classes, np.int64)
     for i, record in enumerate(records):
@@ -121,32 +78,24 @@ def unpad_detections(
     return records
 
 
-def unpad_proposals(
-    boxes, num_proposals, image_ids, image_sizes=None, normalized: bool = False
-) -> list[dict]:
+def unpad_proposals(boxes, num_proposals, image_ids) -> list[dict]:
     """Splits padded RPN proposals into one record per image.
 
     Args:
-      boxes: float [B, P, 4] [ymin, xmin, ymax, xmax], sorted by objectness, descending.
+      boxes: float [B, P, 4] absolute [ymin, xmin, ymax, xmax], sorted by objectness, descending.
       num_proposals: int [B]; entries past it are padding.
       image_ids: [B] str/bytes.
-      image_sizes: [B, 2] (height, width) of the original images; required when `normalized`.
-      normalized: True if the boxes are normalised to [0, 1].
 
     Returns:
-      B proposal records {"image_id", "boxes": [n, 4] absolute}.
+      B proposal records {"image_id", "boxes": [n, 4]}.
     """
-    boxes = np.asarray(boxes, np.float64)
     counts = np.asarray(num_proposals, np.int64).reshape(-1)
-    image_ids = np.asarray(image_ids).reshape(-1)
-    sizes = _image_sizes(image_sizes, boxes.shape[0], normalized)
-    records = []
-    for i, n in enumerate(counts):
-        image_boxes = boxes[i, :n]
-        if normalized:
-            image_boxes = _to_absolute(image_boxes, *sizes[i])
-        records.append({"image_id": image_id_to_str(image_ids[i]), "boxes": image_boxes})
-    return records
+    return [
+        {"image_id": image_id_to_str(image_id), "boxes": image_boxes[:n]}
+        for image_id, image_boxes, n in zip(
+            np.asarray(image_ids).reshape(-1), np.asarray(boxes, np.float64), counts
+        )
+    ]
 
 
 class Evaluator:
@@ -204,11 +153,6 @@ class Evaluator:
         return list(self._groundtruths)
 
     @property
-    def detections(self) -> list[dict]:
-        """The checked detection records so far."""
-        return list(self._detections)
-
-    @property
     def proposals(self) -> list[dict]:
         """The checked proposal records so far (empty without proposals)."""
         return list(self._proposals)
@@ -229,7 +173,7 @@ class Evaluator:
         groundtruths = [as_groundtruth(g, self.num_classes) for g in groundtruths]
         detections = [as_detections(d, self.num_classes) for d in detections]
         proposals = [as_proposals(p) for p in proposals or []]
-        new_ids = check_unique_ids(groundtruths).keys()
+        new_ids = check_unique_ids(groundtruths)
         repeated = sorted(self._image_ids & new_ids)
         if repeated:
             raise ValueError(f"ground truth for image {repeated[0]!r} given twice")
@@ -317,9 +261,10 @@ class Evaluator:
             label: {"name": name(label), **entry}
             for label, entry in max_f1_thresholds(self.voc_result()).items()
         }
-        errors = error_analysis(
+        judged = classify_images(
             self._groundtruths, self._detections, self.num_classes, self.iou_threshold
         )
+        errors = error_analysis(judged, self.num_classes)
         errors["per_class"] = {
             label: {"name": name(label), **entry} for label, entry in errors["per_class"].items()
         }
@@ -328,20 +273,10 @@ class Evaluator:
         )
         matrix = confusion_matrix(self._groundtruths, kept, self.num_classes, self.iou_threshold)
         sizes = {
-            "terciles": ap_by_size(
-                self._groundtruths,
-                self._detections,
-                self.num_classes,
-                tercile_bins(self._groundtruths),
-                self.iou_threshold,
-            ),
-            "coco": ap_by_size(
-                self._groundtruths,
-                self._detections,
-                self.num_classes,
-                COCO_BINS,
-                self.iou_threshold,
-            ),
+            key: ap_by_size(
+                self._groundtruths, self._detections, self.num_classes, bins, self.iou_threshold
+            )
+            for key, bins in (("terciles", tercile_bins(self._groundtruths)), ("coco", COCO_BINS))
         }
         return {
             "thresholds": thresholds,

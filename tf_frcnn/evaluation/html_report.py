@@ -103,8 +103,13 @@ def _is_number(cell: str) -> bool:
         return False
 
 
-def _section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{_text(title)}</h2>{body}</section>'
+def _write_page(path: Path, title: str, body: str) -> Path:
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
+    write_text_atomic(path, page)
+    return path
 
 
 def _anchor(title: str) -> str:
@@ -210,15 +215,11 @@ def write_html_report(
 
     nav = " ".join(f'<a href="#{_anchor(title)}">{_text(title)}</a>' for title, _ in sections)
     body.append(f"<nav>{nav}</nav>")
-    body += [_section(_anchor(title), title, content) for title, content in sections]
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>Evaluation report</title>"
-        f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
-    path = model_dir / f"report{suffix}.html"
-    write_text_atomic(path, page)
-    return path
+    body += [
+        f'<section id="{_anchor(title)}"><h2>{_text(title)}</h2>{content}</section>'
+        for title, content in sections
+    ]
+    return _write_page(model_dir / f"report{suffix}.html", "Evaluation report", "\n".join(body))
 
 
 def write_prediction_index(directory, entries: Sequence[Mapping], model: str = "") -> Path:
@@ -242,12 +243,8 @@ def write_prediction_index(directory, entries: Sequence[Mapping], model: str = "
             f"<figcaption><b>{_text(entry['source'])}</b>: {len(entry['detections'])} "
             f"detections{': ' + found if found else ''}</figcaption></figure>"
         )
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>Predictions</title><style>{_STYLE}</style></head><body>\n"
+    body = (
         f"<h1>Predictions</h1><p>Model: <code>{_text(model)}</code></p>\n"
-        f'<div class="gallery">{"".join(figures)}</div>\n</body></html>\n'
+        f'<div class="gallery">{"".join(figures)}</div>'
     )
-    path = Path(directory) / "index.html"
-    write_text_atomic(path, page)
-    return path
+    return _write_page(Path(directory) / "index.html", "Predictions", body)

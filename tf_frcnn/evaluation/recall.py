@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_frcnn.evaluation._records import (
-    as_groundtruth,
-    as_proposals,
-    box_iou,
-    check_unique_ids,
-    index_by_image,
-)
+from tf_frcnn.evaluation._records import as_groundtruth, as_proposals, box_iou, index_by_image
 
 
 def recall_key(num_proposals: int, iou_threshold: float) -> str:
@@ -35,12 +29,9 @@ def rpn_recall(
     """Fraction of (non-difficult, non-crowd) ground-truth boxes covered by the top-N proposals.
 
     Args:
-      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax,
-        xmax], "labels": int [N], "difficult": bool [N] (optional), "iscrowd": bool [N]
-        (optional)}.
-      proposals: one dict per image, {"image_id", "boxes": [P, 4] absolute [ymin, xmin, ymax, xmax]
-        sorted by objectness, descending; "scores": [P] (optional, sorts the boxes when given)}.
-        An image without a dict has no proposals; an image with P < N proposals uses all P.
+      groundtruths: one ground-truth record per image (`tf_frcnn.evaluation._records`).
+      proposals: proposal records; an image without one has no proposals, one with P < N
+        proposals uses all P.
       num_proposals: the N values.
       iou_thresholds: the t values.
 
@@ -50,7 +41,7 @@ def rpn_recall(
     """
     groundtruths = [as_groundtruth(g) for g in groundtruths]
     proposals = [as_proposals(p) for p in proposals]
-    proposals_by_image = index_by_image(proposals, check_unique_ids(groundtruths), "proposals")
+    proposals_by_image = index_by_image(proposals, groundtruths, "proposals")
     num_proposals = [int(n) for n in num_proposals]
     thresholds = np.asarray(iou_thresholds, np.float64)
     most = max(num_proposals, default=0)

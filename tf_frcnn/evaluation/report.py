@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -92,11 +91,35 @@ def _gain(value) -> str:
     return "n/a" if value is None or math.isnan(value) else f"+{max(float(value), 0.0):.3f}"
 
 
+# The explanation under each analysis table; {fields} are filled in from the metrics.
+SECTION_NOTES = {
+    "AP50 by object size": "Bins by the square root of the box area in original-image pixels: "
+    "thirds of this set's objects, then COCO's small / medium / large. AP50: VOC all-point AP at "
+    "IoU 0.5 with objects outside the bin ignored; COCO AP: pycocotools' APs/APm/APl.",
+    "Error breakdown": "Every false positive and missed object typed as in TIDE (Bolya et al., "
+    "ECCV 2020). AP50 now {ap50}; 'AP50 if fixed' is the mAP gained by fixing all errors of that "
+    "type alone (TIDE's oracle).",
+    "Errors per class": "Count of each error type (AP50 gained by fixing it); false positives "
+    "count in their detected class, missed objects in their own.",
+    "Score thresholds (maximum F1)": "Per class, the score threshold where F1 of the "
+    "precision-recall curve (IoU 0.5) peaks; `tf-frcnn predict --thresholds metrics.json` "
+    "applies them.",
+    "Confusion matrix": "Rows: true class, columns: detected class; detections at the max-F1 "
+    "thresholds (score {threshold:g} for a class without one), matched greedily by IoU >= 0.5 "
+    "whatever the class. Background row: detections on no object; background column: objects "
+    "no detection matches.",
+}
+
+
 def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """The error-analysis tables of the reports, from the keys `Evaluator.analysis` adds to the
     metrics: [(title, one-line explanation, headers, rows of cells)], in report order. Sections
     whose key is absent are left out. report.md and report.html both render exactly these."""
     sections = []
+
+    def add(title, headers, rows, **values):
+        sections.append((title, SECTION_NOTES[title].format(**values), headers, rows))
+
     sizes = metrics.get("AP50_by_size")
     if sizes:
         coco_ap = {
@@ -104,37 +127,14 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             "medium": metrics.get("APm"),
             "large": metrics.get("APl"),
         }
-        rows = [
-            [
-                f"{entry['name']} (this set)",
-                f"{_side(entry['low'])} - {_side(entry['high'])}",
-                _cell(entry["num_gt"]),
-                _cell(entry["AP50"]),
-                "",
-            ]
-            for entry in sizes["terciles"]
-        ]
-        rows += [
-            [
-                f"COCO {entry['name']}",
-                f"{_side(entry['low'])} - {_side(entry['high'])}",
-                _cell(entry["num_gt"]),
-                _cell(entry["AP50"]),
-                _cell(coco_ap.get(entry["name"], float("nan"))),
-            ]
-            for entry in sizes["coco"]
-        ]
-        sections.append(
-            (
-                "AP50 by object size",
-                "Bins by the square root of the box area in original-image pixels: thirds of "
-                "this set's objects, then COCO's small / medium / large. AP50: VOC all-point AP "
-                "at IoU 0.5 with objects outside the bin ignored; COCO AP: pycocotools' "
-                "APs/APm/APl.",
-                ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"],
-                rows,
-            )
-        )
+
+        def size_row(name, entry, coco):
+            bounds = f"{_side(entry['low'])} - {_side(entry['high'])}"
+            return [name, bounds, _cell(entry["num_gt"]), _cell(entry["AP50"]), coco]
+
+        rows = [size_row(f"{e['name']} (this set)", e, "") for e in sizes["terciles"]]
+        rows += [size_row(f"COCO {e['name']}", e, _cell(coco_ap[e["name"]])) for e in sizes["coco"]]
+        add("AP50 by object size", ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"], rows)
     errors = metrics.get("errors")
     if errors:
         rows = [
@@ -146,15 +146,11 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             ]
             for kind in ERROR_DESCRIPTIONS
         ]
-        sections.append(
-            (
-                "Error breakdown",
-                "Every false positive and missed object typed as in TIDE (Bolya et al., "
-                f"ECCV 2020). AP50 now {_cell(errors['AP50'])}; 'AP50 if fixed' is the mAP "
-                "gained by fixing all errors of that type alone (TIDE's oracle).",
-                ["type", "count", "AP50 if fixed", "meaning"],
-                rows,
-            )
+        add(
+            "Error breakdown",
+            ["type", "count", "AP50 if fixed", "meaning"],
+            rows,
+            ap50=_cell(errors["AP50"]),
         )
         rows = [
             [str(entry["name"]), _cell(entry["AP50"])]
@@ -164,35 +160,18 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             ]
             for entry in errors["per_class"].values()
         ]
-        sections.append(
-            (
-                "Errors per class",
-                "Count of each error type (AP50 gained by fixing it); false positives count in "
-                "their detected class, missed objects in their own.",
-                ["class", "AP50"] + list(ERROR_DESCRIPTIONS),
-                rows,
-            )
-        )
+        add("Errors per class", ["class", "AP50"] + list(ERROR_DESCRIPTIONS), rows)
     thresholds = metrics.get("thresholds")
     if thresholds:
+        columns = ("threshold", "precision", "recall", "f1")
         rows = [
-            [
-                str(entry["name"]),
-                _cell(entry["threshold"]),
-                _cell(entry["precision"]),
-                _cell(entry["recall"]),
-                _cell(entry["f1"]),
-            ]
+            [str(entry["name"])] + [_cell(entry[column]) for column in columns]
             for entry in thresholds.values()
         ]
-        sections.append(
-            (
-                "Score thresholds (maximum F1)",
-                "Per class, the score threshold where F1 of the precision-recall curve (IoU 0.5) "
-                "peaks; `tf-frcnn predict --thresholds metrics.json` applies them.",
-                ["class", "threshold", "precision", "recall", "F1"],
-                rows,
-            )
+        add(
+            "Score thresholds (maximum F1)",
+            ["class", "threshold", "precision", "recall", "F1"],
+            rows,
         )
     confusion = metrics.get("confusion_matrix")
     if confusion:
@@ -201,16 +180,11 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
             [name] + [_cell(count) for count in row]
             for name, row in zip(names, confusion["matrix"])
         ]
-        sections.append(
-            (
-                "Confusion matrix",
-                "Rows: true class, columns: detected class; detections at the max-F1 thresholds "
-                f"(score {confusion['default_threshold']:g} for a class without one), matched "
-                "greedily by IoU >= 0.5 whatever the class. Background row: detections on no "
-                "object; background column: objects no detection matches.",
-                ["true \\ detected"] + names,
-                rows,
-            )
+        add(
+            "Confusion matrix",
+            ["true \\ detected"] + names,
+            rows,
+            threshold=confusion["default_threshold"],
         )
     return sections
 
@@ -253,16 +227,12 @@ def _json_ready(value):
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Writes a temporary file beside `path`, then renames it: readers never see a partial file."""
+    """`training.state.atomic_write_text` (readers never see a partial file), creating the
+    parent directories first."""
+    from tf_frcnn.training.state import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_metrics_json(metrics: Mapping, path) -> Path:
@@ -367,10 +337,24 @@ def smooth(values: Sequence[float], weight: float | None = None) -> np.ndarray:
     return smoothed
 
 
-def _panels(count: int, width: float, height: float):
-    columns = min(max(count, 1), 2)
-    rows = max(math.ceil(count / columns), 1)
-    return _new_figure(width * columns, height * rows), rows, columns
+def _plot_per_stage(history: Mapping, path, title: str, empty: str, draw) -> Path:
+    """One panel per stage of `history` ({stage: points}), each drawn by `draw(axes, points)`;
+    `empty` says what is missing when there is no stage."""
+    stages = list(history.items())
+    columns = min(max(len(stages), 1), 2)
+    rows = max(math.ceil(len(stages) / columns), 1)
+    figure = _new_figure(6 * columns, 3.5 * rows)
+    if not stages:
+        figure.add_subplot().text(0.5, 0.5, empty, ha="center", va="center")
+    for i, (stage, points) in enumerate(stages):
+        axes = figure.add_subplot(rows, columns, i + 1)
+        draw(axes, points)
+        axes.set_title(str(stage))
+        axes.set_xlabel("step")
+        axes.grid(True, alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
 
 
 def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
@@ -385,12 +369,8 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
     Returns:
       The path.
     """
-    stages = list(history.items())
-    figure, rows, columns = _panels(len(stages), 6, 3.5)
-    if not stages:
-        figure.add_subplot().text(0.5, 0.5, "no training history", ha="center", va="center")
-    for i, (stage, points) in enumerate(stages):
-        axes = figure.add_subplot(rows, columns, i + 1)
+
+    def draw(axes, points):
         steps = [float(step) for step, _ in points]
         losses = [float(loss) for _, loss in points]
         if steps:
@@ -408,13 +388,9 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
             axes.legend(fontsize="small", loc="upper right")
         else:
             axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-        axes.set_title(str(stage))
-        axes.set_xlabel("step")
         axes.set_ylabel("loss")
-        axes.grid(True, alpha=0.3)
-    figure.suptitle("Training loss per stage")
-    figure.tight_layout()
-    return _save(figure, path)
+
+    return _plot_per_stage(history, path, "Training loss per stage", "no training history", draw)
 
 
 # N of the recall-against-proposals curve, and IoU values of the recall-against-IoU curve.
@@ -477,12 +453,8 @@ def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Pa
     Returns:
       The path.
     """
-    stages = [(stage, rows) for stage, rows in history.items() if rows]
-    figure, rows_count, columns = _panels(len(stages), 6, 3.5)
-    if not stages:
-        figure.add_subplot().text(0.5, 0.5, "no validation history", ha="center", va="center")
-    for i, (stage, rows) in enumerate(stages):
-        axes = figure.add_subplot(rows_count, columns, i + 1)
+
+    def draw(axes, rows):
         keys = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "step"]
         for key in keys:
             points = [
@@ -491,13 +463,12 @@ def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Pa
                 if isinstance(row.get(key), (int, float)) and row.get("step") is not None
             ]
             axes.plot([p[0] for p in points], [p[1] for p in points], "o-", label=key)
-        axes.set_title(str(stage))
-        axes.set_xlabel("step")
-        axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
-    figure.suptitle("Validation during training")
-    figure.tight_layout()
-    return _save(figure, path)
+
+    stages = {stage: rows for stage, rows in history.items() if rows}
+    return _plot_per_stage(
+        stages, path, "Validation during training", "no validation history", draw
+    )
 
 
 def write_report(

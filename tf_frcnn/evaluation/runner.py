@@ -104,17 +104,6 @@ def evaluate(model, class_names, batches, *, progress=True, predict=None):
     return evaluator.result(), evaluator
 
 
-__all__ = [
-    "DEFAULT_THRESHOLD",
-    "RECALL_PROPOSALS",
-    "batch_groundtruths",
-    "evaluate",
-    "evaluate_model_dir",
-    "inference_function",
-    "recall_layer",
-    "write_outputs",
-]
-
 # The score threshold of a class without a max-F1 threshold (no true positive), for the confusion
 # matrix and the gallery; the same as ``tf-frcnn predict --score-threshold``'s default.
 DEFAULT_THRESHOLD = 0.5
@@ -220,12 +209,12 @@ def _gallery(config, split, evaluator, thresholds, class_names):
         for group, ids in (("Most errors", worst), ("Best", best))
         for image_id in ids
     }
-    pictures = {}
     records, _ = inputs.source(config, split)
-    for record in records:
-        image_id = record["image_id"].numpy().decode("utf-8")
-        if image_id in wanted:
-            pictures[image_id] = record["image"].numpy()
+    pictures = {
+        image_id: record["image"].numpy()
+        for record in records
+        if (image_id := record["image_id"].numpy().decode("utf-8")) in wanted
+    }
     by_id = {
         image["image_id"]: (image, errors)
         for image, errors in zip(judged, image_error_counts(judged))

@@ -11,31 +11,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from tf_frcnn.evaluation._records import as_groundtruth, box_areas, concat
 from tf_frcnn.evaluation.errors import GT_IGNORED, IGNORED, TRUE_POSITIVE, classify_images
 from tf_frcnn.evaluation.voc import mean_over_defined, precision_recall_by_class
 
 COCO_BINS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, np.inf))
 
 
-def box_areas(boxes) -> np.ndarray:
-    """float [N]: areas of boxes [N, 4] [ymin, xmin, ymax, xmax]."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
 def tercile_bins(groundtruths: list[dict]) -> tuple:
     """Three (name, low, high) area bins holding a third of the counted (not difficult, not crowd)
     boxes each: edges at the 1/3 and 2/3 quantiles of their areas; () without boxes."""
-    areas = [
-        box_areas(g["boxes"])[
-            ~(
-                np.asarray(g.get("difficult", False), bool)
-                | np.asarray(g.get("iscrowd", False), bool)
-            )
-        ]
-        for g in groundtruths
-    ]
-    areas = np.concatenate(areas) if areas else np.zeros(0)
+    groundtruths = [as_groundtruth(g) for g in groundtruths]
+    areas = concat(
+        [box_areas(g["boxes"])[~(g["difficult"] | g["iscrowd"])] for g in groundtruths], np.float64
+    )
     if not areas.size:
         return ()
     low, high = np.quantile(areas, [1 / 3, 2 / 3])
@@ -63,15 +52,13 @@ def ap_by_size(
       [{"name", "low", "high" (areas; high may be inf), "num_gt": counted boxes in the bin,
         "AP50": mean AP over the classes with boxes in the bin (NaN if none)}] in the bins' order.
     """
+    groundtruths = [as_groundtruth(g) for g in groundtruths]
     results = []
     for name, low, high in bins:
         restricted = []
         for g in groundtruths:
             areas = box_areas(g["boxes"])
-            outside = (areas < low) | (areas >= high)
-            restricted.append(
-                {**g, "iscrowd": np.asarray(g.get("iscrowd", np.zeros(len(areas))), bool) | outside}
-            )
+            restricted.append({**g, "iscrowd": g["iscrowd"] | (areas < low) | (areas >= high)})
         images = classify_images(restricted, detections, num_classes, iou_threshold)
         scores, classes, true_positive, labels = [], [], [], []
         for image in images:
@@ -86,12 +73,12 @@ def ap_by_size(
             scores.append(d["scores"][keep])
             classes.append(d["classes"][keep])
             true_positive.append(status[keep] == TRUE_POSITIVE)
-        labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        labels = concat(labels, np.int64)
         num_gt = {c: int(np.sum(labels == c)) for c in range(1, num_classes + 1)}
         curves = precision_recall_by_class(
-            np.concatenate(scores) if scores else np.zeros(0),
-            np.concatenate(classes) if classes else np.zeros(0, np.int64),
-            np.concatenate(true_positive) if true_positive else np.zeros(0, bool),
+            concat(scores, np.float64),
+            concat(classes, np.int64),
+            concat(true_positive, bool),
             num_gt,
             num_classes,
         )

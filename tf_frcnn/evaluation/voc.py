@@ -27,14 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_frcnn.evaluation._records import (
-    as_detections,
-    as_groundtruth,
-    box_iou,
-    check_unique_ids,
-    index_by_image,
-)
+from tf_frcnn.evaluation._records import box_iou, checked_records, concat
 
+# Status of a detection after `match_image`.
+TRUE_POSITIVE, IGNORED, FALSE_POSITIVE = 0, 1, -1
 # Exactly the tenths 0.0, 0.1, ..., 1.0: a recall of 3/10 must reach the 0.3 point, which
 # 0.1 * 3 = 0.30000000000000004 (np.arange(0, 1.1, 0.1)) would miss.
 _VOC07_RECALL_POINTS = np.arange(11) / 10.0
@@ -116,42 +112,33 @@ def mean_over_defined(per_class: dict) -> float:
     return float(np.mean(defined)) if defined else float("nan")
 
 
-def _best_overlaps(groundtruths, detections_by_image, iou_threshold):
-    """Matches every detection to the same-class ground-truth box of its image it overlaps most.
+def match_image(groundtruth: dict, detections: dict, iou_threshold: float):
+    """VOC's matching in one image (see the module docstring).
 
-    Returns arrays over the detections concatenated in (image, position) order: scores, classes,
-    the best box (an index into all images' boxes concatenated), whether the IoU reaches the
-    threshold (a hit), and whether that hit is on an ignored (difficult or crowd) box.
+    Args:
+      groundtruth, detections: checked records of one image (`as_groundtruth`, `as_detections`).
+      iou_threshold: the overlap a true positive needs.
+
+    Returns:
+      (iou float [K, N] of every detection with every box, status int [K]: TRUE_POSITIVE,
+      IGNORED or FALSE_POSITIVE, taken bool [N]: the boxes a true positive took).
     """
-    scores, classes, best_box, best_iou = [], [], [], []
-    offset = 0
-    for g in groundtruths:
-        d = detections_by_image.get(g["image_id"])
-        num_boxes = g["boxes"].shape[0]
-        if d is not None and d["boxes"].shape[0]:
-            iou = box_iou(d["boxes"], g["boxes"])
-            iou = np.where(d["classes"][:, None] == g["labels"][None, :], iou, -1.0)
-            if num_boxes:
-                index = np.argmax(iou, axis=1)
-                overlap = iou[np.arange(iou.shape[0]), index]
-            else:
-                index = np.zeros(d["boxes"].shape[0], np.int64)
-                overlap = np.full(d["boxes"].shape[0], -1.0)
-            scores.append(d["scores"])
-            classes.append(d["classes"])
-            best_box.append(index + offset)
-            best_iou.append(overlap)
-        offset += num_boxes
-
-    def concat(parts, dtype):
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-
-    best_box = concat(best_box, np.int64)
-    hit = concat(best_iou, np.float64) >= iou_threshold
-    gt_ignored = concat([g["difficult"] | g["iscrowd"] for g in groundtruths], bool)
-    hit_ignored = np.zeros_like(hit)
-    hit_ignored[hit] = gt_ignored[best_box[hit]]
-    return concat(scores, np.float64), concat(classes, np.int64), best_box, hit, hit_ignored
+    iou = box_iou(detections["boxes"], groundtruth["boxes"])
+    ignored = groundtruth["difficult"] | groundtruth["iscrowd"]
+    same_iou = np.where(detections["classes"][:, None] == groundtruth["labels"][None, :], iou, -1.0)
+    status = np.full(iou.shape[0], FALSE_POSITIVE, np.int64)
+    taken = np.zeros(iou.shape[1], bool)
+    if iou.shape[1]:
+        best = np.argmax(same_iou, axis=1)
+        best_iou = same_iou[np.arange(iou.shape[0]), best]
+        order = np.argsort(-detections["scores"], kind="stable")
+        for k in order[best_iou[order] >= iou_threshold]:
+            if ignored[best[k]]:
+                status[k] = IGNORED
+            elif not taken[best[k]]:
+                status[k] = TRUE_POSITIVE
+                taken[best[k]] = True
+    return iou, status, taken
 
 
 def voc_metrics(
@@ -160,12 +147,9 @@ def voc_metrics(
     """VOC07 (11-point) and VOC2010+ (all-point) mAP, per-class AP and precision-recall curves.
 
     Args:
-      groundtruths: one dict per image, {"image_id", "boxes": [N, 4] absolute [ymin, xmin, ymax,
-        xmax], "labels": int [N] 1-based, "difficult": bool [N] (optional), "iscrowd": bool [N]
-        (optional)}. Every evaluated image must be listed, also those without objects.
-      detections: one dict per image, {"image_id", "boxes": [K, 4] absolute [ymin, xmin, ymax,
-        xmax], "scores": [K], "classes": int [K] 1-based}; an image without a dict has no
-        detections.
+      groundtruths: one ground-truth record per image (`tf_frcnn.evaluation._records`), also for
+        images without objects.
+      detections: detection records; an image without one has no detections.
       num_classes: number of object classes, background excluded; labels are 1..num_classes.
       iou_threshold: the overlap a true positive needs (VOC: 0.5).
 
@@ -178,28 +162,21 @@ def voc_metrics(
        "scores": {label: float [D]}, "num_gt": {label: int} (non-difficult boxes),
        "iou_threshold": float}
     """
-    groundtruths = [as_groundtruth(g, num_classes) for g in groundtruths]
-    detections = [as_detections(d, num_classes) for d in detections]
-    detections_by_image = index_by_image(detections, check_unique_ids(groundtruths), "detections")
-    scores, classes, best_box, hit, hit_ignored = _best_overlaps(
-        groundtruths, detections_by_image, iou_threshold
+    groundtruths, by_image = checked_records(groundtruths, detections, num_classes)
+    judged = [(g, by_image[g["image_id"]]) for g in groundtruths if g["image_id"] in by_image]
+    status = concat([match_image(g, d, iou_threshold)[1] for g, d in judged], np.int64)
+    counted_labels = concat(
+        [g["labels"][~(g["difficult"] | g["iscrowd"])] for g in groundtruths], np.int64
     )
-    counted = [g["labels"][~(g["difficult"] | g["iscrowd"])] for g in groundtruths]
-    counted_labels = np.concatenate(counted) if counted else np.zeros(0, np.int64)
     num_gt = {label: int(np.sum(counted_labels == label)) for label in range(1, num_classes + 1)}
-
     # A detection whose best box is ignored does not enter the curve at all.
-    kept = np.flatnonzero(~hit_ignored)
-    # Among hits on the same box, only the first in score order is a true positive (a box belongs
-    # to one class, so the order over all classes gives each class's order).
-    order = kept[np.argsort(-scores[kept], kind="stable")]
-    is_hit = hit[order]
-    _, first = np.unique(best_box[order][is_hit], return_index=True)
-    true_positive = np.zeros(scores.size, bool)
-    true_positive[order[np.flatnonzero(is_hit)[first]]] = True
-
+    kept = status != IGNORED
     curves = precision_recall_by_class(
-        scores[kept], classes[kept], true_positive[kept], num_gt, num_classes
+        concat([d["scores"] for _, d in judged], np.float64)[kept],
+        concat([d["classes"] for _, d in judged], np.int64)[kept],
+        (status == TRUE_POSITIVE)[kept],
+        num_gt,
+        num_classes,
     )
     result = {
         "per_class_AP_voc07": {label: c["AP_voc07"] for label, c in curves.items()},

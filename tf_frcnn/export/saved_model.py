@@ -11,23 +11,18 @@ graphs: it loads and runs with TensorFlow alone, without this package. Two signa
 Both prepare an image as the eval pipeline does (`tf_frcnn.data.build_pipeline`), so that
 ``tf-frcnn eval`` reports what the export does: JPEGs are decoded with the accurate integer IDCT
 (``INTEGER_ACCURATE``, what Pillow, the pipeline's decoder, uses; TensorFlow's default fast IDCT
-differs by up to 10 levels), each image is resized so its shorter side is ``min_size`` and its
-longer side at most ``max_size`` (aspect kept, `tf_frcnn.data.resize_image`), and the batch is
-padded with zeros at the bottom/right to ``pad_to`` (the config's ``data.pad_to``; with None,
-to the batch's largest image). The padding is part of the computation: with 'same' convolutions
-the zeros change the features along the bottom and right borders (and an odd size shifts the
-stride-2 sampling grid), so the export pads like the pipeline. The model then runs on raw float32
-pixels 0..255 (the backbone normalises). Both return:
+differs), each image is resized by `tf_frcnn.data.resize_image` (shorter side ``min_size``,
+longer at most ``max_size``), and the batch is zero-padded at the bottom/right to ``pad_to``
+(the config's ``data.pad_to``; with None, to the batch's largest image): with 'same'
+convolutions the padding changes the features along the bottom and right borders. The model
+then runs on raw float32 pixels 0..255 (the backbone normalises). Both return:
 
 - ``detection_boxes``: float32 [batch, max_detections, 4], NORMALISED [ymin, xmin, ymax, xmax]
-  relative to the original image (multiply by its height and width for pixels); zero rows past
-  ``num_detections``.
+  relative to the original image; zero rows past ``num_detections``.
 - ``detection_scores``: float32 [batch, max_detections], best first; 0 on padding.
 - ``detection_classes``: int32 [batch, max_detections], 1-based (line i of ``labels.txt``);
   0 on padding.
 - ``num_detections``: int32 [batch].
-
-``max_detections`` is the model's (100 by default, as SPEC.md fixes).
 """
 
 from __future__ import annotations
@@ -54,18 +49,20 @@ OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
-def detection_outputs(detections, image_shape):
-    """The signature outputs from ``FasterRCNN`` detections.
+def serving_outputs(model, images, image_shape):
+    """The signature outputs of a ``FasterRCNN`` on a padded batch.
 
     Args:
-      detections: the model's output dict; "detection_boxes" float32 [batch, D, 4] absolute
-        [ymin, xmin, ymax, xmax] in the pixels of the resized image.
+      model: the ``FasterRCNN`` (or its ``builtin_twin``).
+      images: float32 [batch, H, W, 3], pixels 0..255.
       image_shape: int32 [batch, 2], (height, width) of each resized image inside the padding.
 
     Returns:
-      dict of ``OUTPUT_NAMES``; boxes normalised [ymin, xmin, ymax, xmax]. The resized image
-      covers the original exactly, so these are also relative to the original image.
+      dict of ``OUTPUT_NAMES``; boxes normalised [ymin, xmin, ymax, xmax] by ``image_shape``. The
+      resized image covers the original exactly, so these are also relative to the original
+      image.
     """
+    detections = model({"images": images, "image_shape": image_shape}, training=False)
     return {
         "detection_boxes": to_normalized(detections["detection_boxes"], image_shape[:, tf.newaxis]),
         "detection_scores": detections["detection_scores"],
@@ -100,10 +97,7 @@ class DetectionModule:
         )
 
     def _detect(self, images, image_shape):
-        detections = self.model(
-            {"images": self._pad(images), "image_shape": image_shape}, training=False
-        )
-        return detection_outputs(detections, image_shape)
+        return serving_outputs(self.model, self._pad(images), image_shape)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
     def serve_images(self, images):
@@ -177,11 +171,6 @@ def version_dirs(out_base):
     return {int(p.name): p for p in base.iterdir() if p.is_dir() and p.name.isdigit()}
 
 
-def next_version(out_base):
-    """1, or one more than the highest numbered version directory under ``out_base``."""
-    return max(version_dirs(out_base), default=0) + 1
-
-
 def export_saved_model(
     model, out_base, class_names, *, min_size, max_size, pad_to=None, version=None
 ):
@@ -215,7 +204,7 @@ def export_saved_model(
     if any("\n" in name or not name.strip() for name in class_names):
         raise ValueError("class names must be non-empty single lines")
     base = pathlib.Path(out_base)
-    version = next_version(base) if version is None else int(version)
+    version = max(version_dirs(base), default=0) + 1 if version is None else int(version)
     target = base / str(version)
     if target.exists():
         raise FileExistsError(f"{target} exists already; pick another version")

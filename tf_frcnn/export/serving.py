@@ -1,72 +1,13 @@
-"""Using an export: the documented TF Serving requests, labels, and a predictor for a SavedModel
-or a ``.tflite`` file.
-
-``REST_EXAMPLES`` and ``DOCKER_COMMAND`` are the README's serving examples; a test checks them
-against the signatures of a real export, so the README cannot drift from the model.
-"""
+"""Using an export: its labels, and a predictor for a SavedModel or a ``.tflite`` file."""
 
 from __future__ import annotations
 
-import base64
-import json
 import pathlib
 
 import numpy as np
 
-from tf_frcnn.export.saved_model import (
-    INPUT_NAME,
-    OUTPUT_NAMES,
-    SERVING_BYTES,
-    SERVING_DEFAULT,
-    version_dirs,
-)
+from tf_frcnn.export.saved_model import INPUT_NAME, OUTPUT_NAMES, SERVING_DEFAULT, version_dirs
 from tf_frcnn.training.state import LABELS_FILE
-
-MODEL_NAME = "NAME"
-DOCKER_COMMAND = (
-    f'docker run --rm -p 8501:8501 -v "$PWD/saved_models/{MODEL_NAME}:/models/{MODEL_NAME}" '
-    f"-e MODEL_NAME={MODEL_NAME} tensorflow/serving"
-)
-PREDICT_URL = f"http://localhost:8501/v1/models/{MODEL_NAME}:predict"
-
-# The README's request bodies, one per signature: a 2 x 2 RGB image (red, green / blue, white)
-# as uint8 values, and the same image as a base64 PNG.
-_EXAMPLE_PNG_B64 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVQI12P4z8DA8J+BkYHh////"
-    "DAAe9gT9SMYJHwAAAABJRU5ErkJggg=="
-)
-_EXAMPLE_PIXELS = [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]]
-REST_EXAMPLES = {
-    SERVING_DEFAULT: json.dumps({"instances": [{INPUT_NAME: _EXAMPLE_PIXELS}]}),
-    SERVING_BYTES: json.dumps(
-        {"signature_name": SERVING_BYTES, "instances": [{INPUT_NAME: {"b64": _EXAMPLE_PNG_B64}}]}
-    ),
-}
-
-
-def rest_body(images, signature_name=SERVING_DEFAULT):
-    """A TF Serving REST ``:predict`` body (JSON text) for a batch of images.
-
-    Args:
-      images: for ``serving_default``, uint8 arrays [height, width, 3] of one size; for
-        ``serving_bytes``, encoded JPEG / PNG ``bytes``.
-      signature_name: ``serving_default`` or ``serving_bytes``.
-    """
-    if signature_name == SERVING_DEFAULT:
-        instances = [{INPUT_NAME: np.asarray(image, np.uint8).tolist()} for image in images]
-    elif signature_name == SERVING_BYTES:
-        instances = [
-            {INPUT_NAME: {"b64": base64.b64encode(data).decode("ascii")}} for data in images
-        ]
-    else:
-        raise ValueError(
-            f"unknown signature {signature_name!r}; expected {SERVING_DEFAULT!r} "
-            f"or {SERVING_BYTES!r}"
-        )
-    body = {"instances": instances}
-    if signature_name != SERVING_DEFAULT:
-        body = {"signature_name": signature_name, **body}
-    return json.dumps(body)
 
 
 def resolve_saved_model(path):
@@ -148,14 +89,20 @@ class Predictor:
                 f"expected a uint8 [height, width, 3] RGB image, got {image.dtype} "
                 f"{list(image.shape)}"
             )
-        outputs = self._run(image)
-        count = int(outputs["num_detections"])
-        return {
-            "detection_boxes": outputs["detection_boxes"][:count].astype(np.float32),
-            "detection_scores": outputs["detection_scores"][:count].astype(np.float32),
-            "detection_classes": outputs["detection_classes"][:count].astype(np.int32),
-            "num_detections": count,
-        }
+        return trim_detections(self._run(image))
+
+
+def trim_detections(outputs):
+    """One image's outputs (numpy) trimmed to its ``num_detections`` N: "detection_boxes"
+    float32 [N, 4], "detection_scores" float32 [N], "detection_classes" int32 [N],
+    "num_detections" int N."""
+    count = int(outputs["num_detections"])
+    return {
+        "detection_boxes": np.asarray(outputs["detection_boxes"][:count], np.float32),
+        "detection_scores": np.asarray(outputs["detection_scores"][:count], np.float32),
+        "detection_classes": np.asarray(outputs["detection_classes"][:count], np.int32),
+        "num_detections": count,
+    }
 
 
 def _saved_model_runner(version_dir):
@@ -209,10 +156,8 @@ def _resize_bilinear(image, size):
             (where - low).astype(np.float32),
         )
 
-    (top, bottom, y_lerp), (left, right, x_lerp) = (
-        taps(image.shape[0], size[0]),
-        taps(image.shape[1], size[1]),
-    )
+    top, bottom, y_lerp = taps(image.shape[0], size[0])
+    left, right, x_lerp = taps(image.shape[1], size[1])
     pixels = image.astype(np.float32)
     x_lerp = x_lerp[np.newaxis, :, np.newaxis]
     upper = pixels[top][:, left] + (pixels[top][:, right] - pixels[top][:, left]) * x_lerp

@@ -1,23 +1,17 @@
 """TFLite export with TFLite built-in ops only (no Flex / Select TF ops).
 
-The ``.tflite`` file keeps the SavedModel's ``serving_default`` signature on a fixed input:
-``images`` uint8 [1, height, width, 3] RGB, with ``height`` and ``width`` chosen at export. Either
-it resizes in-graph like the SavedModel (shorter side ``min_size``, longer at most ``max_size``;
-for datasets of one image size, e.g. the demo's 128 x 128 upscaled to 512), or (``canvas=True``)
-it takes the image already resized by that rule and zero-padded at the bottom/right into
-[height, width], as the eval pipeline pads to ``data.pad_to``, with a second input
-``image_shape`` int32 [1, 2], the resized image's (height, width) inside that canvas
-(``load_predictor(path, resize=(min_size, max_size))`` prepares both). It returns the same
-outputs: ``detection_boxes`` float32 [1, max_detections, 4] NORMALISED [ymin, xmin, ymax, xmax]
-relative to the input image (the valid part of a canvas),
-``detection_scores`` float32 [1, max_detections], ``detection_classes`` int32 [1, max_detections]
-(1-based, 0 on padding), ``num_detections`` int32 [1]. ``Interpreter.get_signature_runner()``
-serves it.
+The ``.tflite`` file keeps the SavedModel's ``serving_default`` signature and outputs (batch 1)
+on a fixed input ``images`` uint8 [1, height, width, 3] RGB. Either the graph resizes it like the
+SavedModel (for datasets of one image size), or (``canvas=True``) it takes the image already
+resized by that rule and zero-padded at the bottom/right into [height, width], as the eval
+pipeline pads to ``data.pad_to``, with a second input ``image_shape`` int32 [1, 2], the resized
+image's (height, width) inside the canvas: proposals and detections are clipped to it and the
+boxes normalised by it (``load_predictor(path, resize=(min_size, max_size))`` prepares both).
 
 What makes the graph built-in only:
 - the model runs with :class:`tf_frcnn.roi.ROIPoolingBuiltin` (gather + bilinear arithmetic) in
-  place of ``ROIPooling``, whose ``CropAndResize`` is not a TFLite built-in; the other parts are
-  the model's own layers, so the weights are the same;
+  place of ``ROIPooling``, whose ``CropAndResize`` is not a TFLite built-in; the weights are the
+  same;
 - batch 1 is static, so the proposal layer and the detection post-processing take their
   batch-1 paths (one ``NON_MAX_SUPPRESSION`` op each, no ``map_fn`` / ``WHILE``);
 - the resize is bilinear without antialiasing (``RESIZE_BILINEAR``).
@@ -28,7 +22,6 @@ The "int8" variant runs the networks in int8 and the box arithmetic in float32 (
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 
@@ -41,7 +34,7 @@ from tensorflow.lite.python import schema_py_generated as _schema
 from tf_frcnn.config import ConfigError
 from tf_frcnn.data.pipeline import resize_image
 from tf_frcnn.export.frozen import freeze
-from tf_frcnn.export.saved_model import INPUT_NAME, detection_outputs
+from tf_frcnn.export.saved_model import INPUT_NAME, serving_outputs
 from tf_frcnn.export.serving import CANVAS_IMAGE_SHAPE as IMAGE_SHAPE
 from tf_frcnn.export.serving import _letterbox
 from tf_frcnn.model import builtin_twin
@@ -53,17 +46,14 @@ _BUILTIN_NAMES = {
 # Ops that move or blend feature values; under ``feature_scopes`` they run in int8 when an
 # input comes from an int8 op (ROI pooling's gathers and bilinear blend of the feature map).
 _FEATURE_OPS = {"GATHER", "SUB", "MUL", "ADD", "RESHAPE", "REDUCE_MAX"}
-QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 # Variant name -> ``quantization`` argument.
-VARIANTS = {"float32": None, "float16": "float16", "dynamic_int8": "dynamic_int8"}
+VARIANTS = {"float32": None, "float16": "float16", "dynamic_int8": "dynamic_int8", "int8": "int8"}
+QUANTIZATIONS = tuple(VARIANTS.values())
 
 
 class TFLiteModule:
     """``serving_default`` on a fixed [1, height, width, 3] uint8 input (see the module
-    docstring), for the converter. With ``canvas``, a second input ``image_shape`` int32 [1, 2]
-    gives the (height, width) of the resized image inside the canvas (the rest is padding):
-    proposals and detections are clipped to it and the boxes normalised by it, as the eval
-    pipeline's ``image_shape`` does."""
+    docstring), for the converter; with ``canvas``, the second input ``image_shape``."""
 
     def __init__(self, model, *, height, width, min_size, max_size, canvas=False):
         self.model = builtin_twin(model)
@@ -84,35 +74,17 @@ class TFLiteModule:
             self.serve = tf.function(self._serve, input_signature=[images])
 
     def _serve_canvas(self, images, image_shape):
-        detections = self.model(
-            {"images": tf.cast(images, tf.float32), "image_shape": image_shape}, training=False
-        )
-        return detection_outputs(detections, image_shape)
+        return serving_outputs(self.model, tf.cast(images, tf.float32), image_shape)
 
     def _serve(self, images):
         resized, _ = resize_image(images, self.min_size, self.max_size)
         resized.set_shape((1,) + self.resized_shape + (3,))
-        image_shape = tf.constant([self.resized_shape], tf.int32)
-        detections = self.model({"images": resized, "image_shape": image_shape}, training=False)
-        return detection_outputs(detections, image_shape)
+        return serving_outputs(self.model, resized, tf.constant([self.resized_shape], tf.int32))
 
 
-def frozen_signature(module):
-    """``module.serve`` as a concrete function with the weights as constants.
-
-    The converter's own freezing leaves the Keras variables as ``VAR_HANDLE`` ops that the
-    interpreter never initialises (the outputs come out NaN), so the graph is frozen here
-    (``tf_frcnn.export.frozen.freeze``, which also gives the outputs back their names).
-    """
-    return freeze(module.serve.get_concrete_function())
-
-
-def _check_quantization(quantization):
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
-
-
-def _check_float32(model):
+def _frozen_signature(model, *, height, width, min_size, max_size, canvas):
+    """(``TFLiteModule.serve`` of ``model`` as a concrete function with the weights as
+    constants, the ``int8_scopes`` of its model)."""
     dtype = compute_dtype(model)
     if dtype != "float32":
         raise ConfigError(
@@ -120,6 +92,12 @@ def _check_float32(model):
             "export it from a float32 model (detection.mixed_precision: false) and use the "
             "float16 TFLite variant for half-size weights"
         )
+    module = TFLiteModule(
+        model, height=height, width=width, min_size=min_size, max_size=max_size, canvas=canvas
+    )
+    # The converter's own freezing leaves the Keras variables as ``VAR_HANDLE`` ops that the
+    # interpreter never initialises (the outputs come out NaN), so the graph is frozen here.
+    return freeze(module.serve.get_concrete_function()), int8_scopes(module.model)
 
 
 def int8_scopes(model):
@@ -215,7 +193,7 @@ def _networks_int8(signature, representative_images, scopes, feature_scopes=()):
 
 
 def convert(signature, quantization=None, representative_images=None, scopes=None):
-    """The flatbuffer bytes of ``signature`` (see ``frozen_signature``) under the signature key
+    """The flatbuffer bytes of ``signature`` (see ``_frozen_signature``) under the signature key
     ``serving_default``.
 
     Args:
@@ -229,7 +207,8 @@ def convert(signature, quantization=None, representative_images=None, scopes=Non
         (``calibration_inputs``: uint8 [1, H, W, 3] arrays, or dicts of the two inputs).
       scopes: for "int8": ``int8_scopes(model)`` of the converted model.
     """
-    _check_quantization(quantization)
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if quantization == "int8":
         if representative_images is None:
             raise ValueError("quantization 'int8' needs representative_images to calibrate on")
@@ -266,8 +245,8 @@ def export_tflite(
       min_size, max_size: the resize rule, as for the SavedModel.
       quantization: None, "float16", "dynamic_int8" or "int8" (see ``convert``).
       representative_images: calibration images for "int8" (see ``convert``).
-      canvas: the input is the image resized by the rule and padded (see
-        ``export_tflite_variants``); False: the graph resizes its input by the rule.
+      canvas: the input is the image resized by the rule and padded, with a second input
+        ``image_shape`` (see the module docstring); False: the graph resizes its input.
 
     Returns:
       pathlib.Path of the written file.
@@ -278,14 +257,10 @@ def export_tflite(
         not be TFLite built-ins).
       tf.lite ConverterError: an op of the graph is not a TFLite built-in (the message names it).
     """
-    _check_quantization(quantization)
-    _check_float32(model)
-    module = TFLiteModule(
+    signature, scopes = _frozen_signature(
         model, height=height, width=width, min_size=min_size, max_size=max_size, canvas=canvas
     )
-    flatbuffer = convert(
-        frozen_signature(module), quantization, representative_images, int8_scopes(module.model)
-    )
+    flatbuffer = convert(signature, quantization, representative_images, scopes)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
@@ -295,7 +270,7 @@ def export_tflite(
 def calibration_inputs(images, height, width, resize=None):
     """Inputs of a ``.tflite`` model made from uint8 images [h, w, 3] as ``load_predictor``
     prepares them, for calibration: uint8 [1, height, width, 3] each, or with ``resize`` (a
-    canvas model, see ``export_tflite_variants``) {"images": canvas, "image_shape": int32
+    canvas model, see the module docstring) {"images": canvas, "image_shape": int32
     [1, 2]} dicts."""
     inputs = []
     for image in images:
@@ -329,13 +304,8 @@ def export_tflite_variants(
     (and ``<name>_int8.tflite``); the graph is traced once for all.
 
     Args:
-      model, height, width, min_size, max_size: as for ``export_tflite``.
+      model, height, width, min_size, max_size, canvas: as for ``export_tflite``.
       representative_images: calibration inputs of the "int8" file (``calibration_inputs``).
-      canvas: the files take images already resized by the model's rule (``min_size``,
-        ``max_size``) and zero-padded at the bottom/right into [height, width], as the eval
-        pipeline pads to ``data.pad_to`` (``load_predictor(path, resize=(min_size,
-        max_size))`` does it); the graph does not resize. False: the graph resizes its
-        [height, width] input by the rule (for datasets of one image size).
       variants: the subset of "float32", "float16", "dynamic_int8", "int8" to write (default:
         all, "int8" only with ``representative_images``).
 
@@ -343,30 +313,25 @@ def export_tflite_variants(
       {variant: {"path": pathlib.Path, "bytes": int, "resize": None or (min_size, max_size),
       the ``resize`` argument of ``load_predictor`` for the file}}.
     """
-    _check_float32(model)
-    wanted = dict(VARIANTS, int8="int8")
     if variants is None:
-        variants = [v for v in wanted if v != "int8" or representative_images is not None]
-    unknown = sorted(set(variants) - set(wanted))
+        variants = [v for v in VARIANTS if v != "int8" or representative_images is not None]
+    unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
-        raise ValueError(f"unknown TFLite variant(s) {unknown}; expected some of {list(wanted)}")
-    module = TFLiteModule(
+        raise ValueError(f"unknown TFLite variant(s) {unknown}; expected some of {list(VARIANTS)}")
+    signature, scopes = _frozen_signature(
         model, height=height, width=width, min_size=min_size, max_size=max_size, canvas=canvas
     )
-    signature = frozen_signature(module)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for variant in variants:
-        quantization = wanted[variant]
+        quantization = VARIANTS[variant]
         suffix = "" if quantization is None else f"_{quantization}"
         path = out_dir / f"{name}{suffix}.tflite"
-        path.write_bytes(
-            convert(signature, quantization, representative_images, int8_scopes(module.model))
-        )
+        path.write_bytes(convert(signature, quantization, representative_images, scopes))
         written[variant] = {
             "path": path,
-            "bytes": os.path.getsize(path),
+            "bytes": path.stat().st_size,
             "resize": (min_size, max_size) if canvas else None,
         }
     return written

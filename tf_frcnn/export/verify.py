@@ -12,6 +12,7 @@ pixels, absolute [ymin, xmin, ymax, xmax].
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -26,7 +27,7 @@ from tf_frcnn.boxes import to_absolute
 from tf_frcnn.evaluation import Evaluator
 from tf_frcnn.evaluation.runner import evaluate
 from tf_frcnn.export.saved_model import INPUT_NAME, OUTPUT_NAMES, SERVING_BYTES, SERVING_DEFAULT
-from tf_frcnn.export.serving import load_predictor
+from tf_frcnn.export.serving import load_predictor, trim_detections
 from tf_frcnn.training import inputs
 
 VERIFY_JSON = "verify.json"
@@ -72,38 +73,22 @@ def _metrics(samples, outputs, class_names):
     evaluator = Evaluator(len(class_names), class_names)
     for record, out in zip(samples, outputs):
         height, width = size = record["image"].shape[:2]
-        evaluator.update(
-            [
-                {
-                    "image_id": record["image_id"],
-                    "boxes": to_absolute(record["boxes"], size),
-                    "labels": record["labels"],
-                    "difficult": record.get("difficult"),
-                    "iscrowd": record.get("iscrowd"),
-                    "height": height,
-                    "width": width,
-                }
-            ],
-            [
-                {
-                    "image_id": record["image_id"],
-                    "boxes": to_absolute(out["detection_boxes"], size),
-                    "scores": out["detection_scores"],
-                    "classes": out["detection_classes"],
-                }
-            ],
-        )
+        groundtruth = {
+            key: record.get(key) for key in ("image_id", "labels", "difficult", "iscrowd")
+        }
+        groundtruth.update(boxes=to_absolute(record["boxes"], size), height=height, width=width)
+        detections = {
+            "image_id": record["image_id"],
+            "boxes": to_absolute(out["detection_boxes"], size),
+            "scores": out["detection_scores"],
+            "classes": out["detection_classes"],
+        }
+        evaluator.update([groundtruth], [detections])
     return evaluator.result()
 
 
 def _trim(outputs, index):
-    count = int(outputs["num_detections"][index])
-    return {
-        "detection_boxes": np.asarray(outputs["detection_boxes"][index][:count]),
-        "detection_scores": np.asarray(outputs["detection_scores"][index][:count]),
-        "detection_classes": np.asarray(outputs["detection_classes"][index][:count]),
-        "num_detections": count,
-    }
+    return trim_detections({name: value[index] for name, value in outputs.items()})
 
 
 def _run_all(predict, inputs_):
@@ -117,22 +102,24 @@ def _run_all(predict, inputs_):
     return outputs, 1000.0 * statistics.median(times)
 
 
-def _signature_predictor(signature, wrap):
-    def predict(item):
-        outputs = signature(**{INPUT_NAME: tf.constant(wrap(item))})
-        return _trim({name: outputs[name].numpy() for name in OUTPUT_NAMES}, 0)
+def _call(signature, batch):
+    outputs = signature(**{INPUT_NAME: tf.constant(batch)})
+    return {name: outputs[name].numpy() for name in OUTPUT_NAMES}
 
-    return predict
+
+def _call_one(signature, item):
+    """The detections of one image (uint8 [H, W, 3]) or encoded file (bytes), trimmed to
+    ``num_detections``."""
+    batch = item[np.newaxis] if isinstance(item, np.ndarray) else [item]
+    return _trim(_call(signature, batch), 0)
 
 
 def _batch_mismatch(signature, batch):
     """The largest difference between a batched call and single calls (None when equal
     within ``BATCH_ATOL`` and with the same detections), as a message."""
-    together = signature(**{INPUT_NAME: tf.constant(batch)})
-    together = {name: together[name].numpy() for name in OUTPUT_NAMES}
+    together = _call(signature, batch)
     for index in range(len(batch)):
-        alone = signature(**{INPUT_NAME: tf.constant(batch[index : index + 1])})
-        alone = _trim({name: alone[name].numpy() for name in OUTPUT_NAMES}, 0)
+        alone = _call_one(signature, batch[index])
         joint = _trim(together, index)
         if joint["num_detections"] != alone["num_detections"] or not np.array_equal(
             joint["detection_classes"], alone["detection_classes"]
@@ -259,23 +246,12 @@ def verify_export(
     images = [record["image"] for record in samples]
     encoded = [record["bytes"] for record in samples]
     count = min(BATCH_SIZE, len(samples))
-    for name, signature, items, wrap, batch in (
-        (
-            SERVING_DEFAULT,
-            loaded.signatures[SERVING_DEFAULT],
-            images,
-            lambda image: image[np.newaxis],
-            _common_crop(images[:count]),
-        ),
-        (
-            SERVING_BYTES,
-            loaded.signatures[SERVING_BYTES],
-            encoded,
-            lambda data: [data],
-            np.array(encoded[:count], dtype=object),
-        ),
+    for name, items, batch in (
+        (SERVING_DEFAULT, images, _common_crop(images[:count])),
+        (SERVING_BYTES, encoded, np.array(encoded[:count], dtype=object)),
     ):
-        outputs, ms = _run_all(_signature_predictor(signature, wrap), items)
+        signature = loaded.signatures[name]
+        outputs, ms = _run_all(functools.partial(_call_one, signature), items)
         problem = _batch_mismatch(signature, batch) if count > 1 else None
         if problem:
             problem = f"a batch of {count} differs from {count} single calls: {problem}"
