@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from tf_frcnn.boxes import DETECTOR_BOX_STDS
+from tf_frcnn.matcher import NEGATIVE_IOU, POSITIVE_IOU
 
 
 class ConfigError(ValueError):
@@ -58,8 +59,8 @@ class ModelConfig:
 
 @dataclass
 class RPNConfig:
-    positive_iou: float = _fraction(0.7)  # an anchor at IoU >= this with a box is positive
-    negative_iou: float = _fraction(0.3)  # below this with every box, negative
+    positive_iou: float = _fraction(POSITIVE_IOU)  # an anchor at IoU >= this with a box is positive
+    negative_iou: float = _fraction(NEGATIVE_IOU)  # below this with every box, negative
     batch_size: int = _positive(256)  # anchors sampled per image
     positive_fraction: float = _fraction(0.5)  # of them positive at most
     ignore_cross_boundary: bool = True

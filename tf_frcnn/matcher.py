@@ -5,6 +5,10 @@ import tensorflow as tf
 
 from tf_frcnn import boxes as box_ops
 
+# The paper's anchor labelling thresholds (Sec. 3.1.2): rpn.positive_iou, rpn.negative_iou.
+POSITIVE_IOU = 0.7
+NEGATIVE_IOU = 0.3
+
 
 def match(candidates, candidate_valid, gt_boxes, gt_labels):
     """The best ground truth of each candidate.

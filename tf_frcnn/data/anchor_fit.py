@@ -36,6 +36,7 @@ import dataclasses
 import numpy as np
 
 from tf_frcnn.anchors import base_anchors
+from tf_frcnn.matcher import NEGATIVE_IOU, POSITIVE_IOU
 
 # At most this many box instances enter the fit (a fixed-seed sample of larger sets); the
 # candidate table holds instances x ~800 float32 values.
@@ -143,7 +144,7 @@ def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only
     return out
 
 
-def coverage(best_iou, positive_iou=0.7, negative_iou=0.3) -> dict:
+def coverage(best_iou, positive_iou=POSITIVE_IOU, negative_iou=NEGATIVE_IOU) -> dict:
     """How boxes fare with their best anchor (see the module docstring's buckets).
 
     Args:
@@ -272,8 +273,7 @@ def fit_anchors(
     num_scales=3,
     num_ratios=3,
     stride=16,
-    positive_iou=0.7,
-    negative_iou=0.3,
+    iou_thresholds=(POSITIVE_IOU, NEGATIVE_IOU),
     inside_only=True,
     start=None,
     scales=None,
@@ -286,7 +286,7 @@ def fit_anchors(
       base_size: model.anchor_base_size; anchor side = base_size * scale.
       num_scales, num_ratios: set size, k = num_scales * num_ratios.
       stride, inside_only: see `best_anchor_iou`.
-      positive_iou, negative_iou: rpn.positive_iou, rpn.negative_iou.
+      iou_thresholds: (rpn.positive_iou, rpn.negative_iou).
       start: optional (scales, ratios) tried as a second starting point (the configured set).
       scales, ratios: keep these fixed and fit only the other (None: fit both).
     Returns:
@@ -329,6 +329,7 @@ def fit_anchors(
     table = best_anchor_iou(boxes, heights, widths, stride, inside_only).reshape(
         len(boxes.labels), len(ratio_grid), len(scale_grid)
     )
+    positive_iou, negative_iou = iou_thresholds
     objective = _Objective(table, boxes.labels, positive_iou, negative_iou)
 
     def quantiles(values, count, spread):
