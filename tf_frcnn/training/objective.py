@@ -28,15 +28,17 @@ class Objective:
 
     Args:
       anchor_target_args: keyword arguments of ``rpn.anchor_targets``.
-      rpn_lambda: lambda of the RPN loss (10 in the paper).
+      rpn_loss_args: keyword arguments of ``rpn.rpn_loss`` (its lambda, 10 in the paper).
       roi_sampler_args: keyword arguments of ``roi.sample_rois``.
       seed: with a seed, the anchor and ROI sampling of a step depend only on (seed,
         step), so the same step of a resumed run samples the same.
     """
 
-    def __init__(self, anchor_target_args=None, rpn_lambda=10.0, roi_sampler_args=None, seed=None):
+    def __init__(
+        self, anchor_target_args=None, rpn_loss_args=None, roi_sampler_args=None, seed=None
+    ):
         self.anchor_target_args = dict(anchor_target_args or {})
-        self.rpn_lambda = rpn_lambda
+        self.rpn_loss_args = dict(rpn_loss_args or {})
         self.roi_sampler_args = dict(roi_sampler_args or {})
         self.seed = seed
 
@@ -44,7 +46,7 @@ class Objective:
     def from_config(cls, config):
         return cls(
             anchor_target_args=kwargs_for(anchor_targets, config.rpn),
-            rpn_lambda=config.rpn.lambda_reg,
+            rpn_loss_args=kwargs_for(rpn_loss, config.rpn),
             roi_sampler_args=kwargs_for(sample_rois, config.roi),
             seed=config.train.seed,
         )
@@ -79,7 +81,7 @@ class Objective:
             )
             num_locations = tf.shape(feature_map)[1] * tf.shape(feature_map)[2]
             losses.update(
-                rpn_loss(logits, deltas, labels, targets, num_locations, lambda_reg=self.rpn_lambda)
+                rpn_loss(logits, deltas, labels, targets, num_locations, **self.rpn_loss_args)
             )
         if stage.trains_detector:
             if proposal_source is not None:
