@@ -31,7 +31,6 @@ from tf_frcnn.training.state import (
     write_config,
     write_labels,
 )
-from tf_frcnn.training.step import set_trainable, stage_losses
 from tf_frcnn.training.validation import StageValidator, ValidationSchedule, fresh_record
 
 
@@ -234,8 +233,8 @@ class Trainer:
         state.save()
 
     def _prepare_stage(self, index, stage, fresh):
-        """Loads the weights ``stage`` starts from and makes its parts trainable; a
-        stage trained on another stage's proposals gets that network, frozen."""
+        """Loads the weights ``stage`` starts from; a stage trained on another stage's
+        proposals gets that network, frozen."""
         model = self.model
         if index > 0:
             model.load_weights(_stage_weights(self.model_dir, self.schedule[index - 1].name))
@@ -243,7 +242,6 @@ class Trainer:
             # The initial backbone: what a "pretrain" stage left (or the seeded
             # initialisation itself), also after a resume.
             model.features.load_weights(os.path.join(self.model_dir, INITIAL_BACKBONE))
-        set_trainable(model, stage)
         self.proposer = None
         if stage.proposals_from:
             with self.strategy.scope():
@@ -254,14 +252,6 @@ class Trainer:
     def _train_stage(self, stage, state, resuming, pretrainer=None):
         validating = pretrainer is None and self.config.train.eval_every
         model = pretrainer or self.model
-        if pretrainer:
-            losses_of = pretrainer.compute_losses
-        else:
-            # The proposer's training counts for training, its test-time ones for validation.
-            train_source = None
-            if self.proposer is not None:
-                train_source = functools.partial(self.proposer.propose, training_counts=True)
-            losses_of = stage_losses(model, STAGES[stage], self.objective, train_source)
         length = state.stage_steps[stage]
         settings = dataclasses.replace(
             stage_config(self.config, stage),
@@ -281,14 +271,25 @@ class Trainer:
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         directory = os.path.join(self.model_dir, "stages", stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
-        loop = StageLoop(
-            losses_of,
-            model,
-            optimizer,
-            self.strategy,
-            clip_norm=self.config.train.clip_norm,
-            jit_compile=self.config.train.jit_compile,
+        options = dict(
+            clip_norm=self.config.train.clip_norm, jit_compile=self.config.train.jit_compile
         )
+        if pretrainer:
+            loop = StageLoop(pretrainer.compute_losses, model, optimizer, self.strategy, **options)
+        else:
+            # The proposer's training counts for training, its test-time ones for validation.
+            source = None
+            if self.proposer is not None:
+                source = functools.partial(self.proposer.propose, training_counts=True)
+            loop = StageLoop.for_stage(
+                model,
+                STAGES[stage],
+                self.objective,
+                optimizer,
+                self.strategy,
+                proposal_source=source,
+                **options,
+            )
         self.loops[stage] = loop
         start = 0
         if resuming and manager.latest_checkpoint:
