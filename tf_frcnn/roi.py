@@ -201,3 +201,188 @@ class ROIPoolingBuiltin(ROIPooling):
         crops = crops * tf.cast(inside, crops.dtype)[..., tf.newaxis]
         crops = tf.reshape(crops, [-1, self.pool_size, 2, self.pool_size, 2, channels])
         return tf.reduce_max(crops, axis=[2, 4])
+
+
+def level_of(rois, canonical_size=224, canonical_level=4, min_level=2, max_level=5):
+    """The pyramid level each ROI is pooled from (FPN Eq. 1): floor(k0 + log2(sqrt(w h) / 224))
+    with k0 = ``canonical_level`` and 224 = ``canonical_size``, clamped to
+    [``min_level``, ``max_level``]. Counted as the thresholds sqrt(w h) >= 224 * 2**(k - k0)
+    the box passes (w h against their squares): exact at the powers of two, where a float32
+    log2 can fall just short, and a zero-area box lands on ``min_level``.
+
+    Args:
+      rois: float32 [..., 4] absolute [ymin, xmin, ymax, xmax] in resized-image pixels.
+
+    Returns:
+      int32 [...] levels.
+    """
+    rois = tf.cast(rois, tf.float32)
+    height = tf.maximum(rois[..., 2] - rois[..., 0], 0.0)
+    width = tf.maximum(rois[..., 3] - rois[..., 1], 0.0)
+    area = height * width
+    level = tf.fill(tf.shape(area), min_level)
+    for k in range(min_level + 1, max_level + 1):
+        threshold = (canonical_size * 2.0 ** (k - canonical_level)) ** 2
+        level += tf.cast(area >= threshold, tf.int32)
+    return level
+
+
+@keras.saving.register_keras_serializable(package="tf_frcnn")
+class MultiLevelRoIAlign(keras.layers.Layer):
+    """RoIAlign on a feature pyramid (Mask R-CNN's RoIAlign, detectron2's ``aligned=True``),
+    each ROI pooled from its own level (:func:`level_of`).
+
+    A ROI is scaled to its level (stride 2**level) and shifted by -0.5, so that pixel p lies at
+    feature coordinate p / stride - 0.5; each of the s x s bins (s = ``pool_size``) averages
+    ``sampling_ratio`` x ``sampling_ratio`` bilinear samples at the centres of its sub-bins.
+    At the border the samples follow RoIAlign's own rule (detectron2, torchvision): clamped to
+    the map up to one cell outside it, zero beyond.
+
+    ``builtin=False`` samples with ``tf.image.crop_and_resize`` on the map padded by one
+    replicated edge cell (the padding does the clamping, its extrapolation value the zeros);
+    ``builtin=True`` gathers the 4 bilinear neighbours from the levels flattened into one tensor
+    with built-in TFLite ops only (``CropAndResize`` is not one), for TFLite and XLA. The two
+    agree to float rounding.
+
+    Call with ``(feature_maps, rois)``: ``feature_maps`` a list of float [batch, h_l, w_l, C],
+    levels ``min_level`` .. ``max_level``; ``rois`` float32 [batch, R, 4] absolute
+    [ymin, xmin, ymax, xmax] in resized-image pixels. Returns float32
+    [batch * R, pool_size, pool_size, C], image-major (as :class:`ROIPooling`).
+    """
+
+    def __init__(
+        self,
+        pool_size=7,
+        sampling_ratio=2,
+        canonical_size=224,
+        canonical_level=4,
+        min_level=2,
+        max_level=5,
+        builtin=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.pool_size = pool_size
+        self.sampling_ratio = sampling_ratio
+        self.canonical_size = canonical_size
+        self.canonical_level = canonical_level
+        self.min_level = min_level
+        self.max_level = max_level
+        self.builtin = builtin
+
+    def call(self, feature_maps, rois):
+        feature_maps = list(feature_maps)
+        if len(feature_maps) != self.max_level - self.min_level + 1:
+            raise ValueError(
+                f"{len(feature_maps)} feature maps for levels {self.min_level}..{self.max_level}"
+            )
+        per_image = tf.shape(rois)[1]
+        box_index = tf.repeat(tf.range(tf.shape(rois)[0]), per_image)
+        flat = tf.reshape(tf.cast(rois, tf.float32), [-1, 4])
+        levels = level_of(
+            flat, self.canonical_size, self.canonical_level, self.min_level, self.max_level
+        )
+        pool = self._gather if self.builtin else self._crop_and_resize
+        return pool(feature_maps, flat, box_index, levels)
+
+    def _crop_and_resize(self, feature_maps, flat, box_index, levels):
+        crop = self.pool_size * self.sampling_ratio
+        positions, pooled = [], []
+        for level, feature_map in enumerate(feature_maps, self.min_level):
+            position = tf.cast(tf.where(levels == level)[:, 0], tf.int32)
+            boxes = _feature_coordinates(tf.gather(flat, position), 2**level)
+            # crop_and_resize samples both box ends: moving them in by half a sample
+            # spacing puts the crop x crop samples at the sub-bin centres.
+            half_step = (boxes[:, 2:] - boxes[:, :2]) / (2.0 * crop)
+            boxes = tf.concat([boxes[:, :2] + half_step, boxes[:, 2:] - half_step], axis=1)
+            # One replicated cell around the map: samples within a cell outside are clamped,
+            # those further out get the extrapolation value 0.
+            padded = tf.pad(feature_map, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+            # Normalised to the padded map: (y + 1) / (padded height - 1).
+            size = tf.cast(tf.shape(feature_map)[1:3], tf.float32)
+            normalized = (boxes + 1.0) / tf.tile(size + 1.0, [2])
+            crops = tf.image.crop_and_resize(
+                padded, normalized, tf.gather(box_index, position), [crop, crop]
+            )
+            positions.append(position)
+            pooled.append(
+                tf.nn.avg_pool2d(crops, self.sampling_ratio, self.sampling_ratio, "VALID")
+            )
+        return tf.dynamic_stitch(positions, pooled)
+
+    def _gather(self, feature_maps, flat, box_index, levels):
+        crop = self.pool_size * self.sampling_ratio
+        channels = feature_maps[0].shape[-1]
+        shapes = [tf.shape(feature_map) for feature_map in feature_maps]
+        heights = tf.stack([shape[1] for shape in shapes])
+        widths = tf.stack([shape[2] for shape in shapes])
+        starts = tf.cumsum(heights * widths, exclusive=True)
+        # [batch, sum of h_l * w_l, C]: a cell's row is its level's start + y * w_l + x.
+        cells = tf.concat(
+            [tf.reshape(f, [shape[0], -1, channels]) for f, shape in zip(feature_maps, shapes)],
+            axis=1,
+        )
+        total = tf.shape(cells)[1]
+        cells = tf.reshape(cells, [-1, channels])
+
+        index = levels - self.min_level
+        height = tf.gather(heights, index)[:, tf.newaxis]  # [N, 1]
+        width = tf.gather(widths, index)[:, tf.newaxis]
+        strides = tf.constant(
+            [2.0**level for level in range(self.min_level, self.max_level + 1)], tf.float32
+        )
+        boxes = flat / tf.gather(strides, index)[:, tf.newaxis] - 0.5
+        steps = (tf.range(crop, dtype=tf.float32) + 0.5) / float(crop)  # sub-bin centres
+        ys = boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])  # [N, crop]
+        xs = boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])
+
+        def corners(coordinates, size):
+            size_f = tf.cast(size, tf.float32)
+            inside = (coordinates >= -1.0) & (coordinates <= size_f)
+            coordinates = tf.clip_by_value(coordinates, 0.0, size_f - 1.0)
+            low = tf.floor(coordinates)
+            low_i = tf.cast(low, tf.int32)
+            return low_i, tf.minimum(low_i + 1, size - 1), coordinates - low, inside
+
+        y0, y1, dy, y_inside = corners(ys, height)
+        x0, x1, dx, x_inside = corners(xs, width)
+        base = (box_index * total + tf.gather(starts, index))[:, tf.newaxis, tf.newaxis]
+
+        def at(y, x):
+            return tf.gather(
+                cells, base + y[:, :, tf.newaxis] * width[:, :, tf.newaxis] + x[:, tf.newaxis, :]
+            )
+
+        dtype = cells.dtype
+        dy = tf.cast(dy, dtype)[:, :, tf.newaxis, tf.newaxis]
+        dx = tf.cast(dx, dtype)[:, tf.newaxis, :, tf.newaxis]
+        top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * dx
+        bottom = at(y1, x0) + (at(y1, x1) - at(y1, x0)) * dx
+        samples = top + (bottom - top) * dy  # [N, crop, crop, C]
+        inside = y_inside[:, :, tf.newaxis] & x_inside[:, tf.newaxis, :]
+        samples = samples * tf.cast(inside, dtype)[..., tf.newaxis]
+        samples = tf.reshape(
+            samples,
+            [
+                -1,
+                self.pool_size,
+                self.sampling_ratio,
+                self.pool_size,
+                self.sampling_ratio,
+                channels,
+            ],
+        )
+        return tf.reduce_mean(samples, axis=[2, 4])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            pool_size=self.pool_size,
+            sampling_ratio=self.sampling_ratio,
+            canonical_size=self.canonical_size,
+            canonical_level=self.canonical_level,
+            min_level=self.min_level,
+            max_level=self.max_level,
+            builtin=self.builtin,
+        )
+        return config
