@@ -213,7 +213,9 @@ def test_dynamic_batch_and_rois_and_xla():
         dynamic = tf.function(layer.call, input_signature=spec)
         assert dynamic.get_concrete_function().structured_outputs.shape.as_list() == [None, 7, 7, 3]
         np.testing.assert_allclose(dynamic(maps, rois).numpy(), expected, atol=1e-4)
-        np.testing.assert_allclose(dynamic([m[:1] for m in maps], rois[:1, :5]), expected[:5], atol=1e-4)
+        np.testing.assert_allclose(
+            dynamic([m[:1] for m in maps], rois[:1, :5]), expected[:5], atol=1e-4
+        )
     xla = tf.function(MultiLevelRoIAlign(builtin=True).call, jit_compile=True)
     np.testing.assert_allclose(xla(maps, rois).numpy(), expected, atol=1e-4)
 
