@@ -54,6 +54,16 @@ def _like(function, name, check=None):
 
 
 @dataclass
+class FPNConfig:
+    min_level: int = 2
+    max_level: int = 6
+    channels: int = 256
+    separable: bool = False
+    roi_canonical_size: int = 224
+    roi_canonical_level: int = 4
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "vgg16"  # vgg16 | resnet50 | mobilenet | tiny
     weights: str | None = None  # None | "imagenet" | path to a weights file
@@ -73,6 +83,7 @@ class ModelConfig:
     # Detector fc layers and their dropout; None: the backbone's (backbones.head_defaults).
     fc_units: list | None = _positive()
     dropout: float | None = _fraction()
+    fpn: FPNConfig | None = None  # None: the paper's single stride-16 map
 
 
 @dataclass
@@ -206,12 +217,26 @@ def _merge(section, values, prefix):
                 f"unknown config key '{prefix}{key}' (expected one of: {', '.join(sorted(names))})"
             )
         current = getattr(section, key)
+        if current is None and isinstance(value, dict):
+            # An optional section (model.fpn), null by default: a mapping turns it on.
+            current = _optional_section(section, key)
+            setattr(section, key, current)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{prefix}{key}' must be a mapping")
             _merge(current, value, f"{prefix}{key}.")
         else:
             setattr(section, key, value)
+
+
+def _optional_section(section, key):
+    """A default instance of the dataclass that field ``key`` of ``section`` may hold
+    (``FPNConfig | None``), or None when the field holds no dataclass."""
+    kind = next(f.type for f in dataclasses.fields(section) if f.name == key)
+    if isinstance(kind, str):  # postponed annotations
+        kind = typing.get_type_hints(type(section))[key]
+    found = [t for t in typing.get_args(kind) if dataclasses.is_dataclass(t)]
+    return found[0]() if found else None
 
 
 def _stages(values):
