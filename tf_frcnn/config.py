@@ -77,7 +77,9 @@ class ModelConfig:
     # (tf_frcnn.data.analysis.resolve_anchors); the model dir's config.yaml keeps the result.
     anchor_scales: object = _like(AnchorGenerator, "scales")
     anchor_ratios: object = _like(AnchorGenerator, "ratios")
-    num_anchor_scales: int = _positive(3)  # scales fitted for anchor_scales: auto
+    # Scales fitted for anchor_scales: auto; with model.fpn, sizes per level (each doubling per
+    # level). None: 3, or 1 per level with model.fpn.
+    num_anchor_scales: int | None = _positive()
     num_anchor_ratios: int = _positive(3)  # ratios fitted for anchor_ratios: auto
     pool_size: int | None = _positive()  # None: the backbone's (7 for VGG16)
     # Detector fc layers and their dropout; None: the backbone's (backbones.head_defaults).
@@ -156,8 +158,11 @@ class DataConfig:
     image_size: int = 128  # synthetic images' side
     num_train: int = _positive(512)  # synthetic images per split
     num_eval: int = _positive(128)
-    min_size: int = _positive(600)
-    max_size: int = _positive(1000)
+    # Shorter side and cap on the longer side, pixels, or "auto": resolved from the training
+    # boxes when training starts (tf_frcnn.data.image_sizes.resolve_sizes); the model dir's
+    # config.yaml keeps the numbers.
+    min_size: object = 600
+    max_size: object = 1000
     pad_to: list | None = _positive()  # static [H, W] padding
     batch_size: int = _positive(1)
     flip: bool = True
@@ -354,6 +359,12 @@ def _validate(config):
                 f"config key 'model.{key}' = {value!r} must be a list of numbers or 'auto'"
             )
         _check_positive(f"model.{key}", value)
+    for key in ("min_size", "max_size"):
+        value = getattr(config.data, key)
+        if value != "auto" and not (_is_number(value) and int(value) == value and value > 0):
+            raise ConfigError(
+                f"config key 'data.{key}' = {value!r} must be a positive int or 'auto'"
+            )
     from tf_frcnn.backbones import tiny_stem_stride
 
     try:
@@ -395,7 +406,7 @@ def _validate(config):
         raise ConfigError("config key 'data.augment.scales' must list at least one size")
     if aug.min_crop <= 0:
         raise ConfigError("config key 'data.augment.min_crop' must be > 0")
-    if aug.scales and config.data.pad_to is not None:
+    if aug.scales and config.data.pad_to is not None and config.data.max_size != "auto":
         largest = min(max(aug.scales), config.data.max_size or max(aug.scales))
         if min(config.data.pad_to) < largest:
             raise ConfigError(
