@@ -179,11 +179,12 @@ def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only
     heights = np.asarray(heights, np.float64)
     widths = np.asarray(widths, np.float64)
     out = np.zeros((len(boxes.labels), len(heights)), np.float32)
+    grid = boxes.cells if cells is None else cells
     for start in range(0, len(out), _CHUNK):
         part = slice(start, start + _CHUNK)
         b = boxes.boxes[part].astype(np.float64)
         shape = boxes.image_shapes[part].astype(np.float64)
-        cells = (boxes.cells if cells is None else cells)[part].astype(np.float64)
+        cells = grid[part].astype(np.float64)
         dy, ok_y = _axis_overlap(
             b[:, 0], b[:, 2], shape[:, 0], cells[:, 0], heights, stride, inside_only
         )

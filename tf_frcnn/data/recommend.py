@@ -91,7 +91,12 @@ def _size_advice(config, summary, sides):
     """data.min_size: auto, larger or smaller images (module docstring)."""
     d, plan = config.data, summary["sizes"]
     if plan["would_keep_native"] and not plan["auto"]:
-        reason = f"it resolves to {plan['min_size']}: {plan['text']}"
+        reason = (
+            f"{plan['under_two_cells']['paper_sizes']:.0%} of the boxes are under two cells of "
+            f"stride {plan['finest_stride']} at the shorter side {plan['smallest_side']}, where "
+            f"the images are natively {plan['native']} px (median shorter side): 'auto' keeps "
+            "that size (with data.max_size: auto too, else max_size caps it)"
+        )
         return [_item("data.min_size", "auto", reason)]
     if not len(sides) or any(item["key"] == "model.fpn" for item in summary["recommendations"]):
         return []
