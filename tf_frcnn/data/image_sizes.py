@@ -7,7 +7,7 @@ in use (16 on one level, 2**min_level with model.fpn) while the images are nativ
 then the images keep their native size (the median shorter side, at most MAX_NATIVE), and
 augment.scales below it are raised to it (no view shrinks the median image; multi-scale is
 given up rather than paid for with upscaled images). max_size "auto" is 5/3 of the resolved
-min_size rounded up to a multiple of 32, capped by data.pad_to. Upscaling beyond the native
+min_size (rounded up), capped by data.pad_to. Upscaling beyond the native
 size is left to `tf-frcnn analyze`'s advice (it costs compute).
 """
 
@@ -39,7 +39,7 @@ def box_sides(split, min_size, max_size):
 def _max_size(data, min_size):
     if data.max_size != "auto":
         return int(data.max_size)
-    longest = round_up(min_size * AUTO_LONGER)
+    longest = int(np.ceil(min_size * AUTO_LONGER - 1e-6))
     return min(longest, min(data.pad_to)) if data.pad_to else longest
 
 
