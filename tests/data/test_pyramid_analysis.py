@@ -2,6 +2,8 @@
 "under two cells" against the finest stride, the pyramid fit, `auto` anchors and image sizes
 resolved from the data, and `tf-frcnn analyze` with and without the pyramid."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,6 +17,8 @@ from tf_frcnn.data import analysis, anchor_fit, box_stats, image_sizes, resolve
 from tf_frcnn.training.state import write_config
 
 RATIOS = (0.5, 1.0, 2.0)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
 
 
 def split_of(image_shapes, boxes_per_image, names=("a",)):
@@ -216,3 +220,18 @@ def test_analyze_cli_with_and_without_the_pyramid(voc, tmp_path, capsys):
         assert "image sizes (data.min_size 'auto'" in printed
         header = next(line for line in printed.splitlines() if line.startswith("class"))
         assert ("P2" in header.split()) == (fpn is not None)
+
+
+def test_train_resolves_sizes_auto_into_config_yaml_and_eval_uses_them(tmp_path, capsys):
+    values = yaml.safe_load(open(SMOKE))
+    values["data"].update(min_size="auto", max_size="auto")  # pad_to [64, 64] caps max_size
+    values["train"].update(schedule="joint", stages={"joint": {"steps": 2}})
+    path = tmp_path / "smoke_sizes.yaml"
+    path.write_text(yaml.safe_dump(values))
+    model_dir, data_dir = str(tmp_path / "model"), str(tmp_path / "tfds")
+    argv = ["--config", str(path), "--model-dir", model_dir, "--data-dir", data_dir]
+    assert main(["train", *argv]) == 0
+    assert "min_size 600, max_size 64" in capsys.readouterr().out
+    recorded = load_config(tmp_path / "model" / "config.yaml").data
+    assert (recorded.min_size, recorded.max_size) == (600, 64)
+    assert main(["eval", *argv]) == 0
