@@ -148,6 +148,30 @@ def test_resolve_anchors_with_fpn_writes_the_pyramids_scales(monkeypatch, tmp_pa
     assert recorded.fpn == FPNConfig(channels=64)
     resumed = resolve.resolve_anchors(cfg, model_dir=str(tmp_path))
     assert resumed.model.anchor_scales == resolved.model.anchor_scales
+    # With sizes "auto" the anchors are fitted at the sizes they resolve to (as at `train`).
+    cfg.data.min_size = cfg.data.max_size = "auto"
+    auto = resolve.resolve_anchors(cfg)
+    assert auto.data.min_size == "auto"  # the sizes are resolve_sizes' to write
+    assert (
+        auto.model.anchor_scales
+        == resolve.resolve_anchors(resolve.resolve_sizes(cfg)).model.anchor_scales
+    )
+
+
+def test_resolve_anchors_fits_at_the_sizes_auto_resolves_to(monkeypatch):
+    split = squares(12, size=800)  # kept at 800 px by sizes "auto" on one level, not 600
+    monkeypatch.setattr(resolve, "read_split", lambda config, name=None: split)
+    cfg = config(min_size="auto", max_size="auto")
+    cfg.model.anchor_scales = cfg.model.anchor_ratios = "auto"
+    auto = resolve.resolve_anchors(cfg)
+    assert auto.data.min_size == "auto"  # the sizes are resolve_sizes' to write
+    sized = resolve.resolve_sizes(cfg)
+    assert sized.data.min_size == 800
+    assert auto.model.anchor_scales == resolve.resolve_anchors(sized).model.anchor_scales
+    at_600 = config()
+    at_600.model.anchor_scales = at_600.model.anchor_ratios = "auto"
+    at_600 = resolve.resolve_anchors(at_600).model.anchor_scales  # 9 px boxes, not 12 px
+    assert auto.model.anchor_scales != at_600
 
 
 def test_sizes_auto_keeps_the_native_size_of_tiny_objects(monkeypatch, tmp_path):

@@ -93,6 +93,18 @@ def _layout_summary(layout, sets, sides):
     }
 
 
+def _layouts(config, instances, sides, sets, fit):
+    """{"single": ..., "pyramid": ... (`_layout_summary`), "model": the one the model uses}:
+    the model's layout with its anchor `sets`, and the other one for comparison."""
+    layout, other = box_stats.layout_of(config), box_stats.other_layout(config)
+    own, theirs = ("pyramid", "single") if layout.pyramid else ("single", "pyramid")
+    return {
+        own: _layout_summary(layout, sets, sides),
+        theirs: _layout_summary(other, _layout_sets(config, instances, other, fit), sides),
+        "model": own,
+    }
+
+
 def _class_entry(config, layout, mask, view_mask, upright, sets):
     """The per-class row: counts, sides, ratios, coverage (and per level on a pyramid)."""
     rpn, sides, ratios = config.rpn, upright["sides"][mask], upright["ratios"][mask]
@@ -180,17 +192,9 @@ def analyze(config, split=None, fit=False) -> Analysis:
     fit = fit or "auto" in (config.model.anchor_scales, config.model.anchor_ratios)
     instances, mirrored = views(split_boxes, config)
     upright = _upright(instances, mirrored)
-    layout, other = box_stats.layout_of(config), box_stats.other_layout(config)
+    layout = box_stats.layout_of(config)
     sets = _layout_sets(config, instances, layout, fit)
-    other_sets = _layout_sets(config, instances, other, fit)
-    own = "pyramid" if layout.pyramid else "single"
-    layouts = {
-        own: _layout_summary(layout, sets, upright["sides"]),
-        ("single" if layout.pyramid else "pyramid"): _layout_summary(
-            other, other_sets, upright["sides"]
-        ),
-        "model": own,
-    }
+    layouts = _layouts(config, instances, upright["sides"], sets, fit)
     overlap = same_class_overlap(split_boxes)
     nms = nms_advice(overlap, config.detection.nms_iou)
     per_class, masks = _classes(config, split_boxes, instances, layout, upright, sets, overlap)

@@ -235,7 +235,9 @@ def _plot_with_anchors(analysis, path, key, noun, xlabel, title, *, floor, extra
     `key` marked (configured dashed red, fitted green) and, with `shade` ((high, label)), the
     range below `high` shaded; `extra` values widen the x range."""
     anchors = analysis.summary["anchors"]
-    marks = {name: anchors[name][key] for name in ("configured", "fitted") if name in anchors}
+    # Sides: every level's on a pyramid.
+    key_of = "sides_all_levels" if key == "sides" else key
+    marks = {name: anchors[name][key_of] for name in ("configured", "fitted") if name in anchors}
     values = getattr(analysis, key)
     edges = _log_edges([values["all"], np.asarray(sum(marks.values(), list(extra)))], floor)
     panels = _panels(analysis)

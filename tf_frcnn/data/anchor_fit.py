@@ -378,10 +378,51 @@ def fit_anchors(
     layout = layout or Layout.single(stride, base_size)
     base_size = layout.base_sizes[int(np.argmin(layout.strides))]
     boxes = _canonical(boxes)
+    side, ratio = _sides_and_ratios(boxes)
+    scale_grid, ratio_grid = _candidate_grids(boxes, side, ratio, base_size, scales, ratios)
+    fixed = {"scale"} if scales is not None else set()
+    fixed |= {"ratio"} if ratios is not None else set()
+    num_scales = len(scale_grid) if scales is not None else min(num_scales, len(scale_grid))
+    num_ratios = len(ratio_grid) if ratios is not None else min(num_ratios, len(ratio_grid))
+
+    table = layout_best_iou(boxes, layout, scale_grid, ratio_grid, inside_only).reshape(
+        len(boxes.labels), len(ratio_grid), len(scale_grid)
+    )
+    positive_iou, negative_iou = iou_thresholds
+    objective = _Objective(table, boxes.labels, positive_iou, negative_iou)
+    starts = [
+        (
+            _snap(_quantiles(ratio, num_ratios, spread), ratio_grid, num_ratios),
+            _snap(_quantiles(side / base_size, num_scales, spread), scale_grid, num_scales),
+        )
+        for spread in START_SPREADS
+    ]
+    if start is not None and len(start[0]) >= num_scales and len(start[1]) >= num_ratios:
+        starts.append(
+            (_snap(start[1], ratio_grid, num_ratios), _snap(start[0], scale_grid, num_scales))
+        )
+    # A fixed axis has as many members as grid values, so every start snaps to all of them.
+    score, ratio_index, scale_index = _search(objective, starts, (num_scales, num_ratios), fixed)
+    best = objective.best_of(ratio_index, scale_index)[:, np.newaxis]
+    return AnchorFit(
+        scales=[float(scale_grid[i]) for i in scale_index],
+        ratios=[float(ratio_grid[i]) for i in ratio_index],
+        score=score[0],
+        coverage=float(objective.class_mean(best > positive_iou)[0]),
+        mean_iou=score[1],
+    )
+
+
+def _sides_and_ratios(boxes):
+    """float64 [N] sqrt(height * width) and height / width of the boxes."""
     b = boxes.boxes.astype(np.float64)
     height = np.maximum(b[:, 2] - b[:, 0], 1e-3)
     width = np.maximum(b[:, 3] - b[:, 1], 1e-3)
-    side, ratio = np.sqrt(height * width), height / width
+    return np.sqrt(height * width), height / width
+
+
+def _candidate_grids(boxes, side, ratio, base_size, scales, ratios):
+    """(scale grid, ratio grid): the fixed values, or geometric grids over the boxes' range."""
     longest = float(np.max(boxes.image_shapes))
     scale_grid = (
         np.asarray(sorted(scales), np.float64)
@@ -401,42 +442,25 @@ def fit_anchors(
             4,
         )
     )
-    fixed = {"scale"} if scales is not None else set()
-    fixed |= {"ratio"} if ratios is not None else set()
-    num_scales = len(scale_grid) if scales is not None else min(num_scales, len(scale_grid))
-    num_ratios = len(ratio_grid) if ratios is not None else min(num_ratios, len(ratio_grid))
+    return scale_grid, ratio_grid
 
-    table = layout_best_iou(boxes, layout, scale_grid, ratio_grid, inside_only).reshape(
-        len(boxes.labels), len(ratio_grid), len(scale_grid)
-    )
-    positive_iou, negative_iou = iou_thresholds
-    objective = _Objective(table, boxes.labels, positive_iou, negative_iou)
 
-    def quantiles(values, count, spread):
-        """`count` quantiles of log `values`, evenly spaced over the middle `spread`."""
-        levels = 0.5 + spread * (np.arange(count) - (count - 1) / 2) / max(count, 1)
-        return np.exp(np.percentile(np.log(values), 100 * np.clip(levels, 0.0, 1.0)))
+def _quantiles(values, count, spread):
+    """`count` quantiles of log `values`, evenly spaced over the middle `spread`."""
+    levels = 0.5 + spread * (np.arange(count) - (count - 1) / 2) / max(count, 1)
+    return np.exp(np.percentile(np.log(values), 100 * np.clip(levels, 0.0, 1.0)))
 
-    starts = [
-        (
-            _snap(quantiles(ratio, num_ratios, spread), ratio_grid, num_ratios),
-            _snap(quantiles(side / base_size, num_scales, spread), scale_grid, num_scales),
-        )
-        for spread in START_SPREADS
-    ]
-    if start is not None and len(start[0]) >= num_scales and len(start[1]) >= num_ratios:
-        starts.append(
-            (_snap(start[1], ratio_grid, num_ratios), _snap(start[0], scale_grid, num_scales))
-        )
-    # A fixed axis has as many members as grid values, so every start snaps to all of them.
 
+def _search(objective, starts, counts, fixed):
+    """The coordinate search from each start; returns the best (score, ratio index, scale
+    index). counts: (num_scales, num_ratios)."""
     results = []
     for ratio_index, scale_index in starts:
         score = objective(ratio_index, scale_index)
         improved = True
         while improved:
             improved = False
-            for axis, count in (("scale", num_scales), ("ratio", num_ratios)):
+            for axis, count in zip(("scale", "ratio"), counts):
                 for slot in range(count):
                     step = objective.improve_slot(
                         ratio_index, scale_index, axis, slot, score, fixed
@@ -445,15 +469,8 @@ def fit_anchors(
                         (ratio_index, scale_index), score = step
                         improved = True
         results.append((score, ratio_index, scale_index))
-    score, ratio_index, scale_index = results[0]
+    chosen = results[0]
     for result in results[1:]:
-        if _better(result[0], score):
-            score, ratio_index, scale_index = result
-    best = objective.best_of(ratio_index, scale_index)[:, np.newaxis]
-    return AnchorFit(
-        scales=[float(scale_grid[i]) for i in scale_index],
-        ratios=[float(ratio_grid[i]) for i in ratio_index],
-        score=score[0],
-        coverage=float(objective.class_mean(best > positive_iou)[0]),
-        mean_iou=score[1],
-    )
+        if _better(result[0], chosen[0]):
+            chosen = result
+    return chosen

@@ -94,6 +94,7 @@ def best_iou(config, boxes, scales, ratios, layout=None):
 def anchor_set_summary(config, boxes, scales, ratios, best=None, layout=None):
     """How an anchor set serves `boxes`, as class means (classes weigh equally; see
     `anchor_fit`): {"layout", "scales", "ratios", "sides" px (on the finest level),
+    "sides_all_levels" px,
     "coverage" (share with best IoU > rpn.positive_iou), "below_negative" (share <
     rpn.negative_iou), "score" (the fit's objective), "coverage_all_boxes" (box-weighted)}.
 
@@ -116,6 +117,7 @@ def anchor_set_summary(config, boxes, scales, ratios, best=None, layout=None):
         "scales": [float(s) for s in scales],
         "ratios": [float(r) for r in ratios],
         "sides": [base * float(s) for s in scales],
+        "sides_all_levels": sorted(b * float(s) for b in layout.base_sizes for s in scales),
         "coverage": coverage,
         "below_negative": below,
         "score": (coverage + 1.0 - below) / 2.0,

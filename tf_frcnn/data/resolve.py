@@ -92,7 +92,10 @@ def resolve_anchors(config, model_dir=None, log=None):
         return config
     if model_dir is not None:
         return _recorded(config, model_dir, "model", ANCHOR_KEYS)
+    original = config
     split = read_split(config)
+    if "auto" in (config.data.min_size, config.data.max_size):  # fitted at the resolved sizes
+        config = image_sizes.apply_plan(copy.deepcopy(config), image_sizes.size_plan(config, split))
     instances, _ = views(split, config)
     if not len(instances.labels):
         raise ConfigError(
@@ -102,7 +105,7 @@ def resolve_anchors(config, model_dir=None, log=None):
     fitted = box_stats.fit_config_anchors(config, instances)
     before = box_stats.anchor_set_summary(config, instances, *box_stats.configured_anchors(config))
     after = box_stats.anchor_set_summary(config, instances, fitted.scales, fitted.ratios)
-    resolved = copy.deepcopy(config)
+    resolved = copy.deepcopy(original)
     resolved.model.anchor_scales = fitted.scales
     resolved.model.anchor_ratios = fitted.ratios
     if log:
