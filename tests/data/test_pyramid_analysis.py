@@ -133,6 +133,23 @@ def test_the_pyramid_fit_chooses_the_smallest_size_near_the_small_boxes():
     assert len(box_stats.fit_config_anchors(cfg, instances).scales) == 2
 
 
+def test_two_sizes_per_level_are_advised_when_sizes_spread_over_the_octave(monkeypatch):
+    rng = np.random.default_rng(2)
+    side = np.exp(rng.uniform(np.log(24), np.log(96), (12, 6, 1)))  # two octaves, evenly
+    low = rng.uniform(0, 500, (12, 6, 2))
+    split = split_of([(600, 600)] * 12, list(np.concatenate([low, low + side], axis=2)))
+    monkeypatch.setattr(analysis, "read_split", lambda config, name=None: split)
+    summary = analysis.analyze(config(fpn={}), fit=True).summary
+    one, two = summary["anchors"]["fitted"], summary["anchors"]["fitted_two_per_level"]
+    assert (len(one["scales"]), len(two["scales"])) == (1, 2)
+    assert two["coverage"] > one["coverage"] + 0.1
+    advice = {item["key"]: item["value"] for item in summary["recommendations"]}
+    assert advice["model.num_anchor_scales"] == 2
+    cfg = config(fpn={})
+    cfg.model.num_anchor_scales = 1  # set: the user's choice, no second fit
+    assert "fitted_two_per_level" not in analysis.analyze(cfg, fit=True).summary["anchors"]
+
+
 def test_resolve_anchors_with_fpn_writes_the_pyramids_scales(monkeypatch, tmp_path):
     split = squares(30, size=600)
     monkeypatch.setattr(resolve, "read_split", lambda config, name=None: split)

@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 
+TWO_PER_LEVEL = "fitted_two_per_level"  # the pyramid's fit with model.num_anchor_scales 2
+
+
 @dataclasses.dataclass
 class Analysis:
     """`summary` is what analysis.json holds; the arrays feed the histograms."""
@@ -81,6 +84,10 @@ def _layout_sets(config, instances, layout, fit):
     if fit and len(instances.labels):
         fitted = box_stats.fit_config_anchors(config, instances, layout)
         sets["fitted"] = _anchor_set(config, instances, layout, fitted.scales, fitted.ratios)
+        if len(fitted.scales) == 1 and layout.pyramid and config.model.num_anchor_scales is None:
+            # One size per level leaves most of each octave without an anchor of IoU > 0.7.
+            two = box_stats.fit_config_anchors(config, instances, layout, num_scales=2)
+            sets[TWO_PER_LEVEL] = _anchor_set(config, instances, layout, two.scales, two.ratios)
     return sets
 
 

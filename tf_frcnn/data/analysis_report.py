@@ -110,16 +110,23 @@ def _class_row(name, entry, fitted):
     return row
 
 
+_SET_LABELS = {
+    "configured": "configured",
+    "fitted": "fitted",
+    "fitted_two_per_level": "fitted 2 sizes/level",
+}
+
+
 def _anchor_lines(s):
     pos, neg = s["positive_iou"], s["negative_iou"]
     lines = []
-    for key in ("configured", "fitted"):
+    for key, label in _SET_LABELS.items():
         if key in s["anchors"]:
             a = s["anchors"][key]
             sides = "/".join(f"{side:.4g}" for side in a["sides"])
             where = "" if a["layout"].startswith("stride") else f" on {a['layout']}, doubling"
             lines.append(
-                f"anchors {key}: scales {a['scales']} x ratios {a['ratios']} "
+                f"anchors {label}: scales {a['scales']} x ratios {a['ratios']} "
                 f"({sides} px{where}): >{pos:g} {a['coverage']:.3f}, <{neg:g} "
                 f"{a['below_negative']:.3f}, fit objective {a['score']:.3f} (class "
                 f"means); >{pos:g} {a['coverage_all_boxes']:.3f} of all boxes"
@@ -134,9 +141,9 @@ def _layout_lines(s):
     for key in ("single", "pyramid"):
         layout = layouts[key]
         sets = ", ".join(
-            f"{name} {layout[name]['coverage']:.3f} "
+            f"{label} {layout[name]['coverage']:.3f} "
             f"({'/'.join(f'{side:.4g}' for side in layout[name]['sides'])} px)"
-            for name in ("configured", "fitted")
+            for name, label in _SET_LABELS.items()
             if name in layout
         )
         model = "  <- the model" if layouts["model"] == key else ""

@@ -53,16 +53,19 @@ def configured_anchors(config, layout=None):
 
 
 def num_fitted_scales(config, layout):
-    """model.num_anchor_scales, or its default: 3 on one level, 1 per level on a pyramid."""
-    if config.model.num_anchor_scales is not None:
+    """model.num_anchor_scales, or its default: 3 on one level, 1 per level on a pyramid (also
+    for the layout compared with, when it is not the config's)."""
+    own = layout.pyramid == bool(config.model.fpn)
+    if config.model.num_anchor_scales is not None and own:
         return config.model.num_anchor_scales
     return 1 if layout.pyramid else 3
 
 
-def fit_config_anchors(config, boxes, layout=None) -> anchor_fit.AnchorFit:
+def fit_config_anchors(config, boxes, layout=None, num_scales=None) -> anchor_fit.AnchorFit:
     """`anchor_fit.fit_anchors` with the config's settings on `layout` (default the config's):
     the keys that are "auto" are fitted (both when neither is: `tf-frcnn analyze
-    --fit-anchors` on a config with lists, or a comparison layout), the other is kept."""
+    --fit-anchors` on a config with lists, or a comparison layout), the other is kept.
+    num_scales: scales to fit (default `num_fitted_scales`)."""
     m = config.model
     layout = layout or layout_of(config)
     auto_scales, auto_ratios = m.anchor_scales == "auto", m.anchor_ratios == "auto"
@@ -71,7 +74,7 @@ def fit_config_anchors(config, boxes, layout=None) -> anchor_fit.AnchorFit:
     scales, ratios = configured_anchors(config, layout)
     return anchor_fit.fit_anchors(
         boxes,
-        num_scales=num_fitted_scales(config, layout),
+        num_scales=num_scales or num_fitted_scales(config, layout),
         num_ratios=m.num_anchor_ratios,
         iou_thresholds=(config.rpn.positive_iou, config.rpn.negative_iou),
         inside_only=config.rpn.ignore_cross_boundary,

@@ -3,6 +3,9 @@ numbers behind it:
 
 - anchors: the fitted set when it raises the fit's objective by at least FIT_GAIN; without a
   fit, a hint to run one when the class-mean coverage is below LOW_COVERAGE.
+- model.num_anchor_scales: 2 on a pyramid fitted with one size per level (the default), when
+  two sizes per level (about 2**0.5 apart) raise the objective by FIT_GAIN: with sizes an
+  octave apart, only boxes within about 0.84-1.2x of an anchor's size can reach IoU > 0.7.
 - model.fpn: on one stride-16 map, when over TINY_SHARE of the boxes are under two of its cells
   and a pyramid (P2-P6) covers them better by FIT_GAIN: the finer levels serve small boxes
   without upscaling the images, so no larger images are advised then.
@@ -60,6 +63,19 @@ def _anchor_advice(config, summary):
             f"IoU > {summary['positive_iou']}; run with --fit-anchors to see a fitted set",
         )
     ]
+
+
+def _sizes_per_level_advice(config, summary):
+    """[model.num_anchor_scales: 2] when two sizes per pyramid level gain FIT_GAIN."""
+    anchors = summary["anchors"]
+    two, one = anchors.get("fitted_two_per_level"), anchors.get("fitted")
+    if two is None or two["score"] < one["score"] + FIT_GAIN:
+        return []
+    reason = (
+        f"two sizes per level ({sides_text(two)}) instead of one ({sides_text(one)}): "
+        f"{fit_text(one, two, summary['positive_iou'])}; twice the RPN's anchors"
+    )
+    return [_item("model.num_anchor_scales", 2, reason)]
 
 
 def _best_coverage(layout):
@@ -162,6 +178,7 @@ def recommendations(config, summary, sides, shorter_sides) -> list:
     """
     summary = {**summary, "recommendations": []}
     summary["recommendations"] += _anchor_advice(config, summary)
+    summary["recommendations"] += _sizes_per_level_advice(config, summary)
     summary["recommendations"] += _fpn_advice(config, summary)
     summary["recommendations"] += _size_advice(config, summary, sides)
     return summary["recommendations"] + _other_advice(config, summary, shorter_sides)
