@@ -159,8 +159,8 @@ class DataConfig:
     num_train: int = _positive(512)  # synthetic images per split
     num_eval: int = _positive(128)
     # Shorter side and cap on the longer side, pixels, or "auto": resolved from the training
-    # boxes when training starts (tf_frcnn.data.image_sizes.resolve_sizes); the model dir's
-    # config.yaml keeps the numbers.
+    # boxes when training starts (tf_frcnn.data.resolve.resolve_sizes, the rule in
+    # tf_frcnn.data.image_sizes); the model dir's config.yaml keeps the numbers.
     min_size: object = 600
     max_size: object = 1000
     pad_to: list | None = _positive()  # static [H, W] padding
