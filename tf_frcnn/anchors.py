@@ -1,6 +1,8 @@
 """The anchor generator: k = len(scales) * len(ratios) reference boxes at every
 feature-map position (Faster R-CNN, Sec. 3.1.1)."""
 
+import inspect
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -80,3 +82,26 @@ class AnchorGenerator(keras.layers.Layer):
             base_size=self.base_size, scales=self.scales, ratios=self.ratios, stride=self.stride
         )
         return config
+
+
+# The FPN's anchors: one size per level, 8x its stride (32 px on P2 ... 512 px on P6).
+PYRAMID_SCALES = (8.0,)
+_SINGLE_LEVEL_SCALES = tuple(
+    float(s) for s in inspect.signature(AnchorGenerator).parameters["scales"].default
+)
+
+
+def pyramid_levels(fpn):
+    """Strides [2**min_level, ..., 2**max_level] of the anchor levels of `fpn` (anything with
+    `min_level` and `max_level`, e.g. the config's model.fpn). Level l carries the anchors of
+    `AnchorGenerator(base_size=2**l, scales, ratios, stride=2**l)` on its ceil(H / 2**l) x
+    ceil(W / 2**l) map, so scales are multiples of each level's stride."""
+    return [2**level for level in range(fpn.min_level, fpn.max_level + 1)]
+
+
+def level_scales(scales, fpn):
+    """The anchor scales a model uses: with a pyramid (`fpn` not None), the single-level
+    default (8, 16, 32) means the pyramid's default PYRAMID_SCALES."""
+    if fpn is not None and tuple(float(s) for s in scales) == _SINGLE_LEVEL_SCALES:
+        return list(PYRAMID_SCALES)
+    return [float(s) for s in scales]

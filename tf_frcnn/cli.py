@@ -285,10 +285,12 @@ def _check_writable(directory, what="model dir"):
 
 
 def cmd_eval(args):
+    from tf_frcnn.data.analysis import resolve_sizes
     from tf_frcnn.evaluation import format_table
     from tf_frcnn.evaluation.runner import evaluate_model_dir
 
-    config = _config(args.config, args.data_dir)
+    # data.min_size/max_size "auto": the sizes the model dir was trained with.
+    config = resolve_sizes(_config(args.config, args.data_dir), model_dir=args.model_dir)
     model, _, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
     print(
         f"evaluating {args.model_dir} ({weights}) on split '{args.split or config.data.eval_split}'"

@@ -54,6 +54,16 @@ def _like(function, name, check=None):
 
 
 @dataclass
+class FPNConfig:
+    min_level: int = 2
+    max_level: int = 6
+    channels: int = 256
+    separable: bool = False
+    roi_canonical_size: int = 224
+    roi_canonical_level: int = 4
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "vgg16"  # vgg16 | resnet50 | mobilenet | tiny
     weights: str | None = None  # None | "imagenet" | path to a weights file
@@ -67,12 +77,15 @@ class ModelConfig:
     # (tf_frcnn.data.analysis.resolve_anchors); the model dir's config.yaml keeps the result.
     anchor_scales: object = _like(AnchorGenerator, "scales")
     anchor_ratios: object = _like(AnchorGenerator, "ratios")
-    num_anchor_scales: int = _positive(3)  # scales fitted for anchor_scales: auto
+    # Scales fitted for anchor_scales: auto; with model.fpn, sizes per level (each doubling per
+    # level). None: 3, or 1 per level with model.fpn.
+    num_anchor_scales: int | None = _positive()
     num_anchor_ratios: int = _positive(3)  # ratios fitted for anchor_ratios: auto
     pool_size: int | None = _positive()  # None: the backbone's (7 for VGG16)
     # Detector fc layers and their dropout; None: the backbone's (backbones.head_defaults).
     fc_units: list | None = _positive()
     dropout: float | None = _fraction()
+    fpn: FPNConfig | None = None  # None: the paper's single stride-16 map
 
 
 @dataclass
@@ -145,8 +158,11 @@ class DataConfig:
     image_size: int = 128  # synthetic images' side
     num_train: int = _positive(512)  # synthetic images per split
     num_eval: int = _positive(128)
-    min_size: int = _positive(600)
-    max_size: int = _positive(1000)
+    # Shorter side and cap on the longer side, pixels, or "auto": resolved from the training
+    # boxes when training starts (tf_frcnn.data.resolve.resolve_sizes, the rule in
+    # tf_frcnn.data.image_sizes); the model dir's config.yaml keeps the numbers.
+    min_size: object = 600
+    max_size: object = 1000
     pad_to: list | None = _positive()  # static [H, W] padding
     batch_size: int = _positive(1)
     flip: bool = True
@@ -206,12 +222,26 @@ def _merge(section, values, prefix):
                 f"unknown config key '{prefix}{key}' (expected one of: {', '.join(sorted(names))})"
             )
         current = getattr(section, key)
+        if current is None and isinstance(value, dict):
+            # An optional section (model.fpn), null by default: a mapping turns it on.
+            current = _optional_section(section, key)
+            setattr(section, key, current)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{prefix}{key}' must be a mapping")
             _merge(current, value, f"{prefix}{key}.")
         else:
             setattr(section, key, value)
+
+
+def _optional_section(section, key):
+    """A default instance of the dataclass that field ``key`` of ``section`` may hold
+    (``FPNConfig | None``), or None when the field holds no dataclass."""
+    kind = next(f.type for f in dataclasses.fields(section) if f.name == key)
+    if isinstance(kind, str):  # postponed annotations
+        kind = typing.get_type_hints(type(section))[key]
+    found = [t for t in typing.get_args(kind) if dataclasses.is_dataclass(t)]
+    return found[0]() if found else None
 
 
 def _stages(values):
@@ -329,6 +359,12 @@ def _validate(config):
                 f"config key 'model.{key}' = {value!r} must be a list of numbers or 'auto'"
             )
         _check_positive(f"model.{key}", value)
+    for key in ("min_size", "max_size"):
+        value = getattr(config.data, key)
+        if value != "auto" and not (_is_number(value) and int(value) == value and value > 0):
+            raise ConfigError(
+                f"config key 'data.{key}' = {value!r} must be a positive int or 'auto'"
+            )
     from tf_frcnn.backbones import tiny_stem_stride
 
     try:
@@ -370,7 +406,7 @@ def _validate(config):
         raise ConfigError("config key 'data.augment.scales' must list at least one size")
     if aug.min_crop <= 0:
         raise ConfigError("config key 'data.augment.min_crop' must be > 0")
-    if aug.scales and config.data.pad_to is not None:
+    if aug.scales and config.data.pad_to is not None and config.data.max_size != "auto":
         largest = min(max(aug.scales), config.data.max_size or max(aug.scales))
         if min(config.data.pad_to) < largest:
             raise ConfigError(

@@ -15,7 +15,7 @@ from tf_frcnn.anchors import AnchorGenerator
 from tf_frcnn.backbones import feature_size
 from tf_frcnn.cli import main
 from tf_frcnn.config import Config, ConfigError, config_from_dict, load_config
-from tf_frcnn.data import analysis, anchor_fit, resize_image
+from tf_frcnn.data import analysis, anchor_fit, resize_image, split_boxes
 from tf_frcnn.data.analysis_report import PLOTS, format_analysis
 from tf_frcnn.model import build_model
 
@@ -242,7 +242,7 @@ def test_analyze_a_voc_directory_counts_what_the_reader_repaired(voc, monkeypatc
 
     # The decoded-records path (synthetic, TFDS) reads the same boxes.
     indexed = analysis.read_split(cfg)
-    monkeypatch.setattr(analysis, "captured_examples", lambda: contextlib.nullcontext([]))
+    monkeypatch.setattr(split_boxes, "captured_examples", lambda: contextlib.nullcontext([]))
     decoded = analysis.read_split(cfg)
     np.testing.assert_array_equal(decoded.image_shapes, indexed.image_shapes)
     np.testing.assert_allclose(decoded.boxes, indexed.boxes)

@@ -35,13 +35,9 @@ def _spread(percentiles, digits):
     return "/".join(_number(percentiles[key], digits) for key in ("p5", "p50", "p95"))
 
 
-def format_analysis(summary) -> str:
-    """The terminal report of an analysis summary: counts, one row per class, the anchors,
-    NMS and the recommendations."""
-    s = summary
-    resize = s["resize"]
-    reader = s["reader"]
-    lines = [
+def _header(s):
+    resize, reader = s["resize"], s["reader"]
+    return [
         f"split '{s['split']}' ({s['source']}): {s['images']} images, {s['boxes']} boxes, "
         f"{s['images_without_boxes']} images without boxes, "
         f"{s['excluded_difficult_or_crowd']} difficult/crowd objects left out (as in training)",
@@ -50,70 +46,119 @@ def format_analysis(summary) -> str:
         "skipped",
         f"resize: shorter side {'/'.join(str(v) for v in resize['shorter_sides'])}, longer at "
         f"most {resize['max_size']}; sizes below in pixels of the resized image",
+        *([s["sizes"]["text"]] if s["sizes"]["auto"] else []),
         "",
     ]
+
+
+def _class_table(s):
+    """The per-class rows, aligned, and the legend."""
     fitted = "fitted" in s["anchors"]
     pos, neg = s["positive_iou"], s["negative_iou"]
-    headers = [
-        "class",
-        "boxes",
-        "images",
-        "side p5/50/95",
-        "h/w p5/50/95",
-        "<2 cells",
-        f">{pos:g}",
-        f"{neg:g}-{pos:g}",
-        f"<{neg:g}",
-    ]
-    if fitted:
-        headers += [f"fit >{pos:g}", f"fit <{neg:g}"]
+    levels = next(iter(s["classes"].values())).get("best_level")
+    headers = ["class", "boxes", "images", "side p5/50/95", "h/w p5/50/95", "<2 cells"]
+    headers += [f">{pos:g}", f"{neg:g}-{pos:g}", f"<{neg:g}"]
+    headers += [f"fit >{pos:g}", f"fit <{neg:g}"] if fitted else []
+    headers += list(levels) if levels else []
     headers.append("overlap p99")
-    rows = []
-    for name, entry in s["classes"].items():
-        coverage = entry["coverage"]
-        row = [
-            name,
-            str(entry["boxes"]),
-            str(entry["images"]),
-            _spread(entry["side"], 0),
-            _spread(entry["aspect_ratio"], 2),
-            _share(entry["under_two_cells"]),
-            _share(coverage["positive"]),
-            _share(coverage["forced_best"]),
-            _share(coverage["forced_below_negative"]),
-        ]
-        if fitted:
-            row += [
-                _share(entry["coverage_fitted"]["positive"]),
-                _share(entry["coverage_fitted"]["forced_below_negative"]),
-            ]
-        overlap = entry["same_class_overlap"]
-        row.append(_number(overlap["p99"], 2) if overlap else "-")
-        rows.append(row)
+    rows = [_class_row(name, entry, fitted) for name, entry in s["classes"].items()]
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
-    for row in [headers] + rows:
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths))
-            )
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
         )
+        for row in [headers] + rows
+    ]
+    level_text = (
+        f"; {'/'.join(levels)}: share of the boxes whose best {'fitted' if fitted else ''} "
+        "anchor lies on that level"
+        if levels
+        else ""
+    )
     lines.append(
         f"(>{pos:g}: boxes with a positive anchor by IoU; {neg:g}-{pos:g}: only the "
         f"forced best anchor; <{neg:g}: the forced best would be a negative; "
-        f"<2 cells: side under {2 * s['anchors']['stride']} px)"
+        f"<2 cells: side under {2 * s['anchors']['stride']} px, two cells of the finest "
+        f"stride in use{level_text})"
     )
-    lines.append("")
-    for key in ("configured", "fitted"):
+    return lines
+
+
+def _class_row(name, entry, fitted):
+    coverage = entry["coverage"]
+    row = [
+        name,
+        str(entry["boxes"]),
+        str(entry["images"]),
+        _spread(entry["side"], 0),
+        _spread(entry["aspect_ratio"], 2),
+        _share(entry["under_two_cells"]),
+        _share(coverage["positive"]),
+        _share(coverage["forced_best"]),
+        _share(coverage["forced_below_negative"]),
+    ]
+    if fitted:
+        row += [
+            _share(entry["coverage_fitted"]["positive"]),
+            _share(entry["coverage_fitted"]["forced_below_negative"]),
+        ]
+    levels = entry.get("best_level")
+    row += [_share(share) for share in levels.values()] if levels else []
+    overlap = entry["same_class_overlap"]
+    row.append(_number(overlap["p99"], 2) if overlap else "-")
+    return row
+
+
+_SET_LABELS = {
+    "configured": "configured",
+    "fitted": "fitted",
+    "fitted_two_per_level": "fitted 2 sizes/level",
+}
+
+
+def _anchor_lines(s):
+    pos, neg = s["positive_iou"], s["negative_iou"]
+    lines = []
+    for key, label in _SET_LABELS.items():
         if key in s["anchors"]:
             a = s["anchors"][key]
             sides = "/".join(f"{side:.4g}" for side in a["sides"])
+            where = "" if a["layout"].startswith("stride") else f" on {a['layout']}, doubling"
             lines.append(
-                f"anchors {key}: scales {a['scales']} x ratios {a['ratios']} "
-                f"({sides} px): >{pos:g} {a['coverage']:.3f}, <{neg:g} "
+                f"anchors {label}: scales {a['scales']} x ratios {a['ratios']} "
+                f"({sides} px{where}): >{pos:g} {a['coverage']:.3f}, <{neg:g} "
                 f"{a['below_negative']:.3f}, fit objective {a['score']:.3f} (class "
                 f"means); >{pos:g} {a['coverage_all_boxes']:.3f} of all boxes"
             )
+    return lines
+
+
+def _layout_lines(s):
+    """Coverage with and without the pyramid: what the pyramid buys (or costs)."""
+    layouts, pos = s["layouts"], s["positive_iou"]
+    lines = [f"pyramid vs one map (boxes with an anchor of IoU > {pos:g}, class means):"]
+    for key in ("single", "pyramid"):
+        layout = layouts[key]
+        sets = ", ".join(
+            f"{label} {layout[name]['coverage']:.3f} "
+            f"({'/'.join(f'{side:.4g}' for side in layout[name]['sides'])} px)"
+            for name, label in _SET_LABELS.items()
+            if name in layout
+        )
+        model = "  <- the model" if layouts["model"] == key else ""
+        lines.append(
+            f"  {layout['name']:<10} under two cells ({2 * layout['finest_stride']} px) "
+            f"{_share(layout['under_two_cells'])}; anchors {sets}{model}"
+        )
+    return lines
+
+
+def format_analysis(summary) -> str:
+    """The terminal report of an analysis summary: counts, one row per class, the anchors, the
+    pyramid comparison, NMS and the recommendations."""
+    s = summary
+    lines = _header(s) + _class_table(s) + [""] + _anchor_lines(s) + _layout_lines(s)
     nms = s["nms"]
     lines.append(
         f"detection NMS: configured {nms['configured']:g}, implied "
@@ -197,7 +242,9 @@ def _plot_with_anchors(analysis, path, key, noun, xlabel, title, *, floor, extra
     `key` marked (configured dashed red, fitted green) and, with `shade` ((high, label)), the
     range below `high` shaded; `extra` values widen the x range."""
     anchors = analysis.summary["anchors"]
-    marks = {name: anchors[name][key] for name in ("configured", "fitted") if name in anchors}
+    # Sides: every level's on a pyramid.
+    key_of = "sides_all_levels" if key == "sides" else key
+    marks = {name: anchors[name][key_of] for name in ("configured", "fitted") if name in anchors}
     values = getattr(analysis, key)
     edges = _log_edges([values["all"], np.asarray(sum(marks.values(), list(extra)))], floor)
     panels = _panels(analysis)

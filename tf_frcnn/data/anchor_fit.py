@@ -10,6 +10,11 @@ a range of columns, so the best anchor of a shape sits at the allowed row and co
 box centre: closed form per axis. Padding adds cells beyond the grid, which can only matter for
 a box at the bottom/right edge when cross-boundary anchors are allowed.
 
+On a feature pyramid (`Layout` with pyramid=True) level l (stride 2**l) carries the anchors of
+`AnchorGenerator(base_size=2**l, scales, ratios, stride=2**l)` on its own ceil(H / 2**l) x
+ceil(W / 2**l) grid, and a box's best anchor is the best over the levels (labels by IoU over all
+levels, FPN Sec. 4.1): the closed form above per level, then the maximum.
+
 Buckets (as `rpn.anchor_targets` labels them): best IoU > positive_iou: a positive anchor by
 IoU; [negative_iou, positive_iou]: only the forced-best anchor is positive; < negative_iou: the
 forced positive would otherwise be a negative.
@@ -25,6 +30,10 @@ The objective, per box: 1 when its best IoU is > positive_iou, 1/2 when at least
 classes (they weigh equally, as in mAP); ties broken by the mean best IoU. Coverage alone would
 give up objects too small for any anchor on the grid to exceed positive_iou and leave them
 forced positives below negative_iou.
+
+On a pyramid a candidate scale s is the set of sizes s * 2**l, doubling per level, so the fit
+chooses the smallest size (s times the finest stride) and the ratios; num_scales is the number
+of sizes per level.
 
 Boxes: absolute pixel [ymin, xmin, ymax, xmax] of the resized image.
 """
@@ -82,6 +91,49 @@ class AnchorFit:
     mean_iou: float  # mean best IoU
 
 
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the anchors lie: levels of `strides` with anchor side base_size * scale.
+
+    Single level (pyramid False): the backbone's map, `ResizedBoxes.cells`. Pyramid: level i
+    has its own ceil(side / strides[i]) grid and base_sizes[i] = strides[i].
+    """
+
+    strides: tuple
+    base_sizes: tuple
+    pyramid: bool = False
+
+    @classmethod
+    def single(cls, stride=16, base_size=16):
+        return cls((stride,), (base_size,))
+
+    @classmethod
+    def levels(cls, strides):
+        return cls(tuple(strides), tuple(strides), True)
+
+    @property
+    def finest(self):
+        return min(self.strides)
+
+    @property
+    def level_names(self):
+        """["P2", ..., "P6"], or ["stride 16"] for a single level."""
+        if not self.pyramid:
+            return [f"stride {self.strides[0]}"]
+        return [f"P{int(np.log2(stride))}" for stride in self.strides]
+
+    @property
+    def name(self):
+        names = self.level_names
+        return names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
+
+    def cells(self, boxes: ResizedBoxes, level):
+        """int [N, 2] (rows, columns) of level `level`'s grid for each box's image."""
+        if not self.pyramid:
+            return boxes.cells
+        return np.ceil(boxes.image_shapes / self.strides[level] - 1e-9).astype(np.int64)
+
+
 def anchor_shapes(base_size, scales, ratios):
     """(heights, widths) float64 [k] of the anchors, in `base_anchors` order (ratio-major)."""
     cell = base_anchors(base_size, scales, ratios).astype(np.float64)
@@ -111,7 +163,7 @@ def _axis_overlap(low, high, length, cells, extent, stride, inside_only):
     return np.maximum(overlap, 0.0), allowed
 
 
-def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only=True):
+def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only=True, cells=None):
     """Best IoU of every box with the anchors of each shape on its image's grid (see the module
     docstring for why this is exact).
 
@@ -120,17 +172,19 @@ def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only
       heights, widths: float [k] anchor shapes (see `anchor_shapes`).
       stride: pixels per feature cell.
       inside_only: leave out anchors that cross the image boundary (rpn.ignore_cross_boundary).
+      cells: int [N, 2] grid (rows, columns) of each box's image; default `boxes.cells`.
     Returns:
       float32 [N, k]; 0 where no anchor of the shape fits inside the image.
     """
     heights = np.asarray(heights, np.float64)
     widths = np.asarray(widths, np.float64)
     out = np.zeros((len(boxes.labels), len(heights)), np.float32)
+    grid = boxes.cells if cells is None else cells
     for start in range(0, len(out), _CHUNK):
         part = slice(start, start + _CHUNK)
         b = boxes.boxes[part].astype(np.float64)
         shape = boxes.image_shapes[part].astype(np.float64)
-        cells = boxes.cells[part].astype(np.float64)
+        cells = grid[part].astype(np.float64)
         dy, ok_y = _axis_overlap(
             b[:, 0], b[:, 2], shape[:, 0], cells[:, 0], heights, stride, inside_only
         )
@@ -142,6 +196,28 @@ def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only
         iou = inter / np.maximum(area + (heights * widths)[np.newaxis] - inter, 1e-12)
         out[part] = np.where(ok_y & ok_x, iou, 0.0)
     return out
+
+
+def level_best_iou(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only=True):
+    """float32 [N, levels, k]: the best IoU of every box with each anchor shape (`anchor_shapes`
+    order) on each level's grid of `layout`."""
+    per_level = []
+    for level, (stride, base_size) in enumerate(zip(layout.strides, layout.base_sizes)):
+        heights, widths = anchor_shapes(base_size, scales, ratios)
+        cells = layout.cells(boxes, level)
+        per_level.append(best_anchor_iou(boxes, heights, widths, stride, inside_only, cells))
+    return np.stack(per_level, axis=1)
+
+
+def layout_best_iou(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only=True):
+    """float32 [N, k]: the best IoU over the levels of `layout`, without holding them all."""
+    best = None
+    for level, (stride, base_size) in enumerate(zip(layout.strides, layout.base_sizes)):
+        heights, widths = anchor_shapes(base_size, scales, ratios)
+        cells = layout.cells(boxes, level)
+        iou = best_anchor_iou(boxes, heights, widths, stride, inside_only, cells)
+        best = iou if best is None else np.maximum(best, iou)
+    return best
 
 
 def coverage(best_iou, positive_iou=POSITIVE_IOU, negative_iou=NEGATIVE_IOU) -> dict:
@@ -278,6 +354,7 @@ def fit_anchors(
     start=None,
     scales=None,
     ratios=None,
+    layout=None,
 ) -> AnchorFit:
     """Scales x ratios that maximise the objective on `boxes` (see the module docstring).
 
@@ -289,6 +366,8 @@ def fit_anchors(
       iou_thresholds: (rpn.positive_iou, rpn.negative_iou).
       start: optional (scales, ratios) tried as a second starting point (the configured set).
       scales, ratios: keep these fixed and fit only the other (None: fit both).
+      layout: the anchor levels (`Layout`); default one level of `stride` and `base_size`.
+        On a pyramid base_size and stride are the layout's, num_scales counts sizes per level.
     Returns:
       AnchorFit with ascending scales and ratios.
     Raises:
@@ -296,11 +375,54 @@ def fit_anchors(
     """
     if len(boxes.labels) == 0:
         raise ValueError("no boxes to fit anchors to")
+    layout = layout or Layout.single(stride, base_size)
+    base_size = layout.base_sizes[int(np.argmin(layout.strides))]
     boxes = _canonical(boxes)
+    side, ratio = _sides_and_ratios(boxes)
+    scale_grid, ratio_grid = _candidate_grids(boxes, side, ratio, base_size, scales, ratios)
+    fixed = {"scale"} if scales is not None else set()
+    fixed |= {"ratio"} if ratios is not None else set()
+    num_scales = len(scale_grid) if scales is not None else min(num_scales, len(scale_grid))
+    num_ratios = len(ratio_grid) if ratios is not None else min(num_ratios, len(ratio_grid))
+
+    table = layout_best_iou(boxes, layout, scale_grid, ratio_grid, inside_only).reshape(
+        len(boxes.labels), len(ratio_grid), len(scale_grid)
+    )
+    positive_iou, negative_iou = iou_thresholds
+    objective = _Objective(table, boxes.labels, positive_iou, negative_iou)
+    starts = [
+        (
+            _snap(_quantiles(ratio, num_ratios, spread), ratio_grid, num_ratios),
+            _snap(_quantiles(side / base_size, num_scales, spread), scale_grid, num_scales),
+        )
+        for spread in START_SPREADS
+    ]
+    if start is not None and len(start[0]) >= num_scales and len(start[1]) >= num_ratios:
+        starts.append(
+            (_snap(start[1], ratio_grid, num_ratios), _snap(start[0], scale_grid, num_scales))
+        )
+    # A fixed axis has as many members as grid values, so every start snaps to all of them.
+    score, ratio_index, scale_index = _search(objective, starts, (num_scales, num_ratios), fixed)
+    best = objective.best_of(ratio_index, scale_index)[:, np.newaxis]
+    return AnchorFit(
+        scales=[float(scale_grid[i]) for i in scale_index],
+        ratios=[float(ratio_grid[i]) for i in ratio_index],
+        score=score[0],
+        coverage=float(objective.class_mean(best > positive_iou)[0]),
+        mean_iou=score[1],
+    )
+
+
+def _sides_and_ratios(boxes):
+    """float64 [N] sqrt(height * width) and height / width of the boxes."""
     b = boxes.boxes.astype(np.float64)
     height = np.maximum(b[:, 2] - b[:, 0], 1e-3)
     width = np.maximum(b[:, 3] - b[:, 1], 1e-3)
-    side, ratio = np.sqrt(height * width), height / width
+    return np.sqrt(height * width), height / width
+
+
+def _candidate_grids(boxes, side, ratio, base_size, scales, ratios):
+    """(scale grid, ratio grid): the fixed values, or geometric grids over the boxes' range."""
     longest = float(np.max(boxes.image_shapes))
     scale_grid = (
         np.asarray(sorted(scales), np.float64)
@@ -320,43 +442,25 @@ def fit_anchors(
             4,
         )
     )
-    fixed = {"scale"} if scales is not None else set()
-    fixed |= {"ratio"} if ratios is not None else set()
-    num_scales = len(scale_grid) if scales is not None else min(num_scales, len(scale_grid))
-    num_ratios = len(ratio_grid) if ratios is not None else min(num_ratios, len(ratio_grid))
+    return scale_grid, ratio_grid
 
-    heights, widths = anchor_shapes(base_size, scale_grid, ratio_grid)
-    table = best_anchor_iou(boxes, heights, widths, stride, inside_only).reshape(
-        len(boxes.labels), len(ratio_grid), len(scale_grid)
-    )
-    positive_iou, negative_iou = iou_thresholds
-    objective = _Objective(table, boxes.labels, positive_iou, negative_iou)
 
-    def quantiles(values, count, spread):
-        """`count` quantiles of log `values`, evenly spaced over the middle `spread`."""
-        levels = 0.5 + spread * (np.arange(count) - (count - 1) / 2) / max(count, 1)
-        return np.exp(np.percentile(np.log(values), 100 * np.clip(levels, 0.0, 1.0)))
+def _quantiles(values, count, spread):
+    """`count` quantiles of log `values`, evenly spaced over the middle `spread`."""
+    levels = 0.5 + spread * (np.arange(count) - (count - 1) / 2) / max(count, 1)
+    return np.exp(np.percentile(np.log(values), 100 * np.clip(levels, 0.0, 1.0)))
 
-    starts = [
-        (
-            _snap(quantiles(ratio, num_ratios, spread), ratio_grid, num_ratios),
-            _snap(quantiles(side / base_size, num_scales, spread), scale_grid, num_scales),
-        )
-        for spread in START_SPREADS
-    ]
-    if start is not None and len(start[0]) >= num_scales and len(start[1]) >= num_ratios:
-        starts.append(
-            (_snap(start[1], ratio_grid, num_ratios), _snap(start[0], scale_grid, num_scales))
-        )
-    # A fixed axis has as many members as grid values, so every start snaps to all of them.
 
+def _search(objective, starts, counts, fixed):
+    """The coordinate search from each start; returns the best (score, ratio index, scale
+    index). counts: (num_scales, num_ratios)."""
     results = []
     for ratio_index, scale_index in starts:
         score = objective(ratio_index, scale_index)
         improved = True
         while improved:
             improved = False
-            for axis, count in (("scale", num_scales), ("ratio", num_ratios)):
+            for axis, count in zip(("scale", "ratio"), counts):
                 for slot in range(count):
                     step = objective.improve_slot(
                         ratio_index, scale_index, axis, slot, score, fixed
@@ -365,15 +469,8 @@ def fit_anchors(
                         (ratio_index, scale_index), score = step
                         improved = True
         results.append((score, ratio_index, scale_index))
-    score, ratio_index, scale_index = results[0]
+    chosen = results[0]
     for result in results[1:]:
-        if _better(result[0], score):
-            score, ratio_index, scale_index = result
-    best = objective.best_of(ratio_index, scale_index)[:, np.newaxis]
-    return AnchorFit(
-        scales=[float(scale_grid[i]) for i in scale_index],
-        ratios=[float(ratio_grid[i]) for i in ratio_index],
-        score=score[0],
-        coverage=float(objective.class_mean(best > positive_iou)[0]),
-        mean_iou=score[1],
-    )
+        if _better(result[0], chosen[0]):
+            chosen = result
+    return chosen

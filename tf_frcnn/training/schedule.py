@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tf_frcnn.backbones import STRIDE
 from tf_frcnn.config import ConfigError, StageConfig
-from tf_frcnn.data.analysis import resolve_anchors
+from tf_frcnn.data.analysis import resolve_anchors, resolve_sizes
 from tf_frcnn.model import build_model
 from tf_frcnn.stages import PRETRAIN, SCHEDULES, STAGES, stage_names
 from tf_frcnn.training import budget, inputs
@@ -123,6 +123,7 @@ class Trainer:
         stages = stage_names(self.config)
         state_path = os.path.join(self.model_dir, "state.json")
         if resume and os.path.exists(state_path):
+            self.config = resolve_sizes(self.config, model_dir=self.model_dir)
             self.config = resolve_anchors(self.config, model_dir=self.model_dir)
             state = RunState.load(self.model_dir)
             if state.done:
@@ -134,7 +135,8 @@ class Trainer:
                     save_weights_atomic(self.model, final)
                 return state
         else:
-            # "auto" anchors become numbers here, so config.yaml records what the model uses.
+            # "auto" sizes, then anchors fitted at them, become numbers: config.yaml records them.
+            self.config = resolve_sizes(self.config, log=print if self.progress else None)
             self.config = resolve_anchors(self.config, log=print if self.progress else None)
             state = RunState(self.model_dir, self.config.train.schedule, stages)
             write_config(self.model_dir, self.config)
