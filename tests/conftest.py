@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -31,3 +32,25 @@ def smoke_run(tmp_path_factory):
         == 0
     )
     return model_dir, tfds_dir
+
+
+@contextlib.contextmanager
+def _op_determinism():
+    from tensorflow.python.framework import config as tf_config
+
+    was = tf_config.is_op_determinism_enabled()
+    tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was:
+            tf_config.disable_op_determinism()
+
+
+@pytest.fixture(scope="session")
+def op_determinism():
+    """A context manager: TF op determinism on inside it (as ``train.deterministic`` sets it),
+    restored after. Trainings whose outcome a test checks run inside it, seeded: CPU kernels
+    such as crop_and_resize's gradient otherwise sum across threads in no fixed order, and the
+    outcome of a short overfit would depend on luck."""
+    return _op_determinism
