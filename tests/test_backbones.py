@@ -2,7 +2,6 @@
 heads."""
 
 import os
-import time
 
 import h5py
 import keras
@@ -301,17 +300,10 @@ def test_tiny_weights_file_round_trip(backbones, tmp_path):
     )
 
 
-def test_tiny_forward_is_fast_on_cpu(backbones):
-    features = backbones["tiny"].features
-    images = pixels((2, 320, 480, 3))
-    features.predict_on_batch(images)
-
-    start = time.perf_counter()
-    feature_map = features.predict_on_batch(images)
-    elapsed = time.perf_counter() - start
-
+def test_tiny_forward_gives_a_stride_16_map(backbones):
+    # Its speed is measured in benchmarks/, not asserted here (wall clock depends on the load).
+    feature_map = backbones["tiny"].features.predict_on_batch(pixels((2, 320, 480, 3)))
     assert feature_map.shape == (2, 20, 30, 128)
-    assert elapsed < 1.0
 
 
 def test_unknown_backbone_name_raises_naming_it():
