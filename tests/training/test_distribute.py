@@ -9,6 +9,9 @@ import subprocess
 import sys
 import textwrap
 
+import h5py
+import numpy as np
+
 from tf_frcnn.data import synthetic_builder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,3 +120,21 @@ def test_multiworker_smoke_through_the_cli(tmp_path, tfds_dir):
     assert os.path.exists(model_dir / "final.weights.h5")
     # The second worker wrote only under workers/, never the chief's files.
     assert os.path.isdir(model_dir / "workers" / "worker-1")
+    # Both workers end with the same weights (synchronous all-reduce), bit for bit.
+    chief = _h5_arrays(model_dir / "final.weights.h5")
+    other = _h5_arrays(model_dir / "workers" / "worker-1" / "final.weights.h5")
+    assert chief.keys() == other.keys() and len(chief) > 10
+    for key in chief:
+        np.testing.assert_array_equal(chief[key], other[key], err_msg=key)
+
+
+def _h5_arrays(path):
+    """{dataset path: array} of every dataset of an .h5 file."""
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, item: (
+                arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    return arrays
