@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -31,3 +32,56 @@ def smoke_run(tmp_path_factory):
         == 0
     )
     return model_dir, tfds_dir
+
+
+@contextlib.contextmanager
+def _op_determinism():
+    from tensorflow.python.framework import config as tf_config
+
+    was = tf_config.is_op_determinism_enabled()
+    tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was:
+            tf_config.disable_op_determinism()
+
+
+@pytest.fixture(scope="session")
+def op_determinism():
+    """A context manager: TF op determinism on inside it (as ``train.deterministic`` sets it),
+    restored after. Trainings whose outcome a test checks run inside it, seeded: CPU kernels
+    such as crop_and_resize's gradient otherwise sum across threads in no fixed order, and the
+    outcome of a short overfit would depend on luck."""
+    return _op_determinism
+
+
+# Skips a CI run (CI=true) accepts, each with why; any other skip fails the run, so a missing
+# package or file cannot turn a test into a silent pass. Keys are substrings of skip reasons.
+SKIP_ALLOW_LIST = {
+    "headless Chromium unavailable": "local runs without Chromium; under CI=true the browser "
+    "fixture fails instead of skipping (.ci/run installs Chromium)"
+}
+
+
+def unlisted_skips(reports, allow_list=SKIP_ALLOW_LIST):
+    """(nodeid, reason) of the skipped ``reports`` whose reason matches no allow-list key."""
+    found = []
+    for report in reports:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not any(key in reason for key in allow_list):
+            found.append((report.nodeid, reason))
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("CI") != "true":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    unlisted = unlisted_skips(skipped)
+    if unlisted:
+        reporter.write_line("CI=true: skips not on tests/conftest.py SKIP_ALLOW_LIST:", red=True)
+        for nodeid, reason in unlisted:
+            reporter.write_line(f"  {nodeid}: {reason}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

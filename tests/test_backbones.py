@@ -1,13 +1,11 @@
 """Backbones: stride-16 feature maps, normalisation layers, freezing, weight files, region-wise
 heads."""
 
-import os
-import time
-
 import h5py
 import keras
 import numpy as np
 import pytest
+from keras.src.legacy.saving import legacy_h5_format
 
 from tf_frcnn.backbones import (
     BACKBONES,
@@ -20,7 +18,6 @@ from tf_frcnn.backbones import (
 )
 from tf_frcnn.head import FastRCNNHead
 
-MOBILENET_WEIGHTS = "/work/shared/weights/mobilenet_2_5_224_tf_no_top.h5"
 CHANNELS = {"vgg16": 512, "resnet50": 1024, "mobilenet": 128, "tiny": 128}
 
 
@@ -265,18 +262,42 @@ def test_resnet50_freeze_until_conv2_freezes_conv1_and_conv2_x():
     assert not features.get_layer("conv3_block1_1_bn").trainable
 
 
-@pytest.mark.skipif(
-    not os.path.isfile(MOBILENET_WEIGHTS),
-    reason=f"offline ImageNet MobileNet weights not found at {MOBILENET_WEIGHTS}",
-)
-def test_mobilenet_loads_the_local_imagenet_file():
-    backbone = build_backbone("mobilenet", weights=MOBILENET_WEIGHTS)
+def _known(shape, scale):
+    return (np.arange(np.prod(shape), dtype=np.float32) % 97 * scale).reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_h5(tmp_path_factory):
+    """A legacy Keras .h5 with the layout of Keras' ImageNet MobileNet file (alpha 0.25, no
+    top, the name ``build_backbone`` checks) and known values in conv1, conv_pw_11 and
+    conv_pw_11_bn: (path, {layer: (attribute, values)})."""
+    net = keras.applications.MobileNet(
+        alpha=0.25, include_top=False, weights=None, input_shape=(224, 224, 3)
+    )
+    known = {
+        "conv1": ("kernel", 0.001),
+        "conv_pw_11": ("kernel", 0.002),
+        "conv_pw_11_bn": ("moving_mean", 0.01),
+    }
+    values = {}
+    for layer, (attribute, scale) in known.items():
+        variable = getattr(net.get_layer(layer), attribute)
+        values[layer] = (attribute, _known(tuple(variable.shape), scale))
+        variable.assign(values[layer][1])
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_2_5_224_tf_no_top.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, net)
+    return str(path), values
+
+
+def test_mobilenet_loads_a_keras_imagenet_layout_file(mobilenet_h5):
+    path, values = mobilenet_h5
+    backbone = build_backbone("mobilenet", weights=path)
     features = backbone.features
 
-    with h5py.File(MOBILENET_WEIGHTS, "r") as f:
-        conv1_kernel = f["conv1"]["conv1"]["kernel:0"][()]
-        pw11_kernel = f["conv_pw_11"]["conv_pw_11"]["kernel:0"][()]
-        pw11_moving_mean = f["conv_pw_11_bn"]["conv_pw_11_bn"]["moving_mean:0"][()]
+    conv1_kernel = values["conv1"][1]
+    pw11_kernel = values["conv_pw_11"][1]
+    pw11_moving_mean = values["conv_pw_11_bn"][1]
     np.testing.assert_array_equal(features.get_layer("conv1").kernel.numpy(), conv1_kernel)
     np.testing.assert_array_equal(features.get_layer("conv_pw_11").kernel.numpy(), pw11_kernel)
     np.testing.assert_array_equal(
@@ -301,17 +322,10 @@ def test_tiny_weights_file_round_trip(backbones, tmp_path):
     )
 
 
-def test_tiny_forward_is_fast_on_cpu(backbones):
-    features = backbones["tiny"].features
-    images = pixels((2, 320, 480, 3))
-    features.predict_on_batch(images)
-
-    start = time.perf_counter()
-    feature_map = features.predict_on_batch(images)
-    elapsed = time.perf_counter() - start
-
+def test_tiny_forward_gives_a_stride_16_map(backbones):
+    # Its speed is measured in benchmarks/, not asserted here (wall clock depends on the load).
+    feature_map = backbones["tiny"].features.predict_on_batch(pixels((2, 320, 480, 3)))
     assert feature_map.shape == (2, 20, 30, 128)
-    assert elapsed < 1.0
 
 
 def test_unknown_backbone_name_raises_naming_it():
@@ -335,13 +349,9 @@ def test_bad_weights_raise_naming_them(tmp_path):
         build_backbone("tiny", weights=str(not_h5))
 
 
-@pytest.mark.skipif(
-    not os.path.isfile(MOBILENET_WEIGHTS),
-    reason=f"offline ImageNet MobileNet weights not found at {MOBILENET_WEIGHTS}",
-)
-def test_weights_file_of_another_backbone_raises_naming_it():
+def test_weights_file_of_another_backbone_raises_naming_it(mobilenet_h5):
     with pytest.raises(ValueError, match="mobilenet_2_5_224_tf_no_top.h5"):
-        build_backbone("tiny", weights=MOBILENET_WEIGHTS)
+        build_backbone("tiny", weights=mobilenet_h5[0])
 
 
 def test_unknown_freeze_until_layer_raises_naming_it():

@@ -75,3 +75,23 @@ def test_normalized_round_trip_and_area():
 def test_smooth_l1():
     x = tf.constant([-2.0, -0.5, 0.0, 0.5, 3.0])
     np.testing.assert_allclose(box_ops.smooth_l1(x).numpy(), [1.5, 0.125, 0.0, 0.125, 2.5])
+
+
+def test_batched_padded_nms_batch_of_one_equals_its_map_fn_branch_on_border_boxes():
+    """The static batch-1 branch (what TFLite and XLA exports run) and the map_fn branch
+    (eval, SavedModel batches) on the same 300 boxes, half clipped to the bottom/right border
+    of a 128 x 128 image, many tied at the border: same indices, same counts."""
+    rng = np.random.default_rng(0)
+    corner = rng.uniform(0, 120, (300, 2))
+    size = rng.uniform(4, 80, (300, 2))
+    boxes = np.concatenate([corner, np.minimum(corner + size, 128.0)], -1).astype(np.float32)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    one, count = box_ops.batched_padded_nms(boxes[None], scores[None], 50, 0.5, 0.05)
+    two, counts = box_ops.batched_padded_nms(
+        np.stack([boxes, boxes]), np.stack([scores, scores]), 50, 0.5, 0.05
+    )
+    assert int(count[0]) == int(counts[0]) == int(counts[1]) > 10
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[0], two[1])
+    expected = tf.image.non_max_suppression(boxes, scores, 50, 0.5, 0.05).numpy()
+    np.testing.assert_array_equal(one[0, : len(expected)], expected)

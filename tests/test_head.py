@@ -6,6 +6,7 @@ import tensorflow as tf
 from tf_frcnn import FastRCNNHead
 from tf_frcnn import boxes as box_ops
 from tf_frcnn.backbones import build_backbone, head_defaults
+from tf_frcnn.config import DetectionConfig
 from tf_frcnn.head import fast_rcnn_loss, postprocess_detections
 
 STDS = (0.1, 0.1, 0.2, 0.2)
@@ -89,6 +90,17 @@ def test_same_class_overlap_suppressed_and_score_threshold():
     np.testing.assert_allclose(out["detection_boxes"][0, 0].numpy(), [10, 10, 60, 60], atol=1e-3)
     assert out["detection_boxes"].shape == (1, 100, 4)  # paper: at most 100 per image
     assert not np.any(out["detection_boxes"][0, 1:].numpy())
+
+
+def test_detection_nms_threshold_is_the_papers_0_3():
+    """A same-class pair at IoU 0.4 (between 0.3 and 0.5): the default nms_iou 0.3 suppresses
+    the weaker one; 0.5 (the other common choice) keeps both. The config takes the default."""
+    # [0, 0, 100, 100] and [0, 40, 100, 140]: intersection 60 x 100, union 14000: IoU 0.4286.
+    rois = [[0, 0, 100, 100], [0, 40, 100, 140]]
+    probs = [[0.1, 0.9], [0.2, 0.8]]
+    assert int(_detections(rois, probs)["num_detections"][0]) == 1
+    assert int(_detections(rois, probs, nms_iou=0.5)["num_detections"][0]) == 2
+    assert DetectionConfig().nms_iou == 0.3
 
 
 def test_deltas_are_applied_with_stds_and_clipped():

@@ -31,3 +31,28 @@ def test_anchor_rules_force_the_best_anchor_and_roi_bands():
     foreground, background = matcher.roi_labels(matches, valid, 0.3, 0.1, 0.3)
     np.testing.assert_array_equal(foreground[0].numpy(), [True, False, False])
     np.testing.assert_array_equal(background[0].numpy(), [False, True, False])
+
+
+def test_thresholds_at_exactly_0_7_0_3_and_0_5_pin_strict_and_inclusive_bounds():
+    """Candidates at IoU exactly 0.7, 0.5 and 0.3 with the gt [0, 0, 10, 10] (and the gt
+    itself, the forced best anchor). The paper's RPN: positive IoU > 0.7, negative IoU < 0.3,
+    both strict; Fast R-CNN: foreground IoU >= 0.5, background in [0.1, 0.5)."""
+    candidates = tf.constant(
+        [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 7.0], [0.0, 0.0, 10.0, 5.0], [0, 0, 10, 3.0]]
+    )
+    valid = tf.constant([[True] * 4])
+    matches = matcher.match(
+        candidates, valid, tf.constant([[[0.0, 0.0, 10.0, 10.0]]]), tf.constant([[1]])
+    )
+    np.testing.assert_array_equal(
+        matches["max_iou"][0].numpy(), np.array([1.0, 0.7, 0.5, 0.3], np.float32)
+    )
+    positive, negative = matcher.anchor_labels(matches, valid, 0.7, 0.3)
+    np.testing.assert_array_equal(positive[0].numpy(), [True, False, False, False])
+    np.testing.assert_array_equal(negative[0].numpy(), [False, False, False, False])
+    foreground, background = matcher.roi_labels(matches, valid, 0.5, 0.3, 0.7)
+    np.testing.assert_array_equal(foreground[0].numpy(), [True, True, True, False])
+    np.testing.assert_array_equal(background[0].numpy(), [False, False, False, True])
+    foreground, background = matcher.roi_labels(matches, valid, 0.7, 0.1, 0.5)
+    np.testing.assert_array_equal(foreground[0].numpy(), [True, True, False, False])
+    np.testing.assert_array_equal(background[0].numpy(), [False, False, False, True])

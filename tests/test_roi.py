@@ -41,62 +41,60 @@ def test_paper_sampler_128_with_25_percent_foreground():
 
 def test_seed_sampler_256_one_to_one_zero_padded():
     proposals, count = _proposals(n=300, seed=2)
-    # Only ~a few proposals are foreground once limited; zero fill never adds background.
-    sampled = sample_rois(
-        proposals[:, :40],
-        tf.constant([40]),
-        GT,
-        GT_LABELS,
-        num_rois=256,
-        fg_fraction=0.5,
-        fill="zeros",
-        seed=1,
-    )
+    kwargs = dict(num_rois=256, fg_fraction=0.5, bg_iou_low=0.0, seed=1)
+    sampled = sample_rois(proposals, count, GT, GT_LABELS, fill="zeros", **kwargs)
     fg, bg, ignored = _summary(sampled)
-    assert fg < 128 and bg <= 128 and fg + bg + ignored == 256
-    assert ignored >= 128 - fg
+    # Background is capped at its own share (128) although more would fit: zero boxes fill.
+    assert fg < 128 and bg == 128 and ignored == 128 - fg > 0
     padded = sampled["rois"].numpy()[0][sampled["labels"].numpy()[0] == -1]
     assert not np.any(padded)
+    # The same candidates under "negatives" fill every slot with background: the modes differ.
+    fg_n, bg_n, ignored_n = _summary(
+        sample_rois(proposals, count, GT, GT_LABELS, fill="negatives", **kwargs)
+    )
+    assert (fg_n, bg_n, ignored_n) == (fg, 256 - fg, 0)
 
 
 def test_top_iou_fill_takes_the_best_remaining_boxes():
+    # IoU with the gt [100, 100, 200, 220]: 1, 0.6, 0.4, 0; the gt itself is a candidate (1).
     proposals = tf.constant(
         [[[100, 100, 200, 220], [100, 100, 200, 300], [100, 100, 200, 400], [500, 500, 600, 600]]],
         tf.float32,
     )
-    sampled = sample_rois(
-        proposals,
-        tf.constant([4]),
-        GT[:, :1],
-        GT_LABELS[:, :1],
-        num_rois=4,
-        fg_fraction=0.5,
-        fill="top_iou",
-        bg_iou_low=0.0,
-        seed=0,
-    )
-    labels = sampled["labels"].numpy()[0]
-    rois = sampled["rois"].numpy()[0]
-    # Foreground: the proposal equal to the gt and the gt itself (IoU 1); no
-    # other candidate reaches 0.5, so nothing is added; background: the rest.
+
+    def sample(num_rois, fill="top_iou"):
+        sampled = sample_rois(
+            proposals,
+            tf.constant([4]),
+            GT[:, :1],
+            GT_LABELS[:, :1],
+            num_rois=num_rois,
+            fg_fraction=0.5,
+            fg_iou=0.7,
+            fill=fill,
+            bg_iou_low=0.0,
+            seed=0,
+        )
+        return sampled["rois"].numpy()[0], sampled["labels"].numpy()[0]
+
+    # fg_iou 0.7: the proposal equal to the gt and the gt are the only foreground.
+    rois, labels = sample(4)
     assert (labels > 0).sum() == 2
-    sampled = sample_rois(
-        proposals,
-        tf.constant([4]),
-        GT[:, :1],
-        GT_LABELS[:, :1],
-        num_rois=6,
-        fg_fraction=0.5,
-        fill="top_iou",
-        bg_iou_low=0.0,
-        seed=0,
-    )
-    labels = sampled["labels"].numpy()[0]
-    rois = sampled["rois"].numpy()[0]
+    # 3 foreground slots: the 2 exact boxes plus the best remaining candidate (IoU 0.6, below
+    # fg_iou), labelled with its gt's class; the IoU-0.4 box stays background.
+    rois, labels = sample(6)
     fg_rois = rois[labels > 0]
-    # 3 foreground slots: the 2 exact boxes plus the best remaining (IoU 0.6).
-    assert len(fg_rois) == 3
+    assert len(fg_rois) == 3 and set(labels[labels > 0]) == {2}
     assert any(np.allclose(r, [100, 100, 200, 300]) for r in fg_rois)
+    assert not any(np.allclose(r, [100, 100, 200, 400]) for r in fg_rois)
+    # 4 slots: the IoU-0.4 box too; the IoU-0 box never becomes foreground.
+    rois, labels = sample(8)
+    fg_rois = rois[labels > 0]
+    assert len(fg_rois) == 4 and any(np.allclose(r, [100, 100, 200, 400]) for r in fg_rois)
+    assert not any(np.allclose(r, [500, 500, 600, 600]) for r in fg_rois)
+    # Under "negatives" the IoU-0.6 box is neither foreground nor background (>= 0.5).
+    rois, labels = sample(6, fill="negatives")
+    assert (labels > 0).sum() == 2
 
 
 def test_ground_truth_boxes_are_candidates_and_targets_decode_to_them():

@@ -1,4 +1,3 @@
-import pathlib
 import warnings
 
 import numpy as np
@@ -6,9 +5,6 @@ import pytest
 import tensorflow as tf
 
 from tf_frcnn.data import DataError, DataWarning, yolo_class_names, yolo_dataset
-from tf_frcnn.data import records as records_module
-
-AQUARIUM = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "aquarium"
 
 
 def records(dataset):
@@ -209,34 +205,18 @@ def test_no_class_names_is_an_error_naming_what_was_looked_for(tmp_path):
         yolo_class_names(tmp_path)
 
 
-@pytest.mark.skipif(
-    not AQUARIUM.is_dir(),
-    reason=f"the aquarium dataset is not at {AQUARIUM} (it is not in the repo)",
-)
-def test_real_aquarium_train_split(monkeypatch):
-    assert yolo_class_names(AQUARIUM) == [
-        "fish",
-        "jellyfish",
-        "penguin",
-        "puffin",
-        "shark",
-        "starfish",
-        "stingray",
-    ]
-    # The index is what is counted here (every image's header is still read); decoding
-    # 448 photographs would take seconds and is covered by the fixture tests.
-    monkeypatch.setattr(
-        records_module, "read_image_rgb", lambda path: np.zeros([1, 1, 3], np.uint8)
-    )
-    dataset = yolo_dataset(AQUARIUM, "train").map(lambda r: r["labels"])
-    counts = [len(labels) for labels in dataset.as_numpy_iterator()]
-    # ../shared/data/aquarium/README.md: 448 images, 3,324 boxes, one empty label file.
-    assert len(counts) == 448 and sum(counts) == 3324 and counts.count(0) == 1
-    # test: 584 label rows, 2 of them zero-size (w = h = 0): dropped in one warning.
+def test_roboflow_export_with_an_empty_label_file_and_zero_size_rows(yolo):
+    """What a Roboflow YOLO export holds (the aquarium set of ../shared had both, built here):
+    an image whose label file is empty is kept with no boxes; zero-size rows (w = h = 0) are
+    dropped, counted in one warning."""
+    yolo.add("train", "a", [(0, 0.5, 0.5, 0.5, 0.5), (1, 0.3, 0.3, 0.2, 0.2)])
+    yolo.add("train", "b", [])
+    yolo.add("test", "c", [(0, 0.5, 0.5, 0, 0), (1, 0.5, 0.5, 0.2, 0.2), (0, 0.2, 0.2, 0, 0)])
+    counts = sorted(len(r["labels"]) for r in records(yolo_dataset(yolo.root, "train")))
+    assert counts == [0, 2]
     with pytest.warns(DataWarning, match="dropped 2 boxes"):
-        dataset = yolo_dataset(AQUARIUM, "test").map(lambda r: r["labels"])
-    counts = [len(labels) for labels in dataset.as_numpy_iterator()]
-    assert len(counts) == 63 and sum(counts) == 582
+        test = records(yolo_dataset(yolo.root, "test"))
+    assert [list(r["labels"]) for r in test] == [[2]]
 
 
 def test_config_source_reads_the_split_folders_and_data_yaml(yolo):

@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from tf_frcnn.export import (
     read_labels,
     resolve_saved_model,
 )
+from tf_frcnn.export.saved_model import version_dirs
 from tf_frcnn.training.state import write_labels
 
 # The README's serving examples, checked below against the signatures of a real export and
@@ -360,11 +362,22 @@ def test_readme_shows_the_checked_requests():
     assert not missing, f"README.md lacks these serving examples verbatim: {missing}"
 
 
-def test_docker_command_serves_the_base_directory():
-    assert "tensorflow/serving" in DOCKER_COMMAND
-    assert f"saved_models/{MODEL_NAME}:/models/{MODEL_NAME}" in DOCKER_COMMAND
-    assert f"MODEL_NAME={MODEL_NAME}" in DOCKER_COMMAND and "8501:8501" in DOCKER_COMMAND
-    assert PREDICT_URL == f"http://localhost:8501/v1/models/{MODEL_NAME}:predict"
+def test_docker_command_serves_the_base_directory(saved_model_base):
+    """What TF Serving would load from DOCKER_COMMAND, applied to a real export: the mounted
+    host folder is an export's base directory, mounted at /models/<MODEL_NAME> (TF Serving's
+    model base path), whose newest numbered version holds the SavedModel; the URL names the
+    same model on the published port."""
+    mount = re.search(r'-v "\$PWD/(\S+):(\S+)"', DOCKER_COMMAND)
+    name = re.search(r"-e MODEL_NAME=(\S+)", DOCKER_COMMAND).group(1)
+    port = re.search(r"-p (\d+):(\d+)", DOCKER_COMMAND)
+    host, container = mount.groups()
+    assert container == f"/models/{name}" and port.group(2) == "8501"
+    assert pathlib.PurePosixPath(host).parts == ("saved_models", name)
+    # The fixture exported into saved_models/shapes (with a "3" and a stray folder there).
+    versions = version_dirs(saved_model_base)
+    assert max(versions) == 4 and (versions[4] / "saved_model.pb").is_file()
+    assert not (saved_model_base / "saved_model.pb").exists()  # a base, not a version dir
+    assert PREDICT_URL == f"http://localhost:{port.group(1)}/v1/models/{name}:predict"
 
 
 # -- load_predictor --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter  # a test dependency: missing must fail
 
 from tf_frcnn.export import (
     OUTPUT_NAMES,
@@ -19,8 +20,6 @@ from tf_frcnn.export import (
     export_tflite_variants,
     load_predictor,
 )
-
-Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
 
 
 def op_names(path):
