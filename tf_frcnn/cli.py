@@ -310,8 +310,14 @@ def cmd_eval(args):
 
 def _load_model(model_dir, svd_ranks=None, weights=None):
     """(model, config, "best (stage detector4, step 40, mAP50 0.81)" or "final")."""
-    from tf_frcnn.training.schedule import load_trained_model, trained_weights
-    from tf_frcnn.training.state import BEST_WEIGHTS, FINAL_WEIGHTS, KERAS_MODEL, RunState
+    from tf_frcnn.rundir import (
+        BEST_WEIGHTS,
+        FINAL_WEIGHTS,
+        KERAS_MODEL,
+        RunState,
+        load_trained_model,
+        trained_weights,
+    )
 
     if not os.path.exists(os.path.join(model_dir, FINAL_WEIGHTS)):
         raise UserError(
@@ -382,7 +388,7 @@ def cmd_export(args):
 
 
 def _export_keras(args):
-    from tf_frcnn.training.state import KERAS_MODEL, save_weights_atomic
+    from tf_frcnn.rundir import KERAS_MODEL, save_weights_atomic
 
     if args.tflite or args.tflite_variants or args.verify:
         raise UserError("--tflite, --tflite-variants and --verify go with --format saved_model")

@@ -20,7 +20,8 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
     from tf_frcnn.evaluation import format_table
     from tf_frcnn.evaluation.runner import evaluate_model_dir
     from tf_frcnn.export import export_saved_model, export_tflite, load_predictor, read_labels
-    from tf_frcnn.training import Trainer, inputs, load_trained_model
+    from tf_frcnn.rundir import load_trained_model
+    from tf_frcnn.training import Trainer, inputs
     from tf_frcnn.visualize import draw_predictions
 
     start = time.perf_counter()

@@ -296,7 +296,7 @@ def finished_without_final_weights(env):
 
 
 def torn_loss_log(env):
-    from tf_frcnn.training.loop import read_history
+    from tf_frcnn.rundir import read_history
 
     log_dir = env.tmp / "logs"
     log_dir.mkdir()

@@ -11,6 +11,7 @@ from tf_frcnn.evaluation.evaluator import (
     unpad_proposals,
 )
 from tf_frcnn.proposals import ProposalLayer
+from tf_frcnn.rundir import log_dir, read_history, read_validation
 
 RECALL_PROPOSALS = (100, 300, 1000)
 _MOST_PROPOSALS = max(RECALL_PROPOSALS)
@@ -141,8 +142,6 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
         write_report,
     )
     from tf_frcnn.stages import stage_names
-    from tf_frcnn.training.loop import read_history
-    from tf_frcnn.training.validation import read_validation
     from tf_frcnn.visualize import STATUS_COLOURS
 
     metrics["split"] = split
@@ -158,9 +157,9 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
             evaluator.voc_result(), class_names, path("pr_curves"), metrics["thresholds"]
         )
     }
-    log_dir = os.path.join(model_dir, "logs")
+    logs = log_dir(model_dir)
     stages = stage_names(config)
-    history = {stage: rows for stage in stages if (rows := read_history(log_dir, stage))}
+    history = {stage: rows for stage in stages if (rows := read_history(logs, stage))}
     if history:
         images["Training loss per stage"] = plot_loss_curves(
             history, os.path.join(model_dir, "loss_curves.png")
@@ -169,7 +168,7 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
         images["RPN recall (paper Fig. 4)"] = plot_rpn_recall(
             evaluator.groundtruths, evaluator.proposals, path("rpn_recall"), RECALL_PROPOSALS
         )
-    validation = {stage: rows for stage in stages if (rows := read_validation(log_dir, stage))}
+    validation = {stage: rows for stage in stages if (rows := read_validation(logs, stage))}
     if validation:
         images["Validation during training"] = plot_validation_curves(
             validation, os.path.join(model_dir, "validation_curves.png")
