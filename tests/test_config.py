@@ -129,3 +129,13 @@ def test_tiny_channels_are_checked_by_key():
     for bad in ([16], [16, 32, 64, 128, 256], [16, -1], [16, 2.5]):
         with pytest.raises(ConfigError, match="model.tiny_channels"):
             config_from_dict({"model": {"tiny_channels": bad}})
+
+
+def test_choice_lists_name_what_the_modules_implement():
+    from tf_frcnn import choices, roi
+    from tf_frcnn.training.loop import STRATEGIES
+    from tf_frcnn.training.optimizers import OPTIMIZERS
+
+    assert choices.FILL_MODES == roi.FILL_MODES
+    assert choices.OPTIMIZERS == tuple(OPTIMIZERS)
+    assert choices.STRATEGIES == tuple(STRATEGIES)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from tf_frcnn.training.loop import STRATEGIES
+from tf_frcnn.choices import STRATEGIES
 
 EXAMPLES = {
     "train": "examples:\n  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes\n"
@@ -406,8 +406,8 @@ def _export_tflite(args, model, config, version_dir):
     """The TFLite files --tflite / --tflite-variants ask for, as (name, path, resize)."""
     if not (args.tflite or args.tflite_variants):
         return []
+    from tf_frcnn.data import inputs
     from tf_frcnn.export.tflite import calibration_inputs, export_tflite_variants
-    from tf_frcnn.training import inputs
 
     d = config.data
     canvas = args.tflite_size is None

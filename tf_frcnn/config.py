@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 import yaml
 
 from tf_frcnn.anchors import AnchorGenerator
-from tf_frcnn.backbones import build_backbone
+from tf_frcnn.backbones import build_backbone, tiny_stem_stride
+from tf_frcnn.choices import BACKBONES, DATA_SOURCES, FILL_MODES, OPTIMIZERS, STRATEGIES
 from tf_frcnn.head import postprocess_detections
 from tf_frcnn.proposals import ProposalLayer
 from tf_frcnn.roi import sample_rois
 from tf_frcnn.rpn import RPNHead, anchor_targets, rpn_loss
+from tf_frcnn.stages import PRETRAIN, SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -230,24 +232,14 @@ def _stages(values):
     return stages
 
 
-DATA_SOURCES = ("synthetic", "voc", "coco", "tfds", "yolo", "csv")
-
-
 def choices():
-    """{config key: its allowed values}, read from the modules that define them."""
-    # Imported here: those modules import this one (ConfigError).
-    from tf_frcnn.backbones import BACKBONES
-    from tf_frcnn.roi import FILL_MODES
-    from tf_frcnn.stages import SCHEDULES
-    from tf_frcnn.training.loop import STRATEGIES
-    from tf_frcnn.training.optimizers import OPTIMIZERS
-
+    """{config key: its allowed values} (``tf_frcnn.choices``, the stage table)."""
     return {
         "model.backbone": BACKBONES,
         "data.source": DATA_SOURCES,
         "roi.fill": FILL_MODES,
         "train.schedule": tuple(SCHEDULES),
-        "train.optimizer": tuple(OPTIMIZERS),
+        "train.optimizer": OPTIMIZERS,
         "train.strategy": STRATEGIES,
     }
 
@@ -329,8 +321,6 @@ def _validate(config):
                 f"config key 'model.{key}' = {value!r} must be a list of numbers or 'auto'"
             )
         _check_positive(f"model.{key}", value)
-    from tf_frcnn.backbones import tiny_stem_stride
-
     try:
         tiny_stem_stride(config.model.tiny_channels)
     except ValueError as error:
@@ -389,8 +379,6 @@ def _validate(config):
             f"config key 'model.class_names' has {len(names)} names but "
             f"model.num_classes = {config.model.num_classes}"
         )
-    from tf_frcnn.stages import PRETRAIN, SCHEDULES
-
     allowed_stages = [PRETRAIN] + [stage.name for stage in SCHEDULES[config.train.schedule]]
     for stage, stage_config in config.train.stages.items():
         if stage not in allowed_stages:

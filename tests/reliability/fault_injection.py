@@ -227,7 +227,7 @@ def loss_history(model_dir):
 def generate_data(data_dir, config_path=SMOKE):
     """Generate the smoke config's synthetic dataset once, before any subprocess runs."""
     from tf_frcnn import load_config
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
 
     config = load_config(config_path)
     config.data.data_dir = data_dir

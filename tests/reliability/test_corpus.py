@@ -454,7 +454,7 @@ def csv_eval_class_unknown_to_training(env):
         ),
     )
     from tf_frcnn.config import load_config
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
 
     records, names = inputs.source(load_config(config), "train")
     assert names == ["cat"] and len(list(records.as_numpy_iterator())) == 1

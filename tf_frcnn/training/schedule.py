@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tf_frcnn.backbones import STRIDE
 from tf_frcnn.config import ConfigError, StageConfig
+from tf_frcnn.data import inputs
 from tf_frcnn.data.analysis import resolve_anchors
 from tf_frcnn.model import build_model
 from tf_frcnn.rundir import (
@@ -29,7 +30,7 @@ from tf_frcnn.rundir import (
     write_labels,
 )
 from tf_frcnn.stages import PRETRAIN, SCHEDULES, STAGES, stage_names
-from tf_frcnn.training import budget, inputs
+from tf_frcnn.training import budget
 from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
 from tf_frcnn.training.objective import Objective
 from tf_frcnn.training.optimizers import make_optimizer
