@@ -307,11 +307,22 @@ def _precision(key, value):
 def _validate(config):
     """The checks across fields, after ``_check_fields``' of each field on its own."""
     _check_fields(config, "")
+    _check_choices(config)
+    _check_model(config)
+    _check_data(config)
+    _check_train(config)
+
+
+def _check_choices(config):
     for key, allowed in choices().items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' = {value!r} must be one of {', '.join(allowed)}")
+
+
+def _check_model(config):
+    """The model's, the RPN's, the ROI sampler's and detection's keys."""
     for key in ("anchor_scales", "anchor_ratios"):
         value = getattr(config.model, key)
         if value == "auto":
@@ -329,19 +340,26 @@ def _validate(config):
         raise ConfigError(f"config key 'rpn.min_size' = {config.rpn.min_size} must be >= 0")
     if len(config.roi.box_stds) != 4:
         raise ConfigError("config key 'roi.box_stds' must have 4 values")
+    if config.rpn.negative_iou > config.rpn.positive_iou:
+        raise ConfigError("config key 'rpn.negative_iou' must be <= rpn.positive_iou")
+    if config.roi.bg_iou_low > config.roi.bg_iou_high:
+        raise ConfigError("config key 'roi.bg_iou_low' must be <= roi.bg_iou_high")
+    names = config.model.class_names
+    if names is not None and len(names) != config.model.num_classes:
+        raise ConfigError(
+            f"config key 'model.class_names' has {len(names)} names but "
+            f"model.num_classes = {config.model.num_classes}"
+        )
+    config.detection.mixed_precision = _precision(
+        "detection.mixed_precision", config.detection.mixed_precision
+    )
+
+
+def _check_data(config):
     if config.data.image_size < 16:
         raise ConfigError(f"config key 'data.image_size' = {config.data.image_size} must be >= 16")
     if config.data.pad_to is not None and len(config.data.pad_to) != 2:
         raise ConfigError("config key 'data.pad_to' must be [height, width]")
-    config.train.mixed_precision = _precision("train.mixed_precision", config.train.mixed_precision)
-    config.detection.mixed_precision = _precision(
-        "detection.mixed_precision", config.detection.mixed_precision
-    )
-    if config.train.jit_compile and config.train.strategy != "default":
-        raise ConfigError(
-            f"config key 'train.jit_compile' works with train.strategy: default "
-            f"only, not {config.train.strategy!r}"
-        )
     val = config.data.val_split
     if (
         val is not None
@@ -350,10 +368,6 @@ def _validate(config):
     ):
         raise ConfigError(
             f"config key 'data.val_split' = {val!r} must be a split name or a fraction in (0, 1)"
-        )
-    if config.train.eval_every is not None and val is None:
-        raise ConfigError(
-            "config key 'train.eval_every' needs data.val_split (the split to validate on)"
         )
     aug = config.data.augment
     if aug.scales is not None and not aug.scales:
@@ -369,15 +383,18 @@ def _validate(config):
                 f"under data.max_size = {config.data.max_size}: use "
                 f"data.pad_to >= [{largest}, {largest}]"
             )
-    if config.rpn.negative_iou > config.rpn.positive_iou:
-        raise ConfigError("config key 'rpn.negative_iou' must be <= rpn.positive_iou")
-    if config.roi.bg_iou_low > config.roi.bg_iou_high:
-        raise ConfigError("config key 'roi.bg_iou_low' must be <= roi.bg_iou_high")
-    names = config.model.class_names
-    if names is not None and len(names) != config.model.num_classes:
+
+
+def _check_train(config):
+    config.train.mixed_precision = _precision("train.mixed_precision", config.train.mixed_precision)
+    if config.train.jit_compile and config.train.strategy != "default":
         raise ConfigError(
-            f"config key 'model.class_names' has {len(names)} names but "
-            f"model.num_classes = {config.model.num_classes}"
+            f"config key 'train.jit_compile' works with train.strategy: default "
+            f"only, not {config.train.strategy!r}"
+        )
+    if config.train.eval_every is not None and config.data.val_split is None:
+        raise ConfigError(
+            "config key 'train.eval_every' needs data.val_split (the split to validate on)"
         )
     allowed_stages = [PRETRAIN] + [stage.name for stage in SCHEDULES[config.train.schedule]]
     for stage, stage_config in config.train.stages.items():

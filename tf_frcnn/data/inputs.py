@@ -6,9 +6,9 @@ import math
 import tensorflow as tf
 
 from tf_frcnn.config import ConfigError
-from tf_frcnn.csv_table import csv_class_names, csv_dataset
 from tf_frcnn.data.catalog import tfds_class_names, tfds_dataset
 from tf_frcnn.data.coco import coco_class_names, coco_dataset
+from tf_frcnn.data.csv_table import csv_class_names, csv_dataset
 from tf_frcnn.data.pipeline import build_pipeline
 from tf_frcnn.data.synthetic import SYNTHETIC_CLASS_NAMES, synthetic_dataset
 from tf_frcnn.data.voc import VOC_CLASS_NAMES, voc_dataset
