@@ -19,7 +19,7 @@ def source(config, split):
     """The records of ``split`` and the class names, for the configured source.
 
     Returns:
-      (tf.Dataset of records, list of class names; index i is label i + 1).
+      (tf.data.Dataset of records, list of class names; index i is label i + 1).
     """
     d = config.data
     names = config.model.class_names
@@ -67,7 +67,7 @@ def _required(data_config, key):
     return value
 
 
-# The split name that stands for the validation images (``val_split``): a
+# The split name that stands for the validation images (``data.val_split``): a
 # configured split, or the images held out of the training split.
 VALIDATION = "<val_split>"
 _HASH_BUCKETS = 1 << 20
@@ -83,7 +83,7 @@ def held_out(image_ids, fraction):
 
 
 def split_records(config, split):
-    """``source`` of ``split`` with the hold-out applied: with ``val_split`` a
+    """``source`` of ``split`` with the hold-out applied: with ``data.val_split`` a
     fraction, the training split loses the images ``held_out`` and ``VALIDATION`` is
     those; with it a split name, ``VALIDATION`` is that split, cut to
     ``train.val_images`` where set."""
@@ -91,7 +91,7 @@ def split_records(config, split):
     fraction = None if isinstance(d.val_split, str) or d.val_split is None else d.val_split
     if split == VALIDATION:
         if d.val_split is None:
-            raise ValueError("no validation split: config key 'val_split' is not set")
+            raise ValueError("no validation split: config key 'data.val_split' is not set")
         if fraction is None:
             records, names = source(config, d.val_split)
         else:
@@ -154,7 +154,7 @@ def training_batches(config, split, batch_size, start_step=0):
     ``start_step``, so a resumed run sees the batches an uninterrupted one
     would have seen next."""
     stream = batches(config, split, training=True, batch_size=batch_size).repeat()
-    options = tf.Options()
+    options = tf.data.Options()
     # Workers split every global batch between them (the records come from a
     # few files, too few to shard by file).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
