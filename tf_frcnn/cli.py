@@ -68,50 +68,40 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="tf-frcnn",
-        description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
-        "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.",
+def _command(sub, name, help_text, run):
+    """The parser of one ``tf-frcnn`` command, running ``run(args)``."""
+    command_parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--version",
-        action=_VersionAction,
-        help="print the versions and the CPU's AMX / AVX512_BF16 / VNNI support",
+    command_parser.set_defaults(run=run)
+    return command_parser
+
+
+def _config_options(command_parser):
+    command_parser.add_argument("--config", required=True, help="YAML config (see configs/)")
+    command_parser.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
+
+
+def _trained_model_options(command_parser, svd_outputs=""):
+    command_parser.add_argument("--model-dir", required=True)
+    command_parser.add_argument("--weights", choices=["best", "final", "keras"], help=WEIGHTS_HELP)
+    command_parser.add_argument(
+        "--svd-ranks",
+        type=int,
+        nargs="+",
+        metavar="RANK",
+        help="truncated SVD of the head's fc layers, one rank per layer (0 keeps a layer), "
+        f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name, help_text, run):
-        command_parser = sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=EXAMPLES[name],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        command_parser.set_defaults(run=run)
-        return command_parser
 
-    def config_options(command_parser):
-        command_parser.add_argument("--config", required=True, help="YAML config (see configs/)")
-        command_parser.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
-
-    def trained_model_options(command_parser, svd_outputs=""):
-        command_parser.add_argument("--model-dir", required=True)
-        command_parser.add_argument(
-            "--weights", choices=["best", "final", "keras"], help=WEIGHTS_HELP
-        )
-        command_parser.add_argument(
-            "--svd-ranks",
-            type=int,
-            nargs="+",
-            metavar="RANK",
-            help="truncated SVD of the head's fc layers, one rank per layer (0 keeps a layer), "
-            f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}",
-        )
-
-    train = command("train", "Train a model directory with the config's schedule.", cmd_train)
-    config_options(train)
+def _train_parser(sub):
+    train = _command(sub, "train", "Train a model directory with the config's schedule.", cmd_train)
+    _config_options(train)
     train.add_argument(
         "--model-dir", help="where checkpoints and state.json go (default: runs/<config name>)"
     )
@@ -134,23 +124,29 @@ def _parser():
         "measured when training starts, kept by --resume",
     )
 
-    evaluate = command(
+
+def _evaluate_parser(sub):
+    evaluate = _command(
+        sub,
         "eval",
         "Evaluate a trained model; writes metrics.json, report.md and "
         "report.html (error analysis, per-class thresholds, gallery).",
         cmd_eval,
     )
-    config_options(evaluate)
-    trained_model_options(evaluate, "; writes metrics_svd.json and report_svd.md")
+    _config_options(evaluate)
+    _trained_model_options(evaluate, "; writes metrics_svd.json and report_svd.md")
     evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
 
-    export = command(
+
+def _export_parser(sub):
+    export = _command(
+        sub,
         "export",
         "Export a trained model as a TF Serving SavedModel "
         "(and a built-in-only TFLite model), or as one .keras file.",
         cmd_export,
     )
-    trained_model_options(export)
+    _trained_model_options(export)
     export.add_argument(
         "--format",
         choices=["saved_model", "keras"],
@@ -195,7 +191,11 @@ def _parser():
     )
     export.add_argument("--images", type=int, metavar="N", help="--verify: first N images only")
 
-    predict = command("predict", "Draw detections of an exported model on images.", cmd_predict)
+
+def _predict_parser(sub):
+    predict = _command(
+        sub, "predict", "Draw detections of an exported model on images.", cmd_predict
+    )
     predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--out", required=True, help="directory for the PNGs")
@@ -217,20 +217,25 @@ def _parser():
         help="also write OUT/index.html, a page of the drawn predictions",
     )
 
-    demo = command(
-        "demo", "Generate the synthetic data, train, evaluate, export, predict.", cmd_demo
+
+def _demo_parser(sub):
+    demo = _command(
+        sub, "demo", "Generate the synthetic data, train, evaluate, export, predict.", cmd_demo
     )
     demo.add_argument("--config", default=None, help="default: configs/shapes.yaml")
     demo.add_argument("--model-dir", default="runs/demo")
     demo.add_argument("--data-dir", default=None, help="TFDS data dir (default: runs/tfds)")
 
-    analyze = command(
+
+def _analyze_parser(sub):
+    analyze = _command(
+        sub,
         "analyze",
         "Analyse the training split: box sizes after the resize, "
         "anchor coverage, same-class overlap, and the settings they imply.",
         cmd_analyze,
     )
-    config_options(analyze)
+    _config_options(analyze)
     analyze.add_argument(
         "--out", help="where analysis.json and the PNGs go (default: runs/analysis/<config name>)"
     )
@@ -241,6 +246,26 @@ def _parser():
         "config says anchor_scales/anchor_ratios: auto)",
     )
     analyze.add_argument("--split", help="split to analyse (default: the config's train_split)")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="tf-frcnn",
+        description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
+        "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.",
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions and the CPU's AMX / AVX512_BF16 / VNNI support",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _export_parser(sub)
+    _predict_parser(sub)
+    _demo_parser(sub)
+    _analyze_parser(sub)
     return parser
 
 
