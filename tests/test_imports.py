@@ -37,6 +37,7 @@ ALLOWED = {
         for m in (
             "tf_frcnn.config",
             "tf_frcnn.data",
+            "tf_frcnn.data.analysis",
             "tf_frcnn.data.inputs",
             "tf_frcnn.evaluation",
             "tf_frcnn.evaluation.runner",

@@ -283,6 +283,7 @@ def _config_name(path):
 
 
 def cmd_train(args):
+    from tf_frcnn.data.analysis import resolve_anchors
     from tf_frcnn.training import train
 
     config = _config(args.config, args.data_dir)
@@ -293,7 +294,13 @@ def cmd_train(args):
     model_dir = args.model_dir or os.path.join("runs", _config_name(args.config))
     _check_writable(model_dir)
     start = time.perf_counter()
-    train(config, model_dir, resume=args.resume, strategy=args.strategy)
+    train(
+        config,
+        model_dir,
+        resume=args.resume,
+        strategy=args.strategy,
+        resolve_anchors=resolve_anchors,
+    )
     print(f"trained {model_dir} in {time.perf_counter() - start:.0f} s")
     return model_dir
 

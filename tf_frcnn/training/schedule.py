@@ -13,7 +13,6 @@ import tensorflow as tf
 from tf_frcnn.backbones import STRIDE
 from tf_frcnn.config import ConfigError, StageConfig
 from tf_frcnn.data import inputs
-from tf_frcnn.data.analysis import resolve_anchors
 from tf_frcnn.model import build_model
 from tf_frcnn.rundir import (
     BEST_WEIGHTS,
@@ -53,10 +52,15 @@ class Trainer:
     A stage trains the steps ``state.json`` resolved for it when the run began: its
     ``steps``, ``epochs`` passes over the training split, or its share of
     ``train.minutes`` (``training.budget``). With ``train.eval_every`` every stage
-    validates and the final stage keeps its best weights in ``best.weights.h5``."""
+    validates and the final stage keeps its best weights in ``best.weights.h5``.
 
-    def __init__(self, config, model_dir, *, strategy=None, progress=True):
+    ``resolve_anchors(config, model_dir=None, log=None) -> config`` turns "auto" anchors
+    into numbers when the run begins (``tf_frcnn.data.analysis.resolve_anchors``, passed in
+    by the caller); without it the config's anchors must be numbers."""
+
+    def __init__(self, config, model_dir, *, strategy=None, progress=True, resolve_anchors=None):
         self.config = config
+        self.resolve_anchors = resolve_anchors or (lambda config, **_: config)
         self.model_dir = model_dir
         self.progress = progress
         if config.train.deterministic:
@@ -117,7 +121,7 @@ class Trainer:
         stages = stage_names(self.config)
         state_path = os.path.join(self.model_dir, STATE_FILE)
         if resume and os.path.exists(state_path):
-            self.config = resolve_anchors(self.config, model_dir=self.model_dir)
+            self.config = self.resolve_anchors(self.config, model_dir=self.model_dir)
             state = RunState.load(self.model_dir)
             if state.done:
                 final = os.path.join(self.model_dir, FINAL_WEIGHTS)
@@ -129,7 +133,7 @@ class Trainer:
                 return state
         else:
             # "auto" anchors become numbers here, so config.yaml records what the model uses.
-            self.config = resolve_anchors(self.config, log=print if self.progress else None)
+            self.config = self.resolve_anchors(self.config, log=print if self.progress else None)
             state = RunState(self.model_dir, self.config.train.schedule, stages)
             write_config(self.model_dir, self.config)
             _, class_names = inputs.source(self.config, self.config.data.train_split)
@@ -370,8 +374,10 @@ class Trainer:
         )
 
 
-def train(config, model_dir, *, resume=False, strategy=None, progress=True):
+def train(config, model_dir, *, resume=False, strategy=None, progress=True, resolve_anchors=None):
     """Train ``config`` into ``model_dir`` (see ``Trainer``); returns the model."""
-    trainer = Trainer(config, model_dir, strategy=strategy, progress=progress)
+    trainer = Trainer(
+        config, model_dir, strategy=strategy, progress=progress, resolve_anchors=resolve_anchors
+    )
     trainer.run(resume=resume)
     return trainer.model
