@@ -25,22 +25,7 @@ def area(rel):
 for f in sorted(pkg.rglob("*.py")):
     rel = f.relative_to(root)
     tree = ast.parse(f.read_text())
-    n = 0
-    for fn in ast.walk(tree):
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for node in ast.walk(fn):
-                if (
-                    isinstance(node, ast.ImportFrom)
-                    and node.level == 0
-                    and (node.module or "").split(".")[0] == "tf_frcnn"
-                ):
-                    n += 1
-                elif isinstance(node, ast.Import) and any(
-                    a.name.split(".")[0] == "tf_frcnn" for a in node.names
-                ):
-                    n += 1
-    # nested imports counted once per outermost function
-    n = 0
+    # An import statement inside a function (at any depth) counts once.
 
     def visit(node, depth):
         global_n = 0
