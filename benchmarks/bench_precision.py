@@ -194,8 +194,8 @@ def timing(args, result):
 
 def average_precision(args, result):
     from tf_frcnn.evaluation.runner import evaluate
-    from tf_frcnn.training import inputs
-    from tf_frcnn.training.schedule import load_trained_model
+    from tf_frcnn.data import inputs
+    from tf_frcnn.rundir import load_trained_model
 
     metrics = {}
     for name in ("fp32", "bf16") + (("fp16",) if args.fp16 else ()):

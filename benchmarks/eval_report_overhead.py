@@ -38,9 +38,9 @@ def main():
     )
     from tf_frcnn.evaluation.runner import evaluate, write_outputs
     from tf_frcnn.stages import stage_names
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
     from tf_frcnn.training.loop import read_history
-    from tf_frcnn.training.schedule import load_trained_model
+    from tf_frcnn.rundir import load_trained_model
 
     config = load_config(args.config)
     if args.data_dir:

@@ -89,7 +89,7 @@ def load(args):
 
     if args.model_dir:
         from tf_frcnn.export import read_labels
-        from tf_frcnn.training.schedule import load_trained_model
+        from tf_frcnn.rundir import load_trained_model
 
         model, config = load_trained_model(args.model_dir)
         return model, config, read_labels(args.model_dir)
@@ -117,7 +117,7 @@ def calibration_images(args, config, height, width):
             rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)
             for _ in range(args.calibration)
         ]
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
 
     records, _ = inputs.source(config, config.data.train_split)
     images = []
@@ -131,7 +131,7 @@ def calibration_images(args, config, height, width):
 def evaluate(predictor, config, class_names, max_images):
     """COCO / VOC metrics of ``predictor`` on the config's evaluation split (original images)."""
     from tf_frcnn.evaluation import Evaluator
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
 
     records, _ = inputs.source(config, config.data.eval_split)
     if max_images:

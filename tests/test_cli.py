@@ -306,7 +306,7 @@ def test_export_keras_file_loads_the_keras_way(trained_dir, tmp_path, capsys):
     import keras
     import tensorflow as tf
 
-    from tf_frcnn.training.schedule import load_trained_model
+    from tf_frcnn.rundir import load_trained_model
 
     trained_dir, _ = trained_dir
     missing = _one_line_error(

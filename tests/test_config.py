@@ -129,3 +129,59 @@ def test_tiny_channels_are_checked_by_key():
     for bad in ([16], [16, 32, 64, 128, 256], [16, -1], [16, 2.5]):
         with pytest.raises(ConfigError, match="model.tiny_channels"):
             config_from_dict({"model": {"tiny_channels": bad}})
+
+
+def test_choice_lists_name_what_the_modules_implement():
+    from tf_frcnn import choices, roi
+    from tf_frcnn.training.loop import STRATEGIES
+    from tf_frcnn.training.optimizers import OPTIMIZERS
+
+    assert choices.FILL_MODES == roi.FILL_MODES
+    assert choices.OPTIMIZERS == tuple(OPTIMIZERS)
+    assert choices.STRATEGIES == tuple(STRATEGIES)
+
+
+def test_config_defaults_are_the_layers_own():
+    """The config holds the defaults; the layers (owned elsewhere) keep the same ones for
+    direct use: they must not drift apart."""
+    import dataclasses
+    import inspect
+
+    from tf_frcnn.anchors import AnchorGenerator
+    from tf_frcnn.backbones import build_backbone
+    from tf_frcnn.config import kwargs_for
+    from tf_frcnn.head import postprocess_detections
+    from tf_frcnn.proposals import ProposalLayer
+    from tf_frcnn.roi import sample_rois
+    from tf_frcnn.rpn import RPNHead, anchor_targets, rpn_loss
+
+    config = config_from_dict({})
+    pairs = [
+        (build_backbone, config.model, {"alpha": "alpha", "tiny_channels": "tiny_channels"}),
+        (RPNHead, config.model, {"channels": "rpn_channels"}),
+        (
+            AnchorGenerator,
+            config.model,
+            {f: f"anchor_{f}" for f in ("base_size", "scales", "ratios")},
+        ),
+    ]
+    for function, section, names in pairs:
+        parameters = inspect.signature(function).parameters
+        for argument, key in names.items():
+            default = parameters[argument].default
+            value = getattr(section, key)
+            assert (list(default) if isinstance(default, tuple) else default) == value, key
+    for function, section in [
+        (anchor_targets, config.rpn),
+        (rpn_loss, config.rpn),
+        (ProposalLayer, config.rpn),
+        (sample_rois, config.roi),
+        (postprocess_detections, config.detection),
+    ]:
+        parameters = inspect.signature(function).parameters
+        args = kwargs_for(function, section)
+        assert args, function
+        for name, value in args.items():
+            default = parameters[name].default
+            assert (list(default) if isinstance(default, tuple) else default) == value, name
+    assert dataclasses.is_dataclass(config.rpn)

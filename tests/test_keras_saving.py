@@ -12,8 +12,7 @@ import tensorflow as tf
 
 from tf_frcnn.config import config_from_dict
 from tf_frcnn.model import build_model
-from tf_frcnn.training.schedule import load_trained_model
-from tf_frcnn.training.state import KERAS_MODEL, write_config
+from tf_frcnn.rundir import KERAS_MODEL, load_trained_model, write_config
 
 BACKBONES = ("tiny", "mobilenet", "resnet50", "vgg16")
 LOAD = """

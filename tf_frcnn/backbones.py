@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
-BACKBONES = ("vgg16", "resnet50", "mobilenet", "tiny")
+from tf_frcnn.choices import BACKBONES
 
 # Keras Applications' "caffe" mode subtracts these from the BGR-ordered channels.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from tf_frcnn.training.loop import STRATEGIES
+from tf_frcnn.choices import STRATEGIES
 
 EXAMPLES = {
     "train": "examples:\n  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes\n"
@@ -68,50 +68,40 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="tf-frcnn",
-        description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
-        "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.",
+def _command(sub, name, help_text, run):
+    """The parser of one ``tf-frcnn`` command, running ``run(args)``."""
+    command_parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--version",
-        action=_VersionAction,
-        help="print the versions and the CPU's AMX / AVX512_BF16 / VNNI support",
+    command_parser.set_defaults(run=run)
+    return command_parser
+
+
+def _config_options(command_parser):
+    command_parser.add_argument("--config", required=True, help="YAML config (see configs/)")
+    command_parser.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
+
+
+def _trained_model_options(command_parser, svd_outputs=""):
+    command_parser.add_argument("--model-dir", required=True)
+    command_parser.add_argument("--weights", choices=["best", "final", "keras"], help=WEIGHTS_HELP)
+    command_parser.add_argument(
+        "--svd-ranks",
+        type=int,
+        nargs="+",
+        metavar="RANK",
+        help="truncated SVD of the head's fc layers, one rank per layer (0 keeps a layer), "
+        f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name, help_text, run):
-        command_parser = sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=EXAMPLES[name],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        command_parser.set_defaults(run=run)
-        return command_parser
 
-    def config_options(command_parser):
-        command_parser.add_argument("--config", required=True, help="YAML config (see configs/)")
-        command_parser.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
-
-    def trained_model_options(command_parser, svd_outputs=""):
-        command_parser.add_argument("--model-dir", required=True)
-        command_parser.add_argument(
-            "--weights", choices=["best", "final", "keras"], help=WEIGHTS_HELP
-        )
-        command_parser.add_argument(
-            "--svd-ranks",
-            type=int,
-            nargs="+",
-            metavar="RANK",
-            help="truncated SVD of the head's fc layers, one rank per layer (0 keeps a layer), "
-            f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}",
-        )
-
-    train = command("train", "Train a model directory with the config's schedule.", cmd_train)
-    config_options(train)
+def _train_parser(sub):
+    train = _command(sub, "train", "Train a model directory with the config's schedule.", cmd_train)
+    _config_options(train)
     train.add_argument(
         "--model-dir", help="where checkpoints and state.json go (default: runs/<config name>)"
     )
@@ -134,23 +124,29 @@ def _parser():
         "measured when training starts, kept by --resume",
     )
 
-    evaluate = command(
+
+def _evaluate_parser(sub):
+    evaluate = _command(
+        sub,
         "eval",
         "Evaluate a trained model; writes metrics.json, report.md and "
         "report.html (error analysis, per-class thresholds, gallery).",
         cmd_eval,
     )
-    config_options(evaluate)
-    trained_model_options(evaluate, "; writes metrics_svd.json and report_svd.md")
+    _config_options(evaluate)
+    _trained_model_options(evaluate, "; writes metrics_svd.json and report_svd.md")
     evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
 
-    export = command(
+
+def _export_parser(sub):
+    export = _command(
+        sub,
         "export",
         "Export a trained model as a TF Serving SavedModel "
         "(and a built-in-only TFLite model), or as one .keras file.",
         cmd_export,
     )
-    trained_model_options(export)
+    _trained_model_options(export)
     export.add_argument(
         "--format",
         choices=["saved_model", "keras"],
@@ -195,7 +191,11 @@ def _parser():
     )
     export.add_argument("--images", type=int, metavar="N", help="--verify: first N images only")
 
-    predict = command("predict", "Draw detections of an exported model on images.", cmd_predict)
+
+def _predict_parser(sub):
+    predict = _command(
+        sub, "predict", "Draw detections of an exported model on images.", cmd_predict
+    )
     predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--out", required=True, help="directory for the PNGs")
@@ -217,20 +217,25 @@ def _parser():
         help="also write OUT/index.html, a page of the drawn predictions",
     )
 
-    demo = command(
-        "demo", "Generate the synthetic data, train, evaluate, export, predict.", cmd_demo
+
+def _demo_parser(sub):
+    demo = _command(
+        sub, "demo", "Generate the synthetic data, train, evaluate, export, predict.", cmd_demo
     )
     demo.add_argument("--config", default=None, help="default: configs/shapes.yaml")
     demo.add_argument("--model-dir", default="runs/demo")
     demo.add_argument("--data-dir", default=None, help="TFDS data dir (default: runs/tfds)")
 
-    analyze = command(
+
+def _analyze_parser(sub):
+    analyze = _command(
+        sub,
         "analyze",
         "Analyse the training split: box sizes after the resize, "
         "anchor coverage, same-class overlap, and the settings they imply.",
         cmd_analyze,
     )
-    config_options(analyze)
+    _config_options(analyze)
     analyze.add_argument(
         "--out", help="where analysis.json and the PNGs go (default: runs/analysis/<config name>)"
     )
@@ -241,6 +246,26 @@ def _parser():
         "config says anchor_scales/anchor_ratios: auto)",
     )
     analyze.add_argument("--split", help="split to analyse (default: the config's train_split)")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="tf-frcnn",
+        description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
+        "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.",
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions and the CPU's AMX / AVX512_BF16 / VNNI support",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _export_parser(sub)
+    _predict_parser(sub)
+    _demo_parser(sub)
+    _analyze_parser(sub)
     return parser
 
 
@@ -258,6 +283,7 @@ def _config_name(path):
 
 
 def cmd_train(args):
+    from tf_frcnn.data.resolve import resolve_config
     from tf_frcnn.training import train
 
     config = _config(args.config, args.data_dir)
@@ -268,7 +294,13 @@ def cmd_train(args):
     model_dir = args.model_dir or os.path.join("runs", _config_name(args.config))
     _check_writable(model_dir)
     start = time.perf_counter()
-    train(config, model_dir, resume=args.resume, strategy=args.strategy)
+    train(
+        config,
+        model_dir,
+        resume=args.resume,
+        strategy=args.strategy,
+        resolve=resolve_config,
+    )
     print(f"trained {model_dir} in {time.perf_counter() - start:.0f} s")
     return model_dir
 
@@ -312,8 +344,14 @@ def cmd_eval(args):
 
 def _load_model(model_dir, svd_ranks=None, weights=None):
     """(model, config, "best (stage detector4, step 40, mAP50 0.81)" or "final")."""
-    from tf_frcnn.training.schedule import load_trained_model, trained_weights
-    from tf_frcnn.training.state import BEST_WEIGHTS, FINAL_WEIGHTS, KERAS_MODEL, RunState
+    from tf_frcnn.rundir import (
+        BEST_WEIGHTS,
+        FINAL_WEIGHTS,
+        KERAS_MODEL,
+        RunState,
+        load_trained_model,
+        trained_weights,
+    )
 
     if not os.path.exists(os.path.join(model_dir, FINAL_WEIGHTS)):
         raise UserError(
@@ -384,7 +422,7 @@ def cmd_export(args):
 
 
 def _export_keras(args):
-    from tf_frcnn.training.state import KERAS_MODEL, save_weights_atomic
+    from tf_frcnn.rundir import KERAS_MODEL, save_weights_atomic
 
     if args.tflite or args.tflite_variants or args.verify:
         raise UserError("--tflite, --tflite-variants and --verify go with --format saved_model")
@@ -402,8 +440,8 @@ def _export_tflite(args, model, config, version_dir):
     """The TFLite files --tflite / --tflite-variants ask for, as (name, path, resize)."""
     if not (args.tflite or args.tflite_variants):
         return []
+    from tf_frcnn.data import inputs
     from tf_frcnn.export.tflite import calibration_inputs, export_tflite_variants
-    from tf_frcnn.training import inputs
 
     d = config.data
     canvas = args.tflite_size is None

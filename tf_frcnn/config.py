@@ -1,9 +1,10 @@
 """Configuration: defaults in code, YAML files override them.
 
 This is the one edge where configuration enters: ``build_model`` and the training code read a
-``Config``; layers only take explicit arguments. A key that configures a layer or function has
-that layer's default (the paper's value, defined there once) and its name (``kwargs_for``).
-Unknown keys are an error that names the key.
+``Config``; layers only take explicit arguments. The dataclasses below hold every default (the
+paper's values; tests/test_config.py pins those that layers also default to), and config keys
+are named after the arguments they become (``kwargs_for``). Config imports only leaves (the
+choice lists, the stage table). Unknown keys are an error that names the key.
 """
 
 import contextlib
@@ -16,12 +17,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from tf_frcnn.anchors import AnchorGenerator
-from tf_frcnn.backbones import build_backbone
-from tf_frcnn.head import postprocess_detections
-from tf_frcnn.proposals import ProposalLayer
-from tf_frcnn.roi import sample_rois
-from tf_frcnn.rpn import RPNHead, anchor_targets, rpn_loss
+from tf_frcnn.choices import BACKBONES, DATA_SOURCES, FILL_MODES, OPTIMIZERS, STRATEGIES
+from tf_frcnn.stages import PRETRAIN, SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -40,19 +37,6 @@ def _fraction(default=None, high=1.0):
     return field(default=default, metadata={"range": (0.0, high)})
 
 
-def _like(function, name, check=None):
-    """A field whose default is ``function``'s own for its parameter ``name``: the layers and
-    functions keep the paper's values, the config reads them (one definition of each)."""
-    default = inspect.signature(function).parameters[name].default
-    if isinstance(default, tuple):  # a list in the config, new for each Config
-
-        def factory():
-            return list(default)
-
-        return check(factory=factory) if check else field(default_factory=factory)
-    return check(default) if check else default
-
-
 @dataclass
 class FPNConfig:
     min_level: int = 2
@@ -67,16 +51,16 @@ class FPNConfig:
 class ModelConfig:
     backbone: str = "vgg16"  # vgg16 | resnet50 | mobilenet | tiny
     weights: str | None = None  # None | "imagenet" | path to a weights file
-    alpha: float = _like(build_backbone, "alpha", _positive)  # MobileNet width multiplier
-    tiny_channels: list = _like(build_backbone, "tiny_channels")  # tiny: one per stage
+    alpha: float = _positive(0.25)  # MobileNet width multiplier
+    tiny_channels: list = field(default_factory=lambda: [16, 32, 64, 128])  # tiny: one per stage
     num_classes: int = _positive(20)
     class_names: list | None = None  # len == num_classes when given
-    rpn_channels: int = _like(RPNHead, "channels", _positive)  # 256 for small backbones
-    anchor_base_size: int = _like(AnchorGenerator, "base_size", _positive)
+    rpn_channels: int = _positive(512)  # 256 for small backbones
+    anchor_base_size: int = _positive(16)
     # A list, or "auto": fitted to the training boxes when training starts
     # (tf_frcnn.data.analysis.resolve_anchors); the model dir's config.yaml keeps the result.
-    anchor_scales: object = _like(AnchorGenerator, "scales")
-    anchor_ratios: object = _like(AnchorGenerator, "ratios")
+    anchor_scales: object = field(default_factory=lambda: [8, 16, 32])
+    anchor_ratios: object = field(default_factory=lambda: [0.5, 1.0, 2.0])
     # Scales fitted for anchor_scales: auto; with model.fpn, sizes per level (each doubling per
     # level). None: 3, or 1 per level with model.fpn.
     num_anchor_scales: int | None = _positive()
@@ -92,37 +76,37 @@ class ModelConfig:
 class RPNConfig:
     # an anchor at IoU > positive_iou with a box is positive, below negative_iou with every box
     # negative; batch_size anchors sampled per image, at most positive_fraction of them positive
-    positive_iou: float = _like(anchor_targets, "positive_iou", _fraction)
-    negative_iou: float = _like(anchor_targets, "negative_iou", _fraction)
-    batch_size: int = _like(anchor_targets, "batch_size", _positive)
-    positive_fraction: float = _like(anchor_targets, "positive_fraction", _fraction)
-    ignore_cross_boundary: bool = _like(anchor_targets, "ignore_cross_boundary")
-    lambda_reg: float = _like(rpn_loss, "lambda_reg")
-    train_pre_nms: int = _like(ProposalLayer, "train_pre_nms", _positive)
-    train_post_nms: int = _like(ProposalLayer, "train_post_nms", _positive)
-    test_pre_nms: int = _like(ProposalLayer, "test_pre_nms", _positive)
-    test_post_nms: int = _like(ProposalLayer, "test_post_nms", _positive)
-    nms_iou: float = _like(ProposalLayer, "nms_iou", _fraction)
-    min_size: float = _like(ProposalLayer, "min_size")
+    positive_iou: float = _fraction(0.7)
+    negative_iou: float = _fraction(0.3)
+    batch_size: int = _positive(256)
+    positive_fraction: float = _fraction(0.5)
+    ignore_cross_boundary: bool = True
+    lambda_reg: float = 10.0
+    train_pre_nms: int = _positive(12000)
+    train_post_nms: int = _positive(2000)
+    test_pre_nms: int = _positive(6000)
+    test_post_nms: int = _positive(300)
+    nms_iou: float = _fraction(0.7)
+    min_size: float = 16.0
 
 
 @dataclass
 class ROIConfig:
-    num_rois: int = _like(sample_rois, "num_rois", _positive)  # sampled per image
-    fg_fraction: float = _like(sample_rois, "fg_fraction", _fraction)  # foreground at most
-    fg_iou: float = _like(sample_rois, "fg_iou", _fraction)  # foreground: IoU >= this
+    num_rois: int = _positive(128)  # sampled per image
+    fg_fraction: float = _fraction(0.25)  # foreground at most
+    fg_iou: float = _fraction(0.5)  # foreground: IoU >= this
     # background: best IoU in [bg_iou_low, bg_iou_high)
-    bg_iou_low: float = _like(sample_rois, "bg_iou_low", _fraction)
-    bg_iou_high: float = _like(sample_rois, "bg_iou_high", _fraction)
-    fill: str = _like(sample_rois, "fill")  # negatives | zeros | top_iou
-    box_stds: list = _like(sample_rois, "box_stds", _positive)
+    bg_iou_low: float = _fraction(0.1)
+    bg_iou_high: float = _fraction(0.5)
+    fill: str = "negatives"  # negatives | zeros | top_iou
+    box_stds: list = _positive(factory=lambda: [0.1, 0.1, 0.2, 0.2])
 
 
 @dataclass
 class DetectionConfig:
-    nms_iou: float = _like(postprocess_detections, "nms_iou", _fraction)
-    score_threshold: float = _like(postprocess_detections, "score_threshold", _fraction)
-    max_detections: int = _like(postprocess_detections, "max_detections", _positive)
+    nms_iou: float = _fraction(0.3)
+    score_threshold: float = _fraction(0.05)
+    max_detections: int = _positive(100)
     # Precision of inference, evaluation and export: false (float32) | float16 | bfloat16
     # (tf_frcnn.precision). Independent of train.mixed_precision.
     mixed_precision: object = False
@@ -260,24 +244,14 @@ def _stages(values):
     return stages
 
 
-DATA_SOURCES = ("synthetic", "voc", "coco", "tfds", "yolo", "csv")
-
-
 def choices():
-    """{config key: its allowed values}, read from the modules that define them."""
-    # Imported here: those modules import this one (ConfigError).
-    from tf_frcnn.backbones import BACKBONES
-    from tf_frcnn.roi import FILL_MODES
-    from tf_frcnn.stages import SCHEDULES
-    from tf_frcnn.training.loop import STRATEGIES
-    from tf_frcnn.training.optimizers import OPTIMIZERS
-
+    """{config key: its allowed values} (``tf_frcnn.choices``, the stage table)."""
     return {
         "model.backbone": BACKBONES,
         "data.source": DATA_SOURCES,
         "roi.fill": FILL_MODES,
         "train.schedule": tuple(SCHEDULES),
-        "train.optimizer": tuple(OPTIMIZERS),
+        "train.optimizer": OPTIMIZERS,
         "train.strategy": STRATEGIES,
     }
 
@@ -345,11 +319,22 @@ def _precision(key, value):
 def _validate(config):
     """The checks across fields, after ``_check_fields``' of each field on its own."""
     _check_fields(config, "")
+    _check_choices(config)
+    _check_model(config)
+    _check_data(config)
+    _check_train(config)
+
+
+def _check_choices(config):
     for key, allowed in choices().items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value not in allowed:
             raise ConfigError(f"config key '{key}' = {value!r} must be one of {', '.join(allowed)}")
+
+
+def _check_model(config):
+    """The model's, the RPN's, the ROI sampler's and detection's keys."""
     for key in ("anchor_scales", "anchor_ratios"):
         value = getattr(config.model, key)
         if value == "auto":
@@ -365,29 +350,36 @@ def _validate(config):
             raise ConfigError(
                 f"config key 'data.{key}' = {value!r} must be a positive int or 'auto'"
             )
-    from tf_frcnn.backbones import tiny_stem_stride
-
-    try:
-        tiny_stem_stride(config.model.tiny_channels)
-    except ValueError as error:
-        raise ConfigError(f"config key 'model.tiny_channels': {error}") from None
+    channels = config.model.tiny_channels
+    if not 2 <= len(channels) <= 4 or not all(_is_number(c) and int(c) == c > 0 for c in channels):
+        raise ConfigError(
+            f"config key 'model.tiny_channels' = {list(channels)} must be 2 to 4 positive "
+            "integers (one per stage)"
+        )
     if not config.rpn.min_size >= 0:
         raise ConfigError(f"config key 'rpn.min_size' = {config.rpn.min_size} must be >= 0")
     if len(config.roi.box_stds) != 4:
         raise ConfigError("config key 'roi.box_stds' must have 4 values")
+    if config.rpn.negative_iou > config.rpn.positive_iou:
+        raise ConfigError("config key 'rpn.negative_iou' must be <= rpn.positive_iou")
+    if config.roi.bg_iou_low > config.roi.bg_iou_high:
+        raise ConfigError("config key 'roi.bg_iou_low' must be <= roi.bg_iou_high")
+    names = config.model.class_names
+    if names is not None and len(names) != config.model.num_classes:
+        raise ConfigError(
+            f"config key 'model.class_names' has {len(names)} names but "
+            f"model.num_classes = {config.model.num_classes}"
+        )
+    config.detection.mixed_precision = _precision(
+        "detection.mixed_precision", config.detection.mixed_precision
+    )
+
+
+def _check_data(config):
     if config.data.image_size < 16:
         raise ConfigError(f"config key 'data.image_size' = {config.data.image_size} must be >= 16")
     if config.data.pad_to is not None and len(config.data.pad_to) != 2:
         raise ConfigError("config key 'data.pad_to' must be [height, width]")
-    config.train.mixed_precision = _precision("train.mixed_precision", config.train.mixed_precision)
-    config.detection.mixed_precision = _precision(
-        "detection.mixed_precision", config.detection.mixed_precision
-    )
-    if config.train.jit_compile and config.train.strategy != "default":
-        raise ConfigError(
-            f"config key 'train.jit_compile' works with train.strategy: default "
-            f"only, not {config.train.strategy!r}"
-        )
     val = config.data.val_split
     if (
         val is not None
@@ -396,10 +388,6 @@ def _validate(config):
     ):
         raise ConfigError(
             f"config key 'data.val_split' = {val!r} must be a split name or a fraction in (0, 1)"
-        )
-    if config.train.eval_every is not None and val is None:
-        raise ConfigError(
-            "config key 'train.eval_every' needs data.val_split (the split to validate on)"
         )
     aug = config.data.augment
     if aug.scales is not None and not aug.scales:
@@ -415,18 +403,19 @@ def _validate(config):
                 f"under data.max_size = {config.data.max_size}: use "
                 f"data.pad_to >= [{largest}, {largest}]"
             )
-    if config.rpn.negative_iou > config.rpn.positive_iou:
-        raise ConfigError("config key 'rpn.negative_iou' must be <= rpn.positive_iou")
-    if config.roi.bg_iou_low > config.roi.bg_iou_high:
-        raise ConfigError("config key 'roi.bg_iou_low' must be <= roi.bg_iou_high")
-    names = config.model.class_names
-    if names is not None and len(names) != config.model.num_classes:
-        raise ConfigError(
-            f"config key 'model.class_names' has {len(names)} names but "
-            f"model.num_classes = {config.model.num_classes}"
-        )
-    from tf_frcnn.stages import PRETRAIN, SCHEDULES
 
+
+def _check_train(config):
+    config.train.mixed_precision = _precision("train.mixed_precision", config.train.mixed_precision)
+    if config.train.jit_compile and config.train.strategy != "default":
+        raise ConfigError(
+            f"config key 'train.jit_compile' works with train.strategy: default "
+            f"only, not {config.train.strategy!r}"
+        )
+    if config.train.eval_every is not None and config.data.val_split is None:
+        raise ConfigError(
+            "config key 'train.eval_every' needs data.val_split (the split to validate on)"
+        )
     allowed_stages = [PRETRAIN] + [stage.name for stage in SCHEDULES[config.train.schedule]]
     for stage, stage_config in config.train.stages.items():
         if stage not in allowed_stages:

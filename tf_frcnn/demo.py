@@ -16,11 +16,13 @@ def _step(number, text):
 
 def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=EXPORT_DIR):
     from tf_frcnn.config import load_config
-    from tf_frcnn.data import synthetic_builder
+    from tf_frcnn.data import inputs, synthetic_builder
+    from tf_frcnn.data.resolve import resolve_config
     from tf_frcnn.evaluation import format_table
     from tf_frcnn.evaluation.runner import evaluate_model_dir
     from tf_frcnn.export import export_saved_model, export_tflite, load_predictor, read_labels
-    from tf_frcnn.training import Trainer, inputs, load_trained_model
+    from tf_frcnn.rundir import load_trained_model
+    from tf_frcnn.training import Trainer
     from tf_frcnn.visualize import draw_predictions
 
     start = time.perf_counter()
@@ -47,7 +49,7 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
         "a finished one is reused)",
     )
     train_start = time.perf_counter()
-    Trainer(config, model_dir).run(resume=True)
+    Trainer(config, model_dir, resolve=resolve_config).run(resume=True)
     train_seconds = time.perf_counter() - train_start
     model, _ = load_trained_model(model_dir)
 

@@ -291,7 +291,7 @@ def test_auto_anchors_are_fitted_into_the_model_dirs_config(auto_run):
     assert recorded.anchor_scales == expected.model.anchor_scales
     assert recorded.anchor_ratios == expected.model.anchor_ratios
 
-    from tf_frcnn.training.schedule import load_trained_model  # what eval and export use
+    from tf_frcnn.rundir import load_trained_model  # what eval and export use
 
     model, _ = load_trained_model(model_dir)
     assert list(model.anchor_generator.scales) == recorded.anchor_scales

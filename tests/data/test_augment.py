@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from tf_frcnn import ConfigError
 from tf_frcnn.config import AugmentConfig, config_from_dict
-from tf_frcnn.data import augment, build_pipeline
-from tf_frcnn.training import inputs
+from tf_frcnn.data import augment, build_pipeline, inputs
 
 RECORD_SIGNATURE = {
     "image": tf.TensorSpec([None, None, 3], tf.uint8),

@@ -186,7 +186,7 @@ def test_corrupt_images_are_skipped_with_a_warning_or_strict_errors(table):
 
 def test_config_source_takes_the_training_table_for_train_split_else_the_eval_table(table):
     from tf_frcnn.config import ConfigError, config_from_dict
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
 
     table.image("a.jpg")
     train = table.table(["a.jpg,0,0,20,15,dog", "a.jpg,1,1,9,9,cat"], name="train.csv")

@@ -221,7 +221,7 @@ def test_roboflow_export_with_an_empty_label_file_and_zero_size_rows(yolo):
 
 def test_config_source_reads_the_split_folders_and_data_yaml(yolo):
     from tf_frcnn.config import config_from_dict
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
 
     yolo.add("train", "a", [(1, 0.5, 0.5, 0.5, 0.5)])
     yolo.add("valid", "v", [(0, 0.5, 0.5, 0.5, 0.5), (0, 0.5, 0.5, 0.2, 0.2)])

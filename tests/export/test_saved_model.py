@@ -7,6 +7,7 @@ import os
 import pathlib
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -27,7 +28,7 @@ from tf_frcnn.export import (
     resolve_saved_model,
 )
 from tf_frcnn.export.saved_model import version_dirs
-from tf_frcnn.training.state import write_labels
+from tf_frcnn.rundir import write_labels
 
 # The README's serving examples, checked below against the signatures of a real export and
 # against the README's text, so the README cannot drift from the model.
@@ -403,3 +404,11 @@ def test_load_predictor_from_base_or_version_dir(
         predictor(scene.astype(np.float32))
     with pytest.raises(FileNotFoundError):
         load_predictor(saved_model_base / "notes")
+
+
+def test_export_version_directory_is_readable_like_mkdir_makes_it(saved_model_dir):
+    # mkdtemp makes 0700; the rename must not leave TF Serving's user locked out.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(saved_model_dir).st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE(os.stat(saved_model_dir / "labels.txt").st_mode) == 0o666 & ~umask

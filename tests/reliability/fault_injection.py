@@ -218,7 +218,7 @@ def compare_weights(path_a, path_b):
 def loss_history(model_dir):
     """{stage: [(step, loss)]} from the run's ``losses.jsonl`` files (a step repeated
     after a kill counts once, its later value)."""
-    from tf_frcnn.training.loop import read_history
+    from tf_frcnn.rundir import read_history
 
     log_dir = os.path.join(model_dir, "logs")
     return {stage: read_history(log_dir, stage) for stage in STAGES}
@@ -227,7 +227,7 @@ def loss_history(model_dir):
 def generate_data(data_dir, config_path=SMOKE):
     """Generate the smoke config's synthetic dataset once, before any subprocess runs."""
     from tf_frcnn import load_config
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
 
     config = load_config(config_path)
     config.data.data_dir = data_dir

@@ -240,7 +240,7 @@ def model_dir_unwritable(env):
 
 
 def disk_full(env):
-    from tf_frcnn.training import state
+    from tf_frcnn import rundir as state
 
     def full(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
@@ -296,7 +296,7 @@ def finished_without_final_weights(env):
 
 
 def torn_loss_log(env):
-    from tf_frcnn.training.loop import read_history
+    from tf_frcnn.rundir import read_history
 
     log_dir = env.tmp / "logs"
     log_dir.mkdir()
@@ -454,7 +454,7 @@ def csv_eval_class_unknown_to_training(env):
         ),
     )
     from tf_frcnn.config import load_config
-    from tf_frcnn.training import inputs
+    from tf_frcnn.data import inputs
 
     records, names = inputs.source(load_config(config), "train")
     assert names == ["cat"] and len(list(records.as_numpy_iterator())) == 1

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from tf_frcnn.training.state import atomic_write_text, save_weights_atomic
+from tf_frcnn.rundir import atomic_write_text, save_weights_atomic
 
 STAGES = ["rpn1", "detector2", "rpn3", "detector4"]
 

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_frcnn.data import inputs
 from tf_frcnn.model import build_model
-from tf_frcnn.training import Objective, StageLoop, StageModel, inputs, make_optimizer
+from tf_frcnn.training import Objective, StageLoop, StageModel, make_optimizer
 from tf_frcnn.training.schedule import stage_config
 
 

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from tf_frcnn.cli import main
-from tf_frcnn.training import Trainer, inputs
+from tf_frcnn.data import inputs
+from tf_frcnn.training import Trainer
 from tf_frcnn.training.budget import StageCost, TimeBudget, fit_steps, scale_decay_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

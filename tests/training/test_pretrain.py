@@ -35,7 +35,8 @@ def test_cell_labels_background_only_image():
 
 
 def test_pretrainer_loss_falls_on_one_batch(smoke_config):
-    from tf_frcnn.training import StageLoop, inputs, make_optimizer
+    from tf_frcnn.data import inputs
+    from tf_frcnn.training import StageLoop, make_optimizer
 
     model = build_model(smoke_config)
     pretrainer = BackbonePretrainer(model.features, smoke_config.model.num_classes, 16)

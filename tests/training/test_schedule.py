@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_frcnn.data import inputs
 from tf_frcnn.model import build_model
 from tf_frcnn.stages import SCHEDULES, STAGES
-from tf_frcnn.training import Objective, StageLoop, Trainer, inputs, make_optimizer
+from tf_frcnn.training import Objective, StageLoop, Trainer, make_optimizer
 from tf_frcnn.training.schedule import stage_config
 
 

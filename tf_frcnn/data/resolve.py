@@ -13,6 +13,7 @@ import os
 from tf_frcnn.config import ConfigError
 from tf_frcnn.data import box_stats, image_sizes
 from tf_frcnn.data.split_boxes import read_split, views
+from tf_frcnn.rundir import CONFIG_FILE, read_config
 
 SIZE_KEYS = ("min_size", "max_size")
 ANCHOR_KEYS = ("anchor_scales", "anchor_ratios")
@@ -21,8 +22,6 @@ ANCHOR_KEYS = ("anchor_scales", "anchor_ratios")
 def _recorded(config, model_dir, section, keys):
     """A copy of `config` with `keys` of `section` ("model" or "data") as the model dir's
     config.yaml recorded them."""
-    # Imported here: tf_frcnn.training imports this module (resolve_* at train).
-    from tf_frcnn.training.state import CONFIG_FILE, read_config
 
     recorded = getattr(read_config(model_dir), section)
     resolved = copy.deepcopy(config)
@@ -116,3 +115,10 @@ def resolve_anchors(config, model_dir=None, log=None):
             f"{fit_text(before, after, config.rpn.positive_iou)}"
         )
     return resolved
+
+
+def resolve_config(config, model_dir=None, log=None):
+    """The "auto" image sizes, then the "auto" anchors fitted at those sizes, as numbers
+    (both read back from ``model_dir``'s config.yaml when it has them)."""
+    config = resolve_sizes(config, model_dir=model_dir, log=log)
+    return resolve_anchors(config, model_dir=model_dir, log=log)

@@ -19,7 +19,7 @@ import numpy as np
 
 from tf_frcnn.backbones import feature_size
 from tf_frcnn.config import ConfigError
-from tf_frcnn.data import anchor_fit
+from tf_frcnn.data import anchor_fit, inputs
 from tf_frcnn.data.records import BoxRepairWarning, DataWarning, captured_examples, check_images
 
 
@@ -116,8 +116,6 @@ def read_split(config, split=None) -> SplitBoxes:
       DataError (from the reader) naming the file or class; ConfigError for a source that has
       no boxes to read.
     """
-    from tf_frcnn.training import inputs
-
     split = split or config.data.train_split
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)

@@ -1,16 +1,40 @@
 """Run a trained model over a split and evaluate it (what ``tf-frcnn eval`` does)."""
 
+import os
+from collections import Counter
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_frcnn.data import inputs
+from tf_frcnn.evaluation.errors import (
+    DETECTION_STATUS,
+    ERROR_TYPES,
+    GROUNDTRUTH_STATUS,
+    classify_images,
+    image_error_counts,
+    select_gallery,
+)
 from tf_frcnn.evaluation.evaluator import (
     Evaluator,
     unpad_detections,
     unpad_groundtruths,
     unpad_proposals,
 )
+from tf_frcnn.evaluation.html_report import write_html_report
+from tf_frcnn.evaluation.report import (
+    plot_loss_curves,
+    plot_pr_curves,
+    plot_rpn_recall,
+    plot_validation_curves,
+    write_metrics_json,
+    write_report,
+)
 from tf_frcnn.proposals import ProposalLayer
+from tf_frcnn.rundir import log_dir, read_history, read_validation
+from tf_frcnn.stages import stage_names
+from tf_frcnn.visualize import STATUS_COLOURS, draw_errors
 
 RECALL_PROPOSALS = (100, 300, 1000)
 _MOST_PROPOSALS = max(RECALL_PROPOSALS)
@@ -113,8 +137,6 @@ GALLERY_WORST, GALLERY_BEST = 8, 4
 def evaluate_model_dir(config, model, model_dir, split=None, suffix="", extra=None):
     """Evaluate ``model`` on ``split`` (default: the config's eval split) and write the results
     into ``model_dir`` (``write_outputs``). Returns (metrics, report.md path)."""
-    from tf_frcnn.training import inputs
-
     split = split or config.data.eval_split
     _, class_names = inputs.source(config, split)
     batches = inputs.batches(config, split, training=False)
@@ -129,22 +151,6 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
     ``validation_curves.png`` (when the training recorded ``logs/{stage}.val.jsonl``),
     ``report.md`` and ``report.html`` (``suffix`` goes before each extension,
     e.g. "_svd"; ``extra`` is merged into the metrics). Returns (metrics, report.md path)."""
-    import os
-
-    from tf_frcnn.evaluation.html_report import write_html_report
-    from tf_frcnn.evaluation.report import (
-        plot_loss_curves,
-        plot_pr_curves,
-        plot_rpn_recall,
-        plot_validation_curves,
-        write_metrics_json,
-        write_report,
-    )
-    from tf_frcnn.stages import stage_names
-    from tf_frcnn.training.loop import read_history
-    from tf_frcnn.training.validation import read_validation
-    from tf_frcnn.visualize import STATUS_COLOURS
-
     metrics["split"] = split
     metrics.update(evaluator.analysis(DEFAULT_THRESHOLD))
     metrics.update(extra or {})
@@ -158,9 +164,9 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
             evaluator.voc_result(), class_names, path("pr_curves"), metrics["thresholds"]
         )
     }
-    log_dir = os.path.join(model_dir, "logs")
+    logs = log_dir(model_dir)
     stages = stage_names(config)
-    history = {stage: rows for stage in stages if (rows := read_history(log_dir, stage))}
+    history = {stage: rows for stage in stages if (rows := read_history(logs, stage))}
     if history:
         images["Training loss per stage"] = plot_loss_curves(
             history, os.path.join(model_dir, "loss_curves.png")
@@ -169,7 +175,7 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
         images["RPN recall (paper Fig. 4)"] = plot_rpn_recall(
             evaluator.groundtruths, evaluator.proposals, path("rpn_recall"), RECALL_PROPOSALS
         )
-    validation = {stage: rows for stage in stages if (rows := read_validation(log_dir, stage))}
+    validation = {stage: rows for stage in stages if (rows := read_validation(logs, stage))}
     if validation:
         images["Validation during training"] = plot_validation_curves(
             validation, os.path.join(model_dir, "validation_curves.png")
@@ -183,19 +189,6 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
 def _gallery(config, split, evaluator, thresholds, class_names):
     """The report's pictures: the images with most errors at the max-F1 thresholds, and a few
     without; only those images are read again from the split."""
-    from collections import Counter
-
-    from tf_frcnn.evaluation.errors import (
-        DETECTION_STATUS,
-        ERROR_TYPES,
-        GROUNDTRUTH_STATUS,
-        classify_images,
-        image_error_counts,
-        select_gallery,
-    )
-    from tf_frcnn.training import inputs
-    from tf_frcnn.visualize import draw_errors
-
     limits = {label: entry["threshold"] for label, entry in thresholds.items()}
     judged = classify_images(
         evaluator.groundtruths,

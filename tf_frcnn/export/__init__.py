@@ -21,7 +21,7 @@ from tf_frcnn.export.saved_model import (
 from tf_frcnn.export.serving import Predictor, load_predictor, read_labels, resolve_saved_model
 from tf_frcnn.export.tflite import calibration_inputs, export_tflite, export_tflite_variants
 from tf_frcnn.export.verify import VerifyError, verify_export
-from tf_frcnn.training.state import LABELS_FILE
+from tf_frcnn.rundir import LABELS_FILE
 
 __all__ = [
     "DetectionModule",

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from tf_frcnn.boxes import to_normalized
 from tf_frcnn.data.pipeline import resize_image
-from tf_frcnn.training.state import write_labels
+from tf_frcnn.rundir import readable, write_labels
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -217,6 +217,7 @@ def export_saved_model(
     try:
         module.archive().write_out(os.fspath(staging), verbose=False)
         write_labels(staging, class_names)
+        readable(staging, directory=True)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 
 from tf_frcnn.export.saved_model import INPUT_NAME, OUTPUT_NAMES, SERVING_DEFAULT, version_dirs
-from tf_frcnn.training.state import LABELS_FILE
+from tf_frcnn.rundir import LABELS_FILE
 
 
 def resolve_saved_model(path):

@@ -24,11 +24,11 @@ import numpy as np
 import tensorflow as tf
 
 from tf_frcnn.boxes import to_absolute
+from tf_frcnn.data import inputs
 from tf_frcnn.evaluation import Evaluator
 from tf_frcnn.evaluation.runner import evaluate
 from tf_frcnn.export.saved_model import INPUT_NAME, OUTPUT_NAMES, SERVING_BYTES, SERVING_DEFAULT
 from tf_frcnn.export.serving import load_predictor, trim_detections
-from tf_frcnn.training import inputs
 
 VERIFY_JSON = "verify.json"
 VERIFY_TABLE = "verify.md"

@@ -1,12 +1,12 @@
 """Training: the 4-step alternating schedule and approximate joint training
 (``schedule``), the tf.function loop under tf.distribute (``loop``), its
-optimizers (``optimizers``), the model directory's state and checkpoints
-(``state``) and the input stream (``inputs``)."""
+optimizers (``optimizers``) and validation (``validation``); the model directory is
+``tf_frcnn.rundir``."""
 
 from tf_frcnn.training.loop import StageLoop, TrainingDiverged, make_strategy
 from tf_frcnn.training.objective import Objective
 from tf_frcnn.training.optimizers import make_optimizer
-from tf_frcnn.training.schedule import Trainer, load_trained_model, train
+from tf_frcnn.training.schedule import Trainer, train
 from tf_frcnn.training.step import StageModel, set_trainable, train_step
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "StageModel",
     "Trainer",
     "TrainingDiverged",
-    "load_trained_model",
     "make_optimizer",
     "make_strategy",
     "set_trainable",

@@ -8,8 +8,8 @@ import os
 import keras
 import tensorflow as tf
 
+from tf_frcnn.rundir import losses_log
 from tf_frcnn.stages import get_stage
-from tf_frcnn.training.state import read_step_rows
 from tf_frcnn.training.step import set_trainable, stage_losses, train_step
 
 
@@ -130,7 +130,7 @@ def run_stage(
     resumes with the record of the checkpoint it restores. ``observe(step)`` runs after
     each step and may return a new length (a time budget's fit)."""
     writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
-    history_path = os.path.join(log_dir, f"{stage}.losses.jsonl")
+    history_path = losses_log(log_dir, stage)
     shown = [f"val_{validation.metric}"] if validation is not None else None
     bar = keras.utils.Progbar(
         steps, stateful_metrics=shown, verbose=1 if progress else 0, unit_name="step"
@@ -202,9 +202,3 @@ def run_stage(
         bar.update(step, values=values)
     writer.flush()
     return step
-
-
-def read_history(log_dir, stage):
-    """[(step, loss)] of a stage from its ``losses.jsonl``."""
-    rows = read_step_rows(os.path.join(log_dir, f"{stage}.losses.jsonl"))
-    return [(row["step"], row["loss"]) for row in rows]

@@ -12,40 +12,33 @@ import tensorflow as tf
 
 from tf_frcnn.backbones import STRIDE
 from tf_frcnn.config import ConfigError, StageConfig
-from tf_frcnn.data.analysis import resolve_anchors, resolve_sizes
+from tf_frcnn.data import inputs
 from tf_frcnn.model import build_model
+from tf_frcnn.rundir import (
+    BEST_WEIGHTS,
+    DUMMY_SIDE,
+    FINAL_WEIGHTS,
+    INITIAL_BACKBONE,
+    STATE_FILE,
+    RunState,
+    built,
+    save_weights_atomic,
+    stage_dir,
+    stage_weights,
+    write_config,
+    write_labels,
+)
 from tf_frcnn.stages import PRETRAIN, SCHEDULES, STAGES, stage_names
-from tf_frcnn.training import budget, inputs
+from tf_frcnn.training import budget
 from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
 from tf_frcnn.training.objective import Objective
 from tf_frcnn.training.optimizers import make_optimizer
 from tf_frcnn.training.pretrain import BackbonePretrainer
-from tf_frcnn.training.state import (
-    BEST_WEIGHTS,
-    FINAL_WEIGHTS,
-    INITIAL_BACKBONE,
-    KERAS_MODEL,
-    RunState,
-    read_config,
-    save_weights_atomic,
-    write_config,
-    write_labels,
-)
 from tf_frcnn.training.validation import StageValidator, ValidationSchedule, fresh_record
 
 
 def stage_config(config, stage):
     return config.train.stages.get(stage, StageConfig())
-
-
-def _stage_weights(model_dir, stage):
-    return os.path.join(model_dir, "stages", stage, FINAL_WEIGHTS)
-
-
-def _built(model):
-    """``model`` (a ``FasterRCNN``) after one call on a dummy image, so its weights exist."""
-    model({"images": tf.zeros([1, 64, 64, 3]), "image_shape": tf.constant([[64, 64]])})
-    return model
 
 
 def _resuming(state, stage):
@@ -59,10 +52,15 @@ class Trainer:
     A stage trains the steps ``state.json`` resolved for it when the run began: its
     ``steps``, ``epochs`` passes over the training split, or its share of
     ``train.minutes`` (``training.budget``). With ``train.eval_every`` every stage
-    validates and the final stage keeps its best weights in ``best.weights.h5``."""
+    validates and the final stage keeps its best weights in ``best.weights.h5``.
 
-    def __init__(self, config, model_dir, *, strategy=None, progress=True):
+    ``resolve(config, model_dir=None, log=None) -> config`` turns "auto" image sizes and
+    anchors into numbers when the run begins (``tf_frcnn.data.resolve.resolve_config``,
+    passed in by the caller); without it the config's sizes and anchors must be numbers."""
+
+    def __init__(self, config, model_dir, *, strategy=None, progress=True, resolve=None):
         self.config = config
+        self.resolve = resolve or (lambda config, **_: config)
         self.model_dir = model_dir
         self.progress = progress
         if config.train.deterministic:
@@ -87,7 +85,7 @@ class Trainer:
     def _build(self):
         keras.utils.set_random_seed(self.config.train.seed)
         with self.strategy.scope():
-            return _built(build_model(self.config))
+            return built(build_model(self.config))
 
     @functools.cached_property
     def _validation_data(self):
@@ -121,23 +119,21 @@ class Trainer:
         started = time.perf_counter()
         os.makedirs(self.model_dir, exist_ok=True)
         stages = stage_names(self.config)
-        state_path = os.path.join(self.model_dir, "state.json")
+        state_path = os.path.join(self.model_dir, STATE_FILE)
         if resume and os.path.exists(state_path):
-            self.config = resolve_sizes(self.config, model_dir=self.model_dir)
-            self.config = resolve_anchors(self.config, model_dir=self.model_dir)
+            self.config = self.resolve(self.config, model_dir=self.model_dir)
             state = RunState.load(self.model_dir)
             if state.done:
                 final = os.path.join(self.model_dir, FINAL_WEIGHTS)
                 if not os.path.exists(final):
                     # Killed between finishing the last stage and writing the final weights.
                     self.model = self._build()
-                    self.model.load_weights(_stage_weights(self.model_dir, stages[-1]))
+                    self.model.load_weights(stage_weights(self.model_dir, stages[-1]))
                     save_weights_atomic(self.model, final)
                 return state
         else:
-            # "auto" sizes, then anchors fitted at them, become numbers: config.yaml records them.
-            self.config = resolve_sizes(self.config, log=print if self.progress else None)
-            self.config = resolve_anchors(self.config, log=print if self.progress else None)
+            # "auto" sizes and anchors become numbers here: config.yaml records what the model uses.
+            self.config = self.resolve(self.config, log=print if self.progress else None)
             state = RunState(self.model_dir, self.config.train.schedule, stages)
             write_config(self.model_dir, self.config)
             _, class_names = inputs.source(self.config, self.config.data.train_split)
@@ -157,7 +153,7 @@ class Trainer:
                 pretrainer = BackbonePretrainer(
                     self.model.features, self.config.model.num_classes, STRIDE
                 )
-                pretrainer(tf.zeros([1, 64, 64, 3]))
+                pretrainer(tf.zeros([1, DUMMY_SIDE, DUMMY_SIDE, 3]))
             self._train_stage(PRETRAIN, state, _resuming(state, PRETRAIN), pretrainer=pretrainer)
             # Its backbone is the run's initial backbone.
             self._finish(state, PRETRAIN, self.model.features, initial)
@@ -177,7 +173,7 @@ class Trainer:
                 self._budget.stage_begins(time.perf_counter())
             self._prepare_stage(index, stage, fresh=not resuming)
             self._train_stage(stage.name, state, resuming)
-            self._finish(state, stage.name, self.model, _stage_weights(self.model_dir, stage.name))
+            self._finish(state, stage.name, self.model, stage_weights(self.model_dir, stage.name))
         save_weights_atomic(self.model, os.path.join(self.model_dir, FINAL_WEIGHTS))
         return state
 
@@ -239,7 +235,7 @@ class Trainer:
         proposals gets that network, frozen."""
         model = self.model
         if index > 0:
-            model.load_weights(_stage_weights(self.model_dir, self.schedule[index - 1].name))
+            model.load_weights(stage_weights(self.model_dir, self.schedule[index - 1].name))
         if fresh and stage.initial_backbone:
             # The initial backbone: what a "pretrain" stage left (or the seeded
             # initialisation itself), also after a resume.
@@ -247,8 +243,8 @@ class Trainer:
         self.proposer = None
         if stage.proposals_from:
             with self.strategy.scope():
-                self.proposer = _built(build_model(self.config))
-            self.proposer.load_weights(_stage_weights(self.model_dir, stage.proposals_from))
+                self.proposer = built(build_model(self.config))
+            self.proposer.load_weights(stage_weights(self.model_dir, stage.proposals_from))
             self.proposer.trainable = False
 
     def _train_stage(self, stage, state, resuming, pretrainer=None):
@@ -271,7 +267,7 @@ class Trainer:
             )
             optimizer = make_optimizer(self.config.train, settings, boundaries=boundaries)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        directory = os.path.join(self.model_dir, "stages", stage)
+        directory = stage_dir(self.model_dir, stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
         options = dict(
             clip_norm=self.config.train.clip_norm, jit_compile=self.config.train.jit_compile
@@ -378,56 +374,10 @@ class Trainer:
         )
 
 
-def train(config, model_dir, *, resume=False, strategy=None, progress=True):
+def train(config, model_dir, *, resume=False, strategy=None, progress=True, resolve=None):
     """Train ``config`` into ``model_dir`` (see ``Trainer``); returns the model."""
-    trainer = Trainer(config, model_dir, strategy=strategy, progress=progress)
+    trainer = Trainer(
+        config, model_dir, strategy=strategy, progress=progress, resolve=resolve
+    )
     trainer.run(resume=resume)
     return trainer.model
-
-
-WEIGHTS = {"best": BEST_WEIGHTS, "final": FINAL_WEIGHTS, "keras": KERAS_MODEL}
-
-
-def trained_weights(model_dir, weights=None):
-    """(name, path) of the weights file of a model directory: ``weights`` "best"
-    (``best.weights.h5``, the final stage's best validation), "final"
-    (``final.weights.h5``), "keras" (``model.keras``, the whole model as
-    ``tf-frcnn export --format keras`` saves it), or None for best where it exists, else
-    final."""
-    if weights is None:
-        weights = "best" if os.path.exists(os.path.join(model_dir, BEST_WEIGHTS)) else "final"
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights {weights!r} must be one of {', '.join(WEIGHTS)}")
-    return weights, os.path.join(model_dir, WEIGHTS[weights])
-
-
-def load_trained_model(model_dir, svd_ranks=None, weights=None, precision=None):
-    """(model, config) of a finished model directory, ready for inference, with
-    the weights ``trained_weights`` names; ``svd_ranks`` (one per fc layer)
-    truncates the head's fc layers (see ``tf_frcnn.svd``); ``precision`` (False,
-    "float16", "bfloat16"; None: the config's ``detection.mixed_precision``) is the
-    network's dtype policy (a ``model.keras`` file keeps the one it was saved with)."""
-    config = read_config(model_dir)
-    name, path = trained_weights(model_dir, weights)
-    if not os.path.exists(path):
-        raise FileNotFoundError(2, "no such weights file", path)
-    if name == "keras":
-        if precision is not None:
-            raise ValueError(
-                f"{path} keeps the precision it was saved with; "
-                "load a weights file to choose another"
-            )
-        model = keras.models.load_model(path)
-    else:
-        model = _built(
-            build_model(
-                config,
-                precision=config.detection.mixed_precision if precision is None else precision,
-            )
-        )
-        model.load_weights(path)
-    if svd_ranks:
-        from tf_frcnn.svd import truncate_head
-
-        truncate_head(model, svd_ranks)
-    return model, config

@@ -18,8 +18,8 @@ from tf_frcnn.evaluation.runner import (
     inference_function,
     recall_layer,
 )
+from tf_frcnn.rundir import atomic_write_text, read_validation, validation_log
 from tf_frcnn.stages import RPN_METRIC
-from tf_frcnn.training.state import atomic_write_text, read_step_rows
 
 RECALL_AT = 300
 
@@ -102,7 +102,7 @@ class ValidationSchedule:
         self.every = every
         self.patience = patience
         self.record = record
-        self.path = log_path(log_dir, stage)
+        self.path = validation_log(log_dir, stage)
         self.seconds = 0.0
         self.count = 0
         # Rows past the last recorded validation belong to a run killed before
@@ -144,18 +144,9 @@ class ValidationSchedule:
         return improved
 
 
-def log_path(log_dir, stage):
-    return os.path.join(log_dir, f"{stage}.val.jsonl")
-
-
-def read_validation(log_dir, stage):
-    """The validation rows of a stage, by step (see ``state.read_step_rows``)."""
-    return read_step_rows(log_path(log_dir, stage))
-
-
 def keep_rows(log_dir, stage, last_step):
     """Rewrites a stage's validation log with its rows up to ``last_step`` only."""
-    path = log_path(log_dir, stage)
+    path = validation_log(log_dir, stage)
     if os.path.exists(path):
         rows = [row for row in read_validation(log_dir, stage) if row["step"] <= last_step]
         atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
