@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tf_frcnn.evaluation._records import box_iou, checked_records
+from tf_frcnn.evaluation.report_tables import class_name
 
 LABEL_ERROR_KINDS = ("missing", "wrong", "loose")
 DEFAULT_SCORE_THRESHOLD = 0.8
@@ -49,12 +50,6 @@ KIND_DESCRIPTIONS = {
     "loose": "a confident detection of the right class at IoU {loose:g} to {match:g} with a "
     "labelled box that no detection matches better: probably a loose or shifted box",
 }
-
-
-def _name(class_names, label: int) -> str:
-    if class_names is not None and 1 <= label <= len(class_names):
-        return str(class_names[label - 1])
-    return str(label)
 
 
 def _image_issues(groundtruth, detections, score_threshold, loose_iou, match_iou):
@@ -94,7 +89,7 @@ def find_label_errors(
     groundtruths: list[dict],
     detections: list[dict],
     num_classes: int,
-    class_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | Mapping[int, str] | None = None,
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     loose_iou: float = LOOSE_IOU,
     match_iou: float = MATCH_IOU,
@@ -130,7 +125,7 @@ def find_label_errors(
                 "score": float(d["scores"][k]),
                 "box": [float(v) for v in d["boxes"][k]],
                 "class": int(d["classes"][k]),
-                "class_name": _name(class_names, int(d["classes"][k])),
+                "class_name": class_name(class_names, int(d["classes"][k])),
                 "iou": round(iou, 4),
             }
             if j >= 0:
@@ -139,7 +134,7 @@ def find_label_errors(
                     label_index=int(j),
                     label_box=[float(v) for v in g["boxes"][j]],
                     label=label,
-                    label_name=_name(class_names, label),
+                    label_name=class_name(class_names, label),
                 )
             issues.append(entry)
     issues.sort(key=lambda entry: -entry["score"])

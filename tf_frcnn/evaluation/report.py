@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_frcnn.evaluation.label_errors import describe_kinds
 from tf_frcnn.evaluation.report_plots import (  # noqa: F401  (re-exported)
     RECALL_CURVE_IOUS,
     RECALL_CURVE_PROPOSALS,
@@ -25,14 +26,21 @@ from tf_frcnn.evaluation.report_plots import (  # noqa: F401  (re-exported)
 )
 from tf_frcnn.evaluation.report_tables import (  # noqa: F401  (re-exported)
     ERROR_DESCRIPTIONS,
+    LABEL_ERROR_HEADERS,
     METRIC_DESCRIPTIONS,
     SECTION_NOTES,
     analysis_sections,
     class_name,
     format_table,
+    header_rows,
+    headline,
+    label_error_rows,
     markdown_table,
     metric_tables,
+    verdict,
 )
+
+LABEL_ERRORS_TITLE = "Likely label errors"
 
 
 def _json_ready(value):
@@ -81,8 +89,10 @@ def write_report(
     model_dir = Path(model_dir)
     tables = metric_tables(metrics)
     parts = ["# Evaluation report", ""]
-    if "num_images" in metrics:
-        parts += [f"Evaluated on {metrics['num_images']} images.", ""]
+    parts += [f"- {field}: `{value}`" for field, value in header_rows(metrics)] + [""]
+    parts += [f"**{headline(metrics)}**", ""]
+    label_errors = metrics.get("label_errors")
+    parts += [f"- {line}" for line in verdict(metrics, label_errors)] + [""]
     parts += ["## Metrics", "", markdown_table(*tables[0]), ""]
     described = [key for key in metrics if key in METRIC_DESCRIPTIONS]
     recalls = [key for key in metrics if str(key).startswith("recall@")]
@@ -98,6 +108,10 @@ def write_report(
         parts += ["## Per class", "", markdown_table(*tables[1]), ""]
     for title, text, headers, rows in analysis_sections(metrics):
         parts += [f"## {title}", "", text, "", markdown_table(headers, rows), ""]
+    if label_errors:
+        parts += [f"## {LABEL_ERRORS_TITLE}", ""]
+        parts += [f"- {kind}: {text}" for kind, text in describe_kinds(label_errors).items()]
+        parts += ["", markdown_table(LABEL_ERROR_HEADERS, label_error_rows(label_errors)), ""]
     for title, image in images.items():
         relative = Path(os.path.relpath(Path(image).resolve(), model_dir.resolve())).as_posix()
         parts += [f"## {title}", "", f"![{title}]({relative})", ""]

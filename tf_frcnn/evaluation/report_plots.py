@@ -65,7 +65,7 @@ def plot_pr_curves(voc_result: Mapping, class_names, path, thresholds=None) -> P
         if point and not math.isnan(point["threshold"]):
             axes.plot(point["recall"], point["precision"], "o", color=color)
             axes.annotate(
-                f"{point['threshold']:.2f}",
+                f"score {point['threshold']:.2f}",
                 (point["recall"], point["precision"]),
                 textcoords="offset points",
                 xytext=(4, 4),
@@ -82,6 +82,8 @@ def plot_pr_curves(voc_result: Mapping, class_names, path, thresholds=None) -> P
         f"VOC07 mAP {voc_result['mAP_voc07']:.3f}"
     )
     axes.grid(True, alpha=0.3)
+    if thresholds:
+        axes.plot([], [], "o", color="gray", label="max-F1 point (its score threshold)")
     if axes.get_legend_handles_labels()[0]:
         axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     else:
@@ -111,8 +113,8 @@ def smooth(values: Sequence[float], weight: float | None = None) -> np.ndarray:
 
 
 def _plot_per_stage(history: Mapping, path, title: str, empty: str, draw) -> Path:
-    """One panel per stage of `history` ({stage: points}), each drawn by `draw(axes, points)`;
-    `empty` says what is missing when there is no stage."""
+    """One panel per stage of `history` ({stage: points}), each drawn by
+    `draw(axes, points, stage)`; `empty` says what is missing when there is no stage."""
     stages = list(history.items())
     columns = min(max(len(stages), 1), 2)
     rows = max(math.ceil(len(stages) / columns), 1)
@@ -121,7 +123,7 @@ def _plot_per_stage(history: Mapping, path, title: str, empty: str, draw) -> Pat
         figure.add_subplot().text(0.5, 0.5, empty, ha="center", va="center")
     for i, (stage, points) in enumerate(stages):
         axes = figure.add_subplot(rows, columns, i + 1)
-        draw(axes, points)
+        draw(axes, points, stage)
         axes.set_title(str(stage))
         axes.set_xlabel("step")
         axes.grid(True, alpha=0.3)
@@ -143,7 +145,7 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
       The path.
     """
 
-    def draw(axes, points):
+    def draw(axes, points, _stage):
         steps = [float(step) for step, _ in points]
         losses = [float(loss) for _, loss in points]
         if steps:
@@ -168,6 +170,7 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
 
 # N of the recall-against-proposals curve, and IoU values of the recall-against-IoU curve.
 RECALL_CURVE_PROPOSALS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000)
+RPN_TICKS = (1, 2, 5, 10, 20, 50, 100, 300, 1000)
 RECALL_CURVE_IOUS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
 
 
@@ -195,8 +198,9 @@ def plot_rpn_recall(
             counts, [recall[recall_key(n, iou)] for n in counts], style, label=f"IoU {iou:g}"
         )
     by_count.set_xscale("log")
-    # Plain tick labels: the log axis' default 10^k labels go through mathtext, slow to lay out.
-    by_count.set_xticks(counts, [str(n) for n in counts], fontsize="small")
+    # Plain tick labels (the log axis' 10^k labels go through mathtext, slow to lay out), at
+    # least 0.3 decades apart so that neighbours such as 200 and 300 never run together.
+    by_count.set_xticks(RPN_TICKS, [str(n) for n in RPN_TICKS], fontsize="small")
     by_count.minorticks_off()
     by_count.set_xlabel("number of proposals")
     by_count.set_ylabel("recall")
@@ -214,19 +218,23 @@ def plot_rpn_recall(
     return _save(figure, path)
 
 
-def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Path:
+def plot_validation_curves(
+    history: Mapping[str, Sequence[Mapping]], path, selected: Mapping | None = None
+) -> Path:
     """Draws the validation metrics recorded during training into a PNG, one panel per stage.
 
     Args:
       history: {stage: [{"step": int, metric: float, ...}, ...]}, e.g. the rows of
         logs/{stage}.val.jsonl; every key other than "step" is a line.
       path: the PNG to write.
+      selected: {"stage", "step", ...} of the weights `eval` uses (state.json's "best"), marked
+        with a dashed line and labelled on its stage's panel.
 
     Returns:
       The path.
     """
 
-    def draw(axes, rows):
+    def draw(axes, rows, stage):
         keys = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "step"]
         for key in keys:
             points = [
@@ -235,6 +243,14 @@ def plot_validation_curves(history: Mapping[str, Sequence[Mapping]], path) -> Pa
                 if isinstance(row.get(key), (int, float)) and row.get("step") is not None
             ]
             axes.plot([p[0] for p in points], [p[1] for p in points], "o-", label=key)
+        if selected and selected.get("stage") == stage and selected.get("step") is not None:
+            axes.axvline(
+                selected["step"],
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label=f"selected weights (step {selected['step']})",
+            )
         axes.legend(fontsize="small")
 
     stages = {stage: rows for stage, rows in history.items() if rows}
