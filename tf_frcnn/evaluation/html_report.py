@@ -216,7 +216,8 @@ def _label_errors(label_errors: Mapping, thumbnails: Sequence[Mapping]) -> str:
         f'<p class="note">Detections with score >= {label_errors["score_threshold"]:g} that '
         "disagree with the labels in a way a labelling mistake explains (after ObjectLab, "
         "cleanlab's object-detection label-issue finder), most confident first. Look at these "
-        f"labels before blaming the model.</p><ul>{kinds}</ul>"
+        "labels before blaming the model. Thumbnails: the detection in orange, the label's box "
+        f"(wrong, loose) in blue.</p><ul>{kinds}</ul>"
     )
     if thumbnails:
         figures = "".join(
@@ -265,7 +266,7 @@ def write_html_report(
       The report's path.
     """
     model_dir = Path(model_dir)
-    body = ["<h1>Evaluation report</h1>", _header(metrics)]
+    body = ['<h1 id="top">Evaluation report</h1>', _header(metrics)]
     tables = metric_tables(metrics)
     sections = [
         (
