@@ -67,3 +67,29 @@ def test_readme_is_short_and_has_its_sections():
     ):
         assert f"\n{heading}\n" in text, heading
     assert "pip install -e ." in text
+
+
+def test_configuration_reference_lists_every_key():
+    """docs/configuration.md has a row for every key of every config section: `section.key`
+    (or `section.key.sub`), or `key` in a row of another key of the same section."""
+    import dataclasses
+
+    from tf_frcnn.config import load_config
+
+    rows = [
+        line
+        for line in (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `")
+    ]
+    config = load_config(ROOT / "configs" / "smoke.yaml")
+    missing = []
+    for section in dataclasses.fields(config):
+        part = getattr(config, section.name)
+        if not dataclasses.is_dataclass(part):
+            continue
+        for field in dataclasses.fields(part):
+            mine = [row for row in rows if row.startswith(f"| `{section.name}.")]
+            names = (f"`{field.name}`", f".{field.name}`", f".{field.name}.")
+            if not any(name in row for row in mine for name in names):
+                missing.append(f"{section.name}.{field.name}")
+    assert not missing, f"docs/configuration.md lacks {missing}"
