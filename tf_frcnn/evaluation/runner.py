@@ -201,10 +201,10 @@ def _run_context(config, model_dir, weights):
     model dir, and the detection score threshold the error counts go down to."""
     import os
 
-    from tf_frcnn.training.state import RunState
+    from tf_frcnn.training.state import STATE_FILE, RunState
 
     best = None
-    if weights in (None, "best") and os.path.exists(os.path.join(model_dir, "state.json")):
+    if weights in (None, "best") and os.path.exists(os.path.join(model_dir, STATE_FILE)):
         best = RunState.load(model_dir).best
     return {
         "weights": weights or ("best" if best else "final"),
