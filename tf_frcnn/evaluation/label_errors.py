@@ -24,9 +24,8 @@ by score: the most confident disagreements first. Boxes are absolute pixel [ymin
 xmax]; labels are 1-based.
 
 The default threshold, 0.8, comes from `benchmarks/label_errors_synthetic.py` (numbers in
-docs/evaluation.md): below it the model's own false positives dominate the list, above it planted
-missing labels start to drop out (cleanlab uses 0.95 for the same role with calibrated
-probabilities; Faster R-CNN's softmax scores on a well-trained model are higher still).
+docs/evaluation.md): below it the model's own false positives dominate the list, above it recall
+of planted errors falls faster than precision rises (cleanlab uses 0.95 for the same role).
 """
 
 from __future__ import annotations
