@@ -193,8 +193,8 @@ def timing(args, result):
 
 
 def average_precision(args, result):
-    from tf_frcnn.evaluation.runner import evaluate
     from tf_frcnn.data import inputs
+    from tf_frcnn.evaluation.runner import evaluate
     from tf_frcnn.rundir import load_trained_model
 
     metrics = {}

@@ -30,6 +30,7 @@ def main():
     args = parser.parse_args()
 
     from tf_frcnn.config import load_config
+    from tf_frcnn.data import inputs
     from tf_frcnn.evaluation.report import (
         plot_loss_curves,
         plot_pr_curves,
@@ -37,10 +38,9 @@ def main():
         write_report,
     )
     from tf_frcnn.evaluation.runner import evaluate, write_outputs
-    from tf_frcnn.stages import stage_names
-    from tf_frcnn.data import inputs
-    from tf_frcnn.training.loop import read_history
     from tf_frcnn.rundir import load_trained_model
+    from tf_frcnn.stages import stage_names
+    from tf_frcnn.training.loop import read_history
 
     config = load_config(args.config)
     if args.data_dir:

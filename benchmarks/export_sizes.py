@@ -130,8 +130,8 @@ def calibration_images(args, config, height, width):
 
 def evaluate(predictor, config, class_names, max_images):
     """COCO / VOC metrics of ``predictor`` on the config's evaluation split (original images)."""
-    from tf_frcnn.evaluation import Evaluator
     from tf_frcnn.data import inputs
+    from tf_frcnn.evaluation import Evaluator
 
     records, _ = inputs.source(config, config.data.eval_split)
     if max_images:

@@ -1,5 +1,5 @@
 """Print the bad-input corpus of tests/reliability/test_corpus.py as a Markdown table (for
-the README).
+docs/bad-input.md).
 
     python benchmarks/reliability_corpus_table.py
 """

@@ -1,4 +1,4 @@
-"""A screenshot of a model dir's report.html in headless Chromium, for the README.
+"""A screenshot of a model dir's report.html in headless Chromium, for docs/
 
     .venv/bin/python benchmarks/report_screenshot.py runs/demo/report.html docs/report.png \
         --section error-breakdown --height 1500 --width 960

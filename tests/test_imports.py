@@ -47,12 +47,6 @@ ALLOWED = {
             "tf_frcnn.visualize",
         )
     },
-    # Owned by parallel changes (the report and analysis rewrites); they move with them.
-    ("tf_frcnn.evaluation.report", "tf_frcnn.training.state"): "owned by a parallel change",
-    ("tf_frcnn.evaluation.report", "tf_frcnn.evaluation.recall"): "owned by a parallel change",
-    ("tf_frcnn.data.analysis", "tf_frcnn.training"): "owned by a parallel change",
-    ("tf_frcnn.data.analysis", "tf_frcnn.training.inputs"): "owned by a parallel change",
-    ("tf_frcnn.data.analysis", "tf_frcnn.training.state"): "owned by a parallel change",
 }
 
 

@@ -294,13 +294,7 @@ def cmd_train(args):
     model_dir = args.model_dir or os.path.join("runs", _config_name(args.config))
     _check_writable(model_dir)
     start = time.perf_counter()
-    train(
-        config,
-        model_dir,
-        resume=args.resume,
-        strategy=args.strategy,
-        resolve=resolve_config,
-    )
+    train(config, model_dir, resume=args.resume, strategy=args.strategy, resolve=resolve_config)
     print(f"trained {model_dir} in {time.perf_counter() - start:.0f} s")
     return model_dir
 

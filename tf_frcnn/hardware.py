@@ -3,7 +3,7 @@
 Read from the kernel's flags (``/proc/cpuinfo``, Linux); elsewhere every feature reads as
 unknown. Nothing here changes a setting: bfloat16 is only ever on when a config asks for it
 (on AVX2-only CPUs a bfloat16 convolution runs slower than float32; with AVX512_BF16 or AMX
-it can run faster, see README "Precision and compilation").
+it can run faster, see "Precision and compilation" in docs/benchmarks.md).
 """
 
 import platform

@@ -122,8 +122,13 @@ def test_report_opens_in_chromium(browser, smoke_report):
         "Validation during training",
         "RPN recall (paper Fig. 4)",
         "Training loss per stage",
+        "Likely label errors",
     ):
         assert title in headings, headings
+    assert "label_errors" in metrics and metrics["run"]["weights"] in ("best", "final")
+    header = browser.find_element(By.ID, "run").text
+    assert f"split {metrics['split']}" in header and f"images {metrics['num_images']}" in header
+    assert browser.find_element(By.ID, "headline").text.startswith(f"COCO AP {metrics['AP']:.3f}")
     rows = browser.find_elements(By.CSS_SELECTOR, "#score-thresholds-maximum-f1 tbody tr")
     assert [row.find_element(By.TAG_NAME, "th").text for row in rows] == [
         entry["name"] for entry in metrics["thresholds"].values()

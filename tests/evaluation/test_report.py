@@ -143,3 +143,99 @@ def test_markdown_and_html_show_the_same_analysis(evaluated, tmp_path):
     assert f'data-metric="AP">{metrics["AP"]:.3f}<' in page
     assert page.count("data:image/png;base64,") == 1 and page.count("data:image/jpeg;base64,") == 1
     assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_header_headline_and_verdict(evaluated, tmp_path):
+    """The header names what was evaluated; the headline is COCO AP and mAP50; the verdict names
+    the costliest error type (the dog false positive on image 2: background) and the weakest class
+    (dog, AP50 below cat's 1), then the label errors the finder lists."""
+    from tf_frcnn.evaluation.html_report import write_html_report
+    from tf_frcnn.evaluation.label_errors import find_label_errors
+    from tf_frcnn.evaluation.report_tables import header_rows, headline, verdict
+
+    metrics = {**evaluated.result(), **evaluated.analysis(), "split": "test"}
+    metrics["run"] = {
+        "weights": "best",
+        "best": {"stage": "detector4", "step": 400, "mAP50": 0.75},
+        "config": "runs/x/config.yaml",
+        "score_threshold": 0.05,
+    }
+    # Box c on image 1 (dog, 0.7) overlaps nothing there: below 0.8 it is no evidence, at 0.6 a
+    # probable missing label.
+    metrics["label_errors"] = find_label_errors(
+        evaluated.groundtruths,
+        evaluated.operating_point({}, 0.0),
+        3,
+        evaluated.class_names,
+        score_threshold=0.6,
+    )
+    assert metrics["label_errors"]["counts"] == {"missing": 1, "wrong": 0, "loose": 0}
+    assert header_rows(metrics) == [
+        ("split", "test"),
+        ("images", "2"),
+        ("weights", "best (stage detector4, step 400, validation mAP50 0.750)"),
+        ("config", "runs/x/config.yaml"),
+    ]
+    assert headline(metrics) == f"COCO AP {metrics['AP']:.3f} · mAP50 {metrics['AP50']:.3f}"
+    lines = verdict(metrics, metrics["label_errors"])
+    assert len(lines) == 3
+    assert lines[0].startswith("Most AP50 is lost to background errors (1,")
+    assert lines[1].startswith("Weakest class: dog")
+    assert lines[2].startswith("1 confident detections disagree with the labels (1 missing")
+    markdown = write_report(tmp_path, metrics, {}).read_text()
+    assert "**" + headline(metrics) + "**" in markdown
+    assert (
+        "count (all detections)" in markdown
+        and "score >= detection.score_threshold = 0.05" in markdown
+    )
+    assert "true \\ detected (max-F1 thresholds)" in markdown
+    assert "## Likely label errors" in markdown and "| 1 | missing | 1 | dog 0.70 | - |" in markdown
+    page = write_html_report(tmp_path, metrics, {}).read_text()
+    assert 'id="likely-label-errors"' in page and 'id="verdict"' in page
+    assert "stage detector4, step 400" in page
+    saved = json.loads(write_metrics_json(metrics, tmp_path / "metrics.json").read_text())
+    assert saved["label_errors"]["issues"][0]["kind"] == "missing"
+    assert saved["label_errors"]["issues"][0]["box"] == [100, 100, 180, 150]
+
+
+def test_rpn_recall_tick_labels_do_not_overlap(evaluated, tmp_path):
+    """The tick labels of the proposals axis, laid out by matplotlib, leave a gap between
+    neighbours (200 and 300 used to print as "200300")."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+
+    from tf_frcnn.evaluation import report_plots
+
+    captured = {}
+    save = report_plots._save
+    report_plots._save = lambda figure, path: captured.setdefault("figure", figure) and path
+    try:
+        report_plots.plot_rpn_recall(
+            evaluated.groundtruths, evaluated.proposals, tmp_path / "r.png"
+        )
+    finally:
+        report_plots._save = save
+    figure = captured["figure"]
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes[0]
+    labels = [t for t in axes.get_xticklabels() if t.get_text()]
+    assert "300" in [t.get_text() for t in labels] and "200" not in [t.get_text() for t in labels]
+    extents = sorted((t.get_window_extent(renderer) for t in labels), key=lambda e: e.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(extents, extents[1:]))
+
+
+def test_validation_curves_mark_the_selected_step(tmp_path):
+    from tf_frcnn.evaluation import report_plots
+
+    captured = {}
+    save = report_plots._save
+    report_plots._save = lambda figure, path: captured.setdefault("figure", figure) and path
+    try:
+        report_plots.plot_validation_curves(
+            {"rpn1": [{"step": 4, "recall@300": 0.4}], "detector4": [{"step": 4, "mAP50": 0.1}]},
+            tmp_path / "v.png",
+            selected={"stage": "detector4", "step": 4, "mAP50": 0.1},
+        )
+    finally:
+        report_plots._save = save
+    legends = [[t.get_text() for t in a.get_legend().get_texts()] for a in captured["figure"].axes]
+    assert legends == [["recall@300"], ["mAP50", "selected weights (step 4)"]]

@@ -30,8 +30,8 @@ from tf_frcnn.export import (
 from tf_frcnn.export.saved_model import version_dirs
 from tf_frcnn.rundir import write_labels
 
-# The README's serving examples, checked below against the signatures of a real export and
-# against the README's text, so the README cannot drift from the model.
+# The serving examples of docs/deployment.md, checked below against the signatures of a real
+# export and against the page's text, so the documentation cannot drift from the model.
 MODEL_NAME = "NAME"
 DOCKER_COMMAND = (
     f'docker run --rm -p 8501:8501 -v "$PWD/saved_models/{MODEL_NAME}:/models/{MODEL_NAME}" '
@@ -313,7 +313,7 @@ def test_tfsmlayer_serves_the_export(loaded, saved_model_dir, scene):
         np.testing.assert_allclose(np.asarray(out[name]), expected[name].numpy(), atol=1e-5)
 
 
-# -- the README's TF Serving requests ---------------------------------------------------------
+# -- docs/deployment.md's TF Serving requests ------------------------------------------------------
 def rest_to_tensors(body, loaded):
     """What TF Serving does with a row-format ("instances") REST body: returns the signature
     and its keyword tensors, checking names, values and dtypes against the signature."""
@@ -351,16 +351,17 @@ def test_documented_rest_requests_fit_the_signatures(loaded, name):
     assert out["detection_boxes"].shape == (1, 100, 4)
 
 
-def test_readme_shows_the_checked_requests():
-    """The README's serving section is REST_EXAMPLES, DOCKER_COMMAND and PREDICT_URL verbatim,
-    so what the tests above check is what users read."""
-    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_deployment_docs_show_the_checked_requests():
+    """docs/deployment.md's serving section is REST_EXAMPLES, DOCKER_COMMAND and PREDICT_URL
+    verbatim, so what the tests above check is what users read."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    readme = (root / "docs" / "deployment.md").read_text()
     missing = [
         text
         for text in (DOCKER_COMMAND, PREDICT_URL, *REST_EXAMPLES.values())
         if text not in readme
     ]
-    assert not missing, f"README.md lacks these serving examples verbatim: {missing}"
+    assert not missing, f"docs/deployment.md lacks these serving examples verbatim: {missing}"
 
 
 def test_docker_command_serves_the_base_directory(saved_model_base):

@@ -103,7 +103,7 @@ def test_verify_passes_and_writes_its_report(trained_model, config, export_dir, 
     tflite = [(name, entry["path"], entry["resize"]) for name, entry in tflite_files.items()]
     # 4 images of a tiny model whose training is not bit-reproducible on CPU: in some fixture
     # trainings the TFLite files' detections that reach the image border differ from the Keras
-    # model's (AP -0.13 for float32 in one, -0.033 for int8 in another; see the README), so the
+    # model's (AP -0.13 for float32 in one, -0.033 for int8 in another), so the
     # TFLite rows get a wide tolerance here; the SavedModel is held to 1e-3 below.
     report = verify_export(
         trained_model, config, list(kit.CLASS_NAMES), export_dir, tflite, tolerance=0.2

@@ -3,7 +3,7 @@ datasets, the command line, the serving signatures and ``predict``, each with it
 documented outcome. Everything is generated here, in tmp dirs; nothing is stored.
 
 ``CORPUS`` is the table (``benchmarks/reliability_corpus_table.py`` prints it as Markdown
-for the README). A row either has a check here, or names the test elsewhere that already
+for docs/bad-input.md). A row either has a check here, or names the test elsewhere that already
 covers it (the reader unit tests in tests/data, the CLI tests, the export tests); for
 those the check is that the named test still exists, so the table cannot drift. A row
 whose ``gap`` is set documents an outcome the code does not give yet: its check is

@@ -18,12 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from tf_frcnn.evaluation.report import (
+from tf_frcnn.evaluation.label_errors import describe_kinds
+from tf_frcnn.evaluation.report import LABEL_ERRORS_TITLE, write_text_atomic
+from tf_frcnn.evaluation.report_tables import (
     ERROR_DESCRIPTIONS,
+    LABEL_ERROR_HEADERS,
     METRIC_DESCRIPTIONS,
     analysis_sections,
+    header_rows,
+    headline,
+    label_error_rows,
     metric_tables,
-    write_text_atomic,
+    verdict,
 )
 
 _STYLE = """
@@ -42,6 +48,13 @@ figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #eee;
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 14px; }
 .gallery figure { margin: 0; } .gallery img { width: 100%; }
 figcaption { font-size: 13px; color: #333; }
+.header th { text-align: left; background: none; border: none; color: #555; padding-left: 0; }
+.header td { border: none; font-family: ui-monospace, monospace; font-size: 13px; }
+p.headline { font-size: 28px; font-weight: 600; margin: 12px 0 4px; }
+ul.verdict { font-size: 16px; background: #fff8e6; border-left: 4px solid #f0ad4e;
+             padding: 8px 12px 8px 28px; max-width: 1000px; }
+.thumbs { display: grid; grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); gap: 10px; }
+.thumbs figure { margin: 0; } .thumbs img { width: 100%; }
 .legend span { display: inline-block; margin-right: 14px; font-size: 13px; }
 .swatch { display: inline-block; width: 14px; height: 14px; margin-right: 4px;
           vertical-align: middle; border: 1px solid #888; }
@@ -135,6 +148,90 @@ def _error_bars(metrics: Mapping) -> str:
     return "<table><tbody>" + "".join(rows) + "</tbody></table>"
 
 
+def label_error_thumbnail(image, entry: Mapping, size: int = 160):
+    """uint8 [size, size, 3]: the region around one likely label error of an image (uint8
+    [H, W, 3]), the detection's box in orange, the label's box (wrong or loose) in blue."""
+    from PIL import Image, ImageDraw
+
+    boxes = [entry["box"]] + ([entry["label_box"]] if "label_box" in entry else [])
+    top, left = np.min(boxes, axis=0)[:2]
+    bottom, right = np.max(boxes, axis=0)[2:]
+    margin = 0.25 * max(bottom - top, right - left, 8.0)
+    height, width = np.asarray(image).shape[:2]
+    crop = [
+        max(int(left - margin), 0),
+        max(int(top - margin), 0),
+        min(int(right + margin) + 1, width),
+        min(int(bottom + margin) + 1, height),
+    ]
+    picture = Image.fromarray(np.asarray(image, np.uint8)).crop(crop)
+    scale = size / max(picture.size)
+    picture = picture.resize(
+        (max(round(picture.width * scale), 1), max(round(picture.height * scale), 1))
+    )
+    draw = ImageDraw.Draw(picture)
+    for box, colour in zip(boxes, ((255, 140, 0), (30, 110, 255))):
+        y0, x0, y1, x1 = box
+        draw.rectangle(
+            [
+                (x0 - crop[0]) * scale,
+                (y0 - crop[1]) * scale,
+                (x1 - crop[0]) * scale,
+                (y1 - crop[1]) * scale,
+            ],
+            outline=colour,
+            width=2,
+        )
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    return np.asarray(canvas)
+
+
+def _header(metrics: Mapping) -> str:
+    """What was evaluated, the headline numbers and the verdict."""
+    rows = "".join(
+        f"<tr><th>{_text(field)}</th><td>{_text(value)}</td></tr>"
+        for field, value in header_rows(metrics)
+    )
+    lines = verdict(metrics, metrics.get("label_errors"))
+    items = "".join(f"<li>{_text(line)}</li>" for line in lines)
+    return (
+        f'<table class="header" id="run">{rows}</table>'
+        f'<p class="headline" id="headline">{_text(headline(metrics))}</p>'
+        '<p class="note">COCO AP: IoU 0.50:0.95; mAP50: COCO AP at IoU 0.5.</p>'
+        + (f'<ul class="verdict" id="verdict">{items}</ul>' if items else "")
+    )
+
+
+LABEL_ERROR_ROWS = 50  # rows of the table; metrics.json lists them all
+
+
+def _label_errors(label_errors: Mapping, thumbnails: Sequence[Mapping]) -> str:
+    kinds = "".join(
+        f"<li><b>{_text(kind)}</b> ({label_errors['counts'][kind]}): {_text(text)}</li>"
+        for kind, text in describe_kinds(label_errors).items()
+    )
+    total = len(label_errors["issues"])
+    content = (
+        f'<p class="note">Detections with score >= {label_errors["score_threshold"]:g} that '
+        "disagree with the labels in a way a labelling mistake explains (after ObjectLab, "
+        "cleanlab's object-detection label-issue finder), most confident first. Look at these "
+        "labels before blaming the model. Thumbnails: the detection in orange, the label's box "
+        f"(wrong, loose) in blue.</p><ul>{kinds}</ul>"
+    )
+    if thumbnails:
+        figures = "".join(
+            f'<figure><img src="{jpeg_uri(t["image"])}" alt="{_text(t["caption"])}">'
+            f"<figcaption>{_text(t['caption'])}</figcaption></figure>"
+            for t in thumbnails
+        )
+        content += f'<div class="thumbs">{figures}</div>'
+    content += _table(LABEL_ERROR_HEADERS, label_error_rows(label_errors, LABEL_ERROR_ROWS))
+    if total > LABEL_ERROR_ROWS:
+        content += f'<p class="note">{total - LABEL_ERROR_ROWS} more in metrics.json.</p>'
+    return content
+
+
 def _legend(colours: Mapping[str, tuple]) -> str:
     spans = [
         f'<span><i class="swatch" style="background: rgb{tuple(colour)}"></i>'
@@ -151,6 +248,7 @@ def write_html_report(
     gallery: Sequence[Mapping] = (),
     legend: Mapping[str, tuple] | None = None,
     suffix: str = "",
+    thumbnails: Sequence[Mapping] = (),
 ) -> Path:
     """Writes `model_dir/report{suffix}.html`.
 
@@ -161,15 +259,14 @@ def write_html_report(
       gallery: [{"group": e.g. "Worst images", "title": str, "caption": str, "image": uint8
         [H, W, 3]}], shown in groups in the order given.
       legend: {status: RGB colour} of the gallery's drawings.
+      thumbnails: [{"caption": str, "image": uint8 [H, W, 3]}] of the likely label errors
+        (`metrics["label_errors"]["issues"]`, in rank order), shown in their section.
 
     Returns:
       The report's path.
     """
     model_dir = Path(model_dir)
-    body = ["<h1>Evaluation report</h1>"]
-    if "num_images" in metrics:
-        split = f" of split '{_text(metrics['split'])}'" if "split" in metrics else ""
-        body.append(f"<p>Evaluated on {_text(metrics['num_images'])} images{split}.</p>")
+    body = ['<h1 id="top">Evaluation report</h1>', _header(metrics)]
     tables = metric_tables(metrics)
     sections = [
         (
@@ -192,6 +289,9 @@ def write_html_report(
         if title == "Error breakdown":
             content += '<p class="note">AP50 gained by fixing each type:</p>' + _error_bars(metrics)
         sections.append((title, content))
+    label_errors = metrics.get("label_errors")
+    if label_errors:
+        sections.append((LABEL_ERRORS_TITLE, _label_errors(label_errors, thumbnails)))
     if gallery:
         groups: dict[str, list[str]] = {}
         for entry in gallery:

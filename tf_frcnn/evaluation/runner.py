@@ -22,7 +22,8 @@ from tf_frcnn.evaluation.evaluator import (
     unpad_groundtruths,
     unpad_proposals,
 )
-from tf_frcnn.evaluation.html_report import write_html_report
+from tf_frcnn.evaluation.html_report import label_error_thumbnail, write_html_report
+from tf_frcnn.evaluation.label_errors import find_label_errors
 from tf_frcnn.evaluation.report import (
     plot_loss_curves,
     plot_pr_curves,
@@ -32,7 +33,7 @@ from tf_frcnn.evaluation.report import (
     write_report,
 )
 from tf_frcnn.proposals import ProposalLayer
-from tf_frcnn.rundir import log_dir, read_history, read_validation
+from tf_frcnn.rundir import STATE_FILE, RunState, log_dir, read_history, read_validation
 from tf_frcnn.stages import stage_names
 from tf_frcnn.visualize import STATUS_COLOURS, draw_errors
 
@@ -154,6 +155,10 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
     metrics["split"] = split
     metrics.update(evaluator.analysis(DEFAULT_THRESHOLD))
     metrics.update(extra or {})
+    metrics["run"] = _run_context(config, model_dir, metrics.get("weights"))
+    metrics["label_errors"] = find_label_errors(
+        evaluator.groundtruths, evaluator.operating_point({}, 0.0), len(class_names), class_names
+    )
     write_metrics_json(metrics, os.path.join(model_dir, f"metrics{suffix}.json"))
 
     def path(name):
@@ -178,17 +183,43 @@ def write_outputs(config, model_dir, split, metrics, evaluator, class_names, suf
     validation = {stage: rows for stage in stages if (rows := read_validation(logs, stage))}
     if validation:
         images["Validation during training"] = plot_validation_curves(
-            validation, os.path.join(model_dir, "validation_curves.png")
+            validation,
+            os.path.join(model_dir, "validation_curves.png"),
+            selected=metrics["run"].get("best"),
         )
     report = write_report(model_dir, metrics, images, suffix=suffix)
-    gallery = _gallery(config, split, evaluator, metrics["thresholds"], class_names)
-    write_html_report(model_dir, metrics, images, gallery, STATUS_COLOURS, suffix=suffix)
+    gallery, thumbnails = _gallery(
+        config, split, evaluator, metrics["thresholds"], class_names, metrics["label_errors"]
+    )
+    write_html_report(
+        model_dir, metrics, images, gallery, STATUS_COLOURS, suffix=suffix, thumbnails=thumbnails
+    )
     return metrics, report
 
 
-def _gallery(config, split, evaluator, thresholds, class_names):
+LABEL_ERROR_THUMBNAILS = 24
+
+
+def _run_context(config, model_dir, weights):
+    """The report header's facts about the run: weights, the selected validation step
+    ({"stage", "step", "mAP50"} of state.json's "best", for the best weights), config path,
+    model dir, and the detection score threshold the error counts go down to."""
+    best = None
+    if weights in (None, "best") and os.path.exists(os.path.join(model_dir, STATE_FILE)):
+        best = RunState.load(model_dir).best
+    return {
+        "weights": weights or ("best" if best else "final"),
+        "best": best,
+        "config": os.path.join(model_dir, "config.yaml"),
+        "model_dir": str(model_dir),
+        "score_threshold": float(config.detection.score_threshold),
+    }
+
+
+def _gallery(config, split, evaluator, thresholds, class_names, label_errors):
     """The report's pictures: the images with most errors at the max-F1 thresholds, and a few
-    without; only those images are read again from the split."""
+    without, and thumbnails of the first likely label errors; only those images are read again
+    from the split. Returns (gallery entries, thumbnails)."""
     limits = {label: entry["threshold"] for label, entry in thresholds.items()}
     judged = classify_images(
         evaluator.groundtruths,
@@ -202,12 +233,24 @@ def _gallery(config, split, evaluator, thresholds, class_names):
         for group, ids in (("Most errors", worst), ("Best", best))
         for image_id in ids
     }
+    issues = label_errors["issues"][:LABEL_ERROR_THUMBNAILS]
     records, _ = inputs.source(config, split)
     pictures = {
         image_id: record["image"].numpy()
         for record in records
         if (image_id := record["image_id"].numpy().decode("utf-8")) in wanted
+        or any(issue["image_id"] == image_id for issue in issues)
     }
+    thumbnails = [
+        {
+            "caption": f"#{rank} {issue['kind']}: {issue['image_id']}, {issue['class_name']} "
+            f"{issue['score']:.2f}"
+            + (f" on {issue['label_name']}" if "label_name" in issue else ""),
+            "image": label_error_thumbnail(pictures[issue["image_id"]], issue),
+        }
+        for rank, issue in enumerate(issues, start=1)
+        if issue["image_id"] in pictures
+    ]
     by_id = {
         image["image_id"]: (image, errors)
         for image, errors in zip(judged, image_error_counts(judged))
@@ -240,4 +283,4 @@ def _gallery(config, split, evaluator, thresholds, class_names):
             class_names,
         )
         gallery.append({"group": group, "title": image_id, "caption": caption, "image": drawn})
-    return gallery
+    return gallery, thumbnails

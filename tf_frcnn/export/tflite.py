@@ -202,7 +202,7 @@ def convert(signature, quantization=None, representative_images=None, scopes=Non
         (dynamic-range quantization: int8 weights, float activations) or "int8" (the networks,
         i.e. the ops under ``scopes``, in int8 with weights and activations calibrated
         on ``representative_images``; the box arithmetic in float32: see
-        ``_networks_int8`` and the README).
+        ``_networks_int8`` and docs/deployment.md).
       representative_images: for "int8": the model's inputs for a few dozen training images
         (``calibration_inputs``: uint8 [1, H, W, 3] arrays, or dicts of the two inputs).
       scopes: for "int8": ``int8_scopes(model)`` of the converted model.

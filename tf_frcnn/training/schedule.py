@@ -376,8 +376,6 @@ class Trainer:
 
 def train(config, model_dir, *, resume=False, strategy=None, progress=True, resolve=None):
     """Train ``config`` into ``model_dir`` (see ``Trainer``); returns the model."""
-    trainer = Trainer(
-        config, model_dir, strategy=strategy, progress=progress, resolve=resolve
-    )
+    trainer = Trainer(config, model_dir, strategy=strategy, progress=progress, resolve=resolve)
     trainer.run(resume=resume)
     return trainer.model
