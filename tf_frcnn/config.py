@@ -54,6 +54,19 @@ def _like(function, name, check=None):
 
 
 @dataclass
+class FPNConfig:
+    """The feature pyramid (tf_frcnn.fpn, docs/fpn.md); ``model.fpn: null`` is the paper's
+    single stride-16 map. Level l has stride 2**l."""
+
+    min_level: int = _positive(2)  # finest level (P2: stride 4)
+    max_level: int = _positive(6)  # the RPN's coarsest; P6 subsamples P5, RPN only
+    channels: int = _positive(256)  # of every level (64 suits MobileNet at alpha 0.25)
+    separable: bool = False  # separable 3x3 output convs
+    roi_canonical_size: float = _positive(224.0)  # a ROI of this side pools from...
+    roi_canonical_level: int = _positive(4)  # ...this level (FPN Eq. 1)
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "vgg16"  # vgg16 | resnet50 | mobilenet | tiny
     weights: str | None = None  # None | "imagenet" | path to a weights file
@@ -73,6 +86,7 @@ class ModelConfig:
     # Detector fc layers and their dropout; None: the backbone's (backbones.head_defaults).
     fc_units: list | None = _positive()
     dropout: float | None = _fraction()
+    fpn: FPNConfig | None = None  # the feature pyramid; null: one stride-16 map
 
 
 @dataclass
@@ -198,6 +212,12 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _optional_section(section, key):
+    """The dataclass of an optional section field (``FPNConfig | None``), else None."""
+    kind = next(f.type for f in dataclasses.fields(section) if f.name == key)
+    return next((t for t in typing.get_args(kind) if dataclasses.is_dataclass(t)), None)
+
+
 def _merge(section, values, prefix):
     names = {f.name for f in dataclasses.fields(section)}
     for key, value in values.items():
@@ -206,6 +226,10 @@ def _merge(section, values, prefix):
                 f"unknown config key '{prefix}{key}' (expected one of: {', '.join(sorted(names))})"
             )
         current = getattr(section, key)
+        if current is None and isinstance(value, dict) and _optional_section(section, key):
+            # An optional section (model.fpn) set by a mapping: its defaults, then the values.
+            current = _optional_section(section, key)()
+            setattr(section, key, current)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{prefix}{key}' must be a mapping")
