@@ -26,9 +26,9 @@ Pyramid taps (`build_backbone(..., pyramid=True)`, for `tf_frcnn.fpn`): `feature
 bottom/right with black to a multiple of 32 (`PadToMultiple`), then returns the stride 4, 8, 16 and
 32 maps (levels 2 to 5) of `PYRAMID_LAYERS`: on a multiple of 32 every backbone's level l is exactly
 H / 2**l, so the top-down path of the pyramid adds maps of equal sizes. VGG16 has no stride-32 conv:
-its level 5 is block5_pool (2x2/2 max pool of conv5_3, no new weights). `tiny` taps its stages by
-stride and appends one more 3x3/2 stage (as wide as its last) for stride 32; a 2-stage tiny starts at
-stride 8, so its pyramid starts at level 3.
+its level 5 is block5_pool (2x2/2 max pool of conv5_3, no new weights). `tiny` taps its stages
+by stride and appends one more 3x3/2 stage (as wide as its last) for stride 32; a 2-stage tiny
+starts at stride 8, so its pyramid starts at level 3.
 
 Freezing: with pretrained weights VGG16's conv1_x/conv2_x (as in the paper) and ResNet50's
 conv1/conv2_x stay at their ImageNet values, and BatchNorm layers are always frozen (inference mode:
