@@ -110,6 +110,10 @@ class PyramidAnchorGenerator(keras.layers.Layer):
     def num_anchors_per_location(self):
         return len(self.scales) * len(self.ratios)
 
+    def build(self, input_shape):
+        for level, shape in zip(self.levels, input_shape):
+            level.build(shape)
+
     def call(self, feature_maps):
         return [level(feature_map) for level, feature_map in zip(self.levels, feature_maps)]
 
