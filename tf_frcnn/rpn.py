@@ -40,7 +40,7 @@ class RPNHead(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        if isinstance(input_shape, list):  # the levels of a pyramid share the head
+        if isinstance(input_shape[0], (list, tuple)):  # the levels of a pyramid share the head
             input_shape = input_shape[0]
         self.conv.build(input_shape)
         hidden = tuple(input_shape[:-1]) + (self.channels,)
