@@ -116,6 +116,17 @@ def test_keras_round_trip_of_a_pyramid_model(fpn_run, tmp_path):
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-4)
 
 
+def test_svd_of_the_head_on_pyramid_features(fpn_run):
+    _, model_dir, _ = fpn_run
+    model, _ = load_trained_model(model_dir)
+    truncated, _ = load_trained_model(model_dir, svd_ranks=[16, 16])
+    images = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    full, cut = model({"images": images}), truncated({"images": images})
+    # fc6 takes the 7 x 7 x 16 pooled pyramid features; rank 16 of a 32-unit layer.
+    assert truncated.detector_head.fcs[0].weights[0].shape == (7 * 7 * 16, 16)
+    np.testing.assert_allclose(full["proposals"], cut["proposals"])
+
+
 def test_export_verify_passes_on_a_pyramid_model(fpn_run, tmp_path, capsys):
     _, model_dir, _ = fpn_run
     out = str(tmp_path / "saved")
