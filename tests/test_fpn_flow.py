@@ -1,6 +1,6 @@
 """A pyramid model through the whole flow (issue #21): the 4-step schedule shares and
 freezes the pyramid as the backbone, the .keras round trip, and `export --verify` of the
-SavedModel and the float32 and int8 TFLite files."""
+SavedModel and the float32 and int8 TFLite files; validation during training."""
 
 import json
 import os
@@ -34,9 +34,11 @@ CONFIG = {
         "pad_to": [64, 64],
         "batch_size": 2,
         "max_boxes": 8,
+        "val_split": 0.25,
     },
     "train": {
         "checkpoint_every": 4,
+        "eval_every": 2,
         "stages": {
             name: {"steps": 2, "learning_rate": 0.01}
             for name in ("rpn1", "detector2", "rpn3", "detector4")
@@ -101,6 +103,14 @@ def test_the_schedule_shares_and_freezes_the_pyramid_as_the_backbone(fpn_run):
     assert not _same(start["rpn3"]["rpn"], end["rpn3"]["rpn"])
     assert _same(start["detector4"]["rpn"], end["detector4"]["rpn"])
     assert not _same(start["detector4"]["detector"], end["detector4"]["detector"])
+
+
+def test_validation_ran_in_every_stage(fpn_run):
+    _, model_dir, _ = fpn_run
+    for stage, metric in (("rpn1", "recall@300"), ("detector2", "mAP50"), ("rpn3", "recall@300")):
+        with open(os.path.join(model_dir, "logs", f"{stage}.val.jsonl")) as log:
+            rows = [json.loads(line) for line in log]
+        assert rows and all(metric in row for row in rows), (stage, rows)
 
 
 def test_keras_round_trip_of_a_pyramid_model(fpn_run, tmp_path):
