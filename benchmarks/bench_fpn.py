@@ -7,7 +7,9 @@ at 600x800, random weights (timing only), runs interleaved so both see the same 
 The single-level model is configs/mobilenet_cpu.yaml with its fitted anchors replaced by
 3 scales x 3 ratios (the count ``auto`` fits); the pyramid adds ``model.fpn`` with
 ``--channels`` (64) and separable output convs (``--dense`` for plain 3x3 convs), one
-scale x 3 ratios per level (its defaults, docs/fpn.md). Prints one JSON line per model and
+scale x 3 ratios per level and an RPN conv as wide as the levels (its defaults, docs/fpn.md;
+the CPU config's explicit rpn_channels: 256 is replaced), 2,000 / 1,000 pre-NMS boxes per
+level. Prints one JSON line per model and
 the pyramid / single ratios last (the goal: the pyramid's step at most 1.6x).
 """
 
@@ -66,6 +68,7 @@ def main():
         if name == "pyramid":
             config.model.fpn = FPNConfig(channels=args.channels, separable=not args.dense)
             config.model.anchor_scales = [8.0]
+            config.model.rpn_channels = args.channels
         model = build_model(config)
         model({"images": images[:, :64, :64]})
         set_trainable(model, joint)

@@ -198,6 +198,7 @@ def test_pyramid_defaults_apply_only_to_keys_left_at_the_paper_default():
     assert config.model.anchor_scales == [8.0]
     assert config.model.rpn_channels == 64
     assert (config.rpn.lambda_reg, config.rpn.min_size) == (1.0, 1e-3)
+    assert (config.rpn.train_pre_nms, config.rpn.test_pre_nms) == (2000, 1000)
     given = {"model": {"fpn": {}, "anchor_scales": [4, 8], "rpn_channels": 32}}
     config = pyramid_defaults(config_from_dict({**given, "rpn": {"lambda_reg": 2.0}}))
     assert (config.model.anchor_scales, config.model.rpn_channels) == ([4, 8], 32)
