@@ -273,7 +273,8 @@ def build_model(config, precision=None):
                 )
             except ValueError as error:
                 raise ConfigError(f"config key 'model.fpn.min_level': {error}") from None
-            backbone = dataclasses.replace(backbone, features=features)
+            # VGG16's ImageNet fc6 reads conv5_3 (7 x 7 x 512), not pooled pyramid levels.
+            backbone = dataclasses.replace(backbone, features=features, fc_weights=None)
         rpn_head = RPNHead(
             num_anchors=anchor_generator.num_anchors_per_location, channels=m.rpn_channels
         )
