@@ -18,10 +18,11 @@ import argparse
 import numpy as np
 
 from tf_frcnn.config import load_config
+from tf_frcnn.data import inputs
 from tf_frcnn.evaluation._records import box_iou
 from tf_frcnn.evaluation.label_errors import LABEL_ERROR_KINDS, find_label_errors
 from tf_frcnn.evaluation.runner import evaluate
-from tf_frcnn.training import inputs, load_trained_model
+from tf_frcnn.rundir import load_trained_model
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 SHIFT = 0.6 / 1.4  # a sideways shift by s of the width leaves IoU (1 - s) / (1 + s) = 0.4

@@ -4,8 +4,9 @@ Boxes inside the library are absolute pixel [ymin, xmin, ymax, xmax] float32;
 dataset records carry normalised [ymin, xmin, ymax, xmax].
 """
 
-from tf_frcnn.anchors import AnchorGenerator
+from tf_frcnn.anchors import AnchorGenerator, PyramidAnchorGenerator
 from tf_frcnn.config import Config, ConfigError, load_config
+from tf_frcnn.fpn import FeaturePyramid
 from tf_frcnn.head import FastRCNNHead
 from tf_frcnn.model import FasterRCNN
 from tf_frcnn.proposals import ProposalLayer
@@ -20,7 +21,9 @@ __all__ = [
     "ConfigError",
     "FastRCNNHead",
     "FasterRCNN",
+    "FeaturePyramid",
     "ProposalLayer",
+    "PyramidAnchorGenerator",
     "ROIPooling",
     "ROIPoolingBuiltin",
     "RPNHead",

@@ -105,3 +105,52 @@ def level_scales(scales, fpn):
     if fpn is not None and tuple(float(s) for s in scales) == _SINGLE_LEVEL_SCALES:
         return list(PYRAMID_SCALES)
     return [float(s) for s in scales]
+
+
+@keras.saving.register_keras_serializable(package="tf_frcnn")
+class PyramidAnchorGenerator(keras.layers.Layer):
+    """Anchors on a feature pyramid: level l (stride 2**l) carries the anchors of
+    ``AnchorGenerator(base_size=2**l, scales, ratios, stride=2**l)`` on its own map, so
+    ``scales`` are multiples of each level's stride (8: 32 px on P2 ... 512 px on P6, FPN
+    Sec. 4.1).
+
+    Call on the list of level maps [batch, h_l, w_l, channels], finest (``min_level``)
+    first; returns the list of each level's anchors float32 [h_l * w_l * k, 4] absolute
+    [ymin, xmin, ymax, xmax] in input pixels, ordered as ``AnchorGenerator``'s. Their
+    concatenation (P2 first) matches the RPN head's outputs on the same list.
+    """
+
+    def __init__(self, min_level=2, max_level=6, scales=(8.0,), ratios=(0.5, 1.0, 2.0), **kwargs):
+        super().__init__(**kwargs)
+        self.min_level = min_level
+        self.max_level = max_level
+        self.scales = tuple(float(s) for s in scales)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.levels = [
+            AnchorGenerator(2**level, self.scales, self.ratios, stride=2**level)
+            for level in range(min_level, max_level + 1)
+        ]
+
+    @property
+    def num_anchors_per_location(self):
+        return len(self.scales) * len(self.ratios)
+
+    def build(self, input_shape):
+        for level, shape in zip(self.levels, input_shape):
+            level.build(shape)
+
+    def call(self, feature_maps):
+        return [level(feature_map) for level, feature_map in zip(self.levels, feature_maps)]
+
+    def compute_output_shape(self, input_shape):
+        return [level.compute_output_shape(shape) for level, shape in zip(self.levels, input_shape)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            min_level=self.min_level,
+            max_level=self.max_level,
+            scales=self.scales,
+            ratios=self.ratios,
+        )
+        return config

@@ -22,6 +22,14 @@ tiny       ceil(H / 16): four 'same' 3x3/2 convs                      50x50     
 All four agree with H / 16 whenever H is a multiple of 16 (the paper's 800x800 -> 50x50); for
 other sizes they differ by at most one cell, which is why anchors come from the feature map's shape.
 
+Pyramid taps (`build_backbone(..., pyramid=True)`, for `tf_frcnn.fpn`): `features` pads the input
+bottom/right with black to a multiple of 32 (`PadToMultiple`), then returns the stride 4, 8, 16 and
+32 maps (levels 2 to 5) of `PYRAMID_LAYERS`: on a multiple of 32 every backbone's level l is exactly
+H / 2**l, so the top-down path of the pyramid adds maps of equal sizes. VGG16 has no stride-32 conv:
+its level 5 is block5_pool (2x2/2 max pool of conv5_3, no new weights). `tiny` taps its stages
+by stride and appends one more 3x3/2 stage (as wide as its last) for stride 32; a 2-stage tiny
+starts at stride 8, so its pyramid starts at level 3.
+
 Freezing: with pretrained weights VGG16's conv1_x/conv2_x (as in the paper) and ResNet50's
 conv1/conv2_x stay at their ImageNet values, and BatchNorm layers are always frozen (inference mode:
 detection trains with 1-2 images per batch). `features.trainable = True` would unfreeze them all;
@@ -31,6 +39,7 @@ detection trains with 1-2 images per batch). `features.trainable = True` would u
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 
@@ -44,6 +53,8 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 
 STRIDE = 16
 POOL_SIZE = 7
+# The coarsest backbone stride of the pyramid taps: their inputs are padded to a multiple of it.
+PYRAMID_STRIDE = 32
 
 
 def feature_size(backbone: str, side: int) -> int:
@@ -63,6 +74,13 @@ _FEATURE_LAYER = {
     "vgg16": "block5_conv3",
     "resnet50": "conv4_block6_out",
     "mobilenet": "conv_pw_11_relu",
+}
+
+# The stride 4, 8, 16, 32 maps (levels 2 to 5) of each backbone, for the feature pyramid.
+PYRAMID_LAYERS = {
+    "vgg16": ("block3_conv3", "block4_conv3", "block5_conv3", "block5_pool"),
+    "resnet50": ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+    "mobilenet": ("conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"),
 }
 
 # freeze_until="default" with pretrained weights: the layers computing the stride-4 features stay
@@ -108,6 +126,33 @@ class CaffePreprocessing(keras.layers.Layer):
         return {**super().get_config(), "mean": list(self.mean)}
 
 
+@keras.saving.register_keras_serializable(package="tf_frcnn")
+class PadToMultiple(keras.layers.Layer):
+    """Zero-pad images at the bottom and right to a multiple of ``multiple`` pixels.
+
+    Call: images [batch, H, W, C] -> [batch, ceil(H / m) * m, ceil(W / m) * m, C]; the pixels
+    keep their coordinates, so boxes and anchors need no change.
+    """
+
+    def __init__(self, multiple=PYRAMID_STRIDE, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = multiple
+
+    def call(self, images):
+        shape = ops.shape(images)
+        pads = [(-shape[axis]) % self.multiple for axis in (1, 2)]
+        return ops.pad(images, [[0, 0], [0, pads[0]], [0, pads[1]], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        def padded(side):
+            return None if side is None else -(-side // self.multiple) * self.multiple
+
+        return (input_shape[0], padded(input_shape[1]), padded(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
 def preprocessing_layer(name: str) -> keras.layers.Layer:
     """A fresh normalisation layer for backbone `name`: RGB 0..255 in, what it was trained on out.
 
@@ -132,6 +177,8 @@ class Backbone:
         frozen_layers: names of layers in `features` that stay frozen whatever is trained.
         fc_weights: VGG16's ImageNet fc6, fc7 as [kernel, bias] each when the weights had them,
             else None (`FastRCNNHead.for_backbone` sets them).
+        levels: with pyramid taps, the levels l (stride 2**l) of the maps `features` returns, a
+            list finest first; () for the single stride-16 map.
     """
 
     name: str
@@ -140,6 +187,7 @@ class Backbone:
     pool_size: int
     frozen_layers: tuple = ()
     fc_weights: list | None = None
+    levels: tuple = ()
 
     def set_trainable(self, trainable: bool) -> None:
         set_trainable(self.features, trainable, self.frozen_layers)
@@ -160,6 +208,7 @@ def build_backbone(
     alpha: float = 0.25,
     freeze_until: str | None = "default",
     tiny_channels=TINY_CHANNELS,
+    pyramid: bool = False,
 ) -> Backbone:
     """Build backbone `name`.
 
@@ -179,6 +228,8 @@ def build_backbone(
             resolution with a 3x3/2 conv; the first takes the rest of the stride 16, by a 3x3/2 conv
             when that is 2, else by a non-overlapping s x s / s conv ("patchify"). Three stages
             (a 4x4/4 stem) suit inputs upscaled 4x.
+        pyramid: `features` pads its input to a multiple of 32 and returns the list of the
+            stride 4 to 32 maps (`levels`, see the module docstring) instead of the stride-16 map.
 
     Raises:
         ValueError: unknown `name`, `weights` neither None, "imagenet" nor an existing .h5 file, a
@@ -188,17 +239,23 @@ def build_backbone(
     weights = _check_weights(name, weights)
 
     images = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
-    normalised = preprocessing_layer(name)(images)
+    padded = PadToMultiple(name="pad_to_stride")(images) if pyramid else images
+    normalised = preprocessing_layer(name)(padded)
     fc_weights = None
     if name == "vgg16":
-        features, fc_weights = _vgg16(images, normalised, weights)
+        features, fc_weights = _vgg16(images, normalised, weights, pyramid)
     elif name == "resnet50":
-        features = _application(keras.applications.ResNet50, images, normalised, weights, name)
+        application = keras.applications.ResNet50
+        features = _application(application, images, normalised, weights, name, pyramid)
     elif name == "mobilenet":
         application = functools.partial(keras.applications.MobileNet, alpha=alpha)
-        features = _application(application, images, normalised, weights, name)
+        features = _application(application, images, normalised, weights, name, pyramid)
     else:
-        features = _tiny(images, normalised, weights, tiny_channels)
+        features = _tiny(images, normalised, weights, tiny_channels, pyramid)
+    levels = ()
+    if pyramid:
+        # Each output's stride on a multiple of 32: input side / output side.
+        levels = tuple(int(math.log2(64 // output.shape[1])) for output in _probe(features))
 
     if freeze_until == "default":
         freeze_until = _DEFAULT_FREEZE_UNTIL[name] if weights is not None else None
@@ -209,6 +266,7 @@ def build_backbone(
         pool_size=POOL_SIZE,
         frozen_layers=_frozen_layer_names(features, freeze_until),
         fc_weights=fc_weights,
+        levels=levels,
     )
     backbone.set_trainable(True)
     return backbone
@@ -254,12 +312,24 @@ def _load_file(model, path, what):
         raise ValueError(f"weights {path!r} do not fit {what}: {error}") from error
 
 
-def _vgg16(images, normalised, weights):
+def _outputs(model, name, pyramid):
+    """The stride-16 map of application ``model``, or the list of its pyramid taps."""
+    if pyramid:
+        return [model.get_layer(layer).output for layer in PYRAMID_LAYERS[name]]
+    return model.get_layer(_FEATURE_LAYER[name]).output
+
+
+def _probe(features):
+    """The outputs of ``features`` on a 64x64 input (symbolic: nothing is computed)."""
+    outputs = features.compute_output_spec(keras.KerasTensor((1, 64, 64, 3)))
+    return outputs if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def _vgg16(images, normalised, weights, pyramid=False):
     no_top = keras.applications.VGG16(
         include_top=False, weights=None, input_tensor=normalised, input_shape=(None, None, 3)
     )
-    conv5_3 = no_top.get_layer(_FEATURE_LAYER["vgg16"]).output
-    features = keras.Model(images, conv5_3, name="vgg16_features")
+    features = keras.Model(images, _outputs(no_top, "vgg16", pyramid), name="vgg16_features")
 
     source = None
     if weights == "imagenet":
@@ -280,7 +350,7 @@ def _vgg16(images, normalised, weights):
     return features, [source.get_layer(fc).get_weights() for fc in ("fc1", "fc2")]
 
 
-def _application(application, images, normalised, weights, name):
+def _application(application, images, normalised, weights, name, pyramid=False):
     base = application(
         include_top=False,
         weights="imagenet" if weights == "imagenet" else None,
@@ -289,7 +359,7 @@ def _application(application, images, normalised, weights, name):
     )
     if weights not in (None, "imagenet"):
         _load_file(base, weights, f"{name} (include_top=False)")
-    return keras.Model(images, base.get_layer(_FEATURE_LAYER[name]).output, name=f"{name}_features")
+    return keras.Model(images, _outputs(base, name, pyramid), name=f"{name}_features")
 
 
 def tiny_stem_stride(tiny_channels) -> int:
@@ -303,10 +373,14 @@ def tiny_stem_stride(tiny_channels) -> int:
     return STRIDE // 2 ** (stages - 1)
 
 
-def _tiny(images, normalised, weights, tiny_channels=TINY_CHANNELS):
+def _tiny(images, normalised, weights, tiny_channels=TINY_CHANNELS, pyramid=False):
     # Downsample first, then refine at the new stride: nothing runs at full resolution.
     stem = tiny_stem_stride(tiny_channels)
+    if pyramid:
+        # One more stage for stride 32.
+        tiny_channels = tuple(tiny_channels) + (tiny_channels[-1],)
     x = normalised
+    taps = []
     for stage, channels in enumerate(tiny_channels, start=1):
         stride = stem if stage == 1 else 2
         x = keras.layers.Conv2D(
@@ -326,7 +400,9 @@ def _tiny(images, normalised, weights, tiny_channels=TINY_CHANNELS):
             kernel_initializer="he_normal",
             name=f"stage{stage}_conv",
         )(x)
-    features = keras.Model(images, x, name="tiny_features")
+        if stem * 2 ** (stage - 1) >= 4:
+            taps.append(x)
+    features = keras.Model(images, taps if pyramid else x, name="tiny_features")
     if weights is not None:
         _load_file(features, weights, "the tiny backbone")
     return features

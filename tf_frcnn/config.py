@@ -39,12 +39,15 @@ def _fraction(default=None, high=1.0):
 
 @dataclass
 class FPNConfig:
-    min_level: int = 2
-    max_level: int = 6
-    channels: int = 256
-    separable: bool = False
-    roi_canonical_size: int = 224
-    roi_canonical_level: int = 4
+    """The feature pyramid (tf_frcnn.fpn, docs/fpn.md); ``model.fpn: null`` is the paper's
+    single stride-16 map. Level l has stride 2**l."""
+
+    min_level: int = _positive(2)  # finest level (P2: stride 4)
+    max_level: int = _positive(6)  # the RPN's coarsest; P6 subsamples P5, RPN only
+    channels: int = _positive(256)  # of every level (64 suits MobileNet at alpha 0.25)
+    separable: bool = False  # separable 3x3 output convs
+    roi_canonical_size: float = _positive(224.0)  # a ROI of this side pools from...
+    roi_canonical_level: int = _positive(4)  # ...this level (FPN Eq. 1)
 
 
 @dataclass
@@ -198,6 +201,12 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _optional_section(section, key):
+    """The dataclass of an optional section field (``FPNConfig | None``), else None."""
+    kind = next(f.type for f in dataclasses.fields(section) if f.name == key)
+    return next((t for t in typing.get_args(kind) if dataclasses.is_dataclass(t)), None)
+
+
 def _merge(section, values, prefix):
     names = {f.name for f in dataclasses.fields(section)}
     for key, value in values.items():
@@ -206,9 +215,9 @@ def _merge(section, values, prefix):
                 f"unknown config key '{prefix}{key}' (expected one of: {', '.join(sorted(names))})"
             )
         current = getattr(section, key)
-        if current is None and isinstance(value, dict):
-            # An optional section (model.fpn), null by default: a mapping turns it on.
-            current = _optional_section(section, key)
+        if current is None and isinstance(value, dict) and _optional_section(section, key):
+            # An optional section (model.fpn) set by a mapping: its defaults, then the values.
+            current = _optional_section(section, key)()
             setattr(section, key, current)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -216,16 +225,6 @@ def _merge(section, values, prefix):
             _merge(current, value, f"{prefix}{key}.")
         else:
             setattr(section, key, value)
-
-
-def _optional_section(section, key):
-    """A default instance of the dataclass that field ``key`` of ``section`` may hold
-    (``FPNConfig | None``), or None when the field holds no dataclass."""
-    kind = next(f.type for f in dataclasses.fields(section) if f.name == key)
-    if isinstance(kind, str):  # postponed annotations
-        kind = typing.get_type_hints(type(section))[key]
-    found = [t for t in typing.get_args(kind) if dataclasses.is_dataclass(t)]
-    return found[0]() if found else None
 
 
 def _stages(values):

@@ -65,7 +65,7 @@ class FastRCNNHead(keras.layers.Layer):
         )
         if backbone.fc_weights is not None:
             size = pool_size or backbone.pool_size
-            channels = backbone.features.output.shape[-1]
+            channels = backbone.features.outputs[0].shape[-1]
             head.set_fc_weights(backbone.fc_weights, (None, size, size, channels))
         return head
 

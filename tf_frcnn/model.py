@@ -2,16 +2,20 @@
 the Fast R-CNN head into inference. Training (which parts, which losses, whose
 proposals) lives in ``tf_frcnn.training``; the model holds no schedule state."""
 
+import copy
+import dataclasses
+
 import keras
 import tensorflow as tf
 
-from tf_frcnn.anchors import AnchorGenerator
+from tf_frcnn.anchors import AnchorGenerator, PyramidAnchorGenerator
 from tf_frcnn.backbones import STRIDE, build_backbone
-from tf_frcnn.config import ConfigError, kwargs_for
+from tf_frcnn.config import Config, ConfigError, kwargs_for
+from tf_frcnn.fpn import BACKBONE_MAX_LEVEL, pyramid_features
 from tf_frcnn.head import FastRCNNHead, postprocess_detections
 from tf_frcnn.precision import policy_scope
 from tf_frcnn.proposals import ProposalLayer
-from tf_frcnn.roi import ROIPooling, ROIPoolingBuiltin
+from tf_frcnn.roi import MultiLevelRoIAlign, ROIPooling, ROIPoolingBuiltin
 from tf_frcnn.rpn import RPNHead
 
 _PARTS = (
@@ -26,11 +30,15 @@ _PARTS = (
 
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class FasterRCNN(keras.Model):
-    """Faster R-CNN on a stride-16 backbone.
+    """Faster R-CNN on a stride-16 backbone or on a feature pyramid (``tf_frcnn.fpn``).
 
     Args:
       features: the backbone's feature network (``Backbone.features``): RGB pixels 0..255
-        [batch, H, W, 3] -> feature map [batch, h, w, channels].
+        [batch, H, W, 3] -> feature map [batch, h, w, channels]; for a pyramid
+        (``fpn.pyramid_features``) the list of levels P_min ... P_max, with a
+        ``PyramidAnchorGenerator`` and a ``MultiLevelRoIAlign`` pooling the ROIs from its
+        levels (P6 is the RPN's only). "feature_map" below is then that list, and the
+        anchors of ``rpn_forward`` the list of each level's.
       num_classes: C, object classes without background.
       anchor_generator, rpn_head, proposal_layer, roi_pooling, detector_head: the parts;
         defaults follow the paper.
@@ -74,6 +82,11 @@ class FasterRCNN(keras.Model):
         self.detection_args = dict(detection_args or {})
         self.frozen_layers = tuple(frozen_layers)
 
+    @property
+    def pyramid(self):
+        """Whether the model runs on a feature pyramid (a list of levels)."""
+        return isinstance(self.anchor_generator, PyramidAnchorGenerator)
+
     # -- forward --------------------------------------------------------------
     @staticmethod
     def unpack(inputs):
@@ -108,6 +121,9 @@ class FasterRCNN(keras.Model):
     def region_outputs(self, feature_map, rois, training=False):
         """Region-wise part: ROIs [batch, R, 4] pooled from the feature map -> the
         head's (class_logits [batch * R, C + 1], box_deltas [batch * R, C + 1, 4])."""
+        if self.pyramid:  # the ROIs pool from the pooling's levels, the first ones
+            pooling = self.roi_pooling
+            feature_map = feature_map[: pooling.max_level - pooling.min_level + 1]
         pooled = self.roi_pooling(feature_map, rois)
         return self.detector_head(pooled, training=training)
 
@@ -171,6 +187,37 @@ class FasterRCNN(keras.Model):
         self({"images": tf.zeros([1, side, side, 3])})
 
 
+# The pyramid's values of the keys that keep their single-level defaults (see
+# ``pyramid_defaults``): one anchor scale per level, an RPN conv as wide as the levels, the box
+# loss weighed 1:1 (its Nreg is then the sampled anchors), torchvision's pre-NMS counts (per
+# level on a pyramid), and no proposal dropped for its size but the empty ones (torchvision's
+# 1e-3 px), so 20 px objects keep theirs.
+PYRAMID_DEFAULTS = {
+    ("model", "anchor_scales"): [8.0],
+    ("model", "rpn_channels"): "fpn.channels",
+    ("rpn", "lambda_reg"): 1.0,
+    ("rpn", "train_pre_nms"): 2000,
+    ("rpn", "test_pre_nms"): 1000,
+    ("rpn", "min_size"): 1e-3,
+}
+
+
+def pyramid_defaults(config):
+    """``config`` as the model and its training read it: with ``model.fpn`` set, each key of
+    ``PYRAMID_DEFAULTS`` still at its single-level default (the paper's) takes the pyramid's;
+    a value given otherwise is kept. Without ``model.fpn``, ``config`` itself."""
+    if config.model.fpn is None:
+        return config
+    config = copy.deepcopy(config)
+    single = Config()
+    for (section, key), value in PYRAMID_DEFAULTS.items():
+        if getattr(getattr(config, section), key) == getattr(getattr(single, section), key):
+            if value == "fpn.channels":
+                value = config.model.fpn.channels
+            setattr(getattr(config, section), key, value)
+    return config
+
+
 def build_model(config, precision=None):
     """A ``FasterRCNN`` from a ``tf_frcnn.config.Config``: the one place where
     configuration turns into layer arguments.
@@ -178,7 +225,9 @@ def build_model(config, precision=None):
     ``precision`` (False, "float16" or "bfloat16"; None: ``train.mixed_precision``)
     is the dtype policy of the backbone and the two heads (see ``tf_frcnn.precision``);
     the other parts stay float32. With ``train.jit_compile`` the ROIs are pooled by
-    ``ROIPoolingBuiltin``: XLA has no kernel for ``crop_and_resize``."""
+    the built-in twin (``ROIPoolingBuiltin``): XLA has no kernel for ``crop_and_resize``.
+    With ``model.fpn`` the model runs on the feature pyramid, with ``pyramid_defaults``."""
+    config = pyramid_defaults(config)
     m = config.model
     for key in ("anchor_scales", "anchor_ratios"):
         if getattr(m, key) == "auto":
@@ -187,13 +236,44 @@ def build_model(config, precision=None):
                 "(tf_frcnn.data.analysis.resolve_anchors; tf-frcnn train does)"
             )
     precision = config.train.mixed_precision if precision is None else precision
-    anchor_generator = AnchorGenerator(
-        base_size=m.anchor_base_size, scales=m.anchor_scales, ratios=m.anchor_ratios, stride=STRIDE
-    )
+    fpn = m.fpn
+    if fpn is None:
+        anchor_generator = AnchorGenerator(
+            base_size=m.anchor_base_size,
+            scales=m.anchor_scales,
+            ratios=m.anchor_ratios,
+            stride=STRIDE,
+        )
+    else:
+        if fpn.max_level < fpn.min_level:
+            raise ConfigError(
+                f"config key 'model.fpn.max_level' = {fpn.max_level} must be >= "
+                f"model.fpn.min_level = {fpn.min_level}"
+            )
+        anchor_generator = PyramidAnchorGenerator(
+            fpn.min_level, fpn.max_level, scales=m.anchor_scales, ratios=m.anchor_ratios
+        )
     with policy_scope(precision):
         backbone = build_backbone(
-            m.backbone, m.weights, alpha=m.alpha, tiny_channels=tuple(m.tiny_channels)
+            m.backbone,
+            m.weights,
+            alpha=m.alpha,
+            tiny_channels=tuple(m.tiny_channels),
+            pyramid=fpn is not None,
         )
+        if fpn is not None:
+            try:
+                features = pyramid_features(
+                    backbone,
+                    min_level=fpn.min_level,
+                    max_level=fpn.max_level,
+                    channels=fpn.channels,
+                    separable=fpn.separable,
+                )
+            except ValueError as error:
+                raise ConfigError(f"config key 'model.fpn.min_level': {error}") from None
+            # VGG16's ImageNet fc6 reads conv5_3 (7 x 7 x 512), not pooled pyramid levels.
+            backbone = dataclasses.replace(backbone, features=features, fc_weights=None)
         rpn_head = RPNHead(
             num_anchors=anchor_generator.num_anchors_per_location, channels=m.rpn_channels
         )
@@ -201,14 +281,25 @@ def build_model(config, precision=None):
         detector_head = FastRCNNHead.for_backbone(
             backbone, m.num_classes, m.fc_units, m.dropout, pool_size
         )
-    pooling = ROIPoolingBuiltin if config.train.jit_compile else ROIPooling
+    if fpn is None:
+        pooling = ROIPoolingBuiltin if config.train.jit_compile else ROIPooling
+        roi_pooling = pooling(pool_size=pool_size, stride=backbone.stride)
+    else:
+        roi_pooling = MultiLevelRoIAlign(
+            pool_size=pool_size,
+            canonical_size=fpn.roi_canonical_size,
+            canonical_level=fpn.roi_canonical_level,
+            min_level=fpn.min_level,
+            max_level=min(fpn.max_level, BACKBONE_MAX_LEVEL),
+            builtin=config.train.jit_compile,
+        )
     return FasterRCNN(
         backbone.features,
         m.num_classes,
         anchor_generator=anchor_generator,
         rpn_head=rpn_head,
         proposal_layer=ProposalLayer(**kwargs_for(ProposalLayer, config.rpn)),
-        roi_pooling=pooling(pool_size=pool_size, stride=backbone.stride),
+        roi_pooling=roi_pooling,
         detector_head=detector_head,
         detection_args=kwargs_for(
             postprocess_detections, config.detection, box_stds=tuple(config.roi.box_stds)
@@ -217,18 +308,26 @@ def build_model(config, precision=None):
     )
 
 
+def builtin_pooling(pooling):
+    """The built-in-ops twin of ROI pooling layer ``pooling`` (same arguments)."""
+    if isinstance(pooling, ROIPooling):
+        return ROIPoolingBuiltin(pool_size=pooling.pool_size, stride=pooling.stride)
+    config = pooling.get_config()
+    config.pop("name", None)
+    return type(pooling).from_config({**config, "builtin": True})
+
+
 def builtin_twin(model):
     """A ``FasterRCNN`` that shares every part and weight of ``model`` but pools ROIs with
-    ``ROIPoolingBuiltin`` (same pool size and stride): for TFLite conversion, where
-    ``CropAndResize`` is no built-in op, and for XLA, which has no kernel for it."""
-    pooling = model.roi_pooling
+    built-in ops only (``builtin_pooling``): for TFLite conversion, where ``CropAndResize``
+    is no built-in op, and for XLA, which has no kernel for it."""
     return FasterRCNN(
         model.features,
         model.num_classes,
         anchor_generator=model.anchor_generator,
         rpn_head=model.rpn_head,
         proposal_layer=model.proposal_layer,
-        roi_pooling=ROIPoolingBuiltin(pool_size=pooling.pool_size, stride=pooling.stride),
+        roi_pooling=builtin_pooling(model.roi_pooling),
         detector_head=model.detector_head,
         detection_args=model.detection_args,
         frozen_layers=model.frozen_layers,

@@ -23,6 +23,14 @@ class ProposalLayer(keras.layers.Layer):
     ``num_proposals``; float32 [batch, post_nms] object probabilities (0 on
     padding); int32 [batch]. Output shapes are static so graphs trace once.
     Proposals carry no gradient (approximate joint training, Sec. 3.2).
+
+    On a feature pyramid ``anchors`` is the list of each level's anchors [A_l, 4] (the
+    logits and deltas concatenated in the same order, ``PyramidAnchorGenerator``): the
+    pre-NMS count is then per level (P2 alone has 16x the stride-16 anchors and would
+    crowd the others out), one NMS runs over all levels with each level's boxes shifted
+    apart so that only boxes of the same level suppress each other (detectron2's
+    ``batched_nms`` keyed by level, one built-in op), and the top ``post_nms`` of the
+    image are kept (detectron2 ``find_top_rpn_proposals``, torchvision ``rpn.py``).
     """
 
     def __init__(
@@ -48,15 +56,15 @@ class ProposalLayer(keras.layers.Layer):
         post_nms = self.train_post_nms if use_training_counts else self.test_post_nms
         scores = tf.stop_gradient(objectness_scores(objectness_logits))
         box_deltas = tf.stop_gradient(box_deltas)
-        num_anchors = anchors.shape[0]
-        if num_anchors is not None:
-            pre_nms = min(pre_nms, num_anchors)
-        else:
-            pre_nms = tf.minimum(pre_nms, tf.shape(anchors)[0])
-
-        top_scores, top_index = tf.math.top_k(scores, k=pre_nms, sorted=True)
-        top_deltas = tf.gather(box_deltas, top_index, batch_dims=1)
-        top_anchors = tf.gather(anchors, top_index)
+        pyramid = isinstance(anchors, (list, tuple))
+        per_level = [(scores, box_deltas, anchors)]
+        if pyramid:
+            sizes = [_length(level) for level in anchors]
+            per_level = zip(
+                tf.split(scores, sizes, axis=1), tf.split(box_deltas, sizes, axis=1), anchors
+            )
+        tops = [_top_k(*level, pre_nms) for level in per_level]
+        top_scores, top_deltas, top_anchors = (tf.concat(part, axis=1) for part in zip(*tops))
         proposals = box_ops.decode(top_deltas, top_anchors)
         proposals = box_ops.clip(proposals, image_shape)
         heights = proposals[..., 2] - proposals[..., 0]
@@ -65,8 +73,17 @@ class ProposalLayer(keras.layers.Layer):
         # Probabilities are >= 0: -1 marks the dropped boxes below the threshold.
         top_scores = tf.where(big_enough, top_scores, -1.0)
 
+        nms_boxes = proposals
+        if pyramid:
+            # Boxes lie in [0, longest side]: shifted by level * (longest side + 1), boxes
+            # of different levels never overlap.
+            offset = tf.cast(tf.reduce_max(image_shape), tf.float32) + 1.0
+            level_index = tf.concat(
+                [tf.fill(tf.shape(top[0])[1:2], float(i)) for i, top in enumerate(tops)], axis=0
+            )
+            nms_boxes = proposals + (level_index * offset)[tf.newaxis, :, tf.newaxis]
         keep, valid = box_ops.batched_padded_nms(
-            proposals, top_scores, post_nms, self.nms_iou, score_threshold=-0.5
+            nms_boxes, top_scores, post_nms, self.nms_iou, score_threshold=-0.5
         )
         is_valid = tf.range(post_nms)[tf.newaxis, :] < valid[:, tf.newaxis]
         proposals = tf.gather(proposals, keep, batch_dims=1)
@@ -85,3 +102,17 @@ class ProposalLayer(keras.layers.Layer):
             min_size=self.min_size,
         )
         return config
+
+
+def _length(anchors):
+    """A level's anchor count: static where known, so the graph keeps static shapes."""
+    return anchors.shape[0] if anchors.shape[0] is not None else tf.shape(anchors)[0]
+
+
+def _top_k(scores, box_deltas, anchors, k):
+    """The ``k`` (at most all) best-scoring anchors of each image: (scores [batch, k],
+    deltas [batch, k, 4], anchors [batch, k, 4]), best first."""
+    num_anchors = _length(anchors)
+    k = min(k, num_anchors) if isinstance(num_anchors, int) else tf.minimum(k, num_anchors)
+    top_scores, top_index = tf.math.top_k(scores, k=k, sorted=True)
+    return top_scores, tf.gather(box_deltas, top_index, batch_dims=1), tf.gather(anchors, top_index)

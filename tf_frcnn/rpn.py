@@ -16,6 +16,8 @@ class RPNHead(keras.layers.Layer):
     Call on a feature map float [batch, h, w, C]; returns
     ``(objectness_logits, box_deltas)`` float32 [batch, h*w*k, 2] and
     [batch, h*w*k, 4], ordered (row, column, anchor) like ``AnchorGenerator``;
+    on a list of maps (a feature pyramid) the same head runs on every level
+    and the outputs are concatenated, first level first (FPN Sec. 4.1);
     float32 also when the layer computes in float16 / bfloat16 (a mixed dtype
     policy, ``tf_frcnn.precision``).
     Channel 1 of the logits is "object". Deltas are (ty, tx, th, tw).
@@ -38,12 +40,17 @@ class RPNHead(keras.layers.Layer):
         )
 
     def build(self, input_shape):
+        if isinstance(input_shape[0], (list, tuple)):  # the levels of a pyramid share the head
+            input_shape = input_shape[0]
         self.conv.build(input_shape)
         hidden = tuple(input_shape[:-1]) + (self.channels,)
         self.objectness.build(hidden)
         self.deltas.build(hidden)
 
     def call(self, feature_map):
+        if isinstance(feature_map, (list, tuple)):
+            outputs = [self.call(level) for level in feature_map]
+            return tuple(tf.concat(parts, axis=1) for parts in zip(*outputs))
         hidden = self.conv(feature_map)
         batch = tf.shape(feature_map)[0]
         # float32 out whatever the policy: the box arithmetic after the head stays float32.
@@ -85,7 +92,8 @@ def anchor_targets(
     ``positive_fraction`` of them positive, the rest filled with negatives.
 
     Args:
-      anchors: float32 [A, 4] absolute [ymin, xmin, ymax, xmax].
+      anchors: float32 [A, 4] absolute [ymin, xmin, ymax, xmax], or a pyramid's list of
+        per-level anchors, labelled together by IoU (no level rule, FPN Sec. 4.1).
       gt_boxes: float32 [batch, M, 4] absolute [ymin, xmin, ymax, xmax].
       gt_labels: int32 [batch, M], 0 marks padding rows.
       image_shape: int32 [batch, 2] valid (height, width) of each image.
@@ -97,6 +105,8 @@ def anchor_targets(
       targets: float32 [batch, A, 4] deltas (ty, tx, th, tw) of each anchor's
         best ground truth (meaningful where labels == 1).
     """
+    if isinstance(anchors, (list, tuple)):
+        anchors = tf.concat(anchors, axis=0)
     hw = tf.cast(image_shape, tf.float32)[:, tf.newaxis, :]  # [B, 1, 2]
     inside = tf.reduce_all(anchors[tf.newaxis, :, :2] >= 0.0, axis=-1) & tf.reduce_all(
         anchors[tf.newaxis, :, 2:] <= hw, axis=-1
@@ -126,11 +136,16 @@ def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations, lamb
     with Ncls the sampled anchors of the image (256), Nreg the number of anchor
     locations (h * w, ~2,400 for a 600x1000 image) and lambda = 10.
 
+    A feature pyramid has ~1.3 x 16 times those locations (P2-P6), which would shrink
+    the box term as much: with ``num_locations=None`` Nreg is Ncls, the sampled anchors,
+    as torchvision's and detectron2's FPN RPN normalise it (with lambda = 1 the two
+    weigh the box term as the paper's 10 / 2,400 ~ 1 / 256 does).
+
     Args:
       objectness_logits: float32 [batch, A, 2].
       box_deltas: float32 [batch, A, 4].
       labels, targets: from :func:`anchor_targets`.
-      num_locations: scalar, the feature map's h * w.
+      num_locations: scalar, the feature map's h * w; None: Nreg = Ncls.
 
     Returns:
       dict with float32 scalars "rpn_objectness" (the Lcls term) and "rpn_box"
@@ -144,6 +159,6 @@ def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations, lamb
     n_cls = tf.maximum(tf.reduce_sum(sampled, axis=-1), 1.0)
     cls = tf.reduce_sum(log_loss * sampled, axis=-1) / n_cls
     reg_per_anchor = tf.reduce_sum(box_ops.smooth_l1(box_deltas - targets), axis=-1)
-    n_reg = tf.cast(num_locations, tf.float32)
+    n_reg = n_cls if num_locations is None else tf.cast(num_locations, tf.float32)
     reg = tf.reduce_sum(reg_per_anchor * positive, axis=-1) / n_reg
     return {"rpn_objectness": tf.reduce_mean(cls), "rpn_box": lambda_reg * tf.reduce_mean(reg)}

@@ -7,6 +7,7 @@ import tensorflow as tf
 from tf_frcnn import sampling
 from tf_frcnn.config import kwargs_for
 from tf_frcnn.head import fast_rcnn_loss
+from tf_frcnn.model import pyramid_defaults
 from tf_frcnn.roi import sample_rois
 from tf_frcnn.rpn import anchor_targets, rpn_loss
 
@@ -44,6 +45,7 @@ class Objective:
 
     @classmethod
     def from_config(cls, config):
+        config = pyramid_defaults(config)
         return cls(
             anchor_target_args=kwargs_for(anchor_targets, config.rpn),
             rpn_loss_args=kwargs_for(rpn_loss, config.rpn),
@@ -79,7 +81,10 @@ class Objective:
                 seed=sampling.derive(seed, 0),
                 **self.anchor_target_args,
             )
-            num_locations = tf.shape(feature_map)[1] * tf.shape(feature_map)[2]
+            # The pyramid's box loss is normalised by the sampled anchors (rpn_loss).
+            num_locations = (
+                None if model.pyramid else tf.shape(feature_map)[1] * tf.shape(feature_map)[2]
+            )
             losses.update(
                 rpn_loss(logits, deltas, labels, targets, num_locations, **self.rpn_loss_args)
             )
