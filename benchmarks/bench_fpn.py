@@ -32,6 +32,10 @@ def _args():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--dense", action="store_true", help="dense 3x3 output convs")
+    parser.add_argument("--min-level", type=int, default=2, help="finest pyramid level (2: P2)")
+    parser.add_argument(
+        "--rpn-channels", type=int, default=None, help="RPN conv width (default: --channels)"
+    )
     return parser.parse_args()
 
 
@@ -66,9 +70,11 @@ def main():
         config.model.anchor_ratios = [0.5, 1.0, 2.0]
         config.train.schedule = "joint"
         if name == "pyramid":
-            config.model.fpn = FPNConfig(channels=args.channels, separable=not args.dense)
+            config.model.fpn = FPNConfig(
+                min_level=args.min_level, channels=args.channels, separable=not args.dense
+            )
             config.model.anchor_scales = [8.0]
-            config.model.rpn_channels = args.channels
+            config.model.rpn_channels = args.rpn_channels or args.channels
         model = build_model(config)
         model({"images": images[:, :64, :64]})
         set_trainable(model, joint)
@@ -109,6 +115,8 @@ def main():
                 ),
                 "fpn_channels": args.channels,
                 "separable": not args.dense,
+                "min_level": args.min_level,
+                "rpn_channels": args.rpn_channels or args.channels,
             }
         )
     )

@@ -102,10 +102,18 @@ class FasterRCNN(keras.Model):
             image_shape = tf.tile(shape[tf.newaxis, 1:3], [shape[0], 1])
         return images, tf.cast(image_shape, tf.int32)
 
+    def feature_maps(self, images, training=False):
+        """The features network's output: a map, or a pyramid's list of levels (also of one
+        level, which a functional model would return as a bare tensor)."""
+        feature_map = self.features(images, training=training)
+        if self.pyramid and not isinstance(feature_map, (list, tuple)):
+            feature_map = [feature_map]
+        return feature_map
+
     def rpn_forward(self, images, training=False):
         """Backbone + RPN: returns (feature_map, objectness_logits, box_deltas,
         anchors) with logits [batch, A, 2], deltas [batch, A, 4], anchors [A, 4]."""
-        feature_map = self.features(images, training=training)
+        feature_map = self.feature_maps(images, training=training)
         logits, deltas = self.rpn_head(feature_map)
         anchors = self.anchor_generator(feature_map)
         return feature_map, logits, deltas, anchors
@@ -140,7 +148,7 @@ class FasterRCNN(keras.Model):
         schedule detects on stage 1's proposals); no recall proposals then."""
         images, image_shape = self.unpack(inputs)
         if proposal_source is not None:
-            feature_map = self.features(images, training=training)
+            feature_map = self.feature_maps(images, training=training)
             proposals, _, num_proposals = proposal_source(images, image_shape)
             recall_proposal_layer = None
         else:

@@ -69,7 +69,7 @@ class Objective:
         gt_labels = tf.cast(batch["labels"], tf.int32)
         losses = {}
         if proposal_source is not None and not stage.trains_rpn:
-            feature_map = model.features(images, training=training)
+            feature_map = model.feature_maps(images, training=training)
         else:
             feature_map, logits, deltas, anchors = model.rpn_forward(images, training=training)
         if stage.trains_rpn:
