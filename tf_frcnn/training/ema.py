@@ -10,12 +10,13 @@ checkpoint that holds it restores them bit for bit."""
 
 import contextlib
 
+import keras
 import tensorflow as tf
 
 
 def _tensor(variable):
     """The ``tf.Variable`` behind a Keras variable (or the variable itself)."""
-    return getattr(variable, "value", variable)
+    return variable.value if isinstance(variable, keras.Variable) else variable
 
 
 class WeightAverage:
