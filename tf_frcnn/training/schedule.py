@@ -322,9 +322,10 @@ class Trainer:
                 batches,
                 proposal_source=None if self.proposer is None else self.proposer.propose,
             )
-            # Under a time budget the final stage trains to the deadline: time it
-            # frees would go to no later stage.
-            keeps_going = final and timed and not self.config.train.stop_final_stage
+            # Under a time budget (also once resumed) the final stage trains to the
+            # deadline: time it frees would go to no later stage.
+            budgeted = state.budget is not None
+            keeps_going = final and budgeted and not self.config.train.stop_final_stage
             validation = ValidationSchedule(
                 validator,
                 stage,
