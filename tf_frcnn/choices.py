@@ -8,3 +8,6 @@ DATA_SOURCES = ("synthetic", "voc", "coco", "tfds", "yolo", "csv")
 FILL_MODES = ("negatives", "zeros", "top_iou")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 STRATEGIES = ("default", "mirrored", "multiworker")
+LR_SCHEDULES = ("constant", "step", "cosine")
+# What a detector stage's validation selects and stops by (RPN stages: recall@300).
+SELECT_BY = ("fitness", "mAP50", "AP")

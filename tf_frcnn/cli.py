@@ -34,7 +34,7 @@ EXAMPLES = {
 
 
 WEIGHTS_HELP = (
-    "best.weights.h5 (the final stage's best validation mAP50), final.weights.h5 "
+    "best.weights.h5 (the final stage's best validation, train.select_by), final.weights.h5 "
     "(default: best where it exists, else final) or model.keras (written by "
     "export --format keras)"
 )

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from tf_frcnn.choices import BACKBONES, DATA_SOURCES, FILL_MODES, OPTIMIZERS, STRATEGIES
+from tf_frcnn.choices import (
+    BACKBONES,
+    DATA_SOURCES,
+    FILL_MODES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SELECT_BY,
+    STRATEGIES,
+)
 from tf_frcnn.stages import PRETRAIN, SCHEDULES
 
 
@@ -162,8 +170,22 @@ class StageConfig:
     steps: int = _positive(1000)
     epochs: float | None = _positive()  # when given, replaces steps: passes over the train split
     learning_rate: float = _positive(1e-3)
+    # constant | step (10x drops at decay_steps; none: constant) | cosine (tf_frcnn.training.lr)
+    lr_schedule: str = "step"
     decay_steps: list = _positive(factory=list)  # steps at which lr drops 10x
+    warmup_steps: int | None = _positive()  # linear warm-up over these steps, or...
+    warmup_fraction: float | None = _fraction()  # ...over this fraction of the stage's steps
+    final_lr_fraction: float = _fraction(0.05)  # cosine: the rate at the last step, x lr
     batch_size: int | None = _positive()  # None: data.batch_size
+
+
+@dataclass
+class EMAConfig:
+    """An exponential moving average of the trained weights (tf_frcnn.training.ema), as
+    Ultralytics' ModelEMA: decay_t = decay * (1 - exp(-updates / warmup))."""
+
+    decay: float = _fraction(0.9999)
+    warmup: float = _positive(2000.0)  # updates over which the decay ramps up (tau)
 
 
 @dataclass
@@ -185,7 +207,14 @@ class TrainConfig:
     eval_every: int | None = _positive()  # steps between validations (needs data.val_split)
     val_images: int | None = _positive()  # validate on the first N images (None: all)
     patience: int | None = _positive()  # stop a stage after N validations without gain
+    # A gain below this is no gain for patience (the best weights still follow any gain).
+    min_delta: float = _fraction(0.0)
+    # Detector stages' selection and stopping metric: fitness (0.9 AP + 0.1 mAP50) | mAP50 | AP
+    select_by: str = "fitness"
     minutes: float | None = _positive()  # fit the whole schedule into this wall time
+    # Under train.minutes the final stage trains to the deadline unless this is true.
+    stop_final_stage: bool = False
+    ema: EMAConfig | None = None  # weight averaging; true: the defaults
 
 
 @dataclass
@@ -215,9 +244,14 @@ def _merge(section, values, prefix):
                 f"unknown config key '{prefix}{key}' (expected one of: {', '.join(sorted(names))})"
             )
         current = getattr(section, key)
-        if current is None and isinstance(value, dict) and _optional_section(section, key):
+        optional = _optional_section(section, key)
+        if optional and isinstance(value, bool):
+            # An optional section (train.ema) switched on with its defaults, or off.
+            setattr(section, key, optional() if value else None)
+            continue
+        if current is None and isinstance(value, dict) and optional:
             # An optional section (model.fpn) set by a mapping: its defaults, then the values.
-            current = _optional_section(section, key)()
+            current = optional()
             setattr(section, key, current)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -252,6 +286,7 @@ def choices():
         "train.schedule": tuple(SCHEDULES),
         "train.optimizer": OPTIMIZERS,
         "train.strategy": STRATEGIES,
+        "train.select_by": SELECT_BY,
     }
 
 
@@ -423,6 +458,21 @@ def _check_train(config):
                 f"schedule has stages {', '.join(allowed_stages)}"
             )
         _check_fields(stage_config, f"train.stages.{stage}.")
+        _check_lr_schedule(stage_config, f"train.stages.{stage}.")
+
+
+def _check_lr_schedule(stage_config, prefix):
+    kind = stage_config.lr_schedule
+    if kind not in LR_SCHEDULES:
+        raise ConfigError(
+            f"config key '{prefix}lr_schedule' = {kind!r} must be one of {', '.join(LR_SCHEDULES)}"
+        )
+    if stage_config.decay_steps and kind != "step":
+        raise ConfigError(f"config key '{prefix}decay_steps' needs lr_schedule: step, not {kind!r}")
+    if stage_config.warmup_steps is not None and stage_config.warmup_fraction is not None:
+        raise ConfigError(
+            f"config keys '{prefix}warmup_steps' and '.warmup_fraction': give one of them"
+        )
 
 
 def config_from_dict(values, source="<dict>"):

@@ -112,7 +112,8 @@ class RunState:
     (``stage_steps``: {stage: {"steps", "decay_steps"}}, from ``steps``, ``epochs`` or the
     ``--minutes`` budget, whose measurements are in ``budget``); each stage's validation
     record (``training.validation.fresh_record``) and the final stage's best validation
-    (``best``: {"stage", "step", "mAP50"}, the step of ``best.weights.h5``)."""
+    (``best``: {"stage", "step", and the values of its validation row}, the step of
+    ``best.weights.h5``, selected by ``train.select_by``)."""
 
     model_dir: str
     schedule: str

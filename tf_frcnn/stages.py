@@ -51,7 +51,8 @@ class Stage:
 
     @property
     def metric(self):
-        """What validation judges it by: RPN recall, or the detector's mAP50."""
+        """What validation measures first: RPN recall, or the detector's mAP50 (a detector
+        stage is selected by ``train.select_by``, ``training.validation``)."""
         return DETECTOR_METRIC if self.trains_detector else RPN_METRIC
 
 

@@ -176,6 +176,14 @@ def test_header_headline_and_verdict(evaluated, tmp_path):
         ("weights", "best (stage detector4, step 400, validation mAP50 0.750)"),
         ("config", "runs/x/config.yaml"),
     ]
+    selected = {"stage": "detector4", "step": 400, "mAP50": 0.75, "AP": 0.5, "images": 44}
+    selected["fitness"] = 0.9 * 0.5 + 0.1 * 0.75
+    run = {**metrics["run"], "best": selected}
+    assert header_rows({**metrics, "run": run})[2] == (
+        "weights",
+        "best (stage detector4, step 400, validation fitness 0.525, mAP50 0.750, AP 0.500 "
+        "on 44 images)",
+    )
     assert headline(metrics) == f"COCO AP {metrics['AP']:.3f} · mAP50 {metrics['AP50']:.3f}"
     lines = verdict(metrics, metrics["label_errors"])
     assert len(lines) == 3

@@ -67,19 +67,20 @@ def smoke_validated(tmp_path_factory):
 
 def test_every_stage_logs_its_validation_rows(smoke_validated):
     keys = {
-        "rpn1": {"step", "recall@300"},
-        "rpn3": {"step", "recall@300"},
-        "detector2": {"step", "mAP50", "AP", "AP50"},
-        "detector4": {"step", "mAP50", "AP", "AP50"},
+        "rpn1": {"recall@300"},
+        "rpn3": {"recall@300"},
+        "detector2": {"mAP50", "AP", "AP50", "fitness"},
+        "detector4": {"mAP50", "AP", "AP50", "fitness"},
     }
     for stage, expected in keys.items():
         rows = _rows(smoke_validated, stage)
         assert [row["step"] for row in rows] == [2, 4]
         for row in rows:
-            assert set(row) == expected
-            assert all(
-                isinstance(row[k], float) and 0.0 <= row[k] <= 1.0 for k in expected - {"step"}
-            )
+            assert set(row) == expected | {"step", "images"}
+            assert row["images"] == 3  # train.val_images
+            assert all(isinstance(row[k], float) and 0.0 <= row[k] <= 1.0 for k in expected)
+            if "fitness" in row:
+                assert row["fitness"] == pytest.approx(0.9 * row["AP"] + 0.1 * row["mAP50"])
     # The RPN of the smoke model finds some objects, which recall@300 must see.
     assert max(row["recall@300"] for row in _rows(smoke_validated, "rpn1")) > 0.0
     events = os.listdir(os.path.join(smoke_validated, "logs", "detector4"))
@@ -88,9 +89,9 @@ def test_every_stage_logs_its_validation_rows(smoke_validated):
 
 def test_best_of_the_final_stage_is_recorded(smoke_validated):
     rows = _rows(smoke_validated, "detector4")
-    best = max(rows, key=lambda row: row["mAP50"])
+    best = max(rows, key=lambda row: row["fitness"])  # train.select_by's default
     state = _state(smoke_validated)
-    assert state["best"] == {"stage": "detector4", "step": best["step"], "mAP50": best["mAP50"]}
+    assert state["best"] == {"stage": "detector4", **best}
     assert os.path.exists(os.path.join(smoke_validated, BEST_WEIGHTS))
     assert state["validation"]["detector4"]["last_step"] == 4
 
@@ -105,6 +106,7 @@ def _joint_config(tmp_path, steps=12, patience=None):
     values["data"].update(val_split="validation", data_dir=tfds_dir, num_eval=2)
     values["train"].update(
         schedule="joint",
+        select_by="mAP50",
         eval_every=3,
         patience=patience,
         checkpoint_every=100,
@@ -122,6 +124,7 @@ def scripted(monkeypatch):
     def fake_call(self):
         step = script["step"]
         script["seen"][step] = self.model.get_weights()
+        self.num_images = 2
         value = script["values"][step]
         return {"mAP50": value, "AP": value / 2, "AP50": value}
 
@@ -140,7 +143,14 @@ def test_best_weights_are_the_best_steps_and_weights_chooses_the_file(tmp_path, 
     model_dir = str(tmp_path / "model")
     trainer = Trainer(config, model_dir, progress=False)
     trainer.run()
-    assert _state(model_dir)["best"] == {"stage": "joint", "step": 6, "mAP50": 0.6}
+    assert _state(model_dir)["best"] == {
+        "stage": "joint",
+        "step": 6,
+        "mAP50": 0.6,
+        "AP": 0.3,
+        "AP50": 0.6,
+        "images": 2,
+    }
     best = scripted["seen"][6]
     assert _same_weights(trainer.model, scripted["seen"][12])  # final = last step's
     assert not _same_weights(trainer.model, best)
@@ -199,6 +209,7 @@ def test_best_and_patience_survive_a_kill_and_resume(tmp_path, scripted, monkeyp
         "best": 0.6,
         "best_step": 3,
         "since_best": 1,
+        "reference": 0.6,
         "last_step": 6,
     }
     assert os.path.exists(os.path.join(model_dir, "stages", "joint", "ckpt-9.index"))
@@ -211,11 +222,19 @@ def test_best_and_patience_survive_a_kill_and_resume(tmp_path, scripted, monkeyp
     assert all(np.array_equal(a, b) for a, b in zip(scripted["seen"][9], first_seen))
     state = _state(model_dir)
     assert state["finished_stages"] == ["joint"]
-    assert state["best"] == {"stage": "joint", "step": 3, "mAP50": 0.6}
+    assert state["best"] == {
+        "stage": "joint",
+        "step": 3,
+        "mAP50": 0.6,
+        "AP": 0.3,
+        "AP50": 0.6,
+        "images": 2,
+    }
     assert state["validation"]["joint"] == {
         "best": 0.6,
         "best_step": 3,
         "since_best": 2,
+        "reference": 0.6,
         "last_step": 9,
     }
     assert int(resumed.loops["joint"].optimizer.iterations.numpy()) == 9  # stopped early

@@ -218,6 +218,9 @@ def plot_rpn_recall(
     return _save(figure, path)
 
 
+NOT_PLOTTED = ("step", "images")
+
+
 def plot_validation_curves(
     history: Mapping[str, Sequence[Mapping]], path, selected: Mapping | None = None
 ) -> Path:
@@ -225,7 +228,7 @@ def plot_validation_curves(
 
     Args:
       history: {stage: [{"step": int, metric: float, ...}, ...]}, e.g. the rows of
-        logs/{stage}.val.jsonl; every key other than "step" is a line.
+        logs/{stage}.val.jsonl; every key other than "step" and "images" is a line.
       path: the PNG to write.
       selected: {"stage", "step", ...} of the weights `eval` uses (state.json's "best"), marked
         with a dashed line and labelled on its stage's panel.
@@ -235,7 +238,8 @@ def plot_validation_curves(
     """
 
     def draw(axes, rows, stage):
-        keys = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "step"]
+        # "images" counts the validation images: not a metric.
+        keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in NOT_PLOTTED]
         for key in keys:
             points = [
                 (row["step"], row[key])

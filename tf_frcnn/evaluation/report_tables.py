@@ -227,10 +227,16 @@ def header_rows(metrics: Mapping) -> list[tuple[str, str]]:
     if weights:
         best = run.get("best") or {}
         if best.get("stage") is not None:
-            value = best.get("mAP50")
             chosen = f"stage {best['stage']}, step {best.get('step')}"
-            if isinstance(value, (int, float)):
-                chosen += f", validation mAP50 {value:.3f}"
+            shown = [
+                f"{name} {best[name]:.3f}"
+                for name in ("fitness", "mAP50", "AP")
+                if isinstance(best.get(name), (int, float))
+            ]
+            if shown:
+                chosen += f", validation {', '.join(shown)}"
+            if isinstance(best.get("images"), int):
+                chosen += f" on {best['images']} images"
             weights = f"{weights} ({chosen})"
         rows.append(("weights", str(weights)))
     for key in ("config", "model_dir"):

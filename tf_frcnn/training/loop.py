@@ -1,6 +1,7 @@
 """One training stage: a ``tf.function`` step under ``tf.distribute``, checkpoints,
 TensorBoard scalars, and the stop on a non-finite loss or gradient."""
 
+import contextlib
 import json
 import math
 import os
@@ -34,7 +35,9 @@ def make_strategy(name):
 
 class StageLoop:
     """``training.step.train_step`` of ``losses_of(batch, step)`` on a built ``model``'s
-    trainable variables, as one ``tf.function`` (``trace_count`` counts its traces)."""
+    trainable variables, as one ``tf.function`` (``trace_count`` counts its traces).
+    ``average`` (a ``training.ema.WeightAverage``, set by the caller) is updated after
+    each step."""
 
     def __init__(self, losses_of, model, optimizer, strategy, *, clip_norm=None, jit_compile=False):
         self.losses_of = losses_of
@@ -42,6 +45,7 @@ class StageLoop:
         self.optimizer = optimizer
         self.strategy = strategy
         self.clip_norm = clip_norm
+        self.average = None
         self.trace_count = 0
         self.jit_compile = jit_compile
         # Optimizer slots made now, not inside the first trace, keep it to one trace.
@@ -101,6 +105,8 @@ class StageLoop:
         finite = values.pop("gradients_finite") == 1.0
         if not finite or not all(math.isfinite(v) for v in values.values()):
             raise TrainingDiverged(values)
+        if self.average is not None:
+            self.average.update()
         return values
 
 
@@ -127,11 +133,14 @@ def run_stage(
     ``validation`` (a ``training.validation.ValidationSchedule``) validates at its steps
     and may stop the stage early. A validated step is checkpointed first, then
     ``on_best(row)`` runs on a best value and ``state`` is saved, so a kill at any point
-    resumes with the record of the checkpoint it restores. ``observe(step)`` runs after
-    each step and may return a new length (a time budget's fit)."""
+    resumes with the record of the checkpoint it restores. With ``loop.average`` (weight
+    averaging) validation and ``on_best`` see the averaged weights, checkpoints both.
+    ``observe(step)`` runs after each step and may return a new length (a time budget's
+    fit)."""
     writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
     history_path = losses_log(log_dir, stage)
-    shown = [f"val_{validation.metric}"] if validation is not None else None
+    shown = [f"val_{validation.metric}", "val_images"] if validation is not None else None
+    averaged = loop.average.swapped if loop.average is not None else contextlib.nullcontext
     bar = keras.utils.Progbar(
         steps, stateful_metrics=shown, verbose=1 if progress else 0, unit_name="step"
     )
@@ -147,7 +156,8 @@ def run_stage(
         state.step = step
 
     def validate(step, checkpointed):
-        row = validation.measure(step)
+        with averaged():
+            row = validation.measure(step)
         with writer.as_default(step=step):
             for name, value in row.items():
                 if name != "step":
@@ -155,7 +165,8 @@ def run_stage(
         if not checkpointed:
             checkpoint_at(step)
         if validation.commit(row) and on_best is not None:
-            on_best(row)
+            with averaged():
+                on_best(row)
         state.save()
         return row
 
@@ -185,15 +196,17 @@ def run_stage(
         values = list(losses.items())
         if validation is not None and validation.due(step, steps):
             row = validate(step, checkpointed=False)
-            values.append((shown[0], row[validation.metric]))
+            values += [(shown[0], row[validation.metric]), (shown[1], row["images"])]
             if validation.stopped:
                 bar.update(step, values=values, finalize=True)
                 if progress:
+                    gain = f" by more than {validation.min_delta:g}" if validation.min_delta else ""
                     print(
-                        f"stage {stage}: no better {validation.metric} in "
+                        f"stage {stage}: no {validation.metric} gain{gain} in "
                         f"{validation.patience} validations (best "
                         f"{validation.record['best']:.4f} at step "
-                        f"{validation.record['best_step']}); stopped at step {step}"
+                        f"{validation.record['best_step']}, on {row['images']} images); "
+                        f"stopped at step {step}"
                     )
                 break
         elif step % checkpoint_every == 0 or step == steps:

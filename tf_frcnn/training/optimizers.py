@@ -7,6 +7,8 @@ alone when its gradient is not finite, so no NaN or Inf reaches a weight or a sl
 import keras
 import tensorflow as tf
 
+from tf_frcnn.training import lr
+
 
 def decays(variable):
     """Caffe's convention (and the paper's): weights decay, biases and
@@ -91,19 +93,11 @@ class AdamW(_GuardedL2, keras.optimizers.AdamW):
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
-def make_optimizer(train_config, stage_config, boundaries=None):
+def make_optimizer(train_config, stage_config, learning_rate=None):
     """The stage's optimizer: the paper's SGD (``train.momentum``, 0.9) by
-    default, L2 ``train.weight_decay`` on weights, the learning rate dropping
-    10x at each of ``stage_config.decay_steps`` (or of ``boundaries``, int64
-    tf.Variables holding them, which the schedule reads at every step)."""
-    if boundaries is None:
-        boundaries = [int(step) for step in stage_config.decay_steps]
-    rates = [stage_config.learning_rate * 0.1**i for i in range(len(boundaries) + 1)]
-    rate = (
-        keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, rates)
-        if boundaries
-        else stage_config.learning_rate
-    )
+    default, L2 ``train.weight_decay`` on weights, at ``learning_rate`` (a float or a
+    schedule; default: ``training.lr.learning_rate`` of ``stage_config``)."""
+    rate = lr.learning_rate(stage_config) if learning_rate is None else learning_rate
     name = train_config.optimizer
     if name not in OPTIMIZERS:
         raise ValueError(f"config key 'train.optimizer' = {name!r} must be sgd, adam or adamw")

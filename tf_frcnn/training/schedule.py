@@ -29,7 +29,8 @@ from tf_frcnn.rundir import (
     write_labels,
 )
 from tf_frcnn.stages import PRETRAIN, SCHEDULES, STAGES, stage_names
-from tf_frcnn.training import budget
+from tf_frcnn.training import budget, lr
+from tf_frcnn.training.ema import WeightAverage
 from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
 from tf_frcnn.training.objective import Objective
 from tf_frcnn.training.optimizers import make_optimizer
@@ -199,17 +200,17 @@ class Trainer:
         like = {s: STAGES[s].like for s in schedule if STAGES[s].like}
         return budget.TimeBudget(started + 60 * minutes, base, like, self.config.train.eval_every)
 
-    def _apply_fit(self, state, steps, boundaries):
+    def _apply_fit(self, state, steps, schedule):
         """Writes a fit of the time budget into ``state`` ({stage: steps}) and moves
-        the current stage's decay ``boundaries`` (tf.Variables) with it."""
+        the current stage's learning-rate ``schedule`` (an ``lr.StageSchedule``) with it."""
         first = state.budget["fits"] == 0
         for stage, count in steps.items():
             decay = budget.scale_decay_steps(
                 state.budget["base_decay_steps"][stage], state.budget["base_steps"][stage], count
             )
             state.stage_steps[stage] = {"steps": count, "decay_steps": decay}
-        for variable, value in zip(boundaries, state.stage_steps[next(iter(steps))]["decay_steps"]):
-            variable.assign(value)
+        current = state.stage_steps[next(iter(steps))]
+        schedule.set_length(current["steps"], current["decay_steps"])
         state.budget.update(
             scale=self._budget.scale,
             fits=self._budget.fits,
@@ -247,6 +248,34 @@ class Trainer:
             self.proposer.load_weights(stage_weights(self.model_dir, stage.proposals_from))
             self.proposer.trainable = False
 
+    def _make_loop(self, stage, optimizer, pretrainer=None):
+        """The ``StageLoop`` of ``stage``, averaging its weights with ``train.ema``."""
+        options = dict(
+            clip_norm=self.config.train.clip_norm, jit_compile=self.config.train.jit_compile
+        )
+        if pretrainer:
+            return StageLoop(
+                pretrainer.compute_losses, pretrainer, optimizer, self.strategy, **options
+            )
+        # The proposer's training counts for training, its test-time ones for validation.
+        source = None
+        if self.proposer is not None:
+            source = functools.partial(self.proposer.propose, training_counts=True)
+        loop = StageLoop.for_stage(
+            self.model,
+            STAGES[stage],
+            self.objective,
+            optimizer,
+            self.strategy,
+            proposal_source=source,
+            **options,
+        )
+        ema = self.config.train.ema
+        if ema is not None:
+            with self.strategy.scope():
+                loop.average = WeightAverage(self.model.trainable_variables, ema.decay, ema.warmup)
+        return loop
+
     def _train_stage(self, stage, state, resuming, pretrainer=None):
         validating = pretrainer is None and self.config.train.eval_every
         model = pretrainer or self.model
@@ -258,37 +287,17 @@ class Trainer:
         )
         timed = self._budget is not None and stage in self._budget.base_steps
         with self.strategy.scope():
-            # Under a time budget the stage's length, and so its decay steps, change
-            # as it trains: the step reads them from variables.
-            boundaries = (
-                [tf.Variable(d, dtype=tf.int64, trainable=False) for d in settings.decay_steps]
-                if timed
-                else None
-            )
-            optimizer = make_optimizer(self.config.train, settings, boundaries=boundaries)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+            # Under a time budget the stage's length, and so its learning-rate curve,
+            # change as it trains: the schedule reads them from variables.
+            rate = lr.learning_rate(settings, variable_length=timed)
+            optimizer = make_optimizer(self.config.train, settings, learning_rate=rate)
+        loop = self.loops[stage] = self._make_loop(stage, optimizer, pretrainer)
+        parts = dict(model=model, optimizer=optimizer)
+        if loop.average is not None:
+            parts["average"] = loop.average.trackable
+        checkpoint = tf.train.Checkpoint(**parts)
         directory = stage_dir(self.model_dir, stage)
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
-        options = dict(
-            clip_norm=self.config.train.clip_norm, jit_compile=self.config.train.jit_compile
-        )
-        if pretrainer:
-            loop = StageLoop(pretrainer.compute_losses, model, optimizer, self.strategy, **options)
-        else:
-            # The proposer's training counts for training, its test-time ones for validation.
-            source = None
-            if self.proposer is not None:
-                source = functools.partial(self.proposer.propose, training_counts=True)
-            loop = StageLoop.for_stage(
-                model,
-                STAGES[stage],
-                self.objective,
-                optimizer,
-                self.strategy,
-                proposal_source=source,
-                **options,
-            )
-        self.loops[stage] = loop
         start = 0
         if resuming and manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
@@ -313,23 +322,24 @@ class Trainer:
                 batches,
                 proposal_source=None if self.proposer is None else self.proposer.propose,
             )
+            # Under a time budget (also once resumed) the final stage trains to the
+            # deadline: time it frees would go to no later stage.
+            budgeted = state.budget is not None
+            keeps_going = final and budgeted and not self.config.train.stop_final_stage
             validation = ValidationSchedule(
                 validator,
                 stage,
                 self.config.train.eval_every,
-                self.config.train.patience,
+                None if keeps_going else self.config.train.patience,
                 self.log_dir,
                 state.validation[stage],
+                min_delta=self.config.train.min_delta,
             )
             if final:
 
                 def on_best(row):
                     save_weights_atomic(model, os.path.join(self.model_dir, BEST_WEIGHTS))
-                    state.best = {
-                        "stage": stage,
-                        "step": row["step"],
-                        validation.metric: row[validation.metric],
-                    }
+                    state.best = {"stage": stage, **row}
 
         state.save()
         batches = inputs.training_batches(
@@ -347,7 +357,7 @@ class Trainer:
                     validation.count if validation else 0,
                 )
                 if steps is not None:
-                    self._apply_fit(state, steps, boundaries)
+                    self._apply_fit(state, steps, rate)
                     return steps[stage]
                 return None
 
@@ -355,7 +365,8 @@ class Trainer:
             print(
                 f"stage {stage} ({settings.steps} steps"
                 f"{', fitted to the time budget as it goes' if timed else ''}, "
-                f"lr {settings.learning_rate})"
+                f"lr {settings.learning_rate} {settings.lr_schedule}"
+                f"{', weights averaged' if loop.average is not None else ''})"
             )
         run_stage(
             stage,
@@ -372,6 +383,9 @@ class Trainer:
             on_best=on_best,
             observe=observe,
         )
+        if loop.average is not None:
+            # The stage's result, its stage weights and final.weights.h5: the average.
+            loop.average.copy_to_weights()
 
 
 def train(config, model_dir, *, resume=False, strategy=None, progress=True, resolve=None):

@@ -1,7 +1,8 @@
 """Validation during training: every ``train.eval_every`` steps a stage measures the model
-on ``data.val_split``: RPN recall@300 at IoU 0.5, or VOC mAP50 and COCO AP once it trains
-the detector. Rows go to ``logs/{stage}.val.jsonl``; the record (best, patience count, last
-validated step) lives in ``state.json``, so a resumed stage continues the same schedule."""
+on ``data.val_split``: RPN recall@300 at IoU 0.5, or VOC mAP50, COCO AP and their ``fitness``
+once it trains the detector, selected by ``train.select_by``. Rows go to
+``logs/{stage}.val.jsonl``; the record (best, patience count, last validated step) lives in
+``state.json``, so a resumed stage continues the same schedule."""
 
 import json
 import math
@@ -22,6 +23,14 @@ from tf_frcnn.rundir import atomic_write_text, read_validation, validation_log
 from tf_frcnn.stages import RPN_METRIC
 
 RECALL_AT = 300
+# Ultralytics' fitness weights (0.9 x mAP50-95 + 0.1 x mAP50): COCO AP, which rewards tight
+# boxes and moves less on a small validation set than mAP50 alone, decides.
+FITNESS_WEIGHTS = {"AP": 0.9, "mAP50": 0.1}
+
+
+def fitness(metrics):
+    """0.9 x COCO AP + 0.1 x VOC mAP50 of a detector's ``metrics`` {"AP", "mAP50", ...}."""
+    return sum(weight * metrics[name] for name, weight in FITNESS_WEIGHTS.items())
 
 
 class StageValidator:
@@ -30,12 +39,16 @@ class StageValidator:
     ``proposal_source`` (images, image_shape) -> (proposals, scores, num) gives
     the detector its proposals instead of the model's own RPN: stage 2 of the
     alternating schedule trains on stage 1's proposals, and its own RPN sits on
-    a backbone being retrained, so its detections are judged on stage 1's."""
+    a backbone being retrained, so its detections are judged on stage 1's.
+
+    ``metric`` is what selects and stops: recall@300 for an RPN stage, else
+    ``train.select_by``; ``num_images`` the images the last call measured."""
 
     def __init__(self, model, config, stage, class_names, batches, proposal_source=None):
         self.model = model
         self.config = config
-        self.metric = stage.metric
+        self.metric = stage.metric if stage.metric == RPN_METRIC else config.train.select_by
+        self.num_images = 0
         self.class_names = class_names
         self.batches = batches
         if self.metric == RPN_METRIC:
@@ -52,14 +65,15 @@ class StageValidator:
             self._predict = inference_function(model, proposal_source)
 
     def __call__(self):
-        """{"recall@300": float} or {"mAP50", "AP", "AP50": float}."""
+        """{"recall@300": float} or {"mAP50", "AP", "AP50", "fitness": float}."""
         if self.metric == RPN_METRIC:
             return self._recall()
         metrics, evaluator = evaluate(
             self.model, self.class_names, self.batches, progress=False, predict=self._predict
         )
         self._check(evaluator.num_images)
-        return {"mAP50": metrics["mAP_voc"], "AP": metrics["AP"], "AP50": metrics["AP50"]}
+        values = {"mAP50": metrics["mAP_voc"], "AP": metrics["AP"], "AP50": metrics["AP50"]}
+        return {**values, "fitness": fitness(values)}
 
     def _recall(self):
         groundtruths, proposals = [], []
@@ -78,6 +92,7 @@ class StageValidator:
         }
 
     def _check(self, count):
+        self.num_images = count
         if not count:
             raise ValueError(
                 f"the validation split (config key 'data.val_split' = "
@@ -87,20 +102,23 @@ class StageValidator:
 
 def fresh_record():
     """A stage's validation record as ``state.json`` keeps it: the best value and
-    its step, validations since the best, and the last validated step."""
-    return {"best": None, "best_step": 0, "since_best": 0, "last_step": 0}
+    its step, validations since patience was last reset, the value that reset it
+    (``reference``) and the last validated step."""
+    return {"best": None, "best_step": 0, "since_best": 0, "reference": None, "last_step": 0}
 
 
 class ValidationSchedule:
     """When a stage validates (every ``every`` steps and at its last step), what
     it has seen (``record``, kept in ``state.json``) and whether it stops early
-    (``patience`` validations in a row without a better value)."""
+    (``patience`` validations in a row without a gain of more than ``min_delta``
+    over ``record["reference"]``)."""
 
-    def __init__(self, validator, stage, every, patience, log_dir, record):
+    def __init__(self, validator, stage, every, patience, log_dir, record, min_delta=0.0):
         self.validator = validator
         self.stage = stage
         self.every = every
         self.patience = patience
+        self.min_delta = min_delta
         self.record = record
         self.path = validation_log(log_dir, stage)
         self.seconds = 0.0
@@ -121,21 +139,26 @@ class ValidationSchedule:
         return bool(self.patience) and self.record["since_best"] >= self.patience
 
     def measure(self, step):
-        """The validation row of ``step``: {"step", metric names: float}."""
+        """The validation row of ``step``: {"step", metric names: float, "images"}."""
         start = time.perf_counter()
         row = {"step": int(step), **{k: float(v) for k, v in self.validator().items()}}
+        row["images"] = self.validator.num_images
         self.seconds += time.perf_counter() - start
         self.count += 1
         return row
 
     def commit(self, row):
         """Appends ``row`` to the log and updates the record; True when its value
-        is the best so far (NaN never is)."""
+        is the best so far (NaN never is). Patience restarts on a gain of more than
+        ``min_delta`` over the value that last restarted it."""
         value = row[self.metric]
         record = self.record
         improved = not math.isnan(value) and (record["best"] is None or value > record["best"])
+        reference = record.get("reference", record["best"])
         if improved:
-            record["best"], record["best_step"], record["since_best"] = value, row["step"], 0
+            record["best"], record["best_step"] = value, row["step"]
+        if improved and (reference is None or value > reference + self.min_delta):
+            record["since_best"], record["reference"] = 0, value
         else:
             record["since_best"] += 1
         record["last_step"] = row["step"]
