@@ -186,6 +186,7 @@ class TrainConfig:
     val_images: int | None = _positive()  # validate on the first N images (None: all)
     patience: int | None = _positive()  # stop a stage after N validations without gain
     minutes: float | None = _positive()  # fit the whole schedule into this wall time
+    log_every: int = _positive(50)  # steps between log lines (train --log-format lines)
 
 
 @dataclass

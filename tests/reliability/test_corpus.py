@@ -28,8 +28,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tf_frcnn.cli import main
 from tf_frcnn.data import DataError, DataWarning, coco_dataset, voc_dataset
+from tf_frcnn_cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")

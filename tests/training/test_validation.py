@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tf_frcnn.cli import main
 from tf_frcnn.config import config_from_dict
 from tf_frcnn.rundir import BEST_WEIGHTS, load_trained_model
 from tf_frcnn.training import Trainer
 from tf_frcnn.training import validation as validation_module
+from tf_frcnn_cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")

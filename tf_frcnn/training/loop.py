@@ -8,6 +8,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tf_frcnn.progress import stage_progress
 from tf_frcnn.rundir import losses_log
 from tf_frcnn.stages import get_stage
 from tf_frcnn.training.step import set_trainable, stage_losses, train_step
@@ -119,6 +120,7 @@ def run_stage(
     validation=None,
     on_best=None,
     observe=None,
+    log_every=None,
 ):
     """Train ``stage`` from ``start_step`` to ``steps``, checkpointing every
     ``checkpoint_every`` steps and at the end (``state`` records the step); losses go
@@ -128,14 +130,20 @@ def run_stage(
     and may stop the stage early. A validated step is checkpointed first, then
     ``on_best(row)`` runs on a best value and ``state`` is saved, so a kill at any point
     resumes with the record of the checkpoint it restores. ``observe(step)`` runs after
-    each step and may return a new length (a time budget's fit)."""
+    each step and may return a new length (a time budget's fit). ``progress`` is
+    ``tf_frcnn.progress``'s (False, True, "auto", "bar" or "lines"; lines every
+    ``log_every`` steps)."""
     writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
     history_path = losses_log(log_dir, stage)
-    shown = [f"val_{validation.metric}"] if validation is not None else None
-    bar = keras.utils.Progbar(
-        steps, stateful_metrics=shown, verbose=1 if progress else 0, unit_name="step"
+    report = stage_progress(
+        progress,
+        stage,
+        steps,
+        start_step,
+        every=log_every,
+        learning_rate=lambda: float(keras.ops.convert_to_numpy(loop.optimizer.learning_rate)),
+        metric=validation.metric if validation is not None else None,
     )
-    bar.update(start_step)
     pending = []
 
     def checkpoint_at(step):
@@ -157,6 +165,13 @@ def run_stage(
         if validation.commit(row) and on_best is not None:
             on_best(row)
         state.save()
+        record = validation.record
+        report.validation(
+            step,
+            steps,
+            row,
+            f"best {validation.metric} {record['best']:.4f} at step {record['best_step']}",
+        )
         return row
 
     if validation is not None and validation.due(start_step, steps) and start_step:
@@ -177,28 +192,24 @@ def run_stage(
         step += 1
         if observe is not None:
             steps = observe(step) or steps
-            bar.target = steps
         pending.append(json.dumps({"step": step, **losses}))
         with writer.as_default(step=step):
             for name, value in losses.items():
                 tf.summary.scalar(name, value)
-        values = list(losses.items())
+        report.step(step, steps, losses)
         if validation is not None and validation.due(step, steps):
-            row = validate(step, checkpointed=False)
-            values.append((shown[0], row[validation.metric]))
+            validate(step, checkpointed=False)
             if validation.stopped:
-                bar.update(step, values=values, finalize=True)
-                if progress:
-                    print(
-                        f"stage {stage}: no better {validation.metric} in "
-                        f"{validation.patience} validations (best "
-                        f"{validation.record['best']:.4f} at step "
-                        f"{validation.record['best_step']}); stopped at step {step}"
-                    )
+                report.message(
+                    f"stage {stage}: no better {validation.metric} in "
+                    f"{validation.patience} validations (best "
+                    f"{validation.record['best']:.4f} at step "
+                    f"{validation.record['best_step']}); stopped at step {step}"
+                )
                 break
         elif step % checkpoint_every == 0 or step == steps:
             checkpoint_at(step)
             state.save()
-        bar.update(step, values=values)
+    report.close(step)
     writer.flush()
     return step

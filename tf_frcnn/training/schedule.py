@@ -371,6 +371,7 @@ class Trainer:
             validation=validation,
             on_best=on_best,
             observe=observe,
+            log_every=self.config.train.log_every,
         )
 
 
