@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from tf_frcnn import __version__
 from tf_frcnn.config import ConfigError, load_config
 from tf_frcnn.config_diff import config_differences
+from tf_frcnn.config_paths import absolute_paths
 from tf_frcnn.data import DataError, inputs, read_image_rgb
 from tf_frcnn.data.analysis import analyze, resolve_sizes
 from tf_frcnn.data.analysis_report import format_analysis, write_analysis
@@ -73,10 +74,12 @@ def version_text():
 
 
 def _config(path, data_dir=None):
+    """The config at ``path``, its relative paths read from the current directory
+    (``tf_frcnn.config_paths``); ``data_dir`` replaces data.data_dir."""
     config = load_config(path)
     if data_dir:
         config.data.data_dir = data_dir
-    return config
+    return absolute_paths(config)
 
 
 def _config_name(path):

@@ -93,7 +93,7 @@ def coco_results(path, outputs, keep, image_shape, class_names):
 
 
 def write_predictions(directory, rows):
-    """``predictions.json`` in ``directory``: the list of COCO results rows."""
+    """``predictions.json`` in ``directory``: the list of COCO results rows, one a line."""
     path = os.path.join(directory, PREDICTIONS_FILE)
-    atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(path, "[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n")
     return path

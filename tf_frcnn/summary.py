@@ -79,33 +79,43 @@ def eval_summary(metrics, files):
 
 
 def _size(path):
-    """Bytes of a file, or of every file under a directory."""
+    """Bytes of a file, of a SavedModel (saved_model.pb, variables/, assets/: not the other
+    files of its version directory), or of every file under another directory."""
     if os.path.isfile(path):
         return os.path.getsize(path)
-    return sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(path)
-        for name in names
-    )
+    parts = [path]
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        parts = [os.path.join(path, name) for name in ("saved_model.pb", "variables", "assets")]
+    total = 0
+    for part in parts:
+        if os.path.isfile(part):
+            total += os.path.getsize(part)
+        for root, _, names in os.walk(part):
+            total += sum(os.path.getsize(os.path.join(root, name)) for name in names)
+    return total
 
 
-def megabytes(path):
-    return f"{_size(path) / 1e6:.1f} MB"
+def file_size(path):
+    """ "812 B", "14.2 kB" or "3.8 MB"."""
+    size = _size(path)
+    if size < 1000:
+        return f"{size} B"
+    return f"{size / 1e3:.1f} kB" if size < 1e6 else f"{size / 1e6:.1f} MB"
 
 
 def export_summary(model_dir, artifacts, verify=None, next_command=None):
     """The lines ``tf-frcnn export`` ends with: each artifact ({name: path}) with its size and,
     from a ``verify_export`` report, its AP change against the Keras model."""
-    changes = {}
-    for row in (verify or {}).get("artifacts", []):
-        changes[os.path.abspath(row["path"])] = row
+    checked = [row for row in (verify or {}).get("artifacts", []) if row.get("bytes") is not None]
     width = max(len(name) for name in artifacts)
     lines = [f"exported {model_dir}:"]
     for name, path in artifacts.items():
-        line = f"  {name:<{width}}  {path}  {megabytes(path)}"
-        rows = [r for p, r in changes.items() if p == os.path.abspath(path)]
-        if rows and "AP_change" in rows[-1] and name != "Keras model":
-            line += f"  AP {rows[-1]['AP']:.4f} ({rows[-1]['AP_change']:+.4f} vs Keras)"
+        line = f"  {name:<{width}}  {path}  {file_size(path)}"
+        rows = [r for r in checked if os.path.abspath(r["path"]) == os.path.abspath(path)]
+        if rows:
+            # A SavedModel's two signatures: the worse one.
+            row = min(rows, key=lambda r: r["AP_change"])
+            line += f"  AP {row['AP']:.4f} ({row['AP_change']:+.4f} vs the Keras model)"
         lines.append(line)
     if verify is not None:
         outcome = "ok" if verify["ok"] else "FAILED"
