@@ -36,7 +36,8 @@ EXAMPLES = {
     "      --thresholds runs/shapes/metrics.json --html",
     "demo": "example:\n  tf-frcnn demo        (what `make demo` runs)",
     "analyze": "examples:\n  tf-frcnn analyze --config configs/mobilenet_cpu.yaml --fit-anchors\n"
-    "  tf-frcnn analyze --config my.yaml --out runs/analysis/my",
+    "  tf-frcnn analyze --config my.yaml   (writes runs/my/analysis/)\n"
+    "  tf-frcnn analyze --config my.yaml --out elsewhere/",
 }
 
 WEIGHTS_HELP = (
