@@ -240,3 +240,27 @@ def _loads_as_coco_results(rows, labels):
     truth.createIndex()
     results = truth.loadRes(numeric)
     assert len(results.getAnnIds()) == len(numeric) > 0
+
+
+def test_relative_config_paths_are_read_from_the_current_directory(tmp_path, monkeypatch, capsys):
+    """One rule: a relative path in a config is read from the current directory, not the config
+    file's; the error names the resolved path."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    config = configs / "voc.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"num_classes": 1, "class_names": ["cat"]},
+                "data": {"source": "voc", "root": "data/VOC2007"},
+            }
+        )
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["analyze", "--config", str(config), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    resolved = os.path.join(str(work), "data", "VOC2007")
+    assert resolved in err and str(configs / "data") not in err, err
+    assert len(err.strip().splitlines()) == 1

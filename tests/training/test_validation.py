@@ -157,7 +157,8 @@ def test_best_weights_are_the_best_steps_and_weights_chooses_the_file(tmp_path, 
         == 0
     )
     assert "(final)" in capsys.readouterr().out
-    with open(os.path.join(model_dir, "metrics.json")) as handle:
+    # Not the default weights (best exists): its own file, metrics.json is the default's.
+    with open(os.path.join(model_dir, "metrics_final.json")) as handle:
         assert json.load(handle)["weights"] == "final"
     os.remove(os.path.join(model_dir, BEST_WEIGHTS))
     assert (
