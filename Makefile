@@ -1,5 +1,6 @@
 # make test: set up .venv (if missing), `make lint` (ruff check and format check), then pytest.
 # make demo: same set-up, then the whole job on the synthetic dataset.
+# make clean: the venv, build and cache files; never runs/ (trained runs) or saved_models/ (exports).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
@@ -21,4 +22,6 @@ demo: $(STAMP)
 	$(VENV)/bin/tf-frcnn demo
 
 clean:
-	rm -rf runs saved_models/*/ $(VENV)
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	find tf_frcnn tests benchmarks -name __pycache__ -type d -prune -exec rm -rf {} +
+	@echo "kept runs/ and saved_models/: trained runs and exports are deleted by hand"

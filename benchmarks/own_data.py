@@ -99,7 +99,7 @@ def main():
     args = parser.parse_args()
     with open(BASE_CONFIG, encoding="utf-8") as handle:
         base = yaml.safe_load(handle)
-    cli = [sys.executable, "-m", "tf_frcnn.cli"]
+    cli = [sys.executable, "-m", "tf_frcnn_cli"]
     rows = []
     for dataset in args.datasets:
         for variant in args.variants:

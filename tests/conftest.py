@@ -13,7 +13,7 @@ def smoke_run(tmp_path_factory):
     """(model dir, TFDS dir) of configs/smoke.yaml trained once per session with
     `tf-frcnn train`; tests that write into the model dir other than by `tf-frcnn eval` copy it
     first."""
-    from tf_frcnn.cli import main
+    from tf_frcnn_cli import main
 
     tfds_dir = str(tmp_path_factory.mktemp("tfds"))
     model_dir = str(tmp_path_factory.mktemp("cli") / "smoke")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tf_frcnn.cli import main
+from tf_frcnn_cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from tf_frcnn.cli import main
 from tf_frcnn.config import config_from_dict
 from tf_frcnn.rundir import load_trained_model
 from tf_frcnn.training import Trainer
+from tf_frcnn_cli import main
 
 CONFIG = {
     "model": {

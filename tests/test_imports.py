@@ -6,50 +6,9 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "tf_frcnn"
 
-# (importing module, imported module): why it is inside a function.
-ALLOWED = {
-    # The CLI parses its arguments before loading TensorFlow: `tf-frcnn --help` stays fast.
-    **{
-        ("tf_frcnn.cli", m): "CLI command implementation, loaded after parsing"
-        for m in (
-            "tf_frcnn",
-            "tf_frcnn.config",
-            "tf_frcnn.data",
-            "tf_frcnn.data.analysis",
-            "tf_frcnn.data.analysis_report",
-            "tf_frcnn.data.inputs",
-            "tf_frcnn.data.resolve",
-            "tf_frcnn.demo",
-            "tf_frcnn.evaluation",
-            "tf_frcnn.evaluation.html_report",
-            "tf_frcnn.evaluation.runner",
-            "tf_frcnn.evaluation.thresholds",
-            "tf_frcnn.export",
-            "tf_frcnn.export.tflite",
-            "tf_frcnn.export.verify",
-            "tf_frcnn.hardware",
-            "tf_frcnn.rundir",
-            "tf_frcnn.training",
-            "tf_frcnn.visualize",
-        )
-    },
-    **{
-        ("tf_frcnn.demo", m): "the demo is a CLI command: loaded when it runs"
-        for m in (
-            "tf_frcnn.config",
-            "tf_frcnn.data",
-            "tf_frcnn.data.analysis",
-            "tf_frcnn.data.inputs",
-            "tf_frcnn.data.resolve",
-            "tf_frcnn.evaluation",
-            "tf_frcnn.evaluation.runner",
-            "tf_frcnn.export",
-            "tf_frcnn.rundir",
-            "tf_frcnn.training",
-            "tf_frcnn.visualize",
-        )
-    },
-}
+# (importing module, imported module): why it is inside a function. The CLI parses its arguments
+# outside the package (tf_frcnn_cli.py), so no module of the package needs one.
+ALLOWED = {}
 
 
 def module_name(path):

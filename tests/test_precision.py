@@ -2,10 +2,10 @@
 
 import pytest
 
-from tf_frcnn.cli import main
 from tf_frcnn.config import ConfigError, config_from_dict
 from tf_frcnn.hardware import cpu_features, cpu_summary
 from tf_frcnn.model import build_model
+from tf_frcnn_cli import main
 
 SMOKE = {"model": {"backbone": "tiny", "num_classes": 2, "rpn_channels": 16, "fc_units": [16, 16]}}
 

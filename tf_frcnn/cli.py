@@ -1,43 +1,63 @@
-"""The ``tf-frcnn`` command: train, eval, export, predict, demo.
+"""The ``tf-frcnn`` commands: train, eval, export, predict, demo, analyze, run on the arguments
+that ``tf_frcnn_cli`` (the entry point, which parses them without loading TensorFlow) parsed.
 
-Every user error ends the program with one line naming its cause and a
-non-zero exit status; progress bars show every long step.
+Every user error ends the program with one line naming its cause and a non-zero exit status;
+every command ends with a summary of what it made (``tf_frcnn.summary``); progress prints as
+bars in a terminal and as plain lines elsewhere (``tf_frcnn.progress``).
 """
 
-import argparse
 import json
 import os
+import re
 import sys
 import time
 
-from tf_frcnn.choices import STRATEGIES
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
-EXAMPLES = {
-    "train": "examples:\n  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes\n"
-    "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --resume\n"
-    "  tf-frcnn train --config configs/shapes.yaml --model-dir runs/shapes --minutes 20",
-    "eval": "examples:\n  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes\n"
-    "  tf-frcnn eval --config configs/shapes.yaml --model-dir runs/shapes "
-    "--weights final",
-    "export": "examples:\n  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes\n"
-    "  tf-frcnn export --model-dir runs/shapes --out saved_models/shapes --tflite\n"
-    "  tf-frcnn export --model-dir runs/shapes --format keras",
-    "predict": "examples:\n"
-    "  tf-frcnn predict --model saved_models/shapes img1.jpg img2.png --out preds/\n"
-    "  tf-frcnn predict --model saved_models/shapes/1/model.tflite img.jpg --out preds/\n"
-    "  tf-frcnn predict --model saved_models/shapes img.jpg --out preds/ \\\n"
-    "      --thresholds runs/shapes/metrics.json --html",
-    "demo": "example:\n  tf-frcnn demo        (what `make demo` runs)",
-    "analyze": "examples:\n  tf-frcnn analyze --config configs/mobilenet_cpu.yaml --fit-anchors\n"
-    "  tf-frcnn analyze --config my.yaml --out runs/analysis/my",
-}
-
-
-WEIGHTS_HELP = (
-    "best.weights.h5 (the final stage's best validation, train.select_by), final.weights.h5 "
-    "(default: best where it exists, else final) or model.keras (written by "
-    "export --format keras)"
+from tf_frcnn import __version__
+from tf_frcnn.config import ConfigError, load_config
+from tf_frcnn.config_diff import config_differences
+from tf_frcnn.config_paths import absolute_paths
+from tf_frcnn.data import DataError, inputs, read_image_rgb
+from tf_frcnn.data.analysis import analyze, resolve_sizes
+from tf_frcnn.data.analysis_report import format_analysis, write_analysis
+from tf_frcnn.data.resolve import resolve_config
+from tf_frcnn.demo import run_demo
+from tf_frcnn.evaluation import format_table
+from tf_frcnn.evaluation.html_report import write_prediction_index
+from tf_frcnn.evaluation.runner import evaluate_model_dir
+from tf_frcnn.evaluation.thresholds import keep_mask, read_thresholds
+from tf_frcnn.export import export_saved_model, load_predictor, read_labels
+from tf_frcnn.export.tflite import calibration_inputs, export_tflite_variants
+from tf_frcnn.export.verify import VerifyError, verify_export
+from tf_frcnn.export.verify import format_table as format_verify_table
+from tf_frcnn.hardware import cpu_summary
+from tf_frcnn.predict import (
+    NoImages,
+    coco_results,
+    default_output_dir,
+    image_paths,
+    write_predictions,
 )
+from tf_frcnn.progress import one_line_warnings, own_lines, resolve_format
+from tf_frcnn.rundir import (
+    BEST_WEIGHTS,
+    CONFIG_FILE,
+    FINAL_WEIGHTS,
+    KERAS_MODEL,
+    LABELS_FILE,
+    RunState,
+    load_trained_model,
+    read_config,
+    save_weights_atomic,
+    trained_weights,
+)
+from tf_frcnn.summary import eval_summary, export_summary, train_summary
+from tf_frcnn.training import TrainingDiverged, train
+from tf_frcnn.visualize import draw_predictions
 
 
 class UserError(Exception):
@@ -47,245 +67,49 @@ class UserError(Exception):
 def version_text():
     """tf-frcnn's version, TensorFlow's and Keras', and what the CPU offers for reduced
     precision (``tf_frcnn.hardware``)."""
-    import keras
-    import tensorflow as tf
-
-    from tf_frcnn import __version__
-    from tf_frcnn.hardware import cpu_summary
-
     return (
         f"tf-frcnn {__version__}\nTensorFlow {tf.__version__}, Keras {keras.__version__}\n"
         f"CPU {cpu_summary()}"
     )
 
 
-class _VersionAction(argparse.Action):
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(version_text())
-        parser.exit()
-
-
-def _command(sub, name, help_text, run):
-    """The parser of one ``tf-frcnn`` command, running ``run(args)``."""
-    command_parser = sub.add_parser(
-        name,
-        help=help_text,
-        description=help_text,
-        epilog=EXAMPLES[name],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    command_parser.set_defaults(run=run)
-    return command_parser
-
-
-def _config_options(command_parser):
-    command_parser.add_argument("--config", required=True, help="YAML config (see configs/)")
-    command_parser.add_argument("--data-dir", help="TFDS data dir for the synthetic dataset")
-
-
-def _trained_model_options(command_parser, svd_outputs=""):
-    command_parser.add_argument("--model-dir", required=True)
-    command_parser.add_argument("--weights", choices=["best", "final", "keras"], help=WEIGHTS_HELP)
-    command_parser.add_argument(
-        "--svd-ranks",
-        type=int,
-        nargs="+",
-        metavar="RANK",
-        help="truncated SVD of the head's fc layers, one rank per layer (0 keeps a layer), "
-        f"e.g. 1024 256 for VGG16's fc6/fc7 (Fast R-CNN Sec. 3.1){svd_outputs}",
-    )
-
-
-def _train_parser(sub):
-    train = _command(sub, "train", "Train a model directory with the config's schedule.", cmd_train)
-    _config_options(train)
-    train.add_argument(
-        "--model-dir", help="where checkpoints and state.json go (default: runs/<config name>)"
-    )
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the last checkpoint of the unfinished stage",
-    )
-    train.add_argument(
-        "--strategy",
-        choices=STRATEGIES,
-        help="tf.distribute strategy (default: the config's train.strategy)",
-    )
-    train.add_argument(
-        "--minutes",
-        type=float,
-        metavar="M",
-        help="fit the whole schedule into M minutes on this machine, each "
-        "stage keeping its share of the config's steps (train.minutes); "
-        "measured when training starts, kept by --resume",
-    )
-
-
-def _evaluate_parser(sub):
-    evaluate = _command(
-        sub,
-        "eval",
-        "Evaluate a trained model; writes metrics.json, report.md and "
-        "report.html (error analysis, per-class thresholds, gallery).",
-        cmd_eval,
-    )
-    _config_options(evaluate)
-    _trained_model_options(evaluate, "; writes metrics_svd.json and report_svd.md")
-    evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
-
-
-def _export_parser(sub):
-    export = _command(
-        sub,
-        "export",
-        "Export a trained model as a TF Serving SavedModel "
-        "(and a built-in-only TFLite model), or as one .keras file.",
-        cmd_export,
-    )
-    _trained_model_options(export)
-    export.add_argument(
-        "--format",
-        choices=["saved_model", "keras"],
-        default="saved_model",
-        help="keras: the whole model in one file that keras.models.load_model "
-        "reads after `import tf_frcnn` (default OUT: MODEL_DIR/model.keras, "
-        "which --weights keras loads)",
-    )
-    export.add_argument(
-        "--out",
-        help="saved_model: base dir (required), version N goes in OUT/N/; keras: the .keras file",
-    )
-    export.add_argument("--tflite", action="store_true", help="also write OUT/N/model.tflite")
-    export.add_argument(
-        "--tflite-variants",
-        action="store_true",
-        help="also write the float16, dynamic_int8 and int8 TFLite files",
-    )
-    export.add_argument(
-        "--tflite-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="TFLite input size, resized in the graph by the config's rule "
-        "(default: a data.pad_to canvas the image is resized into on the host)",
-    )
-    export.add_argument(
-        "--calibration",
-        type=int,
-        default=200,
-        metavar="N",
-        help="training images that calibrate the int8 TFLite file",
-    )
-    export.add_argument(
-        "--verify",
-        action="store_true",
-        help="run every artifact over the eval split against the Keras model; "
-        "writes verify.json and verify.md, fails naming a worse artifact",
-    )
-    export.add_argument(
-        "--tolerance", type=float, default=0.005, help="--verify: largest AP drop allowed"
-    )
-    export.add_argument("--images", type=int, metavar="N", help="--verify: first N images only")
-
-
-def _predict_parser(sub):
-    predict = _command(
-        sub, "predict", "Draw detections of an exported model on images.", cmd_predict
-    )
-    predict.add_argument("--model", required=True, help="SavedModel dir or .tflite file")
-    predict.add_argument("images", nargs="+", help="image files")
-    predict.add_argument("--out", required=True, help="directory for the PNGs")
-    predict.add_argument(
-        "--score-threshold",
-        type=float,
-        default=0.5,
-        help="draw detections scoring at least this (default 0.5)",
-    )
-    predict.add_argument(
-        "--thresholds",
-        metavar="METRICS_JSON",
-        help="per-class thresholds (max F1) from the metrics.json of "
-        "tf-frcnn eval; --score-threshold for a class without one",
-    )
-    predict.add_argument(
-        "--html",
-        action="store_true",
-        help="also write OUT/index.html, a page of the drawn predictions",
-    )
-
-
-def _demo_parser(sub):
-    demo = _command(
-        sub, "demo", "Generate the synthetic data, train, evaluate, export, predict.", cmd_demo
-    )
-    demo.add_argument("--config", default=None, help="default: configs/shapes.yaml")
-    demo.add_argument("--model-dir", default="runs/demo")
-    demo.add_argument("--data-dir", default=None, help="TFDS data dir (default: runs/tfds)")
-
-
-def _analyze_parser(sub):
-    analyze = _command(
-        sub,
-        "analyze",
-        "Analyse the training split: box sizes after the resize, "
-        "anchor coverage, same-class overlap, and the settings they imply.",
-        cmd_analyze,
-    )
-    _config_options(analyze)
-    analyze.add_argument(
-        "--out", help="where analysis.json and the PNGs go (default: runs/analysis/<config name>)"
-    )
-    analyze.add_argument(
-        "--fit-anchors",
-        action="store_true",
-        help="also fit scales x ratios to the boxes (done anyway when the "
-        "config says anchor_scales/anchor_ratios: auto)",
-    )
-    analyze.add_argument("--split", help="split to analyse (default: the config's train_split)")
-
-
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="tf-frcnn",
-        description="Faster R-CNN in TensorFlow / Keras: train with the paper's "
-        "4-step alternating schedule, evaluate, export to SavedModel and TFLite, predict.",
-    )
-    parser.add_argument(
-        "--version",
-        action=_VersionAction,
-        help="print the versions and the CPU's AMX / AVX512_BF16 / VNNI support",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
-    _evaluate_parser(sub)
-    _export_parser(sub)
-    _predict_parser(sub)
-    _demo_parser(sub)
-    _analyze_parser(sub)
-    return parser
-
-
 def _config(path, data_dir=None):
-    from tf_frcnn.config import load_config
-
+    """The config at ``path``, its relative paths read from the current directory
+    (``tf_frcnn.config_paths``); ``data_dir`` replaces data.data_dir."""
     config = load_config(path)
     if data_dir:
         config.data.data_dir = data_dir
-    return config
+    return absolute_paths(config)
 
 
 def _config_name(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def cmd_train(args):
-    from tf_frcnn.data.resolve import resolve_config
-    from tf_frcnn.training import train
+def _run_config(args):
+    """The config of ``eval``/``export``: ``--config``, or the model dir's config.yaml (the one
+    training wrote). A ``--config`` that differs from it is used, and what differs is said."""
+    trained = os.path.join(args.model_dir, CONFIG_FILE)
+    if not args.config:
+        if not os.path.exists(trained):
+            raise UserError(
+                f"model dir {args.model_dir} has no {CONFIG_FILE} "
+                f"({os.path.abspath(trained)}): pass --config"
+            )
+        print(f"config: {trained} (the one training used)")
+        return _config(trained, args.data_dir)
+    config = _config(args.config, args.data_dir)
+    if os.path.exists(trained):
+        differences = config_differences(config, read_config(args.model_dir))
+        if differences:
+            print(
+                f"config: {args.config}, which differs from {trained} (the training's) in "
+                f"{len(differences)} keys: {'; '.join(differences)}"
+            )
+    return config
 
+
+def cmd_train(args):
     config = _config(args.config, args.data_dir)
     if args.minutes is not None:
         if args.minutes <= 0:
@@ -293,9 +117,19 @@ def cmd_train(args):
         config.train.minutes = args.minutes
     model_dir = args.model_dir or os.path.join("runs", _config_name(args.config))
     _check_writable(model_dir)
+    if resolve_format(args.log_format) == "lines":
+        # TFDS' tqdm bars (building the synthetic dataset) redraw with "\r" too.
+        tfds.disable_progress_bar()
     start = time.perf_counter()
-    train(config, model_dir, resume=args.resume, strategy=args.strategy, resolve=resolve_config)
-    print(f"trained {model_dir} in {time.perf_counter() - start:.0f} s")
+    train(
+        config,
+        model_dir,
+        resume=args.resume,
+        strategy=args.strategy,
+        resolve=resolve_config,
+        progress=args.log_format,
+    )
+    print(train_summary(model_dir, time.perf_counter() - start))
     return model_dir
 
 
@@ -310,18 +144,32 @@ def _check_writable(directory, what="model dir"):
         raise UserError(f"{what} {directory} is not writable: {error.strerror}") from None
 
 
-def cmd_eval(args):
-    from tf_frcnn.data.analysis import resolve_sizes
-    from tf_frcnn.evaluation import format_table
-    from tf_frcnn.evaluation.runner import evaluate_model_dir
+def _file_part(text):
+    return re.sub(r"[^\w.-]+", "-", text).strip("-")
 
+
+def eval_suffix(args, config):
+    """The suffix of the files an evaluation writes: "" for the default one (the config's eval
+    split, the default weights), else "_<split>", "_<weights>" and "_svd" as they differ."""
+    parts = []
+    if args.split and args.split != config.data.eval_split:
+        parts.append(_file_part(args.split))
+    if args.weights and args.weights != trained_weights(args.model_dir)[0]:
+        parts.append(args.weights)
+    if args.svd_ranks:
+        parts.append("svd")
+    return "".join(f"_{part}" for part in parts)
+
+
+def cmd_eval(args):
+    _check_trained(args.model_dir)
     # data.min_size/max_size "auto": the sizes the model dir was trained with.
-    config = resolve_sizes(_config(args.config, args.data_dir), model_dir=args.model_dir)
+    config = resolve_sizes(_run_config(args), model_dir=args.model_dir)
     model, _, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
     print(
         f"evaluating {args.model_dir} ({weights}) on split '{args.split or config.data.eval_split}'"
     )
-    suffix = "_svd" if args.svd_ranks else ""
+    suffix = eval_suffix(args, config)
     extra = {"weights": weights.split()[0]}
     if args.svd_ranks:
         extra["svd_ranks"] = list(args.svd_ranks)
@@ -329,29 +177,30 @@ def cmd_eval(args):
         config, model, args.model_dir, args.split, suffix=suffix, extra=extra
     )
     print(format_table(metrics))
+    print()
     print(
-        f"wrote {os.path.join(args.model_dir, f'metrics{suffix}.json')}, {report} and "
-        f"{os.path.splitext(report)[0]}.html"
+        eval_summary(
+            metrics,
+            {
+                "report": f"{os.path.splitext(report)[0]}.html (and {report})",
+                "metrics": os.path.join(args.model_dir, f"metrics{suffix}.json"),
+            },
+        )
     )
     return metrics
 
 
-def _load_model(model_dir, svd_ranks=None, weights=None):
-    """(model, config, "best (stage detector4, step 40, mAP50 0.81)" or "final")."""
-    from tf_frcnn.rundir import (
-        BEST_WEIGHTS,
-        FINAL_WEIGHTS,
-        KERAS_MODEL,
-        RunState,
-        load_trained_model,
-        trained_weights,
-    )
-
+def _check_trained(model_dir):
     if not os.path.exists(os.path.join(model_dir, FINAL_WEIGHTS)):
         raise UserError(
             f"model dir {model_dir} has no finished training "
             f"({FINAL_WEIGHTS} missing): run tf-frcnn train first"
         )
+
+
+def _load_model(model_dir, svd_ranks=None, weights=None):
+    """(model, config, "best (stage detector4, step 40, mAP50 0.81)" or "final")."""
+    _check_trained(model_dir)
     weights, path = trained_weights(model_dir, weights)
     if not os.path.exists(path) and weights == "keras":
         raise UserError(
@@ -378,24 +227,26 @@ def _load_model(model_dir, svd_ranks=None, weights=None):
 
 
 def cmd_export(args):
-    from tf_frcnn.export import export_saved_model, read_labels
-    from tf_frcnn.export.verify import VerifyError, format_table, verify_export
-
     if args.tolerance < 0:
         raise UserError(f"--tolerance must be >= 0, got {args.tolerance}")
     if args.format == "keras":
         return _export_keras(args)
     if not args.out:
         raise UserError("--out is required: the SavedModel's base dir")
-    model, config, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
+    model, trained_config, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
+    # The network is the trained one; --config changes what export reads (data, sizes).
+    config = _run_config(args) if args.config else trained_config
     print(f"exporting {args.model_dir} ({weights})")
     class_names = read_labels(args.model_dir)
     d = config.data
     version_dir = export_saved_model(
         model, args.out, class_names, min_size=d.min_size, max_size=d.max_size, pad_to=d.pad_to
     )
-    print(f"SavedModel: {version_dir}")
+    artifacts = {"SavedModel": str(version_dir)}
     tflite = _export_tflite(args, model, config, version_dir)
+    artifacts.update({f"TFLite {name}": str(path) for name, path, _ in tflite})
+    artifacts["labels"] = os.path.join(version_dir, LABELS_FILE)
+    report = None
     if args.verify:
         print(f"verifying on split '{d.eval_split}'")
         try:
@@ -409,15 +260,23 @@ def cmd_export(args):
                 tolerance=args.tolerance,
             )
         except VerifyError as error:
-            print(format_table(json.loads((version_dir / "verify.json").read_text())))
+            print(format_verify_table(json.loads((version_dir / "verify.json").read_text())))
             raise UserError(f"verify failed: {error}") from None
-        print(format_table(report))
+        print(format_verify_table(report))
+        artifacts["verify report"] = os.path.join(version_dir, "verify.md")
+    print()
+    print(
+        export_summary(
+            f"{args.model_dir} ({weights})",
+            artifacts,
+            report,
+            next_command=f"tf-frcnn predict --model {args.out} IMAGES_OR_DIR",
+        )
+    )
     return version_dir
 
 
 def _export_keras(args):
-    from tf_frcnn.rundir import KERAS_MODEL, save_weights_atomic
-
     if args.tflite or args.tflite_variants or args.verify:
         raise UserError("--tflite, --tflite-variants and --verify go with --format saved_model")
     path = args.out or os.path.join(args.model_dir, KERAS_MODEL)
@@ -426,7 +285,15 @@ def _export_keras(args):
     model, _, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_weights_atomic(model, path)
-    print(f"Keras model ({weights}): {path}")
+    print(
+        export_summary(
+            f"{args.model_dir} ({weights})",
+            {"Keras model": path},
+            next_command=f"tf-frcnn eval --model-dir {args.model_dir} --weights keras"
+            if os.path.abspath(path) == os.path.abspath(os.path.join(args.model_dir, KERAS_MODEL))
+            else None,
+        )
+    )
     return path
 
 
@@ -434,9 +301,6 @@ def _export_tflite(args, model, config, version_dir):
     """The TFLite files --tflite / --tflite-variants ask for, as (name, path, resize)."""
     if not (args.tflite or args.tflite_variants):
         return []
-    from tf_frcnn.data import inputs
-    from tf_frcnn.export.tflite import calibration_inputs, export_tflite_variants
-
     d = config.data
     canvas = args.tflite_size is None
     height, width = args.tflite_size or d.pad_to or (d.max_size, d.max_size)
@@ -460,20 +324,43 @@ def _export_tflite(args, model, config, version_dir):
         canvas=canvas,
         variants=variants,
     )
-    for name, entry in written.items():
-        print(f"TFLite {name}: {entry['path']}")
     return [(name, entry["path"], entry["resize"]) for name, entry in written.items()]
 
 
-def cmd_predict(args):
-    from tf_frcnn.data import read_image_rgb
-    from tf_frcnn.evaluation.html_report import write_prediction_index
-    from tf_frcnn.evaluation.thresholds import read_thresholds
-    from tf_frcnn.export import load_predictor, read_labels
-    from tf_frcnn.visualize import draw_predictions
+def _predict_one(predictor, path, target, class_names, thresholds, score_threshold):
+    """Draws ``path``'s detections into ``target``; returns (drawn [(name, score)], COCO
+    results rows)."""
+    try:
+        image = read_image_rgb(path)
+    except Exception as error:  # noqa: BLE001 - any decoder failure is the file's fault
+        raise UserError(f"cannot read image {path}: {error}") from None
+    outputs = []
 
+    def detect(picture):
+        outputs.append(predictor(picture))
+        return outputs[-1]
+
+    kept = draw_predictions(detect, image, class_names, target, thresholds, score_threshold)
+    keep = keep_mask(
+        np.asarray(outputs[0]["detection_scores"]),
+        np.asarray(outputs[0]["detection_classes"]),
+        thresholds,
+        score_threshold,
+    )
+    return kept, coco_results(path, outputs[0], keep, image.shape, class_names)
+
+
+def cmd_predict(args):
     if not os.path.exists(args.model):
         raise UserError(f"model not found: {args.model}")
+    try:
+        paths = image_paths(args.images)
+    except NoImages as error:
+        raise UserError(str(error)) from None
+    out = args.out
+    if out is None:
+        out = default_output_dir(args.model)
+        print(f"no --out: writing to {out} (runs/predict/<model name> in the current directory)")
     predictor = load_predictor(args.model)
     class_names = read_labels(args.model)
     thresholds = {}
@@ -482,59 +369,64 @@ def cmd_predict(args):
             thresholds = read_thresholds(args.thresholds, class_names)
         except ValueError as error:
             raise UserError(f"--thresholds: {error}") from None
-    written, entries = [], []
-    for path in args.images:
-        if not os.path.isfile(path):
-            raise UserError(f"image not found: {path}")
-        try:
-            image = read_image_rgb(path)
-        except Exception as error:  # noqa: BLE001 - any decoder failure is the file's fault
-            raise UserError(f"cannot read image {path}: {error}") from None
-        target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
-        kept = draw_predictions(
-            predictor, image, class_names, target, thresholds, args.score_threshold
+    written, entries, results = [], [], []
+    for path in paths:
+        target = os.path.join(out, os.path.splitext(os.path.basename(path))[0] + ".png")
+        kept, rows = _predict_one(
+            predictor, path, target, class_names, thresholds, args.score_threshold
         )
         print(
             f"{path}: {len(kept)} detections {kept[:5]}{' ...' if len(kept) > 5 else ''} "
             f"-> {target}"
         )
         written.append(target)
+        results += rows
         entries.append({"picture": os.path.basename(target), "source": path, "detections": kept})
+    predictions = write_predictions(out, results)
+    print(
+        f"predicted {len(paths)} images with {args.model}: {len(results)} detections\n"
+        f"  pictures:    {out}/ (one PNG per image)\n"
+        f"  predictions: {predictions} (COCO results: image_id, category_id, bbox [x, y, w, h] "
+        "in pixels, score, category_name, file_name)"
+    )
     if args.html:
-        index = write_prediction_index(args.out, entries, args.model)
-        print(f"wrote {index}")
+        index = write_prediction_index(out, entries, args.model)
+        print(f"  page:        {index}")
     return written
 
 
 def cmd_demo(args):
-    from tf_frcnn.demo import run_demo
-
     return run_demo(config_path=args.config, model_dir=args.model_dir, data_dir=args.data_dir)
 
 
 def cmd_analyze(args):
-    from tf_frcnn.data.analysis import analyze
-    from tf_frcnn.data.analysis_report import format_analysis, write_analysis
-
     config = _config(args.config, args.data_dir)
-    out = args.out or os.path.join("runs", "analysis", _config_name(args.config))
+    out = args.out or os.path.join("runs", _config_name(args.config), "analysis")
     _check_writable(out, "output dir")
     result = analyze(config, split=args.split, fit=args.fit_anchors)
     print(format_analysis(result.summary))
     paths = write_analysis(result, out)
-    print(f"wrote {', '.join(str(path) for path in paths)}")
+    where = "" if args.out else " (no --out: runs/<config name>/analysis, the config's run dir)"
+    print(f"wrote into {out}{where}: {', '.join(os.path.basename(str(p)) for p in paths)}")
     return result.summary
 
 
-def main(argv=None):
-    args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tf_frcnn.config import ConfigError
-    from tf_frcnn.data import DataError
-    from tf_frcnn.training import TrainingDiverged
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "export": cmd_export,
+    "predict": cmd_predict,
+    "demo": cmd_demo,
+    "analyze": cmd_analyze,
+}
 
+
+def run(args):
+    """Runs the command ``args`` (parsed by ``tf_frcnn_cli``) names; returns the exit status:
+    0, 2 after a one-line error on stderr, 130 when interrupted."""
     try:
-        args.run(args)
+        with own_lines(), one_line_warnings():
+            COMMANDS[args.command](args)
         return 0
     except (UserError, ConfigError, DataError, TrainingDiverged) as error:
         message = " ".join(str(error).split())
@@ -547,7 +439,3 @@ def main(argv=None):
         return 130
     print(f"tf-frcnn {args.command}: error: {message}", file=sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

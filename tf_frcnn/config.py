@@ -215,6 +215,7 @@ class TrainConfig:
     # Under train.minutes the final stage trains to the deadline unless this is true.
     stop_final_stage: bool = False
     ema: EMAConfig | None = None  # weight averaging; true: the defaults
+    log_every: int = _positive(50)  # steps between log lines (train --log-format lines)
 
 
 @dataclass

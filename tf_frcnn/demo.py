@@ -5,6 +5,16 @@ export a SavedModel (and TFLite), draw predictions, print a summary."""
 import os
 import time
 
+from tf_frcnn.config import load_config
+from tf_frcnn.data import inputs, synthetic_builder
+from tf_frcnn.data.resolve import resolve_config
+from tf_frcnn.evaluation import format_table
+from tf_frcnn.evaluation.runner import evaluate_model_dir
+from tf_frcnn.export import export_saved_model, export_tflite, load_predictor, read_labels
+from tf_frcnn.rundir import load_trained_model
+from tf_frcnn.training import Trainer
+from tf_frcnn.visualize import draw_predictions
+
 DEFAULT_CONFIG = os.path.join("configs", "shapes.yaml")
 EXPORT_DIR = os.path.join("saved_models", "shapes")
 NUM_PICTURES = 6
@@ -15,16 +25,6 @@ def _step(number, text):
 
 
 def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=EXPORT_DIR):
-    from tf_frcnn.config import load_config
-    from tf_frcnn.data import inputs, synthetic_builder
-    from tf_frcnn.data.resolve import resolve_config
-    from tf_frcnn.evaluation import format_table
-    from tf_frcnn.evaluation.runner import evaluate_model_dir
-    from tf_frcnn.export import export_saved_model, export_tflite, load_predictor, read_labels
-    from tf_frcnn.rundir import load_trained_model
-    from tf_frcnn.training import Trainer
-    from tf_frcnn.visualize import draw_predictions
-
     start = time.perf_counter()
     config = load_config(config_path or DEFAULT_CONFIG)
     config.data.data_dir = data_dir or config.data.data_dir or os.path.join("runs", "tfds")

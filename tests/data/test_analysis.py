@@ -13,11 +13,11 @@ import yaml
 from tf_frcnn import boxes as box_ops
 from tf_frcnn.anchors import AnchorGenerator
 from tf_frcnn.backbones import feature_size
-from tf_frcnn.cli import main
 from tf_frcnn.config import Config, ConfigError, config_from_dict, load_config
 from tf_frcnn.data import analysis, anchor_fit, resize_image, split_boxes
 from tf_frcnn.data.analysis_report import PLOTS, format_analysis
 from tf_frcnn.model import build_model
+from tf_frcnn_cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")

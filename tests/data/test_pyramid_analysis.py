@@ -11,10 +11,10 @@ import yaml
 
 from tf_frcnn import boxes as box_ops
 from tf_frcnn.anchors import AnchorGenerator, level_scales, pyramid_levels
-from tf_frcnn.cli import main
 from tf_frcnn.config import FPNConfig, config_from_dict, load_config
 from tf_frcnn.data import analysis, anchor_fit, box_stats, image_sizes, resolve
 from tf_frcnn.rundir import write_config
+from tf_frcnn_cli import main
 
 RATIOS = (0.5, 1.0, 2.0)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tf_frcnn.cli import main
+from tf_frcnn_cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")

@@ -67,7 +67,7 @@ def train_command(model_dir, data_dir, config_path=SMOKE, resume=False):
     command = [
         sys.executable,
         "-m",
-        "tf_frcnn.cli",
+        "tf_frcnn_cli",
         "train",
         "--config",
         config_path,

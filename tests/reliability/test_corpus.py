@@ -28,8 +28,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tf_frcnn.cli import main
 from tf_frcnn.data import DataError, DataWarning, coco_dataset, voc_dataset
+from tf_frcnn_cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
@@ -80,12 +80,13 @@ class Env:
             )
         path = self.write("bad.yaml", config)
         if not reaches_trainer:
-            import tf_frcnn.training
+            import tf_frcnn.cli
 
             def train(*args, **kwargs):
                 raise AssertionError("the config was accepted and training started")
 
-            self.monkeypatch.setattr(tf_frcnn.training, "train", train)
+            # Where the command calls it.
+            self.monkeypatch.setattr(tf_frcnn.cli, "train", train)
         model_dir = self.tmp / "model"
         argv = [
             "train",
@@ -494,7 +495,7 @@ def predict_on_a_training_dir(env):
 
 
 def predict_out_is_a_file(env):
-    import tf_frcnn.export as export
+    import tf_frcnn.cli as export  # the command's own names of load_predictor, read_labels
 
     def predictor(image):
         return {

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tf_frcnn.cli import main
+from tf_frcnn_cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = sorted(

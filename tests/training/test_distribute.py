@@ -96,7 +96,7 @@ def test_multiworker_smoke_through_the_cli(tmp_path, tfds_dir):
                 [
                     sys.executable,
                     "-m",
-                    "tf_frcnn.cli",
+                    "tf_frcnn_cli",
                     "train",
                     "--config",
                     SMOKE,

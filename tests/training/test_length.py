@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_frcnn.cli import main
 from tf_frcnn.data import inputs
 from tf_frcnn.training import Trainer
 from tf_frcnn.training.budget import StageCost, TimeBudget, fit_steps, scale_decay_steps
+from tf_frcnn_cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tf_frcnn.cli import main
 from tf_frcnn.config import config_from_dict
 from tf_frcnn.rundir import BEST_WEIGHTS, load_trained_model
 from tf_frcnn.training import Trainer
 from tf_frcnn.training import validation as validation_module
+from tf_frcnn_cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
@@ -167,7 +167,8 @@ def test_best_weights_are_the_best_steps_and_weights_chooses_the_file(tmp_path, 
         == 0
     )
     assert "(final)" in capsys.readouterr().out
-    with open(os.path.join(model_dir, "metrics.json")) as handle:
+    # Not the default weights (best exists): its own file, metrics.json is the default's.
+    with open(os.path.join(model_dir, "metrics_final.json")) as handle:
         assert json.load(handle)["weights"] == "final"
     os.remove(os.path.join(model_dir, BEST_WEIGHTS))
     assert (

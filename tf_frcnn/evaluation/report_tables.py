@@ -286,7 +286,7 @@ def verdict(metrics: Mapping, label_errors: Mapping | None = None) -> list[str]:
         if bins:
             low = min(bins, key=lambda e: e["AP50"])
             lines.append(
-                f"Hardest objects: the {low['name']} third (side {_side(low['low'])} - "
+                f"Hardest objects: the {low['name']} (side {_side(low['low'])} - "
                 f"{_side(low['high'])} px), AP50 {_cell(low['AP50'])}."
             )
     return lines[:3]

@@ -3,7 +3,6 @@
 import os
 from collections import Counter
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -32,6 +31,7 @@ from tf_frcnn.evaluation.report import (
     write_metrics_json,
     write_report,
 )
+from tf_frcnn.progress import BatchProgress
 from tf_frcnn.proposals import ProposalLayer
 from tf_frcnn.rundir import STATE_FILE, RunState, log_dir, read_history, read_validation
 from tf_frcnn.stages import stage_names
@@ -99,13 +99,14 @@ def evaluate(model, class_names, batches, *, progress=True, predict=None):
       batches: padded batches of ``tf_frcnn.data.build_pipeline`` (not training).
       predict: an ``inference_function`` of ``model`` (default: a new one); without
         recall proposals, the metrics have no RPN recall.
+      progress: ``tf_frcnn.progress``'s (False, True, "auto", "bar", "lines").
 
     Returns:
       (metrics dict of ``Evaluator.result``, the ``Evaluator`` for plots).
     """
     predict = predict or inference_function(model)
     evaluator = Evaluator(len(class_names), class_names, num_proposals=RECALL_PROPOSALS)
-    bar = keras.utils.Progbar(None, verbose=1 if progress else 0, unit_name="batch")
+    bar = BatchProgress(progress)
     for index, batch in enumerate(batches):
         out = predict(batch["images"], batch["image_shape"])
         scale = batch["scale"].numpy()[:, None, None]
@@ -126,6 +127,7 @@ def evaluate(model, class_names, batches, *, progress=True, predict=None):
             else None,
         )
         bar.update(index + 1)
+    bar.close()
     return evaluator.result(), evaluator
 
 
@@ -135,13 +137,13 @@ DEFAULT_THRESHOLD = 0.5
 GALLERY_WORST, GALLERY_BEST = 8, 4
 
 
-def evaluate_model_dir(config, model, model_dir, split=None, suffix="", extra=None):
+def evaluate_model_dir(config, model, model_dir, split=None, suffix="", extra=None, progress=True):
     """Evaluate ``model`` on ``split`` (default: the config's eval split) and write the results
     into ``model_dir`` (``write_outputs``). Returns (metrics, report.md path)."""
     split = split or config.data.eval_split
     _, class_names = inputs.source(config, split)
     batches = inputs.batches(config, split, training=False)
-    metrics, evaluator = evaluate(model, class_names, batches)
+    metrics, evaluator = evaluate(model, class_names, batches, progress=progress)
     return write_outputs(config, model_dir, split, metrics, evaluator, class_names, suffix, extra)
 
 

@@ -9,6 +9,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tf_frcnn.progress import stage_progress
 from tf_frcnn.rundir import losses_log
 from tf_frcnn.stages import get_stage
 from tf_frcnn.training.step import set_trainable, stage_losses, train_step
@@ -125,6 +126,7 @@ def run_stage(
     validation=None,
     on_best=None,
     observe=None,
+    log_every=None,
 ):
     """Train ``stage`` from ``start_step`` to ``steps``, checkpointing every
     ``checkpoint_every`` steps and at the end (``state`` records the step); losses go
@@ -136,15 +138,20 @@ def run_stage(
     resumes with the record of the checkpoint it restores. With ``loop.average`` (weight
     averaging) validation and ``on_best`` see the averaged weights, checkpoints both.
     ``observe(step)`` runs after each step and may return a new length (a time budget's
-    fit)."""
+    fit). ``progress`` is ``tf_frcnn.progress``'s (False, True, "auto", "bar" or "lines";
+    lines every ``log_every`` steps)."""
     writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
     history_path = losses_log(log_dir, stage)
-    shown = [f"val_{validation.metric}", "val_images"] if validation is not None else None
     averaged = loop.average.swapped if loop.average is not None else contextlib.nullcontext
-    bar = keras.utils.Progbar(
-        steps, stateful_metrics=shown, verbose=1 if progress else 0, unit_name="step"
+    report = stage_progress(
+        progress,
+        stage,
+        steps,
+        start_step,
+        every=log_every,
+        learning_rate=lambda: float(keras.ops.convert_to_numpy(loop.optimizer.learning_rate)),
+        metric=validation.metric if validation is not None else None,
     )
-    bar.update(start_step)
     pending = []
 
     def checkpoint_at(step):
@@ -168,6 +175,13 @@ def run_stage(
             with averaged():
                 on_best(row)
         state.save()
+        record = validation.record
+        report.validation(
+            step,
+            steps,
+            row,
+            f"best {validation.metric} {record['best']:.4f} at step {record['best_step']}",
+        )
         return row
 
     if validation is not None and validation.due(start_step, steps) and start_step:
@@ -188,30 +202,26 @@ def run_stage(
         step += 1
         if observe is not None:
             steps = observe(step) or steps
-            bar.target = steps
         pending.append(json.dumps({"step": step, **losses}))
         with writer.as_default(step=step):
             for name, value in losses.items():
                 tf.summary.scalar(name, value)
-        values = list(losses.items())
+        report.step(step, steps, losses)
         if validation is not None and validation.due(step, steps):
             row = validate(step, checkpointed=False)
-            values += [(shown[0], row[validation.metric]), (shown[1], row["images"])]
             if validation.stopped:
-                bar.update(step, values=values, finalize=True)
-                if progress:
-                    gain = f" by more than {validation.min_delta:g}" if validation.min_delta else ""
-                    print(
-                        f"stage {stage}: no {validation.metric} gain{gain} in "
-                        f"{validation.patience} validations (best "
-                        f"{validation.record['best']:.4f} at step "
-                        f"{validation.record['best_step']}, on {row['images']} images); "
-                        f"stopped at step {step}"
-                    )
+                gain = f" by more than {validation.min_delta:g}" if validation.min_delta else ""
+                report.message(
+                    f"stage {stage}: no {validation.metric} gain{gain} in "
+                    f"{validation.patience} validations (best "
+                    f"{validation.record['best']:.4f} at step "
+                    f"{validation.record['best_step']}, on {row['images']} images); "
+                    f"stopped at step {step}"
+                )
                 break
         elif step % checkpoint_every == 0 or step == steps:
             checkpoint_at(step)
             state.save()
-        bar.update(step, values=values)
+    report.close(step)
     writer.flush()
     return step

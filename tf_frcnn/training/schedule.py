@@ -382,6 +382,7 @@ class Trainer:
             validation=validation,
             on_best=on_best,
             observe=observe,
+            log_every=self.config.train.log_every,
         )
         if loop.average is not None:
             # The stage's result, its stage weights and final.weights.h5: the average.
