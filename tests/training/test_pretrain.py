@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_frcnn.config import ConfigError, StageConfig, config_from_dict
+from tf_frcnn.config import ConfigError, FPNConfig, StageConfig, config_from_dict
 from tf_frcnn.model import build_model
 from tf_frcnn.training import Trainer
 from tf_frcnn.training.pretrain import BackbonePretrainer, cell_labels
@@ -56,6 +56,41 @@ def test_pretrainer_loss_falls_on_one_batch(smoke_config):
     assert losses[-1] < 0.5 * losses[0]
     # The classifier is on top of the detector's own feature model.
     assert pretrainer.features is model.features
+
+
+def test_pretrain_on_a_pyramid_classifies_the_cells_of_every_level(smoke_config):
+    from tf_frcnn.data import inputs
+    from tf_frcnn.training import StageLoop, make_optimizer
+
+    smoke_config.model.fpn = FPNConfig(channels=16)
+    smoke_config.train.optimizer = "adam"
+    smoke_config.train.weight_decay = 0.0
+    model = build_model(smoke_config)
+    strides = [level.stride for level in model.anchor_generator.levels]
+    assert strides == [4, 8, 16, 32, 64]
+    pretrainer = BackbonePretrainer(model.features, smoke_config.model.num_classes, strides)
+    logits = pretrainer(tf.zeros([1, 64, 64, 3]))
+    # One shared classifier on each level: P2 (16 x 16 cells) ... P6 (1 x 1).
+    assert [tuple(level.shape[1:3]) for level in logits] == [
+        (16, 16),
+        (8, 8),
+        (4, 4),
+        (2, 2),
+        (1, 1),
+    ]
+    fpn_before = [np.array(w) for w in model.features.get_layer("fpn").weights]
+    batch = next(iter(inputs.batches(smoke_config, "train", training=True)))
+    loop = StageLoop(
+        pretrainer.compute_losses,
+        pretrainer,
+        make_optimizer(smoke_config.train, StageConfig(learning_rate=3e-3)),
+        tf.distribute.get_strategy(),
+    )
+    losses = [loop.step(batch)["pretrain_class"] for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+    # The pyramid's layers learn with the backbone (they are shared like it afterwards).
+    fpn_after = model.features.get_layer("fpn").weights
+    assert all(not np.array_equal(a, np.array(b)) for a, b in zip(fpn_before, fpn_after))
 
 
 def test_pretrain_stage_makes_the_initial_backbone(smoke_config, tmp_path):

@@ -3,7 +3,11 @@ backbone without pretrained weights, standing in for the paper's ImageNet model.
 
 Each cell of the stride-16 feature map is labelled with the class of the smallest
 ground-truth box containing its centre, and a 1x1 conv classifier learns it with softmax
-cross-entropy. The classifier is thrown away; the backbone becomes the run's initial
+cross-entropy. On a feature pyramid every level's cells are labelled so at the level's stride
+and one classifier, shared as the RPN head is, averages the levels' losses: the pyramid's
+layers train with the backbone, as they will be shared in the 4-step schedule.
+
+The classifier is thrown away; the backbone becomes the run's initial
 backbone (``initial_backbone.weights.h5``) that steps 1 and 2 start from.
 """
 
@@ -55,31 +59,42 @@ def cell_labels(boxes, labels, feature_shape, stride, image_shape=None):
 
 class BackbonePretrainer(keras.Model):
     """A backbone's feature model plus a 1x1 conv classifier over C + 1 classes,
-    whose ``compute_losses`` is the ``losses_of`` a ``training.StageLoop`` runs."""
+    whose ``compute_losses`` is the ``losses_of`` a ``training.StageLoop`` runs.
+
+    ``stride``: the feature map's, or for a pyramid's features (a list of levels) the list of
+    the levels' strides, finest first."""
 
     def __init__(self, features, num_classes, stride, **kwargs):
         super().__init__(**kwargs)
         self.features = features
         self.num_classes = num_classes
-        self.stride = stride
+        self.strides = list(stride) if isinstance(stride, (list, tuple)) else [stride]
         self.classifier = keras.layers.Conv2D(num_classes + 1, 1, name="cell_classifier")
 
     def call(self, images, training=False):
-        return self.classifier(self.features(images, training=training))
+        maps = self.features(images, training=training)
+        if not isinstance(maps, (list, tuple)):  # one map (or a pyramid of one level)
+            maps = [maps]
+        return [self.classifier(feature_map) for feature_map in maps]
 
     def compute_losses(self, batch, step=None, training=True):
-        logits = self(tf.cast(batch["images"], tf.float32), training=training)
-        shape = tf.shape(logits)
-        target = cell_labels(
-            batch["boxes"],
-            batch["labels"],
-            (shape[1], shape[2]),
-            self.stride,
-            batch.get("image_shape"),
-        )
-        valid = tf.cast(target >= 0, tf.float32)
-        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.maximum(target, 0), logits=logits
-        )
-        loss = tf.reduce_sum(cross_entropy * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+        levels = self(tf.cast(batch["images"], tf.float32), training=training)
+        losses = []
+        for logits, stride in zip(levels, self.strides, strict=True):
+            shape = tf.shape(logits)
+            target = cell_labels(
+                batch["boxes"],
+                batch["labels"],
+                (shape[1], shape[2]),
+                stride,
+                batch.get("image_shape"),
+            )
+            valid = tf.cast(target >= 0, tf.float32)
+            cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.maximum(target, 0), logits=logits
+            )
+            losses.append(
+                tf.reduce_sum(cross_entropy * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
+            )
+        loss = tf.add_n(losses) / len(losses)
         return {"pretrain_class": loss, "loss": loss}

@@ -151,8 +151,13 @@ class Trainer:
         initial = os.path.join(self.model_dir, INITIAL_BACKBONE)
         if PRETRAIN in stages and PRETRAIN not in state.finished_stages:
             with self.strategy.scope():
+                strides = (
+                    [level.stride for level in self.model.anchor_generator.levels]
+                    if self.model.pyramid
+                    else STRIDE
+                )
                 pretrainer = BackbonePretrainer(
-                    self.model.features, self.config.model.num_classes, STRIDE
+                    self.model.features, self.config.model.num_classes, strides
                 )
                 pretrainer(tf.zeros([1, DUMMY_SIDE, DUMMY_SIDE, 3]))
             self._train_stage(PRETRAIN, state, _resuming(state, PRETRAIN), pretrainer=pretrainer)
