@@ -147,9 +147,11 @@ def test_train_ends_with_its_summary(logged_run):
     summary = text[text.rindex("trained ") :].splitlines()
     assert summary[0].startswith(f"trained {model_dir} in ")
     assert summary[1] == (
-        f"  best validation: mAP50 {best['mAP50']:.4f} at stage detector4, step {best['step']}"
+        f"  best validation: fitness {best['fitness']:.4f} (AP {best['AP']:.4f}, mAP50 "
+        f"{best['mAP50']:.4f}; {best['images']} images) at stage detector4, step {best['step']}"
     )
     assert summary[2].startswith("  validations:     rpn1 recall@300 ")
+    assert ", detector2 fitness " in summary[2] and "detector2 mAP50" not in summary[2]
     assert f"  eval will use:   {os.path.join(model_dir, 'best.weights.h5')} (best;" in summary[3]
     assert summary[4].startswith(f"  model dir:       {model_dir} (config.yaml")
     assert summary[5] == f"  next:            tf-frcnn eval --model-dir {model_dir}"
@@ -164,7 +166,7 @@ def test_eval_without_config_and_its_summary(logged_run, capsys):
     assert not CONTROL.search(out)
     metrics = json.loads(open(os.path.join(model_dir, "metrics.json")).read())
     summary = out[out.index("evaluated ") :].splitlines()
-    assert summary[0].startswith(f"evaluated {model_dir} (best, mAP50 ")
+    assert summary[0].startswith(f"evaluated {model_dir} (best, fitness ")
     assert summary[0].endswith(f"on split 'test', {metrics['num_images']} images")
     assert summary[1] == f"  COCO AP {metrics['AP']:.3f} · mAP50 {metrics['AP50']:.3f}"
     assert summary[2].startswith(f"  RPN recall@300: {metrics['recall@300']:.4f} (")

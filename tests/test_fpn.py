@@ -129,6 +129,11 @@ def test_rpn_box_loss_normalised_by_the_sampled_anchors():
     assert float(paper["rpn_box"]) == pytest.approx(10 * 0.125 / 50)
     pyramid = rpn_loss(logits, deltas, labels, targets, num_locations=None, lambda_reg=1.0)
     assert float(pyramid["rpn_box"]) == pytest.approx(0.125 / 3)
+    # torchvision's smooth L1 (beta 1/9, the pyramid's default): 0.5 - 1/18 on the positive.
+    linear = rpn_loss(
+        logits, deltas, labels, targets, num_locations=None, lambda_reg=1.0, smooth_l1_beta=1 / 9
+    )
+    assert float(linear["rpn_box"]) == pytest.approx((0.5 - 1 / 18) / 3)
 
 
 def _logits(scores):
@@ -198,6 +203,7 @@ def test_pyramid_defaults_apply_only_to_keys_left_at_the_paper_default():
     assert config.model.anchor_scales == [8.0]
     assert config.model.rpn_channels == 64
     assert (config.rpn.lambda_reg, config.rpn.min_size) == (1.0, 1e-3)
+    assert config.rpn.smooth_l1_beta == pytest.approx(1 / 9)
     assert (config.rpn.train_pre_nms, config.rpn.test_pre_nms) == (2000, 1000)
     given = {"model": {"fpn": {}, "anchor_scales": [4, 8], "rpn_channels": 32}}
     config = pyramid_defaults(config_from_dict({**given, "rpn": {"lambda_reg": 2.0}}))

@@ -93,6 +93,9 @@ class RPNConfig:
     positive_fraction: float = _fraction(0.5)
     ignore_cross_boundary: bool = True
     lambda_reg: float = 10.0
+    # The box loss's smooth L1 switches from quadratic to linear at this |error| (the paper's
+    # 1; torchvision's FPN RPN 1/9, the pyramid's default: model.pyramid_defaults).
+    smooth_l1_beta: float = _positive(1.0)
     train_pre_nms: int = _positive(12000)
     train_post_nms: int = _positive(2000)
     test_pre_nms: int = _positive(6000)

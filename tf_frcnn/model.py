@@ -197,13 +197,14 @@ class FasterRCNN(keras.Model):
 
 # The pyramid's values of the keys that keep their single-level defaults (see
 # ``pyramid_defaults``): one anchor scale per level, an RPN conv as wide as the levels, the box
-# loss weighed 1:1 (its Nreg is then the sampled anchors), torchvision's pre-NMS counts (per
-# level on a pyramid), and no proposal dropped for its size but the empty ones (torchvision's
-# 1e-3 px), so 20 px objects keep theirs.
+# loss weighed 1:1 (its Nreg is then the sampled anchors) with torchvision's smooth L1 (beta
+# 1/9), torchvision's pre-NMS counts (per level on a pyramid), and no proposal dropped for its
+# size but the empty ones (torchvision's 1e-3 px), so 20 px objects keep theirs.
 PYRAMID_DEFAULTS = {
     ("model", "anchor_scales"): [8.0],
     ("model", "rpn_channels"): "fpn.channels",
     ("rpn", "lambda_reg"): 1.0,
+    ("rpn", "smooth_l1_beta"): 1.0 / 9.0,
     ("rpn", "train_pre_nms"): 2000,
     ("rpn", "test_pre_nms"): 1000,
     ("rpn", "min_size"): 1e-3,

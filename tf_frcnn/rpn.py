@@ -128,7 +128,15 @@ def anchor_targets(
     return labels, targets
 
 
-def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations, lambda_reg=10.0):
+def rpn_loss(
+    objectness_logits,
+    box_deltas,
+    labels,
+    targets,
+    num_locations,
+    lambda_reg=10.0,
+    smooth_l1_beta=1.0,
+):
     """The RPN's multi-task loss, Eq. (1) of the paper, averaged over the batch:
 
     L = 1/Ncls sum_i Lcls(p_i, p_i*) + lambda 1/Nreg sum_i p_i* Lreg(t_i, t_i*)
@@ -139,13 +147,16 @@ def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations, lamb
     A feature pyramid has ~1.3 x 16 times those locations (P2-P6), which would shrink
     the box term as much: with ``num_locations=None`` Nreg is Ncls, the sampled anchors,
     as torchvision's and detectron2's FPN RPN normalise it (with lambda = 1 the two
-    weigh the box term as the paper's 10 / 2,400 ~ 1 / 256 does).
+    weigh the box term as the paper's 10 / 2,400 ~ 1 / 256 does), and its smooth L1 turns
+    linear at ``smooth_l1_beta`` = 1/9 as torchvision's does: with the paper's 1, errors of
+    0.1-0.3 (most of a fitted anchor's) get gradients of 0.1-0.3 instead of 1.
 
     Args:
       objectness_logits: float32 [batch, A, 2].
       box_deltas: float32 [batch, A, 4].
       labels, targets: from :func:`anchor_targets`.
       num_locations: scalar, the feature map's h * w; None: Nreg = Ncls.
+      smooth_l1_beta: where the smooth L1 of the box term turns linear (the paper's 1).
 
     Returns:
       dict with float32 scalars "rpn_objectness" (the Lcls term) and "rpn_box"
@@ -158,7 +169,7 @@ def rpn_loss(objectness_logits, box_deltas, labels, targets, num_locations, lamb
     )
     n_cls = tf.maximum(tf.reduce_sum(sampled, axis=-1), 1.0)
     cls = tf.reduce_sum(log_loss * sampled, axis=-1) / n_cls
-    reg_per_anchor = tf.reduce_sum(box_ops.smooth_l1(box_deltas - targets), axis=-1)
+    reg_per_anchor = tf.reduce_sum(box_ops.smooth_l1(box_deltas - targets, smooth_l1_beta), axis=-1)
     n_reg = n_cls if num_locations is None else tf.cast(num_locations, tf.float32)
     reg = tf.reduce_sum(reg_per_anchor * positive, axis=-1) / n_reg
     return {"rpn_objectness": tf.reduce_mean(cls), "rpn_box": lambda_reg * tf.reduce_mean(reg)}

@@ -5,45 +5,64 @@ import os
 
 from tf_frcnn.evaluation.report_tables import headline, verdict
 from tf_frcnn.progress import duration
-from tf_frcnn.rundir import CONFIG_FILE, LOGS_DIR, STATE_FILE, RunState, trained_weights
-from tf_frcnn.stages import STAGES
+from tf_frcnn.rundir import (
+    CONFIG_FILE,
+    LOGS_DIR,
+    STATE_FILE,
+    RunState,
+    read_config,
+    trained_weights,
+)
+from tf_frcnn.stages import RPN_METRIC, STAGES
 
 
 def _value(value):
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _validations(state):
-    """ "rpn1 recall@300 0.9123 (step 40), ..." of each validated stage's best value."""
+def _validations(state, select_by):
+    """ "rpn1 recall@300 0.9123 (step 40), ..." of each validated stage's best value (detector
+    stages by ``select_by``, ``train.select_by``)."""
     parts = []
     for stage in state.stages:
         record = state.validation.get(stage)
         if record and record.get("best") is not None:
             metric = STAGES[stage].metric
+            metric = metric if metric == RPN_METRIC else select_by
             parts.append(f"{stage} {metric} {_value(record['best'])} (step {record['best_step']})")
     return ", ".join(parts)
 
 
-def _best(best):
-    """ "mAP50 0.4123 at stage detector4, step 40" of state.json's ``best``."""
-    values = [f"{k} {_value(v)}" for k, v in best.items() if k not in ("stage", "step")]
-    return f"{', '.join(values)} at stage {best['stage']}, step {best['step']}"
+def _best(best, select_by=None):
+    """ "fitness 0.2412 (AP 0.2123, mAP50 0.5012; 44 images) at stage detector4, step 40" of
+    state.json's ``best``: the value it was selected by (``train.select_by``; None: the first
+    of fitness, AP, mAP50 it holds) first."""
+    if select_by is None:
+        select_by = next((k for k in ("fitness", "AP", "mAP50") if k in best), "")
+    others = [k for k in ("AP", "mAP50") if k in best and k != select_by]
+    values = ", ".join(f"{k} {_value(best[k])}" for k in others)
+    images = f"{best['images']} images" if "images" in best else ""
+    detail = "; ".join(part for part in (values, images) if part)
+    detail = f" ({detail})" if detail else ""
+    head = f"{select_by} {_value(best[select_by])}" if select_by in best else ""
+    return f"{head}{detail} at stage {best['stage']}, step {best['step']}"
 
 
 def train_summary(model_dir, seconds):
     """The lines ``tf-frcnn train`` ends with: the best validation value with its stage and
     step, the weights ``eval`` will use, where the run's files are, and the next command."""
     state = RunState.load(model_dir)
+    select_by = read_config(model_dir).train.select_by
     weights, path = trained_weights(model_dir)
     lines = [f"trained {model_dir} in {duration(seconds)}"]
     if state.best:
-        lines.append(f"  best validation: {_best(state.best)}")
+        lines.append(f"  best validation: {_best(state.best, select_by)}")
     else:
         lines.append(
             "  best validation: none (the final stage did not validate: "
             "set train.eval_every and data.val_split)"
         )
-    validated = _validations(state)
+    validated = _validations(state, select_by)
     if validated:
         lines.append(f"  validations:     {validated}")
     lines += [
