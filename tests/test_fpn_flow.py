@@ -2,16 +2,19 @@
 freezes the pyramid as the backbone, the .keras round trip, and `export --verify` of the
 SavedModel and the float32 and int8 TFLite files; validation during training."""
 
+import copy
 import json
 import os
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_frcnn.config import config_from_dict
 from tf_frcnn.rundir import load_trained_model
 from tf_frcnn.training import Trainer
+from tf_frcnn.training import loop as loop_module
 from tf_frcnn_cli import main
 
 CONFIG = {
@@ -158,3 +161,68 @@ def test_export_verify_passes_on_a_pyramid_model(fpn_run, tmp_path, capsys):
     text = json.dumps(report)
     for artifact in ("serving_default", "serving_bytes", "TFLite float32", "TFLite int8"):
         assert artifact in text
+
+
+def _h5_weights(path):
+    model, _ = load_trained_model(os.path.dirname(path))
+    return [np.array(w) for w in model.weights]
+
+
+def test_a_killed_pyramid_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    values = copy.deepcopy(CONFIG)
+    values["train"].update(deterministic=True, checkpoint_every=2, eval_every=None)
+    values["train"]["stages"] = {
+        name: {"steps": 3, "learning_rate": 0.01}
+        for name in ("rpn1", "detector2", "rpn3", "detector4")
+    }
+    values["data"]["val_split"] = None
+    config = config_from_dict(values)
+    config.data.data_dir = str(tmp_path / "tfds")
+    whole = str(tmp_path / "whole")
+    Trainer(config, whole, progress=False).run()
+
+    killed = str(tmp_path / "killed")
+    real_step = loop_module.StageLoop.step
+    calls = {"n": 0}
+
+    def dying_step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 6:  # detector2's 3rd step: after its checkpoint of step 2
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(loop_module.StageLoop, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, killed, progress=False).run()
+    state = json.load(open(os.path.join(killed, "state.json")))
+    assert (state["finished_stages"], state["step"]) == (["rpn1"], 2)
+    monkeypatch.setattr(loop_module.StageLoop, "step", real_step)
+    Trainer(config, killed, progress=False).run(resume=True)
+    ours = _h5_weights(os.path.join(whole, "final.weights.h5"))
+    again = _h5_weights(os.path.join(killed, "final.weights.h5"))
+    assert len(ours) == len(again) and all(np.array_equal(a, b) for a, b in zip(ours, again))
+
+
+def test_a_pyramid_run_under_a_time_budget(tmp_path):
+    values = copy.deepcopy(CONFIG)
+    values["train"].update(minutes=0.4, eval_every=None)
+    values["train"]["stages"] = {
+        name: {"steps": 8, "learning_rate": 0.01}
+        for name in ("rpn1", "detector2", "rpn3", "detector4")
+    }
+    values["data"]["val_split"] = None
+    config = config_from_dict(values)
+    config.data.data_dir = str(tmp_path / "tfds")
+    run = os.path.join(tmp_path, "run")
+    Trainer(config, run, progress=False).run()
+    state = json.load(open(os.path.join(run, "state.json")))
+    assert state["finished_stages"] == ["rpn1", "detector2", "rpn3", "detector4"]
+    # The budget measured the pyramid's steps and refitted the stages; each trained its refit.
+    assert state["budget"]["fits"] > 0 and state["budget"]["measured"]
+    trained = {}
+    for stage in state["finished_stages"]:
+        with open(os.path.join(run, "logs", f"{stage}.losses.jsonl")) as log:
+            trained[stage] = len(log.readlines())
+        assert trained[stage] == state["stage_steps"][stage]["steps"], stage
+    assert trained != {stage: 8 for stage in trained}
+    assert tf.io.gfile.exists(os.path.join(run, "final.weights.h5"))
