@@ -5,7 +5,14 @@ import os
 
 from tf_frcnn.evaluation.report_tables import headline, verdict
 from tf_frcnn.progress import duration
-from tf_frcnn.rundir import CONFIG_FILE, LOGS_DIR, STATE_FILE, RunState, trained_weights
+from tf_frcnn.rundir import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    LOGS_DIR,
+    STATE_FILE,
+    RunState,
+    trained_weights,
+)
 from tf_frcnn.stages import RPN_METRIC, RPN_RECALL_AT, STAGES
 
 
@@ -48,7 +55,7 @@ def train_summary(model_dir, seconds):
         lines.append(f"  validations:     {validated}")
     lines += [
         f"  eval will use:   {path} ({weights}; --weights final for the last step)",
-        f"  model dir:       {model_dir} ({CONFIG_FILE}, labels.txt, {STATE_FILE}, "
+        f"  model dir:       {model_dir} ({CONFIG_FILE}, {LABELS_FILE}, {STATE_FILE}, "
         f"{LOGS_DIR}/ for TensorBoard)",
         f"  next:            tf-frcnn eval --model-dir {model_dir}",
     ]
