@@ -154,7 +154,7 @@ def build_pipeline(
     # parallel calls finish.
     randoms = tf.data.Dataset.random(seed=o.seed, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip(dataset, randoms)
-    warn = TruncationWarning(o.max_boxes)
+    warn = TruncationWarner(o.max_boxes)
     dataset = dataset.map(
         lambda record, random_value: prepare_example(record, random_value, o, warn),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -167,7 +167,7 @@ def build_pipeline(
 
 def prepare_example(record, random_value, options: PipelineOptions, warn):
     """One record -> one example of `build_pipeline`'s batches (before batching);
-    `random_value` int64 scalar keys its random draws, `warn` a `TruncationWarning`."""
+    `random_value` int64 scalar keys its random draws, `warn` a `TruncationWarner`."""
     original_shape = tf.shape(record["image"])[:2]
     image, objects = crop(record["image"], kept_objects(record, options), random_value, options)
     image, scale, objects["boxes"] = resize_flip_jitter(
@@ -252,7 +252,7 @@ def resize_flip_jitter(image, boxes, random_value, options: PipelineOptions):
     return image, scale, boxes
 
 
-class TruncationWarning:
+class TruncationWarner:
     """Warns (a `DataWarning`) the first time an image has more than `max_boxes` objects;
     called through `tf.numpy_function`, once per pipeline."""
 
