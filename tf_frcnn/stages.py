@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 PARTS = ("backbone", "rpn", "detector")
 PRETRAIN = "pretrain"
-RPN_METRIC = "recall@300"
+# The RPN stages' metric: recall of the top 300 proposals at IoU 0.5 (the paper's test-time
+# proposal count, Sec. 4.1); evaluation reports it beside other counts (evaluation/recall.py).
+RPN_RECALL_AT = 300
+RPN_METRIC = f"recall@{RPN_RECALL_AT}"
 DETECTOR_METRIC = "mAP50"
 
 

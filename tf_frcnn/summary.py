@@ -7,13 +7,14 @@ from tf_frcnn.evaluation.report_tables import headline, verdict
 from tf_frcnn.progress import duration
 from tf_frcnn.rundir import (
     CONFIG_FILE,
+    LABELS_FILE,
     LOGS_DIR,
     STATE_FILE,
     RunState,
     read_config,
     trained_weights,
 )
-from tf_frcnn.stages import RPN_METRIC, STAGES
+from tf_frcnn.stages import RPN_METRIC, RPN_RECALL_AT, STAGES
 
 
 def _value(value):
@@ -67,7 +68,7 @@ def train_summary(model_dir, seconds):
         lines.append(f"  validations:     {validated}")
     lines += [
         f"  eval will use:   {path} ({weights}; --weights final for the last step)",
-        f"  model dir:       {model_dir} ({CONFIG_FILE}, labels.txt, {STATE_FILE}, "
+        f"  model dir:       {model_dir} ({CONFIG_FILE}, {LABELS_FILE}, {STATE_FILE}, "
         f"{LOGS_DIR}/ for TensorBoard)",
         f"  next:            tf-frcnn eval --model-dir {model_dir}",
     ]
@@ -86,10 +87,10 @@ def eval_summary(metrics, files):
         f"{metrics.get('num_images', '?')} images",
         f"  {headline(metrics)}",
     ]
-    if "recall@300" in metrics:
+    if RPN_METRIC in metrics:
         lines.append(
-            f"  RPN recall@300: {metrics['recall@300']:.4f} "
-            "(objects the RPN's top 300 proposals cover at IoU 0.5)"
+            f"  RPN {RPN_METRIC}: {metrics[RPN_METRIC]:.4f} "
+            f"(objects the RPN's top {RPN_RECALL_AT} proposals cover at IoU 0.5)"
         )
     lines += [f"  {line}" for line in verdict(metrics, metrics.get("label_errors"))]
     width = max(len(label) for label in files)

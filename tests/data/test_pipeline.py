@@ -1,8 +1,19 @@
+import hashlib
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_frcnn.data import DataWarning, build_pipeline, flip_boxes_left_right, resize_image
+from tf_frcnn.config import AugmentConfig, DataConfig, config_from_dict
+from tf_frcnn.data import (
+    DataWarning,
+    PipelineOptions,
+    build_pipeline,
+    flip_boxes_left_right,
+    resize_image,
+)
+from tf_frcnn.data.inputs import pipeline_options
 
 RECORD_SIGNATURE = {
     "image": tf.TensorSpec([None, None, 3], tf.uint8),
@@ -234,3 +245,102 @@ def test_drop_difficult():
     np.testing.assert_array_equal(kept["difficult"], [[True, False]])
     np.testing.assert_array_equal(dropped["labels"], [[5, 0]])
     np.testing.assert_allclose(dropped["boxes"][0, 0], [5, 5, 10, 10])
+
+
+def mixed_records():
+    """Six random images of 20-59 px with 0-5 boxes each, some difficult."""
+    rng = np.random.default_rng(7)
+    data = []
+    for i in range(6):
+        height, width = int(rng.integers(20, 60)), int(rng.integers(20, 60))
+        count = int(rng.integers(0, 6))
+        corner, side = rng.uniform(0, 0.5, (count, 2)), rng.uniform(0.2, 0.5, (count, 2))
+        boxes = np.concatenate([corner, corner + side], 1)
+        image = rng.integers(0, 256, (height, width, 3))
+        data.append(record(f"r{i}", image, boxes, difficult=rng.random(count) < 0.3))
+    return data
+
+
+# Checksums of two epochs of batches, taken with build_pipeline before it was split into
+# PipelineOptions and per-example functions (issue #24: the same batches, bit for bit). On
+# TensorFlow 2.21, CPU; another TensorFlow may round the resize or the jitter differently.
+PINNED_BATCHES = {
+    "eval": (
+        dict(training=False, batch_size=2, min_size=32, max_size=48, max_boxes=4),
+        "65cc1b4c0e4860f9",
+    ),
+    "train": (
+        dict(
+            training=True,
+            batch_size=2,
+            min_size=32,
+            max_size=48,
+            pad_to=(48, 48),
+            max_boxes=3,
+            seed=1,
+            shuffle_buffer=4,
+            drop_difficult=True,
+        ),
+        "25294f4ef5eb03ce",
+    ),
+    "augment": (
+        dict(
+            training=True,
+            batch_size=3,
+            min_size=32,
+            max_size=64,
+            max_boxes=5,
+            seed=2,
+            augment=AugmentConfig(
+                scales=[24, 40],
+                crop_probability=0.7,
+                min_crop=0.5,
+                min_visible=0.3,
+                brightness=0.2,
+                contrast=0.3,
+                saturation=0.2,
+                hue=0.05,
+            ),
+        ),
+        "94b05ec0c48175fc",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PINNED_BATCHES))
+def test_batches_are_the_pinned_ones(case):
+    fields, expected = PINNED_BATCHES[case]
+    digest = hashlib.sha256()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        pipeline = build_pipeline(records_dataset(mixed_records()), PipelineOptions(**fields))
+        for batch in batches(pipeline.repeat(2)):
+            for key in sorted(batch):
+                values = batch[key]
+                digest.update(key.encode())
+                digest.update(
+                    b"".join(values.tolist()) if values.dtype == object else values.tobytes()
+                )
+    assert digest.hexdigest()[:16] == expected
+
+
+def test_options_from_the_config_and_fields_replacing_them():
+    config = config_from_dict({"data": {"pad_to": [64, 64], "max_boxes": 7}})
+    training = pipeline_options(config, training=True)
+    assert training.pad_to == (64, 64) and training.max_boxes == 7 and training.flips
+    assert training.drop_difficult and training.drop_crowd and training.augment is not None
+    evaluation = pipeline_options(config, training=False, batch_size=3)
+    assert not evaluation.flips and evaluation.augment is None and evaluation.batch_size == 3
+    # The pipeline's own defaults are the config's.
+    defaults = PipelineOptions(training=False, batch_size=1)
+    data_defaults = DataConfig()
+    assert (defaults.min_size, defaults.max_size, defaults.max_boxes) == (
+        data_defaults.min_size,
+        data_defaults.max_size,
+        data_defaults.max_boxes,
+    )
+    data = [record("a", np.zeros((10, 20, 3)), [[0, 0, 1, 1]])]
+    (batch,) = batches(
+        build_pipeline(records_dataset(data), evaluation, min_size=10, max_size=20, pad_to=None)
+    )
+    assert batch["images"].shape == (1, 10, 20, 3)

@@ -7,6 +7,8 @@ import math
 import pytest
 
 from tf_frcnn.evaluation import recall_key, rpn_recall
+from tf_frcnn.evaluation.recall import RECALL_PROPOSALS
+from tf_frcnn.stages import RPN_METRIC, RPN_RECALL_AT
 
 # Four 10x10 objects in a row and one difficult object.
 OBJECTS = [[0, 20 * i, 10, 20 * i + 10] for i in range(4)]
@@ -63,3 +65,8 @@ def test_recall_is_pooled_over_objects_not_averaged_over_images():
 def test_no_groundtruth_is_nan():
     gts = [{"image_id": "img", "boxes": [DIFFICULT], "labels": [1], "difficult": [True]}]
     assert math.isnan(rpn_recall(gts, [], num_proposals=(300,))["recall@300"])
+
+
+def test_the_stages_metric_is_evals_headline_recall():
+    assert recall_key(RPN_RECALL_AT, 0.5) == RPN_METRIC
+    assert RPN_RECALL_AT in RECALL_PROPOSALS

@@ -9,7 +9,7 @@ from tf_frcnn.config import ConfigError
 from tf_frcnn.data.catalog import tfds_class_names, tfds_dataset
 from tf_frcnn.data.coco import coco_class_names, coco_dataset
 from tf_frcnn.data.csv_table import csv_class_names, csv_dataset
-from tf_frcnn.data.pipeline import build_pipeline
+from tf_frcnn.data.pipeline import PipelineOptions, build_pipeline
 from tf_frcnn.data.synthetic import SYNTHETIC_CLASS_NAMES, synthetic_dataset
 from tf_frcnn.data.voc import VOC_CLASS_NAMES, voc_dataset
 from tf_frcnn.data.yolo import yolo_class_names, yolo_dataset
@@ -127,14 +127,12 @@ def epoch_steps(epochs, images, batch_size):
     return max(1, math.ceil(round(epochs * images / batch_size, 6)))
 
 
-def batches(config, split, training, batch_size=None, seed=None):
-    """Padded batches of ``split`` (see ``tf_frcnn.data.build_pipeline``; the
-    hold-out and ``VALIDATION`` of ``split_records`` apply); ``data.augment``
-    applies when ``training`` only."""
+def pipeline_options(config, training, batch_size=None, seed=None):
+    """The ``PipelineOptions`` of ``config.data`` for training or evaluation batches:
+    ``data.flip`` and ``data.augment`` apply when ``training`` only, which also drops
+    difficult and crowd objects."""
     d = config.data
-    records, _ = split_records(config, split)
-    return build_pipeline(
-        records,
+    return PipelineOptions(
         training=training,
         batch_size=batch_size or d.batch_size,
         min_size=d.min_size,
@@ -147,6 +145,14 @@ def batches(config, split, training, batch_size=None, seed=None):
         drop_crowd=training,
         augment=d.augment if training else None,
     )
+
+
+def batches(config, split, training, batch_size=None, seed=None):
+    """Padded batches of ``split`` (see ``tf_frcnn.data.build_pipeline``; the
+    hold-out and ``VALIDATION`` of ``split_records`` apply) with
+    ``pipeline_options``."""
+    records, _ = split_records(config, split)
+    return build_pipeline(records, pipeline_options(config, training, batch_size, seed))
 
 
 def training_batches(config, split, batch_size, start_step=0):

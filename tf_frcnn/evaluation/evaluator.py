@@ -19,7 +19,7 @@ from tf_frcnn.evaluation._records import (
 )
 from tf_frcnn.evaluation.coco import COCO_METRIC_NAMES, coco_metrics
 from tf_frcnn.evaluation.errors import classify_images, confusion_matrix, error_analysis
-from tf_frcnn.evaluation.recall import rpn_recall
+from tf_frcnn.evaluation.recall import RECALL_PROPOSALS, rpn_recall
 from tf_frcnn.evaluation.report import class_name
 from tf_frcnn.evaluation.sizes import COCO_BINS, ap_by_size, tercile_bins
 from tf_frcnn.evaluation.thresholds import apply_thresholds, max_f1_thresholds
@@ -122,7 +122,7 @@ class Evaluator:
         num_classes: int,
         class_names: Sequence[str] | Mapping[int, str] | None = None,
         iou_threshold: float = 0.5,
-        num_proposals=(100, 300, 1000),
+        num_proposals=RECALL_PROPOSALS,
         recall_iou_thresholds=(0.5, 0.7),
     ):
         if num_classes < 1:

@@ -265,61 +265,70 @@ def write_html_report(
     Returns:
       The report's path.
     """
-    model_dir = Path(model_dir)
-    body = ['<h1 id="top">Evaluation report</h1>', _header(metrics)]
-    tables = metric_tables(metrics)
-    sections = [
-        (
-            "Metrics",
-            _table(*tables[0], metric_ids=[row[0] for row in tables[0][1]])
-            + "<ul>"
-            + "".join(
-                f"<li><code>{_text(k)}</code>: {_text(v)}</li>"
-                for k, v in METRIC_DESCRIPTIONS.items()
-                if k in metrics
-            )
-            + "</ul>",
-        )
+    sections = _metric_sections(metrics) + _analysis_sections(metrics)
+    label_errors = metrics.get("label_errors")
+    if label_errors:
+        sections.append((LABEL_ERRORS_TITLE, _label_errors(label_errors, thumbnails)))
+    if gallery:
+        sections.append(("Gallery", _gallery(gallery, legend)))
+    for title, path in figures.items():
+        uri = data_uri(Path(path).read_bytes(), "image/png")
+        sections.append((title, f'<figure><img src="{uri}" alt="{_text(title)}"></figure>'))
+
+    nav = " ".join(f'<a href="#{_anchor(title)}">{_text(title)}</a>' for title, _ in sections)
+    body = ['<h1 id="top">Evaluation report</h1>', _header(metrics), f"<nav>{nav}</nav>"]
+    body += [
+        f'<section id="{_anchor(title)}"><h2>{_text(title)}</h2>{content}</section>'
+        for title, content in sections
     ]
+    path = Path(model_dir) / f"report{suffix}.html"
+    return _write_page(path, "Evaluation report", "\n".join(body))
+
+
+def _metric_sections(metrics: Mapping) -> list[tuple[str, str]]:
+    """[(title, HTML)] of the metric table with its descriptions, and the per-class table."""
+    tables = metric_tables(metrics)
+    descriptions = "".join(
+        f"<li><code>{_text(k)}</code>: {_text(v)}</li>"
+        for k, v in METRIC_DESCRIPTIONS.items()
+        if k in metrics
+    )
+    table = _table(*tables[0], metric_ids=[row[0] for row in tables[0][1]])
+    sections = [("Metrics", table + "<ul>" + descriptions + "</ul>")]
     if len(tables) > 1:
         sections.append(("Per class", _table(*tables[1])))
+    return sections
+
+
+def _analysis_sections(metrics: Mapping) -> list[tuple[str, str]]:
+    """[(title, HTML)] of `analysis_sections`' tables (the error breakdown with its bars)."""
+    sections = []
     for title, text, headers, rows in analysis_sections(metrics):
         content = f'<p class="note">{_text(text)}</p>'
         content += _table(headers, rows, heat=title == "Confusion matrix")
         if title == "Error breakdown":
             content += '<p class="note">AP50 gained by fixing each type:</p>' + _error_bars(metrics)
         sections.append((title, content))
-    label_errors = metrics.get("label_errors")
-    if label_errors:
-        sections.append((LABEL_ERRORS_TITLE, _label_errors(label_errors, thumbnails)))
-    if gallery:
-        groups: dict[str, list[str]] = {}
-        for entry in gallery:
-            groups.setdefault(entry["group"], []).append(
-                f'<figure><img src="{jpeg_uri(entry["image"])}" alt="{_text(entry["title"])}">'
-                f"<figcaption><b>{_text(entry['title'])}</b>: {_text(entry['caption'])}"
-                "</figcaption></figure>"
-            )
-        content = (
-            '<p class="note">Ground truth and the detections kept at the max-F1 '
-            "thresholds, judged as in the error breakdown: each detection coloured by its "
-            "type, objects no detection finds in the missed colour.</p>" + _legend(legend or {})
-        ) + "".join(
-            f'<h3>{_text(group)}</h3><div class="gallery">{"".join(items)}</div>'
-            for group, items in groups.items()
-        )
-        sections.append(("Gallery", content))
-    for title, path in figures.items():
-        uri = data_uri(Path(path).read_bytes(), "image/png")
-        sections.append((title, f'<figure><img src="{uri}" alt="{_text(title)}"></figure>'))
+    return sections
 
-    nav = " ".join(f'<a href="#{_anchor(title)}">{_text(title)}</a>' for title, _ in sections)
-    body.append(f"<nav>{nav}</nav>")
-    body += [
-        f'<section id="{_anchor(title)}"><h2>{_text(title)}</h2>{content}</section>'
-        for title, content in sections
-    ]
-    return _write_page(model_dir / f"report{suffix}.html", "Evaluation report", "\n".join(body))
+
+def _gallery(gallery: Sequence[Mapping], legend: Mapping[str, tuple] | None) -> str:
+    """The gallery's HTML: its figures in groups, in the order given."""
+    groups: dict[str, list[str]] = {}
+    for entry in gallery:
+        groups.setdefault(entry["group"], []).append(
+            f'<figure><img src="{jpeg_uri(entry["image"])}" alt="{_text(entry["title"])}">'
+            f"<figcaption><b>{_text(entry['title'])}</b>: {_text(entry['caption'])}"
+            "</figcaption></figure>"
+        )
+    return (
+        '<p class="note">Ground truth and the detections kept at the max-F1 '
+        "thresholds, judged as in the error breakdown: each detection coloured by its "
+        "type, objects no detection finds in the missed colour.</p>" + _legend(legend or {})
+    ) + "".join(
+        f'<h3>{_text(group)}</h3><div class="gallery">{"".join(items)}</div>'
+        for group, items in groups.items()
+    )
 
 
 def write_prediction_index(directory, entries: Sequence[Mapping], model: str = "") -> Path:

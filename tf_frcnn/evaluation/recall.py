@@ -11,6 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from tf_frcnn.evaluation._records import as_groundtruth, as_proposals, box_iou, index_by_image
+from tf_frcnn.stages import RPN_RECALL_AT
+
+# The N of eval's recall@N: the paper's Fig. 4 counts around the headline 300.
+RECALL_PROPOSALS = (100, RPN_RECALL_AT, 1000)
 
 
 def recall_key(num_proposals: int, iou_threshold: float) -> str:
@@ -23,7 +27,7 @@ def recall_key(num_proposals: int, iou_threshold: float) -> str:
 def rpn_recall(
     groundtruths: list[dict],
     proposals: list[dict],
-    num_proposals=(100, 300, 1000),
+    num_proposals=RECALL_PROPOSALS,
     iou_thresholds=(0.5, 0.7),
 ) -> dict:
     """Fraction of (non-difficult, non-crowd) ground-truth boxes covered by the top-N proposals.

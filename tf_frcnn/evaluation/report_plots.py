@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tf_frcnn.evaluation.recall import recall_key, rpn_recall
+from tf_frcnn.evaluation.recall import RECALL_PROPOSALS, recall_key, rpn_recall
 from tf_frcnn.evaluation.report_tables import class_name
 
 
@@ -175,7 +175,7 @@ RECALL_CURVE_IOUS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
 
 
 def plot_rpn_recall(
-    groundtruths: list[dict], proposals: list[dict], path, num_proposals=(100, 300, 1000)
+    groundtruths: list[dict], proposals: list[dict], path, num_proposals=RECALL_PROPOSALS
 ) -> Path:
     """Draws RPN recall (`recall.rpn_recall`) into a PNG: against the number of proposals at IoU
     0.5 and 0.7, and against the IoU for `num_proposals` (the Faster R-CNN paper's Fig. 4).

@@ -111,81 +111,87 @@ def analysis_sections(metrics: Mapping) -> list[tuple[str, str, list[str], list[
     """The error-analysis tables of the reports, from the keys `Evaluator.analysis` adds to the
     metrics: [(title, one-line explanation, headers, rows of cells)], in report order. Sections
     whose key is absent are left out. report.md and report.html both render exactly these."""
-    sections = []
+    makers = (
+        ("AP50_by_size", _size_sections),
+        ("errors", _error_sections),
+        ("thresholds", _threshold_sections),
+        ("confusion_matrix", _confusion_sections),
+    )
+    return [section for key, make in makers if metrics.get(key) for section in make(metrics)]
 
-    def add(title, headers, rows, **values):
-        sections.append((title, SECTION_NOTES[title].format(**values), headers, rows))
 
-    sizes = metrics.get("AP50_by_size")
-    if sizes:
-        coco_ap = {
-            "small": metrics.get("APs"),
-            "medium": metrics.get("APm"),
-            "large": metrics.get("APl"),
-        }
+def _section(title, headers, rows, **values):
+    return (title, SECTION_NOTES[title].format(**values), headers, rows)
 
-        def size_row(name, entry, coco):
-            bounds = f"{_side(entry['low'])} - {_side(entry['high'])}"
-            return [name, bounds, _cell(entry["num_gt"]), _cell(entry["AP50"]), coco]
 
-        rows = [size_row(f"{e['name']} (this set)", e, "") for e in sizes["terciles"]]
-        rows += [size_row(f"COCO {e['name']}", e, _cell(coco_ap[e["name"]])) for e in sizes["coco"]]
-        add("AP50 by object size", ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"], rows)
-    errors = metrics.get("errors")
-    if errors:
-        rows = [
-            [
-                kind,
-                _cell(errors["counts"][kind]),
-                _gain(errors["delta_AP50"][kind]),
-                ERROR_DESCRIPTIONS[kind],
-            ]
+def _size_sections(metrics):
+    sizes = metrics["AP50_by_size"]
+    coco_ap = {
+        "small": metrics.get("APs"),
+        "medium": metrics.get("APm"),
+        "large": metrics.get("APl"),
+    }
+
+    def size_row(name, entry, coco):
+        bounds = f"{_side(entry['low'])} - {_side(entry['high'])}"
+        return [name, bounds, _cell(entry["num_gt"]), _cell(entry["AP50"]), coco]
+
+    rows = [size_row(f"{e['name']} (this set)", e, "") for e in sizes["terciles"]]
+    rows += [size_row(f"COCO {e['name']}", e, _cell(coco_ap[e["name"]])) for e in sizes["coco"]]
+    headers = ["bin", "side (px)", "objects", "AP50", "COCO AP .50:.95"]
+    return [_section("AP50 by object size", headers, rows)]
+
+
+def _error_sections(metrics):
+    errors = metrics["errors"]
+    rows = [
+        [
+            kind,
+            _cell(errors["counts"][kind]),
+            _gain(errors["delta_AP50"][kind]),
+            ERROR_DESCRIPTIONS[kind],
+        ]
+        for kind in ERROR_DESCRIPTIONS
+    ]
+    threshold = (metrics.get("run") or {}).get("score_threshold")
+    breakdown = _section(
+        "Error breakdown",
+        ["type", "count (all detections)", "AP50 if fixed", "meaning"],
+        rows,
+        ap50=_cell(errors["AP50"]),
+        scored="score >= detection.score_threshold"
+        + (f" = {threshold:g}" if threshold is not None else ""),
+    )
+    rows = [
+        [str(entry["name"]), _cell(entry["AP50"])]
+        + [
+            f"{entry['counts'][kind]} ({_gain(entry['delta_AP50'][kind])})"
             for kind in ERROR_DESCRIPTIONS
         ]
-        threshold = (metrics.get("run") or {}).get("score_threshold")
-        add(
-            "Error breakdown",
-            ["type", "count (all detections)", "AP50 if fixed", "meaning"],
-            rows,
-            ap50=_cell(errors["AP50"]),
-            scored="score >= detection.score_threshold"
-            + (f" = {threshold:g}" if threshold is not None else ""),
-        )
-        rows = [
-            [str(entry["name"]), _cell(entry["AP50"])]
-            + [
-                f"{entry['counts'][kind]} ({_gain(entry['delta_AP50'][kind])})"
-                for kind in ERROR_DESCRIPTIONS
-            ]
-            for entry in errors["per_class"].values()
-        ]
-        add("Errors per class", ["class", "AP50"] + list(ERROR_DESCRIPTIONS), rows)
-    thresholds = metrics.get("thresholds")
-    if thresholds:
-        columns = ("threshold", "precision", "recall", "f1")
-        rows = [
-            [str(entry["name"])] + [_cell(entry[column]) for column in columns]
-            for entry in thresholds.values()
-        ]
-        add(
-            "Score thresholds (maximum F1)",
-            ["class", "threshold", "precision", "recall", "F1"],
-            rows,
-        )
-    confusion = metrics.get("confusion_matrix")
-    if confusion:
-        names = [str(name) for name in confusion["classes"]]
-        rows = [
-            [name] + [_cell(count) for count in row]
-            for name, row in zip(names, confusion["matrix"])
-        ]
-        add(
-            "Confusion matrix",
-            ["true \\ detected (max-F1 thresholds)"] + names,
-            rows,
-            threshold=confusion["default_threshold"],
-        )
-    return sections
+        for entry in errors["per_class"].values()
+    ]
+    per_class = _section("Errors per class", ["class", "AP50"] + list(ERROR_DESCRIPTIONS), rows)
+    return [breakdown, per_class]
+
+
+def _threshold_sections(metrics):
+    columns = ("threshold", "precision", "recall", "f1")
+    rows = [
+        [str(entry["name"])] + [_cell(entry[column]) for column in columns]
+        for entry in metrics["thresholds"].values()
+    ]
+    headers = ["class", "threshold", "precision", "recall", "F1"]
+    return [_section("Score thresholds (maximum F1)", headers, rows)]
+
+
+def _confusion_sections(metrics):
+    confusion = metrics["confusion_matrix"]
+    names = [str(name) for name in confusion["classes"]]
+    rows = [
+        [name] + [_cell(count) for count in row] for name, row in zip(names, confusion["matrix"])
+    ]
+    headers = ["true \\ detected (max-F1 thresholds)"] + names
+    return [_section("Confusion matrix", headers, rows, threshold=confusion["default_threshold"])]
 
 
 def format_table(metrics: Mapping) -> str:

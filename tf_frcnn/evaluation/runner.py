@@ -23,6 +23,7 @@ from tf_frcnn.evaluation.evaluator import (
 )
 from tf_frcnn.evaluation.html_report import label_error_thumbnail, write_html_report
 from tf_frcnn.evaluation.label_errors import find_label_errors
+from tf_frcnn.evaluation.recall import RECALL_PROPOSALS
 from tf_frcnn.evaluation.report import (
     plot_loss_curves,
     plot_pr_curves,
@@ -33,11 +34,17 @@ from tf_frcnn.evaluation.report import (
 )
 from tf_frcnn.progress import BatchProgress
 from tf_frcnn.proposals import ProposalLayer
-from tf_frcnn.rundir import STATE_FILE, RunState, log_dir, read_history, read_validation
+from tf_frcnn.rundir import (
+    CONFIG_FILE,
+    STATE_FILE,
+    RunState,
+    log_dir,
+    read_history,
+    read_validation,
+)
 from tf_frcnn.stages import stage_names
 from tf_frcnn.visualize import STATUS_COLOURS, draw_errors
 
-RECALL_PROPOSALS = (100, 300, 1000)
 _MOST_PROPOSALS = max(RECALL_PROPOSALS)
 
 
@@ -212,7 +219,7 @@ def _run_context(config, model_dir, weights):
     return {
         "weights": weights or ("best" if best else "final"),
         "best": best,
-        "config": os.path.join(model_dir, "config.yaml"),
+        "config": os.path.join(model_dir, CONFIG_FILE),
         "model_dir": str(model_dir),
         "score_threshold": float(config.detection.score_threshold),
     }

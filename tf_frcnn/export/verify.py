@@ -239,48 +239,14 @@ def verify_export(
     reference, _ = evaluate(model, class_names, batches, progress=False)
     samples = _samples(config, split, num_batches and num_batches * batch_size)
     keras_ms = 1000.0 * (time.perf_counter() - start) / max(len(samples), 1)
+    judge = _Judge(samples, class_names, reference, tolerance)
     rows = [_row(KERAS, "", reference, reference, keras_ms, None, tolerance)]
-
-    loaded = tf.saved_model.load(str(version_dir))
-    size = _size_bytes(version_dir)
+    rows += _saved_model_rows(version_dir, judge)
     images = [record["image"] for record in samples]
-    encoded = [record["bytes"] for record in samples]
-    count = min(BATCH_SIZE, len(samples))
-    for name, items, batch in (
-        (SERVING_DEFAULT, images, _common_crop(images[:count])),
-        (SERVING_BYTES, encoded, np.array(encoded[:count], dtype=object)),
-    ):
-        signature = loaded.signatures[name]
-        outputs, ms = _run_all(functools.partial(_call_one, signature), items)
-        problem = _batch_mismatch(signature, batch) if count > 1 else None
-        if problem:
-            problem = f"a batch of {count} differs from {count} single calls: {problem}"
-        rows.append(
-            _row(
-                f"SavedModel {name}",
-                version_dir,
-                _metrics(samples, outputs, class_names),
-                reference,
-                ms,
-                size,
-                tolerance,
-                problem,
-            )
-        )
     for name, path, resize in tflite:
         predictor = load_predictor(path, num_threads=threads, resize=resize)
         outputs, ms = _run_all(predictor, images)
-        rows.append(
-            _row(
-                f"TFLite {name}",
-                path,
-                _metrics(samples, outputs, class_names),
-                reference,
-                ms,
-                _size_bytes(path),
-                tolerance,
-            )
-        )
+        rows.append(judge.row(f"TFLite {name}", path, outputs, ms, _size_bytes(path)))
     report = {
         "split": split,
         "images": len(samples),
@@ -297,3 +263,40 @@ def verify_export(
             "; ".join(f"{row['artifact']} ({row['path']}): {row['problem']}" for row in failed)
         )
     return report
+
+
+class _Judge:
+    """An artifact's report row from its outputs on ``samples``, against the Keras
+    model's metrics (``reference``)."""
+
+    def __init__(self, samples, class_names, reference, tolerance):
+        self.samples = samples
+        self.class_names = class_names
+        self.reference = reference
+        self.tolerance = tolerance
+
+    def row(self, name, path, outputs, ms, size, problem=None):
+        metrics = _metrics(self.samples, outputs, self.class_names)
+        return _row(name, path, metrics, self.reference, ms, size, self.tolerance, problem)
+
+
+def _saved_model_rows(version_dir, judge):
+    """The rows of the SavedModel's two signatures, each also checked batched."""
+    samples = judge.samples
+    loaded = tf.saved_model.load(str(version_dir))
+    size = _size_bytes(version_dir)
+    images = [record["image"] for record in samples]
+    encoded = [record["bytes"] for record in samples]
+    count = min(BATCH_SIZE, len(samples))
+    rows = []
+    for name, items, batch in (
+        (SERVING_DEFAULT, images, _common_crop(images[:count])),
+        (SERVING_BYTES, encoded, np.array(encoded[:count], dtype=object)),
+    ):
+        signature = loaded.signatures[name]
+        outputs, ms = _run_all(functools.partial(_call_one, signature), items)
+        problem = _batch_mismatch(signature, batch) if count > 1 else None
+        if problem:
+            problem = f"a batch of {count} differs from {count} single calls: {problem}"
+        rows.append(judge.row(f"SavedModel {name}", version_dir, outputs, ms, size, problem))
+    return rows

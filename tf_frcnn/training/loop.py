@@ -1,10 +1,13 @@
-"""One training stage: a ``tf.function`` step under ``tf.distribute``, checkpoints,
-TensorBoard scalars, and the stop on a non-finite loss or gradient."""
+"""One training stage: a ``tf.function`` step under ``tf.distribute`` (``StageLoop``), and
+the loop around it (``run_stage``) with checkpoints, logs, TensorBoard scalars, hooks
+(validation, a time budget) and the stop on a non-finite loss or gradient."""
 
 import contextlib
 import json
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
@@ -111,117 +114,160 @@ class StageLoop:
         return values
 
 
-def run_stage(
-    stage,
-    loop,
-    batches,
-    *,
-    steps,
-    start_step,
-    manager,
-    state,
-    log_dir,
-    checkpoint_every,
-    progress=True,
-    validation=None,
-    on_best=None,
-    observe=None,
-    log_every=None,
-):
-    """Train ``stage`` from ``start_step`` to ``steps``, checkpointing every
-    ``checkpoint_every`` steps and at the end (``state`` records the step); losses go
-    to TensorBoard and ``{stage}.losses.jsonl``. Returns the last step trained.
+@dataclass
+class StageRecords:
+    """Where a stage's progress goes: ``manager`` checkpoints every ``checkpoint_every``
+    steps and at the end (``state``, a ``rundir.RunState``, records the step); losses go to
+    TensorBoard and ``{stage}.losses.jsonl`` under ``log_dir``; ``progress`` is
+    ``tf_frcnn.progress``'s (False, True, "auto", "bar" or "lines"; lines every
+    ``log_every`` steps)."""
 
-    ``validation`` (a ``training.validation.ValidationSchedule``) validates at its steps
-    and may stop the stage early. A validated step is checkpointed first, then
-    ``on_best(row)`` runs on a best value and ``state`` is saved, so a kill at any point
-    resumes with the record of the checkpoint it restores. With ``loop.average`` (weight
-    averaging) validation and ``on_best`` see the averaged weights, checkpoints both.
-    ``observe(step)`` runs after each step and may return a new length (a time budget's
-    fit). ``progress`` is ``tf_frcnn.progress``'s (False, True, "auto", "bar" or "lines";
-    lines every ``log_every`` steps)."""
-    writer = tf.summary.create_file_writer(os.path.join(log_dir, stage))
-    history_path = losses_log(log_dir, stage)
-    averaged = loop.average.swapped if loop.average is not None else contextlib.nullcontext
-    report = stage_progress(
-        progress,
-        stage,
-        steps,
-        start_step,
-        every=log_every,
-        learning_rate=lambda: float(keras.ops.convert_to_numpy(loop.optimizer.learning_rate)),
-        metric=validation.metric if validation is not None else None,
-    )
-    pending = []
+    manager: tf.train.CheckpointManager
+    state: object
+    log_dir: str
+    checkpoint_every: int
+    progress: object = True
+    log_every: int | None = None
 
-    def checkpoint_at(step):
-        nonlocal pending
-        with open(history_path, "a", encoding="utf-8") as history:
-            history.write("".join(line + "\n" for line in pending))
-        pending = []
-        manager.save(checkpoint_number=step)
-        state.step = step
 
-    def validate(step, checkpointed):
-        with averaged():
+@dataclass
+class StageHooks:
+    """What a stage calls besides its steps: ``validation`` (a
+    ``training.validation.ValidationSchedule``) validates at its steps and may stop the
+    stage early, ``on_best(row)`` runs on a best validated value, ``observe(step)`` after
+    each step and may return a new length (a time budget's fit)."""
+
+    validation: object = None
+    on_best: Callable | None = None
+    observe: Callable | None = None
+
+
+def run_stage(stage, loop, batches, *, steps, start_step, records, hooks=None):
+    """Train ``stage`` from ``start_step`` to ``steps`` with ``loop`` on ``batches``,
+    kept in ``records`` (a ``StageRecords``), calling ``hooks`` (a ``StageHooks``).
+    Returns the last step trained.
+
+    A validated step is checkpointed first, then ``on_best(row)`` runs on a best value and
+    the state is saved, so a kill at any point resumes with the record of the checkpoint
+    it restores. With ``loop.average`` (weight averaging) validation and ``on_best`` see
+    the averaged weights, checkpoints both."""
+    return StageRun(stage, loop, records, hooks or StageHooks()).train(batches, start_step, steps)
+
+
+class StageRun:
+    """The steps of one ``run_stage``: a stage's loop with its checkpoints, logs and hooks."""
+
+    def __init__(self, stage, loop, records, hooks):
+        self.stage = stage
+        self.loop = loop
+        self.records = records
+        self.hooks = hooks
+        self.writer = tf.summary.create_file_writer(os.path.join(records.log_dir, stage))
+        self.history_path = losses_log(records.log_dir, stage)
+        self.averaged = loop.average.swapped if loop.average is not None else contextlib.nullcontext
+        # Loss rows not yet in the losses log: written with each checkpoint, so the log
+        # never runs ahead of the step a resume restores.
+        self.pending = []
+        self.steps = None
+        self.report = None
+
+    def train(self, batches, start_step, steps):
+        self.steps = steps
+        validation = self.hooks.validation
+        self.report = stage_progress(
+            self.records.progress,
+            self.stage,
+            steps,
+            start_step,
+            every=self.records.log_every,
+            learning_rate=lambda: float(
+                keras.ops.convert_to_numpy(self.loop.optimizer.learning_rate)
+            ),
+            metric=validation.metric if validation is not None else None,
+        )
+        if validation is not None and validation.due(start_step, steps) and start_step:
+            self.validate(start_step, checkpointed=True)
+        if validation is not None and validation.stopped:
+            return start_step
+        iterator = iter(self.loop.strategy.experimental_distribute_dataset(batches))
+        step = start_step
+        while step < self.steps:
+            losses = self.step(iterator, step + 1)
+            step += 1
+            self.record_step(step, losses)
+            if validation is not None and validation.due(step, self.steps):
+                row = self.validate(step, checkpointed=False)
+                if validation.stopped:
+                    self.report_stop(step, row)
+                    break
+            elif step % self.records.checkpoint_every == 0 or step == self.steps:
+                self.checkpoint(step)
+                self.records.state.save()
+        self.report.close(step)
+        self.writer.flush()
+        return step
+
+    def step(self, iterator, step):
+        """The losses of training step number ``step`` on the next batch."""
+        try:
+            return self.loop.step(next(iterator))
+        except TrainingDiverged as error:
+            raise TrainingDiverged(
+                f"non-finite loss or gradient in stage '{self.stage}' at step {step} "
+                f"({error.args[0]}); stopped, the last good checkpoint "
+                f"(step {self.records.state.step}) is kept"
+            ) from None
+
+    def record_step(self, step, losses):
+        """Runs ``observe``, queues the losses for the log and writes them to TensorBoard
+        and the progress report."""
+        if self.hooks.observe is not None:
+            self.steps = self.hooks.observe(step) or self.steps
+        self.pending.append(json.dumps({"step": step, **losses}))
+        with self.writer.as_default(step=step):
+            for name, value in losses.items():
+                tf.summary.scalar(name, value)
+        self.report.step(step, self.steps, losses)
+
+    def checkpoint(self, step):
+        with open(self.history_path, "a", encoding="utf-8") as history:
+            history.write("".join(line + "\n" for line in self.pending))
+        self.pending = []
+        self.records.manager.save(checkpoint_number=step)
+        self.records.state.step = step
+
+    def validate(self, step, checkpointed):
+        """Measures, checkpoints (unless ``checkpointed``), keeps a best value
+        (``on_best``) and saves the state; returns the validation row."""
+        validation = self.hooks.validation
+        with self.averaged():
             row = validation.measure(step)
-        with writer.as_default(step=step):
+        with self.writer.as_default(step=step):
             for name, value in row.items():
                 if name != "step":
                     tf.summary.scalar(f"val/{name}", value)
         if not checkpointed:
-            checkpoint_at(step)
-        if validation.commit(row) and on_best is not None:
-            with averaged():
-                on_best(row)
-        state.save()
+            self.checkpoint(step)
+        if validation.commit(row) and self.hooks.on_best is not None:
+            with self.averaged():
+                self.hooks.on_best(row)
+        self.records.state.save()
         record = validation.record
-        report.validation(
+        self.report.validation(
             step,
-            steps,
+            self.steps,
             row,
             f"best {validation.metric} {record['best']:.4f} at step {record['best_step']}",
         )
         return row
 
-    if validation is not None and validation.due(start_step, steps) and start_step:
-        validate(start_step, checkpointed=True)
-    if validation is not None and validation.stopped:
-        return start_step
-    iterator = iter(loop.strategy.experimental_distribute_dataset(batches))
-    step = start_step
-    while step < steps:
-        try:
-            losses = loop.step(next(iterator))
-        except TrainingDiverged as error:
-            raise TrainingDiverged(
-                f"non-finite loss or gradient in stage '{stage}' at step {step + 1} "
-                f"({error.args[0]}); stopped, the last good checkpoint (step {state.step}) "
-                "is kept"
-            ) from None
-        step += 1
-        if observe is not None:
-            steps = observe(step) or steps
-        pending.append(json.dumps({"step": step, **losses}))
-        with writer.as_default(step=step):
-            for name, value in losses.items():
-                tf.summary.scalar(name, value)
-        report.step(step, steps, losses)
-        if validation is not None and validation.due(step, steps):
-            row = validate(step, checkpointed=False)
-            if validation.stopped:
-                gain = f" by more than {validation.min_delta:g}" if validation.min_delta else ""
-                report.message(
-                    f"stage {stage}: no {validation.metric} gain{gain} in "
-                    f"{validation.patience} validations (best "
-                    f"{validation.record['best']:.4f} at step "
-                    f"{validation.record['best_step']}, on {row['images']} images); "
-                    f"stopped at step {step}"
-                )
-                break
-        elif step % checkpoint_every == 0 or step == steps:
-            checkpoint_at(step)
-            state.save()
-    report.close(step)
-    writer.flush()
-    return step
+    def report_stop(self, step, row):
+        validation = self.hooks.validation
+        gain = f" by more than {validation.min_delta:g}" if validation.min_delta else ""
+        self.report.message(
+            f"stage {self.stage}: no {validation.metric} gain{gain} in "
+            f"{validation.patience} validations (best "
+            f"{validation.record['best']:.4f} at step "
+            f"{validation.record['best_step']}, on {row['images']} images); "
+            f"stopped at step {step}"
+        )

@@ -22,6 +22,7 @@ from tf_frcnn.rundir import (
     STATE_FILE,
     RunState,
     built,
+    log_dir,
     save_weights_atomic,
     stage_dir,
     stage_weights,
@@ -31,7 +32,7 @@ from tf_frcnn.rundir import (
 from tf_frcnn.stages import PRETRAIN, SCHEDULES, STAGES, stage_names
 from tf_frcnn.training import budget, lr
 from tf_frcnn.training.ema import WeightAverage
-from tf_frcnn.training.loop import StageLoop, make_strategy, run_stage
+from tf_frcnn.training.loop import StageHooks, StageLoop, StageRecords, make_strategy, run_stage
 from tf_frcnn.training.objective import Objective
 from tf_frcnn.training.optimizers import make_optimizer
 from tf_frcnn.training.pretrain import BackbonePretrainer
@@ -75,7 +76,7 @@ class Trainer:
             # training) but only the chief (or worker 0) writes the model directory.
             task = self.strategy.cluster_resolver.task_id
             self.model_dir = model_dir = os.path.join(model_dir, "workers", f"worker-{task}")
-        self.log_dir = os.path.join(model_dir, "logs")
+        self.log_dir = log_dir(model_dir)
         self.model = None
         self.objective = Objective.from_config(config)
         self.loops = {}
@@ -117,37 +118,55 @@ class Trainer:
 
     # -- running ----------------------------------------------------------------
     def run(self, resume=False):
+        """Trains every stage not finished yet (``resume``: of the run in ``model_dir``),
+        then writes the final weights; returns the ``RunState``."""
         started = time.perf_counter()
         os.makedirs(self.model_dir, exist_ok=True)
         stages = stage_names(self.config)
-        state_path = os.path.join(self.model_dir, STATE_FILE)
-        if resume and os.path.exists(state_path):
+        if resume and os.path.exists(os.path.join(self.model_dir, STATE_FILE)):
             self.config = self.resolve(self.config, model_dir=self.model_dir)
             state = RunState.load(self.model_dir)
             if state.done:
-                final = os.path.join(self.model_dir, FINAL_WEIGHTS)
-                if not os.path.exists(final):
-                    # Killed between finishing the last stage and writing the final weights.
-                    self.model = self._build()
-                    self.model.load_weights(stage_weights(self.model_dir, stages[-1]))
-                    save_weights_atomic(self.model, final)
+                self._write_missing_final(stages[-1])
                 return state
         else:
-            # "auto" sizes and anchors become numbers here: config.yaml records what the model uses.
-            self.config = self.resolve(self.config, log=print if self.progress else None)
-            state = RunState(self.model_dir, self.config.train.schedule, stages)
-            write_config(self.model_dir, self.config)
-            _, class_names = inputs.source(self.config, self.config.data.train_split)
-            if len(class_names) != self.config.model.num_classes:
-                raise ConfigError(
-                    f"the dataset has {len(class_names)} classes but config key "
-                    f"'model.num_classes' = {self.config.model.num_classes}"
-                )
-            write_labels(self.model_dir, class_names)
+            state = self._begin(stages)
         self.model = self._build()
         if not state.stage_steps:
             state.stage_steps = self._resolve_lengths(stages)
             state.save()
+        self._initial_backbone(state, stages)
+        self._run_schedule(state, started)
+        save_weights_atomic(self.model, os.path.join(self.model_dir, FINAL_WEIGHTS))
+        return state
+
+    def _begin(self, stages):
+        """A new run: resolves the config, writes config.yaml and labels.txt; its state."""
+        # "auto" sizes and anchors become numbers here: config.yaml records what the model uses.
+        self.config = self.resolve(self.config, log=print if self.progress else None)
+        state = RunState(self.model_dir, self.config.train.schedule, stages)
+        write_config(self.model_dir, self.config)
+        _, class_names = inputs.source(self.config, self.config.data.train_split)
+        if len(class_names) != self.config.model.num_classes:
+            raise ConfigError(
+                f"the dataset has {len(class_names)} classes but config key "
+                f"'model.num_classes' = {self.config.model.num_classes}"
+            )
+        write_labels(self.model_dir, class_names)
+        return state
+
+    def _write_missing_final(self, last_stage):
+        """The final weights of a finished run killed between finishing its last stage
+        and writing them: that stage's weights."""
+        final = os.path.join(self.model_dir, FINAL_WEIGHTS)
+        if not os.path.exists(final):
+            self.model = self._build()
+            self.model.load_weights(stage_weights(self.model_dir, last_stage))
+            save_weights_atomic(self.model, final)
+
+    def _initial_backbone(self, state, stages):
+        """Writes the run's initial backbone once: what the "pretrain" stage trains when
+        the run has one, else the seeded initialisation."""
         initial = os.path.join(self.model_dir, INITIAL_BACKBONE)
         if PRETRAIN in stages and PRETRAIN not in state.finished_stages:
             with self.strategy.scope():
@@ -161,11 +180,13 @@ class Trainer:
                 )
                 pretrainer(tf.zeros([1, DUMMY_SIDE, DUMMY_SIDE, 3]))
             self._train_stage(PRETRAIN, state, _resuming(state, PRETRAIN), pretrainer=pretrainer)
-            # Its backbone is the run's initial backbone.
             self._finish(state, PRETRAIN, self.model.features, initial)
         if not os.path.exists(initial):
             save_weights_atomic(self.model.features, initial)
 
+    def _run_schedule(self, state, started):
+        """Trains the schedule's stages not finished yet, each from the weights it starts
+        from (``_prepare_stage``), under the time budget when ``train.minutes`` is set."""
         schedule = [stage.name for stage in self.schedule]
         begun = state.current_stage in schedule or any(s in state.finished_stages for s in schedule)
         # Resolved once, when the schedule begins; a resumed run keeps them.
@@ -180,8 +201,6 @@ class Trainer:
             self._prepare_stage(index, stage, fresh=not resuming)
             self._train_stage(stage.name, state, resuming)
             self._finish(state, stage.name, self.model, stage_weights(self.model_dir, stage.name))
-        save_weights_atomic(self.model, os.path.join(self.model_dir, FINAL_WEIGHTS))
-        return state
 
     def _begin_budget(self, state, schedule, started):
         """A ``budget.TimeBudget`` for the whole schedule, ending ``train.minutes``
@@ -282,14 +301,9 @@ class Trainer:
         return loop
 
     def _train_stage(self, stage, state, resuming, pretrainer=None):
-        validating = pretrainer is None and self.config.train.eval_every
-        model = pretrainer or self.model
-        length = state.stage_steps[stage]
-        settings = dataclasses.replace(
-            stage_config(self.config, stage),
-            steps=length["steps"],
-            decay_steps=length["decay_steps"],
-        )
+        """Trains ``stage`` (the backbone pre-training with ``pretrainer``) to its length
+        in ``state``: optimizer and schedule, checkpoint/resume, validation, budget, loop."""
+        settings = self._stage_settings(stage, state)
         timed = self._budget is not None and stage in self._budget.base_steps
         with self.strategy.scope():
             # Under a time budget the stage's length, and so its learning-rate curve,
@@ -297,16 +311,8 @@ class Trainer:
             rate = lr.learning_rate(settings, variable_length=timed)
             optimizer = make_optimizer(self.config.train, settings, learning_rate=rate)
         loop = self.loops[stage] = self._make_loop(stage, optimizer, pretrainer)
-        parts = dict(model=model, optimizer=optimizer)
-        if loop.average is not None:
-            parts["average"] = loop.average.trackable
-        checkpoint = tf.train.Checkpoint(**parts)
-        directory = stage_dir(self.model_dir, stage)
-        manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
-        start = 0
-        if resuming and manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).expect_partial()
-            start = int(optimizer.iterations.numpy())
+        model = pretrainer or self.model
+        manager, start = self._restore(stage, loop, model, resuming)
         state.current_stage, state.step = stage, start
         final = stage == self.schedule[-1].name
         if final and not start:
@@ -314,58 +320,105 @@ class Trainer:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.model_dir, BEST_WEIGHTS))
             state.best = None
-        validation = on_best = None
-        if validating:
-            if not start or stage not in state.validation:
-                state.validation[stage] = fresh_record()
-            batches, class_names = self._validation_data
-            validator = StageValidator(
-                self.model,
-                self.config,
-                STAGES[stage],
-                class_names,
-                batches,
-                proposal_source=None if self.proposer is None else self.proposer.propose,
-            )
-            # Under a time budget (also once resumed) the final stage trains to the
-            # deadline: time it frees would go to no later stage.
-            budgeted = state.budget is not None
-            keeps_going = final and budgeted and not self.config.train.stop_final_stage
-            validation = ValidationSchedule(
-                validator,
-                stage,
-                self.config.train.eval_every,
-                None if keeps_going else self.config.train.patience,
-                self.log_dir,
-                state.validation[stage],
-                min_delta=self.config.train.min_delta,
-            )
+        hooks = StageHooks()
+        if pretrainer is None and self.config.train.eval_every:
+            hooks.validation = self._validation(stage, state, start, final)
             if final:
-
-                def on_best(row):
-                    save_weights_atomic(model, os.path.join(self.model_dir, BEST_WEIGHTS))
-                    state.best = {"stage": stage, **row}
-
+                hooks.on_best = functools.partial(self._save_best, model, state, stage)
         state.save()
         batches = inputs.training_batches(
             self.config, self.config.data.train_split, self._batch_size(settings), start_step=start
         )
-        observe = None
         if timed:
+            hooks.observe = functools.partial(self._observe, stage, state, rate, hooks.validation)
+        self._announce(stage, settings, timed, loop)
+        t = self.config.train
+        records = StageRecords(
+            manager, state, self.log_dir, t.checkpoint_every, self.progress, t.log_every
+        )
+        run_stage(
+            stage,
+            loop,
+            batches,
+            steps=settings.steps,
+            start_step=start,
+            records=records,
+            hooks=hooks,
+        )
+        if loop.average is not None:
+            # The stage's result, its stage weights and final.weights.h5: the average.
+            loop.average.copy_to_weights()
 
-            def observe(step):
-                steps = self._budget.observe(
-                    stage,
-                    step,
-                    time.perf_counter(),
-                    validation.seconds if validation else 0.0,
-                    validation.count if validation else 0,
-                )
-                if steps is not None:
-                    self._apply_fit(state, steps, rate)
-                    return steps[stage]
-                return None
+    def _stage_settings(self, stage, state):
+        """The stage's ``StageConfig`` with the length ``state`` resolved for it."""
+        length = state.stage_steps[stage]
+        return dataclasses.replace(
+            stage_config(self.config, stage),
+            steps=length["steps"],
+            decay_steps=length["decay_steps"],
+        )
 
+    def _restore(self, stage, loop, model, resuming):
+        """(checkpoint manager of ``stage``'s directory, the step to start from): the
+        latest checkpoint's when ``resuming``, else 0."""
+        parts = dict(model=model, optimizer=loop.optimizer)
+        if loop.average is not None:
+            parts["average"] = loop.average.trackable
+        checkpoint = tf.train.Checkpoint(**parts)
+        directory = stage_dir(self.model_dir, stage)
+        manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
+        if resuming and manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).expect_partial()
+            return manager, int(loop.optimizer.iterations.numpy())
+        return manager, 0
+
+    def _validation(self, stage, state, start, final):
+        """The ``ValidationSchedule`` of ``stage``, its record in ``state`` (fresh
+        unless the stage resumes from ``start``)."""
+        if not start or stage not in state.validation:
+            state.validation[stage] = fresh_record()
+        batches, class_names = self._validation_data
+        validator = StageValidator(
+            self.model,
+            self.config,
+            STAGES[stage],
+            class_names,
+            batches,
+            proposal_source=None if self.proposer is None else self.proposer.propose,
+        )
+        # Under a time budget (also once resumed) the final stage trains to the
+        # deadline: time it frees would go to no later stage.
+        budgeted = state.budget is not None
+        keeps_going = final and budgeted and not self.config.train.stop_final_stage
+        return ValidationSchedule(
+            validator,
+            stage,
+            self.config.train.eval_every,
+            None if keeps_going else self.config.train.patience,
+            self.log_dir,
+            state.validation[stage],
+            min_delta=self.config.train.min_delta,
+        )
+
+    def _save_best(self, model, state, stage, row):
+        save_weights_atomic(model, os.path.join(self.model_dir, BEST_WEIGHTS))
+        state.best = {"stage": stage, **row}
+
+    def _observe(self, stage, state, rate, validation, step):
+        """The time budget's look at ``step``: the stage's new length when it refits."""
+        steps = self._budget.observe(
+            stage,
+            step,
+            time.perf_counter(),
+            validation.seconds if validation else 0.0,
+            validation.count if validation else 0,
+        )
+        if steps is None:
+            return None
+        self._apply_fit(state, steps, rate)
+        return steps[stage]
+
+    def _announce(self, stage, settings, timed, loop):
         if self.progress:
             print(
                 f"stage {stage} ({settings.steps} steps"
@@ -373,25 +426,6 @@ class Trainer:
                 f"lr {settings.learning_rate} {settings.lr_schedule}"
                 f"{', weights averaged' if loop.average is not None else ''})"
             )
-        run_stage(
-            stage,
-            loop,
-            batches,
-            steps=settings.steps,
-            start_step=start,
-            manager=manager,
-            state=state,
-            log_dir=self.log_dir,
-            checkpoint_every=self.config.train.checkpoint_every,
-            progress=self.progress,
-            validation=validation,
-            on_best=on_best,
-            observe=observe,
-            log_every=self.config.train.log_every,
-        )
-        if loop.average is not None:
-            # The stage's result, its stage weights and final.weights.h5: the average.
-            loop.average.copy_to_weights()
 
 
 def train(config, model_dir, *, resume=False, strategy=None, progress=True, resolve=None):

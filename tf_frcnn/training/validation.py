@@ -20,9 +20,8 @@ from tf_frcnn.evaluation.runner import (
     recall_layer,
 )
 from tf_frcnn.rundir import atomic_write_text, read_validation, validation_log
-from tf_frcnn.stages import RPN_METRIC
+from tf_frcnn.stages import RPN_METRIC, RPN_RECALL_AT
 
-RECALL_AT = 300
 # Ultralytics' fitness weights (0.9 x mAP50-95 + 0.1 x mAP50): COCO AP, which rewards tight
 # boxes and moves less on a small validation set than mAP50 alone, decides.
 FITNESS_WEIGHTS = {"AP": 0.9, "mAP50": 0.1}
@@ -52,7 +51,7 @@ class StageValidator:
         self.class_names = class_names
         self.batches = batches
         if self.metric == RPN_METRIC:
-            layer = recall_layer(model.proposal_layer, RECALL_AT)
+            layer = recall_layer(model.proposal_layer, RPN_RECALL_AT)
 
             @tf.function(reduce_retracing=True)
             def propose(images, image_shape):
@@ -87,7 +86,7 @@ class StageValidator:
         self._check(len(groundtruths))
         return {
             RPN_METRIC: rpn_recall(
-                groundtruths, proposals, num_proposals=(RECALL_AT,), iou_thresholds=(0.5,)
+                groundtruths, proposals, num_proposals=(RPN_RECALL_AT,), iou_thresholds=(0.5,)
             )[RPN_METRIC]
         }
 
