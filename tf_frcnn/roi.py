@@ -127,6 +127,18 @@ def _feature_coordinates(rois, stride):
 _CLAMP_MARGIN = 2
 
 
+def _bilinear_corners(coordinates, size, margin):
+    """Bilinear sampling along one axis of a map of ``size`` cells, clamped to the edge up to
+    ``margin`` cells outside it: (low index, high index, weight of the high one, inside the
+    margin) for float32 ``coordinates`` (int32, int32, float32, bool, each of their shape)."""
+    last = tf.cast(size - 1, tf.float32)
+    inside = (coordinates >= -float(margin)) & (coordinates <= last + margin)
+    coordinates = tf.clip_by_value(coordinates, 0.0, last)
+    low = tf.floor(coordinates)
+    low_i = tf.cast(low, tf.int32)
+    return low_i, tf.minimum(low_i + 1, size - 1), coordinates - low, inside
+
+
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class ROIPooling(keras.layers.Layer):
     """ROI pooling by ``tf.image.crop_and_resize`` to 2s x 2s, then 2x2 max
@@ -189,17 +201,8 @@ class ROIPoolingBuiltin(ROIPooling):
         steps = tf.range(crop, dtype=tf.float32) / float(crop - 1)  # [crop]
         ys = boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])  # [N, crop]
         xs = boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])
-
-        def corners(coordinates, size):
-            last = tf.cast(size - 1, tf.float32)
-            inside = (coordinates >= -_CLAMP_MARGIN) & (coordinates <= last + _CLAMP_MARGIN)
-            coordinates = tf.clip_by_value(coordinates, 0.0, last)
-            low = tf.floor(coordinates)
-            low_i = tf.cast(low, tf.int32)
-            return low_i, tf.minimum(low_i + 1, size - 1), coordinates - low, inside
-
-        y0i, y1i, dy, y_inside = corners(ys, height)
-        x0i, x1i, dx, x_inside = corners(xs, width)
+        y0i, y1i, dy, y_inside = _bilinear_corners(ys, height, _CLAMP_MARGIN)
+        x0i, x1i, dx, x_inside = _bilinear_corners(xs, width, _CLAMP_MARGIN)
 
         flat = tf.reshape(feature_map, [-1, channels])
         base = (tf.repeat(tf.range(batch), per_image) * height * width)[:, tf.newaxis, tf.newaxis]
@@ -352,16 +355,8 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         ys = boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])  # [N, crop]
         xs = boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])
 
-        def corners(coordinates, size):
-            size_f = tf.cast(size, tf.float32)
-            inside = (coordinates >= -1.0) & (coordinates <= size_f)
-            coordinates = tf.clip_by_value(coordinates, 0.0, size_f - 1.0)
-            low = tf.floor(coordinates)
-            low_i = tf.cast(low, tf.int32)
-            return low_i, tf.minimum(low_i + 1, size - 1), coordinates - low, inside
-
-        y0, y1, dy, y_inside = corners(ys, height)
-        x0, x1, dx, x_inside = corners(xs, width)
+        y0, y1, dy, y_inside = _bilinear_corners(ys, height, 1)
+        x0, x1, dx, x_inside = _bilinear_corners(xs, width, 1)
         base = (box_index * total + tf.gather(starts, index))[:, tf.newaxis, tf.newaxis]
 
         def at(y, x):
