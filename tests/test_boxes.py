@@ -95,3 +95,93 @@ def test_batched_padded_nms_batch_of_one_equals_its_map_fn_branch_on_border_boxe
     np.testing.assert_array_equal(one[0], two[1])
     expected = tf.image.non_max_suppression(boxes, scores, 50, 0.5, 0.05).numpy()
     np.testing.assert_array_equal(one[0, : len(expected)], expected)
+
+
+def test_area_is_zero_for_a_box_inverted_along_one_axis_and_exact_below_a_pixel():
+    boxes = tf.constant([[5.0, 0.0, 1.0, 10.0], [0.0, 5.0, 10.0, 1.0], [0.0, 0.0, 0.5, 0.25]])
+    np.testing.assert_allclose(box_ops.area(boxes).numpy(), [0.0, 0.0, 0.125])
+
+
+def test_smooth_l1_with_beta_2():
+    x = tf.constant([0.5, -1.0, 3.0])
+    # 0.5 x^2 / beta inside |x| < beta, |x| - beta / 2 outside.
+    np.testing.assert_allclose(box_ops.smooth_l1(x, beta=2.0).numpy(), [0.0625, 0.25, 2.0])
+
+
+def test_decode_of_a_batch_is_the_decode_of_each_image():
+    rng = np.random.default_rng(1)
+    anchors = tf.constant([[0.0, 0.0, 16.0, 16.0], [8.0, 4.0, 40.0, 68.0], [30, 30, 50, 90]])
+    deltas = tf.constant(rng.normal(scale=0.3, size=(2, 3, 4)), tf.float32)
+    batch = box_ops.decode(deltas, anchors).numpy()
+    assert batch.shape == (2, 3, 4)
+    for image in range(2):
+        np.testing.assert_allclose(batch[image], box_ops.decode(deltas[image], anchors), atol=1e-5)
+
+
+# Two images of 6 boxes for 10 output slots: fewer boxes than slots, fewer survivors than
+# boxes; image 1's best box is not its box 0, and each image has one box scoring exactly the
+# threshold 0.1 (dropped: scores must be above it) and one below.
+NMS_BOXES = np.array(
+    [
+        [0.0, 0.0, 10.0, 10.0],
+        [1.0, 1.0, 11.0, 11.0],  # IoU 0.68 with box 0
+        [20.0, 20.0, 30.0, 30.0],
+        [40.0, 40.0, 50.0, 50.0],
+        [60.0, 60.0, 70.0, 70.0],
+        [80.0, 80.0, 90.0, 90.0],
+    ],
+    np.float32,
+)
+NMS_SCORES = np.array(
+    [[0.9, 0.8, 0.1, 0.05, 0.7, 0.3], [0.2, 0.95, 0.6, 0.1, 0.01, 0.5]], np.float32
+)
+
+
+def _expected_nms(scores):
+    indices = tf.image.non_max_suppression(NMS_BOXES, scores, 10, 0.5, 0.1).numpy()
+    return np.pad(indices, [0, 10 - len(indices)]), len(indices)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_batched_padded_nms_with_fewer_boxes_and_survivors_than_slots(batch):
+    boxes = np.stack([NMS_BOXES] * batch)
+    indices, counts = box_ops.batched_padded_nms(boxes, NMS_SCORES[:batch], 10, 0.5, 0.1)
+    assert indices.shape == (batch, 10)
+    for image in range(batch):
+        expected, count = _expected_nms(NMS_SCORES[image])
+        assert int(counts[image]) == count == 3
+        np.testing.assert_array_equal(indices[image], expected)  # zeros past the count
+
+
+def test_batched_padded_nms_traces_to_static_shapes_and_a_batch_of_one_to_no_loop():
+    """Graphs trace once on static shapes; a static batch of one (TFLite, XLA exports) has no
+    while loop. With a dynamic box count, the count comes from the tensor."""
+
+    def traced(batch, num_boxes):
+        function = tf.function(lambda b, s: box_ops.batched_padded_nms(b, s, 10, 0.5, 0.1))
+        return function.get_concrete_function(
+            tf.TensorSpec([batch, num_boxes, 4]), tf.TensorSpec([batch, num_boxes])
+        )
+
+    for batch in (1, 2):
+        indices, counts = traced(batch, 6).structured_outputs
+        assert indices.shape == (batch, 10) and counts.shape == (batch,)
+    ops = {op.type for op in traced(1, 6).graph.get_operations()}
+    assert "While" not in ops and "StatelessWhile" not in ops, ops
+    dynamic = traced(1, None)
+    indices, counts = dynamic(NMS_BOXES[None], NMS_SCORES[:1])
+    expected, count = _expected_nms(NMS_SCORES[0])
+    assert int(counts[0]) == count
+    np.testing.assert_array_equal(indices[0], expected)
+
+
+def test_batched_padded_nms_under_xla_with_fewer_boxes_than_slots():
+    """XLA's kernel takes no output longer than the boxes: the function asks for at most the
+    box count and pads."""
+    compiled = tf.function(
+        lambda b, s: box_ops.batched_padded_nms(b, s, 10, 0.5, 0.1), jit_compile=True
+    )
+    indices, counts = compiled(tf.constant(NMS_BOXES[None]), tf.constant(NMS_SCORES[:1]))
+    expected, count = _expected_nms(NMS_SCORES[0])
+    assert int(counts[0]) == count
+    np.testing.assert_array_equal(indices[0], expected)

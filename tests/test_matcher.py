@@ -56,3 +56,24 @@ def test_thresholds_at_exactly_0_7_0_3_and_0_5_pin_strict_and_inclusive_bounds()
     foreground, background = matcher.roi_labels(matches, valid, 0.7, 0.1, 0.5)
     np.testing.assert_array_equal(foreground[0].numpy(), [True, True, False, False])
     np.testing.assert_array_equal(background[0].numpy(), [False, False, False, True])
+
+
+def test_every_ground_truth_forces_its_own_best_anchor_in_each_image():
+    """The forced-best-anchor rule is per ground truth and per image: in image 0 the second
+    ground truth's best anchor has IoU 0.5 only (below 0.7, and below the first's 1.0), yet is
+    positive; in image 1 a ground truth that no anchor overlaps (best IoU 0) forces nothing, and
+    padding (label 0) neither. Kills a max over all ground truths or images (``axis=None``), one
+    not kept per image (``keepdims=False``, a batch of 2) and ``>= 0`` for ``> 0``."""
+    anchors = tf.constant([[0.0, 0.0, 10.0, 10.0], [0.0, 20.0, 10.0, 30.0], [50, 50, 60, 60]])
+    gt_boxes = tf.constant(
+        [
+            [[0.0, 0.0, 10.0, 10.0], [0.0, 20.0, 10.0, 40.0], [0.0, 0.0, 0.0, 0.0]],
+            [[50.0, 50.0, 60.0, 62.0], [100.0, 100.0, 110.0, 110.0], [0.0, 0.0, 0.0, 0.0]],
+        ]
+    )
+    gt_labels = tf.constant([[1, 2, 0], [1, 2, 0]])
+    valid = tf.constant([[True] * 3] * 2)
+    matches = matcher.match(anchors, valid, gt_boxes, gt_labels)
+    positive, negative = matcher.anchor_labels(matches, valid, 0.7, 0.3)
+    np.testing.assert_array_equal(positive.numpy(), [[True, True, False], [False, False, True]])
+    np.testing.assert_array_equal(negative.numpy(), [[False, False, True], [True, True, False]])

@@ -119,7 +119,7 @@ def test_builtin_pooling_equals_crop_and_resize():
     corners = rng.uniform(-40, 460, size=(2, 30, 2, 2))
     rois = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)
     rois[0, 0] = [0, 0, 304, 432]  # the whole map
-    rois[1, 1] = [-100, -100, -20, -20]  # entirely outside: zeros
+    rois[1, 1] = [-100, -100, -40, -40]  # more than two cells outside: zeros
     rois = tf.constant(rois, tf.float32)
     reference = ROIPooling(pool_size=7, stride=16)(feature_map, rois)
     twin = ROIPoolingBuiltin(pool_size=7, stride=16)(feature_map, rois)
@@ -136,3 +136,47 @@ def test_pooling_projects_rois_by_the_stride():
     pooled = ROIPooling(pool_size=2, stride=16)(columns, rois).numpy()[0, :, :, 0]
     assert pooled.min() >= 2.0 - 1e-5 and pooled.max() <= 5.0 + 1e-5
     np.testing.assert_allclose(pooled[:, -1], 5.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "border, backbone",
+    [
+        # A box clipped to the bottom/right border of an image of 16 h - 8 pixels ends on the
+        # centre of the map's last cell, h - 1: backbones with 'same' convolutions (h = ceil(H
+        # / 16)) at the paper's 600 px (38 cells, the border at 37.0).
+        (lambda h: 16 * h - 8, "same"),
+        # ... one cell further, at h: VGG16's 'valid' max pools (h = floor(H / 16)) at 600 px
+        # (37 cells, the border at 37.0).
+        (lambda h: 16 * h + 8, "valid"),
+    ],
+)
+def test_builtin_pooling_equals_crop_and_resize_on_rois_ending_at_the_border(border, backbone):
+    """The border bug of the TFLite export: at a sample that lies exactly on the map's edge,
+    crop_and_resize and the twin's arithmetic round the coordinate differently, so where the
+    pooling turned to its zero extrapolation there, one returned the edge cell and the other 0
+    (features 0.1-1 apart by up to 0.67, 4 to 38 ROIs of 200 per map size). Now neither side
+    of a box inside the image can reach a jump."""
+    rng = np.random.default_rng(0)
+    for h in (4, 9, 13, 38):
+        feature_map = tf.constant(rng.uniform(0.1, 1.0, (1, h, h + 3, 4)), tf.float32)
+        far = float(border(h))
+        near = rng.uniform(0.0, far - 20.0, (200, 2))
+        rois = np.stack(
+            [near[:, 0], near[:, 1], np.full(200, far), np.full(200, far + 48.0)], axis=-1
+        )
+        rois = tf.constant(rois[None], tf.float32)
+        reference = ROIPooling(pool_size=7, stride=16)(feature_map, rois).numpy()
+        twin = ROIPoolingBuiltin(pool_size=7, stride=16)(feature_map, rois).numpy()
+        np.testing.assert_allclose(twin, reference, atol=1e-4, err_msg=f"h={h} ({backbone})")
+
+
+def test_pooling_clamps_the_images_last_half_cell_to_the_edge():
+    """A box touching the bottom/right border of an image that fills the map ends half a cell
+    past the last cell's centre (pixel 16 h is feature coordinate h - 0.5): the image's own last
+    pixels, which pool the edge cell's value (RoIAlign's rule, as ``MultiLevelRoIAlign``), not
+    zero."""
+    rows = tf.tile(tf.range(1.0, 7.0)[None, :, None, None], [1, 1, 6, 1])  # row i holds i + 1
+    rois = tf.constant([[[56.0, 0.0, 96.0, 96.0]]])  # rows 3..5.5: the last bin sees row 5
+    for layer in (ROIPooling, ROIPoolingBuiltin):
+        pooled = layer(pool_size=2, stride=16)(rows, rois).numpy()[0, :, :, 0]
+        np.testing.assert_allclose(pooled[-1], 6.0, atol=1e-5, err_msg=layer.__name__)

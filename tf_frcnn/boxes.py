@@ -114,7 +114,8 @@ def to_absolute(boxes, image_shape):
 
 def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
     """``tf.image.non_max_suppression`` per image in its padded form (a static output and the
-    valid count), as TFLite's built-in NON_MAX_SUPPRESSION_V4 computes it.
+    valid count), as TFLite's built-in NON_MAX_SUPPRESSION_V4 computes it. Among equal scores
+    the lower index goes first (TensorFlow's rule), in TFLite too.
 
     Args:
       boxes: float32 [batch, N, 4] absolute [ymin, xmin, ymax, xmax]; scores: float32 [batch, N].
@@ -129,15 +130,25 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, score_thre
     size = max_output_size if num_boxes is None else min(max_output_size, num_boxes)
 
     def suppress(args):
+        boxes, scores = args
+        # Equal scores are common: the anchors in the zero padding of a batch see equal
+        # features, and their proposals, clipped to the image, all touch its bottom/right
+        # border. TFLite's kernel breaks such ties in no set order, so the kernel gets the
+        # boxes sorted (top_k puts the lower index first in both runtimes) and their ranks as
+        # scores, which never tie.
+        count = num_boxes if num_boxes is not None else tf.shape(scores)[0]
+        sorted_scores, order = tf.math.top_k(scores, k=count)
+        ranks = tf.cast(count - tf.range(count), tf.float32)
         selected = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=args[0],
-            scores=args[1],
+            boxes=tf.gather(boxes, order),
+            scores=tf.where(sorted_scores > score_threshold, ranks, 0.0),
             max_output_size=size,
             iou_threshold=iou_threshold,
-            score_threshold=score_threshold,
+            score_threshold=0.5,
             pad_to_max_output_size=True,
         )
-        indices = selected.selected_indices
+        valid = tf.range(size) < selected.valid_outputs
+        indices = tf.where(valid, tf.gather(order, selected.selected_indices), 0)
         if size < max_output_size:
             # XLA's kernel takes no output longer than the boxes: ask for all of them, then pad.
             indices = tf.pad(indices, [[0, max_output_size - size]])

@@ -118,10 +118,36 @@ def _feature_coordinates(rois, stride):
     return rois / float(stride) - 0.5
 
 
+# Cells outside the map within which ROI pooling clamps a sample to the edge (zero beyond).
+# A box inside the image ends at most at h - 0.5 ('same' backbones, h = ceil(H / stride)) or
+# just short of h + 0.5 (VGG16's 'valid' max pools, h = floor(H / stride): 600 px end at 37.0
+# on 37 cells), so with two cells no such box reaches the jump to zero: at a jump, the two
+# implementations' different rounding of the same sample gave the edge value in one and 0 in
+# the other.
+_CLAMP_MARGIN = 2
+
+
+def _bilinear_corners(coordinates, size, margin):
+    """Bilinear sampling along one axis of a map of ``size`` cells, clamped to the edge up to
+    ``margin`` cells outside it: (low index, high index, weight of the high one, inside the
+    margin) for float32 ``coordinates`` (int32, int32, float32, bool, each of their shape)."""
+    last = tf.cast(size - 1, tf.float32)
+    inside = (coordinates >= -float(margin)) & (coordinates <= last + margin)
+    coordinates = tf.clip_by_value(coordinates, 0.0, last)
+    low = tf.floor(coordinates)
+    low_i = tf.cast(low, tf.int32)
+    return low_i, tf.minimum(low_i + 1, size - 1), coordinates - low, inside
+
+
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class ROIPooling(keras.layers.Layer):
     """ROI pooling by ``tf.image.crop_and_resize`` to 2s x 2s, then 2x2 max
     pooling to s x s (s = ``pool_size``, 7 for VGG16).
+
+    At the border a sample outside the map takes the nearest edge cell's value (RoIAlign's
+    clamping, as :class:`MultiLevelRoIAlign`; 0 only more than two cells outside): a box
+    touching the image's bottom/right border ends half a cell past the last cell's centre,
+    on the image's own last pixels.
 
     Call with ``(feature_map [batch, h, w, C], rois [batch, R, 4])``, rois in
     absolute input pixels [ymin, xmin, ymax, xmax]. Returns float32
@@ -133,19 +159,21 @@ class ROIPooling(keras.layers.Layer):
         self.pool_size = pool_size
         self.stride = stride
 
-    def _normalized_boxes(self, feature_map, rois):
-        shape = tf.shape(feature_map)
-        size = tf.cast(tf.stack([shape[1], shape[2], shape[1], shape[2]]) - 1, tf.float32)
-        flat = tf.reshape(_feature_coordinates(rois, self.stride), [-1, 4])
-        return flat / tf.maximum(size, 1.0)
-
     def call(self, feature_map, rois):
         batch = tf.shape(rois)[0]
         per_image = tf.shape(rois)[1]
         box_index = tf.repeat(tf.range(batch), per_image)
         crop = 2 * self.pool_size
+        # Each SYMMETRIC pad of one cell copies the edge: the margin holds the clamped values,
+        # and crop_and_resize's extrapolation value gives the 0 beyond it.
+        padded = feature_map
+        for _ in range(_CLAMP_MARGIN):
+            padded = tf.pad(padded, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+        # Normalised to the padded map: (c + margin) / (padded size - 1).
+        size = tf.cast(tf.shape(feature_map)[1:3], tf.float32) + (2 * _CLAMP_MARGIN - 1)
+        boxes = _feature_coordinates(tf.reshape(rois, [-1, 4]), self.stride) + _CLAMP_MARGIN
         crops = tf.image.crop_and_resize(
-            feature_map, self._normalized_boxes(feature_map, rois), box_index, [crop, crop]
+            padded, boxes / tf.tile(size, [2]), box_index, [crop, crop]
         )
         return tf.nn.max_pool2d(crops, 2, 2, "VALID")
 
@@ -159,8 +187,9 @@ class ROIPooling(keras.layers.Layer):
 class ROIPoolingBuiltin(ROIPooling):
     """The same pooling as :class:`ROIPooling` written with gathers and bilinear
     arithmetic only, because ``CropAndResize`` is not a TFLite built-in op.
-    Samples exactly where ``crop_and_resize`` does (endpoints included, zero
-    outside the map), so the two agree to float rounding."""
+    Samples exactly where ``crop_and_resize`` does (endpoints included, clamped to
+    the edge up to two cells outside the map, zero beyond), so the two agree to float
+    rounding."""
 
     def call(self, feature_map, rois):
         shape = tf.shape(feature_map)
@@ -168,22 +197,12 @@ class ROIPoolingBuiltin(ROIPooling):
         channels = feature_map.shape[-1]
         per_image = tf.shape(rois)[1]
         crop = 2 * self.pool_size
-        boxes = self._normalized_boxes(feature_map, rois)  # [N, 4]
+        boxes = _feature_coordinates(tf.reshape(rois, [-1, 4]), self.stride)  # [N, 4]
         steps = tf.range(crop, dtype=tf.float32) / float(crop - 1)  # [crop]
-        h_1 = tf.cast(height - 1, tf.float32)
-        w_1 = tf.cast(width - 1, tf.float32)
-        ys = (boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])) * h_1  # [N, crop]
-        xs = (boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])) * w_1
-        y_inside = (ys >= 0.0) & (ys <= h_1)
-        x_inside = (xs >= 0.0) & (xs <= w_1)
-        y0 = tf.floor(ys)
-        x0 = tf.floor(xs)
-        dy = ys - y0
-        dx = xs - x0
-        y0i = tf.clip_by_value(tf.cast(y0, tf.int32), 0, height - 1)
-        x0i = tf.clip_by_value(tf.cast(x0, tf.int32), 0, width - 1)
-        y1i = tf.minimum(y0i + 1, height - 1)
-        x1i = tf.minimum(x0i + 1, width - 1)
+        ys = boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])  # [N, crop]
+        xs = boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])
+        y0i, y1i, dy, y_inside = _bilinear_corners(ys, height, _CLAMP_MARGIN)
+        x0i, x1i, dx, x_inside = _bilinear_corners(xs, width, _CLAMP_MARGIN)
 
         flat = tf.reshape(feature_map, [-1, channels])
         base = (tf.repeat(tf.range(batch), per_image) * height * width)[:, tf.newaxis, tf.newaxis]
@@ -336,16 +355,8 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         ys = boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])  # [N, crop]
         xs = boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])
 
-        def corners(coordinates, size):
-            size_f = tf.cast(size, tf.float32)
-            inside = (coordinates >= -1.0) & (coordinates <= size_f)
-            coordinates = tf.clip_by_value(coordinates, 0.0, size_f - 1.0)
-            low = tf.floor(coordinates)
-            low_i = tf.cast(low, tf.int32)
-            return low_i, tf.minimum(low_i + 1, size - 1), coordinates - low, inside
-
-        y0, y1, dy, y_inside = corners(ys, height)
-        x0, x1, dx, x_inside = corners(xs, width)
+        y0, y1, dy, y_inside = _bilinear_corners(ys, height, 1)
+        x0, x1, dx, x_inside = _bilinear_corners(xs, width, 1)
         base = (box_index * total + tf.gather(starts, index))[:, tf.newaxis, tf.newaxis]
 
         def at(y, x):
