@@ -1,0 +1,109 @@
+"""benchmarks/stats.py, the statistics of benchmarks/interleaved.py: summaries and the
+bootstrap interval of a ratio of medians, on synthetic samples (numpy only, well under a
+second)."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "stats.py"
+
+
+@pytest.fixture(scope="module")
+def stats():
+    # benchmarks/ is not a package: load the module by its path.
+    spec = importlib.util.spec_from_file_location("benchmark_stats", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lognormal(median, sigma, n, seed):
+    return median * np.exp(np.random.default_rng(seed).normal(0.0, sigma, n))
+
+
+def test_summary_of_known_samples(stats):
+    summary = stats.summarize([3.0, 1.0, 2.0, 10.0, 2.5])
+    assert summary["n"] == 5
+    assert (summary["min"], summary["median"], summary["max"]) == (1.0, 2.5, 10.0)
+    assert summary["spread_pct"] == pytest.approx(100 * 9.0 / 2.5)
+    # |x - 2.5| = 0.5, 1.5, 0.5, 7.5, 0: median 0.5.
+    assert summary["mad_pct"] == pytest.approx(100 * 0.5 / 2.5)
+
+
+def test_ratio_of_medians(stats):
+    assert stats.ratio_of_medians([1.0, 2.0, 9.0], [4.0, 4.0, 100.0]) == pytest.approx(0.5)
+
+
+def test_interval_holds_the_true_ratio_of_well_separated_samples(stats):
+    ours, peer = _lognormal(1.0, 0.05, 20, 1), _lognormal(2.0, 0.05, 20, 2)
+    low, high = stats.bootstrap_ratio_interval(ours, peer)
+    assert low <= 0.5 <= high
+    assert 0.45 < low and high < 0.55
+    assert low <= stats.ratio_of_medians(ours, peer) <= high
+
+
+def test_interval_covers_the_true_ratio_about_as_often_as_its_level(stats):
+    trials, hits = 100, 0
+    for trial in range(trials):
+        ours = _lognormal(1.0, 0.1, 10, 2 * trial)
+        peer = _lognormal(2.0, 0.1, 10, 2 * trial + 1)
+        low, high = stats.bootstrap_ratio_interval(ours, peer, resamples=1000, seed=trial)
+        hits += low <= 0.5 <= high
+    assert hits >= 88
+
+
+def test_interval_narrows_with_more_samples(stats):
+    def width(n):
+        low, high = stats.bootstrap_ratio_interval(
+            _lognormal(1.0, 0.1, n, 3), _lognormal(2.0, 0.1, n, 4)
+        )
+        return high - low
+
+    assert width(200) < width(50) < width(10)
+
+
+def test_interval_widens_with_the_spread_of_either_side(stats):
+    def width(sigma_ours, sigma_peer):
+        low, high = stats.bootstrap_ratio_interval(
+            _lognormal(1.0, sigma_ours, 15, 5), _lognormal(2.0, sigma_peer, 15, 6)
+        )
+        return high - low
+
+    assert width(0.02, 0.02) < width(0.2, 0.02)
+    assert width(0.02, 0.02) < width(0.02, 0.2)
+
+
+def test_interval_is_deterministic_for_a_seed(stats):
+    ours, peer = _lognormal(1.0, 0.2, 30, 7), _lognormal(1.5, 0.2, 30, 8)
+    first = stats.bootstrap_ratio_interval(ours, peer, seed=11)
+    assert stats.bootstrap_ratio_interval(ours, peer, seed=11) == first
+    assert stats.bootstrap_ratio_interval(ours, peer, seed=12) != first
+
+
+def test_identical_samples_give_a_point_interval_at_one(stats):
+    assert stats.bootstrap_ratio_interval([2.0] * 5, [2.0] * 5) == (1.0, 1.0)
+
+
+def test_compare_reports_both_sides_and_the_ratio(stats):
+    result = stats.compare([1.0, 1.1, 0.9], [2.0, 2.2, 1.8], seed=0)
+    assert result["ours"]["median"] == 1.0 and result["peer"]["median"] == 2.0
+    assert result["ratio"] == pytest.approx(0.5)
+    assert result["interval"][0] <= 0.5 <= result["interval"][1]
+    assert result["level"] == 0.95
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.summarize([]),
+        lambda s: s.summarize([1.0, float("nan")]),
+        lambda s: s.bootstrap_ratio_interval([1.0], [1.0], level=1.0),
+        lambda s: s.bootstrap_ratio_interval([1.0], [1.0], resamples=0),
+    ],
+)
+def test_bad_input_is_refused(stats, call):
+    with pytest.raises(ValueError):
+        call(stats)
