@@ -1,0 +1,116 @@
+"""Our worker for ``benchmarks/interleaved.py``: a config's model built as
+``benchmarks/bench_inference.py`` builds it (random weights, one H x W image), answering
+``infer`` and ``train`` requests with the time of one call (protocol:
+``benchmarks/worker_protocol.py``):
+
+    .venv/bin/python benchmarks/ours_worker.py --config configs/voc07_vgg16.yaml \
+        --size 300 500 --threads 2
+
+Each call is what bench_inference.py times: inference is its ``full_frozen`` (the model's
+call returning ``detection_boxes`` and ``num_detections``, traced on the image and frozen
+with ``tf_frcnn.export.freeze``, its outputs fetched as numpy); a training step is
+``StageLoop.step`` of the ``joint`` stage (approximate joint training, both losses) with SGD,
+on the same image and two ground-truth boxes. Nothing else is built (no split, no floor).
+"""
+
+import argparse
+import os
+import sys
+
+import worker_protocol
+
+
+def _args():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="configs/voc07_vgg16.yaml")
+    parser.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--inter-op", type=int, default=None, help="TF inter-op threads (default: --threads)"
+    )
+    return parser.parse_args()
+
+
+def _inference(model, images, image_shape):
+    """The frozen inference of bench_inference.py's ``full_frozen``, as a function timing
+    one call."""
+    import tensorflow as tf
+
+    from tf_frcnn.export import freeze
+
+    def full(x, shape):
+        out = model({"images": x, "image_shape": shape})
+        return out["detection_boxes"], out["num_detections"]
+
+    frozen = freeze(tf.function(full).get_concrete_function(images, image_shape))
+    return lambda: worker_protocol.timed(
+        lambda: tf.nest.map_structure(lambda t: t.numpy(), frozen(images, image_shape))
+    )
+
+
+def _training(config, model, images, image_shape):
+    """bench_inference.py's training step (--train), as a function timing one step."""
+    import tensorflow as tf
+
+    from tf_frcnn.training import Objective, StageLoop, make_optimizer
+    from tf_frcnn.training.schedule import stage_config
+
+    batch = {
+        "images": images,
+        "image_shape": image_shape,
+        "boxes": tf.constant([[[60.0, 50.0, 400.0, 300.0], [100.0, 400.0, 500.0, 700.0]]]),
+        "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]]),
+    }
+    config.train.optimizer = "sgd"
+    loop = StageLoop.for_stage(
+        model,
+        "joint",
+        Objective.from_config(config),
+        make_optimizer(config.train, stage_config(config, "joint")),
+        tf.distribute.get_strategy(),
+    )
+    return lambda: worker_protocol.timed(lambda: loop.step(batch))
+
+
+def main():
+    args = _args()
+    channel = worker_protocol.claim_stdout()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op or args.threads)
+    import keras
+
+    from tf_frcnn import load_config
+    from tf_frcnn.model import build_model
+
+    config = load_config(args.config)
+    config.model.weights = None
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    height, width = args.size
+    images = tf.random.uniform([1, height, width, 3], maxval=255.0, seed=0)
+    image_shape = tf.constant([[height, width]])
+    model({"images": images, "image_shape": image_shape})
+    # Peak resident memory (MB) after each part of the set-up, to see which part needs it.
+    stages = {"model_built": worker_protocol.memory_mb()[1]}
+    # In bench_inference.py's order: the inference is frozen before the training loop
+    # makes the stage's layers trainable.
+    handlers = {"infer": _inference(model, images, image_shape)}
+    stages["inference_frozen"] = worker_protocol.memory_mb()[1]
+    handlers["train"] = _training(config, model, images, image_shape)
+    stages["training_loop_built"] = worker_protocol.memory_mb()[1]
+    ready = {
+        "side": "ours",
+        "framework": f"tensorflow {tf.__version__}, keras {keras.__version__}",
+        "threads": args.threads,
+        "config": args.config,
+        "hwm_mb_after": stages,
+        "python": sys.version.split()[0],
+    }
+    worker_protocol.serve(channel, handlers, ready)
+
+
+if __name__ == "__main__":
+    main()
