@@ -16,7 +16,8 @@ The first ``--warmup`` rounds (tracing, oneDNN's first calls, allocator growth) 
 
 Prints each round (stderr), then per side and kind the min / median / max and spread of the
 timed rounds, the ratio of medians ours / peer with its percentile bootstrap interval (each
-side's samples resampled independently: ``benchmarks/stats.py``), the CPU model and flags, the
+side's samples resampled independently: ``benchmarks/stats.py``), the ratio of each round
+(the two sides back to back) with their median and its interval, the CPU model and flags, the
 load average (start, end and at each round: it counts the worker running, about --threads),
 and each worker's peak resident memory (VmHWM of /proc/PID/status, reported by the worker
 after each call and at each step of its set-up, and getrusage's ru_maxrss of the process once
@@ -253,9 +254,16 @@ def _print_summary(result):
                 f"{s['spread_pct']:6.1f}% {s['mad_pct']:5.1f}%"
             )
         low, high = comparison["interval"]
+        level = f"{100 * comparison['level']:.0f}%"
         print(
             f"{kind} ratio ours/peer (medians): {comparison['ratio']:.3f}, "
-            f"{100 * comparison['level']:.0f}% bootstrap interval [{low:.3f}, {high:.3f}]"
+            f"{level} bootstrap interval [{low:.3f}, {high:.3f}]"
+        )
+        paired = comparison["paired"]
+        rounds = " ".join(f"{r:.3f}" for r in paired["ratios"])
+        print(
+            f"{kind} ratio of each round: {rounds}; median {paired['median']:.3f}, {level} "
+            f"interval [{paired['interval'][0]:.3f}, {paired['interval'][1]:.3f}]"
         )
     for side in SIDES:
         memory = result["memory"][side]

@@ -95,6 +95,31 @@ def test_compare_reports_both_sides_and_the_ratio(stats):
     assert result["level"] == 0.95
 
 
+def test_paired_interval_cancels_drift_shared_by_a_round(stats):
+    # Each round's load slows both sides by the same factor (0.5x to 2x): the ratio of medians
+    # sees the drift as spread, the rounds' ratios do not.
+    rng = np.random.default_rng(9)
+    drift = np.exp(rng.uniform(np.log(0.5), np.log(2.0), 12))
+    ours = drift * _lognormal(1.0, 0.02, 12, 10)
+    peer = drift * _lognormal(2.0, 0.02, 12, 11)
+    result = stats.compare(ours, peer)
+    unpaired, paired = result["interval"], result["paired"]["interval"]
+    assert paired[0] <= 0.5 <= paired[1] and unpaired[0] <= 0.5 <= unpaired[1]
+    assert paired[1] - paired[0] < (unpaired[1] - unpaired[0]) / 5
+    assert result["paired"]["ratios"] == pytest.approx(list(ours / peer))
+
+
+def test_bootstrap_median_interval(stats):
+    values = _lognormal(3.0, 0.05, 40, 12)
+    low, high = stats.bootstrap_median_interval(values, seed=1)
+    assert low <= np.median(values) <= high and low < 3.0 < high
+    assert stats.bootstrap_median_interval(values, seed=1) == (low, high)
+
+
+def test_unequal_lengths_have_no_paired_figure(stats):
+    assert "paired" not in stats.compare([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -102,6 +127,8 @@ def test_compare_reports_both_sides_and_the_ratio(stats):
         lambda s: s.summarize([1.0, float("nan")]),
         lambda s: s.bootstrap_ratio_interval([1.0], [1.0], level=1.0),
         lambda s: s.bootstrap_ratio_interval([1.0], [1.0], resamples=0),
+        lambda s: s.bootstrap_median_interval([1.0], level=0.0),
+        lambda s: s.paired_ratios([1.0, 2.0], [1.0]),
     ],
 )
 def test_bad_input_is_refused(stats, call):
