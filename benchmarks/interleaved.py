@@ -177,6 +177,21 @@ def _cpu():
     return info
 
 
+def _memory_gb():
+    """MemTotal and MemAvailable of /proc/meminfo, in GB (the workers need room: ours peaked
+    at 13 GB at its first frozen inference in #26's runs)."""
+    values = {}
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                key, _, rest = line.partition(":")
+                if key in ("MemTotal", "MemAvailable"):
+                    values[key] = round(int(rest.split()[0]) / 1024**2, 1)  # kB
+    except OSError:
+        pass
+    return {"total": values.get("MemTotal"), "available": values.get("MemAvailable")}
+
+
 def _load():
     return [round(value, 2) for value in os.getloadavg()]
 
@@ -242,6 +257,8 @@ def _print_summary(result):
         f"load average 1/5/15 min: start {load['start']}, end {load['end']}; 1 min at the "
         f"timed rounds {load['rounds']}"
     )
+    memory = result["memory_gb_at_start"]
+    print(f"memory at start: {memory['available']} GB available of {memory['total']} GB")
     for side in SIDES:
         print(f"{side}: {result['frameworks'][side]}")
     print(f"{'':18s} {'min':>8s} {'median':>8s} {'max':>8s} {'spread':>7s} {'MAD':>6s}")
@@ -280,7 +297,7 @@ def main():
     kinds = ("infer",) if args.no_train else ("infer", "train")
     log_dir = args.log_dir or tempfile.mkdtemp(prefix="interleaved_")
     os.makedirs(log_dir, exist_ok=True)
-    start_load = _load()
+    start_load, start_memory = _load(), _memory_gb()
     commands = _commands(args)
     workers = {}
     try:
@@ -303,6 +320,7 @@ def main():
         "kinds": list(kinds),
         "cpu": _cpu(),
         "load": {"start": start_load, "end": _load(), "rounds": round_loads},
+        "memory_gb_at_start": start_memory,
         "frameworks": {side: workers[side].ready["framework"] for side in SIDES},
         "samples": samples,
         "log_dir": log_dir,
