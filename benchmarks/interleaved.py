@@ -71,6 +71,12 @@ def _args():
         default=0.2,
         help="seconds between two calls (a worker's idle threads stop spinning)",
     )
+    parser.add_argument(
+        "--ours-inference",
+        choices=("frozen", "variables"),
+        default="frozen",
+        help="our inference as frozen (default) or reading variables (see ours_worker.py)",
+    )
     parser.add_argument("--ours-python", default=sys.executable)
     parser.add_argument(
         "--peer-python", default=os.environ.get("PEER_PYTHON", "/tmp/peer-venv/bin/python")
@@ -200,6 +206,7 @@ def _commands(args):
     size = [str(args.size[0]), str(args.size[1])]
     threads = ["--threads", str(args.threads)]
     ours = [args.ours_python, os.path.join(HERE, "ours_worker.py"), "--config", args.config]
+    ours += ["--inference", args.ours_inference]
     peer = [args.peer_python, os.path.join(HERE, "peer_worker.py")]
     peer += ["--peer-script", os.path.abspath(args.peer_script)]
     return {"ours": ours + ["--size", *size, *threads], "peer": peer + ["--size", *size, *threads]}
@@ -246,7 +253,7 @@ def _print_summary(result):
     print(
         f"interleaved: ours ({result['config']}) vs peer (torchvision VGG16 Faster R-CNN), "
         f"{height}x{width}, {result['threads']} threads, {result['rounds']} timed rounds after "
-        f"{result['warmup']} warm-up"
+        f"{result['warmup']} warm-up; our inference {result['ours_inference']}"
     )
     print(
         f"cpu: {cpu['model']} ({cpu['logical_cpus']} logical CPUs, "
@@ -318,6 +325,7 @@ def main():
         "rounds": args.rounds,
         "warmup": args.warmup,
         "kinds": list(kinds),
+        "ours_inference": args.ours_inference,
         "cpu": _cpu(),
         "load": {"start": start_load, "end": _load(), "rounds": round_loads},
         "memory_gb_at_start": start_memory,

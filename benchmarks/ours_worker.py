@@ -8,7 +8,8 @@
 
 Each call is what bench_inference.py times: inference is its ``full_frozen`` (the model's
 call returning ``detection_boxes`` and ``num_detections``, traced on the image and frozen
-with ``tf_frcnn.export.freeze``, its outputs fetched as numpy); a training step is
+with ``tf_frcnn.export.freeze``, its outputs fetched as numpy), or with ``--inference
+variables`` its ``full`` (the same, reading the weights from variables); a training step is
 ``StageLoop.step`` of the ``joint`` stage (approximate joint training, both losses) with SGD,
 on the same image and two ground-truth boxes. Nothing else is built (no split, no floor).
 """
@@ -26,14 +27,22 @@ def _args():
     parser.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--inference",
+        choices=("frozen", "variables"),
+        default="frozen",
+        help="time the frozen graph (bench_inference.py's infer_s, the default) or the same "
+        "graph reading its weights from variables (its infer_variables_s: no frozen copy, "
+        "which needs about 13 GB at its first call for VGG16)",
+    )
+    parser.add_argument(
         "--inter-op", type=int, default=None, help="TF inter-op threads (default: --threads)"
     )
     return parser.parse_args()
 
 
-def _inference(model, images, image_shape):
-    """The frozen inference of bench_inference.py's ``full_frozen``, as a function timing
-    one call."""
+def _inference(model, images, image_shape, kind):
+    """bench_inference.py's ``full_frozen`` (``kind`` "frozen") or ``full`` ("variables"), as
+    a function timing one call."""
     import tensorflow as tf
 
     from tf_frcnn.export import freeze
@@ -42,9 +51,13 @@ def _inference(model, images, image_shape):
         out = model({"images": x, "image_shape": shape})
         return out["detection_boxes"], out["num_detections"]
 
-    frozen = freeze(tf.function(full).get_concrete_function(images, image_shape))
+    if kind == "frozen":
+        call = freeze(tf.function(full).get_concrete_function(images, image_shape))
+    else:
+        spec = [tf.TensorSpec(images.shape, tf.float32), tf.TensorSpec([1, 2], tf.int32)]
+        call = tf.function(full, input_signature=spec)
     return lambda: worker_protocol.timed(
-        lambda: tf.nest.map_structure(lambda t: t.numpy(), frozen(images, image_shape))
+        lambda: tf.nest.map_structure(lambda t: t.numpy(), call(images, image_shape))
     )
 
 
@@ -97,8 +110,8 @@ def main():
     stages = {"model_built": worker_protocol.memory_mb()[1]}
     # In bench_inference.py's order: the inference is frozen before the training loop
     # makes the stage's layers trainable.
-    handlers = {"infer": _inference(model, images, image_shape)}
-    stages["inference_frozen"] = worker_protocol.memory_mb()[1]
+    handlers = {"infer": _inference(model, images, image_shape, args.inference)}
+    stages[f"inference_{args.inference}"] = worker_protocol.memory_mb()[1]
     handlers["train"] = _training(config, model, images, image_shape)
     stages["training_loop_built"] = worker_protocol.memory_mb()[1]
     ready = {
@@ -106,6 +119,7 @@ def main():
         "framework": f"tensorflow {tf.__version__}, keras {keras.__version__}",
         "threads": args.threads,
         "config": args.config,
+        "inference": args.inference,
         "hwm_mb_after": stages,
         "python": sys.version.split()[0],
     }
