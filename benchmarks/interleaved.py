@@ -1,8 +1,9 @@
 """Ours against torchvision's Faster R-CNN (the paper's VGG16 model), interleaved round by
 round in one run, with the ratio of medians and its bootstrap interval.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/interleaved.py --size 300 500 --rounds 5 \
-        --threads 2 [--peer-python /tmp/peer-venv/bin/python] [--peer-script PATH]
+    PYTHONPATH=. .venv/bin/python benchmarks/interleaved.py --size 300 500 --rounds 5
+
+(``bash benchmarks/compare_torchvision.sh 300 500 5 2`` runs it so.)
 
 Two long-lived workers are started, ours (``benchmarks/ours_worker.py``: the config's model as
 ``benchmarks/bench_inference.py`` builds and times it) and the peer's

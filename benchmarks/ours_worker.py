@@ -3,8 +3,7 @@
 ``infer`` and ``train`` requests with the time of one call (protocol:
 ``benchmarks/worker_protocol.py``):
 
-    .venv/bin/python benchmarks/ours_worker.py --config configs/voc07_vgg16.yaml \
-        --size 300 500 --threads 2
+    PYTHONPATH=. .venv/bin/python benchmarks/ours_worker.py --size 300 500 --threads 2
 
 Each call is what bench_inference.py times: inference is its ``full_frozen`` (the model's
 call returning ``detection_boxes`` and ``num_detections``, traced on the image and frozen
