@@ -138,10 +138,20 @@ def _args():
     return parser.parse_args()
 
 
-def _frozen_graph(concrete):
-    from tensorflow.python.framework import convert_to_constants
+def _shapes_only(graph):
+    """``graph`` (a frozen function's) imported into a new graph with each weight's content
+    dropped, its dtype and shape kept: the FLOP count and the floor read shapes only, and
+    every copy of VGG16's weights is 0.5 GB. (Small constants stay: shapes depend on some.)"""
+    import tensorflow as tf
 
-    return convert_to_constants.convert_variables_to_constants_v2(concrete).graph
+    graph_def = graph.as_graph_def(add_shapes=True)
+    for node in graph_def.node:
+        if node.op == "Const" and len(node.attr["value"].tensor.tensor_content) > 1 << 16:
+            node.attr["value"].tensor.ClearField("tensor_content")
+    light = tf.Graph()
+    with light.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    return light
 
 
 def _flops_by_op(graph):
@@ -245,71 +255,77 @@ def _build(args):
     return config, model, images, image_shape
 
 
-def _parts(args, model, images, image_shape):
-    """The functions timed, each (function, inputs): the whole inference frozen and reading
-    variables, and (unless --skip split) its parts, frozen."""
+def _frozen_part(args, fn, *inputs):
+    """``fn`` on ``inputs`` as users run it: frozen (see tf_frcnn.export.frozen), with its
+    inputs."""
     import tensorflow as tf
 
     from tf_frcnn.export import freeze
+
+    return freeze(tf.function(fn, jit_compile=args.jit or None).get_concrete_function(*inputs)), (
+        inputs
+    )
+
+
+def _split_parts(args, model, images, image_shape):
+    """The parts of the inference graph, each frozen and traced alone on the previous part's
+    real outputs, so the split is measured, not differenced."""
     from tf_frcnn.head import postprocess_detections
+
+    head = model.detector_head
+    feature_map = model.features(images)
+    logits, deltas = model.rpn_head(feature_map)
+    anchors = model.anchor_generator(feature_map)
+    proposals, _, num_proposals = model.proposal_layer(logits, deltas, anchors, image_shape)
+    pooled = model.roi_pooling(feature_map, proposals)
+    hidden = head.region_features(pooled)
+
+    def rpn_and_proposals(feature_map, shape):
+        logits, deltas = model.rpn_head(feature_map)
+        return model.proposal_layer(logits, deltas, model.anchor_generator(feature_map), shape)
+
+    def outputs_and_post(hidden, proposals, num_proposals, shape):
+        class_logits, box_deltas = head.logits_and_deltas(hidden)
+        return postprocess_detections(
+            class_logits, box_deltas, proposals, num_proposals, shape, **model.detection_args
+        )
+
+    return {
+        "backbone": _frozen_part(args, lambda x: model.features(x), images),
+        "rpn_and_proposals": _frozen_part(args, rpn_and_proposals, feature_map, image_shape),
+        "roi_pooling": _frozen_part(
+            args, lambda f, r: model.roi_pooling(f, r), feature_map, proposals
+        ),
+        "region_fc": _frozen_part(args, lambda p: head.region_features(p), pooled),
+        "outputs_and_postprocessing": _frozen_part(
+            args, outputs_and_post, hidden, proposals, num_proposals, image_shape
+        ),
+    }
+
+
+def _full(args, model, images, image_shape):
+    """The whole inference twice: as users run it (tf_frcnn.export.frozen_inference, the
+    weights constant, which oneDNN reorders once instead of on every call) and reading the
+    weights from variables."""
+    import tensorflow as tf
 
     height, width = args.size
     spec = [tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([1, 2], tf.int32)]
-    jit = args.jit or None
-
-    def frozen_part(fn, *inputs):
-        # Each part as users run it: frozen (see tf_frcnn.export.frozen).
-        return freeze(tf.function(fn, jit_compile=jit).get_concrete_function(*inputs)), inputs
 
     def full(x, shape):
         out = model({"images": x, "image_shape": shape})
         return out["detection_boxes"], out["num_detections"]
 
-    parts = {}
-    if "split" not in args.skip:
-        # The parts of the inference graph, each traced alone on the previous part's
-        # real outputs, so the split is measured, not differenced.
-        head = model.detector_head
-        feature_map = model.features(images)
-        logits, deltas = model.rpn_head(feature_map)
-        anchors = model.anchor_generator(feature_map)
-        proposals, _, num_proposals = model.proposal_layer(logits, deltas, anchors, image_shape)
-        pooled = model.roi_pooling(feature_map, proposals)
-        hidden = head.region_features(pooled)
-
-        def rpn_and_proposals(feature_map, shape):
-            logits, deltas = model.rpn_head(feature_map)
-            return model.proposal_layer(logits, deltas, model.anchor_generator(feature_map), shape)
-
-        def outputs_and_post(hidden, proposals, num_proposals, shape):
-            class_logits, box_deltas = head.logits_and_deltas(hidden)
-            return postprocess_detections(
-                class_logits, box_deltas, proposals, num_proposals, shape, **model.detection_args
-            )
-
-        parts = {
-            "backbone": frozen_part(lambda x: model.features(x), images),
-            "rpn_and_proposals": frozen_part(rpn_and_proposals, feature_map, image_shape),
-            "roi_pooling": frozen_part(
-                lambda f, r: model.roi_pooling(f, r), feature_map, proposals
-            ),
-            "region_fc": frozen_part(lambda p: head.region_features(p), pooled),
-            "outputs_and_postprocessing": frozen_part(
-                outputs_and_post, hidden, proposals, num_proposals, image_shape
-            ),
-        }
-    # The whole inference twice: as users run it (tf_frcnn.export.frozen_inference, the
-    # weights constant, which oneDNN reorders once instead of on every call) and reading
-    # the weights from variables.
-    parts["full_frozen"] = frozen_part(full, images, image_shape)
-    parts["full"] = (
-        tf.function(full, input_signature=spec, jit_compile=jit),
-        (images, image_shape),
-    )
-    return parts
+    return {
+        "full_frozen": _frozen_part(args, full, images, image_shape),
+        "full": (
+            tf.function(full, input_signature=spec, jit_compile=args.jit or None),
+            (images, image_shape),
+        ),
+    }
 
 
-def _time_parts(parts, runs, memory):
+def _time_parts(parts, runs, memory, tag=""):
     """Median seconds of each part, timed in interleaved rounds (drift on a shared machine
     hits every part alike) after one warm-up call each; and each part's times."""
     import tensorflow as tf
@@ -317,10 +333,10 @@ def _time_parts(parts, runs, memory):
     def runner(fn, inputs):
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(*inputs))
 
-    memory.phase("warm_up")
+    memory.phase("warm_up" + tag)
     for fn, inputs in parts.values():
         runner(fn, inputs)()
-    memory.phase("inference")
+    memory.phase("inference" + tag)
     times = {name: [] for name in parts}
     for _ in range(runs):
         for name, (fn, inputs) in parts.items():
@@ -333,21 +349,30 @@ def _time_parts(parts, runs, memory):
 
 def _inference(args, config, model, images, image_shape, memory):
     """The inference fields of the result: times, FLOPs, the floor, the split."""
-    import tensorflow as tf
 
+    # The split's frozen parts, then the whole inference, each set held only while it is
+    # timed: a frozen VGG16 holds its weights several times over once TF has run it
+    # (docs/benchmarks.md, "Memory").
+    split = {}
+    if "split" not in args.skip:
+        memory.phase("trace_split")
+        split, _ = _time_parts(
+            _split_parts(args, model, images, image_shape), args.runs, memory, "_split"
+        )
     memory.phase("trace")
-    parts = _parts(args, model, images, image_shape)
+    parts = _full(args, model, images, image_shape)
     timings, times = _time_parts(parts, args.runs, memory)
     infer_median = timings["full_frozen"]
-    split = {name: timings[name] for name in parts if not name.startswith("full")}
 
     memory.phase("flops")
-    graph = _frozen_graph(parts["full"][0].get_concrete_function())
+    graph = _shapes_only(parts["full_frozen"][0].graph)
+    del parts
     by_op, backbone_flops = {}, float("nan")
     if "flops" not in args.skip:
         by_op = _flops_by_op(graph)
-        backbone = tf.function(lambda x: model.features(x)).get_concrete_function(images)
-        backbone_flops = sum(_flops_by_op(_frozen_graph(backbone)).values())
+        backbone = _frozen_part(args, lambda x: model.features(x), images)[0]
+        backbone_flops = sum(_flops_by_op(_shapes_only(backbone.graph)).values())
+        del backbone
     flops = sum(by_op.values())
     conv_flops = sum(v for k, v in by_op.items() if "Conv2D" in k)
     matmul_flops = sum(v for k, v in by_op.items() if "MatMul" in k)
