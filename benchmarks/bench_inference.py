@@ -138,6 +138,20 @@ def _args():
     return parser.parse_args()
 
 
+def _release():
+    """Collect what was dropped and hand glibc's free pages back to the system: after a
+    frozen VGG16 is deleted, 1.1 GB of freed memory otherwise stays in the process (the same
+    with jemalloc; MALLOC_ARENA_MAX does not change it)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _shapes_only(graph):
     """``graph`` (a frozen function's) imported into a new graph with each weight's content
     dropped, its dtype and shape kept: the FLOP count and the floor read shapes only, and
@@ -359,6 +373,7 @@ def _inference(args, config, model, images, image_shape, memory):
         split, _ = _time_parts(
             _split_parts(args, model, images, image_shape), args.runs, memory, "_split"
         )
+        _release()
     memory.phase("trace")
     parts = _full(args, model, images, image_shape)
     timings, times = _time_parts(parts, args.runs, memory)
@@ -367,6 +382,7 @@ def _inference(args, config, model, images, image_shape, memory):
     memory.phase("flops")
     graph = _shapes_only(parts["full_frozen"][0].graph)
     del parts
+    _release()
     by_op, backbone_flops = {}, float("nan")
     if "flops" not in args.skip:
         by_op = _flops_by_op(graph)
