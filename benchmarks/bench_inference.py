@@ -11,7 +11,8 @@ is the same graph reading its weights from variables),
 ``train_step_s_median`` (with --train: the approximate-joint step with both losses,
 two ground-truth boxes, the config's 2,000 training proposals and 128 ROIs), the
 model's FLOPs counted from the graph (per op type), the floor and the ratio to it,
-the time split and peak RSS.
+the time split and peak RSS (``peak_rss_mb``, VmHWM, and ``peak_rss_mb_by_phase``, each
+phase's own peak; see docs/benchmarks.md, "Memory").
 
 The floor: each Conv2D and MatMul of the inference graph (every layer of the
 backbone, the RPN and the head, at the benchmark's input size) rebuilt alone with
@@ -21,7 +22,9 @@ for the model's arithmetic on this machine with nothing else around them.
 
 The split times each part alone (backbone convs; RPN head + proposals; ROI pooling;
 the region-wise fc layers; the sibling output layers + post-processing), traced on
-the previous part's outputs, in interleaved rounds; ``split_sum_s`` next to
+the previous part's outputs, in interleaved rounds among themselves (then released:
+the whole inference is timed after them, frozen and reading variables interleaved, so
+that not every frozen copy of the weights is held at once); ``split_sum_s`` next to
 ``infer_s_median`` shows what the parts leave out (the glue between them).
 ``non_backbone_fraction`` counts the backbone network as its convs plus, where the
 backbone brings them (VGG16's fc6/fc7), its fc layers.
