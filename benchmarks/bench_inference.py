@@ -11,7 +11,8 @@ is the same graph reading its weights from variables),
 ``train_step_s_median`` (with --train: the approximate-joint step with both losses,
 two ground-truth boxes, the config's 2,000 training proposals and 128 ROIs), the
 model's FLOPs counted from the graph (per op type), the floor and the ratio to it,
-the time split and peak RSS.
+the time split and peak RSS (``peak_rss_mb``, VmHWM, and ``peak_rss_mb_by_phase``, each
+phase's own peak; see docs/benchmarks.md, "Memory").
 
 The floor: each Conv2D and MatMul of the inference graph (every layer of the
 backbone, the RPN and the head, at the benchmark's input size) rebuilt alone with
@@ -21,7 +22,9 @@ for the model's arithmetic on this machine with nothing else around them.
 
 The split times each part alone (backbone convs; RPN head + proposals; ROI pooling;
 the region-wise fc layers; the sibling output layers + post-processing), traced on
-the previous part's outputs, in interleaved rounds; ``split_sum_s`` next to
+the previous part's outputs, in interleaved rounds among themselves (then released:
+the whole inference is timed after them, frozen and reading variables interleaved, so
+that not every frozen copy of the weights is held at once); ``split_sum_s`` next to
 ``infer_s_median`` shows what the parts leave out (the glue between them).
 ``non_backbone_fraction`` counts the backbone network as its convs plus, where the
 backbone brings them (VGG16's fc6/fc7), its fc layers.
@@ -33,7 +36,73 @@ import os
 import resource
 import statistics
 import sys
+import threading
 import time
+
+
+class MemoryPhases:
+    """Peak RSS per phase of the run, read from the kernel, not guessed.
+
+    ``phase(name)`` ends the current phase and starts the next: it reads VmHWM (the
+    peak resident set since the last reset) as the ending phase's peak, then resets it
+    (``/proc/self/clear_refs`` 5), so each phase's peak is its own. A thread also
+    samples VmRSS every ``interval`` seconds into ``timeline`` (seconds, phase, MB), for
+    the shape of the curve inside a phase. Where the reset is not allowed, the phases'
+    peaks are the running maximum of the samples."""
+
+    def __init__(self, interval=0.05):
+        self.peaks, self.timeline, self.current = {}, [], None
+        self._start, self._interval = time.perf_counter(), interval
+        self._resettable = self._reset()
+        self._sampled_peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def status_mb(field):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    @staticmethod
+    def _reset():
+        try:
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")
+            return True
+        except OSError:
+            return False
+
+    def _sample(self):
+        while not self._stop.wait(self._interval):
+            rss = self.status_mb("VmRSS")
+            self._sampled_peak = max(self._sampled_peak, rss)
+            self.timeline.append((round(time.perf_counter() - self._start, 2), self.current, rss))
+
+    def phase(self, name):
+        if self.current is not None:
+            peak = self.status_mb("VmHWM") if self._resettable else self._sampled_peak
+            peak = max(peak, self._sampled_peak)
+            self.peaks[self.current] = max(self.peaks.get(self.current, 0.0), peak)
+            print(
+                f"memory: {self.current:12s} peak {peak:8.0f} MB, "
+                f"now {self.status_mb('VmRSS'):8.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.current = name
+        if self._resettable:
+            self._reset()
+        self._sampled_peak = self.status_mb("VmRSS")
+
+    def close(self):
+        self.phase(None)
+        self._stop.set()
+        self._thread.join()
+        return max(self.peaks.values(), default=0.0)
 
 
 def _args():
@@ -56,23 +125,50 @@ def _args():
         metavar="RANK",
         help="time the head with its fc layers truncated (tf_frcnn.svd), e.g. 1024 256",
     )
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        choices=["inference", "split", "flops", "floor"],
+        help="leave out a phase (to see what it costs in time or memory); inference: all of "
+        "it (with --train: the training step alone)",
+    )
+    parser.add_argument(
+        "--memory-timeline",
+        metavar="PATH",
+        help="write the RSS samples (every 50 ms: seconds, phase, MB) as JSON lines",
+    )
     return parser.parse_args()
 
 
-def _median_time(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+def _release():
+    """Collect what was dropped and hand glibc's free pages back to the system: after a
+    frozen VGG16 is deleted, 1.1 GB of freed memory otherwise stays in the process (the same
+    with jemalloc; MALLOC_ARENA_MAX does not change it)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
-def _frozen_graph(concrete):
-    from tensorflow.python.framework import convert_to_constants
+def _shapes_only(graph):
+    """``graph`` (a frozen function's) imported into a new graph with each weight's content
+    dropped, its dtype and shape kept: the FLOP count and the floor read shapes only, and
+    every copy of VGG16's weights is 0.5 GB. (Small constants stay: shapes depend on some.)"""
+    import tensorflow as tf
 
-    return convert_to_constants.convert_variables_to_constants_v2(concrete).graph
+    graph_def = graph.as_graph_def(add_shapes=True)
+    for node in graph_def.node:
+        if node.op == "Const" and len(node.attr["value"].tensor.tensor_content) > 1 << 16:
+            node.attr["value"].tensor.ClearField("tensor_content")
+    light = tf.Graph()
+    with light.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    return light
 
 
 def _flops_by_op(graph):
@@ -150,9 +246,8 @@ def _kernel_floor(graph, runs):
     )
 
 
-def main():
-    args = _args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _build(args):
+    """The config's model (random weights) called once on one random H x W image."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -160,8 +255,6 @@ def main():
     import keras
 
     from tf_frcnn import load_config
-    from tf_frcnn.export import freeze
-    from tf_frcnn.head import postprocess_detections
     from tf_frcnn.model import build_model
 
     config = load_config(args.config)
@@ -176,11 +269,26 @@ def main():
         from tf_frcnn.svd import truncate_head
 
         truncate_head(model, args.svd_ranks)
+    return config, model, images, image_shape
 
-    spec = [tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([1, 2], tf.int32)]
 
-    # The parts of the inference graph, each traced alone on the previous part's
-    # real outputs, so the split is measured, not differenced.
+def _frozen_part(args, fn, *inputs):
+    """``fn`` on ``inputs`` as users run it: frozen (see tf_frcnn.export.frozen), with its
+    inputs."""
+    import tensorflow as tf
+
+    from tf_frcnn.export import freeze
+
+    return freeze(tf.function(fn, jit_compile=args.jit or None).get_concrete_function(*inputs)), (
+        inputs
+    )
+
+
+def _split_parts(args, model, images, image_shape):
+    """The parts of the inference graph, each frozen and traced alone on the previous part's
+    real outputs, so the split is measured, not differenced."""
+    from tf_frcnn.head import postprocess_detections
+
     head = model.detector_head
     feature_map = model.features(images)
     logits, deltas = model.rpn_head(feature_map)
@@ -199,71 +307,107 @@ def main():
             class_logits, box_deltas, proposals, num_proposals, shape, **model.detection_args
         )
 
+    return {
+        "backbone": _frozen_part(args, lambda x: model.features(x), images),
+        "rpn_and_proposals": _frozen_part(args, rpn_and_proposals, feature_map, image_shape),
+        "roi_pooling": _frozen_part(
+            args, lambda f, r: model.roi_pooling(f, r), feature_map, proposals
+        ),
+        "region_fc": _frozen_part(args, lambda p: head.region_features(p), pooled),
+        "outputs_and_postprocessing": _frozen_part(
+            args, outputs_and_post, hidden, proposals, num_proposals, image_shape
+        ),
+    }
+
+
+def _full(args, model, images, image_shape):
+    """The whole inference twice: as users run it (tf_frcnn.export.frozen_inference, the
+    weights constant, which oneDNN reorders once instead of on every call) and reading the
+    weights from variables."""
+    import tensorflow as tf
+
+    height, width = args.size
+    spec = [tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([1, 2], tf.int32)]
+
     def full(x, shape):
         out = model({"images": x, "image_shape": shape})
         return out["detection_boxes"], out["num_detections"]
 
-    jit = args.jit or None
-
-    def frozen_part(fn, *inputs):
-        # Each part as users run it: frozen (see tf_frcnn.export.frozen).
-        return freeze(tf.function(fn, jit_compile=jit).get_concrete_function(*inputs)), inputs
-
-    parts = {
-        "backbone": frozen_part(lambda x: model.features(x), images),
-        "rpn_and_proposals": frozen_part(rpn_and_proposals, feature_map, image_shape),
-        "roi_pooling": frozen_part(lambda f, r: model.roi_pooling(f, r), feature_map, proposals),
-        "region_fc": frozen_part(lambda p: head.region_features(p), pooled),
-        "outputs_and_postprocessing": frozen_part(
-            outputs_and_post, hidden, proposals, num_proposals, image_shape
+    return {
+        "full_frozen": _frozen_part(args, full, images, image_shape),
+        "full": (
+            tf.function(full, input_signature=spec, jit_compile=args.jit or None),
+            (images, image_shape),
         ),
-        # The whole inference twice: as users run it (tf_frcnn.export.frozen_inference, the
-        # weights constant, which oneDNN reorders once instead of on every call) and reading
-        # the weights from variables.
-        "full_frozen": frozen_part(full, images, image_shape),
-        "full": (tf.function(full, input_signature=spec, jit_compile=jit), (images, image_shape)),
     }
+
+
+def _time_parts(parts, runs, memory, tag=""):
+    """Median seconds of each part, timed in interleaved rounds (drift on a shared machine
+    hits every part alike) after one warm-up call each; and each part's times."""
+    import tensorflow as tf
 
     def runner(fn, inputs):
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(*inputs))
 
-    # Interleaved rounds: drift on a shared machine hits every part alike.
+    memory.phase("warm_up" + tag)
     for fn, inputs in parts.values():
         runner(fn, inputs)()
+    memory.phase("inference" + tag)
     times = {name: [] for name in parts}
-    for _ in range(args.runs):
+    for _ in range(runs):
         for name, (fn, inputs) in parts.items():
             times[name].append(_timed(runner(fn, inputs)))
     timings = {name: statistics.median(values) for name, values in times.items()}
     for name, value in timings.items():
         print(f"{name:21s} {value:.3f} s", file=sys.stderr, flush=True)
-    infer_median, infer_times = timings["full_frozen"], times["full_frozen"]
-    split = {name: timings[name] for name in parts if not name.startswith("full")}
+    return timings, times
 
-    graph = _frozen_graph(parts["full"][0].get_concrete_function())
-    by_op = _flops_by_op(graph)
+
+def _inference(args, config, model, images, image_shape, memory):
+    """The inference fields of the result: times, FLOPs, the floor, the split."""
+
+    # The split's frozen parts, then the whole inference, each set held only while it is
+    # timed: a frozen VGG16 holds its weights several times over once TF has run it
+    # (docs/benchmarks.md, "Memory").
+    split = {}
+    if "split" not in args.skip:
+        memory.phase("trace_split")
+        split, _ = _time_parts(
+            _split_parts(args, model, images, image_shape), args.runs, memory, "_split"
+        )
+        _release()
+    memory.phase("trace")
+    parts = _full(args, model, images, image_shape)
+    timings, times = _time_parts(parts, args.runs, memory)
+    infer_median = timings["full_frozen"]
+
+    memory.phase("flops")
+    graph = _shapes_only(parts["full_frozen"][0].graph)
+    del parts
+    _release()
+    by_op, backbone_flops = {}, float("nan")
+    if "flops" not in args.skip:
+        by_op = _flops_by_op(graph)
+        backbone = _frozen_part(args, lambda x: model.features(x), images)[0]
+        backbone_flops = sum(_flops_by_op(_shapes_only(backbone.graph)).values())
+        del backbone
     flops = sum(by_op.values())
     conv_flops = sum(v for k, v in by_op.items() if "Conv2D" in k)
     matmul_flops = sum(v for k, v in by_op.items() if "MatMul" in k)
-    backbone_flops = sum(
-        _flops_by_op(
-            _frozen_graph(tf.function(lambda x: model.features(x)).get_concrete_function(images))
-        ).values()
-    )
-    floor, conv_floor, matmul_floor, conv_rate, matmul_rate = _kernel_floor(graph, args.runs)
+    memory.phase("floor")
+    floor = conv_floor = matmul_floor = conv_rate = matmul_rate = float("nan")
+    if "floor" not in args.skip:
+        floor, conv_floor, matmul_floor, conv_rate, matmul_rate = _kernel_floor(graph, args.runs)
     del graph
-    backbone_network = split["backbone"] + (
-        split["region_fc"] if config.model.backbone == "vgg16" else 0.0
-    )
-    result = {
-        "ours": "tf_frcnn",
-        "config": args.config,
-        "size": [height, width],
-        "threads": args.threads,
-        "tf": tf.__version__,
-        "svd_ranks": args.svd_ranks,
+    backbone_network = float("nan")
+    if split:
+        backbone_network = split["backbone"] + (
+            split["region_fc"] if config.model.backbone == "vgg16" else 0.0
+        )
+    return {
         "infer_s_median": infer_median,
-        "infer_s": infer_times,
+        "infer_s": times["full_frozen"],
         "infer_variables_s_median": timings["full"],
         "flops_g": flops / 1e9,
         "backbone_flops_g": backbone_flops / 1e9,
@@ -281,30 +425,70 @@ def main():
         # The backbone network's own layers: its convs and, where it has them (VGG16's
         # fc6/fc7), its fc layers over the ROIs. The rest is the detector's overhead.
         "backbone_network_s": backbone_network,
-        "non_backbone_fraction": 1.0 - backbone_network / sum(split.values()),
+        "non_backbone_fraction": 1.0 - backbone_network / (sum(split.values()) or float("nan")),
     }
-    if args.train:
-        from tf_frcnn.training import Objective, StageLoop, make_optimizer
-        from tf_frcnn.training.schedule import stage_config
 
-        batch = {
-            "images": images,
-            "image_shape": image_shape,
-            "boxes": tf.constant([[[60.0, 50.0, 400.0, 300.0], [100.0, 400.0, 500.0, 700.0]]]),
-            "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]]),
-        }
-        config.train.optimizer = "sgd"
-        loop = StageLoop.for_stage(
-            model,
-            "joint",
-            Objective.from_config(config),
-            make_optimizer(config.train, stage_config(config, "joint")),
-            tf.distribute.get_strategy(),
-        )
-        result["train_step_s_median"], result["train_step_s"] = _median_time(
-            lambda: loop.step(batch), args.runs
-        )
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def _train_step(args, config, model, images, image_shape, memory):
+    """Seconds per approximate-joint training step (SGD), after one untimed step (its
+    trace)."""
+    import tensorflow as tf
+
+    from tf_frcnn.training import Objective, StageLoop, make_optimizer
+    from tf_frcnn.training.schedule import stage_config
+
+    batch = {
+        "images": images,
+        "image_shape": image_shape,
+        "boxes": tf.constant([[[60.0, 50.0, 400.0, 300.0], [100.0, 400.0, 500.0, 700.0]]]),
+        "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]]),
+    }
+    memory.phase("train_build")
+    config.train.optimizer = "sgd"
+    loop = StageLoop.for_stage(
+        model,
+        "joint",
+        Objective.from_config(config),
+        make_optimizer(config.train, stage_config(config, "joint")),
+        tf.distribute.get_strategy(),
+    )
+    loop.step(batch)
+    memory.phase("train_step")
+    times = [_timed(lambda: loop.step(batch)) for _ in range(args.runs)]
+    return {"train_step_s_median": statistics.median(times), "train_step_s": times}
+
+
+def main():
+    args = _args()
+    memory = MemoryPhases()
+    memory.phase("build")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    config, model, images, image_shape = _build(args)
+    result = {
+        "ours": "tf_frcnn",
+        "config": args.config,
+        "size": list(args.size),
+        "threads": args.threads,
+        "tf": tf.__version__,
+        "svd_ranks": args.svd_ranks,
+        "skip": args.skip,
+    }
+    if "inference" not in args.skip:
+        result |= _inference(args, config, model, images, image_shape, memory)
+    if args.train:
+        result |= _train_step(args, config, model, images, image_shape, memory)
+    # VmHWM, the process's peak resident set: overall, and each phase's own (reset at
+    # the phase's start).
+    result["peak_rss_mb"] = max(
+        memory.close(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    result["peak_rss_mb_by_phase"] = {name: round(mb) for name, mb in memory.peaks.items()}
+    if args.memory_timeline:
+        with open(args.memory_timeline, "w") as out:
+            for sample in memory.timeline:
+                out.write(json.dumps(sample) + "\n")
     print(json.dumps(result))
 
 

@@ -41,3 +41,25 @@ def test_freeze_keeps_the_output_structure():
     out = frozen(tf.constant([1.0, 1.0]))
     np.testing.assert_allclose(out["scaled"].numpy(), [2.0, 3.0])
     assert float(out["total"]) == 5.0
+
+
+def test_freeze_holds_the_weights_once():
+    # The constants live in the frozen function's own graph, not also in a function it
+    # calls (convert_variables_to_constants_v2's result, wrapped, held VGG16's weights
+    # five times: #26).
+    weight = tf.Variable(tf.ones([64, 32]))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 64], tf.float32)])
+    def f(x):
+        return tf.matmul(x, weight)
+
+    frozen = freeze(f.get_concrete_function())
+    graph_def = frozen.graph.as_graph_def()
+    weights = [
+        node
+        for node in graph_def.node
+        if node.op == "Const" and len(node.attr["value"].tensor.tensor_shape.dim) == 2
+    ]
+    assert len(weights) == 1
+    assert not graph_def.library.function
+    np.testing.assert_allclose(frozen(tf.ones([1, 64])).numpy(), np.full([1, 32], 64.0))

@@ -20,16 +20,48 @@ from tf_frcnn.model import builtin_twin
 def freeze(concrete, jit_compile=False):
     """``concrete`` (a concrete function) with its variables as constants, called like the
     original and returning the same structure (the frozen graph alone returns a flat list);
-    with ``jit_compile`` the frozen graph is compiled by XLA (once, for its fixed shapes)."""
-    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    with ``jit_compile`` the frozen graph is compiled by XLA (once, for its fixed shapes).
+
+    The graph holds the weights once, with its function in TF's runtime: the constants'
+    GraphDef is imported straight into the returned function's graph.
+    ``convert_variables_to_constants_v2`` alone imports it, prunes a copy, and a function
+    calling its result copies it again: five copies of the weights, 2.8 GB more for VGG16
+    (#26, docs/benchmarks.md "Memory")."""
+    # The converter's own steps, without its wrapper functions.
+    data = convert_to_constants._FunctionConverterDataInEager(
+        func=concrete, lower_control_flow=True, aggressive_inlining=False
+    )
+    graph_def, converted = convert_to_constants._replace_variables_by_constants(converter_data=data)
+    del data
+    if len(converted) == len(concrete.graph.internal_captures):
+        captured = {id(concrete.graph.internal_captures[index]) for index in converted}
+        inputs = [t.name for t in concrete.inputs if id(t) not in captured]
+        outputs = [t.name for t in concrete.outputs]
+        held = [graph_def]
+
+        def flat_call(*args):
+            return tf.graph_util.import_graph_def(
+                held[0], input_map=dict(zip(inputs, args)), return_elements=outputs, name="frozen"
+            )
+    else:
+        # A capture that is not a variable (a lookup table, say): the converter's own
+        # function takes it as an input and binds it.
+        flat_call = convert_to_constants._construct_concrete_function(
+            concrete, graph_def, converted
+        )
+        held = [graph_def]
 
     @tf.function(
         input_signature=concrete.structured_input_signature[0], jit_compile=jit_compile or None
     )
     def frozen_call(*args):
-        return tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(*args))
+        results = flat_call(*tf.nest.flatten(args))
+        return tf.nest.pack_sequence_as(concrete.structured_outputs, results)
 
-    return frozen_call.get_concrete_function()
+    function = frozen_call.get_concrete_function()
+    held.clear()  # the GraphDef now lives in the function's graph
+    del graph_def
+    return function
 
 
 def frozen_inference(model, height, width, batch_size=1, jit_compile=False):
