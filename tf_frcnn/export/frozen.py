@@ -33,7 +33,8 @@ def freeze(concrete, jit_compile=False):
     )
     graph_def, converted = convert_to_constants._replace_variables_by_constants(converter_data=data)
     del data
-    if len(converted) == len(concrete.graph.internal_captures):
+    # XLA cannot compile the input placeholders an imported GraphDef keeps beside its input_map.
+    if not jit_compile and len(converted) == len(concrete.graph.internal_captures):
         captured = {id(concrete.graph.internal_captures[index]) for index in converted}
         inputs = [t.name for t in concrete.inputs if id(t) not in captured]
         outputs = [t.name for t in concrete.outputs]
@@ -44,8 +45,8 @@ def freeze(concrete, jit_compile=False):
                 held[0], input_map=dict(zip(inputs, args)), return_elements=outputs, name="frozen"
             )
     else:
-        # A capture that is not a variable (a lookup table, say): the converter's own
-        # function takes it as an input and binds it.
+        # A capture that is not a variable (a lookup table, say), or XLA: the converter's
+        # own function takes the GraphDef (and any such capture as an input).
         flat_call = convert_to_constants._construct_concrete_function(
             concrete, graph_def, converted
         )
