@@ -2,8 +2,11 @@
 # Mutation check of one core module against its fast unit tests (not in CI; see docs/testing.md).
 # Usage: benchmarks/mutation.sh [module] [test file...]; default: sampling with
 # tests/test_sampling.py. Runs mutmut (pip install mutmut; 3.8.1 used) in a copy of HEAD under
-# a temp dir, so the worktree is untouched. mutmut 3's trampolines break Keras layers'
-# argspec (keras/src/ops/operation.py), so only test files that build no Keras layer work.
+# a temp dir, so the worktree is untouched. mutmut 3 wraps every mutated function in a
+# trampoline (functools.wraps over *args, **kwargs); Keras reads a layer's __init__ with
+# inspect.getfullargspec, which does not follow __wrapped__ (IndexError in
+# keras/src/ops/operation.py), so the copy's tests/conftest.py first gives each trampoline the
+# wrapped function's __signature__: test files that build Keras layers run too.
 # MUTMUT names another mutmut executable (e.g. one installed with pip install --target DIR, run
 # with PYTHONPATH=DIR), default .venv/bin/mutmut.
 set -euo pipefail
@@ -24,6 +27,32 @@ sed -i 's/^addopts = .*/addopts = -p no:cacheprovider -rs/' setup.cfg
     echo "pytest_add_cli_args_test_selection ="
     for test in "${tests[@]}"; do echo "    $test"; done
 } >>setup.cfg
+{
+    cat <<'PY'
+# Added by benchmarks/mutation.sh: mutmut's trampolines keep the signature Keras reads.
+import inspect as _inspect
+
+from mutmut.mutation import trampoline as _trampoline
+
+_wrap_in_trampoline = _trampoline.wrap_in_trampoline
+
+
+def _wrap_keeping_signature(mutants_dict, is_classmethod=False):
+    decorate = _wrap_in_trampoline(mutants_dict, is_classmethod)
+
+    def mutated(func):
+        wrapper = decorate(func)
+        wrapper.__signature__ = _inspect.signature(func)
+        return wrapper
+
+    return mutated
+
+
+_trampoline.wrap_in_trampoline = _wrap_keeping_signature
+PY
+    cat tests/conftest.py
+} >tests/conftest.py.new
+mv tests/conftest.py.new tests/conftest.py
 mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
 "$mutmut" run --max-children 2 >/dev/null || true
 "$mutmut" results --all true | grep "tf_frcnn\.$module\." | awk '{print $NF}' | sort | uniq -c
