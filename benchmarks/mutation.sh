@@ -3,12 +3,12 @@
 # Usage: benchmarks/mutation.sh [module] [test file...]; default: sampling with
 # tests/test_sampling.py. Runs mutmut (pip install mutmut; 3.8.1 used) in a copy of HEAD under
 # a temp dir, so the worktree is untouched; only that module is mutated (only_mutate: mutmut
-# 3.8 reads paths_to_mutate as an old name of source_paths, so before, every tf_frcnn module the
-# tests reach was mutated and run, the module's rows picked out at the end). mutmut 3 wraps every mutated function in a
-# trampoline (functools.wraps over *args, **kwargs); Keras reads a layer's __init__ with
-# inspect.getfullargspec, which does not follow __wrapped__ (IndexError in
-# keras/src/ops/operation.py), so the copy's tests/conftest.py first gives each trampoline the
-# wrapped function's __signature__: test files that build Keras layers run too.
+# 3.8 reads paths_to_mutate as an old name of source_paths, so before, every tf_frcnn module
+# the tests reach was mutated and run, the module's rows picked out at the end). mutmut 3
+# wraps every mutated function in a trampoline (functools.wraps over *args, **kwargs); Keras
+# reads a layer's __init__ with inspect.getfullargspec, which does not follow __wrapped__
+# (IndexError in keras/src/ops/operation.py), so the copy's tests/conftest.py first gives each
+# trampoline the wrapped function's __signature__: test files that build Keras layers run too.
 # MUTMUT names another mutmut executable (e.g. one installed with pip install --target DIR, run
 # with PYTHONPATH=DIR), default .venv/bin/mutmut.
 set -euo pipefail
@@ -26,6 +26,12 @@ sed -i 's/^addopts = .*/addopts = -p no:cacheprovider -rs/' setup.cfg
     echo "source_paths = tf_frcnn"
     echo "only_mutate = *tf_frcnn/$module.py"
     echo "also_copy = tests"
+    # TF ops run before a fork leave the child's tf.function calls hanging (its thread pools
+    # stay in the parent): fork each mutant's run from a server that imported TF but ran none.
+    echo "process_isolation = forkserver"
+    echo "forkserver_warmup = import"
+    echo "preload_modules_file = $work/mutmut_preload.txt"
+    echo "timeout_constant = 5"
     echo "pytest_add_cli_args_test_selection ="
     for test in "${tests[@]}"; do echo "    $test"; done
 } >>setup.cfg
@@ -55,6 +61,7 @@ PY
     cat tests/conftest.py
 } >tests/conftest.py.new
 mv tests/conftest.py.new tests/conftest.py
+printf 'tensorflow\nkeras\nnumpy\npytest\n' >mutmut_preload.txt
 mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
 "$mutmut" run --max-children 2 >/dev/null || true
 "$mutmut" results --all true | grep "tf_frcnn\.$module\." | awk '{print $NF}' | sort | uniq -c
