@@ -9,6 +9,7 @@
 # reads a layer's __init__ with inspect.getfullargspec, which does not follow __wrapped__
 # (IndexError in keras/src/ops/operation.py), so the copy's tests/conftest.py first gives each
 # trampoline the wrapped function's __signature__: test files that build Keras layers run too.
+# REV names the commit to copy (default HEAD), e.g. the one before new tests for a "before" score.
 # MUTMUT names another mutmut executable (e.g. one installed with pip install --target DIR, run
 # with PYTHONPATH=DIR), default .venv/bin/mutmut.
 set -euo pipefail
@@ -17,7 +18,7 @@ shift || true
 tests=("${@:-tests/test_sampling.py}")
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-git -C "$root" archive HEAD | tar -x -C "$work"
+git -C "$root" archive "${REV:-HEAD}" | tar -x -C "$work"
 cd "$work"
 sed -i 's/^addopts = .*/addopts = -p no:cacheprovider -rs/' setup.cfg
 {
