@@ -8,7 +8,8 @@
 # wraps every mutated function in a trampoline (functools.wraps over *args, **kwargs); Keras
 # reads a layer's __init__ with inspect.getfullargspec, which does not follow __wrapped__
 # (IndexError in keras/src/ops/operation.py), so the copy's tests/conftest.py first gives each
-# trampoline the wrapped function's __signature__: test files that build Keras layers run too.
+# __init__ trampoline the wrapped function's __signature__: test files that build Keras layers
+# run too.
 # REV names the commit to copy (default HEAD), e.g. the one before new tests for a "before" score.
 # MUTMUT names another mutmut executable (e.g. one installed with pip install --target DIR, run
 # with PYTHONPATH=DIR), default .venv/bin/mutmut.
@@ -51,7 +52,10 @@ def _wrap_keeping_signature(mutants_dict, is_classmethod=False):
 
     def mutated(func):
         wrapper = decorate(func)
-        wrapper.__signature__ = _inspect.signature(func)
+        if func.__name__ == "__init__":
+            # Only there: Keras wraps a layer's build with functools.wraps of the bound
+            # method, which would copy a __signature__ (self included) onto its wrapper.
+            wrapper.__signature__ = _inspect.signature(func)
         return wrapper
 
     return mutated
