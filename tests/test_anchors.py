@@ -133,6 +133,10 @@ def test_pyramid_generator_levels_carry_their_own_stride_and_size():
     # centres of each level's own map.
     layer = PyramidAnchorGenerator(min_level=2, max_level=3, scales=(2,), ratios=(1.0,))
     assert layer.num_anchors_per_location == 1
+    assert [(level.base_size, level.stride) for level in layer.levels] == [(4, 4), (8, 8)]
+    default = PyramidAnchorGenerator()  # P2-P6, 3 ratios of one scale (8 x the stride)
+    assert [level.stride for level in default.levels] == [4, 8, 16, 32, 64]
+    assert default.num_anchors_per_location == 3 and default.levels[0].scales == (8.0,)
     maps = [tf.zeros([1, 2, 2, 1]), tf.zeros([1, 1, 1, 1])]
     level2, level3 = layer(maps)
     np.testing.assert_allclose(
