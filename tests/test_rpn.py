@@ -182,6 +182,12 @@ def test_head_weights_start_from_n_0_001_with_zero_biases_and_config_round_trips
         assert not np.any(layer.bias.numpy())
     assert head.conv.activation.__name__ == "relu" and head.conv.padding == "same"
     assert head.objectness.activation.__name__ == "linear"
+    names = [layer.name for layer in (head.conv, head.objectness, head.deltas)]
+    assert names == ["rpn_conv", "rpn_objectness", "rpn_deltas"]
+    # Built first on a pyramid's list of levels: the shared convs take the first level's shape.
+    shared = RPNHead(num_anchors=1, channels=4)
+    logits, _ = shared([tf.zeros([1, 2, 2, 3]), tf.zeros([1, 1, 1, 3])])
+    assert logits.shape == (1, 5, 2) and shared.conv.kernel.shape == (3, 3, 3, 4)
     clone = RPNHead.from_config(head.get_config())
     assert (clone.num_anchors, clone.channels) == (3, 64)
     assert clone.objectness.filters == 6 and clone.deltas.filters == 12
@@ -270,7 +276,35 @@ def test_loss_averages_images_and_takes_nreg_and_beta():
     # The defaults: beta 1 (0.125 and 0.02), lambda 10, Nreg = the given locations.
     losses = rpn_loss(logits, deltas, labels, targets, num_locations=4)
     np.testing.assert_allclose(losses["rpn_box"].numpy(), 10 * (0.125 + 0.02) / 4 / 2, rtol=1e-5)
+    # The box term sees deltas minus targets.
+    shifted = rpn_loss(logits, deltas + 0.3, labels, targets + 0.3, num_locations=4)
+    np.testing.assert_allclose(shifted["rpn_box"].numpy(), losses["rpn_box"].numpy(), rtol=1e-5)
     # An image with no sampled anchor adds zero, not NaN.
     losses = rpn_loss(logits, deltas, tf.constant([[1, 0], [-1, -1]]), targets, None)
     np.testing.assert_allclose(losses["rpn_objectness"].numpy(), cls0 / 2, rtol=1e-5)
     np.testing.assert_allclose(losses["rpn_box"].numpy(), 10 * 0.125 / 2 / 2, rtol=1e-5)
+
+
+def test_anchor_sampling_is_a_function_of_the_seed():
+    # 9 x 9 ground truths on the 800 x 800 anchors: far more positives and negatives than 128.
+    anchors = _anchors_800()
+    grid = np.array(
+        [[y, x, y + 128, x + 128] for y in range(100, 600, 60) for x in range(100, 600, 60)],
+        np.float32,
+    )
+
+    def labels(seed):
+        sampled, _ = anchor_targets(
+            anchors,
+            grid[None],
+            tf.ones([1, len(grid)], tf.int32),
+            tf.constant([[800, 800]]),
+            seed=seed,
+        )
+        return sampled.numpy()[0]
+
+    first = labels(tf.constant([5, 0]))
+    np.testing.assert_array_equal(labels(tf.constant([5, 0])), first)
+    other = labels(tf.constant([6, 0]))
+    assert not np.array_equal(np.flatnonzero(other == 1), np.flatnonzero(first == 1))
+    assert not np.array_equal(np.flatnonzero(other == 0), np.flatnonzero(first == 0))
