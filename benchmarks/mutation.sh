@@ -68,6 +68,10 @@ PY
 mv tests/conftest.py.new tests/conftest.py
 printf 'tensorflow\nkeras\nnumpy\npytest\n' >mutmut_preload.txt
 mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
-"$mutmut" run --max-children 2 >/dev/null || true
-"$mutmut" results --all true | grep "tf_frcnn\.$module\." | awk '{print $NF}' | sort | uniq -c
+# MUTANTS (space-separated globs of mutant names, e.g. 'tf_frcnn.roi.x_sample_rois__mutmut_*')
+# runs only those mutants of the module.
+read -r -a only <<<"${MUTANTS:-}"
+"$mutmut" run --max-children 2 "${only[@]}" >/dev/null || true
+"$mutmut" results --all true | grep "tf_frcnn\.$module\." | grep -v ": not checked" |
+    awk '{print $NF}' | sort | uniq -c
 echo "(work dir: $work)"
