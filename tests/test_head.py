@@ -57,9 +57,8 @@ def _detections(rois, class_probs, deltas=None, **kwargs):
     num = rois.shape[1]
     logits = tf.math.log(tf.constant(class_probs, tf.float32))
     deltas = tf.zeros([num, logits.shape[1], 4]) if deltas is None else deltas
-    return postprocess_detections(
-        logits, deltas, rois, tf.constant([num]), tf.constant([[200, 200]]), box_stds=STDS, **kwargs
-    )
+    kwargs = {"image_shape": tf.constant([[200, 200]]), **kwargs}
+    return postprocess_detections(logits, deltas, rois, tf.constant([num]), box_stds=STDS, **kwargs)
 
 
 def test_per_class_nms_keeps_overlaps_of_different_classes():
@@ -188,6 +187,9 @@ def test_head_initial_weights_config_and_fc_weight_shapes():
         assert abs(kernel.std() / sd - 1.0) < 0.03, (layer.name, kernel.std())
         assert not np.any(layer.bias.numpy())
     assert head.cls_score.units == 100 and head.bbox_pred.units == 400
+    assert (head.cls_score.name, head.bbox_pred.name) == ("cls_score", "bbox_pred")
+    chosen = FastRCNNHead.for_backbone(build_backbone("tiny"), 3, dropout=0.3, name="detector")
+    assert chosen.dropout == 0.3 and chosen.name == "detector"
     assert head.fcs[0].activation.__name__ == "relu"
     config = head.get_config()
     clone = FastRCNNHead.from_config(config)
@@ -219,6 +221,10 @@ def test_loss_on_a_batch_takes_the_true_class_deltas_and_lambda():
     np.testing.assert_allclose(
         losses["detector_box"].numpy(), 2.0 * (0.125 + 1.5 + 0.02) / 3, rtol=1e-5
     )
+    # One valid ROI: its own loss, divided by 1.
+    one = fast_rcnn_loss(logits, tf.constant(deltas), tf.constant([[2, -1], [-1, -1]]), targets)
+    np.testing.assert_allclose(one["detector_class"].numpy(), -np.log(e / (e + 3)), rtol=1e-5)
+    np.testing.assert_allclose(one["detector_box"].numpy(), 0.125 + 1.5, rtol=1e-5)
     # Only ignored ROIs: zero losses, not NaN.
     losses = fast_rcnn_loss(logits, tf.constant(deltas), -tf.ones([2, 2], tf.int32), targets)
     assert losses["detector_class"].numpy() == 0.0 and losses["detector_box"].numpy() == 0.0
@@ -299,3 +305,16 @@ def test_detections_of_two_images_and_an_unknown_roi_count():
         np.testing.assert_allclose(
             out["detection_boxes"].numpy()[0, :2], [[10, 10, 60, 60]] * 2, atol=1e-3
         )
+
+
+def test_classes_never_suppress_each_other_even_at_the_far_corner():
+    # NMS shifts class c's boxes by c x (the image's longest side + 1): a class-1 box in the
+    # bottom-right corner of a 100 x 100 image and a class-2 box at (0.5, 0.5) must not meet
+    # (they would, at IoU 1, with a shift of 99).
+    out = _detections(
+        [[99.5, 99.5, 100, 100], [0.5, 0.5, 1, 1]],
+        [[0.099, 0.9, 0.001], [0.099, 0.001, 0.9]],
+        image_shape=tf.constant([[100, 100]]),
+    )
+    assert int(out["num_detections"][0]) == 2
+    np.testing.assert_array_equal(out["detection_classes"][0, :2].numpy(), [1, 2])
