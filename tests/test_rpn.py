@@ -41,7 +41,7 @@ def test_head_is_fully_convolutional_with_configurable_width():
     assert head.conv.filters == 256 and head.conv.kernel_size == (3, 3)
     assert head.objectness.filters == 18 and head.deltas.filters == 36
     assert head.objectness.kernel_size == (1, 1)
-    assert RPNHead(channels=512).channels == 512  # the paper's default width
+    assert (RPNHead().channels, RPNHead().num_anchors) == (512, 9)  # the paper's defaults
 
 
 def test_labelling_rules_on_hand_built_case():
