@@ -196,6 +196,8 @@ def test_head_initial_weights_config_and_fc_weight_shapes():
     assert (clone.num_classes, clone.fc_units, clone.dropout) == (99, (256,), 0.0)
     clone = FastRCNNHead.from_config({**config, "dropout": 0.25, "fc_units": [8, 4]})
     assert clone.dropout == 0.25 and clone.dropouts[1].rate == 0.25 and clone.fc_units == (8, 4)
+    clone = FastRCNNHead.from_config(FastRCNNHead(3, (8,), dropout=0.25).get_config())
+    assert (clone.num_classes, clone.fc_units, clone.dropout) == (3, (8,), 0.25)
     # set_fc_weights builds an unbuilt head and reports whether the shapes fitted.
     fresh = FastRCNNHead(num_classes=1, fc_units=(3,))
     fitting = [[np.ones((2 * 2 * 5, 3), np.float32), np.zeros(3, np.float32)]]
