@@ -46,6 +46,9 @@ def test_stateless_uniform_fills_zero_to_maxval_on_a_2_to_24_grid():
         steps = values.astype(np.float64) / maxval * 2.0**24
         np.testing.assert_array_equal(steps, np.round(steps))
         assert len(np.unique(values)) > 19900
+    # The default maxval is 1.
+    default = sampling.uniform([2000], tf.constant([3, 4])).numpy()
+    assert default.max() < 1.0 and default.max() > 0.99
     # A function of the seed only: the same seed again, another seed differs.
     again = sampling.uniform([5], tf.constant([3, 4])).numpy()
     np.testing.assert_array_equal(again, sampling.uniform([5], tf.constant([3, 4])).numpy())
