@@ -263,6 +263,16 @@ def test_roi_targets_use_the_given_stds_and_carry_no_gradient():
     expected = box_ops.encode(tf.repeat(GT[0, :1], int(fg.sum()), 0), sampled["rois"][0][fg])
     np.testing.assert_allclose(sampled["targets"][0][fg].numpy(), expected.numpy(), atol=1e-6)
     assert np.any(expected.numpy()) and set(labels[fg]) == {2}
+    # By default the targets are divided by the detector's stds (0.1, 0.1, 0.2, 0.2).
+    default = sample_rois(
+        BANDS, tf.constant([5]), GT[:, :1], GT_LABELS[:, :1], num_rois=10, fg_fraction=0.5, seed=0
+    )
+    fg = default["labels"].numpy()[0] > 0
+    expected = box_ops.encode(
+        tf.repeat(GT[0, :1], int(fg.sum()), 0), default["rois"][0][fg], (0.1, 0.1, 0.2, 0.2)
+    )
+    np.testing.assert_allclose(default["targets"][0][fg].numpy(), expected.numpy(), atol=1e-5)
+    assert np.abs(expected.numpy()).max() > 1.0
     assert not np.any(sampled["targets"][0][~fg].numpy())
 
 
@@ -278,6 +288,60 @@ def test_sampler_with_an_unknown_proposal_count_pads_to_the_slots():
     assert sampled["rois"].shape == (1, 10, 4)
     # Candidates: 3 proposals + the gt (4 < 10 slots): 3 foreground, 1 background, 6 empty.
     np.testing.assert_array_equal(labels, [2, 2, 2, 0] + [-1] * 6)
+    # 2 proposals + the gt: 3 candidates padded to the 10 slots.
+    labels = sample(BANDS[:, 1:3], tf.constant([2]))["labels"].numpy()[0]
+    np.testing.assert_array_equal(labels, [2, 2, 0] + [-1] * 7)
+
+
+def test_every_real_ground_truth_is_a_candidate_and_padding_rows_are_not():
+    # Class 1 counts (labels >= 1); the padding row (label 0, a zero box) is no candidate even
+    # where IoU 0 is background (bg_iou_low 0).
+    gt = tf.constant([[[100.0, 100.0, 200.0, 220.0], [0.0, 0.0, 0.0, 0.0]]])
+    sampled = sample_rois(
+        tf.zeros([1, 1, 4]), tf.constant([0]), gt, tf.constant([[1, 0]]), num_rois=4, bg_iou_low=0.0
+    )
+    np.testing.assert_array_equal(sampled["labels"].numpy()[0], [1, -1, -1, -1])
+
+
+def test_roi_sampling_is_a_function_of_the_seed():
+    proposals, count = _proposals(n=400, seed=3)
+    first = sample_rois(proposals, count, GT, GT_LABELS, seed=tf.constant([5, 0]))
+    again = sample_rois(proposals, count, GT, GT_LABELS, seed=tf.constant([5, 0]))
+    other = sample_rois(proposals, count, GT, GT_LABELS, seed=tf.constant([6, 0]))
+    for key in ("rois", "labels", "targets"):
+        np.testing.assert_array_equal(first[key], again[key])
+    labels = first["labels"].numpy()[0]
+    for chosen in (labels > 0, labels == 0):  # both subsets move with the seed
+        mine = {tuple(r) for r in first["rois"].numpy()[0][chosen]}
+        theirs = {
+            tuple(r)
+            for r in other["rois"].numpy()[0][other["labels"].numpy()[0] == labels[chosen][0]]
+        }
+        assert mine != theirs
+
+
+def test_top_iou_leaves_what_it_cannot_fill_empty_and_background_to_its_share():
+    # fg_iou 0.7: foreground the proposal equal to the gt and the gt; 7 foreground slots of 14.
+    # The candidates of IoU > 0 (0.6, 0.4, 0.067) take 3 more; the 20 IoU-0 boxes are only
+    # background, which keeps to its 7 slots: 2 slots stay empty.
+    far = [[500.0 + 10 * i, 500.0, 560.0 + 10 * i, 560.0] for i in range(20)]
+    proposals = tf.concat([BANDS[:, :5], tf.constant([far])], axis=1)
+    sampled = sample_rois(
+        proposals,
+        tf.constant([25]),
+        GT[:, :1],
+        GT_LABELS[:, :1],
+        num_rois=14,
+        fg_fraction=0.5,
+        fg_iou=0.7,
+        bg_iou_low=0.0,
+        fill="top_iou",
+        seed=0,
+    )
+    labels, rois = sampled["labels"].numpy()[0], sampled["rois"].numpy()[0]
+    assert ((labels > 0).sum(), (labels == 0).sum(), (labels == -1).sum()) == (5, 7, 2)
+    assert all(r[0] >= 500 for r in rois[labels == 0])
+    assert not any(r[0] >= 500 for r in rois[labels > 0])
 
 
 def _reference_roi_pool(feature_map, rois, pool_size, stride):
@@ -316,6 +380,8 @@ def test_both_poolings_equal_the_numpy_reference():
     rois = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)
     rois[1, 0] = [0, 0, 40, 56]  # the whole 40 x 56 image: ends on the map's last half cell
     rois[1, 1] = [-60, -60, -45, -45]  # more than 2 cells outside: zeros
+    # Samples exactly 2 cells outside (feature coordinate -2 and h + 1 = 6, w + 1 = 8): clamped.
+    rois[1, 2] = [-12, -12, 52, 68]
     rois = rois.astype(np.float32)
     expected = _reference_roi_pool(feature_map, rois, pool_size=3, stride=8)
     assert np.any(expected[6]) and not np.any(expected[7])
