@@ -318,6 +318,13 @@ def test_roi_sampling_is_a_function_of_the_seed():
             for r in other["rois"].numpy()[0][other["labels"].numpy()[0] == labels[chosen][0]]
         }
         assert mine != theirs
+    # With a cap below the foreground candidates (2 of 8+), the foreground subset is seeded too.
+    fg = [
+        sample_rois(proposals, count, GT, GT_LABELS, num_rois=8, seed=tf.constant([s, 0]))
+        for s in (5, 5, 6)
+    ]
+    sets = [{tuple(r) for r in f["rois"].numpy()[0][f["labels"].numpy()[0] > 0]} for f in fg]
+    assert len(sets[0]) == 2 and sets[0] == sets[1] and sets[0] != sets[2]
 
 
 def test_top_iou_leaves_what_it_cannot_fill_empty_and_background_to_its_share():
