@@ -180,3 +180,221 @@ def test_pooling_clamps_the_images_last_half_cell_to_the_edge():
     for layer in (ROIPooling, ROIPoolingBuiltin):
         pooled = layer(pool_size=2, stride=16)(rows, rois).numpy()[0, :, :, 0]
         np.testing.assert_allclose(pooled[-1], 6.0, atol=1e-5, err_msg=layer.__name__)
+
+
+# IoU with the gt [100, 100, 200, 220]: 1, 0.6, 0.4, 0.067, 0.
+BANDS = tf.constant(
+    [
+        [
+            [100, 100, 200, 220],
+            [100, 100, 200, 300],
+            [100, 100, 200, 400],
+            [100, 200, 200, 400],
+            [500, 500, 600, 600],
+            [100, 100, 200, 220],  # padding past num_proposals: never a candidate
+        ]
+    ],
+    tf.float32,
+)
+
+
+def _bands(seed=0, **kwargs):
+    kwargs = {"num_rois": 10, "fg_fraction": 0.5, **kwargs}
+    sampled = sample_rois(BANDS, tf.constant([5]), GT[:, :1], GT_LABELS[:, :1], seed=seed, **kwargs)
+    rois, labels = sampled["rois"].numpy()[0], sampled["labels"].numpy()[0]
+    # Foreground first, then background, then the unfilled slots (zero boxes).
+    assert list(labels) == sorted(labels, key=lambda label: (label <= 0, label < 0))
+    assert not np.any(rois[labels < 0])
+    fg = sorted(tuple(r) for r in rois[labels > 0].astype(int).tolist())
+    bg = sorted(tuple(r) for r in rois[labels == 0].astype(int).tolist())
+    return fg, bg, sampled
+
+
+def test_iou_bands_of_the_roi_sampler_are_the_arguments():
+    exact, p06, p04 = (100, 100, 200, 220), (100, 100, 200, 300), (100, 100, 200, 400)
+    p007, far = (100, 200, 200, 400), (500, 500, 600, 600)
+    # Defaults: foreground IoU >= 0.5 (the proposal, the gt itself, 0.6); background [0.1, 0.5).
+    fg, bg, _ = _bands()
+    assert fg == [exact, exact, p06] and bg == [p04]
+    fg, bg, _ = _bands(fg_iou=0.7)  # 0.6 is neither (>= bg_iou_high)
+    assert fg == [exact, exact] and bg == [p04]
+    fg, bg, _ = _bands(fg_iou=0.7, bg_iou_high=0.7)
+    assert fg == [exact, exact] and bg == sorted([p04, p06])
+    fg, bg, _ = _bands(fg_iou=0.7, bg_iou_low=0.0)
+    assert fg == [exact, exact] and bg == sorted([p04, p007, far])
+    fg, bg, _ = _bands(bg_iou_low=0.05, bg_iou_high=0.3)
+    assert fg == [exact, exact, p06] and bg == [p007]
+    # An IoU exactly at fg_iou is foreground: 0.6 with fg_iou 0.6.
+    fg, bg, _ = _bands(fg_iou=0.6)
+    assert fg == [exact, exact, p06]
+
+
+def test_foreground_cap_is_the_rounded_fraction_and_the_subset_moves_with_the_seed():
+    # 3 foreground candidates; 10 ROIs at 0.25 -> round(2.5) = 2 foreground slots, at 0.15 -> 2
+    # (1.5), at 0.1 -> 1, at 0.34 -> 3.
+    for fraction, expected in ((0.25, 2), (0.15, 2), (0.1, 1), (0.34, 3)):
+        fg, _, _ = _bands(fg_fraction=fraction)
+        assert len(fg) == expected, fraction
+    picks = {tuple(_bands(seed=tf.constant([s, 0]), fg_fraction=0.1)[0]) for s in range(12)}
+    assert len(picks) >= 2  # not always the same foreground box
+    first = _bands(seed=tf.constant([3, 0]), fg_fraction=0.1)[2]
+    again = _bands(seed=tf.constant([3, 0]), fg_fraction=0.1)[2]
+    for key in ("rois", "labels", "targets"):
+        np.testing.assert_array_equal(first[key], again[key])
+
+
+def test_roi_targets_use_the_given_stds_and_carry_no_gradient():
+    proposals = tf.Variable(BANDS)
+    with tf.GradientTape() as tape:
+        sampled = sample_rois(
+            proposals,
+            tf.constant([5]),
+            GT[:, :1],
+            GT_LABELS[:, :1],
+            num_rois=10,
+            fg_fraction=0.5,
+            box_stds=(1.0, 1.0, 1.0, 1.0),
+            seed=0,
+        )
+        total = tf.reduce_sum(sampled["rois"]) + tf.reduce_sum(sampled["targets"])
+    assert tape.gradient(total, proposals) is None
+    labels = sampled["labels"].numpy()[0]
+    fg = labels > 0
+    expected = box_ops.encode(tf.repeat(GT[0, :1], int(fg.sum()), 0), sampled["rois"][0][fg])
+    np.testing.assert_allclose(sampled["targets"][0][fg].numpy(), expected.numpy(), atol=1e-6)
+    assert np.any(expected.numpy()) and set(labels[fg]) == {2}
+    # By default the targets are divided by the detector's stds (0.1, 0.1, 0.2, 0.2).
+    default = sample_rois(
+        BANDS, tf.constant([5]), GT[:, :1], GT_LABELS[:, :1], num_rois=10, fg_fraction=0.5, seed=0
+    )
+    fg = default["labels"].numpy()[0] > 0
+    expected = box_ops.encode(
+        tf.repeat(GT[0, :1], int(fg.sum()), 0), default["rois"][0][fg], (0.1, 0.1, 0.2, 0.2)
+    )
+    np.testing.assert_allclose(default["targets"][0][fg].numpy(), expected.numpy(), atol=1e-5)
+    assert np.abs(expected.numpy()).max() > 1.0
+    assert not np.any(sampled["targets"][0][~fg].numpy())
+
+
+def test_sampler_with_an_unknown_proposal_count_pads_to_the_slots():
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 4]), tf.TensorSpec([None], tf.int32)])
+    def sample(proposals, count):
+        return sample_rois(
+            proposals, count, GT[:, :1], GT_LABELS[:, :1], num_rois=10, fg_fraction=0.5, seed=0
+        )
+
+    sampled = sample(BANDS[:, :3], tf.constant([3]))
+    labels = sampled["labels"].numpy()[0]
+    assert sampled["rois"].shape == (1, 10, 4)
+    # Candidates: 3 proposals + the gt (4 < 10 slots): 3 foreground, 1 background, 6 empty.
+    np.testing.assert_array_equal(labels, [2, 2, 2, 0] + [-1] * 6)
+    # 2 proposals + the gt: 3 candidates padded to the 10 slots.
+    labels = sample(BANDS[:, 1:3], tf.constant([2]))["labels"].numpy()[0]
+    np.testing.assert_array_equal(labels, [2, 2, 0] + [-1] * 7)
+
+
+def test_every_real_ground_truth_is_a_candidate_and_padding_rows_are_not():
+    # Class 1 counts (labels >= 1); the padding row (label 0, a zero box) is no candidate even
+    # where IoU 0 is background (bg_iou_low 0).
+    gt = tf.constant([[[100.0, 100.0, 200.0, 220.0], [0.0, 0.0, 0.0, 0.0]]])
+    sampled = sample_rois(
+        tf.zeros([1, 1, 4]), tf.constant([0]), gt, tf.constant([[1, 0]]), num_rois=4, bg_iou_low=0.0
+    )
+    np.testing.assert_array_equal(sampled["labels"].numpy()[0], [1, -1, -1, -1])
+
+
+def test_roi_sampling_is_a_function_of_the_seed():
+    proposals, count = _proposals(n=400, seed=3)
+    first = sample_rois(proposals, count, GT, GT_LABELS, seed=tf.constant([5, 0]))
+    again = sample_rois(proposals, count, GT, GT_LABELS, seed=tf.constant([5, 0]))
+    other = sample_rois(proposals, count, GT, GT_LABELS, seed=tf.constant([6, 0]))
+    for key in ("rois", "labels", "targets"):
+        np.testing.assert_array_equal(first[key], again[key])
+    labels = first["labels"].numpy()[0]
+    for chosen in (labels > 0, labels == 0):  # both subsets move with the seed
+        mine = {tuple(r) for r in first["rois"].numpy()[0][chosen]}
+        theirs = {
+            tuple(r)
+            for r in other["rois"].numpy()[0][other["labels"].numpy()[0] == labels[chosen][0]]
+        }
+        assert mine != theirs
+    # With a cap below the foreground candidates (2 of 8+), the foreground subset is seeded too.
+    fg = [
+        sample_rois(proposals, count, GT, GT_LABELS, num_rois=8, seed=tf.constant([s, 0]))
+        for s in (5, 5, 6)
+    ]
+    sets = [{tuple(r) for r in f["rois"].numpy()[0][f["labels"].numpy()[0] > 0]} for f in fg]
+    assert len(sets[0]) == 2 and sets[0] == sets[1] and sets[0] != sets[2]
+
+
+def test_top_iou_leaves_what_it_cannot_fill_empty_and_background_to_its_share():
+    # fg_iou 0.7: foreground the proposal equal to the gt and the gt; 7 foreground slots of 14.
+    # The candidates of IoU > 0 (0.6, 0.4, 0.067) take 3 more; the 20 IoU-0 boxes are only
+    # background, which keeps to its 7 slots: 2 slots stay empty.
+    far = [[500.0 + 10 * i, 500.0, 560.0 + 10 * i, 560.0] for i in range(20)]
+    proposals = tf.concat([BANDS[:, :5], tf.constant([far])], axis=1)
+    sampled = sample_rois(
+        proposals,
+        tf.constant([25]),
+        GT[:, :1],
+        GT_LABELS[:, :1],
+        num_rois=14,
+        fg_fraction=0.5,
+        fg_iou=0.7,
+        bg_iou_low=0.0,
+        fill="top_iou",
+        seed=0,
+    )
+    labels, rois = sampled["labels"].numpy()[0], sampled["rois"].numpy()[0]
+    assert ((labels > 0).sum(), (labels == 0).sum(), (labels == -1).sum()) == (5, 7, 2)
+    assert all(r[0] >= 500 for r in rois[labels == 0])
+    assert not any(r[0] >= 500 for r in rois[labels > 0])
+
+
+def _reference_roi_pool(feature_map, rois, pool_size, stride):
+    """ROI pooling in numpy: 2s x 2s bilinear samples from each box's first to its last
+    projected point (p / stride - 0.5), clamped to the edge up to 2 cells outside the map and
+    zero beyond, then the max of each 2 x 2."""
+    _, height, width, channels = feature_map.shape
+    crop = 2 * pool_size
+    out = []
+    for b, image_rois in enumerate(rois):
+        for box in image_rois:
+            y0, x0, y1, x1 = np.asarray(box, np.float64) / stride - 0.5
+            ys = y0 + np.arange(crop) * (y1 - y0) / (crop - 1)
+            xs = x0 + np.arange(crop) * (x1 - x0) / (crop - 1)
+            samples = np.zeros((crop, crop, channels))
+            for i, y in enumerate(ys):
+                for j, x in enumerate(xs):
+                    if not (-2 <= y <= height + 1 and -2 <= x <= width + 1):
+                        continue
+                    y, x = min(max(y, 0.0), height - 1), min(max(x, 0.0), width - 1)
+                    ya, xa = int(np.floor(y)), int(np.floor(x))
+                    yb, xb = min(ya + 1, height - 1), min(xa + 1, width - 1)
+                    dy, dx = y - ya, x - xa
+                    f = feature_map[b]
+                    top = f[ya, xa] * (1 - dx) + f[ya, xb] * dx
+                    bottom = f[yb, xa] * (1 - dx) + f[yb, xb] * dx
+                    samples[i, j] = top * (1 - dy) + bottom * dy
+            out.append(samples.reshape(pool_size, 2, pool_size, 2, channels).max(axis=(1, 3)))
+    return np.stack(out)
+
+
+def test_both_poolings_equal_the_numpy_reference():
+    rng = np.random.default_rng(1)
+    feature_map = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    corners = rng.uniform(-30, 140, size=(2, 6, 2, 2))
+    rois = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)
+    rois[1, 0] = [0, 0, 40, 56]  # the whole 40 x 56 image: ends on the map's last half cell
+    rois[1, 1] = [-60, -60, -45, -45]  # more than 2 cells outside: zeros
+    # Samples exactly 2 cells outside (feature coordinate -2 and h + 1 = 6, w + 1 = 8): clamped.
+    rois[1, 2] = [-12, -12, 52, 68]
+    rois = rois.astype(np.float32)
+    expected = _reference_roi_pool(feature_map, rois, pool_size=3, stride=8)
+    assert np.any(expected[6]) and not np.any(expected[7])
+    for layer in (ROIPooling, ROIPoolingBuiltin):
+        pooled = layer(pool_size=3, stride=8)(tf.constant(feature_map), tf.constant(rois))
+        assert pooled.shape == (12, 3, 3, 3)
+        np.testing.assert_allclose(pooled.numpy(), expected, atol=1e-4, err_msg=layer.__name__)
+        clone = layer.from_config(layer(pool_size=3, stride=8).get_config())
+        assert (clone.pool_size, clone.stride) == (3, 8)

@@ -31,3 +31,84 @@ def test_subsample_keeps_all_when_the_cap_exceeds_the_count():
     candidates = tf.constant([[True, False, True, False]])
     kept = sampling.subsample(candidates, 5, tf.constant([1, 2])).numpy()
     np.testing.assert_array_equal(kept, candidates.numpy())
+
+
+def test_stateless_uniform_fills_zero_to_maxval_on_a_2_to_24_grid():
+    # 20,000 draws: the documented range [0, maxval) is reached at both ends, the mean is
+    # maxval / 2 (sd of the mean 0.29 maxval / sqrt(20,000) = 0.002 maxval), and every value
+    # is maxval times a multiple of 2^-24 (the top 24 bits of the random word).
+    for maxval in (1.0, 0.5):
+        values = sampling.uniform([20000], tf.constant([3, 4]), maxval=maxval).numpy()
+        assert values.dtype == np.float32
+        assert values.min() >= 0.0 and values.max() < maxval
+        assert values.min() < 0.001 * maxval and values.max() > 0.999 * maxval
+        assert abs(values.mean() / maxval - 0.5) < 0.01
+        steps = values.astype(np.float64) / maxval * 2.0**24
+        np.testing.assert_array_equal(steps, np.round(steps))
+        assert len(np.unique(values)) > 19900
+    # The default maxval is 1.
+    default = sampling.uniform([2000], tf.constant([3, 4])).numpy()
+    assert default.max() < 1.0 and default.max() > 0.99
+    # A function of the seed only: the same seed again, another seed differs.
+    again = sampling.uniform([5], tf.constant([3, 4])).numpy()
+    np.testing.assert_array_equal(again, sampling.uniform([5], tf.constant([3, 4])).numpy())
+    assert not np.array_equal(again, sampling.uniform([5], tf.constant([3, 5])).numpy())
+    # Without a seed: TF's stateful draw, in the same range.
+    tf.random.set_seed(0)
+    stateful = sampling.uniform([2000], maxval=0.5).numpy()
+    tf.random.set_seed(None)
+    assert stateful.min() >= 0.0 and stateful.max() < 0.5 and stateful.max() > 0.45
+
+
+def test_derive_gives_distinct_non_negative_seeds_per_index():
+    assert sampling.derive(None, 3) is None
+    seeds = {}
+    for base in (0, 7, -5, 2**31 - 1):
+        for index in range(4):
+            derived = sampling.derive(tf.constant([base, 1]), index)
+            assert derived.dtype == tf.int32 and derived.shape == (2,)
+            values = derived.numpy()
+            assert np.all(values >= 0), (base, index, values)
+            # Only the sign bit is cleared: the low 31 bits are fold_in's.
+            folded = tf.random.experimental.stateless_fold_in(tf.constant([base, 1]), index)
+            np.testing.assert_array_equal(values, folded.numpy() & 0x7FFFFFFF)
+            seeds[(base, index)] = tuple(values)
+    assert len(set(seeds.values())) == len(seeds)
+    # Some fold_in results are negative here: the mask is what keeps them >= 0.
+    assert any(
+        np.any(tf.random.experimental.stateless_fold_in(tf.constant([b, 1]), i).numpy() < 0)
+        for b, i in seeds
+    )
+    # An int seed means [seed, 0]; an int64 seed is cast.
+    np.testing.assert_array_equal(
+        sampling.derive(9, 2).numpy(), sampling.derive(tf.constant([9, 0]), 2).numpy()
+    )
+    np.testing.assert_array_equal(
+        sampling.derive(tf.constant([9, 0], tf.int64), 2).numpy(),
+        sampling.derive(tf.constant([9, 0]), 2).numpy(),
+    )
+
+
+def test_random_ranks_permute_the_candidates_first_then_the_rest():
+    candidates = tf.constant([[True, False, True, True, False, True], [False] * 5 + [True]])
+    for seed in range(20):
+        ranks = sampling.random_ranks(candidates, tf.constant([seed, 1])).numpy()
+        # Row 0: its 4 candidates take ranks 0..3 in some order, the 2 others 4 and 5.
+        assert sorted(ranks[0, [0, 2, 3, 5]]) == [0, 1, 2, 3]
+        assert sorted(ranks[0, [1, 4]]) == [4, 5]
+        assert ranks[1, 5] == 0 and sorted(ranks[1, :5]) == [1, 2, 3, 4, 5]
+    # The candidates' order moves with the seed.
+    orders = {
+        tuple(sampling.random_ranks(candidates, tf.constant([s, 1])).numpy()[0, [0, 2, 3, 5]])
+        for s in range(20)
+    }
+    assert len(orders) > 5
+
+
+def test_subsample_cap_per_row_and_count():
+    candidates = tf.constant([[True] * 6, [True] * 6, [False] * 6])
+    kept = sampling.subsample(candidates, tf.constant([0, 6, 3]), tf.constant([1, 1]))
+    np.testing.assert_array_equal(sampling.count(kept).numpy(), [0, 6, 0])
+    assert sampling.count(kept).dtype == tf.int32
+    kept = sampling.subsample(candidates, 2, tf.constant([1, 1]))
+    np.testing.assert_array_equal(sampling.count(kept).numpy(), [2, 2, 0])
