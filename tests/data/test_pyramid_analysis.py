@@ -276,3 +276,16 @@ def test_train_resolves_sizes_auto_into_config_yaml_and_eval_uses_them(tmp_path,
     recorded = load_config(tmp_path / "model" / "config.yaml").data
     assert (recorded.min_size, recorded.max_size) == (600, 64)
     assert main(["eval", *argv]) == 0
+
+
+def test_the_cpu_example_does_not_shrink_images_of_tiny_objects():
+    # Issue #21 item 7 on the config users copy: 640 px images of 28 px defects stay at 640
+    # (at its smallest multi-scale side, 480, they would be 21 px: under two stride-16 cells),
+    # while large objects keep the example's 600 px and its 480/544/600 multi-scale.
+    cpu = load_config(os.path.join(ROOT, "configs", "mobilenet_cpu.yaml"))
+    assert (cpu.data.min_size, cpu.data.max_size) == ("auto", "auto")
+    plan = image_sizes.size_plan(cpu, squares(28, size=640))
+    assert plan["keep_native"]
+    assert (plan["min_size"], plan["max_size"], plan["scales"]) == (640, 800, [640])
+    plan = image_sizes.size_plan(cpu, squares(200, size=640))
+    assert (plan["min_size"], plan["max_size"], plan["scales"]) == (600, 800, [480, 544, 600])
