@@ -46,7 +46,7 @@ def main():
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
-    from tf_frcnn.config import FPNConfig, load_config
+    from tf_frcnn.config import FPNConfig, apply_pyramid_defaults, load_config
     from tf_frcnn.model import build_model
     from tf_frcnn.stages import get_stage
     from tf_frcnn.training import Objective, make_optimizer
@@ -73,6 +73,7 @@ def main():
             config.model.fpn = FPNConfig(
                 min_level=args.min_level, channels=args.channels, separable=not args.dense
             )
+            apply_pyramid_defaults(config)
             config.model.anchor_scales = [8.0]
             config.model.rpn_channels = args.rpn_channels or args.channels
         model = build_model(config)

@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from tf_frcnn.anchors import AnchorGenerator, PyramidAnchorGenerator
 from tf_frcnn.backbones import build_backbone
-from tf_frcnn.config import ConfigError, config_from_dict
+from tf_frcnn.config import ConfigError, FPNConfig, apply_pyramid_defaults, config_from_dict
 from tf_frcnn.fpn import FeaturePyramid, pyramid_features
-from tf_frcnn.model import build_model, pyramid_defaults
+from tf_frcnn.model import build_model
 from tf_frcnn.proposals import ProposalLayer
 from tf_frcnn.rpn import RPNHead, rpn_loss
 
@@ -180,7 +180,7 @@ def test_cross_level_nms_is_keyed_by_level():
 
 def test_min_size_keeps_a_20_px_proposal():
     anchors = [tf.constant([[10.0, 10.0, 30.0, 30.0]]), tf.constant([[0.0, 0.0, 5.0, 5.0]])]
-    config = pyramid_defaults(config_from_dict({"model": {"fpn": {}}}))
+    config = config_from_dict({"model": {"fpn": {}}})
     layer = ProposalLayer(test_pre_nms=5, test_post_nms=5, min_size=config.rpn.min_size)
     _, _, count = layer(_logits([0.9, 0.8]), tf.zeros([1, 2, 4]), anchors, tf.constant([[64, 64]]))
     assert int(count[0]) == 2
@@ -198,19 +198,35 @@ def test_fpn_config_section():
         config_from_dict({"model": {"fpn": {"chanels": 64}}})
 
 
-def test_pyramid_defaults_apply_only_to_keys_left_at_the_paper_default():
-    config = pyramid_defaults(config_from_dict({"model": {"fpn": {"channels": 64}}}))
+def test_pyramid_defaults_apply_only_to_keys_the_config_does_not_give():
+    config = config_from_dict({"model": {"fpn": {"channels": 64}}})
     assert config.model.anchor_scales == [8.0]
     assert config.model.rpn_channels == 64
     assert (config.rpn.lambda_reg, config.rpn.min_size) == (1.0, 1e-3)
     assert config.rpn.smooth_l1_beta == pytest.approx(1 / 9)
     assert (config.rpn.train_pre_nms, config.rpn.test_pre_nms) == (2000, 1000)
     given = {"model": {"fpn": {}, "anchor_scales": [4, 8], "rpn_channels": 32}}
-    config = pyramid_defaults(config_from_dict({**given, "rpn": {"lambda_reg": 2.0}}))
+    config = config_from_dict({**given, "rpn": {"lambda_reg": 2.0}})
     assert (config.model.anchor_scales, config.model.rpn_channels) == ([4, 8], 32)
     assert config.rpn.lambda_reg == 2.0
+    # A value the file gives is kept even when it is the paper's (the single-level default).
+    paper_values = {"smooth_l1_beta": 1.0, "lambda_reg": 10.0, "min_size": 16.0}
+    config = config_from_dict({"model": {"fpn": {}, "rpn_channels": 512}, "rpn": paper_values})
+    assert (config.rpn.smooth_l1_beta, config.rpn.lambda_reg, config.rpn.min_size) == (1, 10, 16)
+    assert config.model.rpn_channels == 512 and config.rpn.train_pre_nms == 2000
+    # Without model.fpn every key keeps the paper's value; code that sets model.fpn itself
+    # applies the pyramid's defaults with apply_pyramid_defaults.
     paper = config_from_dict({})
-    assert pyramid_defaults(paper) is paper
+    assert (paper.rpn.smooth_l1_beta, paper.rpn.lambda_reg, paper.model.rpn_channels) == (
+        1,
+        10,
+        512,
+    )
+    paper.model.fpn = FPNConfig(channels=32)
+    apply_pyramid_defaults(paper)
+    assert (paper.model.rpn_channels, paper.rpn.lambda_reg) == (32, 1.0)
+    # The model dir's config.yaml records the values, so a reload keeps them.
+    assert config_from_dict(config.to_dict()).rpn.smooth_l1_beta == 1.0
 
 
 def test_build_model_checks_the_levels():

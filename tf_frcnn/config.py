@@ -94,7 +94,7 @@ class RPNConfig:
     ignore_cross_boundary: bool = True
     lambda_reg: float = 10.0
     # The box loss's smooth L1 switches from quadratic to linear at this |error| (the paper's
-    # 1; torchvision's FPN RPN 1/9, the pyramid's default: model.pyramid_defaults).
+    # 1; torchvision's FPN RPN 1/9, the pyramid's default: PYRAMID_DEFAULTS).
     smooth_l1_beta: float = _positive(1.0)
     train_pre_nms: int = _positive(12000)
     train_post_nms: int = _positive(2000)
@@ -479,6 +479,35 @@ def _check_lr_schedule(stage_config, prefix):
         )
 
 
+# With model.fpn, the values the keys below take unless the config gives them: one anchor scale
+# per level, an RPN conv as wide as the levels ("fpn.channels"), the box loss weighed 1:1 (its
+# Nreg is then the sampled anchors) with torchvision's smooth L1 (beta 1/9), torchvision's
+# pre-NMS counts (per level on a pyramid), and no proposal dropped for its size but the empty
+# ones (torchvision's 1e-3 px), so 20 px objects keep theirs. The single-level model keeps the
+# paper's values of the dataclasses above.
+PYRAMID_DEFAULTS = {
+    ("model", "anchor_scales"): [8.0],
+    ("model", "rpn_channels"): "fpn.channels",
+    ("rpn", "lambda_reg"): 1.0,
+    ("rpn", "smooth_l1_beta"): 1.0 / 9.0,
+    ("rpn", "train_pre_nms"): 2000,
+    ("rpn", "test_pre_nms"): 1000,
+    ("rpn", "min_size"): 1e-3,
+}
+
+
+def apply_pyramid_defaults(config, given=()):
+    """Give each ``PYRAMID_DEFAULTS`` key of ``config`` (which has ``model.fpn``) that is not
+    in ``given`` ("section.key" names, the keys a file set) the pyramid's value, in place.
+    ``config_from_dict`` calls it, so a file's explicit value, the paper's included, is kept;
+    code that sets ``model.fpn`` on a built ``Config`` calls it itself."""
+    for (section, key), value in PYRAMID_DEFAULTS.items():
+        if f"{section}.{key}" not in given:
+            value = config.model.fpn.channels if value == "fpn.channels" else copy.copy(value)
+            setattr(getattr(config, section), key, value)
+    return config
+
+
 def config_from_dict(values, source="<dict>"):
     """A validated ``Config`` from a nested dict (as read from YAML)."""
     config = Config()
@@ -488,6 +517,11 @@ def config_from_dict(values, source="<dict>"):
     try:
         _merge(config, values, "")
         config.train.stages = _stages(stages)
+        if config.model.fpn is not None:
+            parts = {name: part for name, part in values.items() if isinstance(part, dict)}
+            apply_pyramid_defaults(
+                config, {f"{n}.{key}" for n, part in parts.items() for key in part}
+            )
         _validate(config)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None

@@ -2,7 +2,6 @@
 the Fast R-CNN head into inference. Training (which parts, which losses, whose
 proposals) lives in ``tf_frcnn.training``; the model holds no schedule state."""
 
-import copy
 import dataclasses
 
 import keras
@@ -10,7 +9,7 @@ import tensorflow as tf
 
 from tf_frcnn.anchors import AnchorGenerator, PyramidAnchorGenerator
 from tf_frcnn.backbones import STRIDE, build_backbone
-from tf_frcnn.config import Config, ConfigError, kwargs_for
+from tf_frcnn.config import ConfigError, kwargs_for
 from tf_frcnn.fpn import BACKBONE_MAX_LEVEL, pyramid_features
 from tf_frcnn.head import FastRCNNHead, postprocess_detections
 from tf_frcnn.precision import policy_scope
@@ -195,38 +194,6 @@ class FasterRCNN(keras.Model):
         self({"images": tf.zeros([1, side, side, 3])})
 
 
-# The pyramid's values of the keys that keep their single-level defaults (see
-# ``pyramid_defaults``): one anchor scale per level, an RPN conv as wide as the levels, the box
-# loss weighed 1:1 (its Nreg is then the sampled anchors) with torchvision's smooth L1 (beta
-# 1/9), torchvision's pre-NMS counts (per level on a pyramid), and no proposal dropped for its
-# size but the empty ones (torchvision's 1e-3 px), so 20 px objects keep theirs.
-PYRAMID_DEFAULTS = {
-    ("model", "anchor_scales"): [8.0],
-    ("model", "rpn_channels"): "fpn.channels",
-    ("rpn", "lambda_reg"): 1.0,
-    ("rpn", "smooth_l1_beta"): 1.0 / 9.0,
-    ("rpn", "train_pre_nms"): 2000,
-    ("rpn", "test_pre_nms"): 1000,
-    ("rpn", "min_size"): 1e-3,
-}
-
-
-def pyramid_defaults(config):
-    """``config`` as the model and its training read it: with ``model.fpn`` set, each key of
-    ``PYRAMID_DEFAULTS`` still at its single-level default (the paper's) takes the pyramid's;
-    a value given otherwise is kept. Without ``model.fpn``, ``config`` itself."""
-    if config.model.fpn is None:
-        return config
-    config = copy.deepcopy(config)
-    single = Config()
-    for (section, key), value in PYRAMID_DEFAULTS.items():
-        if getattr(getattr(config, section), key) == getattr(getattr(single, section), key):
-            if value == "fpn.channels":
-                value = config.model.fpn.channels
-            setattr(getattr(config, section), key, value)
-    return config
-
-
 def build_model(config, precision=None):
     """A ``FasterRCNN`` from a ``tf_frcnn.config.Config``: the one place where
     configuration turns into layer arguments.
@@ -235,8 +202,8 @@ def build_model(config, precision=None):
     is the dtype policy of the backbone and the two heads (see ``tf_frcnn.precision``);
     the other parts stay float32. With ``train.jit_compile`` the ROIs are pooled by
     the built-in twin (``ROIPoolingBuiltin``): XLA has no kernel for ``crop_and_resize``.
-    With ``model.fpn`` the model runs on the feature pyramid, with ``pyramid_defaults``."""
-    config = pyramid_defaults(config)
+    With ``model.fpn`` the model runs on the feature pyramid (its defaults:
+    ``tf_frcnn.config.PYRAMID_DEFAULTS``)."""
     m = config.model
     for key in ("anchor_scales", "anchor_ratios"):
         if getattr(m, key) == "auto":

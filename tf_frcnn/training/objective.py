@@ -7,7 +7,6 @@ import tensorflow as tf
 from tf_frcnn import sampling
 from tf_frcnn.config import kwargs_for
 from tf_frcnn.head import fast_rcnn_loss
-from tf_frcnn.model import pyramid_defaults
 from tf_frcnn.roi import sample_rois
 from tf_frcnn.rpn import anchor_targets, rpn_loss
 
@@ -45,7 +44,6 @@ class Objective:
 
     @classmethod
     def from_config(cls, config):
-        config = pyramid_defaults(config)
         return cls(
             anchor_target_args=kwargs_for(anchor_targets, config.rpn),
             rpn_loss_args=kwargs_for(rpn_loss, config.rpn),
