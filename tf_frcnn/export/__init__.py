@@ -10,7 +10,7 @@ xmax] relative to the original image, ``detection_scores`` float32 [batch, 100],
 [batch].
 """
 
-from tf_frcnn.export.frozen import freeze, frozen_inference
+from tf_frcnn.export.frozen import freeze, frozen_inference, unoptimized
 from tf_frcnn.export.saved_model import (
     OUTPUT_NAMES,
     SERVING_BYTES,
@@ -37,6 +37,7 @@ __all__ = [
     "export_tflite_variants",
     "freeze",
     "frozen_inference",
+    "unoptimized",
     "load_predictor",
     "read_labels",
     "resolve_saved_model",

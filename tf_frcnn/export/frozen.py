@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+# No public TF2 API runs one function with its own graph options (``unoptimized``).
+from tensorflow.python.eager import context
+
 # No public TF2 API freezes a concrete function; the TFLite converter itself uses this one.
 from tensorflow.python.framework import convert_to_constants
+from tensorflow.python.ops import gen_functional_ops
 
 from tf_frcnn.model import builtin_twin
 
@@ -63,6 +67,31 @@ def freeze(concrete, jit_compile=False):
     held.clear()  # the GraphDef now lives in the function's graph
     del graph_def
     return function
+
+
+def unoptimized(function):
+    """``function`` (a frozen concrete function, as ``freeze`` returns) as a callable that runs
+    it with Grappler's meta optimizer off; same arguments and outputs.
+
+    Grappler copies the graph it is handed once per pass, weights included: a frozen VGG16
+    (0.55 GB of constants) peaks at 9.9 GB during its first call at 300x500 and takes 38-45 s
+    to instantiate; without Grappler it peaks at 5.3-5.8 GB and takes 11 s, and runs as fast
+    afterwards (0.913 vs 0.914 s, interleaved in one process; docs/benchmarks.md "Memory"):
+    oneDNN's own graph rewrite, which is not Grappler's, still fuses the convs. Only this
+    function's calls run so; every other function keeps the process's options."""
+    function.add_to_graph()
+    config = context.context().config  # the process's (threads included), Grappler off
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    options = config.SerializeToString()
+    types = [t.dtype for t in function.outputs]
+
+    def call(*args):
+        flat = gen_functional_ops.partitioned_call(
+            args=tf.nest.flatten(args), Tout=types, f=function, config_proto=options
+        )
+        return tf.nest.pack_sequence_as(function.structured_outputs, flat)
+
+    return call
 
 
 def frozen_inference(model, height, width, batch_size=1, jit_compile=False):
