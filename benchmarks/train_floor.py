@@ -11,13 +11,16 @@ The floor: the step's traced graph (the ``tf.function`` of ``StageLoop``, its gr
 included) is searched for every Conv2D and MatMul and their gradients (Conv2DBackpropInput,
 Conv2DBackpropFilter, the transposed MatMuls), those that run (an op whose output nothing
 reads, such as the gradient of the first conv's input image, is pruned by TF and left out);
-each distinct shape is rebuilt alone with random operands (``benchmarks/kernel_floor.py``)
-and timed, median of ``--runs`` after one warm-up call; the floor is their sum. The
-inference floor of ``bench_inference.py`` is built the same way (fastest of the runs there;
-the fastest-run floor is printed here too).
+each distinct shape is rebuilt alone with random operands (``benchmarks/kernel_floor.py``);
+the floor is the sum of their median times (``bench_inference.py``'s inference floor is built
+the same way, with the fastest run; that floor is printed here too).
 
-The remainder: the step's parts, each traced alone on the real values of the part before it
-and timed in rounds interleaved with the whole step (drift hits all alike):
+Everything is timed in ``--runs`` rounds after one warm-up round: each round runs the step,
+then each part below, then each op of the floor once, so a change of the shared machine's
+load hits the step, its parts and its floor alike; the ratio of each round (step over that
+round's floor) is printed beside the ratio of the medians.
+
+The remainder: the step's parts, each traced alone on the real values of the part before it:
 
 - backbone: the feature network forward and backward (its weights' gradients, from a given
   gradient of the feature map);
@@ -152,6 +155,16 @@ def floor_sums(counts, seconds):
     return by_part, by_kind, flops_by_kind
 
 
+def round_floors(counts, kernel_times):
+    """The floor of each round: ``counts`` (``floor_ops``'s) summed with each op's time in
+    that round (``kernel_times``: key -> [seconds of each round])."""
+    rounds = len(next(iter(kernel_times.values())))
+    return [
+        sum(count * kernel_times[key][r] for (key, _, _), count in counts.items())
+        for r in range(rounds)
+    ]
+
+
 def itemise(step, parts, part_floors):
     """Rows of the itemised step: one per part (``parts``: name -> seconds, in order), "rest"
     (the step minus the parts' sum) and "step". Each row: part, seconds, share of the step,
@@ -202,17 +215,6 @@ def _timed(fn):
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def time_kernels(keys, runs):
-    """``{key: [seconds of each run]}``: each op of ``keys`` alone, after one warm-up call
-    (CPU eager calls return once the kernel has run)."""
-    times = {}
-    for key in keys:
-        fn = kernel_floor.kernel(key)
-        fn()
-        times[key] = [_timed(fn) for _ in range(runs)]
-    return times
 
 
 def _upstream(tensor):
@@ -336,13 +338,10 @@ def _apply(loop, gradients):
     return total
 
 
-def time_rounds(loop, batch, parts, runs):
-    """``{"step" or part: [seconds of each round]}``: ``runs`` rounds, each a step then every
-    part once, after one warm-up round (the traces)."""
-    calls = {"step": lambda: loop.step(batch)}
-    calls.update(
-        {part: (lambda fn=fn, inputs=inputs: fn(*inputs)) for part, (fn, inputs) in parts.items()}
-    )
+def time_rounds(calls, runs):
+    """``{name: [seconds of each round]}`` of ``calls`` (name -> function of no arguments):
+    ``runs`` rounds, each calling every function once in order, after one warm-up round (the
+    traces). CPU eager calls return once the kernels have run."""
     for call in calls.values():
         call()
     times = {name: [] for name in calls}
@@ -365,14 +364,6 @@ def _load():
     return [round(value, 2) for value in os.getloadavg()]
 
 
-def _floor(loop, batch, scopes, runs):
-    """The step's floor ops and each distinct op's times."""
-    graph = loop._step.get_concrete_function(batch).graph  # the trace loop.step runs
-    counts = floor_ops(graph, scopes)
-    times = time_kernels(sorted({key for key, _, _ in counts}), runs)
-    return counts, times
-
-
 def _report(args, machine, counts, kernel_times, times):
     median = {key: statistics.median(values) for key, values in kernel_times.items()}
     fastest = {key: min(values) for key, values in kernel_times.items()}
@@ -382,12 +373,16 @@ def _report(args, machine, counts, kernel_times, times):
     rows = itemise(step, parts, by_part)
     floor = sum(by_part.values())
     fastest_floor = sum(floor_sums(counts, fastest)[0].values())
+    floors = round_floors(counts, kernel_times)
+    ratios = [s / f for s, f in zip(times["step"], floors)]
     print(
         f"train_floor: {args.config}, {args.size[0]}x{args.size[1]}, {args.threads} threads, "
-        f"{args.runs} runs (medians)\ncpu: {machine['cpu']}; flags: "
+        f"{args.runs} rounds (medians)\ncpu: {machine['cpu']}; flags: "
         f"{' '.join(machine['cpu_flags'])}\nload average 1/5/15 min: start {machine['load']}, "
         f"end {_load()}\nstep {1000 * step:.1f} ms, floor {1000 * floor:.1f} ms "
-        f"(fastest runs {1000 * fastest_floor:.1f} ms): ratio {step / floor:.3f}\n\n"
+        f"(fastest runs {1000 * fastest_floor:.1f} ms): ratio {step / floor:.3f}; ratio of "
+        f"each round {' '.join(f'{r:.3f}' for r in ratios)}, median "
+        f"{statistics.median(ratios):.3f}\n\n"
         f"{format_table(rows)}\n\n{format_kinds(by_kind, flops_by_kind)}\n"
     )
     return {
@@ -401,6 +396,8 @@ def _report(args, machine, counts, kernel_times, times):
         "floor_s": floor,
         "floor_fastest_s": fastest_floor,
         "ratio_to_floor": step / floor,
+        "floor_of_each_round_s": floors,
+        "ratio_of_each_round": ratios,
         "rows": rows,
         "floor_by_kind_s": by_kind,
         "flops_by_kind_g": {kind: value / 1e9 for kind, value in flops_by_kind.items()},
@@ -421,10 +418,18 @@ def main():
     batch = bench_model.training_batch(model, images, image_shape)
     loop = bench_model.training_loop(config, model)
     loop.step(batch)
-    parts = part_functions(model, loop, batch, Objective.from_config(config))
-    times = time_rounds(loop, batch, parts, args.runs)
-    del parts
-    counts, kernel_times = _floor(loop, batch, model_scopes(model), args.runs)
+    graph = loop._step.get_concrete_function(batch).graph  # the trace loop.step runs
+    counts = floor_ops(graph, model_scopes(model))
+    calls = {"step": lambda: loop.step(batch)}
+    for part, (fn, inputs) in part_functions(
+        model, loop, batch, Objective.from_config(config)
+    ).items():
+        calls[part] = lambda fn=fn, inputs=inputs: fn(*inputs)
+    for key in sorted({key for key, _, _ in counts}):
+        calls[key] = kernel_floor.kernel(key)
+    times = time_rounds(calls, args.runs)
+    kernel_times = {name: values for name, values in times.items() if isinstance(name, tuple)}
+    times = {name: values for name, values in times.items() if not isinstance(name, tuple)}
     result = _report(args, machine, counts, kernel_times, times)
     print(json.dumps(result, default=str))
     sys.stdout.flush()

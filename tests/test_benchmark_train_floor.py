@@ -85,6 +85,10 @@ def test_floor_sums_and_itemised_rows(train_floor):
     assert by_kind == pytest.approx({"Conv2D": 0.2, "MatMul": 0.1})
     assert flops == {"Conv2D": 2 * 55_296, "MatMul": 2 * (2 * 2 * 4 * 3)}
 
+    # Each round's floor: the counts times that round's op times.
+    rounds = train_floor.round_floors(counts, {conv: [0.1, 0.3], matmul: [0.05, 0.0]})
+    assert rounds == pytest.approx([2 * 0.1 + 2 * 0.05, 2 * 0.3])
+
     rows = train_floor.itemise(1.0, {"backbone": 0.5, "proposals": 0.1, "detector": 0.2}, by_part)
     table = {row["part"]: row for row in rows}
     assert [row["part"] for row in rows] == ["backbone", "proposals", "detector", "rest", "step"]
