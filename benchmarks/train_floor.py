@@ -18,7 +18,8 @@ the same way, with the fastest run; that floor is printed here too).
 Everything is timed in ``--runs`` rounds after one warm-up round: each round runs the step,
 then each part below, then each op of the floor once, so a change of the shared machine's
 load hits the step, its parts and its floor alike; the ratio of each round (step over that
-round's floor) is printed beside the ratio of the medians.
+round's floor) is printed beside the ratio of the medians, and the fastest step over the
+floor of each op's fastest run (on a loaded machine, the least disturbed of each).
 
 The remainder: the step's parts, each traced alone on the real values of the part before it:
 
@@ -382,7 +383,8 @@ def _report(args, machine, counts, kernel_times, times):
         f"end {_load()}\nstep {1000 * step:.1f} ms, floor {1000 * floor:.1f} ms "
         f"(fastest runs {1000 * fastest_floor:.1f} ms): ratio {step / floor:.3f}; ratio of "
         f"each round {' '.join(f'{r:.3f}' for r in ratios)}, median "
-        f"{statistics.median(ratios):.3f}\n\n"
+        f"{statistics.median(ratios):.3f}; fastest step {1000 * min(times['step']):.1f} ms over "
+        f"the fastest floor: {min(times['step']) / fastest_floor:.3f}\n\n"
         f"{format_table(rows)}\n\n{format_kinds(by_kind, flops_by_kind)}\n"
     )
     return {
@@ -395,6 +397,7 @@ def _report(args, machine, counts, kernel_times, times):
         "step_s": step,
         "floor_s": floor,
         "floor_fastest_s": fastest_floor,
+        "ratio_fastest": min(times["step"]) / fastest_floor,
         "ratio_to_floor": step / floor,
         "floor_of_each_round_s": floors,
         "ratio_of_each_round": ratios,
