@@ -418,6 +418,8 @@ def main():
     )
     from tf_frcnn.training import Objective
 
+    if model.pyramid:
+        raise SystemExit("train_floor.py times single-map models; this config has model.fpn")
     batch = bench_model.training_batch(model, images, image_shape)
     loop = bench_model.training_loop(config, model)
     loop.step(batch)
