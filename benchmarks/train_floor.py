@@ -19,7 +19,8 @@ Everything is timed in ``--runs`` rounds after one warm-up round: each round run
 then each part below, then each op of the floor once, so a change of the shared machine's
 load hits the step, its parts and its floor alike; the ratio of each round (step over that
 round's floor) is printed beside the ratio of the medians, and the fastest step over the
-floor of each op's fastest run (on a loaded machine, the least disturbed of each).
+floor of each op's fastest run (a sum of minima: under load it picks each op's quietest
+moment, which one step cannot, so it is biased low there).
 
 The remainder: the step's parts, each traced alone on the real values of the part before it:
 
