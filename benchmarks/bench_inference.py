@@ -39,6 +39,9 @@ import sys
 import threading
 import time
 
+import bench_model
+import kernel_floor
+
 
 class MemoryPhases:
     """Peak RSS per phase of the run, read from the kernel, not guessed.
@@ -199,43 +202,18 @@ def _kernel_floor(graph, runs):
     graph timed alone at its fastest of ``runs``, summed.
 
     Each distinct op shape is rebuilt with random operands as one tf.function
-    (weights constant, as in the frozen graph) and timed best-of-N: what TF's own
-    kernels need on this machine for the model's arithmetic, with nothing else.
+    (``kernel_floor.kernel``) and timed best-of-N: what TF's own kernels need on this
+    machine for the model's arithmetic, with nothing else.
     Returns (floor seconds, conv seconds, matmul seconds, conv GFLOP/s, matmul GFLOP/s)."""
-    import tensorflow as tf
-
-    shapes = {}
-    for op in graph.get_operations():
-        if op.type == "Conv2D":
-            x, k = (tuple(t.shape.as_list()) for t in op.inputs[:2])
-            key = ("conv", x, k, tuple(op.get_attr("strides")), op.get_attr("padding").decode())
-        elif op.type == "MatMul":
-            a, b = (tuple(t.shape.as_list()) for t in op.inputs[:2])
-            key = ("matmul", a, b, op.get_attr("transpose_a"), op.get_attr("transpose_b"))
-        else:
-            continue
-        if any(d is None for shape in key[1:3] for d in shape):
-            raise ValueError(f"{op.name}: dynamic shape {key}; the floor needs static shapes")
-        shapes[key] = shapes.get(key, 0) + 1
     seconds = {"conv": 0.0, "matmul": 0.0}
     flops = {"conv": 0, "matmul": 0}
-    for key, count in shapes.items():
-        if key[0] == "conv":
-            _, x_shape, k_shape, strides, padding = key
-            x, k = tf.random.normal(x_shape), tf.random.normal(k_shape)
-            fn = tf.function(lambda x=x, k=k, s=strides, p=padding: tf.nn.conv2d(x, k, s, p))
-            out = fn().shape
-            op_flops = 2 * out[1] * out[2] * out[3] * k_shape[0] * k_shape[1] * k_shape[2] * out[0]
-        else:
-            _, a_shape, b_shape, ta, tb = key
-            a, b = tf.random.normal(a_shape), tf.random.normal(b_shape)
-            fn = tf.function(lambda a=a, b=b, ta=ta, tb=tb: tf.matmul(a, b, ta, tb))
-            out = fn().shape
-            inner = a_shape[0] if ta else a_shape[1]
-            op_flops = 2 * out[0] * out[1] * inner
+    for key, count in kernel_floor.collect(graph.get_operations()).items():
+        kind = "matmul" if key[0] == "MatMul" else "conv"
+        fn = kernel_floor.kernel(key)
+        fn()  # the trace
         best = min(_timed(lambda fn=fn: fn().numpy()) for _ in range(max(runs, 3)))
-        seconds[key[0]] += count * best
-        flops[key[0]] += count * op_flops
+        seconds[kind] += count * best
+        flops[kind] += count * kernel_floor.flops(key)
     rate = {kind: flops[kind] / seconds[kind] / 1e9 if seconds[kind] else None for kind in flops}
     return (
         seconds["conv"] + seconds["matmul"],
@@ -248,23 +226,9 @@ def _kernel_floor(graph, runs):
 
 def _build(args):
     """The config's model (random weights) called once on one random H x W image."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op or args.threads)
-    import keras
-
-    from tf_frcnn import load_config
-    from tf_frcnn.model import build_model
-
-    config = load_config(args.config)
-    config.model.weights = None
-    keras.utils.set_random_seed(0)
-    model = build_model(config)
-    height, width = args.size
-    images = tf.random.uniform([1, height, width, 3], maxval=255.0, seed=0)
-    image_shape = tf.constant([[height, width]])
-    model({"images": images, "image_shape": image_shape})
+    config, model, images, image_shape = bench_model.build(
+        args.config, args.size, args.threads, args.inter_op
+    )
     if args.svd_ranks:
         from tf_frcnn.svd import truncate_head
 
@@ -436,26 +400,9 @@ def _inference(args, config, model, images, image_shape, memory):
 def _train_step(args, config, model, images, image_shape, memory):
     """Seconds per approximate-joint training step (SGD), after one untimed step (its
     trace)."""
-    import tensorflow as tf
-
-    from tf_frcnn.training import Objective, StageLoop, make_optimizer
-    from tf_frcnn.training.schedule import stage_config
-
-    batch = {
-        "images": images,
-        "image_shape": image_shape,
-        "boxes": tf.constant([[[60.0, 50.0, 400.0, 300.0], [100.0, 400.0, 500.0, 700.0]]]),
-        "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]]),
-    }
+    batch = bench_model.training_batch(model, images, image_shape)
     memory.phase("train_build")
-    config.train.optimizer = "sgd"
-    loop = StageLoop.for_stage(
-        model,
-        "joint",
-        Objective.from_config(config),
-        make_optimizer(config.train, stage_config(config, "joint")),
-        tf.distribute.get_strategy(),
-    )
+    loop = bench_model.training_loop(config, model)
     loop.step(batch)
     memory.phase("train_step")
     times = [_timed(lambda: loop.step(batch)) for _ in range(args.runs)]

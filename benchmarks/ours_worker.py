@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+import bench_model
 import worker_protocol
 
 
@@ -63,25 +64,8 @@ def _inference(model, images, image_shape, kind):
 
 def _training(config, model, images, image_shape):
     """bench_inference.py's training step (--train), as a function timing one step."""
-    import tensorflow as tf
-
-    from tf_frcnn.training import Objective, StageLoop, make_optimizer
-    from tf_frcnn.training.schedule import stage_config
-
-    batch = {
-        "images": images,
-        "image_shape": image_shape,
-        "boxes": tf.constant([[[60.0, 50.0, 400.0, 300.0], [100.0, 400.0, 500.0, 700.0]]]),
-        "labels": tf.constant([[min(3, model.num_classes), min(7, model.num_classes)]]),
-    }
-    config.train.optimizer = "sgd"
-    loop = StageLoop.for_stage(
-        model,
-        "joint",
-        Objective.from_config(config),
-        make_optimizer(config.train, stage_config(config, "joint")),
-        tf.distribute.get_strategy(),
-    )
+    batch = bench_model.training_batch(model, images, image_shape)
+    loop = bench_model.training_loop(config, model)
     return lambda: worker_protocol.timed(lambda: loop.step(batch))
 
 
@@ -91,21 +75,11 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op or args.threads)
+    config, model, images, image_shape = bench_model.build(
+        args.config, args.size, args.threads, args.inter_op
+    )
     import keras
 
-    from tf_frcnn import load_config
-    from tf_frcnn.model import build_model
-
-    config = load_config(args.config)
-    config.model.weights = None
-    keras.utils.set_random_seed(0)
-    model = build_model(config)
-    height, width = args.size
-    images = tf.random.uniform([1, height, width, 3], maxval=255.0, seed=0)
-    image_shape = tf.constant([[height, width]])
-    model({"images": images, "image_shape": image_shape})
     # Peak resident memory (MB) after each part of the set-up, to see which part needs it.
     stages = {"model_built": worker_protocol.memory_mb()[1]}
     # In bench_inference.py's order: the inference is frozen before the training loop
