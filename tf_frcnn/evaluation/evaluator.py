@@ -20,7 +20,7 @@ from tf_frcnn.evaluation._records import (
 from tf_frcnn.evaluation.coco import COCO_METRIC_NAMES, coco_metrics
 from tf_frcnn.evaluation.errors import classify_images, confusion_matrix, error_analysis
 from tf_frcnn.evaluation.recall import RECALL_PROPOSALS, rpn_recall
-from tf_frcnn.evaluation.report import class_name
+from tf_frcnn.evaluation.report_tables import class_name
 from tf_frcnn.evaluation.sizes import COCO_BINS, ap_by_size, tercile_bins
 from tf_frcnn.evaluation.thresholds import apply_thresholds, max_f1_thresholds
 from tf_frcnn.evaluation.voc import voc_metrics

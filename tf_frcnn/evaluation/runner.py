@@ -24,13 +24,12 @@ from tf_frcnn.evaluation.evaluator import (
 from tf_frcnn.evaluation.html_report import label_error_thumbnail, write_html_report
 from tf_frcnn.evaluation.label_errors import find_label_errors
 from tf_frcnn.evaluation.recall import RECALL_PROPOSALS
-from tf_frcnn.evaluation.report import (
+from tf_frcnn.evaluation.report import write_metrics_json, write_report
+from tf_frcnn.evaluation.report_plots import (
     plot_loss_curves,
     plot_pr_curves,
     plot_rpn_recall,
     plot_validation_curves,
-    write_metrics_json,
-    write_report,
 )
 from tf_frcnn.progress import BatchProgress
 from tf_frcnn.proposals import ProposalLayer
