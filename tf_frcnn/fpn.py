@@ -104,14 +104,8 @@ class FeaturePyramid(keras.layers.Layer):
         ]
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            min_level=self.min_level,
-            max_level=self.max_level,
-            channels=self.channels,
-            separable=self.separable,
-        )
-        return config
+        names = ("min_level", "max_level", "channels", "separable")
+        return {**super().get_config(), **{name: getattr(self, name) for name in names}}
 
 
 def pyramid_features(backbone, *, min_level=2, max_level=6, channels=256, separable=False):

@@ -110,11 +110,8 @@ class FastRCNNHead(keras.layers.Layer):
         return True
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes, fc_units=list(self.fc_units), dropout=self.dropout
-        )
-        return config
+        config = {"num_classes": self.num_classes, "fc_units": list(self.fc_units)}
+        return {**super().get_config(), **config, "dropout": self.dropout}
 
 
 def fast_rcnn_loss(class_logits, box_deltas, roi_labels, roi_targets, lambda_reg=1.0):
