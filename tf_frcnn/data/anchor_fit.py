@@ -345,10 +345,8 @@ def _canonical(boxes: ResizedBoxes) -> ResizedBoxes:
 def fit_anchors(
     boxes: ResizedBoxes,
     *,
-    base_size=16,
     num_scales=3,
     num_ratios=3,
-    stride=16,
     iou_thresholds=(POSITIVE_IOU, NEGATIVE_IOU),
     inside_only=True,
     start=None,
@@ -360,14 +358,13 @@ def fit_anchors(
 
     Args:
       boxes: the box instances to cover (absolute [ymin, xmin, ymax, xmax] of resized images).
-      base_size: model.anchor_base_size; anchor side = base_size * scale.
       num_scales, num_ratios: set size, k = num_scales * num_ratios.
-      stride, inside_only: see `best_anchor_iou`.
+      inside_only: see `best_anchor_iou`.
       iou_thresholds: (rpn.positive_iou, rpn.negative_iou).
       start: optional (scales, ratios) tried as a second starting point (the configured set).
       scales, ratios: keep these fixed and fit only the other (None: fit both).
-      layout: the anchor levels (`Layout`); default one level of `stride` and `base_size`.
-        On a pyramid base_size and stride are the layout's, num_scales counts sizes per level.
+      layout: the anchor levels (`Layout`, anchor side = base size * scale); default
+        `Layout.single()`. On a pyramid num_scales counts sizes per level.
     Returns:
       AnchorFit with ascending scales and ratios.
     Raises:
@@ -375,7 +372,7 @@ def fit_anchors(
     """
     if len(boxes.labels) == 0:
         raise ValueError("no boxes to fit anchors to")
-    layout = layout or Layout.single(stride, base_size)
+    layout = layout or Layout.single()
     base_size = layout.base_sizes[int(np.argmin(layout.strides))]
     boxes = _canonical(boxes)
     side, ratio = _sides_and_ratios(boxes)

@@ -216,14 +216,8 @@ class Evaluator:
         metrics["mAP_voc07"] = voc["mAP_voc07"]
         metrics["mAP_voc"] = voc["mAP_voc"]
         if self._with_proposals:
-            metrics.update(
-                rpn_recall(
-                    self._groundtruths,
-                    self._proposals,
-                    self.num_proposals,
-                    self.recall_iou_thresholds,
-                )
-            )
+            counts = (self.num_proposals, self.recall_iou_thresholds)
+            metrics.update(rpn_recall(self._groundtruths, self._proposals, *counts))
         metrics["num_images"] = self.num_images
         metrics["per_class"] = {
             label: {

@@ -67,9 +67,6 @@ def write_report(
       metrics: as returned by `Evaluator.result`.
       images: {section title: PNG path}, e.g. {"Precision-recall curves": ".../pr_curves.png"};
         linked relative to `model_dir`.
-
-    Returns:
-      The report's path.
     """
     model_dir = Path(model_dir)
     tables = metric_tables(metrics)

@@ -39,7 +39,6 @@ def plot_pr_curves(voc_result: Mapping, class_names, path, thresholds=None) -> P
       voc_result: the dict `voc_metrics` (or `Evaluator.voc_result`) returns.
       class_names: names of labels 1..C, a sequence (`class_names[label - 1]`), a mapping
         {label: name}, or None for the labels themselves.
-      path: the PNG to write.
       thresholds: optional {label: {"threshold", "precision", "recall"}} (the max-F1 points of
         `thresholds.max_f1_thresholds`), marked on each curve.
 
@@ -139,10 +138,6 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
     Args:
       history: {stage name: [(step, loss), ...]} in the order the stages ran, e.g. the four stages
         of the alternating training.
-      path: the PNG to write.
-
-    Returns:
-      The path.
     """
 
     def draw(axes, points, _stage):
@@ -182,10 +177,6 @@ def plot_rpn_recall(
 
     Args:
       groundtruths, proposals: per-image records as for `rpn_recall`, absolute boxes.
-      path: the PNG to write.
-
-    Returns:
-      The path.
     """
 
     counts = sorted(set(RECALL_CURVE_PROPOSALS) | set(num_proposals))
@@ -229,12 +220,8 @@ def plot_validation_curves(
     Args:
       history: {stage: [{"step": int, metric: float, ...}, ...]}, e.g. the rows of
         logs/{stage}.val.jsonl; every key other than "step" and "images" is a line.
-      path: the PNG to write.
       selected: {"stage", "step", ...} of the weights `eval` uses (state.json's "best"), marked
         with a dashed line and labelled on its stage's panel.
-
-    Returns:
-      The path.
     """
 
     def draw(axes, rows, stage):

@@ -53,16 +53,10 @@ def batch_groundtruths(batch):
     ``unpad_groundtruths``)."""
     scale = batch["scale"].numpy()[:, None, None]
     sizes = batch["original_shape"].numpy()
+    records = {key: batch[key].numpy() for key in ("image_id", "labels", "difficult", "iscrowd")}
+    boxes = batch["boxes"].numpy() / scale
     return unpad_groundtruths(
-        {
-            "image_id": batch["image_id"].numpy(),
-            "boxes": batch["boxes"].numpy() / scale,
-            "labels": batch["labels"].numpy(),
-            "difficult": batch["difficult"].numpy(),
-            "iscrowd": batch["iscrowd"].numpy(),
-            "height": sizes[:, 0],
-            "width": sizes[:, 1],
-        }
+        {**records, "boxes": boxes, "height": sizes[:, 0], "width": sizes[:, 1]}
     )
 
 
