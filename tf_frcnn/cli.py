@@ -22,9 +22,9 @@ from tf_frcnn.config import ConfigError, load_config
 from tf_frcnn.config_diff import config_differences
 from tf_frcnn.config_paths import absolute_paths
 from tf_frcnn.data import DataError, inputs, read_image_rgb
-from tf_frcnn.data.analysis import analyze, resolve_sizes
+from tf_frcnn.data.analysis import analyze
 from tf_frcnn.data.analysis_report import format_analysis, write_analysis
-from tf_frcnn.data.resolve import resolve_config
+from tf_frcnn.data.resolve import resolve_config, resolve_sizes
 from tf_frcnn.demo import run_demo
 from tf_frcnn.evaluation import format_table
 from tf_frcnn.evaluation.html_report import write_prediction_index

@@ -69,7 +69,7 @@ class ModelConfig:
     rpn_channels: int = _positive(512)  # 256 for small backbones
     anchor_base_size: int = _positive(16)
     # A list, or "auto": fitted to the training boxes when training starts
-    # (tf_frcnn.data.analysis.resolve_anchors); the model dir's config.yaml keeps the result.
+    # (tf_frcnn.data.resolve.resolve_anchors); the model dir's config.yaml keeps the result.
     anchor_scales: object = field(default_factory=lambda: [8, 16, 32])
     anchor_ratios: object = field(default_factory=lambda: [0.5, 1.0, 2.0])
     # Scales fitted for anchor_scales: auto; with model.fpn, sizes per level (each doubling per

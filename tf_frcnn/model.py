@@ -242,7 +242,7 @@ def build_model(config, precision=None):
         if getattr(m, key) == "auto":
             raise ConfigError(
                 f"config key 'model.{key}' is 'auto': fit it first "
-                "(tf_frcnn.data.analysis.resolve_anchors; tf-frcnn train does)"
+                "(tf_frcnn.data.resolve.resolve_anchors; tf-frcnn train does)"
             )
     precision = config.train.mixed_precision if precision is None else precision
     fpn = m.fpn
