@@ -41,6 +41,7 @@ Boxes: absolute pixel [ymin, xmin, ymax, xmax] of the resized image.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -198,26 +199,23 @@ def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only
     return out
 
 
-def level_best_iou(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only=True):
-    """float32 [N, levels, k]: the best IoU of every box with each anchor shape (`anchor_shapes`
-    order) on each level's grid of `layout`."""
-    per_level = []
+def _level_ious(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only):
+    """float32 [N, k] per level of `layout`, in turn: the best IoU of every box with each anchor
+    shape (`anchor_shapes` order) on that level's grid."""
     for level, (stride, base_size) in enumerate(zip(layout.strides, layout.base_sizes)):
         heights, widths = anchor_shapes(base_size, scales, ratios)
         cells = layout.cells(boxes, level)
-        per_level.append(best_anchor_iou(boxes, heights, widths, stride, inside_only, cells))
-    return np.stack(per_level, axis=1)
+        yield best_anchor_iou(boxes, heights, widths, stride, inside_only, cells)
+
+
+def level_best_iou(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only=True):
+    """float32 [N, levels, k]: `_level_ious` stacked."""
+    return np.stack(list(_level_ious(boxes, layout, scales, ratios, inside_only)), axis=1)
 
 
 def layout_best_iou(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only=True):
     """float32 [N, k]: the best IoU over the levels of `layout`, without holding them all."""
-    best = None
-    for level, (stride, base_size) in enumerate(zip(layout.strides, layout.base_sizes)):
-        heights, widths = anchor_shapes(base_size, scales, ratios)
-        cells = layout.cells(boxes, level)
-        iou = best_anchor_iou(boxes, heights, widths, stride, inside_only, cells)
-        best = iou if best is None else np.maximum(best, iou)
-    return best
+    return functools.reduce(np.maximum, _level_ious(boxes, layout, scales, ratios, inside_only))
 
 
 def coverage(best_iou, positive_iou=POSITIVE_IOU, negative_iou=NEGATIVE_IOU) -> dict:

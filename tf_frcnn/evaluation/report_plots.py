@@ -16,7 +16,7 @@ from tf_frcnn.evaluation.recall import RECALL_PROPOSALS, recall_key, rpn_recall
 from tf_frcnn.evaluation.report_tables import class_name
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -46,7 +46,7 @@ def plot_pr_curves(voc_result: Mapping, class_names, path, thresholds=None) -> P
       The path. Classes without ground truth are left out; one with ground truth but no detection
       appears in the legend only.
     """
-    figure = _new_figure(9, 6)
+    figure = new_figure(9, 6)
     axes = figure.add_subplot()
     colors = _colors(len(voc_result["precision"]))
     for color, label in zip(colors, voc_result["precision"]):
@@ -117,7 +117,7 @@ def _plot_per_stage(history: Mapping, path, title: str, empty: str, draw) -> Pat
     stages = list(history.items())
     columns = min(max(len(stages), 1), 2)
     rows = max(math.ceil(len(stages) / columns), 1)
-    figure = _new_figure(6 * columns, 3.5 * rows)
+    figure = new_figure(6 * columns, 3.5 * rows)
     if not stages:
         figure.add_subplot().text(0.5, 0.5, empty, ha="center", va="center")
     for i, (stage, points) in enumerate(stages):
@@ -182,7 +182,7 @@ def plot_rpn_recall(
     counts = sorted(set(RECALL_CURVE_PROPOSALS) | set(num_proposals))
     ious = sorted(set(RECALL_CURVE_IOUS) | {0.7})
     recall = rpn_recall(groundtruths, proposals, counts, ious)
-    figure = _new_figure(12, 4)
+    figure = new_figure(12, 4)
     by_count = figure.add_subplot(1, 2, 1)
     for iou, style in ((0.5, "o-"), (0.7, "s--")):
         by_count.plot(
