@@ -57,12 +57,8 @@ class FastRCNNHead(keras.layers.Layer):
         ``backbones.head_defaults``; the backbone's ``fc_weights`` (VGG16's ImageNet fc6/fc7)
         are set when their shapes match (pooled ``pool_size``, None: the backbone's)."""
         default_units, default_dropout = head_defaults(backbone.name)
-        head = cls(
-            num_classes,
-            default_units if fc_units is None else fc_units,
-            default_dropout if dropout is None else dropout,
-            **kwargs,
-        )
+        fc_units = default_units if fc_units is None else fc_units
+        head = cls(num_classes, fc_units, default_dropout if dropout is None else dropout, **kwargs)
         if backbone.fc_weights is not None:
             size = pool_size or backbone.pool_size
             channels = backbone.features.outputs[0].shape[-1]
