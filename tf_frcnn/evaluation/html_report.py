@@ -253,7 +253,6 @@ def write_html_report(
     """Writes `model_dir/report{suffix}.html`.
 
     Args:
-      model_dir: directory the report goes into.
       metrics: as written to metrics.json (`Evaluator.result` and `Evaluator.analysis`).
       figures: {section title: PNG path}, embedded in that order.
       gallery: [{"group": e.g. "Worst images", "title": str, "caption": str, "image": uint8

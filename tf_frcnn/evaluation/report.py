@@ -63,7 +63,6 @@ def write_report(
     """Writes `model_dir/report{suffix}.md`: the metrics tables, what they mean, and the PNGs.
 
     Args:
-      model_dir: directory the report goes into.
       metrics: as returned by `Evaluator.result`.
       images: {section title: PNG path}, e.g. {"Precision-recall curves": ".../pr_curves.png"};
         linked relative to `model_dir`.

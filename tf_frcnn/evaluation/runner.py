@@ -94,8 +94,6 @@ def evaluate(model, class_names, batches, *, progress=True, predict=None):
     """COCO AP, VOC mAP and RPN recall of ``model`` on ``batches``.
 
     Args:
-      model: a ``FasterRCNN``.
-      class_names: names of labels 1..C.
       batches: padded batches of ``tf_frcnn.data.build_pipeline`` (not training).
       predict: an ``inference_function`` of ``model`` (default: a new one); without
         recall proposals, the metrics have no RPN recall.

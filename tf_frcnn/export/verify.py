@@ -199,9 +199,6 @@ def verify_export(
     """Run every artifact of an export over the eval split and compare it with ``model``.
 
     Args:
-      model: the exported ``FasterRCNN``.
-      config: its ``Config``.
-      class_names: names of classes 1..C.
       version_dir: the SavedModel version directory; ``verify.json`` and ``verify.md`` go there.
       tflite: (name, path, resize) per ``.tflite`` file: a display name, the file, and the
         ``resize`` argument of ``load_predictor`` it needs (None or (min_size, max_size)).
