@@ -419,11 +419,8 @@ def _check_data(config):
     if config.data.pad_to is not None and len(config.data.pad_to) != 2:
         raise ConfigError("config key 'data.pad_to' must be [height, width]")
     val = config.data.val_split
-    if (
-        val is not None
-        and not isinstance(val, str)
-        and not (isinstance(val, float) and 0.0 < val < 1.0)
-    ):
+    fraction = isinstance(val, float) and 0.0 < val < 1.0
+    if val is not None and not isinstance(val, str) and not fraction:
         raise ConfigError(
             f"config key 'data.val_split' = {val!r} must be a split name or a fraction in (0, 1)"
         )

@@ -62,11 +62,7 @@ def _samples(config, split, limit):
     records, _ = inputs.source(config, split)
     if limit is not None:
         records = records.take(limit)
-    samples = []
-    for record in records.as_numpy_iterator():
-        record["bytes"] = _encoded(config, record)
-        samples.append(record)
-    return samples
+    return [{**record, "bytes": _encoded(config, record)} for record in records.as_numpy_iterator()]
 
 
 def _metrics(samples, outputs, class_names):
@@ -74,9 +70,8 @@ def _metrics(samples, outputs, class_names):
     evaluator = Evaluator(len(class_names), class_names)
     for record, out in zip(samples, outputs):
         height, width = size = record["image"].shape[:2]
-        groundtruth = {
-            key: record.get(key) for key in ("image_id", "labels", "difficult", "iscrowd")
-        }
+        keys = ("image_id", "labels", "difficult", "iscrowd")
+        groundtruth = {key: record.get(key) for key in keys}
         groundtruth.update(boxes=to_absolute(record["boxes"], size), height=height, width=width)
         detections = {
             "image_id": record["image_id"],
