@@ -77,10 +77,10 @@ def frozen_inference(model, height, width, batch_size=1, jit_compile=False):
     if jit_compile:
         model = builtin_twin(model)
 
-    images = tf.TensorSpec([batch_size, height, width, 3], tf.float32, name="images")
-    image_shape = tf.TensorSpec([batch_size, 2], tf.int32, name="image_shape")
+    image_spec = tf.TensorSpec([batch_size, height, width, 3], tf.float32, name="images")
+    shape_spec = tf.TensorSpec([batch_size, 2], tf.int32, name="image_shape")
 
-    @tf.function(input_signature=[images, image_shape])
+    @tf.function(input_signature=[image_spec, shape_spec])
     def infer(images, image_shape):
         return model.infer({"images": images, "image_shape": image_shape})
 
