@@ -31,12 +31,8 @@ def main():
 
     from tf_frcnn.config import load_config
     from tf_frcnn.data import inputs
-    from tf_frcnn.evaluation.report import (
-        plot_loss_curves,
-        plot_pr_curves,
-        write_metrics_json,
-        write_report,
-    )
+    from tf_frcnn.evaluation.report import write_metrics_json, write_report
+    from tf_frcnn.evaluation.report_plots import plot_loss_curves, plot_pr_curves
     from tf_frcnn.evaluation.runner import evaluate, write_outputs
     from tf_frcnn.rundir import load_trained_model
     from tf_frcnn.stages import stage_names

@@ -132,11 +132,10 @@ def test_tiny_channels_are_checked_by_key():
 
 
 def test_choice_lists_name_what_the_modules_implement():
-    from tf_frcnn import choices, roi
+    from tf_frcnn import choices
     from tf_frcnn.training.loop import STRATEGIES
     from tf_frcnn.training.optimizers import OPTIMIZERS
 
-    assert choices.FILL_MODES == roi.FILL_MODES
     assert choices.OPTIMIZERS == tuple(OPTIMIZERS)
     assert choices.STRATEGIES == tuple(STRATEGIES)
 

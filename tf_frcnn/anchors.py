@@ -77,11 +77,8 @@ class AnchorGenerator(keras.layers.Layer):
         return (n, 4)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            base_size=self.base_size, scales=self.scales, ratios=self.ratios, stride=self.stride
-        )
-        return config
+        names = ("base_size", "scales", "ratios", "stride")
+        return {**super().get_config(), **{name: getattr(self, name) for name in names}}
 
 
 # The FPN's anchors: one size per level, 8x its stride (32 px on P2 ... 512 px on P6).
@@ -146,11 +143,5 @@ class PyramidAnchorGenerator(keras.layers.Layer):
         return [level.compute_output_shape(shape) for level, shape in zip(self.levels, input_shape)]
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            min_level=self.min_level,
-            max_level=self.max_level,
-            scales=self.scales,
-            ratios=self.ratios,
-        )
-        return config
+        names = ("min_level", "max_level", "scales", "ratios")
+        return {**super().get_config(), **{name: getattr(self, name) for name in names}}

@@ -87,8 +87,7 @@ def clip(boxes, image_shape):
       float32 [batch, N, 4].
     """
     hw = tf.cast(image_shape, boxes.dtype)[:, tf.newaxis, :]
-    limits = tf.concat([hw, hw], axis=-1)
-    return tf.clip_by_value(boxes, 0.0, limits)
+    return tf.clip_by_value(boxes, 0.0, tf.concat([hw, hw], axis=-1))
 
 
 def area(boxes):
@@ -101,15 +100,13 @@ def area(boxes):
 def to_normalized(boxes, image_shape):
     """Absolute [..., 4] boxes -> normalised [0, 1] by (height, width) [..., 2]."""
     hw = tf.cast(image_shape, boxes.dtype)
-    scale = tf.concat([hw, hw], axis=-1)
-    return boxes / scale
+    return boxes / tf.concat([hw, hw], axis=-1)
 
 
 def to_absolute(boxes, image_shape):
     """Normalised [..., 4] boxes -> absolute pixels by (height, width) [..., 2]."""
     hw = tf.cast(image_shape, boxes.dtype)
-    scale = tf.concat([hw, hw], axis=-1)
-    return boxes * scale
+    return boxes * tf.concat([hw, hw], axis=-1)
 
 
 def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, score_threshold):
@@ -158,14 +155,8 @@ def batched_padded_nms(boxes, scores, max_output_size, iou_threshold, score_thre
         # A static batch of one needs no loop: TFLite and XLA exports run this form.
         indices, count = suppress((boxes[0], scores[0]))
         return indices[tf.newaxis], count[tf.newaxis]
-    return tf.map_fn(
-        suppress,
-        (boxes, scores),
-        fn_output_signature=(
-            tf.TensorSpec([max_output_size], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ),
-    )
+    signature = (tf.TensorSpec([max_output_size], tf.int32), tf.TensorSpec([], tf.int32))
+    return tf.map_fn(suppress, (boxes, scores), fn_output_signature=signature)
 
 
 def smooth_l1(x, beta=1.0):

@@ -4,7 +4,6 @@ the same names to their implementations, and a test checks each mapping covers t
 
 BACKBONES = ("vgg16", "resnet50", "mobilenet", "tiny")
 DATA_SOURCES = ("synthetic", "voc", "coco", "tfds", "yolo", "csv")
-# roi.py (owned by a parallel change) keeps its own copy for now; test_config pins them equal.
 FILL_MODES = ("negatives", "zeros", "top_iou")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 STRATEGIES = ("default", "mirrored", "multiworker")

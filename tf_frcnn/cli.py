@@ -22,9 +22,9 @@ from tf_frcnn.config import ConfigError, load_config
 from tf_frcnn.config_diff import config_differences
 from tf_frcnn.config_paths import absolute_paths
 from tf_frcnn.data import DataError, inputs, read_image_rgb
-from tf_frcnn.data.analysis import analyze, resolve_sizes
+from tf_frcnn.data.analysis import analyze
 from tf_frcnn.data.analysis_report import format_analysis, write_analysis
-from tf_frcnn.data.resolve import resolve_config
+from tf_frcnn.data.resolve import resolve_config, resolve_sizes
 from tf_frcnn.demo import run_demo
 from tf_frcnn.evaluation import format_table
 from tf_frcnn.evaluation.html_report import write_prediction_index
@@ -121,14 +121,8 @@ def cmd_train(args):
         # TFDS' tqdm bars (building the synthetic dataset) redraw with "\r" too.
         tfds.disable_progress_bar()
     start = time.perf_counter()
-    train(
-        config,
-        model_dir,
-        resume=args.resume,
-        strategy=args.strategy,
-        resolve=resolve_config,
-        progress=args.log_format,
-    )
+    options = dict(resume=args.resume, strategy=args.strategy, progress=args.log_format)
+    train(config, model_dir, resolve=resolve_config, **options)
     print(train_summary(model_dir, time.perf_counter() - start))
     return model_dir
 
@@ -178,15 +172,11 @@ def cmd_eval(args):
     )
     print(format_table(metrics))
     print()
-    print(
-        eval_summary(
-            metrics,
-            {
-                "report": f"{os.path.splitext(report)[0]}.html (and {report})",
-                "metrics": os.path.join(args.model_dir, f"metrics{suffix}.json"),
-            },
-        )
-    )
+    files = {
+        "report": f"{os.path.splitext(report)[0]}.html (and {report})",
+        "metrics": os.path.join(args.model_dir, f"metrics{suffix}.json"),
+    }
+    print(eval_summary(metrics, files))
     return metrics
 
 
@@ -265,14 +255,8 @@ def cmd_export(args):
         print(format_verify_table(report))
         artifacts["verify report"] = os.path.join(version_dir, "verify.md")
     print()
-    print(
-        export_summary(
-            f"{args.model_dir} ({weights})",
-            artifacts,
-            report,
-            next_command=f"tf-frcnn predict --model {args.out} IMAGES_OR_DIR",
-        )
-    )
+    next_command = f"tf-frcnn predict --model {args.out} IMAGES_OR_DIR"
+    print(export_summary(f"{args.model_dir} ({weights})", artifacts, report, next_command))
     return version_dir
 
 
@@ -285,15 +269,10 @@ def _export_keras(args):
     model, _, weights = _load_model(args.model_dir, args.svd_ranks, args.weights)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_weights_atomic(model, path)
-    print(
-        export_summary(
-            f"{args.model_dir} ({weights})",
-            {"Keras model": path},
-            next_command=f"tf-frcnn eval --model-dir {args.model_dir} --weights keras"
-            if os.path.abspath(path) == os.path.abspath(os.path.join(args.model_dir, KERAS_MODEL))
-            else None,
-        )
-    )
+    own = os.path.abspath(path) == os.path.abspath(os.path.join(args.model_dir, KERAS_MODEL))
+    next_command = f"tf-frcnn eval --model-dir {args.model_dir} --weights keras" if own else None
+    artifacts = {"Keras model": path}
+    print(export_summary(f"{args.model_dir} ({weights})", artifacts, None, next_command))
     return path
 
 
@@ -341,12 +320,8 @@ def _predict_one(predictor, path, target, class_names, thresholds, score_thresho
         return outputs[-1]
 
     kept = draw_predictions(detect, image, class_names, target, thresholds, score_threshold)
-    keep = keep_mask(
-        np.asarray(outputs[0]["detection_scores"]),
-        np.asarray(outputs[0]["detection_classes"]),
-        thresholds,
-        score_threshold,
-    )
+    scores, classes = (np.asarray(outputs[0][k]) for k in ("detection_scores", "detection_classes"))
+    keep = keep_mask(scores, classes, thresholds, score_threshold)
     return kept, coco_results(path, outputs[0], keep, image.shape, class_names)
 
 

@@ -69,7 +69,7 @@ class ModelConfig:
     rpn_channels: int = _positive(512)  # 256 for small backbones
     anchor_base_size: int = _positive(16)
     # A list, or "auto": fitted to the training boxes when training starts
-    # (tf_frcnn.data.analysis.resolve_anchors); the model dir's config.yaml keeps the result.
+    # (tf_frcnn.data.resolve.resolve_anchors); the model dir's config.yaml keeps the result.
     anchor_scales: object = field(default_factory=lambda: [8, 16, 32])
     anchor_ratios: object = field(default_factory=lambda: [0.5, 1.0, 2.0])
     # Scales fitted for anchor_scales: auto; with model.fpn, sizes per level (each doubling per
@@ -419,11 +419,8 @@ def _check_data(config):
     if config.data.pad_to is not None and len(config.data.pad_to) != 2:
         raise ConfigError("config key 'data.pad_to' must be [height, width]")
     val = config.data.val_split
-    if (
-        val is not None
-        and not isinstance(val, str)
-        and not (isinstance(val, float) and 0.0 < val < 1.0)
-    ):
+    fraction = isinstance(val, float) and 0.0 < val < 1.0
+    if val is not None and not isinstance(val, str) and not fraction:
         raise ConfigError(
             f"config key 'data.val_split' = {val!r} must be a split name or a fraction in (0, 1)"
         )

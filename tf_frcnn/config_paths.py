@@ -18,10 +18,9 @@ PATH_KEYS = (
 NOT_PATHS = {("data", "root"): ("tfds",)}
 
 
-def absolute_paths(config, base=None):
-    """``config`` with its relative paths (``PATH_KEYS``) made absolute against ``base``
-    (default: the current directory); changed in place and returned."""
-    base = base or os.getcwd()
+def absolute_paths(config):
+    """``config`` with its relative paths (``PATH_KEYS``) made absolute against the current
+    directory; changed in place and returned."""
     for section, key in PATH_KEYS:
         part = getattr(config, section)
         value = getattr(part, key)
@@ -31,5 +30,5 @@ def absolute_paths(config, base=None):
             continue
         if config.data.source in NOT_PATHS.get((section, key), ()):
             continue
-        setattr(part, key, os.path.normpath(os.path.join(base, os.path.expanduser(value))))
+        setattr(part, key, os.path.normpath(os.path.join(os.getcwd(), os.path.expanduser(value))))
     return config

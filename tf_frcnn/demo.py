@@ -35,13 +35,7 @@ def run_demo(config_path=None, model_dir="runs/demo", data_dir=None, export_dir=
         f"synthetic dataset ({d.num_train} train / {d.num_eval} test images of "
         f"{d.image_size}x{d.image_size}) in {d.data_dir}",
     )
-    synthetic_builder(
-        d.data_dir,
-        image_size=d.image_size,
-        num_train=d.num_train,
-        num_validation=d.num_eval,
-        num_test=d.num_eval,
-    )
+    synthetic_builder(d.data_dir, **inputs.synthetic_options(d))
 
     _step(
         2,

@@ -92,26 +92,16 @@ class FeaturePyramid(keras.layers.Layer):
         ]
 
     def compute_output_shape(self, feature_maps_shape, images_shape):
-        images = images_shape
-        return [
-            (
-                images[0],
-                None if images[1] is None else level_size(images[1], level),
-                None if images[2] is None else level_size(images[2], level),
-                self.channels,
-            )
-            for level in range(self.min_level, self.max_level + 1)
-        ]
+        def side(size, level):
+            return None if size is None else level_size(size, level)
+
+        batch, height, width = images_shape[:3]
+        levels = range(self.min_level, self.max_level + 1)
+        return [(batch, side(height, lv), side(width, lv), self.channels) for lv in levels]
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            min_level=self.min_level,
-            max_level=self.max_level,
-            channels=self.channels,
-            separable=self.separable,
-        )
-        return config
+        names = ("min_level", "max_level", "channels", "separable")
+        return {**super().get_config(), **{name: getattr(self, name) for name in names}}
 
 
 def pyramid_features(backbone, *, min_level=2, max_level=6, channels=256, separable=False):

@@ -57,12 +57,8 @@ class FastRCNNHead(keras.layers.Layer):
         ``backbones.head_defaults``; the backbone's ``fc_weights`` (VGG16's ImageNet fc6/fc7)
         are set when their shapes match (pooled ``pool_size``, None: the backbone's)."""
         default_units, default_dropout = head_defaults(backbone.name)
-        head = cls(
-            num_classes,
-            default_units if fc_units is None else fc_units,
-            default_dropout if dropout is None else dropout,
-            **kwargs,
-        )
+        fc_units = default_units if fc_units is None else fc_units
+        head = cls(num_classes, fc_units, default_dropout if dropout is None else dropout, **kwargs)
         if backbone.fc_weights is not None:
             size = pool_size or backbone.pool_size
             channels = backbone.features.outputs[0].shape[-1]
@@ -110,11 +106,8 @@ class FastRCNNHead(keras.layers.Layer):
         return True
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes, fc_units=list(self.fc_units), dropout=self.dropout
-        )
-        return config
+        config = {"num_classes": self.num_classes, "fc_units": list(self.fc_units)}
+        return {**super().get_config(), **config, "dropout": self.dropout}
 
 
 def fast_rcnn_loss(class_logits, box_deltas, roi_labels, roi_targets, lambda_reg=1.0):

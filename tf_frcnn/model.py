@@ -209,7 +209,7 @@ def build_model(config, precision=None):
         if getattr(m, key) == "auto":
             raise ConfigError(
                 f"config key 'model.{key}' is 'auto': fit it first "
-                "(tf_frcnn.data.analysis.resolve_anchors; tf-frcnn train does)"
+                "(tf_frcnn.data.resolve.resolve_anchors; tf-frcnn train does)"
             )
     precision = config.train.mixed_precision if precision is None else precision
     fpn = m.fpn
@@ -297,14 +297,6 @@ def builtin_twin(model):
     """A ``FasterRCNN`` that shares every part and weight of ``model`` but pools ROIs with
     built-in ops only (``builtin_pooling``): for TFLite conversion, where ``CropAndResize``
     is no built-in op, and for XLA, which has no kernel for it."""
-    return FasterRCNN(
-        model.features,
-        model.num_classes,
-        anchor_generator=model.anchor_generator,
-        rpn_head=model.rpn_head,
-        proposal_layer=model.proposal_layer,
-        roi_pooling=builtin_pooling(model.roi_pooling),
-        detector_head=model.detector_head,
-        detection_args=model.detection_args,
-        frozen_layers=model.frozen_layers,
-    )
+    names = (*_PARTS, "num_classes", "detection_args", "frozen_layers")
+    parts = {name: getattr(model, name) for name in names}
+    return FasterRCNN(**{**parts, "roi_pooling": builtin_pooling(model.roi_pooling)})

@@ -73,23 +73,19 @@ def coco_results(path, outputs, keep, image_shape, class_names):
     pixels of the image, "score", plus "category_name" and "file_name"."""
     height, width = image_shape[:2]
     boxes = np.asarray(outputs["detection_boxes"])[keep] * [height, width, height, width]
-    rows = []
-    for (ymin, xmin, ymax, xmax), label, score in zip(
-        boxes,
-        np.asarray(outputs["detection_classes"])[keep],
-        np.asarray(outputs["detection_scores"])[keep],
-    ):
-        rows.append(
-            {
-                "image_id": coco_image_id(path),
-                "category_id": int(label),
-                "bbox": [round(float(v), 2) for v in (xmin, ymin, xmax - xmin, ymax - ymin)],
-                "score": round(float(score), 5),
-                "category_name": class_names[int(label) - 1],
-                "file_name": os.path.basename(path),
-            }
-        )
-    return rows
+    labels = np.asarray(outputs["detection_classes"])[keep]
+    scores = np.asarray(outputs["detection_scores"])[keep]
+    return [
+        {
+            "image_id": coco_image_id(path),
+            "category_id": int(label),
+            "bbox": [round(float(v), 2) for v in (xmin, ymin, xmax - xmin, ymax - ymin)],
+            "score": round(float(score), 5),
+            "category_name": class_names[int(label) - 1],
+            "file_name": os.path.basename(path),
+        }
+        for (ymin, xmin, ymax, xmax), label, score in zip(boxes, labels, scores)
+    ]
 
 
 def write_predictions(directory, rows):

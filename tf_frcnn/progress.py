@@ -24,7 +24,7 @@ FORMATS = ("auto", "bar", "lines")
 DEFAULT_EVERY = 50
 
 
-def resolve_format(progress, stream=None):
+def resolve_format(progress):
     """ "bar", "lines" or None (silent) for a ``progress`` value (see the module docstring)."""
     if progress is False or progress is None:
         return None
@@ -32,8 +32,7 @@ def resolve_format(progress, stream=None):
     if name not in FORMATS:
         raise ValueError(f"log format {name!r} must be one of {', '.join(FORMATS)}")
     if name == "auto":
-        stream = stream or sys.stdout
-        return "bar" if hasattr(stream, "isatty") and stream.isatty() else "lines"
+        return "bar" if hasattr(sys.stdout, "isatty") and sys.stdout.isatty() else "lines"
     return name
 
 

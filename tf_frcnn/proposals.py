@@ -92,16 +92,9 @@ class ProposalLayer(keras.layers.Layer):
         return proposals, kept_scores, valid
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            train_pre_nms=self.train_pre_nms,
-            train_post_nms=self.train_post_nms,
-            test_pre_nms=self.test_pre_nms,
-            test_post_nms=self.test_post_nms,
-            nms_iou=self.nms_iou,
-            min_size=self.min_size,
-        )
-        return config
+        names = ("train_pre_nms", "train_post_nms", "test_pre_nms", "test_post_nms")
+        names += ("nms_iou", "min_size")
+        return {**super().get_config(), **{name: getattr(self, name) for name in names}}
 
 
 def _length(anchors):

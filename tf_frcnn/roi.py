@@ -6,8 +6,7 @@ import tensorflow as tf
 
 from tf_frcnn import boxes as box_ops
 from tf_frcnn import matcher, sampling
-
-FILL_MODES = ("negatives", "zeros", "top_iou")
+from tf_frcnn.choices import FILL_MODES
 
 
 def sample_rois(
@@ -139,6 +138,29 @@ def _bilinear_corners(coordinates, size, margin):
     return low_i, tf.minimum(low_i + 1, size - 1), coordinates - low, inside
 
 
+def _bilinear_samples(cells, base, ys, xs, heights, widths, margin):
+    """float [N, crop, crop, C] bilinear samples at rows ``ys`` x columns ``xs`` (float32
+    [N, crop], feature coordinates) of maps of ``heights`` x ``widths`` cells (int32, scalars
+    or [N, 1]) stored as ``cells`` [cells, C], cell (y, x) of ROI n at row base[n] + y * width
+    + x (``base`` int32 [N, 1, 1]); clamped to the edge up to ``margin`` cells outside the map
+    (``_bilinear_corners``), zero beyond."""
+    y0, y1, dy, y_inside = _bilinear_corners(ys, heights, margin)
+    x0, x1, dx, x_inside = _bilinear_corners(xs, widths, margin)
+    row = widths[:, :, tf.newaxis] if widths.shape.rank else widths
+
+    def at(y, x):
+        return tf.gather(cells, base + y[:, :, tf.newaxis] * row + x[:, tf.newaxis, :])
+
+    dtype = cells.dtype
+    dy = tf.cast(dy, dtype)[:, :, tf.newaxis, tf.newaxis]
+    dx = tf.cast(dx, dtype)[:, tf.newaxis, :, tf.newaxis]
+    top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * dx
+    bottom = at(y1, x0) + (at(y1, x1) - at(y1, x0)) * dx
+    samples = top + (bottom - top) * dy
+    inside = y_inside[:, :, tf.newaxis] & x_inside[:, tf.newaxis, :]
+    return samples * tf.cast(inside, dtype)[..., tf.newaxis]
+
+
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class ROIPooling(keras.layers.Layer):
     """ROI pooling by ``tf.image.crop_and_resize`` to 2s x 2s, then 2x2 max
@@ -178,9 +200,7 @@ class ROIPooling(keras.layers.Layer):
         return tf.nn.max_pool2d(crops, 2, 2, "VALID")
 
     def get_config(self):
-        config = super().get_config()
-        config.update(pool_size=self.pool_size, stride=self.stride)
-        return config
+        return {**super().get_config(), "pool_size": self.pool_size, "stride": self.stride}
 
 
 @keras.saving.register_keras_serializable(package="tf_frcnn")
@@ -201,23 +221,9 @@ class ROIPoolingBuiltin(ROIPooling):
         steps = tf.range(crop, dtype=tf.float32) / float(crop - 1)  # [crop]
         ys = boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])  # [N, crop]
         xs = boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])
-        y0i, y1i, dy, y_inside = _bilinear_corners(ys, height, _CLAMP_MARGIN)
-        x0i, x1i, dx, x_inside = _bilinear_corners(xs, width, _CLAMP_MARGIN)
-
         flat = tf.reshape(feature_map, [-1, channels])
         base = (tf.repeat(tf.range(batch), per_image) * height * width)[:, tf.newaxis, tf.newaxis]
-
-        def at(yi, xi):
-            index = base + yi[:, :, tf.newaxis] * width + xi[:, tf.newaxis, :]
-            return tf.gather(flat, index)  # [N, crop, crop, C]
-
-        dy = dy[:, :, tf.newaxis, tf.newaxis]
-        dx = dx[:, tf.newaxis, :, tf.newaxis]
-        top = at(y0i, x0i) + (at(y0i, x1i) - at(y0i, x0i)) * dx
-        bottom = at(y1i, x0i) + (at(y1i, x1i) - at(y1i, x0i)) * dx
-        crops = top + (bottom - top) * dy
-        inside = y_inside[:, :, tf.newaxis] & x_inside[:, tf.newaxis, :]
-        crops = crops * tf.cast(inside, crops.dtype)[..., tf.newaxis]
+        crops = _bilinear_samples(flat, base, ys, xs, height, width, _CLAMP_MARGIN)
         crops = tf.reshape(crops, [-1, self.pool_size, 2, self.pool_size, 2, channels])
         return tf.reduce_max(crops, axis=[2, 4])
 
@@ -354,46 +360,13 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         steps = (tf.range(crop, dtype=tf.float32) + 0.5) / float(crop)  # sub-bin centres
         ys = boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])  # [N, crop]
         xs = boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])
-
-        y0, y1, dy, y_inside = _bilinear_corners(ys, height, 1)
-        x0, x1, dx, x_inside = _bilinear_corners(xs, width, 1)
         base = (box_index * total + tf.gather(starts, index))[:, tf.newaxis, tf.newaxis]
-
-        def at(y, x):
-            return tf.gather(
-                cells, base + y[:, :, tf.newaxis] * width[:, :, tf.newaxis] + x[:, tf.newaxis, :]
-            )
-
-        dtype = cells.dtype
-        dy = tf.cast(dy, dtype)[:, :, tf.newaxis, tf.newaxis]
-        dx = tf.cast(dx, dtype)[:, tf.newaxis, :, tf.newaxis]
-        top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * dx
-        bottom = at(y1, x0) + (at(y1, x1) - at(y1, x0)) * dx
-        samples = top + (bottom - top) * dy  # [N, crop, crop, C]
-        inside = y_inside[:, :, tf.newaxis] & x_inside[:, tf.newaxis, :]
-        samples = samples * tf.cast(inside, dtype)[..., tf.newaxis]
-        samples = tf.reshape(
-            samples,
-            [
-                -1,
-                self.pool_size,
-                self.sampling_ratio,
-                self.pool_size,
-                self.sampling_ratio,
-                channels,
-            ],
-        )
+        samples = _bilinear_samples(cells, base, ys, xs, height, width, 1)
+        size, ratio = self.pool_size, self.sampling_ratio
+        samples = tf.reshape(samples, [-1, size, ratio, size, ratio, channels])
         return tf.reduce_mean(samples, axis=[2, 4])
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            pool_size=self.pool_size,
-            sampling_ratio=self.sampling_ratio,
-            canonical_size=self.canonical_size,
-            canonical_level=self.canonical_level,
-            min_level=self.min_level,
-            max_level=self.max_level,
-            builtin=self.builtin,
-        )
-        return config
+        names = ("pool_size", "sampling_ratio", "canonical_size", "canonical_level")
+        names += ("min_level", "max_level", "builtin")
+        return {**super().get_config(), **{name: getattr(self, name) for name in names}}

@@ -59,9 +59,7 @@ class RPNHead(keras.layers.Layer):
         return logits, deltas
 
     def get_config(self):
-        config = super().get_config()
-        config.update(num_anchors=self.num_anchors, channels=self.channels)
-        return config
+        return {**super().get_config(), "num_anchors": self.num_anchors, "channels": self.channels}
 
 
 def objectness_scores(objectness_logits):

@@ -222,12 +222,8 @@ def read_validation(logs, stage):
 
 def built(model):
     """``model`` (a ``FasterRCNN``) after one call on a dummy image, so its weights exist."""
-    model(
-        {
-            "images": tf.zeros([1, DUMMY_SIDE, DUMMY_SIDE, 3]),
-            "image_shape": tf.constant([[DUMMY_SIDE, DUMMY_SIDE]]),
-        }
-    )
+    side = DUMMY_SIDE
+    model({"images": tf.zeros([1, side, side, 3]), "image_shape": tf.constant([[side, side]])})
     return model
 
 

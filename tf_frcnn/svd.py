@@ -40,13 +40,9 @@ class LowRankDense(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            rank=self.rank,
-            activation=keras.activations.serialize(self.activation),
-        )
-        return config
+        activation = keras.activations.serialize(self.activation)
+        config = {"units": self.units, "rank": self.rank, "activation": activation}
+        return {**super().get_config(), **config}
 
 
 def truncate_dense(dense, rank):

@@ -126,15 +126,12 @@ def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, 
     gt_status = np.asarray(groundtruth["status"])
     gt_boxes = np.asarray(groundtruth["boxes"], np.float32).reshape(-1, 4) * scale
     gt_labels = np.asarray(groundtruth["labels"])
+    missed = {label: f"missed {name}" for label, name in names.items()}
     for status, colour, mapping in (
         ("ignored", STATUS_COLOURS["ignored"], {}),
         ("found", STATUS_COLOURS["groundtruth"], {}),
         ("covered", STATUS_COLOURS["groundtruth"], {}),
-        (
-            "missed",
-            STATUS_COLOURS["missed"],
-            {label: f"missed {name}" for label, name in names.items()},
-        ),
+        ("missed", STATUS_COLOURS["missed"], missed),
     ):
         mine = gt_status == status
         canvas = _draw(canvas, gt_boxes[mine], gt_labels[mine], None, mapping, colour)
@@ -146,14 +143,9 @@ def draw_errors(image, groundtruth, detections, class_names, min_side=MIN_SIDE, 
             continue
         tag = STATUS_TAGS.get(status)
         mapping = {label: f"{name} {tag}" if tag else name for label, name in names.items()}
-        canvas = _draw(
-            canvas,
-            det_boxes[mine],
-            np.asarray(detections["classes"])[mine],
-            np.asarray(detections["scores"])[mine],
-            mapping,
-            colour,
-        )
+        classes = np.asarray(detections["classes"])[mine]
+        scores = np.asarray(detections["scores"])[mine]
+        canvas = _draw(canvas, det_boxes[mine], classes, scores, mapping, colour)
     return canvas
 
 

@@ -14,7 +14,7 @@ from tf_frcnn import boxes as box_ops
 from tf_frcnn.anchors import AnchorGenerator
 from tf_frcnn.backbones import feature_size
 from tf_frcnn.config import Config, ConfigError, config_from_dict, load_config
-from tf_frcnn.data import analysis, anchor_fit, resize_image, split_boxes
+from tf_frcnn.data import analysis, anchor_fit, box_stats, resize_image, resolve, split_boxes
 from tf_frcnn.data.analysis_report import PLOTS, format_analysis
 from tf_frcnn.model import build_model
 from tf_frcnn_cli import main
@@ -34,7 +34,7 @@ def split_of(image_shapes, boxes_per_image, labels_per_image, names=("a", "b")):
         boxes.append(image_boxes / np.float32([height, width, height, width]))
         labels.append(np.asarray(image_labels, np.int64).reshape(-1))
         index.append(np.full(len(image_boxes), number))
-    return analysis.SplitBoxes(
+    return split_boxes.SplitBoxes(
         "hand",
         "train",
         list(names),
@@ -117,20 +117,20 @@ def test_resized_shapes_agree_with_resize_image():
             tuple(resize_image(tf.zeros([h, w, 1]), min_size, max_size)[0].shape[:2])
             for h, w in shapes
         ]
-        got = analysis.resized_shapes(shapes, min_size, max_size)
+        got = split_boxes.resized_shapes(shapes, min_size, max_size)
         assert [tuple(row) for row in got] == expected
 
 
 def test_40px_boxes_are_not_covered_by_the_paper_anchors_and_are_after_fitting():
     cfg = config()
     cfg.data.flip = False  # a mirrored 600 px image puts the centres 8 px off the grid
-    instances, _ = analysis.views(grid_squares(), cfg)
+    instances, _ = split_boxes.views(grid_squares(), cfg)
     heights, widths = anchor_fit.anchor_shapes(16, *PAPER)
     paper = anchor_fit.coverage(anchor_fit.best_anchor_iou(instances, heights, widths).max(1))
     assert paper["positive"] <= 0.05
     assert paper["forced_below_negative"] >= 0.95  # 40 px vs 128 px: IoU 0.1
 
-    fitted = analysis.fit_config_anchors(cfg, instances)
+    fitted = box_stats.fit_config_anchors(cfg, instances)
     assert fitted.coverage >= 0.9
     assert len(fitted.scales) == 3 and len(fitted.ratios) == 3
     assert any(abs(16 * s - 40) < 4 for s in fitted.scales)
@@ -138,7 +138,7 @@ def test_40px_boxes_are_not_covered_by_the_paper_anchors_and_are_after_fitting()
 
 def test_the_mirrored_views_count_when_the_grid_offset_differs():
     cfg = config()
-    instances, mirrored = analysis.views(grid_squares(jitter=0.0), cfg)
+    instances, mirrored = split_boxes.views(grid_squares(jitter=0.0), cfg)
     heights, widths = anchor_fit.anchor_shapes(16, [2.5], [1.0])
     best = anchor_fit.best_anchor_iou(instances, heights, widths).max(1)
     np.testing.assert_allclose(best[~mirrored], 1.0, atol=1e-5)
@@ -149,10 +149,10 @@ def test_the_mirrored_views_count_when_the_grid_offset_differs():
 def test_fit_is_deterministic_and_independent_of_the_record_order():
     cfg = config()
     split = mixed_boxes()
-    instances, _ = analysis.views(split, cfg)
-    first = analysis.fit_config_anchors(cfg, instances)
-    again = analysis.fit_config_anchors(cfg, instances)
-    shuffled = analysis.fit_config_anchors(
+    instances, _ = split_boxes.views(split, cfg)
+    first = box_stats.fit_config_anchors(cfg, instances)
+    again = box_stats.fit_config_anchors(cfg, instances)
+    shuffled = box_stats.fit_config_anchors(
         cfg, instances.take(np.random.default_rng(1).permutation(len(instances.labels)))
     )
     assert first == again == shuffled
@@ -162,20 +162,20 @@ def test_fit_is_deterministic_and_independent_of_the_record_order():
 def test_fit_beats_the_paper_anchors_and_its_score_is_the_summarys():
     cfg = config()
     for seed in range(3):
-        instances, _ = analysis.views(mixed_boxes(seed=seed), cfg)
+        instances, _ = split_boxes.views(mixed_boxes(seed=seed), cfg)
         paper = anchor_fit.fit_anchors(instances, scales=PAPER[0], ratios=PAPER[1])
         assert (paper.scales, paper.ratios) == PAPER  # both fixed: only scored
-        fitted = analysis.fit_config_anchors(cfg, instances)
+        fitted = box_stats.fit_config_anchors(cfg, instances)
         assert fitted.score > paper.score + 0.05  # 20-300 px boxes, 128 px anchors
-        summary = analysis.anchor_set_summary(cfg, instances, fitted.scales, fitted.ratios)
+        summary = box_stats.anchor_set_summary(cfg, instances, fitted.scales, fitted.ratios)
         assert summary["score"] == pytest.approx(fitted.score)
         assert summary["coverage"] == pytest.approx(fitted.coverage)
 
 
 def test_fit_keeps_the_key_that_is_not_auto():
     cfg = config(anchor_scales=[2, 4, 8], anchor_ratios="auto", num_anchor_ratios=2)
-    instances, _ = analysis.views(mixed_boxes(), cfg)
-    fitted = analysis.fit_config_anchors(cfg, instances)
+    instances, _ = split_boxes.views(mixed_boxes(), cfg)
+    fitted = box_stats.fit_config_anchors(cfg, instances)
     assert fitted.scales == [2.0, 4.0, 8.0]
     assert len(fitted.ratios) == 2
 
@@ -203,17 +203,17 @@ def test_same_class_overlap_and_the_nms_threshold_it_implies():
     split = split_of(
         [(300, 300)] * 40, [pair] * 10 + [[[10, 10, 60, 60]]] * 30, [[1, 1, 2]] * 10 + [[1]] * 30
     )
-    overlap = analysis.same_class_overlap(split)
+    overlap = box_stats.same_class_overlap(split)
     pairs = split.labels == 1
     np.testing.assert_allclose(overlap[:30][pairs[:30]], 0.45, atol=1e-5)
     assert np.all(overlap[split.labels == 2] == 0.0)  # the other class does not count
     assert np.all(overlap[30:] == 0.0)
 
-    advice = analysis.nms_advice(overlap, configured=0.3)
+    advice = box_stats.nms_advice(overlap, configured=0.3)
     assert advice["recommended"] == 0.5  # smallest 0.05 step above 0.45
     assert advice["share_above_configured"] == pytest.approx(20 / 60)
-    assert analysis.nms_advice(overlap[30:], configured=0.3)["recommended"] == 0.3
-    crowded = analysis.nms_advice(np.full(10, 0.9), configured=0.3)
+    assert box_stats.nms_advice(overlap[30:], configured=0.3)["recommended"] == 0.3
+    crowded = box_stats.nms_advice(np.full(10, 0.9), configured=0.3)
     assert crowded["recommended"] == 0.7  # capped
 
 
@@ -241,9 +241,9 @@ def test_analyze_a_voc_directory_counts_what_the_reader_repaired(voc, monkeypatc
     assert "cat" in text and "dog" in text and "recommendations" in text
 
     # The decoded-records path (synthetic, TFDS) reads the same boxes.
-    indexed = analysis.read_split(cfg)
+    indexed = split_boxes.read_split(cfg)
     monkeypatch.setattr(split_boxes, "captured_examples", lambda: contextlib.nullcontext([]))
-    decoded = analysis.read_split(cfg)
+    decoded = split_boxes.read_split(cfg)
     np.testing.assert_array_equal(decoded.image_shapes, indexed.image_shapes)
     np.testing.assert_allclose(decoded.boxes, indexed.boxes)
     np.testing.assert_array_equal(decoded.labels, indexed.labels)
@@ -283,7 +283,7 @@ def test_auto_anchors_are_fitted_into_the_model_dirs_config(auto_run):
     cfg = load_config(path)
     cfg.data.data_dir = data_dir
     told = []
-    expected = analysis.resolve_anchors(cfg, log=told.append)
+    expected = resolve.resolve_anchors(cfg, log=told.append)
     assert len(told) == 1 and "anchors fitted to" in told[0]
     assert isinstance(expected.model.anchor_scales, list)
     assert cfg.model.anchor_scales == "auto"  # the input is left alone
@@ -313,7 +313,7 @@ def test_auto_anchors_are_fitted_into_the_model_dirs_config(auto_run):
         )
         == 0
     )
-    resumed = analysis.resolve_anchors(cfg, model_dir=model_dir)
+    resumed = resolve.resolve_anchors(cfg, model_dir=model_dir)
     assert resumed.model.anchor_scales == recorded.anchor_scales
 
 

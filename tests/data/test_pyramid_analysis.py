@@ -12,7 +12,7 @@ import yaml
 from tf_frcnn import boxes as box_ops
 from tf_frcnn.anchors import AnchorGenerator, level_scales, pyramid_levels
 from tf_frcnn.config import FPNConfig, config_from_dict, load_config
-from tf_frcnn.data import analysis, anchor_fit, box_stats, image_sizes, resolve
+from tf_frcnn.data import analysis, anchor_fit, box_stats, image_sizes, resolve, split_boxes
 from tf_frcnn.rundir import write_config
 from tf_frcnn_cli import main
 
@@ -29,7 +29,7 @@ def split_of(image_shapes, boxes_per_image, names=("a",)):
         boxes.append(image_boxes / np.float32([height, width, height, width]))
         index.append(np.full(len(image_boxes), number))
     boxes = np.concatenate(boxes)
-    return analysis.SplitBoxes(
+    return split_boxes.SplitBoxes(
         "hand", "train", list(names), np.asarray(image_shapes), boxes,
         np.ones(len(boxes), np.int64), np.concatenate(index), 0, {},
     )  # fmt: skip
@@ -122,7 +122,7 @@ def test_the_pyramid_fit_chooses_the_smallest_size_near_the_small_boxes():
         low = rng.uniform(0, 550, (6, 2))
         images.append(np.concatenate([low, low + side], axis=1))
     cfg = config(fpn={}, min_size=600)
-    instances, _ = analysis.views(split_of([(600, 600)] * 10, images), cfg)
+    instances, _ = split_boxes.views(split_of([(600, 600)] * 10, images), cfg)
     fitted = box_stats.fit_config_anchors(cfg, instances)
     assert len(fitted.scales) == 1 and len(fitted.ratios) == 3  # one size per level
     assert 16 <= 4 * fitted.scales[0] <= 40  # the smallest size, on P2, near the boxes

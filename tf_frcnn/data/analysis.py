@@ -16,34 +16,9 @@ import time
 import numpy as np
 
 from tf_frcnn.data import anchor_fit, box_stats, image_sizes
-from tf_frcnn.data.box_stats import (
-    anchor_set_summary,
-    fit_config_anchors,
-    nms_advice,
-    same_class_overlap,
-)
+from tf_frcnn.data.box_stats import nms_advice, same_class_overlap
 from tf_frcnn.data.recommend import recommendations
-from tf_frcnn.data.resolve import resolve_anchors, resolve_sizes
-from tf_frcnn.data.split_boxes import SplitBoxes, read_split, resize_sides, resized_shapes, views
-
-# Public names importable from here as before the split.
-__all__ = [
-    "Analysis",
-    "SplitBoxes",
-    "analyze",
-    "anchor_set_summary",
-    "fit_config_anchors",
-    "nms_advice",
-    "read_split",
-    "recommendations",
-    "resize_sides",
-    "resized_shapes",
-    "resolve_anchors",
-    "resolve_sizes",
-    "same_class_overlap",
-    "views",
-]
-
+from tf_frcnn.data.split_boxes import read_split, resize_sides, views
 
 TWO_PER_LEVEL = "fitted_two_per_level"  # the pyramid's fit with model.num_anchor_scales 2
 

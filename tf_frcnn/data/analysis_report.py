@@ -2,8 +2,8 @@
 analysis.json and PNG histograms (box sides and aspect ratios per class with the anchors
 marked, and the best anchor IoU per class).
 
-Plots are drawn on matplotlib's Agg canvas without pyplot, as `tf_frcnn.evaluation.report` does,
-so they need no display and leave the caller's pyplot state alone.
+Plots are drawn on matplotlib's Agg canvas without pyplot (`report_plots.new_figure`), so they
+need no display and leave the caller's pyplot state alone.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from tf_frcnn.evaluation.report import write_metrics_json
+from tf_frcnn.evaluation.report_plots import new_figure
 
 MAX_PANELS = 12  # "all" and the classes with the most boxes
 PLOTS = ("box_sides.png", "aspect_ratios.png", "best_anchor_iou.png")
@@ -99,10 +100,8 @@ def _class_row(name, entry, fitted):
         _share(coverage["forced_below_negative"]),
     ]
     if fitted:
-        row += [
-            _share(entry["coverage_fitted"]["positive"]),
-            _share(entry["coverage_fitted"]["forced_below_negative"]),
-        ]
+        fit = entry["coverage_fitted"]
+        row += [_share(fit["positive"]), _share(fit["forced_below_negative"])]
     levels = entry.get("best_level")
     row += [_share(share) for share in levels.values()] if levels else []
     overlap = entry["same_class_overlap"]
@@ -187,13 +186,9 @@ def _panels(analysis):
 
 
 def _grid_figure(count):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     columns = min(4, count)
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(3.6 * columns, 2.8 * rows), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure(3.6 * columns, 2.8 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for extra in axes[count:]:
         extra.set_visible(False)
@@ -305,13 +300,8 @@ def plot_best_iou(analysis, path):
             analysis.best_iou[name], bins=edges, color="tab:red", alpha=0.5, label="configured"
         )
         if analysis.best_iou_fitted is not None:
-            axes.hist(
-                analysis.best_iou_fitted[name],
-                bins=edges,
-                color="tab:green",
-                alpha=0.5,
-                label="fitted",
-            )
+            fitted = analysis.best_iou_fitted[name]
+            axes.hist(fitted, bins=edges, color="tab:green", alpha=0.5, label="fitted")
         for threshold in (summary["negative_iou"], summary["positive_iou"]):
             axes.axvline(threshold, color="black", linestyle=":", linewidth=1)
         axes.set_title(f"{name} ({len(analysis.best_iou[name])} box views)", fontsize="medium")

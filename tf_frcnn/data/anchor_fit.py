@@ -41,6 +41,7 @@ Boxes: absolute pixel [ymin, xmin, ymax, xmax] of the resized image.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -198,26 +199,23 @@ def best_anchor_iou(boxes: ResizedBoxes, heights, widths, stride=16, inside_only
     return out
 
 
-def level_best_iou(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only=True):
-    """float32 [N, levels, k]: the best IoU of every box with each anchor shape (`anchor_shapes`
-    order) on each level's grid of `layout`."""
-    per_level = []
+def _level_ious(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only):
+    """float32 [N, k] per level of `layout`, in turn: the best IoU of every box with each anchor
+    shape (`anchor_shapes` order) on that level's grid."""
     for level, (stride, base_size) in enumerate(zip(layout.strides, layout.base_sizes)):
         heights, widths = anchor_shapes(base_size, scales, ratios)
         cells = layout.cells(boxes, level)
-        per_level.append(best_anchor_iou(boxes, heights, widths, stride, inside_only, cells))
-    return np.stack(per_level, axis=1)
+        yield best_anchor_iou(boxes, heights, widths, stride, inside_only, cells)
+
+
+def level_best_iou(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only=True):
+    """float32 [N, levels, k]: `_level_ious` stacked."""
+    return np.stack(list(_level_ious(boxes, layout, scales, ratios, inside_only)), axis=1)
 
 
 def layout_best_iou(boxes: ResizedBoxes, layout: Layout, scales, ratios, inside_only=True):
     """float32 [N, k]: the best IoU over the levels of `layout`, without holding them all."""
-    best = None
-    for level, (stride, base_size) in enumerate(zip(layout.strides, layout.base_sizes)):
-        heights, widths = anchor_shapes(base_size, scales, ratios)
-        cells = layout.cells(boxes, level)
-        iou = best_anchor_iou(boxes, heights, widths, stride, inside_only, cells)
-        best = iou if best is None else np.maximum(best, iou)
-    return best
+    return functools.reduce(np.maximum, _level_ious(boxes, layout, scales, ratios, inside_only))
 
 
 def coverage(best_iou, positive_iou=POSITIVE_IOU, negative_iou=NEGATIVE_IOU) -> dict:
@@ -345,10 +343,8 @@ def _canonical(boxes: ResizedBoxes) -> ResizedBoxes:
 def fit_anchors(
     boxes: ResizedBoxes,
     *,
-    base_size=16,
     num_scales=3,
     num_ratios=3,
-    stride=16,
     iou_thresholds=(POSITIVE_IOU, NEGATIVE_IOU),
     inside_only=True,
     start=None,
@@ -360,14 +356,13 @@ def fit_anchors(
 
     Args:
       boxes: the box instances to cover (absolute [ymin, xmin, ymax, xmax] of resized images).
-      base_size: model.anchor_base_size; anchor side = base_size * scale.
       num_scales, num_ratios: set size, k = num_scales * num_ratios.
-      stride, inside_only: see `best_anchor_iou`.
+      inside_only: see `best_anchor_iou`.
       iou_thresholds: (rpn.positive_iou, rpn.negative_iou).
       start: optional (scales, ratios) tried as a second starting point (the configured set).
       scales, ratios: keep these fixed and fit only the other (None: fit both).
-      layout: the anchor levels (`Layout`); default one level of `stride` and `base_size`.
-        On a pyramid base_size and stride are the layout's, num_scales counts sizes per level.
+      layout: the anchor levels (`Layout`, anchor side = base size * scale); default
+        `Layout.single()`. On a pyramid num_scales counts sizes per level.
     Returns:
       AnchorFit with ascending scales and ratios.
     Raises:
@@ -375,7 +370,7 @@ def fit_anchors(
     """
     if len(boxes.labels) == 0:
         raise ValueError("no boxes to fit anchors to")
-    layout = layout or Layout.single(stride, base_size)
+    layout = layout or Layout.single()
     base_size = layout.base_sizes[int(np.argmin(layout.strides))]
     boxes = _canonical(boxes)
     side, ratio = _sides_and_ratios(boxes)

@@ -118,20 +118,13 @@ def color_jitter(image, seed, *, brightness=0.0, contrast=0.0, saturation=0.0, h
         return image
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     pixels = image / 255.0
-    if brightness:
-        pixels = tf.image.stateless_random_brightness(pixels, brightness, seeds[0])
-        pixels = tf.clip_by_value(pixels, 0.0, 1.0)
-    if contrast:
-        pixels = tf.image.stateless_random_contrast(
-            pixels, 1.0 - contrast, 1.0 + contrast, seeds[1]
-        )
-        pixels = tf.clip_by_value(pixels, 0.0, 1.0)
-    if saturation:
-        pixels = tf.image.stateless_random_saturation(
-            pixels, 1.0 - saturation, 1.0 + saturation, seeds[2]
-        )
-        pixels = tf.clip_by_value(pixels, 0.0, 1.0)
-    if hue:
-        pixels = tf.image.stateless_random_hue(pixels, hue, seeds[3])
-        pixels = tf.clip_by_value(pixels, 0.0, 1.0)
+    jitters = (
+        (brightness, tf.image.stateless_random_brightness, (brightness,)),
+        (contrast, tf.image.stateless_random_contrast, (1.0 - contrast, 1.0 + contrast)),
+        (saturation, tf.image.stateless_random_saturation, (1.0 - saturation, 1.0 + saturation)),
+        (hue, tf.image.stateless_random_hue, (hue,)),
+    )
+    for (amount, jitter, args), step_seed in zip(jitters, seeds):
+        if amount:
+            pixels = tf.clip_by_value(jitter(pixels, *args, seed=step_seed), 0.0, 1.0)
     return pixels * 255.0

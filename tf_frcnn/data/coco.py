@@ -80,11 +80,8 @@ def coco_dataset(annotation_json, image_dir, strict: bool = False) -> tf.data.Da
                 f"{annotation.get('id')} of {annotation_json}"
             )
         bbox = annotation.get("bbox")
-        if not (
-            isinstance(bbox, list)
-            and len(bbox) == 4
-            and all(isinstance(value, (int, float)) for value in bbox)
-        ):
+        numbers = isinstance(bbox, list) and all(isinstance(v, (int, float)) for v in bbox)
+        if not (numbers and len(bbox) == 4):
             raise DataError(
                 f"annotation {annotation.get('id')} of {annotation_json}: bbox {bbox!r} is "
                 "not [x, y, width, height]"

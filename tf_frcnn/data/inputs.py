@@ -24,14 +24,7 @@ def source(config, split):
     d = config.data
     names = config.model.class_names
     if d.source == "synthetic":
-        records = synthetic_dataset(
-            split,
-            data_dir=d.data_dir,
-            image_size=d.image_size,
-            num_train=d.num_train,
-            num_validation=d.num_eval,
-            num_test=d.num_eval,
-        )
+        records = synthetic_dataset(split, data_dir=d.data_dir, **synthetic_options(d))
         names = names or list(SYNTHETIC_CLASS_NAMES)
     elif d.source == "voc":
         names = names or list(VOC_CLASS_NAMES)
@@ -56,6 +49,13 @@ def source(config, split):
         records = tfds_dataset(d.root, split, data_dir=d.data_dir)
         names = names or tfds_class_names(d.root, data_dir=d.data_dir)
     return records, list(names)
+
+
+def synthetic_options(data):
+    """The ``shapes_config`` options of a ``data`` section: data.num_eval images for both the
+    validation and the test split."""
+    sizes = dict(image_size=data.image_size, num_train=data.num_train)
+    return dict(sizes, num_validation=data.num_eval, num_test=data.num_eval)
 
 
 def _required(data_config, key):

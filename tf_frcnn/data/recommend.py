@@ -45,12 +45,9 @@ def _anchor_advice(config, summary):
         if not auto and fitted["score"] < configured["score"] + FIT_GAIN:
             return []
         fit = fit_text(configured, fitted, summary["positive_iou"])
+        reason = f"{sides_text(configured)} -> fitted: {fit}"
         return [
-            _item(
-                "model.anchor_scales",
-                fitted["scales"],
-                f"{sides_text(configured)} -> fitted: {fit}",
-            ),
+            _item("model.anchor_scales", fitted["scales"], reason),
             _item("model.anchor_ratios", fitted["ratios"], "fitted with the scales (or auto)"),
         ]
     if configured["coverage"] >= LOW_COVERAGE:
@@ -145,14 +142,11 @@ def _other_advice(config, summary, shorter_sides):
     if len(shorter_sides):
         limit = float(np.floor(np.percentile(shorter_sides, 1) / 2 + 1e-3))
         if config.rpn.min_size > limit:
-            out.append(
-                _item(
-                    "rpn.min_size",
-                    limit,
-                    f"proposals under {config.rpn.min_size:g} px are dropped but 1% of the "
-                    f"boxes have a side under {2 * limit + 2:.0f} px",
-                )
+            reason = (
+                f"proposals under {config.rpn.min_size:g} px are dropped but 1% of the "
+                f"boxes have a side under {2 * limit + 2:.0f} px"
             )
+            out.append(_item("rpn.min_size", limit, reason))
     nms = summary["nms"]
     if nms["configured"] < nms["recommended"]:
         reason = (

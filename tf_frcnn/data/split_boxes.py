@@ -126,32 +126,14 @@ def read_split(config, split=None) -> SplitBoxes:
     reader = _reader_summary(caught)
     if not shapes:
         raise ConfigError(f"data.source {config.data.source!r}, split {split!r}: no images")
-    return SplitBoxes(
-        config.data.source,
-        split,
-        list(names),
-        np.asarray(shapes, np.int64),
-        np.concatenate(boxes),
-        np.concatenate(labels),
-        np.concatenate(index),
-        excluded,
-        reader,
-    )
+    arrays = (np.asarray(shapes, np.int64), *map(np.concatenate, (boxes, labels, index)))
+    return SplitBoxes(config.data.source, split, list(names), *arrays, excluded, reader)
 
 
 def resize_sides(config) -> list:
     """The shorter sides training and evaluation resize to (see the module docstring)."""
     scales = config.data.augment.scales or []
     return sorted({int(config.data.min_size), *(int(side) for side in scales)})
-
-
-def _join(parts):
-    return anchor_fit.ResizedBoxes(
-        *(
-            np.concatenate([getattr(p, f.name) for p in parts])
-            for f in dataclasses.fields(anchor_fit.ResizedBoxes)
-        )
-    )
 
 
 def views(split: SplitBoxes, config, *, flip=None):
@@ -171,6 +153,7 @@ def views(split: SplitBoxes, config, *, flip=None):
         ymin, xmin, ymax, xmax = boxes.T
         flipped = np.stack([ymin, shape[:, 1] - xmax, ymax, shape[:, 1] - xmin], axis=1)
         for view, is_mirrored in ((boxes, False), (flipped, True))[: 2 if flip else 1]:
-            parts.append(anchor_fit.ResizedBoxes(view, shape, cells, split.labels))
+            parts.append((view, shape, cells, split.labels))
             mirrored.append(np.full(len(split.labels), is_mirrored))
-    return _join(parts), np.concatenate(mirrored)
+    # The views' boxes, image shapes, cells and labels, each joined.
+    return anchor_fit.ResizedBoxes(*map(np.concatenate, zip(*parts))), np.concatenate(mirrored)

@@ -125,10 +125,8 @@ def voc_dataset(root, split: str, class_names=None, strict: bool = False) -> tf.
         # 1-based VOC corners to 0-based pixel positions (module docstring).
         boxes = [[y0 - 1, x0 - 1, y1 - 1, x1 - 1] for _, (x0, y0, x1, y1), _ in objects]
         labels = [label_of[name] for name, _, _ in objects]
-        difficult = [flag for _, _, flag in objects]
-        entries.append(
-            Annotation(image_path, image_id, boxes, labels, {"difficult": difficult}, size)
-        )
+        flags = {"difficult": [flag for _, _, flag in objects]}
+        entries.append(Annotation(image_path, image_id, boxes, labels, flags, size))
 
     return annotated_dataset(
         entries,

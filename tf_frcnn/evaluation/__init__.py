@@ -13,14 +13,9 @@ from tf_frcnn.evaluation.evaluator import (
     unpad_proposals,
 )
 from tf_frcnn.evaluation.recall import recall_key, rpn_recall
-from tf_frcnn.evaluation.report import (
-    class_name,
-    format_table,
-    plot_loss_curves,
-    plot_pr_curves,
-    write_metrics_json,
-    write_report,
-)
+from tf_frcnn.evaluation.report import write_metrics_json, write_report
+from tf_frcnn.evaluation.report_plots import plot_loss_curves, plot_pr_curves
+from tf_frcnn.evaluation.report_tables import class_name, format_table
 from tf_frcnn.evaluation.voc import voc_ap, voc_metrics
 
 __all__ = [

@@ -50,14 +50,9 @@ def _coco_from_dataset(dataset: dict) -> COCO:
 
 def _build_coco_objects(groundtruths, detections, num_classes):
     image_ids = {record["image_id"]: i + 1 for i, record in enumerate(groundtruths)}
-    images = [
-        {
-            "id": image_ids[g["image_id"]],
-            "file_name": g["image_id"],
-            "height": g["height"],
-            "width": g["width"],
-        }
-        for g in groundtruths
+    images = [  # ids as ``image_ids`` (checked_records made them unique)
+        {"id": i + 1, "file_name": g["image_id"], "height": g["height"], "width": g["width"]}
+        for i, g in enumerate(groundtruths)
     ]
     categories = [{"id": label, "name": str(label)} for label in range(1, num_classes + 1)]
 
@@ -93,12 +88,9 @@ def _build_coco_objects(groundtruths, detections, num_classes):
         lambda d: ({"score": score, "iscrowd": 0} for score in d["scores"].tolist()),
     )
     # Built directly rather than with `COCO.loadRes`, which fails on an empty result list.
-    coco_gt = _coco_from_dataset(
-        {"images": images, "categories": categories, "annotations": gt_annotations}
-    )
-    coco_dt = _coco_from_dataset(
-        {"images": images, "categories": categories, "annotations": dt_annotations}
-    )
+    common = {"images": images, "categories": categories}
+    coco_gt = _coco_from_dataset({**common, "annotations": gt_annotations})
+    coco_dt = _coco_from_dataset({**common, "annotations": dt_annotations})
     return coco_gt, coco_dt
 
 

@@ -20,7 +20,7 @@ from tf_frcnn.evaluation._records import (
 from tf_frcnn.evaluation.coco import COCO_METRIC_NAMES, coco_metrics
 from tf_frcnn.evaluation.errors import classify_images, confusion_matrix, error_analysis
 from tf_frcnn.evaluation.recall import RECALL_PROPOSALS, rpn_recall
-from tf_frcnn.evaluation.report import class_name
+from tf_frcnn.evaluation.report_tables import class_name
 from tf_frcnn.evaluation.sizes import COCO_BINS, ap_by_size, tercile_bins
 from tf_frcnn.evaluation.thresholds import apply_thresholds, max_f1_thresholds
 from tf_frcnn.evaluation.voc import voc_metrics
@@ -216,14 +216,8 @@ class Evaluator:
         metrics["mAP_voc07"] = voc["mAP_voc07"]
         metrics["mAP_voc"] = voc["mAP_voc"]
         if self._with_proposals:
-            metrics.update(
-                rpn_recall(
-                    self._groundtruths,
-                    self._proposals,
-                    self.num_proposals,
-                    self.recall_iou_thresholds,
-                )
-            )
+            counts = (self.num_proposals, self.recall_iou_thresholds)
+            metrics.update(rpn_recall(self._groundtruths, self._proposals, *counts))
         metrics["num_images"] = self.num_images
         metrics["per_class"] = {
             label: {

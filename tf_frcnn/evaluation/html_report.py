@@ -253,7 +253,6 @@ def write_html_report(
     """Writes `model_dir/report{suffix}.html`.
 
     Args:
-      model_dir: directory the report goes into.
       metrics: as written to metrics.json (`Evaluator.result` and `Evaluator.analysis`).
       figures: {section title: PNG path}, embedded in that order.
       gallery: [{"group": e.g. "Worst images", "title": str, "caption": str, "image": uint8
@@ -261,9 +260,6 @@ def write_html_report(
       legend: {status: RGB colour} of the gallery's drawings.
       thumbnails: [{"caption": str, "image": uint8 [H, W, 3]}] of the likely label errors
         (`metrics["label_errors"]["issues"]`, in rank order), shown in their section.
-
-    Returns:
-      The report's path.
     """
     sections = _metric_sections(metrics) + _analysis_sections(metrics)
     label_errors = metrics.get("label_errors")
@@ -340,9 +336,6 @@ def write_prediction_index(directory, entries: Sequence[Mapping], model: str = "
       entries: [{"picture": file name in `directory`, "source": the input image's path,
         "detections": [(class name, score), ...]}].
       model: the model's path, for the heading.
-
-    Returns:
-      The page's path.
     """
     figures = []
     for entry in entries:

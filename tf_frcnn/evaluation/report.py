@@ -1,7 +1,6 @@
 """Writing evaluation results: `metrics.json` (atomically) and the Markdown report.
 
-The tables are in `report_tables`, the plots in `report_plots`; their public names are
-importable from here too.
+The tables are in `report_tables`, the plots in `report_plots`.
 """
 
 from __future__ import annotations
@@ -15,23 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from tf_frcnn.evaluation.label_errors import describe_kinds
-from tf_frcnn.evaluation.report_plots import (  # noqa: F401  (re-exported)
-    RECALL_CURVE_IOUS,
-    RECALL_CURVE_PROPOSALS,
-    plot_loss_curves,
-    plot_pr_curves,
-    plot_rpn_recall,
-    plot_validation_curves,
-    smooth,
-)
-from tf_frcnn.evaluation.report_tables import (  # noqa: F401  (re-exported)
-    ERROR_DESCRIPTIONS,
+from tf_frcnn.evaluation.report_tables import (
     LABEL_ERROR_HEADERS,
     METRIC_DESCRIPTIONS,
-    SECTION_NOTES,
     analysis_sections,
-    class_name,
-    format_table,
     header_rows,
     headline,
     label_error_rows,
@@ -77,13 +63,9 @@ def write_report(
     """Writes `model_dir/report{suffix}.md`: the metrics tables, what they mean, and the PNGs.
 
     Args:
-      model_dir: directory the report goes into.
       metrics: as returned by `Evaluator.result`.
       images: {section title: PNG path}, e.g. {"Precision-recall curves": ".../pr_curves.png"};
         linked relative to `model_dir`.
-
-    Returns:
-      The report's path.
     """
     model_dir = Path(model_dir)
     tables = metric_tables(metrics)

@@ -16,7 +16,7 @@ from tf_frcnn.evaluation.recall import RECALL_PROPOSALS, recall_key, rpn_recall
 from tf_frcnn.evaluation.report_tables import class_name
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -39,7 +39,6 @@ def plot_pr_curves(voc_result: Mapping, class_names, path, thresholds=None) -> P
       voc_result: the dict `voc_metrics` (or `Evaluator.voc_result`) returns.
       class_names: names of labels 1..C, a sequence (`class_names[label - 1]`), a mapping
         {label: name}, or None for the labels themselves.
-      path: the PNG to write.
       thresholds: optional {label: {"threshold", "precision", "recall"}} (the max-F1 points of
         `thresholds.max_f1_thresholds`), marked on each curve.
 
@@ -47,7 +46,7 @@ def plot_pr_curves(voc_result: Mapping, class_names, path, thresholds=None) -> P
       The path. Classes without ground truth are left out; one with ground truth but no detection
       appears in the legend only.
     """
-    figure = _new_figure(9, 6)
+    figure = new_figure(9, 6)
     axes = figure.add_subplot()
     colors = _colors(len(voc_result["precision"]))
     for color, label in zip(colors, voc_result["precision"]):
@@ -118,7 +117,7 @@ def _plot_per_stage(history: Mapping, path, title: str, empty: str, draw) -> Pat
     stages = list(history.items())
     columns = min(max(len(stages), 1), 2)
     rows = max(math.ceil(len(stages) / columns), 1)
-    figure = _new_figure(6 * columns, 3.5 * rows)
+    figure = new_figure(6 * columns, 3.5 * rows)
     if not stages:
         figure.add_subplot().text(0.5, 0.5, empty, ha="center", va="center")
     for i, (stage, points) in enumerate(stages):
@@ -139,10 +138,6 @@ def plot_loss_curves(history: Mapping[str, Sequence], path) -> Path:
     Args:
       history: {stage name: [(step, loss), ...]} in the order the stages ran, e.g. the four stages
         of the alternating training.
-      path: the PNG to write.
-
-    Returns:
-      The path.
     """
 
     def draw(axes, points, _stage):
@@ -182,16 +177,12 @@ def plot_rpn_recall(
 
     Args:
       groundtruths, proposals: per-image records as for `rpn_recall`, absolute boxes.
-      path: the PNG to write.
-
-    Returns:
-      The path.
     """
 
     counts = sorted(set(RECALL_CURVE_PROPOSALS) | set(num_proposals))
     ious = sorted(set(RECALL_CURVE_IOUS) | {0.7})
     recall = rpn_recall(groundtruths, proposals, counts, ious)
-    figure = _new_figure(12, 4)
+    figure = new_figure(12, 4)
     by_count = figure.add_subplot(1, 2, 1)
     for iou, style in ((0.5, "o-"), (0.7, "s--")):
         by_count.plot(
@@ -229,12 +220,8 @@ def plot_validation_curves(
     Args:
       history: {stage: [{"step": int, metric: float, ...}, ...]}, e.g. the rows of
         logs/{stage}.val.jsonl; every key other than "step" and "images" is a line.
-      path: the PNG to write.
       selected: {"stage", "step", ...} of the weights `eval` uses (state.json's "best"), marked
         with a dashed line and labelled on its stage's panel.
-
-    Returns:
-      The path.
     """
 
     def draw(axes, rows, stage):

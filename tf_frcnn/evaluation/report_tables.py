@@ -304,16 +304,9 @@ def label_error_rows(label_errors: Mapping, limit: int | None = None) -> list[li
     rows = []
     for rank, entry in enumerate(label_errors["issues"][:limit], start=1):
         label = entry.get("label_name", "-")
-        rows.append(
-            [
-                str(rank),
-                entry["kind"],
-                str(entry["image_id"]),
-                f"{entry['class_name']} {entry['score']:.2f}",
-                label,
-                f"{entry['iou']:.2f}",
-            ]
-        )
+        detection = f"{entry['class_name']} {entry['score']:.2f}"
+        row = [entry["kind"], str(entry["image_id"]), detection, label, f"{entry['iou']:.2f}"]
+        rows.append([str(rank), *row])
     return rows
 
 

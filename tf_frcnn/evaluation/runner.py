@@ -24,13 +24,12 @@ from tf_frcnn.evaluation.evaluator import (
 from tf_frcnn.evaluation.html_report import label_error_thumbnail, write_html_report
 from tf_frcnn.evaluation.label_errors import find_label_errors
 from tf_frcnn.evaluation.recall import RECALL_PROPOSALS
-from tf_frcnn.evaluation.report import (
+from tf_frcnn.evaluation.report import write_metrics_json, write_report
+from tf_frcnn.evaluation.report_plots import (
     plot_loss_curves,
     plot_pr_curves,
     plot_rpn_recall,
     plot_validation_curves,
-    write_metrics_json,
-    write_report,
 )
 from tf_frcnn.progress import BatchProgress
 from tf_frcnn.proposals import ProposalLayer
@@ -54,16 +53,10 @@ def batch_groundtruths(batch):
     ``unpad_groundtruths``)."""
     scale = batch["scale"].numpy()[:, None, None]
     sizes = batch["original_shape"].numpy()
+    records = {key: batch[key].numpy() for key in ("image_id", "labels", "difficult", "iscrowd")}
+    boxes = batch["boxes"].numpy() / scale
     return unpad_groundtruths(
-        {
-            "image_id": batch["image_id"].numpy(),
-            "boxes": batch["boxes"].numpy() / scale,
-            "labels": batch["labels"].numpy(),
-            "difficult": batch["difficult"].numpy(),
-            "iscrowd": batch["iscrowd"].numpy(),
-            "height": sizes[:, 0],
-            "width": sizes[:, 1],
-        }
+        {**records, "boxes": boxes, "height": sizes[:, 0], "width": sizes[:, 1]}
     )
 
 
@@ -101,8 +94,6 @@ def evaluate(model, class_names, batches, *, progress=True, predict=None):
     """COCO AP, VOC mAP and RPN recall of ``model`` on ``batches``.
 
     Args:
-      model: a ``FasterRCNN``.
-      class_names: names of labels 1..C.
       batches: padded batches of ``tf_frcnn.data.build_pipeline`` (not training).
       predict: an ``inference_function`` of ``model`` (default: a new one); without
         recall proposals, the metrics have no RPN recall.

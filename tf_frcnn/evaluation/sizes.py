@@ -75,13 +75,12 @@ def ap_by_size(
             true_positive.append(status[keep] == TRUE_POSITIVE)
         labels = concat(labels, np.int64)
         num_gt = {c: int(np.sum(labels == c)) for c in range(1, num_classes + 1)}
-        curves = precision_recall_by_class(
+        judged = (
             concat(scores, np.float64),
             concat(classes, np.int64),
             concat(true_positive, bool),
-            num_gt,
-            num_classes,
         )
+        curves = precision_recall_by_class(*judged, num_gt, num_classes)
         results.append(
             {
                 "name": name,

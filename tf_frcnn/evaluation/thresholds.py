@@ -69,14 +69,8 @@ def apply_thresholds(detections: list[dict], thresholds: Mapping, default: float
     kept = []
     for record in detections:
         keep = keep_mask(record["scores"], record["classes"], thresholds, default)
-        kept.append(
-            {
-                **record,
-                "boxes": np.asarray(record["boxes"]).reshape(-1, 4)[keep],
-                "scores": np.asarray(record["scores"])[keep],
-                "classes": np.asarray(record["classes"])[keep],
-            }
-        )
+        arrays = {key: np.asarray(record[key])[keep] for key in ("scores", "classes")}
+        kept.append({**record, "boxes": np.asarray(record["boxes"]).reshape(-1, 4)[keep], **arrays})
     return kept
 
 

@@ -171,13 +171,10 @@ def voc_metrics(
     num_gt = {label: int(np.sum(counted_labels == label)) for label in range(1, num_classes + 1)}
     # A detection whose best box is ignored does not enter the curve at all.
     kept = status != IGNORED
-    curves = precision_recall_by_class(
-        concat([d["scores"] for _, d in judged], np.float64)[kept],
-        concat([d["classes"] for _, d in judged], np.int64)[kept],
-        (status == TRUE_POSITIVE)[kept],
-        num_gt,
-        num_classes,
-    )
+    scores = concat([d["scores"] for _, d in judged], np.float64)[kept]
+    classes = concat([d["classes"] for _, d in judged], np.int64)[kept]
+    true_positive = (status == TRUE_POSITIVE)[kept]
+    curves = precision_recall_by_class(scores, classes, true_positive, num_gt, num_classes)
     result = {
         "per_class_AP_voc07": {label: c["AP_voc07"] for label, c in curves.items()},
         "per_class_AP": {label: c["AP"] for label, c in curves.items()},

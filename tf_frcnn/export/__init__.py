@@ -2,12 +2,7 @@
 model of built-in ops only and its quantized variants (`tflite`), a predictor that runs either
 (`serving.load_predictor`), the check of every artifact against the Keras model over the eval
 split (`verify`, ``tf-frcnn export --verify``), and inference with the weights frozen to
-constants (`frozen`).
-
-Outputs everywhere: ``detection_boxes`` float32 [batch, 100, 4] normalised [ymin, xmin, ymax,
-xmax] relative to the original image, ``detection_scores`` float32 [batch, 100],
-``detection_classes`` int32 [batch, 100] (1-based, 0 on padding), ``num_detections`` int32
-[batch].
+constants (`frozen`). The outputs are the SavedModel's signatures' (`saved_model`).
 """
 
 from tf_frcnn.export.frozen import freeze, frozen_inference, unoptimized

@@ -37,12 +37,12 @@ def freeze(concrete, jit_compile=False):
     )
     graph_def, converted = convert_to_constants._replace_variables_by_constants(converter_data=data)
     del data
+    held = [graph_def]
     # XLA cannot compile the input placeholders an imported GraphDef keeps beside its input_map.
     if not jit_compile and len(converted) == len(concrete.graph.internal_captures):
         captured = {id(concrete.graph.internal_captures[index]) for index in converted}
         inputs = [t.name for t in concrete.inputs if id(t) not in captured]
         outputs = [t.name for t in concrete.outputs]
-        held = [graph_def]
 
         def flat_call(*args):
             return tf.graph_util.import_graph_def(
@@ -54,7 +54,6 @@ def freeze(concrete, jit_compile=False):
         flat_call = convert_to_constants._construct_concrete_function(
             concrete, graph_def, converted
         )
-        held = [graph_def]
 
     @tf.function(
         input_signature=concrete.structured_input_signature[0], jit_compile=jit_compile or None
@@ -107,12 +106,10 @@ def frozen_inference(model, height, width, batch_size=1, jit_compile=False):
     if jit_compile:
         model = builtin_twin(model)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([batch_size, height, width, 3], tf.float32, name="images"),
-            tf.TensorSpec([batch_size, 2], tf.int32, name="image_shape"),
-        ]
-    )
+    image_spec = tf.TensorSpec([batch_size, height, width, 3], tf.float32, name="images")
+    shape_spec = tf.TensorSpec([batch_size, 2], tf.int32, name="image_shape")
+
+    @tf.function(input_signature=[image_spec, shape_spec])
     def infer(images, image_shape):
         return model.infer({"images": images, "image_shape": image_shape})
 

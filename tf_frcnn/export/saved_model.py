@@ -112,15 +112,8 @@ class DetectionModule:
     def serve_bytes(self, images):
         """string [batch] encoded images -> detections (sizes may differ within the batch)."""
         images = _checked(images, [None])
-        known = tf.reduce_any(
-            tf.stack(
-                [
-                    tf.equal(tf.strings.substr(images, 0, len(magic)), magic)
-                    for magic in _IMAGE_SIGNATURES
-                ]
-            ),
-            axis=0,
-        )
+        matches = [tf.equal(tf.strings.substr(images, 0, len(m)), m) for m in _IMAGE_SIGNATURES]
+        known = tf.reduce_any(tf.stack(matches), axis=0)
         check = tf.debugging.Assert(
             tf.reduce_all(known),
             [
@@ -139,14 +132,11 @@ class DetectionModule:
             resized, _ = resize_image(image, self.min_size, self.max_size)
             return tf.RaggedTensor.from_tensor(resized, ragged_rank=1), tf.shape(resized)[:2]
 
+        ragged_spec = tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1)
+        signature = (ragged_spec, tf.TensorSpec([2], tf.int32))
         with tf.control_dependencies([check]):
             ragged, image_shape = tf.map_fn(
-                decode_and_resize,
-                images,
-                fn_output_signature=(
-                    tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
-                    tf.TensorSpec([2], tf.int32),
-                ),
+                decode_and_resize, images, fn_output_signature=signature
             )
         return self._detect(ragged.to_tensor(), image_shape)
 

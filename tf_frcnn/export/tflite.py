@@ -248,9 +248,6 @@ def export_tflite(
       canvas: the input is the image resized by the rule and padded, with a second input
         ``image_shape`` (see the module docstring); False: the graph resizes its input.
 
-    Returns:
-      pathlib.Path of the written file.
-
     Raises:
       ValueError: an unknown ``quantization``.
       tf_frcnn.config.ConfigError: the model computes in float16 or bfloat16 (its ops would

@@ -33,6 +33,7 @@ from tf_frcnn.export.serving import load_predictor, trim_detections
 VERIFY_JSON = "verify.json"
 VERIFY_TABLE = "verify.md"
 KERAS = "Keras model"
+TFLITE_THREADS = 2  # the TFLite interpreter's (the SavedModel runs on TensorFlow's own)
 # Batch equality: boxes (normalised) and scores of a batched call against single calls.
 BATCH_ATOL = 1e-4
 BATCH_SIZE = 4
@@ -61,11 +62,7 @@ def _samples(config, split, limit):
     records, _ = inputs.source(config, split)
     if limit is not None:
         records = records.take(limit)
-    samples = []
-    for record in records.as_numpy_iterator():
-        record["bytes"] = _encoded(config, record)
-        samples.append(record)
-    return samples
+    return [{**record, "bytes": _encoded(config, record)} for record in records.as_numpy_iterator()]
 
 
 def _metrics(samples, outputs, class_names):
@@ -73,9 +70,8 @@ def _metrics(samples, outputs, class_names):
     evaluator = Evaluator(len(class_names), class_names)
     for record, out in zip(samples, outputs):
         height, width = size = record["image"].shape[:2]
-        groundtruth = {
-            key: record.get(key) for key in ("image_id", "labels", "difficult", "iscrowd")
-        }
+        keys = ("image_id", "labels", "difficult", "iscrowd")
+        groundtruth = {key: record.get(key) for key in keys}
         groundtruth.update(boxes=to_absolute(record["boxes"], size), height=height, width=width)
         detections = {
             "image_id": record["image_id"],
@@ -193,31 +189,17 @@ def format_table(report):
 
 
 def verify_export(
-    model,
-    config,
-    class_names,
-    version_dir,
-    tflite=(),
-    *,
-    num_images=None,
-    tolerance=0.005,
-    threads=2,
-    split=None,
+    model, config, class_names, version_dir, tflite=(), *, num_images=None, tolerance=0.005
 ):
     """Run every artifact of an export over the eval split and compare it with ``model``.
 
     Args:
-      model: the exported ``FasterRCNN``.
-      config: its ``Config``.
-      class_names: names of classes 1..C.
       version_dir: the SavedModel version directory; ``verify.json`` and ``verify.md`` go there.
       tflite: (name, path, resize) per ``.tflite`` file: a display name, the file, and the
         ``resize`` argument of ``load_predictor`` it needs (None or (min_size, max_size)).
       num_images: the first N images of the split (rounded up to whole eval batches); None:
         all of it.
       tolerance: the largest AP drop an artifact may have.
-      threads: TFLite interpreter threads (the SavedModel runs on TensorFlow's own).
-      split: default the config's ``data.eval_split``.
 
     Returns:
       the report dict (also written as ``verify.json``): {"split", "images", "tolerance",
@@ -229,7 +211,7 @@ def verify_export(
         written first).
     """
     version_dir = pathlib.Path(version_dir)
-    split = split or config.data.eval_split
+    split = config.data.eval_split
     batch_size = config.data.batch_size
     num_batches = math.ceil(num_images / batch_size) if num_images else None
     batches = inputs.batches(config, split, training=False)
@@ -244,14 +226,14 @@ def verify_export(
     rows += _saved_model_rows(version_dir, judge)
     images = [record["image"] for record in samples]
     for name, path, resize in tflite:
-        predictor = load_predictor(path, num_threads=threads, resize=resize)
+        predictor = load_predictor(path, num_threads=TFLITE_THREADS, resize=resize)
         outputs, ms = _run_all(predictor, images)
         rows.append(judge.row(f"TFLite {name}", path, outputs, ms, _size_bytes(path)))
     report = {
         "split": split,
         "images": len(samples),
         "tolerance": tolerance,
-        "tflite_threads": threads,
+        "tflite_threads": TFLITE_THREADS,
         "artifacts": rows,
         "ok": all(r["ok"] for r in rows),
     }

@@ -132,13 +132,8 @@ class TimeBudget:
             return None
         remaining = list(self.base_steps)[list(self.base_steps).index(stage) :]
         costs = {s: self.costs.get(s) or self._estimate(s) for s in remaining}
-        self.scale, steps = fit_steps(
-            {s: self.base_steps[s] for s in remaining},
-            costs,
-            self.deadline - now,
-            self.eval_every,
-            done={stage: step},
-        )
+        base, left = {s: self.base_steps[s] for s in remaining}, self.deadline - now
+        self.scale, steps = fit_steps(base, costs, left, self.eval_every, {stage: step})
         self.fits += 1
         return steps
 

@@ -40,7 +40,8 @@ class WeightAverage:
         ]
         # What a checkpoint keeps (the weights themselves are the model's to save).
         self.trackable = tf.train.Checkpoint(updates=self.updates, averages=self.averages)
-        self._update = tf.function(self._update_averages)
+        # ``update()``: one update, after a training step.
+        self.update = tf.function(self._update_averages)
 
     def decay_at(self, updates):
         """d_n for update ``updates`` (a float or a tensor)."""
@@ -51,10 +52,6 @@ class WeightAverage:
         d = self.decay_at(self.updates)
         for average, weight in zip(self.averages, self._weights):
             average.assign(d * average + (1.0 - d) * _tensor(weight))
-
-    def update(self):
-        """One update, after a training step."""
-        self._update()
 
     @contextlib.contextmanager
     def swapped(self):

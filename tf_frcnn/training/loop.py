@@ -67,24 +67,13 @@ class StageLoop:
         parts trainable and runs ``objective``'s losses."""
         stage = get_stage(stage) if isinstance(stage, str) else stage
         set_trainable(model, stage)
-        return cls(
-            stage_losses(model, stage, objective, proposal_source),
-            model,
-            optimizer,
-            strategy,
-            **kwargs,
-        )
+        losses_of = stage_losses(model, stage, objective, proposal_source)
+        return cls(losses_of, model, optimizer, strategy, **kwargs)
 
     def _replica_step(self, batch):
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        return train_step(
-            self.losses_of,
-            self.model,
-            self.optimizer,
-            batch,
-            clip_norm=self.clip_norm,
-            replicas=replicas,
-        )
+        parts = (self.losses_of, self.model, self.optimizer, batch)
+        return train_step(*parts, clip_norm=self.clip_norm, replicas=replicas)
 
     def _distributed_step(self, batch):
         self.trace_count += 1
@@ -253,12 +242,8 @@ class StageRun:
                 self.hooks.on_best(row)
         self.records.state.save()
         record = validation.record
-        self.report.validation(
-            step,
-            self.steps,
-            row,
-            f"best {validation.metric} {record['best']:.4f} at step {record['best_step']}",
-        )
+        best = f"best {validation.metric} {record['best']:.4f} at step {record['best_step']}"
+        self.report.validation(step, self.steps, row, best)
         return row
 
     def report_stop(self, step, row):

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from tf_frcnn.choices import LR_SCHEDULES
+from tf_frcnn.config import kwargs_for
 
 WARMUP_FACTOR = 0.001
 
@@ -127,12 +128,4 @@ def learning_rate(stage_config, variable_length=False):
     warm = stage_config.warmup_steps or stage_config.warmup_fraction
     if constant and not warm and not variable_length:
         return stage_config.learning_rate
-    return StageSchedule(
-        stage_config.learning_rate,
-        stage_config.lr_schedule,
-        steps=stage_config.steps,
-        decay_steps=stage_config.decay_steps,
-        warmup_steps=stage_config.warmup_steps,
-        warmup_fraction=stage_config.warmup_fraction,
-        final_lr_fraction=stage_config.final_lr_fraction,
-    )
+    return StageSchedule(**kwargs_for(StageSchedule, stage_config, kind=stage_config.lr_schedule))

@@ -82,12 +82,9 @@ class BackbonePretrainer(keras.Model):
         losses = []
         for logits, stride in zip(levels, self.strides, strict=True):
             shape = tf.shape(logits)
+            size = (shape[1], shape[2])
             target = cell_labels(
-                batch["boxes"],
-                batch["labels"],
-                (shape[1], shape[2]),
-                stride,
-                batch.get("image_shape"),
+                batch["boxes"], batch["labels"], size, stride, batch.get("image_shape")
             )
             valid = tf.cast(target >= 0, tf.float32)
             cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(

@@ -351,12 +351,8 @@ class Trainer:
 
     def _stage_settings(self, stage, state):
         """The stage's ``StageConfig`` with the length ``state`` resolved for it."""
-        length = state.stage_steps[stage]
-        return dataclasses.replace(
-            stage_config(self.config, stage),
-            steps=length["steps"],
-            decay_steps=length["decay_steps"],
-        )
+        length = state.stage_steps[stage]  # {"steps", "decay_steps"}
+        return dataclasses.replace(stage_config(self.config, stage), **length)
 
     def _restore(self, stage, loop, model, resuming):
         """(checkpoint manager of ``stage``'s directory, the step to start from): the
@@ -378,26 +374,17 @@ class Trainer:
         if not start or stage not in state.validation:
             state.validation[stage] = fresh_record()
         batches, class_names = self._validation_data
-        validator = StageValidator(
-            self.model,
-            self.config,
-            STAGES[stage],
-            class_names,
-            batches,
-            proposal_source=None if self.proposer is None else self.proposer.propose,
-        )
+        source = None if self.proposer is None else self.proposer.propose
+        parts = (self.model, self.config, STAGES[stage], class_names, batches)
+        validator = StageValidator(*parts, proposal_source=source)
         # Under a time budget (also once resumed) the final stage trains to the
         # deadline: time it frees would go to no later stage.
         budgeted = state.budget is not None
-        keeps_going = final and budgeted and not self.config.train.stop_final_stage
+        t = self.config.train
+        patience = None if final and budgeted and not t.stop_final_stage else t.patience
+        record = state.validation[stage]
         return ValidationSchedule(
-            validator,
-            stage,
-            self.config.train.eval_every,
-            None if keeps_going else self.config.train.patience,
-            self.log_dir,
-            state.validation[stage],
-            min_delta=self.config.train.min_delta,
+            validator, stage, t.eval_every, patience, self.log_dir, record, min_delta=t.min_delta
         )
 
     def _save_best(self, model, state, stage, row):
@@ -406,13 +393,8 @@ class Trainer:
 
     def _observe(self, stage, state, rate, validation, step):
         """The time budget's look at ``step``: the stage's new length when it refits."""
-        steps = self._budget.observe(
-            stage,
-            step,
-            time.perf_counter(),
-            validation.seconds if validation else 0.0,
-            validation.count if validation else 0,
-        )
+        seconds, count = (validation.seconds, validation.count) if validation else (0.0, 0)
+        steps = self._budget.observe(stage, step, time.perf_counter(), seconds, count)
         if steps is None:
             return None
         self._apply_fit(state, steps, rate)

@@ -84,11 +84,10 @@ class StageValidator:
                 boxes.numpy() / scale, count.numpy(), batch["image_id"].numpy()
             )
         self._check(len(groundtruths))
-        return {
-            RPN_METRIC: rpn_recall(
-                groundtruths, proposals, num_proposals=(RPN_RECALL_AT,), iou_thresholds=(0.5,)
-            )[RPN_METRIC]
-        }
+        recall = rpn_recall(
+            groundtruths, proposals, num_proposals=(RPN_RECALL_AT,), iou_thresholds=(0.5,)
+        )
+        return {RPN_METRIC: recall[RPN_METRIC]}
 
     def _check(self, count):
         self.num_images = count
