@@ -11,8 +11,9 @@ is the same graph reading its weights from variables),
 ``train_step_s_median`` (with --train: the approximate-joint step with both losses,
 two ground-truth boxes, the config's 2,000 training proposals and 128 ROIs), the
 model's FLOPs counted from the graph (per op type), the floor and the ratio to it,
-the time split and peak RSS (``peak_rss_mb``, VmHWM, and ``peak_rss_mb_by_phase``, each
-phase's own peak; see docs/benchmarks.md, "Memory").
+the time split and peak RSS (``peak_rss_mb``, VmHWM, the largest of this process's and its
+children's; ``peak_rss_mb_by_phase``, each phase's own peak; ``peak_rss_mb_by_process``; see
+docs/benchmarks.md, "Memory").
 
 The floor: each Conv2D and MatMul of the inference graph (every layer of the
 backbone, the RPN and the head, at the benchmark's input size) rebuilt alone with
@@ -22,9 +23,12 @@ for the model's arithmetic on this machine with nothing else around them.
 
 The split times each part alone (backbone convs; RPN head + proposals; ROI pooling;
 the region-wise fc layers; the sibling output layers + post-processing), traced on
-the previous part's outputs, in interleaved rounds among themselves (then released:
-the whole inference is timed after them, frozen and reading variables interleaved, so
-that not every frozen copy of the weights is held at once); ``split_sum_s`` next to
+the previous part's outputs, in interleaved rounds among themselves; the whole inference
+is timed after them, frozen and reading variables interleaved, then its FLOPs and the floor
+counted. The split and the whole inference each run in a child process (started with
+'spawn', the model built there as here), so that no process holds more than one set of
+frozen weights, nor what TF keeps of one after running it; the training step runs in this
+process, on a model built after the children are done. ``split_sum_s`` next to
 ``infer_s_median`` shows what the parts leave out (the glue between them).
 ``non_backbone_fraction`` counts the backbone network as its convs plus, where the
 backbone brings them (VGG16's fc6/fc7), its fc layers.
@@ -55,7 +59,7 @@ class MemoryPhases:
 
     def __init__(self, interval=0.05):
         self.peaks, self.timeline, self.current = {}, [], None
-        self._start, self._interval = time.perf_counter(), interval
+        self.start, self._interval = time.perf_counter(), interval
         self._resettable = self._reset()
         self._sampled_peak = 0.0
         self._stop = threading.Event()
@@ -83,7 +87,7 @@ class MemoryPhases:
         while not self._stop.wait(self._interval):
             rss = self.status_mb("VmRSS")
             self._sampled_peak = max(self._sampled_peak, rss)
-            self.timeline.append((round(time.perf_counter() - self._start, 2), self.current, rss))
+            self.timeline.append((round(time.perf_counter() - self.start, 2), self.current, rss))
 
     def phase(self, name):
         if self.current is not None:
@@ -332,55 +336,51 @@ def _time_parts(parts, runs, memory, tag=""):
     return timings, times
 
 
-def _inference(args, config, model, images, image_shape, memory):
-    """The inference fields of the result: times, FLOPs, the floor, the split."""
+def _split(args, model, images, image_shape, memory):
+    """The split: each part's median seconds, its parts timed in interleaved rounds."""
+    memory.phase("trace_split")
+    split, _ = _time_parts(
+        _split_parts(args, model, images, image_shape), args.runs, memory, "_split"
+    )
+    return split
 
-    # The split's frozen parts, then the whole inference, each set held only while it is
-    # timed: a frozen VGG16 holds its weights several times over once TF has run it
-    # (docs/benchmarks.md, "Memory").
-    split = {}
-    if "split" not in args.skip:
-        memory.phase("trace_split")
-        split, _ = _time_parts(
-            _split_parts(args, model, images, image_shape), args.runs, memory, "_split"
-        )
-        _release()
+
+def _flops(args, model, images, graph):
+    """(FLOPs per op type of the shapes-only ``graph``, the backbone's FLOPs)."""
+    if "flops" in args.skip:
+        return {}, float("nan")
+    by_op = _flops_by_op(graph)
+    backbone = _frozen_part(args, lambda x: model.features(x), images)[0]
+    backbone_flops = sum(_flops_by_op(_shapes_only(backbone.graph)).values())
+    return by_op, backbone_flops
+
+
+def _whole(args, model, images, image_shape, memory):
+    """The whole inference (frozen and reading variables, interleaved), its FLOPs and the
+    floor: the inference fields of the result but the split's."""
     memory.phase("trace")
     parts = _full(args, model, images, image_shape)
+    # The shapes-only copy before the first calls, while the frozen graph is the only copy
+    # of the weights TF holds (made after the timed calls, it added 1 GB to the peak).
+    graph = _shapes_only(parts["full_frozen"][0].graph)
     timings, times = _time_parts(parts, args.runs, memory)
     infer_median = timings["full_frozen"]
-
     memory.phase("flops")
-    graph = _shapes_only(parts["full_frozen"][0].graph)
     del parts
     _release()
-    by_op, backbone_flops = {}, float("nan")
-    if "flops" not in args.skip:
-        by_op = _flops_by_op(graph)
-        backbone = _frozen_part(args, lambda x: model.features(x), images)[0]
-        backbone_flops = sum(_flops_by_op(_shapes_only(backbone.graph)).values())
-        del backbone
-    flops = sum(by_op.values())
-    conv_flops = sum(v for k, v in by_op.items() if "Conv2D" in k)
-    matmul_flops = sum(v for k, v in by_op.items() if "MatMul" in k)
+    by_op, backbone_flops = _flops(args, model, images, graph)
     memory.phase("floor")
     floor = conv_floor = matmul_floor = conv_rate = matmul_rate = float("nan")
     if "floor" not in args.skip:
         floor, conv_floor, matmul_floor, conv_rate, matmul_rate = _kernel_floor(graph, args.runs)
-    del graph
-    backbone_network = float("nan")
-    if split:
-        backbone_network = split["backbone"] + (
-            split["region_fc"] if config.model.backbone == "vgg16" else 0.0
-        )
     return {
         "infer_s_median": infer_median,
         "infer_s": times["full_frozen"],
         "infer_variables_s_median": timings["full"],
-        "flops_g": flops / 1e9,
+        "flops_g": sum(by_op.values()) / 1e9,
         "backbone_flops_g": backbone_flops / 1e9,
-        "conv_flops_g": conv_flops / 1e9,
-        "matmul_flops_g": matmul_flops / 1e9,
+        "conv_flops_g": sum(v for k, v in by_op.items() if "Conv2D" in k) / 1e9,
+        "matmul_flops_g": sum(v for k, v in by_op.items() if "MatMul" in k) / 1e9,
         "conv_rate_gflops": conv_rate,
         "matmul_rate_gflops": matmul_rate,
         "floor_s": floor,
@@ -388,6 +388,16 @@ def _inference(args, config, model, images, image_shape, memory):
         "floor_matmul_s": matmul_floor,
         "ratio_to_floor": infer_median / floor,
         "flops_by_op_g": {name: value / 1e9 for name, value in by_op.items()},
+    }
+
+
+def _with_split(whole, split, backbone):
+    """The whole inference's fields with the split's: ``backbone`` is the config's backbone
+    name (VGG16's fc6/fc7 count as the backbone network)."""
+    backbone_network = float("nan")
+    if split:
+        backbone_network = split["backbone"] + (split["region_fc"] if backbone == "vgg16" else 0.0)
+    return whole | {
         "split_s": split,
         "split_sum_s": sum(split.values()),
         # The backbone network's own layers: its convs and, where it has them (VGG16's
@@ -395,6 +405,68 @@ def _inference(args, config, model, images, image_shape, memory):
         "backbone_network_s": backbone_network,
         "non_backbone_fraction": 1.0 - backbone_network / (sum(split.values()) or float("nan")),
     }
+
+
+def _child(args, part):
+    """``part`` of the inference ("split" or "whole") in this (child) process: the model
+    built here, as the parent would build it. Returns the part's fields, this process's
+    peaks by phase (its build phase named ``build_<part>``), its peak, and its RSS samples
+    on the parent's clock (perf_counter is the system's monotonic clock)."""
+    memory = MemoryPhases()
+    memory.phase("build_" + part)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config, model, images, image_shape = _build(args)
+    run = _split if part == "split" else _whole
+    fields = run(args, model, images, image_shape, memory)
+    peak = max(memory.close(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {
+        "part": part,
+        "fields": fields,
+        "backbone": config.model.backbone,
+        "peaks": memory.peaks,
+        "peak": peak,
+        "start": memory.start,
+        "timeline": memory.timeline,
+    }
+
+
+def _in_child(args, part):
+    """``_child(args, part)`` in a fresh process (the 'spawn' start method: nothing of
+    this one's TF is inherited), so that no frozen copy of the weights, nor what TF keeps
+    after running one, stays in this process or in the next part's."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_child, args, part).result()
+
+
+def _inference(args):
+    """The inference fields of the result (times, FLOPs, the floor, the split), and the
+    children's reports: the split's five frozen parts, then the whole inference, each in
+    its own child process (a frozen VGG16 holds its weights several times over once TF has
+    run it, and part of that stays after it is deleted: docs/benchmarks.md, "Memory")."""
+    children = {}
+    if "split" not in args.skip:
+        children["split"] = _in_child(args, "split")
+    children["whole"] = _in_child(args, "whole")
+    split = children["split"]["fields"] if "split" in children else {}
+    fields = _with_split(children["whole"]["fields"], split, children["whole"]["backbone"])
+    return fields, list(children.values())
+
+
+def _combined_memory(own_peaks, own_peak, children):
+    """``(peak_rss_mb, peak_rss_mb_by_phase, peak_rss_mb_by_process)``: the process's peak
+    is the largest of its own and its children's (each child's phases are its own)."""
+    by_phase = dict(own_peaks)
+    for child in children:
+        by_phase |= child["peaks"]
+    by_process = {"parent": round(own_peak)} | {
+        child["part"]: round(child["peak"]) for child in children
+    }
+    peak = max([own_peak] + [child["peak"] for child in children])
+    return peak, {name: round(mb) for name, mb in by_phase.items()}, by_process
 
 
 def _train_step(args, config, model, images, image_shape, memory):
@@ -409,14 +481,22 @@ def _train_step(args, config, model, images, image_shape, memory):
     return {"train_step_s_median": statistics.median(times), "train_step_s": times}
 
 
+def _timeline(memory, children):
+    """Every process's RSS samples on this one's clock, in time order."""
+    samples = list(memory.timeline)
+    for child in children:
+        offset = child["start"] - memory.start
+        samples += [(round(t + offset, 2), phase, mb) for t, phase, mb in child["timeline"]]
+    return sorted(samples, key=lambda sample: sample[0])
+
+
 def main():
     args = _args()
     memory = MemoryPhases()
-    memory.phase("build")
+    memory.phase("start")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    config, model, images, image_shape = _build(args)
     result = {
         "ours": "tf_frcnn",
         "config": args.config,
@@ -426,19 +506,24 @@ def main():
         "svd_ranks": args.svd_ranks,
         "skip": args.skip,
     }
+    children = []
     if "inference" not in args.skip:
-        result |= _inference(args, config, model, images, image_shape, memory)
+        fields, children = _inference(args)
+        result |= fields
     if args.train:
+        memory.phase("build")
+        config, model, images, image_shape = _build(args)
         result |= _train_step(args, config, model, images, image_shape, memory)
-    # VmHWM, the process's peak resident set: overall, and each phase's own (reset at
-    # the phase's start).
-    result["peak_rss_mb"] = max(
-        memory.close(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
-    result["peak_rss_mb_by_phase"] = {name: round(mb) for name, mb in memory.peaks.items()}
+    # VmHWM: each phase's own peak (reset at the phase's start), this process's and its
+    # children's; peak_rss_mb is the largest of the processes' peaks.
+    own_peak = max(memory.close(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak, by_phase, by_process = _combined_memory(memory.peaks, own_peak, children)
+    result["peak_rss_mb"] = peak
+    result["peak_rss_mb_by_phase"] = by_phase
+    result["peak_rss_mb_by_process"] = by_process
     if args.memory_timeline:
         with open(args.memory_timeline, "w") as out:
-            for sample in memory.timeline:
+            for sample in _timeline(memory, children):
                 out.write(json.dumps(sample) + "\n")
     print(json.dumps(result))
 
