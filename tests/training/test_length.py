@@ -89,10 +89,33 @@ def test_time_budget_refits_from_what_it_measures():
     for step in range(2, 4):
         assert budget.observe("rpn1", step, now=2.0 + (step - 1)) is None
     steps = budget.observe("rpn1", 4, now=5.0)  # 1 s per step, 1 s set-up
-    # detector2 unmeasured: twice rpn1's set-up, its step time: 100 - 5 = 95 s
-    # hold 2 + k * 20 + ... -> k = (95 + 4 - 2) / 20.
-    assert budget.scale == pytest.approx((95 + 4 * 1.0 - 2.0) / 20)
+    # detector2 unmeasured: rpn1's set-up and step time: 100 - 5 = 95 s
+    # hold 1 + k * 20 + ... -> k = (95 + 4 - 1) / 20.
+    assert budget.scale == pytest.approx((95 + 4 * 1.0 - 1.0) / 20)
     assert steps == {"rpn1": int(budget.scale * 10), "detector2": int(budget.scale * 10)}
+
+
+def _simulated_end(first_rate, later_rate, change_at, deadline=100.0):
+    """Runs one stage of 10 base steps under ``deadline`` s on a clock whose step
+    takes ``first_rate`` s until ``change_at`` s, then ``later_rate`` s; returns the end."""
+    budget = TimeBudget(deadline=deadline, base_steps={"a": 10}, like={}, eval_every=None)
+    budget.stage_begins(0.0)
+    now, step, steps = 1.0, 0, 10
+    while step < steps:
+        step += 1
+        now += first_rate if now < change_at else later_rate
+        fitted = budget.observe("a", step, now)
+        steps = fitted["a"] if fitted else steps
+    return now
+
+
+@pytest.mark.parametrize("change_at", [30.0, 50.0, 70.0])
+def test_a_rate_that_changes_late_still_ends_at_the_deadline(change_at):
+    # Fitted only at doubling step counts, a stage whose step halved at 50 s (another job
+    # ended) stopped at 91 s of 100, and one whose step doubled ran to 145 s: the fits near
+    # the end (each quarter of the steps left) bring both within a step or two.
+    assert 98.0 <= _simulated_end(1.0, 0.5, change_at) <= 100.5
+    assert 99.0 <= _simulated_end(0.5, 1.0, change_at) <= 101.5
 
 
 def test_minutes_fits_the_smoke_schedule_into_its_budget(tmp_path, tfds_dir):

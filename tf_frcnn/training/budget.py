@@ -5,10 +5,13 @@ The stages not yet finished train floor(k * base) steps, for the largest k whose
 time fits the time left, so each keeps its proportion of the config's steps. The prediction
 uses this run's measurements: each stage's set-up, time per step (checkpoints included) and
 per validation, taken after its first step, after ``CALIBRATION_STEPS`` + 1 steps, each time
-its step count doubles (so checkpoints and drift enter the rate) and after each validation;
-each fits k again. A stage not measured yet costs what its ``Stage.like`` did, else twice the
-largest set-up and the slowest step so far (a detector's step is slower than an RPN's), so
-the final stage's length comes from its own rate."""
+its step count doubles (so checkpoints and drift enter the rate), after each validation, and
+near its end each time it has trained a quarter of the steps it has left (a rate that falls
+late in a stage, as when another job ends, would otherwise leave the deadline unreached);
+each fits k again. A stage not measured yet costs what its ``Stage.like`` did, else the
+largest set-up and the slowest step so far (a detector's step is slower than an RPN's; the
+first stage's set-up, which builds the model and fills the input pipeline, is the largest),
+so the final stage's length comes from its own rate."""
 
 import dataclasses
 import math
@@ -92,6 +95,7 @@ class TimeBudget:
         self.fits = 0
         self._last_step_end = None
         self._first_step_end = None
+        self._fitted = {}  # {stage: (its steps in the last fit, the step it came at)}
 
     def stage_begins(self, now):
         """Called before a stage's set-up; the time since the previous stage's last
@@ -114,7 +118,9 @@ class TimeBudget:
                 )
                 fit = True
         elif step - 1 >= CALIBRATION_STEPS and (
-            _doubling((step - 1) / CALIBRATION_STEPS) or validations > self._validations
+            _doubling((step - 1) / CALIBRATION_STEPS)
+            or validations > self._validations
+            or self._tail(stage, step)
         ):
             step_s = (now - self._first_step_end - validation_s) / (step - 1)
             guess = self._estimate(stage)
@@ -135,7 +141,16 @@ class TimeBudget:
         base, left = {s: self.base_steps[s] for s in remaining}, self.deadline - now
         self.scale, steps = fit_steps(base, costs, left, self.eval_every, {stage: step})
         self.fits += 1
+        self._fitted = {s: (n, step if s == stage else 0) for s, n in steps.items()}
         return steps
+
+    def _tail(self, stage, step):
+        """Whether ``stage`` has trained a quarter of the steps its last fit left it
+        (at least ``CALIBRATION_STEPS``) since that fit."""
+        if stage not in self._fitted:
+            return False
+        steps, at = self._fitted[stage]
+        return step - max(at, 1) >= max(CALIBRATION_STEPS, (steps - max(at, 1)) / 4)
 
     def _estimate(self, stage):
         """The costs ``stage`` is assumed to have before it is measured (see the
@@ -146,7 +161,7 @@ class TimeBudget:
             return None
         measured = self.costs.values()
         return StageCost(
-            2 * max(c.overhead_s for c in measured),
+            max(c.overhead_s for c in measured),
             max(c.step_s for c in measured),
             max(c.validation_s for c in measured),
         )
