@@ -1,11 +1,31 @@
 import contextlib
+import importlib.util
 import os
+import pathlib
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def benchmark_module(monkeypatch):
+    """``benchmark_module(name)`` loads ``benchmarks/<name>.py``: benchmarks/ is not a
+    package and its scripts import their neighbours by name, so it goes on sys.path."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

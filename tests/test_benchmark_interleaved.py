@@ -2,7 +2,6 @@
 (no model, no torch: well under a second)."""
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -15,13 +14,8 @@ BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture
-def interleaved(monkeypatch):
-    # benchmarks/ is not a package; interleaved.py imports its neighbour stats.py by name.
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("interleaved", BENCHMARKS / "interleaved.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def interleaved(benchmark_module):
+    return benchmark_module("interleaved")
 
 
 class FakeWorker:

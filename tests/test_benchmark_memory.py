@@ -1,24 +1,12 @@
 """benchmarks/bench_inference.py's memory report when phases run in child processes: the
 process's peak is the largest of its own and its children's (no model, no TF)."""
 
-import importlib.util
-import pathlib
-
 import pytest
-
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    # benchmarks/ is not a package; bench_inference.py imports its neighbours by name.
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(
-        "bench_inference", BENCHMARKS / "bench_inference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(benchmark_module):
+    return benchmark_module("bench_inference")
 
 
 def _child(part, peaks, start, timeline=()):

@@ -2,22 +2,13 @@
 bootstrap interval of a ratio of medians, on synthetic samples (numpy only, well under a
 second)."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "stats.py"
 
-
-@pytest.fixture(scope="module")
-def stats():
-    # benchmarks/ is not a package: load the module by its path.
-    spec = importlib.util.spec_from_file_location("benchmark_stats", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def stats(benchmark_module):
+    return benchmark_module("stats")
 
 
 def _lognormal(median, sigma, n, seed):

@@ -1,24 +1,16 @@
 """benchmarks/train_floor.py and benchmarks/kernel_floor.py: the FLOP count and the tables on
 hand-built numbers, and the ops found in a tiny model's traced training step (no timing)."""
 
-import importlib.util
-import pathlib
 import types
 
 import pytest
 
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 SAME = ((1, 1, 1, 1), "SAME", (1, 1, 1, 1))
 
 
 @pytest.fixture
-def train_floor(monkeypatch):
-    # benchmarks/ is not a package; train_floor.py imports its neighbours by name.
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("train_floor", BENCHMARKS / "train_floor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def train_floor(benchmark_module):
+    return benchmark_module("train_floor")
 
 
 def test_a_conv_and_its_two_gradients_count_the_same_flops(train_floor):
