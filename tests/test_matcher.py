@@ -2,6 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_frcnn import matcher
+from tf_frcnn.rpn import anchor_targets
 
 
 def test_match_masks_padding_and_invalid_candidates():
@@ -77,3 +78,29 @@ def test_every_ground_truth_forces_its_own_best_anchor_in_each_image():
     positive, negative = matcher.anchor_labels(matches, valid, 0.7, 0.3)
     np.testing.assert_array_equal(positive.numpy(), [[True, True, False], [False, False, True]])
     np.testing.assert_array_equal(negative.numpy(), [[False, False, True], [True, True, False]])
+
+
+def test_dropping_trailing_padding_keeps_the_anchor_targets():
+    # Image 0: objects in slots 0 and 3 (slot 1-2 emptied, as a crop leaves them); image 1:
+    # one object; slots 4-9 are padding in both. Image 2 of the second batch has none.
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 150, (400, 2))
+    anchors = tf.constant(np.concatenate([corners, corners + rng.uniform(8, 60, (400, 2))], 1))
+    anchors = tf.cast(anchors, tf.float32)
+    boxes = np.zeros((2, 10, 4), np.float32)
+    boxes[0, 0], boxes[0, 3], boxes[1, 0] = [10, 10, 60, 50], [100, 90, 140, 160], [5, 5, 40, 40]
+    labels = np.zeros((2, 10), np.int32)
+    labels[0, 0], labels[0, 3], labels[1, 0] = 2, 1, 3
+    shape = tf.constant([[200, 200], [200, 200]])
+    trimmed_boxes, trimmed_labels = matcher.drop_trailing_padding(boxes, labels)
+    assert trimmed_labels.shape == (2, 4)  # up to the batch's last object, slot 3
+    seed = tf.constant([3, 4])
+    full = anchor_targets(anchors, boxes, labels, shape, seed=seed)
+    trimmed = anchor_targets(anchors, trimmed_boxes, trimmed_labels, shape, seed=seed)
+    for a, b in zip(full, trimmed):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # A batch without objects keeps one (padding) slot: all its anchors are negatives.
+    empty_boxes, empty_labels = matcher.drop_trailing_padding(boxes * 0, labels * 0)
+    assert empty_labels.shape == (2, 1)
+    labels_of_empty, _ = anchor_targets(anchors, empty_boxes, empty_labels, shape, seed=seed)
+    assert np.all(labels_of_empty.numpy() <= 0) and np.any(labels_of_empty.numpy() == 0)

@@ -112,3 +112,41 @@ def test_subsample_cap_per_row_and_count():
     assert sampling.count(kept).dtype == tf.int32
     kept = sampling.subsample(candidates, 2, tf.constant([1, 1]))
     np.testing.assert_array_equal(sampling.count(kept).numpy(), [2, 2, 0])
+
+
+def _both_ways(candidates, cap, seed, limit):
+    full = sampling.subsample(candidates, cap, seed).numpy()
+    fast = sampling.subsample(candidates, cap, seed, limit=limit).numpy()
+    return full, fast
+
+
+def test_a_limit_keeps_the_same_subset_as_the_full_sort():
+    # 2 rows of 5,000 anchors, ~30% candidates; caps below and above the count per row.
+    rng = np.random.default_rng(0)
+    candidates = tf.constant(rng.random((2, 5000)) < 0.3)
+    for seed in range(20):
+        for cap in (tf.constant([128, 7]), tf.constant([256, 256]), 1):
+            full, fast = _both_ways(candidates, cap, tf.constant([seed, 3]), limit=256)
+            np.testing.assert_array_equal(full, fast)
+    # Fewer candidates than the cap: all of them, and none of the others.
+    few = tf.constant([[True, False] * 10 + [False] * 4980] * 2)
+    full, fast = _both_ways(few, 256, tf.constant([0, 1]), limit=256)
+    np.testing.assert_array_equal(fast, few.numpy())
+    np.testing.assert_array_equal(full, fast)
+
+
+def test_a_limit_breaks_ties_between_keys_as_the_stable_sort_does(monkeypatch):
+    # Keys drawn from {0, 0.25, 0.5, 0.75}: most candidates tie; both ways keep the lowest
+    # indices among the tied ones at the cut.
+    coarse = sampling.uniform
+
+    def tied(shape, seed=None, maxval=1.0):
+        return tf.floor(coarse(shape, seed, maxval) * 4.0) / 4.0
+
+    monkeypatch.setattr(sampling, "uniform", tied)
+    rng = np.random.default_rng(1)
+    candidates = tf.constant(rng.random((2, 3000)) < 0.5)
+    for seed in range(5):
+        full, fast = _both_ways(candidates, tf.constant([100, 31]), tf.constant([seed, 9]), 128)
+        np.testing.assert_array_equal(full, fast)
+        assert fast.sum(-1).tolist() == [100, 31]

@@ -35,6 +35,18 @@ def match(candidates, candidate_valid, gt_boxes, gt_labels):
     }
 
 
+def drop_trailing_padding(gt_boxes, gt_labels):
+    """``gt_boxes`` [batch, M, 4] and ``gt_labels`` [batch, M] without the columns after the
+    batch's last real ground truth (label > 0), one column kept at least. ``match`` gives
+    the same result on them and computes M-fold IoUs for fewer M: the pipeline pads to
+    ``data.max_boxes`` (100 by default) and an image has a few dozen objects at most. The
+    shape becomes data-dependent, which an XLA-compiled step cannot take."""
+    positions = tf.range(1, tf.shape(gt_labels)[1] + 1)
+    last = tf.reduce_max(tf.where(gt_labels > 0, positions[tf.newaxis], 0))
+    keep = tf.maximum(last, 1)
+    return gt_boxes[:, :keep], gt_labels[:, :keep]
+
+
 def anchor_labels(matches, anchor_valid, positive_iou, negative_iou):
     """The RPN's rule for valid anchors: positive when IoU > ``positive_iou`` with a ground
     truth or when it is (one of) the anchors of highest IoU for a ground truth; negative when

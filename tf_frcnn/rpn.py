@@ -115,9 +115,11 @@ def anchor_targets(
     positive, negative = matcher.anchor_labels(matches, inside, positive_iou, negative_iou)
 
     num_positive = int(batch_size * positive_fraction)
-    positive = sampling.subsample(positive, num_positive, sampling.derive(seed, 0))
+    positive = sampling.subsample(
+        positive, num_positive, sampling.derive(seed, 0), limit=num_positive
+    )
     negative = sampling.subsample(
-        negative, batch_size - sampling.count(positive), sampling.derive(seed, 1)
+        negative, batch_size - sampling.count(positive), sampling.derive(seed, 1), limit=batch_size
     )
 
     labels = tf.where(positive, 1, tf.where(negative, 0, -1))

@@ -51,22 +51,33 @@ def random_ranks(candidates, seed=None):
     return tf.argsort(order, axis=-1, stable=True)
 
 
-def subsample(candidates, max_count, seed=None):
+def subsample(candidates, max_count, seed=None, limit=None):
     """Keep at most ``max_count`` candidates per row, chosen uniformly at random.
 
     Args:
       candidates: bool [batch, n].
       max_count: int scalar or int32 [batch] cap per row.
+      limit: None, or a static int that ``max_count`` never exceeds. Then one top-k of
+        ``limit`` keys replaces the two sorts of the whole row (a pyramid's RPN has 10^4 to
+        10^5 anchors per row: 0.2 s of a 0.7 s CPU step at 800x800); the subset is the same.
 
     Returns:
       bool [batch, n], a subset of ``candidates`` with
       ``min(count, max_count)`` True per row.
     """
-    ranks = random_ranks(candidates, seed)
     cap = tf.cast(max_count, tf.int32)
     if cap.shape.rank == 1:
         cap = cap[:, tf.newaxis]
-    return tf.logical_and(candidates, ranks < cap)
+    n = candidates.shape[-1]
+    if limit is None or n is None or limit >= n:
+        return tf.logical_and(candidates, random_ranks(candidates, seed) < cap)
+    # The keys random_ranks sorts; top_k orders ties by index as its stable sort does.
+    keys = tf.where(candidates, uniform(tf.shape(candidates), seed), -1.0)
+    values, index = tf.math.top_k(keys, k=limit)
+    keep = (values >= 0.0) & (tf.range(limit)[tf.newaxis] < cap)
+    rows = tf.broadcast_to(tf.range(tf.shape(index)[0])[:, tf.newaxis], tf.shape(index))
+    kept = tf.scatter_nd(tf.stack([rows, index], -1), tf.cast(keep, tf.int32), tf.shape(keys))
+    return kept > 0
 
 
 def count(mask):
