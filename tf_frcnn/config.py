@@ -215,6 +215,9 @@ class TrainConfig:
     # Detector stages' selection and stopping metric: fitness (0.9 AP + 0.1 mAP50) | mAP50 | AP
     select_by: str = "fitness"
     minutes: float | None = _positive()  # fit the whole schedule into this wall time
+    # Under train.minutes, validations take at most this share of a stage's time: once they
+    # are measured the interval grows to a multiple of eval_every (null: eval_every as given).
+    validation_share: float | None = _fraction(0.1)
     # Under train.minutes the final stage trains to the deadline unless this is true.
     stop_final_stage: bool = False
     ema: EMAConfig | None = None  # weight averaging; true: the defaults

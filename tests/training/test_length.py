@@ -11,7 +11,13 @@ import tensorflow as tf
 
 from tf_frcnn.data import inputs
 from tf_frcnn.training import Trainer
-from tf_frcnn.training.budget import StageCost, TimeBudget, fit_steps, scale_decay_steps
+from tf_frcnn.training.budget import (
+    StageCost,
+    TimeBudget,
+    fit_steps,
+    scale_decay_steps,
+    validation_interval,
+)
 from tf_frcnn_cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -93,6 +99,35 @@ def test_time_budget_refits_from_what_it_measures():
     # hold 1 + k * 20 + ... -> k = (95 + 4 - 1) / 20.
     assert budget.scale == pytest.approx((95 + 4 * 1.0 - 1.0) / 20)
     assert steps == {"rpn1": int(budget.scale * 10), "detector2": int(budget.scale * 10)}
+
+
+def test_validations_take_at_most_their_share_of_a_stage():
+    # A validation of 32 s against 0.58 s steps (aquarium's 127 validation images, 2 cores)
+    # every 200 steps is 22% of the stage; at a 10% share: 32 * 0.9 / (0.1 * 0.58) = 496.6
+    # steps between validations, rounded up to a multiple of 200.
+    cost = StageCost(overhead_s=14.0, step_s=0.58, validation_s=32.0)
+    assert validation_interval(200, cost, 0.1) == 600
+    assert 32.0 / (600 * 0.58 + 32.0) <= 0.1 < 32.0 / (400 * 0.58 + 32.0)
+    # Cheap validations keep eval_every; no share, no validation or no measurement keep it too.
+    assert validation_interval(200, StageCost(1.0, 0.58, 2.0), 0.1) == 200
+    assert validation_interval(200, cost, None) == 200
+    assert validation_interval(None, cost, 0.1) is None
+    assert validation_interval(200, StageCost(1.0, 0.58, 0.0), 0.1) == 200
+    # The budget fits with the stretched interval: fewer validations leave more steps.
+    base, left = {"joint": 3000}, 600.0
+    k_every, _ = fit_steps(base, {"joint": cost}, left, eval_every=200)
+    k_share, _ = fit_steps(base, {"joint": cost}, left, eval_every={"joint": 600})
+    assert k_share > k_every
+    budget = TimeBudget(
+        deadline=600.0, base_steps=base, like={}, eval_every=200, validation_share=0.1
+    )
+    budget.stage_begins(0.0)
+    budget.observe("joint", 1, now=14.0)
+    for step in range(2, 201):
+        budget.observe("joint", step, now=14.0 + 0.58 * (step - 1))
+    assert budget.intervals["joint"] == 200  # no validation measured yet
+    budget.observe("joint", 201, now=14.0 + 0.58 * 200 + 32.0, validation_s=32.0, validations=1)
+    assert budget.intervals["joint"] == 600
 
 
 def _simulated_end(first_rate, later_rate, change_at, deadline=100.0):

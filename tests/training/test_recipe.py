@@ -355,3 +355,42 @@ def test_early_stopped_stages_hand_their_time_on_and_the_budget_is_spent(
     schedule = trainer.loops["detector4"].optimizer._learning_rate
     assert int(schedule.steps.numpy()) == last["detector4"]
     assert float(schedule(last["detector4"] - 1)) == pytest.approx(0.01 * 0.05, rel=1e-5)
+
+
+def test_slow_validations_are_spaced_to_their_share_of_the_budget(tmp_path, tfds_dir, monkeypatch):
+    """A validation of 0.4 s against steps of a few hundredths: after the first one is
+    measured, the interval grows from eval_every (2) to a multiple of it that keeps
+    validations at 10% of the stage (train.validation_share), recorded in state.json."""
+
+    def slow(self):
+        time.sleep(0.4)
+        self.num_images = 3
+        return _detector_row(0.5, 0.25)
+
+    monkeypatch.setattr(validation_module.StageValidator, "__call__", slow)
+    with open(SMOKE) as handle:
+        values = yaml.safe_load(handle)
+    values["data"].update(val_split=0.25, data_dir=tfds_dir)
+    values["train"].update(
+        schedule="joint",
+        stages={"joint": {"steps": 40, "learning_rate": 0.01}},
+        eval_every=2,
+        minutes=0.25,
+        checkpoint_every=1000,
+    )
+    model_dir = str(tmp_path / "share")
+    Trainer(config_from_dict(values), model_dir, progress=False).run()
+    with open(os.path.join(model_dir, "state.json")) as handle:
+        state = json.load(handle)
+    every = state["validation"]["joint"]["every"]
+    assert every > 2 and every % 2 == 0, every
+    with open(os.path.join(model_dir, "logs", "joint.val.jsonl")) as handle:
+        steps = [json.loads(line)["step"] for line in handle]
+    last = state["stage_steps"]["joint"]["steps"]
+    assert steps[0] == 2 and steps[-1] == last, steps
+    # After the first, each validation comes the grown interval after the one before (it is
+    # refitted as the costs are measured again, so it moves by a few steps), and the last
+    # at the stage's end.
+    gaps = [b - a for a, b in zip(steps, steps[1:-1])]
+    assert all(gap >= every / 2 for gap in gaps), (steps, every)
+    assert len(steps) <= last // every + 2, (steps, every, last)

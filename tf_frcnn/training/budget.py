@@ -30,6 +30,17 @@ class StageCost:
     validation_s: float = 0.0
 
 
+def validation_interval(eval_every, cost, share):
+    """The smallest multiple of ``eval_every`` at which a stage's validations (each
+    ``cost.validation_s``) take at most ``share`` of its time; ``eval_every`` itself
+    without a share or a measured cost."""
+    if not eval_every or not share or cost.validation_s <= 0 or cost.step_s <= 0:
+        return eval_every
+    # validation_s <= share * (interval * step_s + validation_s)
+    needed = cost.validation_s * (1.0 - share) / (share * cost.step_s)
+    return eval_every * max(1, math.ceil(needed / eval_every))
+
+
 def fit_steps(base_steps, costs, seconds, eval_every=None, done=None):
     """Steps per stage that fill ``seconds`` in the proportions of ``base_steps``.
 
@@ -37,7 +48,8 @@ def fit_steps(base_steps, costs, seconds, eval_every=None, done=None):
       base_steps: {stage: steps the config gives it}, the stages still to train.
       costs: {stage: StageCost}; a stage under way (``done``) has paid its overhead.
       seconds: wall time left.
-      eval_every: steps between validations (a stage also validates at its end), or None.
+      eval_every: steps between validations (a stage also validates at its end), or None;
+        or {stage: its steps between validations}.
       done: {stage: steps already trained} for a stage under way.
 
     Returns:
@@ -45,14 +57,16 @@ def fit_steps(base_steps, costs, seconds, eval_every=None, done=None):
       k is 0 when the fixed costs alone exceed ``seconds``.
     """
     done = done or {}
-    every = eval_every or math.inf
+    intervals = eval_every
+    if not isinstance(eval_every, dict):
+        intervals = dict.fromkeys(base_steps, eval_every)
 
     def per_step(stage):
-        return costs[stage].step_s + costs[stage].validation_s / every
+        return costs[stage].step_s + costs[stage].validation_s / (intervals[stage] or math.inf)
 
     fixed = sum(
         (0.0 if stage in done else costs[stage].overhead_s)
-        + (costs[stage].validation_s if eval_every else 0.0)
+        + (costs[stage].validation_s if intervals[stage] else 0.0)
         for stage in base_steps
     )
     spent = sum(steps * per_step(stage) for stage, steps in done.items())
@@ -83,13 +97,18 @@ class TimeBudget:
       base_steps: {stage: steps the config gives it}, the schedule's stages in order.
       like: {stage: an earlier stage it is assumed to cost like until measured}.
       eval_every: steps between validations, or None.
+      validation_share: with ``eval_every``, each fit also sets each stage's interval
+        between validations (``intervals``: ``validation_interval`` of its costs), so
+        validations take at most this share of its time; None keeps ``eval_every``.
     """
 
-    def __init__(self, deadline, base_steps, like, eval_every):
+    def __init__(self, deadline, base_steps, like, eval_every, validation_share=None):
         self.deadline = deadline
         self.base_steps = dict(base_steps)
         self.like = dict(like)
         self.eval_every = eval_every
+        self.validation_share = validation_share
+        self.intervals = dict.fromkeys(self.base_steps, eval_every)
         self.costs = {}
         self.scale = None
         self.fits = 0
@@ -139,7 +158,12 @@ class TimeBudget:
         remaining = list(self.base_steps)[list(self.base_steps).index(stage) :]
         costs = {s: self.costs.get(s) or self._estimate(s) for s in remaining}
         base, left = {s: self.base_steps[s] for s in remaining}, self.deadline - now
-        self.scale, steps = fit_steps(base, costs, left, self.eval_every, {stage: step})
+        share = self.validation_share
+        self.intervals.update(
+            {s: validation_interval(self.eval_every, costs[s], share) for s in costs}
+        )
+        intervals = {s: self.intervals[s] for s in remaining}
+        self.scale, steps = fit_steps(base, costs, left, intervals, {stage: step})
         self.fits += 1
         self._fitted = {s: (n, step if s == stage else 0) for s, n in steps.items()}
         return steps

@@ -222,7 +222,10 @@ class Trainer:
             "measured": {},
         }
         like = {s: STAGES[s].like for s in schedule if STAGES[s].like}
-        return budget.TimeBudget(started + 60 * minutes, base, like, self.config.train.eval_every)
+        t = self.config.train
+        return budget.TimeBudget(
+            started + 60 * minutes, base, like, t.eval_every, t.validation_share
+        )
 
     def _apply_fit(self, state, steps, schedule):
         """Writes a fit of the time budget into ``state`` ({stage: steps}) and moves
@@ -383,8 +386,16 @@ class Trainer:
         t = self.config.train
         patience = None if final and budgeted and not t.stop_final_stage else t.patience
         record = state.validation[stage]
+        # Under a budget the interval follows the validations' cost (train.validation_share);
+        # a resumed stage keeps the interval it had.
+        every = (
+            t.eval_every
+            if self._budget is None
+            else self._budget.intervals.get(stage, t.eval_every)
+        )
+        every = record.get("every", every)
         return ValidationSchedule(
-            validator, stage, t.eval_every, patience, self.log_dir, record, min_delta=t.min_delta
+            validator, stage, every, patience, self.log_dir, record, min_delta=t.min_delta
         )
 
     def _save_best(self, model, state, stage, row):
@@ -397,6 +408,16 @@ class Trainer:
         steps = self._budget.observe(stage, step, time.perf_counter(), seconds, count)
         if steps is None:
             return None
+        every = self._budget.intervals[stage]
+        if validation is not None and every != validation.every:
+            validation.every = validation.record["every"] = every
+            if self.progress:
+                cost = self._budget.costs[stage]
+                print(
+                    f"{stage}: validating every {every} steps (a validation takes "
+                    f"{cost.validation_s:.1f} s, a step {cost.step_s:.2f} s; "
+                    f"train.validation_share {self.config.train.validation_share:g})"
+                )
         self._apply_fit(state, steps, rate)
         return steps[stage]
 

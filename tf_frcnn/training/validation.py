@@ -106,7 +106,7 @@ def fresh_record():
 
 
 class ValidationSchedule:
-    """When a stage validates (every ``every`` steps and at its last step), what
+    """When a stage validates (``every`` steps after its last validation and at its last step), what
     it has seen (``record``, kept in ``state.json``) and whether it stops early
     (``patience`` validations in a row without a gain of more than ``min_delta``
     over ``record["reference"]``)."""
@@ -130,7 +130,10 @@ class ValidationSchedule:
         return self.validator.metric
 
     def due(self, step, steps):
-        return step > self.record["last_step"] and (step % self.every == 0 or step == steps)
+        # Counted from the last validation, so an interval that grows under a budget
+        # (train.validation_share) spaces the next one by the new interval.
+        last = self.record["last_step"]
+        return step > last and (step - last >= self.every or step == steps)
 
     @property
     def stopped(self):
