@@ -14,14 +14,16 @@ import tensorflow as tf
 import yaml
 
 from tf_frcnn.config import ConfigError, StageConfig, config_from_dict, load_config
+from tf_frcnn.data import inputs
 from tf_frcnn.model import build_model
 from tf_frcnn.rundir import FINAL_WEIGHTS, built
+from tf_frcnn.stages import STAGES
 from tf_frcnn.training import Trainer, budget
 from tf_frcnn.training import loop as loop_module
 from tf_frcnn.training import validation as validation_module
 from tf_frcnn.training.ema import WeightAverage
 from tf_frcnn.training.lr import StageSchedule, learning_rate
-from tf_frcnn.training.validation import ValidationSchedule, fitness, fresh_record
+from tf_frcnn.training.validation import StageValidator, ValidationSchedule, fitness, fresh_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
@@ -394,3 +396,21 @@ def test_slow_validations_are_spaced_to_their_share_of_the_budget(tmp_path, tfds
     gaps = [b - a for a, b in zip(steps, steps[1:-1])]
     assert all(gap >= every / 2 for gap in gaps), (steps, every)
     assert len(steps) <= last // every + 2, (steps, every, last)
+
+
+@pytest.mark.parametrize("stage", ["rpn1", "joint"])
+def test_a_warmed_up_validator_traces_before_its_first_validation(smoke_config, stage):
+    # Under a budget the trace belongs to the stage's set-up: warm_up traces the prediction
+    # (recall@300's for an RPN stage, the detector's otherwise) and the validation after it
+    # traces nothing more.
+    smoke_config.data.val_split = 0.25
+    model = built(build_model(smoke_config))
+    batches = inputs.batches(smoke_config, inputs.VALIDATION, training=False)
+    names = [f"class{i}" for i in range(smoke_config.model.num_classes)]
+    validator = StageValidator(model, smoke_config, STAGES[stage], names, batches)
+    assert validator._predict.experimental_get_tracing_count() == 0
+    validator.warm_up()
+    assert validator._predict.experimental_get_tracing_count() == 1
+    values = validator()
+    assert validator.num_images > 0 and set(values) >= {validator.metric}
+    assert validator._predict.experimental_get_tracing_count() == 1

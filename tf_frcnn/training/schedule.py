@@ -380,6 +380,8 @@ class Trainer:
         source = None if self.proposer is None else self.proposer.propose
         parts = (self.model, self.config, STAGES[stage], class_names, batches)
         validator = StageValidator(*parts, proposal_source=source)
+        if self._budget is not None:
+            validator.warm_up()
         # Under a time budget (also once resumed) the final stage trains to the
         # deadline: time it frees would go to no later stage.
         budgeted = state.budget is not None
