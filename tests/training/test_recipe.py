@@ -377,7 +377,7 @@ def test_slow_validations_are_spaced_to_their_share_of_the_budget(tmp_path, tfds
         schedule="joint",
         stages={"joint": {"steps": 40, "learning_rate": 0.01}},
         eval_every=2,
-        minutes=0.25,
+        minutes=0.2,
         checkpoint_every=1000,
     )
     model_dir = str(tmp_path / "share")
@@ -410,7 +410,9 @@ def test_a_warmed_up_validator_traces_before_its_first_validation(smoke_config, 
     validator = StageValidator(model, smoke_config, STAGES[stage], names, batches)
     assert validator._predict.experimental_get_tracing_count() == 0
     validator.warm_up()
-    assert validator._predict.experimental_get_tracing_count() == 1
+    traced = validator._predict.experimental_get_tracing_count()
+    assert traced >= 1
     values = validator()
-    assert validator.num_images > 0 and set(values) >= {validator.metric}
-    assert validator._predict.experimental_get_tracing_count() == 1
+    # 7 held-out images in batches of 2: the last batch is smaller, traced by warm_up too.
+    assert validator.num_images == 7 and set(values) >= {validator.metric}
+    assert validator._predict.experimental_get_tracing_count() == traced
