@@ -94,6 +94,21 @@ def unlisted_skips(reports, allow_list=SKIP_ALLOW_LIST):
     return found
 
 
+# `make test` runs the suite in two pytest-xdist workers (`-n 2 --dist loadgroup` in setup.cfg):
+# most tests leave one of the two cores idle (TF's small ops, subprocess start-ups, Python), so
+# two workers take about half the time. Tests that share a costly session fixture form one
+# group, so that fixture is built once; every other test is grouped by its file, so a module
+# fixture is built once too.
+SHARED_SESSION_FIXTURES = ("smoke_runs", "trained_model", "smoke_run")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        shared = [name for name in SHARED_SESSION_FIXTURES if name in item.fixturenames]
+        group = shared[0] if shared else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CI") != "true":
         return
