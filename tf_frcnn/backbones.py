@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
+from tf_frcnn import gradients
 from tf_frcnn.choices import BACKBONES
 
 # Keras Applications' "caffe" mode subtracts these from the BGR-ordered channels.
@@ -342,12 +343,13 @@ def _vgg16(images, normalised, weights, pyramid=False):
             # mismatch").
             source = keras.applications.VGG16(include_top=True, weights=None)
             _load_file(source, weights, "VGG16 (with or without top)")
-    if source is None:
-        return features, None
-    for layer in no_top.layers:
-        if layer.weights:
-            layer.set_weights(source.get_layer(layer.name).get_weights())
-    return features, [source.get_layer(fc).get_weights() for fc in ("fc1", "fc2")]
+    fc_weights = None
+    if source is not None:
+        for layer in no_top.layers:
+            if layer.weights:
+                layer.set_weights(source.get_layer(layer.name).get_weights())
+        fc_weights = [source.get_layer(fc).get_weights() for fc in ("fc1", "fc2")]
+    return gradients.with_training_convs(features), fc_weights
 
 
 def _application(application, images, normalised, weights, name, pyramid=False):

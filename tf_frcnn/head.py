@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from tf_frcnn import boxes as box_ops
+from tf_frcnn import gradients
 from tf_frcnn.backbones import head_defaults
 
 
@@ -34,7 +35,7 @@ class FastRCNNHead(keras.layers.Layer):
         self.dropout = dropout
         self.flatten = keras.layers.Flatten()
         self.fcs = [
-            keras.layers.Dense(units, activation="relu", name=f"fc{i + 6}")
+            gradients.TrainingDense(units, activation="relu", name=f"fc{i + 6}")
             for i, units in enumerate(self.fc_units)
         ]
         self.dropouts = [keras.layers.Dropout(dropout) for _ in self.fcs]
@@ -80,7 +81,7 @@ class FastRCNNHead(keras.layers.Layer):
         """The fc layers (fc6, fc7, ...): pooled [N, s, s, channels] -> [N, D]."""
         hidden = self.flatten(roi_features)
         for fc, dropout in zip(self.fcs, self.dropouts):
-            hidden = dropout(fc(hidden), training=training)
+            hidden = dropout(fc(hidden, training=training), training=training)
         return hidden
 
     def logits_and_deltas(self, hidden):

@@ -35,6 +35,11 @@ def derive(seed, index):
     return tf.bitwise.bitwise_and(derived, 0x7FFFFFFF)
 
 
+def _keys(candidates, seed):
+    """float32 [batch, n]: a uniform key per candidate, -1 for the others."""
+    return tf.where(candidates, uniform(tf.shape(candidates), seed), -1.0)
+
+
 def random_ranks(candidates, seed=None):
     """Random order of the candidates of every row.
 
@@ -46,8 +51,7 @@ def random_ranks(candidates, seed=None):
       int32 [batch, n]: each candidate's 0-based rank in a random permutation of
       its row's candidates; non-candidates rank after all candidates.
     """
-    keys = tf.where(candidates, uniform(tf.shape(candidates), seed), -1.0)
-    order = tf.argsort(keys, axis=-1, direction="DESCENDING", stable=True)
+    order = tf.argsort(_keys(candidates, seed), axis=-1, direction="DESCENDING", stable=True)
     return tf.argsort(order, axis=-1, stable=True)
 
 
@@ -72,7 +76,7 @@ def subsample(candidates, max_count, seed=None, limit=None):
     if limit is None or n is None or limit >= n:
         return tf.logical_and(candidates, random_ranks(candidates, seed) < cap)
     # The keys random_ranks sorts; top_k orders ties by index as its stable sort does.
-    keys = tf.where(candidates, uniform(tf.shape(candidates), seed), -1.0)
+    keys = _keys(candidates, seed)
     values, index = tf.math.top_k(keys, k=limit)
     keep = (values >= 0.0) & (tf.range(limit)[tf.newaxis] < cap)
     rows = tf.broadcast_to(tf.range(tf.shape(index)[0])[:, tf.newaxis], tf.shape(index))

@@ -159,10 +159,8 @@ class TimeBudget:
         costs = {s: self.costs.get(s) or self._estimate(s) for s in remaining}
         base, left = {s: self.base_steps[s] for s in remaining}, self.deadline - now
         share = self.validation_share
-        self.intervals.update(
-            {s: validation_interval(self.eval_every, costs[s], share) for s in costs}
-        )
-        intervals = {s: self.intervals[s] for s in remaining}
+        intervals = {s: validation_interval(self.eval_every, costs[s], share) for s in costs}
+        self.intervals.update(intervals)
         self.scale, steps = fit_steps(base, costs, left, intervals, {stage: step})
         self.fits += 1
         self._fitted = {s: (n, step if s == stage else 0) for s, n in steps.items()}

@@ -1,0 +1,109 @@
+"""tf_frcnn.gradients: the training layers' gradients are TF's registered ones, computed with
+other kernels, and only training takes them."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_frcnn import gradients
+from tf_frcnn.backbones import build_backbone
+
+
+def _close(a, b, tol=1e-5):
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.max(np.abs(a - b)) <= tol * max(1.0, np.max(np.abs(b))), np.max(np.abs(a - b))
+
+
+def _gradient_ops(fn, *args):
+    """The op types of ``fn``'s traced gradient graph."""
+
+    @tf.function
+    def run(*xs):
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            y = fn(*xs)
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, xs)
+
+    graph = run.get_concrete_function(*args).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_fc_matmul_gives_matmuls_value_and_gradients():
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(5, 37)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(37, 11)), tf.float32)
+    upstream = tf.constant(rng.normal(size=(5, 11)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        ours, plain = gradients.fc_matmul(x, kernel), tf.matmul(x, kernel)
+        loss_ours, loss_plain = tf.reduce_sum(ours * upstream), tf.reduce_sum(plain * upstream)
+    _close(ours, plain)
+    for a, b in zip(tape.gradient(loss_ours, [x, kernel]), tape.gradient(loss_plain, [x, kernel])):
+        _close(a, b)
+
+
+@pytest.mark.parametrize("shape", [(1, 9, 14, 4, 6), (2, 7, 5, 3, 8)])
+def test_conv3x3_relu_gives_the_convs_value_and_gradients(shape):
+    batch, height, width, channels, filters = shape
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(batch, height, width, channels)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, channels, filters)), tf.float32)
+    bias = tf.constant(rng.normal(size=(filters,)), tf.float32)
+    upstream = tf.constant(rng.normal(size=(batch, height, width, filters)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel, bias])
+        ours = gradients.conv3x3_relu(x, kernel, bias)
+        plain = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)
+        loss_ours, loss_plain = tf.reduce_sum(ours * upstream), tf.reduce_sum(plain * upstream)
+    _close(ours, plain)
+    # Some outputs must be cut by the ReLU, or its gradient would go untested.
+    assert 0 < np.mean(plain.numpy() > 0) < 1
+    watched = [x, kernel, bias]
+    for a, b in zip(tape.gradient(loss_ours, watched), tape.gradient(loss_plain, watched)):
+        _close(a, b)
+
+
+def test_training_layers_take_the_other_kernels_and_inference_the_plain_ones():
+    conv = gradients.TrainingConv2D(8, 3, padding="same", activation="relu")
+    dense = gradients.TrainingDense(6, activation="relu")
+    image, rows = tf.random.normal([1, 10, 12, 4]), tf.random.normal([3, 20])
+    conv(image), dense(rows)
+
+    trained = _gradient_ops(lambda x, c=conv: c(x, training=True), image)
+    assert "Conv2DBackpropFilter" not in trained and "Conv2DBackpropInput" not in trained
+    inferred = _gradient_ops(lambda x: conv(x, training=False), image)
+    assert {"Conv2DBackpropFilter", "Conv2DBackpropInput"} <= inferred
+    # Same outputs either way.
+    _close(conv(image, training=True), conv(image, training=False))
+    _close(dense(rows, training=True), dense(rows, training=False))
+    # The fc input gradient: no product with a transposed kernel.
+    trained_fc = _gradient_ops(lambda x: dense(x, training=True), rows)
+    assert "Transpose" in trained_fc
+
+
+def test_other_convs_keep_conv2ds_gradients():
+    strided = gradients.TrainingConv2D(4, 3, strides=2, padding="same", activation="relu")
+    linear = gradients.TrainingConv2D(4, 3, padding="same")
+    image = tf.random.normal([1, 8, 8, 3])
+    for conv in (strided, linear):
+        conv(image)
+        assert "Conv2DBackpropFilter" in _gradient_ops(lambda x, c=conv: c(x, training=True), image)
+
+
+def test_vgg16_features_are_training_convs_with_the_names_and_weights_kept():
+    keras.utils.set_random_seed(0)
+    features = build_backbone("vgg16").features
+    convs = [layer for layer in features.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 13
+    assert all(type(layer) is gradients.TrainingConv2D for layer in convs)
+    assert convs[0].name == "block1_conv1" and convs[-1].name == "block5_conv3"
+
+    plain = keras.Sequential([keras.layers.Conv2D(2, 3, padding="same", activation="relu")])
+    plain.build((None, 6, 6, 1))
+    functional = keras.Model(plain.inputs, plain.outputs)
+    copy = gradients.with_training_convs(functional)
+    assert type(copy.layers[-1]) is gradients.TrainingConv2D
+    for a, b in zip(copy.get_weights(), functional.get_weights()):
+        np.testing.assert_array_equal(a, b)
