@@ -107,3 +107,9 @@ def test_vgg16_features_are_training_convs_with_the_names_and_weights_kept():
     assert type(copy.layers[-1]) is gradients.TrainingConv2D
     for a, b in zip(copy.get_weights(), functional.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_gradient_benchmark_lists_vgg16s_thirteen_convs(benchmark_module):
+    shapes = benchmark_module("gradient_kernels").conv_shapes(300, 500)
+    assert sum(shapes.values()) == 13
+    assert shapes[(300, 500, 3, 64)] == 1 and shapes[(18, 31, 512, 512)] == 3

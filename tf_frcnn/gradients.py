@@ -15,13 +15,22 @@ import keras
 import tensorflow as tf
 
 
+def _gradient_scope():
+    """The name scope TF gives a registered gradient's ops ("gradient_tape/<the forward op's
+    scope>/"), so profiles and ``benchmarks/train_floor.py`` credit ours to their layer."""
+    scope = tf.get_current_name_scope()
+    return f"gradient_tape/{scope}/" if scope else "gradient_tape/"
+
+
 @tf.custom_gradient
 def fc_matmul(x, kernel):
     """``x @ kernel`` [N, in] x [in, out]; the input gradient as ``(kernel @ dy^T)^T``."""
+    scope = _gradient_scope()
 
     def gradient(dy):
-        dx = tf.transpose(tf.matmul(kernel, dy, transpose_b=True))
-        return dx, tf.matmul(x, dy, transpose_a=True)
+        with tf.name_scope(scope):
+            dx = tf.transpose(tf.matmul(kernel, dy, transpose_b=True))
+            return dx, tf.matmul(x, dy, transpose_a=True)
 
     return tf.matmul(x, kernel), gradient
 
@@ -48,12 +57,14 @@ def conv3x3_relu(x, kernel, bias):
     """``relu(conv2d(x, kernel, 1, 'SAME') + bias)`` (NHWC, 3x3 kernel); the input gradient is
     a forward conv of the flipped, transposed kernel and the kernel's is nine matmuls."""
     y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias))
+    scope = _gradient_scope()
 
     def gradient(dy):
-        dz = tf.raw_ops.ReluGrad(gradients=dy, features=y)
-        flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
-        dx = tf.nn.conv2d(dz, flipped, 1, "SAME")
-        return dx, _filter_gradient(x, dz), tf.reduce_sum(dz, [0, 1, 2])
+        with tf.name_scope(scope):
+            dz = tf.raw_ops.ReluGrad(gradients=dy, features=y)
+            flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+            dx = tf.nn.conv2d(dz, flipped, 1, "SAME")
+            return dx, _filter_gradient(x, dz), tf.reduce_sum(dz, [0, 1, 2])
 
     return y, gradient
 
