@@ -54,15 +54,13 @@ def _conv_pairs(h, w, c, k):
                 strides=strides,
                 padding="SAME",
             ),
-            lambda: tf.nn.conv2d(
-                dz, tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]), 1, "SAME"
-            ),
+            lambda: gradients.conv_input_gradient(dz, kernel),
         ),
         "kernel": (
             lambda: tf.raw_ops.Conv2DBackpropFilter(
                 input=x, filter_sizes=[3, 3, c, k], out_backprop=dz, strides=strides, padding="SAME"
             ),
-            lambda: gradients._filter_gradient(x, dz),
+            lambda: gradients.conv_kernel_gradient(x, dz),
         ),
     }, 2 * h * w * c * k * 9
 
@@ -73,7 +71,7 @@ def _fc_pairs(rows, units_in, units_out):
     return {
         "input": (
             lambda: tf.matmul(dy, kernel, transpose_b=True),
-            lambda: tf.transpose(tf.matmul(kernel, dy, transpose_b=True)),
+            lambda: gradients.fc_input_gradient(dy, kernel),
         )
     }, 2 * rows * units_in * units_out
 

@@ -22,20 +22,30 @@ def _gradient_scope():
     return f"gradient_tape/{scope}/" if scope else "gradient_tape/"
 
 
+def fc_input_gradient(dy, kernel):
+    """The input gradient of ``x @ kernel``, ``dy @ kernel^T``, as ``(kernel @ dy^T)^T``."""
+    return tf.transpose(tf.matmul(kernel, dy, transpose_b=True))
+
+
 @tf.custom_gradient
 def fc_matmul(x, kernel):
-    """``x @ kernel`` [N, in] x [in, out]; the input gradient as ``(kernel @ dy^T)^T``."""
+    """``x @ kernel`` [N, in] x [in, out]; the input gradient by ``fc_input_gradient``."""
     scope = _gradient_scope()
 
     def gradient(dy):
         with tf.name_scope(scope):
-            dx = tf.transpose(tf.matmul(kernel, dy, transpose_b=True))
-            return dx, tf.matmul(x, dy, transpose_a=True)
+            return fc_input_gradient(dy, kernel), tf.matmul(x, dy, transpose_a=True)
 
     return tf.matmul(x, kernel), gradient
 
 
-def _filter_gradient(x, dz):
+def conv_input_gradient(dz, kernel):
+    """The input gradient of a 3x3 stride-1 'SAME' conv: a forward conv of ``dz`` with the
+    kernel flipped in space and its in/out channels swapped."""
+    return tf.nn.conv2d(dz, tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]), 1, "SAME")
+
+
+def conv_kernel_gradient(x, dz):
     """The gradient of a 3x3 stride-1 'SAME' conv's kernel: for each tap (i, j), the input
     shifted by (i - 1, j - 1), [N*H*W, C], transposed times ``dz`` [N*H*W, K]."""
     channels, filters = x.shape[-1], dz.shape[-1]
@@ -62,9 +72,8 @@ def conv3x3_relu(x, kernel, bias):
     def gradient(dy):
         with tf.name_scope(scope):
             dz = tf.raw_ops.ReluGrad(gradients=dy, features=y)
-            flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
-            dx = tf.nn.conv2d(dz, flipped, 1, "SAME")
-            return dx, _filter_gradient(x, dz), tf.reduce_sum(dz, [0, 1, 2])
+            dx = conv_input_gradient(dz, kernel)
+            return dx, conv_kernel_gradient(x, dz), tf.reduce_sum(dz, [0, 1, 2])
 
     return y, gradient
 
