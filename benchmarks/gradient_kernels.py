@@ -94,6 +94,12 @@ def main(argv=None):
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: TF's default for this CPU)")
     print(f"cpu: {hardware.cpu_summary()}; TF_ENABLE_ONEDNN_OPTS={onednn}")
+    conv_side = "ours" if gradients.own_conv_gradients() else "TF's"
+    print(
+        f"oneDNN kernels {'on' if hardware.onednn_enabled() else 'off'}: training takes "
+        f"{conv_side} conv gradients (TF_FRCNN_CONV_GRADIENTS={gradients.CONV_GRADIENTS}) "
+        "and ours for fc6/fc7's input gradient"
+    )
     cases = []
     for (h, w, c, k), count in conv_shapes(*args.size).items():
         pairs, flop = _conv_pairs(h, w, c, k)
@@ -135,6 +141,8 @@ def main(argv=None):
                 "rois": args.rois,
                 "cpu": hardware.cpu_summary(),
                 "onednn": onednn,
+                "onednn_enabled": hardware.onednn_enabled(),
+                "conv_gradients": conv_side,
                 "rows": rows,
                 "totals_s": totals,
             }

@@ -65,7 +65,20 @@ def test_conv3x3_relu_gives_the_convs_value_and_gradients(shape):
         _close(a, b)
 
 
-def test_training_layers_take_the_other_kernels_and_inference_the_plain_ones():
+@pytest.fixture
+def conv_gradients(monkeypatch):
+    """Sets ``gradients.CONV_GRADIENTS`` for one test."""
+    return lambda choice: monkeypatch.setattr(gradients, "CONV_GRADIENTS", choice)
+
+
+def _conv_backprops(conv, image):
+    """The Conv2DBackprop* ops in the gradient graph of ``conv``'s training call."""
+    ops = _gradient_ops(lambda x: conv(x, training=True), image)
+    return ops & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+
+
+def test_training_layers_take_the_other_kernels_and_inference_the_plain_ones(conv_gradients):
+    conv_gradients("ours")
     conv = gradients.TrainingConv2D(8, 3, padding="same", activation="relu")
     dense = gradients.TrainingDense(6, activation="relu")
     image, rows = tf.random.normal([1, 10, 12, 4]), tf.random.normal([3, 20])
@@ -83,7 +96,31 @@ def test_training_layers_take_the_other_kernels_and_inference_the_plain_ones():
     assert "Transpose" in trained_fc
 
 
-def test_other_convs_keep_conv2ds_gradients():
+def test_conv_gradients_ours_where_onednn_is_off_and_tfs_where_it_is_on(
+    conv_gradients, monkeypatch
+):
+    conv = gradients.TrainingConv2D(8, 3, padding="same", activation="relu")
+    image = tf.random.normal([1, 10, 12, 4])
+    conv(image)
+    conv_gradients("auto")
+    monkeypatch.setattr(gradients.hardware, "onednn_enabled", lambda: False)
+    assert gradients.own_conv_gradients() and not _conv_backprops(conv, image)
+    monkeypatch.setattr(gradients.hardware, "onednn_enabled", lambda: True)
+    assert not gradients.own_conv_gradients()
+    assert _conv_backprops(conv, image) == {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+    # Forced either way, whatever the CPU.
+    conv_gradients("ours")
+    assert not _conv_backprops(conv, image)
+    monkeypatch.setattr(gradients.hardware, "onednn_enabled", lambda: False)
+    conv_gradients("tf")
+    assert _conv_backprops(conv, image) == {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+    conv_gradients("fast")
+    with pytest.raises(ValueError, match="TF_FRCNN_CONV_GRADIENTS.*'fast'"):
+        conv(image, training=True)
+
+
+def test_other_convs_keep_conv2ds_gradients(conv_gradients):
+    conv_gradients("ours")
     strided = gradients.TrainingConv2D(4, 3, strides=2, padding="same", activation="relu")
     linear = gradients.TrainingConv2D(4, 3, padding="same")
     image = tf.random.normal([1, 8, 8, 3])

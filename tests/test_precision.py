@@ -3,7 +3,7 @@
 import pytest
 
 from tf_frcnn.config import ConfigError, config_from_dict
-from tf_frcnn.hardware import cpu_features, cpu_summary
+from tf_frcnn.hardware import cpu_features, cpu_summary, onednn_default, onednn_enabled
 from tf_frcnn.model import build_model
 from tf_frcnn_cli import main
 
@@ -93,6 +93,28 @@ def test_cpu_features_from_cpuinfo(tmp_path):
     }
     unknown = cpu_features(tmp_path / "missing")
     assert unknown["AMX"] is None and "unknown" in cpu_summary(tmp_path / "missing")
+
+
+def test_onednn_default_is_tfs_rule(tmp_path):
+    sapphire, avx512, avx2 = tmp_path / "sapphire", tmp_path / "avx512", tmp_path / "avx2"
+    sapphire.write_text(CPUINFO)
+    # AVX-512 without VNNI, BF16 or AMX (Skylake-SP): TF leaves oneDNN off.
+    avx512.write_text("model name\t: Xeon\nflags\t\t: fpu avx2 avx512f avx512bw avx512vl\n")
+    avx2.write_text("model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse avx avx2 fma\n")
+    assert onednn_default(sapphire, environ={}, system="linux")
+    assert not onednn_default(avx512, environ={}, system="linux")
+    assert not onednn_default(avx2, environ={}, system="linux")
+    assert not onednn_default(tmp_path / "missing", environ={}, system="linux")
+    assert not onednn_default(sapphire, environ={}, system="win32")
+    # TF_ENABLE_ONEDNN_OPTS overrides the CPU either way.
+    assert onednn_default(avx2, environ={"TF_ENABLE_ONEDNN_OPTS": "1"}, system="linux")
+    assert not onednn_default(sapphire, environ={"TF_ENABLE_ONEDNN_OPTS": "0"}, system="linux")
+    assert onednn_default(avx2, environ={"TF_ENABLE_ONEDNN_OPTS": "true"}, system="linux")
+
+
+def test_onednn_enabled_agrees_with_tf_on_this_machine():
+    # TF's own answer and our reading of its rule must agree here, whatever the CPU.
+    assert onednn_enabled() == onednn_default()
 
 
 def test_version_prints_versions_and_cpu_flags(capsys):

@@ -3,16 +3,44 @@ registered gradients, written as the kernels TF's CPU build runs fastest.
 
 TF computes a MatMul's input gradient as ``dy @ kernel^T`` and a conv's gradients with
 Conv2DBackpropInput and Conv2DBackpropFilter. On an AMD EPYC with AVX2 (no AVX-512), 2 threads,
-these ran at 27 (fc6, 128 ROIs), 72-81 and 48-69 GFLOP/s, against 142 for the same fc product
-written as ``(kernel @ dy^T)^T``, 96-157 for the input gradient as a forward conv of the
-flipped kernel, and 90-130 for the filter gradient as nine matmuls, one per kernel tap
-(``benchmarks/gradient_kernels.py`` prints these for the machine it runs on). The layers below
-take these forms when training only: inference, exports and saved files see plain Keras
-``Dense`` and ``Conv2D`` computations and weights.
+where TF runs Eigen's kernels, these ran at 27 (fc6, 128 ROIs), 72-81 and 48-69 GFLOP/s, against
+142 for the same fc product written as ``(kernel @ dy^T)^T``, 96-157 for the input gradient as a
+forward conv of the flipped kernel, and 90-130 for the filter gradient as nine matmuls, one per
+kernel tap. Where TF runs its oneDNN kernels (by default on CPUs with AVX512_VNNI, AVX512_BF16,
+AVX_VNNI or AMX), its conv gradients are oneDNN's own and were as fast as these forms or faster
+(the early layers' kernel gradients 1.3-4x faster, and less memory), while the fc form still
+won (95 -> 146 GFLOP/s on an EPYC with AVX-512). So the fc form is always taken and the conv
+forms only where oneDNN is off (``CONV_GRADIENTS``); ``benchmarks/gradient_kernels.py`` prints
+both for the machine it runs on. The layers below take these forms when training only:
+inference, exports and saved files see plain Keras ``Dense`` and ``Conv2D`` computations and
+weights.
 """
+
+import os
 
 import keras
 import tensorflow as tf
+
+from tf_frcnn import hardware
+
+# Which gradients a VGG16 3x3 conv trains with: "auto" (ours where TF's oneDNN kernels are off,
+# TF's registered ones where they are on), "ours" or "tf"; the environment variable
+# TF_FRCNN_CONV_GRADIENTS sets it for a process. Read when a training call is traced.
+CONV_GRADIENTS = os.environ.get("TF_FRCNN_CONV_GRADIENTS", "auto")
+CONV_GRADIENT_CHOICES = ("auto", "ours", "tf")
+
+
+def own_conv_gradients(choice=None):
+    """Whether 3x3 convs take ``conv3x3_relu``'s gradients under ``choice`` (default
+    ``CONV_GRADIENTS``); "auto" means: where TF does not run its oneDNN kernels."""
+    choice = CONV_GRADIENTS if choice is None else choice
+    if choice not in CONV_GRADIENT_CHOICES:
+        raise ValueError(
+            f"TF_FRCNN_CONV_GRADIENTS (tf_frcnn.gradients.CONV_GRADIENTS) is {choice!r}; "
+            "expected one of "
+            f"{', '.join(CONV_GRADIENT_CHOICES)}"
+        )
+    return choice == "ours" or (choice == "auto" and not hardware.onednn_enabled())
 
 
 def _gradient_scope():
@@ -93,10 +121,11 @@ class TrainingDense(keras.layers.Dense):
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class TrainingConv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` whose training call of a 3x3, stride-1, 'same', ReLU conv
-    (all of VGG16's) takes ``conv3x3_relu``'s gradients; any other conv is Conv2D's."""
+    (all of VGG16's) takes ``conv3x3_relu``'s gradients where ``own_conv_gradients()``; any
+    other conv, and every conv elsewhere, is Conv2D's."""
 
     def call(self, inputs, training=None):
-        if not (training and self._fast()):
+        if not (training and self._fast() and own_conv_gradients()):
             return super().call(inputs)
         return conv3x3_relu(
             inputs, tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias)

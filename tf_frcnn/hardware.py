@@ -1,4 +1,5 @@
-"""What the CPU offers for reduced precision: AMX tiles, AVX-512 bfloat16 and VNNI.
+"""What the CPU offers for reduced precision (AMX tiles, AVX-512 bfloat16 and VNNI), and
+whether TF runs its oneDNN kernels on it.
 
 Read from the kernel's flags (``/proc/cpuinfo``, Linux); elsewhere every feature reads as
 unknown. Nothing here changes a setting: bfloat16 is only ever on when a config asks for it
@@ -6,7 +7,16 @@ unknown. Nothing here changes a setting: bfloat16 is only ever on when a config 
 it can run faster, see "Precision and compilation" in docs/benchmarks.md).
 """
 
+import os
 import platform
+import sys
+
+try:
+    # TF's own answer (util/port.cc, IsMklEnabled). TF has no public API for it; where this
+    # private module is missing, onednn_enabled() applies TF's documented rule itself.
+    from tensorflow.python.util._pywrap_util_port import IsMklEnabled as _tf_onednn_enabled
+except ImportError:  # pragma: no cover - depends on the TF build
+    _tf_onednn_enabled = None
 
 # Feature -> the /proc/cpuinfo flags that show it (any of them).
 FEATURES = {
@@ -15,6 +25,16 @@ FEATURES = {
     "VNNI": ("avx512_vnni", "avx_vnni"),
     "AVX512F": ("avx512f",),
 }
+
+# The flags for which TF 2.9+ turns its oneDNN CPU kernels on by default on Linux x86.
+ONEDNN_DEFAULT_FLAGS = (
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 
 
 def _cpuinfo(path="/proc/cpuinfo"):
@@ -55,3 +75,27 @@ def cpu_summary(path="/proc/cpuinfo"):
     words = {True: "yes", False: "no", None: "unknown"}
     listed = ", ".join(f"{feature} {words[features[feature]]}" for feature in FEATURES)
     return f"{name or platform.processor() or platform.machine()}: {listed}"
+
+
+def onednn_default(path="/proc/cpuinfo", environ=None, system=None):
+    """TF's rule for its oneDNN CPU kernels, for when TF cannot be asked: on (Linux only) for
+    CPUs with any of ``ONEDNN_DEFAULT_FLAGS``; ``TF_ENABLE_ONEDNN_OPTS`` set to 0/1 (or
+    false/true) overrides it either way."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    if (system or sys.platform) != "linux":
+        return False
+    _, flags = _cpuinfo(path)
+    return bool(flags) and any(flag in flags for flag in ONEDNN_DEFAULT_FLAGS)
+
+
+def onednn_enabled():
+    """Whether TF runs its oneDNN kernels (convs, matmuls) in this process: TF's own answer,
+    else ``onednn_default()``. Without them TF's CPU convs and their gradients are Eigen's."""
+    if _tf_onednn_enabled is not None:
+        return bool(_tf_onednn_enabled())
+    return onednn_default()  # pragma: no cover - depends on the TF build
