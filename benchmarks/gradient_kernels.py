@@ -94,11 +94,12 @@ def main(argv=None):
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: TF's default for this CPU)")
     print(f"cpu: {hardware.cpu_summary()}; TF_ENABLE_ONEDNN_OPTS={onednn}")
-    conv_side = "ours" if gradients.own_conv_gradients() else "TF's"
+    forms = gradients.gradient_forms()
+    taken = ", ".join(f"{form} {'ours' if own else 'TF'}" for form, own in forms.items())
     print(
-        f"oneDNN kernels {'on' if hardware.onednn_enabled() else 'off'}: training takes "
-        f"{conv_side} conv gradients (TF_FRCNN_CONV_GRADIENTS={gradients.CONV_GRADIENTS}) "
-        "and ours for fc6/fc7's input gradient"
+        f"oneDNN kernels {'on' if hardware.onednn_enabled() else 'off'}, AVX-512 for oneDNN "
+        f"{'yes' if hardware.onednn_avx512() else 'no'}; training takes: {taken} "
+        f"(TF_FRCNN_GRADIENTS={gradients.GRADIENTS})"
     )
     cases = []
     for (h, w, c, k), count in conv_shapes(*args.size).items():
@@ -142,7 +143,7 @@ def main(argv=None):
                 "cpu": hardware.cpu_summary(),
                 "onednn": onednn,
                 "onednn_enabled": hardware.onednn_enabled(),
-                "conv_gradients": conv_side,
+                "training_takes_ours": forms,
                 "rows": rows,
                 "totals_s": totals,
             }

@@ -44,8 +44,16 @@ def test_fc_matmul_gives_matmuls_value_and_gradients():
         _close(a, b)
 
 
-@pytest.mark.parametrize("shape", [(1, 9, 14, 4, 6), (2, 7, 5, 3, 8)])
-def test_conv3x3_relu_gives_the_convs_value_and_gradients(shape):
+@pytest.mark.parametrize(
+    "shape, own_input, own_kernel",
+    [
+        ((1, 9, 14, 4, 6), True, True),
+        ((2, 7, 5, 3, 8), True, True),
+        ((2, 7, 5, 3, 8), False, True),
+        ((2, 7, 5, 3, 8), True, False),
+    ],
+)
+def test_conv3x3_relu_gives_the_convs_value_and_gradients(shape, own_input, own_kernel):
     batch, height, width, channels, filters = shape
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(batch, height, width, channels)), tf.float32)
@@ -54,7 +62,7 @@ def test_conv3x3_relu_gives_the_convs_value_and_gradients(shape):
     upstream = tf.constant(rng.normal(size=(batch, height, width, filters)), tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, kernel, bias])
-        ours = gradients.conv3x3_relu(x, kernel, bias)
+        ours = gradients.conv3x3_relu(x, kernel, bias, own_input, own_kernel)
         plain = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)
         loss_ours, loss_plain = tf.reduce_sum(ours * upstream), tf.reduce_sum(plain * upstream)
     _close(ours, plain)
@@ -66,19 +74,28 @@ def test_conv3x3_relu_gives_the_convs_value_and_gradients(shape):
 
 
 @pytest.fixture
-def conv_gradients(monkeypatch):
-    """Sets ``gradients.CONV_GRADIENTS`` for one test."""
-    return lambda choice: monkeypatch.setattr(gradients, "CONV_GRADIENTS", choice)
+def choose(monkeypatch):
+    """``choose(choice, onednn=None, avx512=None)`` sets ``gradients.GRADIENTS`` for one test
+    and, where given, what ``hardware`` reports about TF's oneDNN kernels."""
+
+    def set_(choice, onednn=None, avx512=None):
+        monkeypatch.setattr(gradients, "GRADIENTS", choice)
+        if onednn is not None:
+            monkeypatch.setattr(gradients.hardware, "onednn_enabled", lambda: onednn)
+        if avx512 is not None:
+            monkeypatch.setattr(gradients.hardware, "onednn_avx512", lambda: avx512)
+
+    return set_
 
 
-def _conv_backprops(conv, image):
+def _backprops(conv, image):
     """The Conv2DBackprop* ops in the gradient graph of ``conv``'s training call."""
     ops = _gradient_ops(lambda x: conv(x, training=True), image)
     return ops & {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
 
 
-def test_training_layers_take_the_other_kernels_and_inference_the_plain_ones(conv_gradients):
-    conv_gradients("ours")
+def test_training_layers_take_the_other_kernels_and_inference_the_plain_ones(choose):
+    choose("ours")
     conv = gradients.TrainingConv2D(8, 3, padding="same", activation="relu")
     dense = gradients.TrainingDense(6, activation="relu")
     image, rows = tf.random.normal([1, 10, 12, 4]), tf.random.normal([3, 20])
@@ -96,31 +113,60 @@ def test_training_layers_take_the_other_kernels_and_inference_the_plain_ones(con
     assert "Transpose" in trained_fc
 
 
-def test_conv_gradients_ours_where_onednn_is_off_and_tfs_where_it_is_on(
-    conv_gradients, monkeypatch
+BOTH = {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
+
+
+@pytest.mark.parametrize(
+    "onednn, avx512, backprops, fc_transposed",
+    [
+        # Eigen's kernels: all three of ours.
+        (False, True, set(), True),
+        # oneDNN with AVX-512: TF's conv gradients, our fc form.
+        (True, True, BOTH, True),
+        # oneDNN capped at AVX2: TF's input gradient and fc product, our kernel gradient.
+        (True, False, {"Conv2DBackpropInput"}, False),
+    ],
+)
+def test_auto_takes_the_faster_form_for_the_kernels_tf_runs(
+    choose, onednn, avx512, backprops, fc_transposed
 ):
+    conv = gradients.TrainingConv2D(8, 3, padding="same", activation="relu")
+    dense = gradients.TrainingDense(6, activation="relu")
+    image, rows = tf.random.normal([1, 10, 12, 4]), tf.random.normal([3, 20])
+    conv(image), dense(rows)
+    choose("auto", onednn=onednn, avx512=avx512)
+    assert _backprops(conv, image) == backprops
+    # Ours has a Transpose of the product; TF's registered gradient a transposed MatMul.
+    fc_ops = _gradient_ops(lambda x: dense(x, training=True), rows)
+    assert ("Transpose" in fc_ops) == fc_transposed
+    # Whatever the forms, the same gradients.
+    for layer, x in ((conv, image), (dense, rows)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=True) ** 2)
+        with tf.GradientTape() as plain_tape:
+            plain_loss = tf.reduce_sum(layer(x, training=False) ** 2)
+        ours = tape.gradient(loss, layer.trainable_weights)
+        for a, b in zip(ours, plain_tape.gradient(plain_loss, layer.trainable_weights)):
+            _close(a, b, 1e-4)
+
+
+def test_ours_and_tf_force_every_form_whatever_the_cpu(choose):
     conv = gradients.TrainingConv2D(8, 3, padding="same", activation="relu")
     image = tf.random.normal([1, 10, 12, 4])
     conv(image)
-    conv_gradients("auto")
-    monkeypatch.setattr(gradients.hardware, "onednn_enabled", lambda: False)
-    assert gradients.own_conv_gradients() and not _conv_backprops(conv, image)
-    monkeypatch.setattr(gradients.hardware, "onednn_enabled", lambda: True)
-    assert not gradients.own_conv_gradients()
-    assert _conv_backprops(conv, image) == {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
-    # Forced either way, whatever the CPU.
-    conv_gradients("ours")
-    assert not _conv_backprops(conv, image)
-    monkeypatch.setattr(gradients.hardware, "onednn_enabled", lambda: False)
-    conv_gradients("tf")
-    assert _conv_backprops(conv, image) == {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
-    conv_gradients("fast")
-    with pytest.raises(ValueError, match="TF_FRCNN_CONV_GRADIENTS.*'fast'"):
+    choose("ours", onednn=True, avx512=True)
+    assert gradients.gradient_forms() == dict.fromkeys(gradients.FORMS, True)
+    assert not _backprops(conv, image)
+    choose("tf", onednn=False)
+    assert gradients.gradient_forms() == dict.fromkeys(gradients.FORMS, False)
+    assert _backprops(conv, image) == BOTH
+    choose("fast")
+    with pytest.raises(ValueError, match="TF_FRCNN_GRADIENTS.*'fast'"):
         conv(image, training=True)
 
 
-def test_other_convs_keep_conv2ds_gradients(conv_gradients):
-    conv_gradients("ours")
+def test_other_convs_keep_conv2ds_gradients(choose):
+    choose("ours")
     strided = gradients.TrainingConv2D(4, 3, strides=2, padding="same", activation="relu")
     linear = gradients.TrainingConv2D(4, 3, padding="same")
     image = tf.random.normal([1, 8, 8, 3])

@@ -3,7 +3,13 @@
 import pytest
 
 from tf_frcnn.config import ConfigError, config_from_dict
-from tf_frcnn.hardware import cpu_features, cpu_summary, onednn_default, onednn_enabled
+from tf_frcnn.hardware import (
+    cpu_features,
+    cpu_summary,
+    onednn_avx512,
+    onednn_default,
+    onednn_enabled,
+)
 from tf_frcnn.model import build_model
 from tf_frcnn_cli import main
 
@@ -67,10 +73,10 @@ def test_policy_reaches_backbone_and_heads_only(precision):
 
 CPUINFO = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480+
-flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
+flags\t: avx2 avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
 processor\t: 1
 model name\t: Intel(R) Xeon(R) Platinum 8480+
-flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
+flags\t: avx2 avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
 """
 
 
@@ -110,6 +116,21 @@ def test_onednn_default_is_tfs_rule(tmp_path):
     assert onednn_default(avx2, environ={"TF_ENABLE_ONEDNN_OPTS": "1"}, system="linux")
     assert not onednn_default(sapphire, environ={"TF_ENABLE_ONEDNN_OPTS": "0"}, system="linux")
     assert onednn_default(avx2, environ={"TF_ENABLE_ONEDNN_OPTS": "true"}, system="linux")
+
+
+def test_onednn_avx512_reads_the_cpu_and_onednns_isa_cap(tmp_path):
+    sapphire, avx2 = tmp_path / "sapphire", tmp_path / "avx2"
+    sapphire.write_text(CPUINFO)
+    avx2.write_text("model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse avx avx2 fma\n")
+    assert onednn_avx512(sapphire, environ={})
+    assert not onednn_avx512(avx2, environ={})
+    assert not onednn_avx512(tmp_path / "missing", environ={})
+    assert not onednn_avx512(sapphire, environ={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert not onednn_avx512(sapphire, environ={"DNNL_MAX_CPU_ISA": "avx2_vnni"})
+    assert onednn_avx512(sapphire, environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"})
+    assert onednn_avx512(sapphire, environ={"ONEDNN_MAX_CPU_ISA": "ALL"})
+    # A cap cannot add what the CPU lacks.
+    assert not onednn_avx512(avx2, environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})
 
 
 def test_onednn_enabled_agrees_with_tf_on_this_machine():

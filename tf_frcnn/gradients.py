@@ -1,21 +1,30 @@
 """Faster gradients for the detector's fc layers and 3x3 convs: the same products as TF's
-registered gradients, written as the kernels TF's CPU build runs fastest.
+registered gradients, written as kernels that TF's CPU build may run faster, and which of the
+two each gradient takes on the CPU it runs on.
 
 TF computes a MatMul's input gradient as ``dy @ kernel^T`` and a conv's gradients with
-Conv2DBackpropInput and Conv2DBackpropFilter. On an AMD EPYC with AVX2 (no AVX-512), 2 threads,
-where TF runs Eigen's kernels, these ran at 27 (fc6, 128 ROIs), 72-81 and 48-69 GFLOP/s, against
-142 for the same fc product written as ``(kernel @ dy^T)^T``, 96-157 for the input gradient as a
-forward conv of the flipped kernel, and 90-130 for the filter gradient as nine matmuls, one per
-kernel tap. Where TF runs its oneDNN kernels (by default on CPUs with AVX512_VNNI, AVX512_BF16,
-AVX_VNNI or AMX), its conv gradients are oneDNN's own and were as fast as these forms or faster
-(the early layers' kernel gradients 1.3-4x faster, and less memory), while the fc form still
-won (95 -> 146 GFLOP/s on an EPYC with AVX-512). So the fc form is always taken and the conv
-forms only where oneDNN is off (``CONV_GRADIENTS``); ``benchmarks/gradient_kernels.py`` prints
-both for the machine it runs on. The layers below take these forms when training only:
-inference, exports and saved files see plain Keras ``Dense`` and ``Conv2D`` computations and
-weights.
+Conv2DBackpropInput and Conv2DBackpropFilter. Our forms of the same products: the fc input
+gradient as ``(kernel @ dy^T)^T``; a 3x3 conv's input gradient as a forward conv of the
+flipped kernel; its kernel gradient as nine matmuls, one per kernel tap. Which is faster
+depends on the kernels TF runs (``benchmarks/gradient_kernels.py`` times each pair on the
+machine it runs on; its tables are in docs/benchmarks.md). VGG16 at 300x500, 2 threads,
+an AMD EPYC:
+
+- oneDNN off (TF runs Eigen's kernels; TF's default on CPUs without AVX512_VNNI,
+  AVX512_BF16, AVX_VNNI or AMX): ours are faster for all three (fc6 input 30 -> 145 GFLOP/s,
+  conv input gradients 1.0-2.3x, kernel gradients 0.9-1.4x).
+- oneDNN on, with AVX-512: TF's conv gradients are oneDNN's own and as fast or faster (the
+  early kernel gradients 1.3-4x), our fc form still wins (95 -> 146 GFLOP/s).
+- oneDNN on, capped at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, as on an AVX2 CPU with
+  ``TF_ENABLE_ONEDNN_OPTS=1``): TF's input gradients and fc form win (1.0-3x), our kernel
+  gradients win by 1.1-4.8x (oneDNN's backward-weights kernels ran at 18-80 GFLOP/s).
+
+``gradient_forms`` applies that table; ``GRADIENTS`` forces all ours or all TF's. The layers
+below take these forms when training only: inference, exports and saved files see plain Keras
+``Dense`` and ``Conv2D`` computations and weights.
 """
 
+import functools
 import os
 
 import keras
@@ -23,24 +32,31 @@ import tensorflow as tf
 
 from tf_frcnn import hardware
 
-# Which gradients a VGG16 3x3 conv trains with: "auto" (ours where TF's oneDNN kernels are off,
-# TF's registered ones where they are on), "ours" or "tf"; the environment variable
-# TF_FRCNN_CONV_GRADIENTS sets it for a process. Read when a training call is traced.
-CONV_GRADIENTS = os.environ.get("TF_FRCNN_CONV_GRADIENTS", "auto")
-CONV_GRADIENT_CHOICES = ("auto", "ours", "tf")
+# Which gradients the training layers take: "auto" (``gradient_forms``' per-CPU table), "ours"
+# or "tf" (every gradient one side's); the environment variable TF_FRCNN_GRADIENTS sets it for
+# a process. Read when a training call is traced.
+GRADIENTS = os.environ.get("TF_FRCNN_GRADIENTS", "auto")
+GRADIENT_CHOICES = ("auto", "ours", "tf")
+FORMS = ("conv_input", "conv_kernel", "fc_input")
 
 
-def own_conv_gradients(choice=None):
-    """Whether 3x3 convs take ``conv3x3_relu``'s gradients under ``choice`` (default
-    ``CONV_GRADIENTS``); "auto" means: where TF does not run its oneDNN kernels."""
-    choice = CONV_GRADIENTS if choice is None else choice
-    if choice not in CONV_GRADIENT_CHOICES:
+def gradient_forms(choice=None):
+    """{"conv_input", "conv_kernel", "fc_input": whether training takes our form of that
+    gradient} under ``choice`` (default ``GRADIENTS``); "auto": all ours where TF's oneDNN
+    kernels are off; where they are on, TF's conv input gradient, and our kernel gradient
+    where oneDNN has no AVX-512 and our fc form where it has."""
+    choice = GRADIENTS if choice is None else choice
+    if choice not in GRADIENT_CHOICES:
         raise ValueError(
-            f"TF_FRCNN_CONV_GRADIENTS (tf_frcnn.gradients.CONV_GRADIENTS) is {choice!r}; "
-            "expected one of "
-            f"{', '.join(CONV_GRADIENT_CHOICES)}"
+            f"TF_FRCNN_GRADIENTS (tf_frcnn.gradients.GRADIENTS) is {choice!r}; expected one "
+            f"of {', '.join(GRADIENT_CHOICES)}"
         )
-    return choice == "ours" or (choice == "auto" and not hardware.onednn_enabled())
+    if choice != "auto":
+        return dict.fromkeys(FORMS, choice == "ours")
+    if not hardware.onednn_enabled():
+        return dict.fromkeys(FORMS, True)
+    wide = hardware.onednn_avx512()
+    return {"conv_input": False, "conv_kernel": not wide, "fc_input": wide}
 
 
 def _gradient_scope():
@@ -90,27 +106,52 @@ def conv_kernel_gradient(x, dz):
     return tf.reshape(tf.stack(taps), [3, 3, channels, filters])
 
 
-@tf.custom_gradient
-def conv3x3_relu(x, kernel, bias):
-    """``relu(conv2d(x, kernel, 1, 'SAME') + bias)`` (NHWC, 3x3 kernel); the input gradient is
-    a forward conv of the flipped, transposed kernel and the kernel's is nine matmuls."""
-    y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias))
-    scope = _gradient_scope()
+def conv3x3_relu(x, kernel, bias, own_input=True, own_kernel=True):
+    """``relu(conv2d(x, kernel, 1, 'SAME') + bias)`` (NHWC, 3x3 kernel) whose input gradient
+    is ``conv_input_gradient`` (``own_input``, else Conv2DBackpropInput) and kernel gradient
+    ``conv_kernel_gradient`` (``own_kernel``, else Conv2DBackpropFilter)."""
+    return _conv3x3_relu(own_input, own_kernel)(x, kernel, bias)
 
-    def gradient(dy):
-        with tf.name_scope(scope):
-            dz = tf.raw_ops.ReluGrad(gradients=dy, features=y)
-            dx = conv_input_gradient(dz, kernel)
-            return dx, conv_kernel_gradient(x, dz), tf.reduce_sum(dz, [0, 1, 2])
 
-    return y, gradient
+@functools.cache
+def _conv3x3_relu(own_input, own_kernel):
+    @tf.custom_gradient
+    def conv(x, kernel, bias):
+        y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias))
+        scope = _gradient_scope()
+
+        def gradient(dy):
+            with tf.name_scope(scope):
+                dz = tf.raw_ops.ReluGrad(gradients=dy, features=y)
+                if own_input:
+                    dx = conv_input_gradient(dz, kernel)
+                else:
+                    dx = tf.raw_ops.Conv2DBackpropInput(
+                        input_sizes=tf.shape(x), filter=kernel, out_backprop=dz, **_SAME
+                    )
+                if own_kernel:
+                    dk = conv_kernel_gradient(x, dz)
+                else:
+                    dk = tf.raw_ops.Conv2DBackpropFilter(
+                        input=x, filter_sizes=tf.shape(kernel), out_backprop=dz, **_SAME
+                    )
+                return dx, dk, tf.reduce_sum(dz, [0, 1, 2])
+
+        return y, gradient
+
+    return conv
+
+
+_SAME = {"strides": [1, 1, 1, 1], "padding": "SAME"}
 
 
 class TrainingDense(keras.layers.Dense):
-    """``keras.layers.Dense`` whose training call takes ``fc_matmul``'s gradient."""
+    """``keras.layers.Dense`` whose training call takes ``fc_matmul``'s gradient where
+    ``gradient_forms()`` picks our fc form, MatMul's elsewhere."""
 
     def call(self, inputs, training=None):
-        if not training or self.lora_enabled or self.quantization_mode:
+        plain = not training or self.lora_enabled or self.quantization_mode
+        if plain or not gradient_forms()["fc_input"]:
             return super().call(inputs, training=training)
         x = fc_matmul(inputs, tf.convert_to_tensor(self.kernel))
         if self.bias is not None:
@@ -121,15 +162,15 @@ class TrainingDense(keras.layers.Dense):
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class TrainingConv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` whose training call of a 3x3, stride-1, 'same', ReLU conv
-    (all of VGG16's) takes ``conv3x3_relu``'s gradients where ``own_conv_gradients()``; any
-    other conv, and every conv elsewhere, is Conv2D's."""
+    (all of VGG16's) takes ``conv3x3_relu``'s gradients where ``gradient_forms()`` picks
+    our form of either; any other conv, and every conv where it picks neither, is Conv2D's."""
 
     def call(self, inputs, training=None):
-        if not (training and self._fast() and own_conv_gradients()):
+        forms = gradient_forms()
+        if not (training and self._fast() and (forms["conv_input"] or forms["conv_kernel"])):
             return super().call(inputs)
-        return conv3x3_relu(
-            inputs, tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias)
-        )
+        kernel, bias = tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias)
+        return conv3x3_relu(inputs, kernel, bias, forms["conv_input"], forms["conv_kernel"])
 
     def _fast(self):
         return (

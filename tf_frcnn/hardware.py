@@ -93,6 +93,24 @@ def onednn_default(path="/proc/cpuinfo", environ=None, system=None):
     return bool(flags) and any(flag in flags for flag in ONEDNN_DEFAULT_FLAGS)
 
 
+# oneDNN's own names for the ISAs ONEDNN_MAX_CPU_ISA may cap it at that include AVX-512.
+_AVX512_ISAS = ("AVX512", "AVX10", "AMX", "ALL")
+# What oneDNN's avx512_core kernels need.
+_AVX512_CORE_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
+
+
+def onednn_avx512(path="/proc/cpuinfo", environ=None):
+    """Whether oneDNN may run AVX-512 kernels here: the CPU has AVX-512 (F, BW, VL, DQ) and
+    ``ONEDNN_MAX_CPU_ISA`` (or its old name ``DNNL_MAX_CPU_ISA``), if set, does not cap
+    oneDNN below it (e.g. ``AVX2``)."""
+    environ = os.environ if environ is None else environ
+    cap = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or ""
+    if cap.strip() and not cap.strip().upper().startswith(_AVX512_ISAS):
+        return False
+    _, flags = _cpuinfo(path)
+    return bool(flags) and all(flag in flags for flag in _AVX512_CORE_FLAGS)
+
+
 def onednn_enabled():
     """Whether TF runs its oneDNN kernels (convs, matmuls) in this process: TF's own answer,
     else ``onednn_default()``. Without them TF's CPU convs and their gradients are Eigen's."""

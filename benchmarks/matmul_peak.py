@@ -1,0 +1,108 @@
+"""What one large float32 matrix product reaches on this CPU, in TF and in torch: the ceiling
+under any float32 detector here, ours or the peer's.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/matmul_peak.py                  # TF
+    /tmp/peer-venv/bin/python benchmarks/matmul_peak.py --framework torch    # torch
+
+Squares of ``--sizes`` (default 2048 and 4096), ``--threads`` intra-op threads (default 2),
+``--runs`` timed products after one warm-up; prints the best and the median GFLOP/s of each
+size (2 * n^3 per product), the CPU's flags, and one JSON line. Divide a model's float
+operations by the best figure to get the least time any float32 kernel can take for them; VGG16's
+inference at 300x500 is 164 GFLOP (``bench_inference.py`` counts them).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+AVX_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    """The flags of ``AVX_FLAGS`` this CPU has (the first CPU's "flags" line)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    return [flag for flag in AVX_FLAGS if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
+def gflops(n, seconds):
+    """GFLOP/s of one n x n by n x n product that took ``seconds``."""
+    return 2 * n**3 / seconds / 1e9
+
+
+# Each framework is imported where it is used: the script runs in either venv, which holds one.
+def _tf_product(n, threads):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+    product = tf.function(lambda: tf.matmul(a, b))
+    return lambda: product().numpy()
+
+
+def _torch_product(n, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def product():
+        with torch.no_grad():
+            return torch.mm(a, b)
+
+    return product
+
+
+def measure(framework, sizes, runs, threads):
+    """{size: (best GFLOP/s, median GFLOP/s)}."""
+    build = {"tf": _tf_product, "torch": _torch_product}[framework]
+    results = {}
+    for n in sizes:
+        product = build(n, threads)
+        product()  # warm-up: tracing, allocation, kernel selection
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - start)
+        results[n] = (gflops(n, min(times)), gflops(n, statistics.median(times)))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--framework", choices=("tf", "torch"), default="tf")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    flags = cpu_flags()
+    print(f"{args.framework}, {args.threads} threads; cpu flags: {' '.join(flags) or 'unknown'}")
+    results = measure(args.framework, args.sizes, args.runs, args.threads)
+    for n, (best, median) in results.items():
+        print(f"{n}x{n} float32 product: best {best:.0f} GFLOP/s, median {median:.0f} GFLOP/s")
+    print(
+        json.dumps(
+            {
+                "framework": args.framework,
+                "threads": args.threads,
+                "flags": flags,
+                "gflops": {str(n): {"best": b, "median": m} for n, (b, m) in results.items()},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

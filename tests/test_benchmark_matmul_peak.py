@@ -1,0 +1,26 @@
+"""benchmarks/matmul_peak.py: the FLOP count, the flags it reads, and TF's product measured."""
+
+import pytest
+
+
+def test_gflops_counts_two_flops_per_multiply_add(benchmark_module):
+    peak = benchmark_module("matmul_peak")
+    # 1000^3 multiply-adds in 2 s: 1 GFLOP/s.
+    assert peak.gflops(1000, 2.0) == pytest.approx(1.0)
+
+
+def test_cpu_flags_lists_the_vector_flags_in_order(benchmark_module, tmp_path):
+    peak = benchmark_module("matmul_peak")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: X\nflags\t\t: fpu avx512f fma sse avx2 avx512_bf16\n")
+    assert peak.cpu_flags(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert peak.cpu_flags(tmp_path / "missing") == []
+
+
+def test_measure_times_tfs_product(benchmark_module, capsys):
+    peak = benchmark_module("matmul_peak")
+    results = peak.measure("tf", [64, 128], runs=2, threads=1)
+    assert set(results) == {64, 128}
+    assert all(0 < median <= best for best, median in results.values())
+    peak.main(["--sizes", "32", "--runs", "1", "--threads", "1"])
+    assert '"framework": "tf"' in capsys.readouterr().out
