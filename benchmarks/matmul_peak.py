@@ -41,20 +41,17 @@ def gflops(n, seconds):
 
 
 # Each framework is imported where it is used: the script runs in either venv, which holds one.
-def _tf_product(n, threads):
+def _tf_product(n):
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
     a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
     product = tf.function(lambda: tf.matmul(a, b))
     return lambda: product().numpy()
 
 
-def _torch_product(n, threads):
+def _torch_product(n):
     import torch
 
-    torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
 
     def product():
@@ -64,12 +61,25 @@ def _torch_product(n, threads):
     return product
 
 
-def measure(framework, sizes, runs, threads):
+def set_threads(framework, threads):
+    """``threads`` intra-op threads (one inter-op thread for TF); before any TF op runs."""
+    if framework == "tf":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def measure(framework, sizes, runs):
     """{size: (best GFLOP/s, median GFLOP/s)}."""
     build = {"tf": _tf_product, "torch": _torch_product}[framework]
     results = {}
     for n in sizes:
-        product = build(n, threads)
+        product = build(n)
         product()  # warm-up: tracing, allocation, kernel selection
         times = []
         for _ in range(runs):
@@ -80,6 +90,14 @@ def measure(framework, sizes, runs, threads):
     return results
 
 
+def lines(results):
+    """One line per size of ``measure``'s results."""
+    return [
+        f"{n}x{n} float32 product: best {best:.0f} GFLOP/s, median {median:.0f} GFLOP/s"
+        for n, (best, median) in results.items()
+    ]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--framework", choices=("tf", "torch"), default="tf")
@@ -87,11 +105,11 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    set_threads(args.framework, args.threads)
     flags = cpu_flags()
     print(f"{args.framework}, {args.threads} threads; cpu flags: {' '.join(flags) or 'unknown'}")
-    results = measure(args.framework, args.sizes, args.runs, args.threads)
-    for n, (best, median) in results.items():
-        print(f"{n}x{n} float32 product: best {best:.0f} GFLOP/s, median {median:.0f} GFLOP/s")
+    results = measure(args.framework, args.sizes, args.runs)
+    print("\n".join(lines(results)))
     print(
         json.dumps(
             {

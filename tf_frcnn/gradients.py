@@ -17,7 +17,8 @@ an AMD EPYC:
   early kernel gradients 1.3-4x), our fc form still wins (95 -> 146 GFLOP/s).
 - oneDNN on, capped at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, as on an AVX2 CPU with
   ``TF_ENABLE_ONEDNN_OPTS=1``): TF's input gradients and fc form win (1.0-3x), our kernel
-  gradients win by 1.1-4.8x (oneDNN's backward-weights kernels ran at 18-80 GFLOP/s).
+  gradients win by 1.1-4.8x on all but the first and last convs (oneDNN's backward-weights
+  kernels ran at 18-80 GFLOP/s; 2.6 s against our 1.2 s over VGG16's thirteen).
 
 ``gradient_forms`` applies that table; ``GRADIENTS`` forces all ours or all TF's. The layers
 below take these forms when training only: inference, exports and saved files see plain Keras
