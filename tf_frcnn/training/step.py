@@ -38,6 +38,7 @@ def train_step(losses_of, model, optimizer, batch, *, clip_norm=None, replicas=1
         if scaled:
             loss = optimizer.scale_loss(loss)
     gradients = tape.gradient(loss, variables)
+    _large_gradients_last(gradients)
     if clip_norm:
         # Scaled gradients are clipped at the scaled norm: the unscaled ones at clip_norm.
         norm = clip_norm * optimizer.dynamic_scale if scaled else clip_norm
@@ -54,6 +55,31 @@ def train_step(losses_of, model, optimizer, batch, *, clip_norm=None, replicas=1
         gradients = [tf.identity(g) for g in gradients]
     optimizer.apply_gradients(zip(gradients, variables))
     return losses
+
+
+# A gradient at least this large (VGG16's fc6 kernel: 411 MB) is computed after every other
+# gradient: it is ready early in the backward pass and would otherwise be held through the
+# whole conv backward, on top of that pass's peak.
+LATE_GRADIENT_BYTES = 64 * 2**20
+
+
+def _large_gradients_last(gradients):
+    """Orders the ops of ``gradients`` of at least ``LATE_GRADIENT_BYTES`` after the ops of
+    all the others (in a traced step; eagerly there is nothing to order). Only an op nothing
+    reads yet is ordered, so no cycle can form."""
+    if tf.executing_eagerly():
+        return
+    present = [g for g in gradients if g is not None and not isinstance(g, tf.IndexedSlices)]
+    large = [
+        g for g in present if (g.shape.num_elements() or 0) * g.dtype.size >= LATE_GRADIENT_BYTES
+    ]
+    others = [g.op for g in present if all(g is not big for big in large)]
+    for gradient in large:
+        op = gradient.op
+        if op in others or any(output.consumers() for output in op.outputs):
+            continue
+        # TF's graph API has no public way to order an existing op after others.
+        op._add_control_inputs(others)
 
 
 def stage_losses(model, stage, objective, proposal_source=None):
