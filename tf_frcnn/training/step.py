@@ -1,7 +1,7 @@
 """The training step, written once: ``StageLoop`` (the ``tf.function`` loop under
 ``tf.distribute``) and ``StageModel`` (``model.fit`` on one stage) both run
-``train_step``: loss scaling, clipping, the finite check and the barrier before the
-in-place update live here."""
+``train_step``: loss scaling, clipping, the finite check, the order of the largest
+gradients and the barrier before the in-place update live here."""
 
 import keras
 import tensorflow as tf
