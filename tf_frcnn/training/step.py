@@ -66,20 +66,23 @@ LATE_GRADIENT_BYTES = 64 * 2**20
 def _large_gradients_last(gradients):
     """Orders the ops of ``gradients`` of at least ``LATE_GRADIENT_BYTES`` after the ops of
     all the others (in a traced step; eagerly there is nothing to order). Only an op nothing
-    reads yet is ordered, so no cycle can form."""
+    reads yet is ordered, so no cycle can form. Returns how many ops it ordered."""
     if tf.executing_eagerly():
-        return
+        return 0
     present = [g for g in gradients if g is not None and not isinstance(g, tf.IndexedSlices)]
     large = [
         g for g in present if (g.shape.num_elements() or 0) * g.dtype.size >= LATE_GRADIENT_BYTES
     ]
     others = [g.op for g in present if all(g is not big for big in large)]
+    ordered = 0
     for gradient in large:
         op = gradient.op
         if op in others or any(output.consumers() for output in op.outputs):
             continue
         # TF's graph API has no public way to order an existing op after others.
         op._add_control_inputs(others)
+        ordered += 1
+    return ordered
 
 
 def stage_losses(model, stage, objective, proposal_source=None):
