@@ -164,13 +164,15 @@ class Worker:
         self.log.close()
 
 
-def _cpu():
+def cpu_info(path="/proc/cpuinfo"):
+    """The CPU's model, its logical and usable CPUs, and which of ``FLAGS`` it has and lacks
+    (plain Python: ``matmul_peak.py`` calls it from either framework's venv)."""
     info = {"model": None, "logical_cpus": os.cpu_count()}
     if hasattr(os, "sched_getaffinity"):
         info["usable_cpus"] = len(os.sched_getaffinity(0))
     flags = set()
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+        with open(path, encoding="ascii", errors="replace") as cpuinfo:
             for line in cpuinfo:
                 key, _, value = line.partition(":")
                 if key.strip() == "model name" and info["model"] is None:
@@ -327,7 +329,7 @@ def main():
         "warmup": args.warmup,
         "kinds": list(kinds),
         "ours_inference": args.ours_inference,
-        "cpu": _cpu(),
+        "cpu": cpu_info(),
         "load": {"start": start_load, "end": _load(), "rounds": round_loads},
         "memory_gb_at_start": start_memory,
         "frameworks": {side: workers[side].ready["framework"] for side in SIDES},

@@ -17,22 +17,9 @@ import os
 import statistics
 import time
 
+import interleaved  # its CPU reader: plain Python, as this script must be
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-AVX_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
-
-
-def cpu_flags(path="/proc/cpuinfo"):
-    """The flags of ``AVX_FLAGS`` this CPU has (the first CPU's "flags" line)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.partition(":")[2].split())
-                    return [flag for flag in AVX_FLAGS if flag in flags]
-    except OSError:
-        pass
-    return []
 
 
 def gflops(n, seconds):
@@ -106,7 +93,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     set_threads(args.framework, args.threads)
-    flags = cpu_flags()
+    flags = interleaved.cpu_info()["flags"]
     print(f"{args.framework}, {args.threads} threads; cpu flags: {' '.join(flags) or 'unknown'}")
     results = measure(args.framework, args.sizes, args.runs)
     print("\n".join(lines(results)))

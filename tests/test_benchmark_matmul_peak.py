@@ -1,4 +1,4 @@
-"""benchmarks/matmul_peak.py: the FLOP count, the flags it reads, and TF's product measured."""
+"""benchmarks/matmul_peak.py: the FLOP count, the CPU flags it prints, and TF's product measured."""
 
 import pytest
 
@@ -9,12 +9,15 @@ def test_gflops_counts_two_flops_per_multiply_add(benchmark_module):
     assert peak.gflops(1000, 2.0) == pytest.approx(1.0)
 
 
-def test_cpu_flags_lists_the_vector_flags_in_order(benchmark_module, tmp_path):
-    peak = benchmark_module("matmul_peak")
+def test_the_cpu_reader_lists_the_vector_flags_it_has_and_lacks(benchmark_module, tmp_path):
+    interleaved = benchmark_module("interleaved")
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("model name\t: X\nflags\t\t: fpu avx512f fma sse avx2 avx512_bf16\n")
-    assert peak.cpu_flags(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16"]
-    assert peak.cpu_flags(tmp_path / "missing") == []
+    info = interleaved.cpu_info(cpuinfo)
+    assert info["model"] == "X"
+    assert info["flags"] == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert "amx_tile" in info["absent"] and "avx2" not in info["absent"]
+    assert interleaved.cpu_info(tmp_path / "missing")["flags"] == []
 
 
 def test_measure_times_tfs_product(benchmark_module):

@@ -7,6 +7,7 @@ unknown. Nothing here changes a setting: bfloat16 is only ever on when a config 
 it can run faster, see "Precision and compilation" in docs/benchmarks.md).
 """
 
+import functools
 import os
 import platform
 import sys
@@ -37,8 +38,10 @@ ONEDNN_DEFAULT_FLAGS = (
 )
 
 
+@functools.cache
 def _cpuinfo(path="/proc/cpuinfo"):
-    """(model name, set of flags) of the first CPU in ``path``; (None, None) without it."""
+    """(model name, frozenset of flags) of the first CPU in ``path``; (None, None) without it. Read
+    once per path: the training layers ask on every call they trace."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -51,7 +54,7 @@ def _cpuinfo(path="/proc/cpuinfo"):
         if key == "model name" and name is None:
             name = value.strip()
         elif key == "flags" and flags is None:
-            flags = set(value.split())
+            flags = frozenset(value.split())
     return name, flags
 
 
