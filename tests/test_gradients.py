@@ -117,30 +117,34 @@ BOTH = {"Conv2DBackpropFilter", "Conv2DBackpropInput"}
 
 
 @pytest.mark.parametrize(
-    "onednn, avx512, backprops, fc_transposed",
+    "onednn, avx512, backprops, deep_backprops, fc_transposed",
     [
-        # Eigen's kernels: all three of ours.
-        (False, True, set(), True),
-        # oneDNN with AVX-512: TF's conv gradients, our fc form.
-        (True, True, BOTH, True),
+        # Eigen's kernels: all of ours.
+        (False, True, set(), set(), True),
+        # oneDNN with AVX-512: TF's conv gradients but the deep convs' kernel gradient, our
+        # fc form.
+        (True, True, BOTH, {"Conv2DBackpropInput"}, True),
         # oneDNN capped at AVX2: TF's input gradient and fc product, our kernel gradient.
-        (True, False, {"Conv2DBackpropInput"}, False),
+        (True, False, {"Conv2DBackpropInput"}, {"Conv2DBackpropInput"}, False),
     ],
 )
 def test_auto_takes_the_faster_form_for_the_kernels_tf_runs(
-    choose, onednn, avx512, backprops, fc_transposed
+    choose, onednn, avx512, backprops, deep_backprops, fc_transposed
 ):
     conv = gradients.TrainingConv2D(8, 3, padding="same", activation="relu")
+    deep = gradients.TrainingConv2D(4, 3, padding="same", activation="relu")
     dense = gradients.TrainingDense(6, activation="relu")
     image, rows = tf.random.normal([1, 10, 12, 4]), tf.random.normal([3, 20])
-    conv(image), dense(rows)
+    deep_image = tf.random.normal([1, 5, 6, gradients.DEEP_CHANNELS])
+    conv(image), deep(deep_image), dense(rows)
     choose("auto", onednn=onednn, avx512=avx512)
     assert _backprops(conv, image) == backprops
+    assert _backprops(deep, deep_image) == deep_backprops
     # Ours has a Transpose of the product; TF's registered gradient a transposed MatMul.
     fc_ops = _gradient_ops(lambda x: dense(x, training=True), rows)
     assert ("Transpose" in fc_ops) == fc_transposed
     # Whatever the forms, the same gradients.
-    for layer, x in ((conv, image), (dense, rows)):
+    for layer, x in ((conv, image), (deep, deep_image), (dense, rows)):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(layer(x, training=True) ** 2)
         with tf.GradientTape() as plain_tape:
@@ -148,6 +152,14 @@ def test_auto_takes_the_faster_form_for_the_kernels_tf_runs(
         ours = tape.gradient(loss, layer.trainable_weights)
         for a, b in zip(ours, plain_tape.gradient(plain_loss, layer.trainable_weights)):
             _close(a, b, 1e-4)
+
+
+def test_a_conv_is_deep_from_deep_channels_input_channels_on():
+    forms = {"conv_input": False, "conv_kernel": False, "deep_conv_kernel": True}
+    assert gradients.DEEP_CHANNELS == 256
+    assert gradients.conv_forms(255, forms) == (False, False)
+    assert gradients.conv_forms(256, forms) == (False, True)
+    assert gradients.conv_forms(512, forms) == (False, True)
 
 
 def test_ours_and_tf_force_every_form_whatever_the_cpu(choose):

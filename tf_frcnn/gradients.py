@@ -14,7 +14,10 @@ an AMD EPYC:
   AVX512_BF16, AVX_VNNI or AMX): ours are faster for all three (fc6 input 30 -> 145 GFLOP/s,
   conv input gradients 1.0-2.3x, kernel gradients 0.9-1.4x).
 - oneDNN on, with AVX-512: TF's conv gradients are oneDNN's own and as fast or faster (the
-  early kernel gradients 1.3-4x), our fc form still wins (95 -> 146 GFLOP/s).
+  early kernel gradients 1.3-4x), but for the convs with 256 input channels or more our kernel
+  gradient wins at the paper's 600x1000 (oneDNN's backward-weights ran at 113-145 GFLOP/s,
+  ours at 145-178; the training step 0.95x, paired in one process) and draws at 300x500 (the
+  step 1.00x); our fc form still wins (95 -> 146 GFLOP/s).
 - oneDNN on, capped at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, as on an AVX2 CPU with
   ``TF_ENABLE_ONEDNN_OPTS=1``): TF's input gradients and fc form win (1.0-3x), our kernel
   gradients win by 1.1-4.8x on all but the first and last convs (oneDNN's backward-weights
@@ -38,14 +41,20 @@ from tf_frcnn import hardware
 # a process. Read when a training call is traced.
 GRADIENTS = os.environ.get("TF_FRCNN_GRADIENTS", "auto")
 GRADIENT_CHOICES = ("auto", "ours", "tf")
-FORMS = ("conv_input", "conv_kernel", "fc_input")
+FORMS = ("conv_input", "conv_kernel", "deep_conv_kernel", "fc_input")
+# A conv with this many input channels or more is "deep": its kernel gradient is chosen apart
+# ("deep_conv_kernel"), as oneDNN's backward-weights kernels are slowest there (VGG16's
+# conv3_2 to conv5_3; the module's docstring has the figures).
+DEEP_CHANNELS = 256
 
 
 def gradient_forms(choice=None):
-    """{"conv_input", "conv_kernel", "fc_input": whether training takes our form of that
-    gradient} under ``choice`` (default ``GRADIENTS``); "auto": all ours where TF's oneDNN
-    kernels are off; where they are on, TF's conv input gradient, and our kernel gradient
-    where oneDNN has no AVX-512 and our fc form where it has."""
+    """{"conv_input", "conv_kernel", "deep_conv_kernel", "fc_input": whether training takes our
+    form of that gradient} under ``choice`` (default ``GRADIENTS``); "conv_kernel" is for convs
+    with fewer than ``DEEP_CHANNELS`` input channels, "deep_conv_kernel" for the others.
+    "auto": all ours where TF's oneDNN kernels are off; where they are on, TF's conv input
+    gradient, our kernel gradient of the deep convs, that of the others where oneDNN has no
+    AVX-512, and our fc form where it has."""
     choice = GRADIENTS if choice is None else choice
     if choice not in GRADIENT_CHOICES:
         raise ValueError(
@@ -57,7 +66,20 @@ def gradient_forms(choice=None):
     if not hardware.onednn_enabled():
         return dict.fromkeys(FORMS, True)
     wide = hardware.onednn_avx512()
-    return {"conv_input": False, "conv_kernel": not wide, "fc_input": wide}
+    return {
+        "conv_input": False,
+        "conv_kernel": not wide,
+        "deep_conv_kernel": True,
+        "fc_input": wide,
+    }
+
+
+def conv_forms(channels, forms=None):
+    """``(own_input, own_kernel)``: whether a 3x3 conv with ``channels`` input channels takes
+    our input and kernel gradients under ``forms`` (default ``gradient_forms()``)."""
+    forms = gradient_forms() if forms is None else forms
+    kernel = "deep_conv_kernel" if channels >= DEEP_CHANNELS else "conv_kernel"
+    return forms["conv_input"], forms[kernel]
 
 
 def _gradient_scope():
@@ -163,15 +185,18 @@ class TrainingDense(keras.layers.Dense):
 @keras.saving.register_keras_serializable(package="tf_frcnn")
 class TrainingConv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` whose training call of a 3x3, stride-1, 'same', ReLU conv
-    (all of VGG16's) takes ``conv3x3_relu``'s gradients where ``gradient_forms()`` picks
-    our form of either; any other conv, and every conv where it picks neither, is Conv2D's."""
+    (all of VGG16's) takes ``conv3x3_relu``'s gradients where ``conv_forms`` picks our form
+    of either for its input channels; any other conv, and every conv where it picks neither,
+    is Conv2D's."""
 
     def call(self, inputs, training=None):
-        forms = gradient_forms()
-        if not (training and self._fast() and (forms["conv_input"] or forms["conv_kernel"])):
+        if not (training and self._fast()):
+            return super().call(inputs)
+        own_input, own_kernel = conv_forms(self.kernel.shape[2])
+        if not (own_input or own_kernel):
             return super().call(inputs)
         kernel, bias = tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias)
-        return conv3x3_relu(inputs, kernel, bias, forms["conv_input"], forms["conv_kernel"])
+        return conv3x3_relu(inputs, kernel, bias, own_input, own_kernel)
 
     def _fast(self):
         return (
