@@ -154,7 +154,7 @@ def test_auto_takes_the_faster_form_for_the_kernels_tf_runs(
             _close(a, b, 1e-4)
 
 
-def test_a_conv_is_deep_from_deep_channels_input_channels_on():
+def test_a_conv_with_256_input_channels_or_more_is_deep():
     forms = {"conv_input": False, "conv_kernel": False, "deep_conv_kernel": True}
     assert gradients.DEEP_CHANNELS == 256
     assert gradients.conv_forms(255, forms) == (False, False)

@@ -16,7 +16,7 @@ an AMD EPYC:
 - oneDNN on, with AVX-512: TF's conv gradients are oneDNN's own and as fast or faster (the
   early kernel gradients 1.3-4x), but for the convs with 256 input channels or more our kernel
   gradient wins at the paper's 600x1000 (oneDNN's backward-weights ran at 113-145 GFLOP/s,
-  ours at 145-178; the training step 0.95x, paired in one process) and draws at 300x500 (the
+  ours at 145-178; the training step 0.92-0.95x, paired in one process) and draws at 300x500 (the
   step 1.00x); our fc form still wins (95 -> 146 GFLOP/s).
 - oneDNN on, capped at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``, as on an AVX2 CPU with
   ``TF_ENABLE_ONEDNN_OPTS=1``): TF's input gradients and fc form win (1.0-3x), our kernel
@@ -190,9 +190,8 @@ class TrainingConv2D(keras.layers.Conv2D):
     is Conv2D's."""
 
     def call(self, inputs, training=None):
-        if not (training and self._fast()):
-            return super().call(inputs)
-        own_input, own_kernel = conv_forms(self.kernel.shape[2])
+        fast = training and self._fast()
+        own_input, own_kernel = conv_forms(self.kernel.shape[2]) if fast else (False, False)
         if not (own_input or own_kernel):
             return super().call(inputs)
         kernel, bias = tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias)
